@@ -1,0 +1,206 @@
+#include "common/spec.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/fs_util.h"
+#include "common/status_macros.h"
+#include "common/yaml_proto.h"
+
+namespace distill::common {
+namespace {
+
+namespace fs = std::filesystem;
+using distill::v1::JobSpec;
+
+absl::Status Bad(absl::string_view path, absl::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat(path, ": ", what));
+}
+
+// Helpers that turn a failed bound check into "path: must be ..., got v".
+template <typename T>
+absl::Status AtLeast(absl::string_view path, T v, T lo) {
+  if (v < lo) return Bad(path, absl::StrCat("must be >= ", lo, ", got ", v));
+  return absl::OkStatus();
+}
+
+absl::Status Positive(absl::string_view path, double v) {
+  if (!(v > 0) || !std::isfinite(v)) return Bad(path, absl::StrCat("must be > 0, got ", v));
+  return absl::OkStatus();
+}
+
+// [0, 1): probabilities such as dropout and Adam's betas.
+absl::Status InUnitInterval(absl::string_view path, double v) {
+  if (!(v >= 0 && v < 1)) return Bad(path, absl::StrCat("must be in [0, 1), got ", v));
+  return absl::OkStatus();
+}
+
+absl::Status ValidateLora(const distill::v1::LoraSpec& lora) {
+  if (lora.has_rank()) RETURN_IF_ERROR(AtLeast<int32_t>("lora.rank", lora.rank(), 1));
+  if (lora.has_alpha()) RETURN_IF_ERROR(Positive("lora.alpha", lora.alpha()));
+  if (lora.has_dropout()) RETURN_IF_ERROR(InUnitInterval("lora.dropout", lora.dropout()));
+  const auto& known = LoraTargetModuleNames();
+  std::set<std::string> seen;
+  for (int i = 0; i < lora.target_modules_size(); ++i) {
+    const std::string& m = lora.target_modules(i);
+    const std::string path = absl::StrCat("lora.target_modules[", i, "]");
+    if (std::find(known.begin(), known.end(), m) == known.end()) {
+      return Bad(path, absl::StrCat("unknown module '", m, "', expected one of: ",
+                                    absl::StrJoin(known, ", ")));
+    }
+    if (!seen.insert(m).second) return Bad(path, absl::StrCat("'", m, "' is listed twice"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateTrain(const distill::v1::TrainSpec& t) {
+  if (t.has_steps()) RETURN_IF_ERROR(AtLeast<int64_t>("train.steps", t.steps(), 1));
+  if (t.has_micro_batch()) RETURN_IF_ERROR(AtLeast<int32_t>("train.micro_batch", t.micro_batch(), 1));
+  if (t.has_grad_accum()) RETURN_IF_ERROR(AtLeast<int32_t>("train.grad_accum", t.grad_accum(), 1));
+  if (t.has_lr()) RETURN_IF_ERROR(Positive("train.lr", t.lr()));
+  if (t.has_min_lr()) {
+    if (!(t.min_lr() >= 0)) return Bad("train.min_lr", absl::StrCat("must be >= 0, got ", t.min_lr()));
+    if (t.has_lr() && t.min_lr() > t.lr()) {
+      return Bad("train.min_lr", absl::StrCat("must not exceed train.lr (", t.lr(), "), got ", t.min_lr()));
+    }
+  }
+  if (t.has_warmup()) {
+    RETURN_IF_ERROR(AtLeast<int64_t>("train.warmup", t.warmup(), 0));
+    if (t.has_steps() && t.warmup() > t.steps()) {
+      return Bad("train.warmup", absl::StrCat("must not exceed train.steps (", t.steps(), "), got ", t.warmup()));
+    }
+  }
+  if (t.has_weight_decay() && !(t.weight_decay() >= 0)) {
+    return Bad("train.weight_decay", absl::StrCat("must be >= 0, got ", t.weight_decay()));
+  }
+  if (t.has_clip() && !(t.clip() >= 0)) return Bad("train.clip", absl::StrCat("must be >= 0 (0 = off), got ", t.clip()));
+  if (t.has_eval_every()) RETURN_IF_ERROR(AtLeast<int64_t>("train.eval_every", t.eval_every(), 0));
+  if (t.has_log_every()) RETURN_IF_ERROR(AtLeast<int64_t>("train.log_every", t.log_every(), 1));
+  if (t.has_eval_batches()) RETURN_IF_ERROR(AtLeast<int32_t>("train.eval_batches", t.eval_batches(), 0));
+  if (t.has_threads()) RETURN_IF_ERROR(AtLeast<int32_t>("train.threads", t.threads(), 0));
+  if (t.has_device() && t.device() != "auto" && t.device() != "cpu" && t.device() != "cuda") {
+    return Bad("train.device", absl::StrCat("unknown device '", t.device(), "', expected auto, cpu or cuda"));
+  }
+  if (t.has_beta1()) RETURN_IF_ERROR(InUnitInterval("train.beta1", t.beta1()));
+  if (t.has_beta2()) RETURN_IF_ERROR(InUnitInterval("train.beta2", t.beta2()));
+  if (t.has_eps()) RETURN_IF_ERROR(Positive("train.eps", t.eps()));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+const std::vector<std::string>& LoraTargetModuleNames() {
+  static const auto* names = new std::vector<std::string>{
+      "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+  return *names;
+}
+
+absl::StatusOr<JobSpec> ParseJobSpec(absl::string_view text, absl::string_view source) {
+  JobSpec spec;
+  RETURN_IF_ERROR(YamlToProto(text, source, &spec));
+  return spec;
+}
+
+JobSpec WithDefaults(const JobSpec& in) {
+  JobSpec s = in;
+  if (s.method() == distill::v1::TRAIN_METHOD_UNSPECIFIED) s.set_method(distill::v1::FULL);
+  auto* lora = s.mutable_lora();
+  if (!lora->has_rank()) lora->set_rank(8);
+  if (!lora->has_alpha()) lora->set_alpha(2.0 * lora->rank());
+  if (!lora->has_dropout()) lora->set_dropout(0.0);
+  if (lora->target_modules_size() == 0) {
+    lora->add_target_modules("q_proj");
+    lora->add_target_modules("v_proj");
+  }
+  if (!lora->has_rslora()) lora->set_rslora(false);
+  auto* data = s.mutable_data();
+  if (!data->has_seq_len()) data->set_seq_len(256);
+  auto* t = s.mutable_train();
+  if (!t->has_steps()) t->set_steps(100);
+  if (!t->has_micro_batch()) t->set_micro_batch(8);
+  if (!t->has_grad_accum()) t->set_grad_accum(1);
+  if (!t->has_lr()) t->set_lr(s.method() == distill::v1::LORA ? 1e-3 : 3e-4);
+  if (!t->has_min_lr()) t->set_min_lr(t->lr() / 10);
+  if (!t->has_warmup()) t->set_warmup(0);
+  if (!t->has_weight_decay()) t->set_weight_decay(0.0);
+  if (!t->has_clip()) t->set_clip(1.0);
+  if (!t->has_seed()) t->set_seed(0);
+  if (!t->has_eval_every()) t->set_eval_every(0);
+  if (!t->has_log_every()) t->set_log_every(10);
+  if (!t->has_eval_batches()) t->set_eval_batches(0);
+  if (!t->has_threads()) t->set_threads(0);
+  if (!t->has_device()) t->set_device("auto");
+  if (!t->has_beta1()) t->set_beta1(0.9);
+  if (!t->has_beta2()) t->set_beta2(0.999);
+  if (!t->has_eps()) t->set_eps(1e-8);
+  auto* c = s.mutable_checkpoint();
+  if (!c->has_every()) c->set_every(0);
+  if (!c->has_keep()) c->set_keep(2);
+  if (!c->has_resume()) c->set_resume(true);
+  return s;
+}
+
+absl::Status ValidateJobSpec(const JobSpec& spec) {
+  switch (spec.type()) {
+    case distill::v1::FINETUNE:
+      break;
+    case distill::v1::DISTILL:
+      return absl::UnimplementedError("type: distill jobs are not supported by this build yet");
+    default:
+      return Bad("type", "required: finetune or distill");
+  }
+  if (spec.model().empty() == spec.init().empty()) {
+    return Bad(spec.model().empty() ? "model" : "init",
+               spec.model().empty()
+                   ? "required: a Hugging Face model directory (model:) or a config.json (init:)"
+                   : "give either model (a Hugging Face directory) or init (a config.json), not both");
+  }
+  if (spec.method() != distill::v1::LORA && spec.has_lora()) {
+    return Bad("lora", "given, but method is not lora");
+  }
+  RETURN_IF_ERROR(ValidateLora(spec.lora()));
+  if (spec.data().train_size() == 0) return Bad("data.train", "required: at least one token shard (.bin)");
+  for (int i = 0; i < spec.data().train_size(); ++i) {
+    if (spec.data().train(i).empty()) return Bad(absl::StrCat("data.train[", i, "]"), "empty path");
+  }
+  for (int i = 0; i < spec.data().eval_size(); ++i) {
+    if (spec.data().eval(i).empty()) return Bad(absl::StrCat("data.eval[", i, "]"), "empty path");
+  }
+  if (spec.data().has_seq_len()) RETURN_IF_ERROR(AtLeast<int32_t>("data.seq_len", spec.data().seq_len(), 1));
+  RETURN_IF_ERROR(ValidateTrain(spec.train()));
+  if (spec.train().precision() == distill::v1::BF16 && spec.train().device() == "cpu") {
+    return Bad("train.precision", "bf16 needs a CUDA device; use fp32 on cpu");
+  }
+  if (spec.checkpoint().has_every()) RETURN_IF_ERROR(AtLeast<int64_t>("checkpoint.every", spec.checkpoint().every(), 0));
+  if (spec.checkpoint().has_keep()) RETURN_IF_ERROR(AtLeast<int32_t>("checkpoint.keep", spec.checkpoint().keep(), 1));
+  if (spec.output().empty()) return Bad("output", "required: the output directory");
+  return absl::OkStatus();
+}
+
+void ResolveSpecPaths(const std::string& base_dir, JobSpec* spec) {
+  auto fix = [&](std::string* p) {
+    if (!p->empty() && fs::path(*p).is_relative()) *p = (fs::path(base_dir) / *p).lexically_normal().string();
+  };
+  fix(spec->mutable_model());
+  fix(spec->mutable_init());
+  fix(spec->mutable_output());
+  for (auto& p : *spec->mutable_data()->mutable_train()) fix(&p);
+  for (auto& p : *spec->mutable_data()->mutable_eval()) fix(&p);
+}
+
+absl::StatusOr<JobSpec> LoadJobSpec(const std::string& path) {
+  ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
+  ASSIGN_OR_RETURN(JobSpec spec, ParseJobSpec(text, path));
+  absl::Status st = ValidateJobSpec(spec);
+  if (!st.ok()) return absl::Status(st.code(), absl::StrCat(path, ": ", st.message()));
+  std::error_code ec;
+  fs::path base = fs::absolute(fs::path(path), ec).parent_path();
+  ResolveSpecPaths(base.string(), &spec);
+  return WithDefaults(spec);
+}
+
+}  // namespace distill::common

@@ -1,0 +1,43 @@
+// Loading and validation of job specs (distill.v1.JobSpec) from YAML or JSON.
+//
+// Parsing maps YAML keys onto proto fields by name through reflection, so the
+// proto stays the one definition. Every error is InvalidArgument and starts
+// with the dotted field path ("train.lr: must be > 0, got -1"). Stateless;
+// all functions are thread-safe.
+#ifndef DISTILL_COMMON_SPEC_H_
+#define DISTILL_COMMON_SPEC_H_
+
+#include <string>
+#include "absl/strings/string_view.h"
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "distill/v1/job.pb.h"
+
+namespace distill::common {
+
+// Parses spec text (YAML; JSON is accepted as YAML). `source` names the text
+// in errors (usually the file path). Does not validate values.
+absl::StatusOr<distill::v1::JobSpec> ParseJobSpec(absl::string_view text, absl::string_view source);
+
+// Reads, parses, fills defaults and validates the spec at `path`. Relative
+// paths inside the spec are resolved against the spec file's directory.
+absl::StatusOr<distill::v1::JobSpec> LoadJobSpec(const std::string& path);
+
+// Returns `spec` with every absent optional field set to its default (the
+// defaults are documented in job.proto).
+distill::v1::JobSpec WithDefaults(const distill::v1::JobSpec& spec);
+
+// Checks every field of a spec (defaults need not be filled in). Returns the
+// first problem as InvalidArgument "field.path: what is wrong".
+absl::Status ValidateJobSpec(const distill::v1::JobSpec& spec);
+
+// Makes every relative path field of `spec` absolute against `base_dir`.
+void ResolveSpecPaths(const std::string& base_dir, distill::v1::JobSpec* spec);
+
+// The LoRA target modules the model supports, in canonical order.
+const std::vector<std::string>& LoraTargetModuleNames();
+
+}  // namespace distill::common
+
+#endif  // DISTILL_COMMON_SPEC_H_

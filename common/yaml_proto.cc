@@ -1,0 +1,190 @@
+#include "common/yaml_proto.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <string>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/status_macros.h"
+#include "google/protobuf/descriptor.h"
+
+namespace distill::common {
+namespace {
+
+using google::protobuf::EnumDescriptor;
+using google::protobuf::FieldDescriptor;
+using google::protobuf::Message;
+using google::protobuf::Reflection;
+
+std::string Join(const std::string& path, const std::string& key) {
+  return path.empty() ? key : absl::StrCat(path, ".", key);
+}
+
+absl::Status FieldError(const std::string& path, absl::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat(path, ": ", what));
+}
+
+// The longest common prefix of the enum's value names up to an underscore
+// ("TRAIN_METHOD_" of TRAIN_METHOD_UNSPECIFIED), which users may omit.
+std::string EnumPrefix(const EnumDescriptor* e) {
+  std::string name = e->value(0)->name();
+  size_t pos = name.rfind("UNSPECIFIED");
+  return pos == std::string::npos ? "" : name.substr(0, pos);
+}
+
+absl::StatusOr<int> ParseEnum(const FieldDescriptor* field, const std::string& text,
+                              const std::string& path) {
+  const EnumDescriptor* e = field->enum_type();
+  const std::string prefix = EnumPrefix(e);
+  std::string upper = absl::AsciiStrToUpper(text);
+  std::vector<std::string> allowed;
+  for (int i = 0; i < e->value_count(); ++i) {
+    const std::string& name = e->value(i)->name();
+    if (name.size() >= 11 && name.compare(name.size() - 11, 11, "UNSPECIFIED") == 0) continue;
+    std::string short_name = name;
+    if (!prefix.empty() && name.rfind(prefix, 0) == 0) short_name = name.substr(prefix.size());
+    allowed.push_back(absl::AsciiStrToLower(short_name));
+    if (upper == name || upper == short_name) return e->value(i)->number();
+  }
+  return FieldError(path, absl::StrCat("unknown value '", text,
+                                       "', expected one of: ", absl::StrJoin(allowed, ", ")));
+}
+
+absl::Status SetScalar(const YAML::Node& node, Message* msg, const FieldDescriptor* field,
+                       const std::string& path) {
+  if (!node.IsScalar()) {
+    return FieldError(path, "expected a single value, got a list or mapping");
+  }
+  const std::string& s = node.Scalar();
+  const Reflection* r = msg->GetReflection();
+  const bool rep = field->is_repeated();
+  switch (field->cpp_type()) {
+    case FieldDescriptor::CPPTYPE_INT32: {
+      int32_t v;
+      if (!absl::SimpleAtoi(s, &v)) return FieldError(path, absl::StrCat("expected an integer, got '", s, "'"));
+      rep ? r->AddInt32(msg, field, v) : r->SetInt32(msg, field, v);
+      break;
+    }
+    case FieldDescriptor::CPPTYPE_INT64: {
+      int64_t v;
+      if (!absl::SimpleAtoi(s, &v)) return FieldError(path, absl::StrCat("expected an integer, got '", s, "'"));
+      rep ? r->AddInt64(msg, field, v) : r->SetInt64(msg, field, v);
+      break;
+    }
+    case FieldDescriptor::CPPTYPE_UINT32: {
+      uint32_t v;
+      if (!absl::SimpleAtoi(s, &v)) return FieldError(path, absl::StrCat("expected a non-negative integer, got '", s, "'"));
+      rep ? r->AddUInt32(msg, field, v) : r->SetUInt32(msg, field, v);
+      break;
+    }
+    case FieldDescriptor::CPPTYPE_UINT64: {
+      uint64_t v;
+      if (!absl::SimpleAtoi(s, &v)) return FieldError(path, absl::StrCat("expected a non-negative integer, got '", s, "'"));
+      rep ? r->AddUInt64(msg, field, v) : r->SetUInt64(msg, field, v);
+      break;
+    }
+    case FieldDescriptor::CPPTYPE_DOUBLE:
+    case FieldDescriptor::CPPTYPE_FLOAT: {
+      double v;
+      if (!absl::SimpleAtod(s, &v)) return FieldError(path, absl::StrCat("expected a number, got '", s, "'"));
+      if (field->cpp_type() == FieldDescriptor::CPPTYPE_DOUBLE) {
+        rep ? r->AddDouble(msg, field, v) : r->SetDouble(msg, field, v);
+      } else {
+        rep ? r->AddFloat(msg, field, static_cast<float>(v)) : r->SetFloat(msg, field, static_cast<float>(v));
+      }
+      break;
+    }
+    case FieldDescriptor::CPPTYPE_BOOL: {
+      std::string l = absl::AsciiStrToLower(s);
+      bool v;
+      if (l == "true" || l == "yes" || l == "on") {
+        v = true;
+      } else if (l == "false" || l == "no" || l == "off") {
+        v = false;
+      } else {
+        return FieldError(path, absl::StrCat("expected true or false, got '", s, "'"));
+      }
+      rep ? r->AddBool(msg, field, v) : r->SetBool(msg, field, v);
+      break;
+    }
+    case FieldDescriptor::CPPTYPE_STRING:
+      rep ? r->AddString(msg, field, s) : r->SetString(msg, field, s);
+      break;
+    case FieldDescriptor::CPPTYPE_ENUM: {
+      ASSIGN_OR_RETURN(int v, ParseEnum(field, s, path));
+      rep ? r->AddEnumValue(msg, field, v) : r->SetEnumValue(msg, field, v);
+      break;
+    }
+    case FieldDescriptor::CPPTYPE_MESSAGE:
+      return FieldError(path, "internal: message handled elsewhere");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status FillMessage(const YAML::Node& node, Message* msg, const std::string& path);
+
+absl::Status FillField(const YAML::Node& value, Message* msg, const FieldDescriptor* field,
+                       const std::string& path) {
+  if (value.IsNull()) return absl::OkStatus();  // `key:` with nothing: absent.
+  const Reflection* r = msg->GetReflection();
+  if (field->is_repeated()) {
+    if (field->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+      if (!value.IsSequence()) return FieldError(path, "expected a list");
+      for (size_t i = 0; i < value.size(); ++i) {
+        RETURN_IF_ERROR(FillMessage(value[i], r->AddMessage(msg, field), absl::StrCat(path, "[", i, "]")));
+      }
+      return absl::OkStatus();
+    }
+    if (value.IsScalar()) return SetScalar(value, msg, field, path);
+    if (!value.IsSequence()) return FieldError(path, "expected a list");
+    for (size_t i = 0; i < value.size(); ++i) {
+      RETURN_IF_ERROR(SetScalar(value[i], msg, field, absl::StrCat(path, "[", i, "]")));
+    }
+    return absl::OkStatus();
+  }
+  if (field->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+    return FillMessage(value, r->MutableMessage(msg, field), path);
+  }
+  return SetScalar(value, msg, field, path);
+}
+
+absl::Status FillMessage(const YAML::Node& node, Message* msg, const std::string& path) {
+  if (node.IsNull()) return absl::OkStatus();
+  if (!node.IsMap()) {
+    return FieldError(path.empty() ? "spec" : path, "expected a mapping of field: value");
+  }
+  const google::protobuf::Descriptor* desc = msg->GetDescriptor();
+  for (const auto& kv : node) {
+    const std::string key = kv.first.as<std::string>();
+    const std::string field_path = Join(path, key);
+    const FieldDescriptor* field = desc->FindFieldByName(key);
+    if (field == nullptr) {
+      std::vector<std::string> names;
+      for (int i = 0; i < desc->field_count(); ++i) names.push_back(desc->field(i)->name());
+      return FieldError(field_path, absl::StrCat("unknown field; known fields here: ",
+                                                 absl::StrJoin(names, ", ")));
+    }
+    RETURN_IF_ERROR(FillField(kv.second, msg, field, field_path));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status YamlToProto(absl::string_view text, absl::string_view source,
+                         google::protobuf::Message* message) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(std::string(text));
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": not valid YAML/JSON: line ",
+                                                   e.mark.line + 1, ", column ", e.mark.column + 1,
+                                                   ": ", e.msg));
+  }
+  return FillMessage(root, message, "");
+}
+
+}  // namespace distill::common

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Configures and builds the project into ./build (incremental; ccache when present).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime
+export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/distill-ccache}"
+BUILD_DIR="${BUILD_DIR:-build}"
+if [ ! -f "$BUILD_DIR/build.ninja" ]; then
+  cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@"
+fi
+cmake --build "$BUILD_DIR" -j"$(nproc)"

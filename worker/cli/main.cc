@@ -1,0 +1,209 @@
+// distill-worker: the trainer's command line. Parses arguments and calls into
+// distill_worker; every error becomes one line on stderr and a non-zero exit.
+//
+//   distill-worker train --spec SPEC.yaml [--max-steps-this-run N]
+//   distill-worker eval --model DIR [--adapter DIR] --tokens FILE.bin --seq-len L [--batch B] [--threads N]
+//   distill-worker init --config CONFIG.json --out DIR [--seed S]
+//   distill-worker merge --base DIR --adapter DIR --out DIR
+//   distill-worker tokenize --tokenizer bytes --input FILE --output FILE.bin [--text-field F]
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <iostream>
+#include <map>
+#include <string>
+#include <thread>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/spec.h"
+#include "common/status_macros.h"
+#include "worker/data/byte_tokenizer.h"
+#include "worker/data/token_shard.h"
+#include "worker/model/hf_io.h"
+#include "worker/model/lora.h"
+#include "worker/train/eval.h"
+#include "worker/train/trainer.h"
+
+namespace distill::worker {
+namespace {
+
+constexpr char kUsage[] =
+    "usage: distill-worker COMMAND [options]\n"
+    "  train    --spec SPEC.yaml [--max-steps-this-run N]\n"
+    "  eval     --model DIR [--adapter DIR] --tokens FILE.bin --seq-len L [--batch B] [--threads N]\n"
+    "  init     --config CONFIG.json --out DIR [--seed S]\n"
+    "  merge    --base DIR --adapter DIR --out DIR\n"
+    "  tokenize --tokenizer bytes --input FILE(.txt|.jsonl) --output FILE.bin [--text-field text]\n";
+
+std::atomic<bool> g_stop{false};
+void OnSignal(int) { g_stop.store(true); }
+
+// --key value pairs after the command. Usage errors exit 2.
+class Args {
+ public:
+  static absl::StatusOr<Args> Parse(int argc, char** argv, int first, const std::vector<std::string>& allowed) {
+    Args a;
+    for (int i = first; i < argc; ++i) {
+      std::string k = argv[i];
+      if (k.rfind("--", 0) != 0) return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", k, "'"));
+      k = k.substr(2);
+      if (std::find(allowed.begin(), allowed.end(), k) == allowed.end()) {
+        return absl::InvalidArgumentError(absl::StrCat("unknown option --", k));
+      }
+      if (i + 1 >= argc) return absl::InvalidArgumentError(absl::StrCat("option --", k, " needs a value"));
+      a.values_[k] = argv[++i];
+    }
+    return a;
+  }
+  absl::StatusOr<std::string> Required(const std::string& k) const {
+    auto it = values_.find(k);
+    if (it == values_.end()) return absl::InvalidArgumentError(absl::StrCat("missing required option --", k));
+    return it->second;
+  }
+  std::string Get(const std::string& k, const std::string& def = "") const {
+    auto it = values_.find(k);
+    return it == values_.end() ? def : it->second;
+  }
+  absl::StatusOr<int64_t> Int(const std::string& k, int64_t def) const {
+    auto it = values_.find(k);
+    if (it == values_.end()) return def;
+    int64_t v;
+    if (!absl::SimpleAtoi(it->second, &v)) {
+      return absl::InvalidArgumentError(absl::StrCat("option --", k, ": expected an integer, got '", it->second, "'"));
+    }
+    return v;
+  }
+
+ private:
+  std::map<std::string, std::string> values_;
+};
+
+absl::Status Train(const Args& args) {
+  ASSIGN_OR_RETURN(std::string spec_path, args.Required("spec"));
+  ASSIGN_OR_RETURN(int64_t max_steps, args.Int("max-steps-this-run", 0));
+  ASSIGN_OR_RETURN(distill::v1::JobSpec spec, common::LoadJobSpec(spec_path));
+  std::signal(SIGTERM, OnSignal);
+  std::signal(SIGINT, OnSignal);
+  ConsoleSink console;
+  TrainOptions options;
+  options.max_steps_this_run = max_steps;
+  options.stop_requested = &g_stop;
+  options.sinks.push_back(&console);
+  ASSIGN_OR_RETURN(TrainResult r, RunFinetune(spec, options));
+  if (!r.finished && g_stop.load()) {
+    return absl::CancelledError(absl::StrCat("stopped by signal at step ", r.steps_done, "; checkpoint saved"));
+  }
+  if (r.finished) {
+    std::cout << absl::StrFormat("done: %d steps, train loss %.4f%s, %.0f tok/s, %d trainable params, %s (%d bytes)",
+                                 r.steps_done, r.final_train_loss,
+                                 r.has_eval ? absl::StrFormat(", eval loss %.4f ppl %.3f", r.eval_loss, r.eval_ppl) : "",
+                                 r.tokens_per_s, r.trainable_params, r.output_path, r.output_bytes)
+              << std::endl;
+  }
+  return absl::OkStatus();
+}
+
+void SetThreads(int64_t threads) {
+  at::set_num_threads(static_cast<int>(threads > 0 ? threads : std::max(1u, std::thread::hardware_concurrency())));
+}
+
+absl::Status Eval(const Args& args) {
+  ASSIGN_OR_RETURN(std::string model_dir, args.Required("model"));
+  ASSIGN_OR_RETURN(std::string tokens_path, args.Required("tokens"));
+  RETURN_IF_ERROR(args.Required("seq-len").status());
+  ASSIGN_OR_RETURN(int64_t seq_len, args.Int("seq-len", 0));
+  ASSIGN_OR_RETURN(int64_t batch, args.Int("batch", 8));
+  ASSIGN_OR_RETURN(int64_t threads, args.Int("threads", 0));
+  if (seq_len < 1) return absl::InvalidArgumentError(absl::StrCat("--seq-len must be >= 1, got ", seq_len));
+  if (batch < 1) return absl::InvalidArgumentError(absl::StrCat("--batch must be >= 1, got ", batch));
+  SetThreads(threads);
+  ASSIGN_OR_RETURN(LlamaForCausalLM model, LoadHfModel(model_dir));
+  const std::string adapter = args.Get("adapter");
+  if (!adapter.empty()) RETURN_IF_ERROR(LoadAdapter(model, adapter));
+  ASSIGN_OR_RETURN(TokenDataset data, TokenDataset::Open({tokens_path}));
+  RETURN_IF_ERROR(data.CheckVocab(model->config().vocab_size));
+  ASSIGN_OR_RETURN(EvalResult r, EvaluateLm(model, data, seq_len, batch, 0, torch::kCPU));
+  std::cout << absl::StrFormat("{\"loss\": %.9g, \"ppl\": %.9g, \"tokens\": %d}", r.loss, r.ppl, r.tokens) << std::endl;
+  return absl::OkStatus();
+}
+
+absl::Status Init(const Args& args) {
+  ASSIGN_OR_RETURN(std::string config_path, args.Required("config"));
+  ASSIGN_OR_RETURN(std::string out, args.Required("out"));
+  ASSIGN_OR_RETURN(int64_t seed, args.Int("seed", 0));
+  ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(config_path));
+  LlamaForCausalLM model = InitModel(config, static_cast<uint64_t>(seed));
+  RETURN_IF_ERROR(SaveHfModel(model, out));
+  std::cout << absl::StrFormat("wrote %s: %d parameters", out, CountParameters(config)) << std::endl;
+  return absl::OkStatus();
+}
+
+absl::Status Merge(const Args& args) {
+  ASSIGN_OR_RETURN(std::string base, args.Required("base"));
+  ASSIGN_OR_RETURN(std::string adapter, args.Required("adapter"));
+  ASSIGN_OR_RETURN(std::string out, args.Required("out"));
+  ASSIGN_OR_RETURN(LlamaForCausalLM model, LoadHfModel(base));
+  RETURN_IF_ERROR(LoadAdapter(model, adapter));
+  MergeLora(model);
+  RETURN_IF_ERROR(SaveHfModel(model, out));
+  std::cout << "wrote " << out << std::endl;
+  return absl::OkStatus();
+}
+
+absl::Status Tokenize(const Args& args) {
+  ASSIGN_OR_RETURN(std::string tokenizer, args.Required("tokenizer"));
+  ASSIGN_OR_RETURN(std::string input, args.Required("input"));
+  ASSIGN_OR_RETURN(std::string output, args.Required("output"));
+  if (tokenizer != "bytes") {
+    return absl::UnimplementedError(
+        absl::StrCat("--tokenizer ", tokenizer, ": only the byte-level tokenizer ('bytes') is available so far"));
+  }
+  return TokenizeFileBytes(input, output, args.Get("text-field", "text"));
+}
+
+int Main(int argc, char** argv) {
+  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "help") {
+    std::cout << kUsage;
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string cmd = argv[1];
+  static const std::map<std::string, std::pair<std::vector<std::string>, absl::Status (*)(const Args&)>> kCommands = {
+      {"train", {{"spec", "max-steps-this-run"}, &Train}},
+      {"eval", {{"model", "adapter", "tokens", "seq-len", "batch", "threads"}, &Eval}},
+      {"init", {{"config", "out", "seed"}, &Init}},
+      {"merge", {{"base", "adapter", "out"}, &Merge}},
+      {"tokenize", {{"tokenizer", "input", "output", "text-field"}, &Tokenize}},
+  };
+  auto it = kCommands.find(cmd);
+  if (it == kCommands.end()) {
+    std::cerr << "distill-worker: unknown command '" << cmd << "'\n" << kUsage;
+    return 2;
+  }
+  auto args = Args::Parse(argc, argv, 2, it->second.first);
+  if (!args.ok()) {
+    std::cerr << "distill-worker " << cmd << ": " << args.status().message() << "\n" << kUsage;
+    return 2;
+  }
+  absl::Status st;
+  try {
+    st = it->second.second(*args);
+  } catch (const c10::Error& e) {
+    st = absl::InternalError(absl::StrCat("LibTorch: ", e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    st = absl::InternalError(e.what());
+  }
+  if (!st.ok()) {
+    std::string msg(st.message());
+    std::replace(msg.begin(), msg.end(), '\n', ' ');
+    std::cerr << "distill-worker " << cmd << ": error: " << msg << std::endl;
+    return st.code() == absl::StatusCode::kCancelled ? 130 : 1;
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace distill::worker
+
+int main(int argc, char** argv) { return distill::worker::Main(argc, argv); }

@@ -1,0 +1,46 @@
+// Hugging Face model directories <-> LlamaForCausalLM: config.json plus
+// model.safetensors (or sharded with model.safetensors.index.json).
+//
+// Loading checks every expected tensor is present with the right shape and no
+// unexpected one is left (HF's rotary inv_freq buffers are ignored); errors
+// name the file and tensor. Saving writes into a temp dir, then renames, so a
+// crash never leaves a half-written model. Thread-compatible.
+#ifndef DISTILL_WORKER_MODEL_HF_IO_H_
+#define DISTILL_WORKER_MODEL_HF_IO_H_
+
+#include <torch/torch.h>
+
+#include <map>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "worker/model/config.h"
+#include "worker/model/llama.h"
+
+namespace distill::worker {
+
+// Reads DIR/config.json and the weights into an fp32 model on `device`.
+absl::StatusOr<LlamaForCausalLM> LoadHfModel(const std::string& dir,
+                                             torch::Device device = torch::kCPU);
+
+// A randomly initialised model (LlamaForCausalLM::InitWeights(seed)).
+LlamaForCausalLM InitModel(const ModelConfig& config, uint64_t seed);
+
+// Copies `tensors` (HF names) into the model's base parameters (LoRA adapters
+// excluded). `source` names where they came from in errors.
+absl::Status LoadBaseWeights(LlamaForCausalLM& model,
+                             const std::map<std::string, torch::Tensor>& tensors,
+                             const std::string& source);
+
+// The base parameters under HF names (no LoRA adapters; no lm_head when tied).
+std::vector<std::pair<std::string, torch::Tensor>> BaseWeights(LlamaForCausalLM& model);
+
+// Writes config.json and model.safetensors (in `dtype`) to `dir`, replacing it
+// atomically. The model must have no LoRA adapter (merge first).
+absl::Status SaveHfModel(LlamaForCausalLM& model, const std::string& dir,
+                         torch::Dtype dtype = torch::kFloat);
+
+}  // namespace distill::worker
+
+#endif  // DISTILL_WORKER_MODEL_HF_IO_H_

@@ -1,0 +1,139 @@
+// A Llama-family decoder-only causal LM in LibTorch, parameter names equal to
+// Hugging Face's (named_parameters() of LlamaForCausalLM yields
+// "model.layers.0.self_attn.q_proj.weight", "lm_head.weight", ...).
+//
+// Covers Llama/Mistral (RMSNorm, half-split RoPE with rope_theta, grouped-query
+// attention, SwiGLU MLP, tied or untied embeddings), Qwen2 (q/k/v bias) and
+// Qwen3 (q/k RMSNorm) through ModelConfig switches. Every Linear can carry a
+// LoRA adapter (lora.h). Modules are not thread-safe: one training thread.
+#ifndef DISTILL_WORKER_MODEL_LLAMA_H_
+#define DISTILL_WORKER_MODEL_LLAMA_H_
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "worker/model/config.h"
+
+namespace distill::worker {
+
+// y = x W^T + b, plus (when enabled) the LoRA path
+// scaling * dropout(x) A^T B^T with A [r, in] and B [out, r].
+class LinearImpl : public torch::nn::Module {
+ public:
+  LinearImpl(int64_t in_features, int64_t out_features, bool bias);
+  torch::Tensor forward(const torch::Tensor& x);
+
+  // Adds lora_A (Kaiming-uniform, as PEFT, drawn from `gen`) and lora_B
+  // (zeros). Base weights are left as they are (the caller freezes them).
+  void EnableLora(int64_t rank, double scaling, double dropout, torch::Generator gen);
+  bool has_lora() const { return lora_A.defined(); }
+  // weight += scaling * B A, then the adapter is removed.
+  void MergeLora();
+
+  int64_t in_features, out_features;
+  torch::Tensor weight, bias;      // bias undefined when absent
+  torch::Tensor lora_A, lora_B;    // undefined without LoRA
+  double lora_scaling = 0.0;
+  double lora_dropout = 0.0;
+};
+TORCH_MODULE(Linear);
+
+class RMSNormImpl : public torch::nn::Module {
+ public:
+  RMSNormImpl(int64_t dim, double eps);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor weight;
+  double eps;
+};
+TORCH_MODULE(RMSNorm);
+
+class AttentionImpl : public torch::nn::Module {
+ public:
+  explicit AttentionImpl(const ModelConfig& c);
+  // x [B, T, D]; cos/sin [T, head_dim]. Causal.
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
+
+  Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  RMSNorm q_norm{nullptr}, k_norm{nullptr};  // qwen3 only
+  int64_t num_heads, num_kv_heads, head_dim;
+};
+TORCH_MODULE(Attention);
+
+class MlpImpl : public torch::nn::Module {
+ public:
+  explicit MlpImpl(const ModelConfig& c);
+  torch::Tensor forward(const torch::Tensor& x);  // down(silu(gate(x)) * up(x))
+  Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+};
+TORCH_MODULE(Mlp);
+
+class DecoderLayerImpl : public torch::nn::Module {
+ public:
+  explicit DecoderLayerImpl(const ModelConfig& c);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
+  Attention self_attn{nullptr};
+  Mlp mlp{nullptr};
+  RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
+};
+TORCH_MODULE(DecoderLayer);
+
+// Hugging Face's "model" submodule: embeddings, layers, final norm.
+class LlamaBackboneImpl : public torch::nn::Module {
+ public:
+  explicit LlamaBackboneImpl(const ModelConfig& c);
+  torch::Tensor embed_tokens;  // [V, D], registered as "embed_tokens.weight"
+  torch::nn::ModuleList layers{nullptr};
+  RMSNorm norm{nullptr};
+};
+TORCH_MODULE(LlamaBackbone);
+
+class LlamaForCausalLMImpl : public torch::nn::Module {
+ public:
+  explicit LlamaForCausalLMImpl(const ModelConfig& config);
+
+  // input_ids [B, T] (int64) -> logits [B, T, V] in fp32.
+  torch::Tensor forward(const torch::Tensor& input_ids);
+
+  // The final normalised hidden state [B, T, D]. When `capture` is given,
+  // (*capture)[i] receives the output of decoder layer i (0-based) for every
+  // i in `capture_layers` (the input embedding is layer -1).
+  torch::Tensor Hidden(const torch::Tensor& input_ids, const std::vector<int64_t>& capture_layers = {},
+                       std::map<int64_t, torch::Tensor>* capture = nullptr);
+  // hidden [.., D] -> logits [.., V] through lm_head (or the tied embedding).
+  torch::Tensor Logits(const torch::Tensor& hidden);
+  // The lm_head weight [V, D] (the embedding when tied).
+  torch::Tensor LmHeadWeight() const;
+
+  // Hugging Face's init: weights ~ N(0, initializer_range), biases 0, norms 1.
+  // Deterministic for a given seed.
+  void InitWeights(uint64_t seed);
+
+  const ModelConfig& config() const { return config_; }
+
+  LlamaBackbone model{nullptr};
+  torch::Tensor lm_head;  // [V, D], "lm_head.weight"; undefined when tied
+
+ private:
+  // cos/sin tables [T, head_dim] for positions 0..T-1 (HF's half-split layout),
+  // cached per length, dtype and device.
+  std::pair<torch::Tensor, torch::Tensor> Rope(int64_t seq_len, const torch::Device& device);
+
+  ModelConfig config_;
+  torch::Tensor rope_cos_, rope_sin_;
+};
+TORCH_MODULE(LlamaForCausalLM);
+
+// Mean next-token cross-entropy: logits [B, T, V], targets [B, T] (int64).
+torch::Tensor CausalLmLoss(const torch::Tensor& logits, const torch::Tensor& targets);
+
+// Every Linear of the model with its Hugging Face module path
+// ("model.layers.0.self_attn.q_proj").
+std::vector<std::pair<std::string, Linear>> NamedLinears(LlamaForCausalLM& model);
+
+}  // namespace distill::worker
+
+#endif  // DISTILL_WORKER_MODEL_LLAMA_H_

@@ -1,0 +1,111 @@
+#include "worker/train/checkpoint.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/fs_util.h"
+#include "common/status_macros.h"
+#include "worker/model/safetensors.h"
+
+namespace distill::worker {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+constexpr char kPrefix[] = "step_";
+
+// Step numbers of the complete checkpoints under root, ascending.
+std::vector<std::pair<int64_t, fs::path>> ListCheckpoints(const std::string& root) {
+  std::vector<std::pair<int64_t, fs::path>> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(root, ec)) {
+    const std::string name = e.path().filename().string();
+    if (!e.is_directory() || name.rfind(kPrefix, 0) != 0) continue;
+    const std::string digits = name.substr(sizeof(kPrefix) - 1);
+    if (digits.empty() || !std::all_of(digits.begin(), digits.end(), ::isdigit)) continue;  // staging dirs
+    if (!fs::exists(e.path() / "state.json")) continue;
+    out.emplace_back(std::stoll(digits), e.path());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> SaveCheckpoint(const std::string& root, const CheckpointState& state,
+                                           const std::vector<NamedParam>& params, const AdamW& optimizer,
+                                           int keep) {
+  const std::string dir = (fs::path(root) / absl::StrFormat("%s%08d", kPrefix, state.step)).string();
+  ASSIGN_OR_RETURN(std::string staging, common::MakeStagingDir(dir));
+  std::vector<std::pair<std::string, torch::Tensor>> weights;
+  for (const auto& p : params) weights.emplace_back(p.name, p.param.detach().to(torch::kCPU));
+  std::vector<std::pair<std::string, torch::Tensor>> opt;
+  for (auto& [name, t] : optimizer.StateDict()) opt.emplace_back(name, t.to(torch::kCPU));
+  RETURN_IF_ERROR(WriteSafetensors((fs::path(staging) / "weights.safetensors").string(), weights));
+  RETURN_IF_ERROR(WriteSafetensors((fs::path(staging) / "optimizer.safetensors").string(), opt));
+  json j = {{"format_version", 1},
+            {"step", state.step},
+            {"sampler_position", state.sampler_position},
+            {"tokens", state.tokens},
+            {"seed", state.seed},
+            {"method", state.method}};
+  RETURN_IF_ERROR(common::WriteFileAtomically((fs::path(staging) / "state.json").string(), j.dump(2) + "\n"));
+  RETURN_IF_ERROR(common::CommitStagingDir(staging, dir));
+  auto all = ListCheckpoints(root);
+  for (size_t i = 0; i + static_cast<size_t>(std::max(1, keep)) < all.size(); ++i) {
+    std::error_code ec;
+    fs::remove_all(all[i].second, ec);
+  }
+  return dir;
+}
+
+std::optional<std::string> LatestCheckpoint(const std::string& root) {
+  auto all = ListCheckpoints(root);
+  if (all.empty()) return std::nullopt;
+  return all.back().second.string();
+}
+
+absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& dir, const std::vector<NamedParam>& params,
+                                               AdamW& optimizer) {
+  const std::string state_path = (fs::path(dir) / "state.json").string();
+  ASSIGN_OR_RETURN(std::string text, common::ReadFileToString(state_path));
+  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  CheckpointState s;
+  try {
+    s.step = j.at("step").get<int64_t>();
+    s.sampler_position = j.at("sampler_position").get<int64_t>();
+    s.tokens = j.at("tokens").get<int64_t>();
+    s.seed = j.at("seed").get<uint64_t>();
+    s.method = j.at("method").get<std::string>();
+  } catch (const json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(state_path, ": malformed checkpoint state: ", e.what()));
+  }
+  const std::string weights_path = (fs::path(dir) / "weights.safetensors").string();
+  ASSIGN_OR_RETURN(auto weights, SafetensorsFile::Open(weights_path));
+  torch::NoGradGuard no_grad;
+  for (const auto& p : params) {
+    auto t = weights->Get(p.name);
+    if (!t.ok()) return absl::InvalidArgumentError(absl::StrCat(weights_path, ": missing tensor '", p.name, "'"));
+    if (t->sizes() != p.param.sizes()) {
+      return absl::InvalidArgumentError(absl::StrCat(weights_path, ": tensor '", p.name, "' has shape ",
+                                                     c10::str(t->sizes()), ", the model needs ",
+                                                     c10::str(p.param.sizes())));
+    }
+    p.param.copy_(*t);
+  }
+  const std::string opt_path = (fs::path(dir) / "optimizer.safetensors").string();
+  ASSIGN_OR_RETURN(auto opt_file, SafetensorsFile::Open(opt_path));
+  std::map<std::string, torch::Tensor> opt;
+  for (const auto& name : opt_file->names()) {
+    ASSIGN_OR_RETURN(opt[name], opt_file->Get(name));
+  }
+  absl::Status st = optimizer.LoadStateDict(opt);
+  if (!st.ok()) return absl::InvalidArgumentError(absl::StrCat(opt_path, ": ", st.message()));
+  return s;
+}
+
+}  // namespace distill::worker

@@ -1,0 +1,36 @@
+// Evaluation of a causal LM on a token stream: mean next-token cross-entropy
+// and perplexity over non-overlapping windows (the `distill-worker eval`
+// contract: inputs t[i*L : i*L+L], targets t[i*L+1 : i*L+L+1] for
+// i in 0 .. floor((N-1)/L)-1). Runs in inference mode; thread-compatible.
+#ifndef DISTILL_WORKER_TRAIN_EVAL_H_
+#define DISTILL_WORKER_TRAIN_EVAL_H_
+
+#include <torch/torch.h>
+
+#include <cstdint>
+
+#include "absl/status/statusor.h"
+#include "worker/data/token_shard.h"
+#include "worker/model/llama.h"
+
+namespace distill::worker {
+
+struct EvalResult {
+  double loss = 0.0;   // mean cross-entropy (nats) over all targets
+  double ppl = 0.0;    // exp(loss)
+  int64_t tokens = 0;  // number of targets
+};
+
+// `batch` windows per forward; `max_windows` > 0 evaluates only the first
+// max_windows windows. InvalidArgument if the stream has no full window.
+absl::StatusOr<EvalResult> EvaluateLm(LlamaForCausalLM& model, const TokenDataset& data, int64_t seq_len,
+                                      int64_t batch, int64_t max_windows, const torch::Device& device);
+
+// Copies the windows starting at `starts` (each L + 1 tokens) into inputs and
+// targets [b, L] (int64) on `device`.
+std::pair<torch::Tensor, torch::Tensor> MakeBatch(const TokenDataset& data, const std::vector<int64_t>& starts,
+                                                  int64_t seq_len, const torch::Device& device);
+
+}  // namespace distill::worker
+
+#endif  // DISTILL_WORKER_TRAIN_EVAL_H_

@@ -1,0 +1,73 @@
+// AdamW with decoupled weight decay, the same math as torch.optim.AdamW
+// (amsgrad off, maximize off): per parameter p with gradient g at step t,
+//   p *= 1 - lr * wd;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
+//   p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
+// Parameters without decay (norms, biases) sit in their own group. State is
+// exposed by name for checkpoints. Not thread-safe: the training thread owns it.
+#ifndef DISTILL_WORKER_TRAIN_OPTIMIZER_H_
+#define DISTILL_WORKER_TRAIN_OPTIMIZER_H_
+
+#include <torch/torch.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace distill::worker {
+
+struct AdamWOptions {
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;  // applied to parameters with decay = true only
+};
+
+struct NamedParam {
+  std::string name;
+  torch::Tensor param;
+  bool decay = true;
+};
+
+class AdamW {
+ public:
+  AdamW(std::vector<NamedParam> params, const AdamWOptions& options);
+
+  // One update with learning rate `lr` for every parameter that has a grad.
+  void Step(double lr);
+  // Sets every grad to zero (keeps the buffers).
+  void ZeroGrad();
+
+  int64_t step_count() const { return step_; }
+  const std::vector<NamedParam>& params() const { return params_; }
+
+  // "NAME.exp_avg" and "NAME.exp_avg_sq" for every parameter, plus the step
+  // count as a 0-dim int64 tensor "step".
+  std::vector<std::pair<std::string, torch::Tensor>> StateDict() const;
+  // Restores StateDict() output; InvalidArgument naming a missing tensor or a
+  // shape mismatch.
+  absl::Status LoadStateDict(const std::map<std::string, torch::Tensor>& state);
+
+ private:
+  std::vector<NamedParam> params_;
+  std::vector<torch::Tensor> exp_avg_, exp_avg_sq_;
+  AdamWOptions options_;
+  int64_t step_ = 0;
+};
+
+// Parameters split for AdamW: weight decay on matrices, none on 1-d tensors
+// (norm weights, biases). Only parameters with requires_grad are returned.
+std::vector<NamedParam> TrainableParams(torch::nn::Module& module);
+
+// Scales all grads so that their global L2 norm is at most `max_norm`;
+// returns the norm before clipping (as torch.nn.utils.clip_grad_norm_).
+double ClipGradNorm(const std::vector<NamedParam>& params, double max_norm);
+
+// Learning rate at 0-based `step`: linear warmup from lr/warmup to lr over
+// `warmup` steps, then cosine decay from lr to min_lr at `total_steps`.
+double LearningRate(int64_t step, int64_t total_steps, int64_t warmup, double lr, double min_lr);
+
+}  // namespace distill::worker
+
+#endif  // DISTILL_WORKER_TRAIN_OPTIMIZER_H_

@@ -1,0 +1,263 @@
+#include "worker/train/trainer.h"
+
+#include <chrono>
+#include <filesystem>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/status_macros.h"
+#include "worker/data/sampler.h"
+#include "worker/data/token_shard.h"
+#include "worker/model/hf_io.h"
+#include "worker/model/lora.h"
+#include "worker/train/autocast.h"
+#include "worker/train/checkpoint.h"
+#include "worker/train/eval.h"
+#include "worker/train/optimizer.h"
+
+namespace distill::worker {
+namespace fs = std::filesystem;
+using distill::v1::JobSpec;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+// splitmix64 of (seed, step): the per-step RNG seed (Note [Deterministic resume]).
+uint64_t StepSeed(uint64_t seed, int64_t step) {
+  uint64_t z = seed + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(step + 1);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+absl::StatusOr<torch::Device> PickDevice(const std::string& name) {
+  const bool cuda = torch::cuda::is_available();
+  if (name == "cpu" || (name == "auto" && !cuda)) return torch::Device(torch::kCPU);
+  if (!cuda) return absl::FailedPreconditionError("train.device: cuda requested but no CUDA device is available");
+  return torch::Device(torch::kCUDA, 0);
+}
+
+void SetThreads(int threads) {
+  int n = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  at::set_num_threads(n);
+}
+
+// All sinks at once.
+class Fanout {
+ public:
+  explicit Fanout(std::vector<ReportSink*> sinks) : sinks_(std::move(sinks)) {}
+  void Step(const StepRecord& r) { for (auto* s : sinks_) s->OnStep(r); }
+  void Eval(const EvalRecord& r) { for (auto* s : sinks_) s->OnEval(r); }
+  void Message(const std::string& m) { for (auto* s : sinks_) s->OnMessage(m); }
+
+ private:
+  std::vector<ReportSink*> sinks_;
+};
+
+absl::StatusOr<TrainResult> RunFinetuneImpl(const JobSpec& spec, const TrainOptions& options) {
+  const auto& t = spec.train();
+  SetThreads(t.threads());
+  ASSIGN_OR_RETURN(torch::Device device, PickDevice(t.device()));
+  const bool bf16 = t.precision() == distill::v1::BF16 ||
+                    (t.precision() == distill::v1::PRECISION_UNSPECIFIED && device.is_cuda());
+  if (bf16 && !device.is_cuda()) {
+    return absl::InvalidArgumentError("train.precision: bf16 needs a CUDA device; use fp32 on cpu");
+  }
+
+  // Model.
+  LlamaForCausalLM model{nullptr};
+  if (!spec.model().empty()) {
+    ASSIGN_OR_RETURN(model, LoadHfModel(spec.model()));
+  } else {
+    ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(spec.init()));
+    model = InitModel(config, t.seed());
+  }
+  const bool lora = spec.method() == distill::v1::LORA;
+  LoraConfig lora_config;
+  if (lora) {
+    lora_config.rank = spec.lora().rank();
+    lora_config.alpha = spec.lora().alpha();
+    lora_config.dropout = spec.lora().dropout();
+    lora_config.target_modules.assign(spec.lora().target_modules().begin(), spec.lora().target_modules().end());
+    lora_config.rslora = spec.lora().rslora();
+    RETURN_IF_ERROR(ApplyLora(model, lora_config, t.seed()));
+  }
+  model->to(device);
+  model->train();
+
+  // Data.
+  const int64_t seq_len = spec.data().seq_len();
+  const int64_t vocab = model->config().vocab_size;
+  std::vector<std::string> train_paths(spec.data().train().begin(), spec.data().train().end());
+  ASSIGN_OR_RETURN(TokenDataset train_data, TokenDataset::Open(train_paths));
+  RETURN_IF_ERROR(train_data.CheckVocab(vocab));
+  std::optional<TokenDataset> eval_data;
+  if (spec.data().eval_size() > 0) {
+    std::vector<std::string> eval_paths(spec.data().eval().begin(), spec.data().eval().end());
+    ASSIGN_OR_RETURN(eval_data, TokenDataset::Open(eval_paths));
+    RETURN_IF_ERROR(eval_data->CheckVocab(vocab));
+  }
+  SamplerOptions sopt;
+  sopt.seq_len = seq_len;
+  sopt.seed = t.seed();
+  ASSIGN_OR_RETURN(WindowSampler sampler, WindowSampler::Create(train_data.size(), sopt));
+
+  // Optimizer.
+  std::vector<NamedParam> params = TrainableParams(*model);
+  AdamWOptions aopt;
+  aopt.beta1 = t.beta1();
+  aopt.beta2 = t.beta2();
+  aopt.eps = t.eps();
+  aopt.weight_decay = t.weight_decay();
+  AdamW optimizer(params, aopt);
+
+  // Output, resume, reporting.
+  const fs::path out_dir(spec.output());
+  std::error_code ec;
+  fs::create_directories(out_dir, ec);
+  if (ec) return absl::PermissionDeniedError(absl::StrCat(spec.output(), ": cannot create output directory: ", ec.message()));
+  const std::string ckpt_root = (out_dir / "checkpoints").string();
+  int64_t start_step = 0;
+  int64_t tokens = 0;
+  TrainResult result;
+  if (spec.checkpoint().resume()) {
+    if (auto latest = LatestCheckpoint(ckpt_root)) {
+      ASSIGN_OR_RETURN(CheckpointState st, LoadCheckpoint(*latest, params, optimizer));
+      if (st.method != (lora ? "lora" : "full")) {
+        return absl::FailedPreconditionError(absl::StrCat(*latest, ": checkpoint is for method ", st.method,
+                                                          ", the spec says ", lora ? "lora" : "full"));
+      }
+      start_step = st.step;
+      tokens = st.tokens;
+      sampler.set_position(st.sampler_position);
+      result.resumed_from = st.step;
+    }
+  }
+  ASSIGN_OR_RETURN(auto jsonl, JsonLinesSink::Open((out_dir / "metrics.jsonl").string(), start_step));
+  std::vector<ReportSink*> sinks = options.sinks;
+  sinks.push_back(jsonl.get());
+  Fanout report(sinks);
+  result.trainable_params = CountTrainableParameters(*model);
+  for (const auto& p : model->parameters()) result.total_params += p.numel();
+  if (start_step > 0) report.Message(absl::StrCat("resumed from checkpoint at step ", start_step));
+  report.Message(absl::StrFormat("training %s: %d parameters, %d trainable, %d train tokens, device %s, %d threads",
+                                 lora ? "lora" : "full", result.total_params, result.trainable_params,
+                                 train_data.size(), device.str(), at::get_num_threads()));
+
+  auto save_checkpoint = [&](int64_t step) -> absl::Status {
+    CheckpointState st{step, sampler.position(), tokens, t.seed(), lora ? "lora" : "full"};
+    ASSIGN_OR_RETURN(std::string dir, SaveCheckpoint(ckpt_root, st, params, optimizer, spec.checkpoint().keep()));
+    report.Message(absl::StrCat("checkpoint ", dir));
+    return absl::OkStatus();
+  };
+  auto evaluate = [&](int64_t step) -> absl::Status {
+    if (!eval_data) return absl::OkStatus();
+    const int64_t max_windows = t.eval_batches() > 0 ? int64_t{t.eval_batches()} * t.micro_batch() : 0;
+    AutocastGuard autocast(bf16 && device.is_cuda());
+    ASSIGN_OR_RETURN(EvalResult r, EvaluateLm(model, *eval_data, seq_len, t.micro_batch(), max_windows, device));
+    report.Eval({step, r.loss, r.ppl, r.tokens});
+    result.has_eval = true;
+    result.eval_loss = r.loss;
+    result.eval_ppl = r.ppl;
+    return absl::OkStatus();
+  };
+
+  // The loop: next batch, forward, backward (accumulated), clip, update.
+  const int64_t total = t.steps();
+  const int64_t tokens_per_step = int64_t{t.micro_batch()} * t.grad_accum() * seq_len;
+  const auto run_start = Clock::now();
+  auto last_log = run_start;
+  int64_t last_log_step = start_step;
+  int64_t step = start_step;
+  torch::Tensor step_loss = torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(device));
+  while (step < total) {
+    if (options.stop_requested && options.stop_requested->load()) break;
+    if (options.max_steps_this_run > 0 && step - start_step >= options.max_steps_this_run) break;
+    torch::manual_seed(StepSeed(t.seed(), step));
+    const double lr = LearningRate(step, total, t.warmup(), t.lr(), t.min_lr());
+    optimizer.ZeroGrad();
+    step_loss.zero_();
+    for (int32_t micro = 0; micro < t.grad_accum(); ++micro) {
+      auto [inputs, targets] = MakeBatch(train_data, sampler.Next(t.micro_batch()), seq_len, device);
+      torch::Tensor loss;
+      {
+        AutocastGuard autocast(bf16);
+        loss = CausalLmLoss(model->forward(inputs), targets);
+      }
+      (loss / t.grad_accum()).backward();
+      step_loss += loss.detach().to(torch::kDouble);
+    }
+    const double grad_norm = ClipGradNorm(params, t.clip());
+    optimizer.Step(lr);
+    ++step;
+    tokens += tokens_per_step;
+    const double loss_value = step_loss.item<double>() / t.grad_accum();
+    result.final_train_loss = loss_value;
+    if (!std::isfinite(loss_value)) {
+      return absl::InternalError(absl::StrCat("training diverged: loss is ", loss_value, " at step ", step,
+                                              " (lower train.lr or enable train.clip)"));
+    }
+    if (step % t.log_every() == 0 || step == total) {
+      const auto now = Clock::now();
+      const double dt = Seconds(last_log, now);
+      StepRecord r;
+      r.step = step;
+      r.total_steps = total;
+      r.loss = loss_value;
+      r.lr = lr;
+      r.grad_norm = grad_norm;
+      r.tokens = tokens;
+      r.tokens_per_s = dt > 0 ? static_cast<double>((step - last_log_step) * tokens_per_step) / dt : 0;
+      r.elapsed_s = Seconds(run_start, now);
+      r.eta_s = r.elapsed_s / static_cast<double>(step - start_step) * static_cast<double>(total - step);
+      report.Step(r);
+      last_log = now;
+      last_log_step = step;
+    }
+    if (t.eval_every() > 0 && step % t.eval_every() == 0 && step != total) RETURN_IF_ERROR(evaluate(step));
+    if (spec.checkpoint().every() > 0 && step % spec.checkpoint().every() == 0 && step != total) {
+      RETURN_IF_ERROR(save_checkpoint(step));
+    }
+  }
+  const double run_seconds = Seconds(run_start, Clock::now());
+  result.steps_done = step;
+  result.tokens_per_s = run_seconds > 0 ? static_cast<double>((step - start_step) * tokens_per_step) / run_seconds : 0;
+  result.finished = step >= total;
+  if (!result.finished) {
+    if (step > start_step) RETURN_IF_ERROR(save_checkpoint(step));
+    report.Message(absl::StrCat("stopped at step ", step, " of ", total));
+    return result;
+  }
+
+  RETURN_IF_ERROR(evaluate(step));
+  model->to(torch::kCPU);
+  if (lora) {
+    result.output_path = (out_dir / "adapter").string();
+    const std::string base = spec.model().empty() ? spec.init() : spec.model();
+    RETURN_IF_ERROR(SaveAdapter(model, lora_config, result.output_path, base));
+    result.output_bytes = static_cast<int64_t>(fs::file_size(fs::path(result.output_path) / "adapter_model.safetensors"));
+  } else {
+    result.output_path = (out_dir / "model").string();
+    RETURN_IF_ERROR(SaveHfModel(model, result.output_path));
+    result.output_bytes = static_cast<int64_t>(fs::file_size(fs::path(result.output_path) / "model.safetensors"));
+  }
+  // The last step is checkpointed too, so a rerun of a finished job is a no-op.
+  RETURN_IF_ERROR(save_checkpoint(step));
+  report.Message(absl::StrCat("saved ", result.output_path));
+  return result;
+}
+
+}  // namespace
+
+absl::StatusOr<TrainResult> RunFinetune(const JobSpec& spec, const TrainOptions& options) {
+  try {
+    return RunFinetuneImpl(spec, options);
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("LibTorch error during training: ", e.what_without_backtrace()));
+  }
+}
+
+}  // namespace distill::worker
