@@ -95,7 +95,7 @@ absl::Status Train(const Args& args) {
   if (!r.finished && g_stop.load()) {
     return absl::CancelledError(absl::StrCat("stopped by signal at step ", r.steps_done, "; checkpoint saved"));
   }
-  if (r.finished) {
+  if (r.finished && r.resumed_from < r.steps_done) {
     std::cout << absl::StrFormat("done: %d steps, train loss %.4f%s, %.0f tok/s, %d trainable params, %s (%d bytes)",
                                  r.steps_done, r.final_train_loss,
                                  r.has_eval ? absl::StrFormat(", eval loss %.4f ppl %.3f", r.eval_loss, r.eval_ppl) : "",

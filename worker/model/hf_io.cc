@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <set>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/fs_util.h"
 #include "common/status_macros.h"
@@ -55,7 +56,7 @@ absl::Status LoadBaseWeights(LlamaForCausalLM& model, const std::map<std::string
   for (const auto& [name, t] : tensors) {
     if (expected.count(name)) continue;
     // Older HF checkpoints carry the rotary table as a buffer; it is derived.
-    if (name.size() >= 21 && name.compare(name.size() - 21, 21, "rotary_emb.inv_freq") == 0) continue;
+    if (absl::EndsWith(name, ".rotary_emb.inv_freq")) continue;
     if (name == "lm_head.weight" && model->config().tie_word_embeddings) continue;
     return absl::InvalidArgumentError(
         absl::StrCat(source, ": unexpected tensor '", name, "' (not part of a ",

@@ -147,6 +147,15 @@ absl::StatusOr<TrainResult> RunFinetuneImpl(const JobSpec& spec, const TrainOpti
                                  lora ? "lora" : "full", result.total_params, result.trainable_params,
                                  train_data.size(), device.str(), at::get_num_threads()));
 
+  const fs::path final_output = out_dir / (lora ? "adapter" : "model");
+  if (start_step >= t.steps() && fs::exists(final_output)) {
+    report.Message(absl::StrCat("already complete at step ", start_step, "; output in ", final_output.string()));
+    result.steps_done = start_step;
+    result.finished = true;
+    result.output_path = final_output.string();
+    return result;
+  }
+
   auto save_checkpoint = [&](int64_t step) -> absl::Status {
     CheckpointState st{step, sampler.position(), tokens, t.seed(), lora ? "lora" : "full"};
     ASSIGN_OR_RETURN(std::string dir, SaveCheckpoint(ckpt_root, st, params, optimizer, spec.checkpoint().keep()));
@@ -235,12 +244,12 @@ absl::StatusOr<TrainResult> RunFinetuneImpl(const JobSpec& spec, const TrainOpti
   RETURN_IF_ERROR(evaluate(step));
   model->to(torch::kCPU);
   if (lora) {
-    result.output_path = (out_dir / "adapter").string();
+    result.output_path = final_output.string();
     const std::string base = spec.model().empty() ? spec.init() : spec.model();
     RETURN_IF_ERROR(SaveAdapter(model, lora_config, result.output_path, base));
     result.output_bytes = static_cast<int64_t>(fs::file_size(fs::path(result.output_path) / "adapter_model.safetensors"));
   } else {
-    result.output_path = (out_dir / "model").string();
+    result.output_path = final_output.string();
     RETURN_IF_ERROR(SaveHfModel(model, result.output_path));
     result.output_bytes = static_cast<int64_t>(fs::file_size(fs::path(result.output_path) / "model.safetensors"));
   }

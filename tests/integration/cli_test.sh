@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# End-to-end checks of the distill-worker command-line contract: init, train
+# (full and LoRA), eval, merge, tokenize, and that every bad input exits
+# non-zero with exactly one clear line on stderr naming the culprit.
+set -uo pipefail
+W="${DISTILL_WORKER_BIN:?}"
+PY=/usr/bin/python3
+T=$(mktemp -d /tmp/distill_cli.XXXXXX)
+trap 'rm -rf "$T"' EXIT
+failures=0
+pass=0
+ok() { pass=$((pass + 1)); }
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+
+# expect_error NAME EXPECTED_SUBSTRING CMD...: non-zero exit, one stderr line
+# containing the substring, no LibTorch backtrace or abort.
+expect_error() {
+  local name=$1 want=$2
+  shift 2
+  "$@" >"$T/out" 2>"$T/err"
+  local rc=$?
+  local lines
+  lines=$(wc -l <"$T/err")
+  if [ "$rc" -eq 0 ]; then fail "$name: exit 0"; return; fi
+  if [ "$rc" -ge 128 ]; then fail "$name: crashed (exit $rc): $(cat "$T/err")"; return; fi
+  if [ "$lines" -ne 1 ]; then fail "$name: $lines stderr lines: $(cat "$T/err")"; return; fi
+  if ! grep -qF -- "$want" "$T/err"; then fail "$name: stderr lacks '$want': $(cat "$T/err")"; return; fi
+  ok
+}
+
+cat >"$T/config.json" <<'JSON'
+{"architectures": ["LlamaForCausalLM"], "vocab_size": 256, "hidden_size": 32, "intermediate_size": 64,
+ "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "hidden_act": "silu",
+ "tie_word_embeddings": true}
+JSON
+for i in $(seq 1 40); do echo "The quick brown fox $i jumps over the lazy dog; pack my box with five dozen liquor jugs."; done >"$T/text.txt"
+"$W" tokenize --tokenizer bytes --input "$T/text.txt" --output "$T/train.bin" >/dev/null || fail "tokenize"
+head -c 2000 "$T/text.txt" >"$T/val.txt"
+"$W" tokenize --tokenizer bytes --input "$T/val.txt" --output "$T/val.bin" >/dev/null || fail "tokenize val"
+[ "$(stat -c %s "$T/train.bin")" -eq $((4 * $(stat -c %s "$T/text.txt"))) ] && ok || fail "tokenize size"
+
+# init
+"$W" init --config "$T/config.json" --out "$T/base" --seed 3 >/dev/null || fail "init"
+[ -f "$T/base/config.json" ] && [ -f "$T/base/model.safetensors" ] && ok || fail "init outputs"
+
+# eval contract: tokens = floor((N-1)/L)*L over non-overlapping windows.
+N=$(($(stat -c %s "$T/val.bin") / 4))
+L=48
+out=$("$W" eval --model "$T/base" --tokens "$T/val.bin" --seq-len $L --batch 3 | tail -n 1)
+$PY - "$out" "$N" "$L" <<'PY' && ok || fail "eval json: $out"
+import json, math, sys
+r = json.loads(sys.argv[1]); n, l = int(sys.argv[2]), int(sys.argv[3])
+assert r["tokens"] == (n - 1) // l * l, r
+assert abs(r["ppl"] - math.exp(r["loss"])) < 1e-6 * r["ppl"], r
+assert 4.0 < r["loss"] < 7.0, r   # random init over 256 symbols: about ln 256 = 5.55
+PY
+# batch size does not change the result
+out2=$("$W" eval --model "$T/base" --tokens "$T/val.bin" --seq-len $L --batch 1 | tail -n 1)
+$PY -c "import json,sys; a,b=json.loads(sys.argv[1]),json.loads(sys.argv[2]); assert abs(a['loss']-b['loss'])<1e-5*a['loss'] and a['tokens']==b['tokens']" "$out" "$out2" && ok || fail "eval batch invariance"
+
+# LoRA training, then adapter eval == merged eval.
+cat >"$T/lora.yaml" <<YAML
+type: finetune
+model: base
+method: lora
+lora: {rank: 4, alpha: 8, target_modules: [q_proj, v_proj, down_proj]}
+data: {train: train.bin, eval: val.bin, seq_len: 32}
+train: {steps: 12, micro_batch: 4, lr: 0.01, log_every: 4, threads: 2}
+output: lora_out
+YAML
+"$W" train --spec "$T/lora.yaml" >"$T/train.log" 2>&1 || fail "lora train: $(tail -3 "$T/train.log")"
+grep -q "^step 12/12 | loss" "$T/train.log" && ok || fail "progress line: $(cat "$T/train.log")"
+[ -f "$T/lora_out/adapter/adapter_model.safetensors" ] && ok || fail "adapter written"
+"$W" merge --base "$T/base" --adapter "$T/lora_out/adapter" --out "$T/merged" >/dev/null || fail "merge"
+a=$("$W" eval --model "$T/base" --adapter "$T/lora_out/adapter" --tokens "$T/val.bin" --seq-len $L | tail -n 1)
+m=$("$W" eval --model "$T/merged" --tokens "$T/val.bin" --seq-len $L | tail -n 1)
+$PY -c "import json,sys; a,m,b=(json.loads(x) for x in sys.argv[1:4]); assert abs(a['loss']-m['loss'])<1e-4*a['loss'], (a,m); assert a['loss']<b['loss'], (a,b)" "$a" "$m" "$out" && ok || fail "merged eval == adapter eval < base eval: $a $m $out"
+
+# Bad inputs: one line naming the problem, non-zero exit, no crash.
+cp -r "$T/base" "$T/trunc"; head -c 100 "$T/base/model.safetensors" >"$T/trunc/model.safetensors"
+expect_error "truncated safetensors" "model.safetensors" "$W" eval --model "$T/trunc" --tokens "$T/val.bin" --seq-len 8
+cp -r "$T/base" "$T/lying"
+$PY - "$T/base/model.safetensors" "$T/lying/model.safetensors" <<'PY'
+import json, struct, sys
+data = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", data[:8])[0]
+h = json.loads(data[8:8 + n])
+name = next(k for k in h if k != "__metadata__")
+h[name]["data_offsets"][1] += 1 << 30   # claims more data than the file holds
+hb = json.dumps(h).encode(); hb += b" " * (-len(hb) % 8)
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(hb)) + hb + data[8 + n:])
+PY
+expect_error "lying safetensors header" "model.safetensors" "$W" eval --model "$T/lying" --tokens "$T/val.bin" --seq-len 8
+cp -r "$T/base" "$T/hugeheader"
+$PY -c "import struct,sys; d=open(sys.argv[1],'rb').read(); open(sys.argv[2],'wb').write(struct.pack('<Q', 1<<40)+d[8:])" "$T/base/model.safetensors" "$T/hugeheader/model.safetensors"
+expect_error "header length beyond file" "model.safetensors" "$W" eval --model "$T/hugeheader" --tokens "$T/val.bin" --seq-len 8
+cp -r "$T/base" "$T/nohidden"
+$PY -c "import json,sys; c=json.load(open(sys.argv[1])); del c['hidden_size']; json.dump(c, open(sys.argv[1],'w'))" "$T/nohidden/config.json"
+expect_error "missing config field" "hidden_size" "$W" eval --model "$T/nohidden" --tokens "$T/val.bin" --seq-len 8
+cp -r "$T/base" "$T/gpt2"
+$PY -c "import json,sys; c=json.load(open(sys.argv[1])); c['architectures']=['GPT2LMHeadModel']; c['model_type']='gpt2'; json.dump(c, open(sys.argv[1],'w'))" "$T/gpt2/config.json"
+expect_error "unknown architecture" "GPT2LMHeadModel" "$W" eval --model "$T/gpt2" --tokens "$T/val.bin" --seq-len 8
+expect_error "missing model dir" "/nonexistent/model" "$W" eval --model /nonexistent/model --tokens "$T/val.bin" --seq-len 8
+expect_error "missing token file" "/nonexistent/t.bin" "$W" eval --model "$T/base" --tokens /nonexistent/t.bin --seq-len 8
+head -c 6 "$T/val.bin" >"$T/odd.bin"
+expect_error "odd-sized token file" "odd.bin" "$W" eval --model "$T/base" --tokens "$T/odd.bin" --seq-len 8
+$PY -c "import struct; open('$T/big.bin','wb').write(struct.pack('<4I', 1, 2, 300, 4))"
+expect_error "token outside vocabulary" "big.bin" "$W" eval --model "$T/base" --tokens "$T/big.bin" --seq-len 2
+expect_error "missing spec" "/nonexistent/spec.yaml" "$W" train --spec /nonexistent/spec.yaml
+sed 's/lr: 0.01/lr: -1/' "$T/lora.yaml" >"$T/badlr.yaml"
+expect_error "bad spec value" "train.lr: must be > 0" "$W" train --spec "$T/badlr.yaml"
+sed 's/rank: 4/rnak: 4/' "$T/lora.yaml" >"$T/typo.yaml"
+expect_error "unknown spec field" "lora.rnak: unknown field" "$W" train --spec "$T/typo.yaml"
+sed 's#train: train.bin#train: missing.bin#' "$T/lora.yaml" >"$T/nodata.yaml"
+expect_error "missing training data" "missing.bin" "$W" train --spec "$T/nodata.yaml"
+expect_error "missing init config" "/nonexistent/config.json" "$W" init --config /nonexistent/config.json --out "$T/x"
+expect_error "merge with missing adapter" "adapter_config.json" "$W" merge --base "$T/base" --adapter "$T/nothing" --out "$T/y"
+"$W" eval --model "$T/base" --bogus 1 >/dev/null 2>&1; [ $? -eq 2 ] && ok || fail "usage error exits 2"
+
+echo "cli_test: $pass passed, $failures failed"
+[ "$failures" -eq 0 ]

@@ -1,0 +1,121 @@
+#include "worker/model/hf_io.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "tests/test_util.h"
+#include "worker/model/safetensors.h"
+
+namespace distill::worker {
+namespace {
+namespace fs = std::filesystem;
+using distill::testing::MakeTempDir;
+using distill::testing::ReadFile;
+using distill::testing::WriteFile;
+
+ModelConfig TinyConfig(bool tied) {
+  ModelConfig c;
+  c.vocab_size = 30;
+  c.hidden_size = 16;
+  c.intermediate_size = 20;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 2;
+  c.num_key_value_heads = 1;
+  c.head_dim = 8;
+  c.tie_word_embeddings = tied;
+  return c;
+}
+
+TEST(HfIoTest, SaveThenLoadGivesTheSameModel) {
+  for (bool tied : {false, true}) {
+    const std::string dir = MakeTempDir("hf_io") + "/model";
+    LlamaForCausalLM model = InitModel(TinyConfig(tied), 3);
+    ASSERT_TRUE(SaveHfModel(model, dir).ok());
+    auto file = SafetensorsFile::Open(dir + "/model.safetensors");
+    ASSERT_TRUE(file.ok());
+    EXPECT_EQ((*file)->Contains("lm_head.weight"), !tied);  // HF omits the tied head
+    EXPECT_TRUE((*file)->Contains("model.layers.1.self_attn.k_proj.weight"));
+    auto loaded = LoadHfModel(dir);
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    torch::Tensor ids = torch::randint(0, 30, {2, 5}, torch::kLong);
+    EXPECT_TRUE(torch::equal(model->forward(ids), (*loaded)->forward(ids)));
+  }
+}
+
+TEST(HfIoTest, Bf16SaveIsCloseAndRecordsDtype) {
+  const std::string dir = MakeTempDir("hf_io_bf16") + "/model";
+  LlamaForCausalLM model = InitModel(TinyConfig(false), 3);
+  ASSERT_TRUE(SaveHfModel(model, dir, torch::kBFloat16).ok());
+  EXPECT_EQ(nlohmann::json::parse(ReadFile(dir + "/config.json"))["torch_dtype"], "bfloat16");
+  auto loaded = LoadHfModel(dir);
+  ASSERT_TRUE(loaded.ok());
+  auto a = model->named_parameters(), b = (*loaded)->named_parameters();
+  for (const auto& p : a) {
+    EXPECT_EQ(b[p.key()].scalar_type(), torch::kFloat);
+    EXPECT_TRUE(torch::allclose(p.value(), b[p.key()], 1e-2, 1e-3)) << p.key();
+  }
+}
+
+TEST(HfIoTest, BadWeightsAreErrorsNamingFileAndTensor) {
+  const std::string dir = MakeTempDir("hf_io_bad") + "/model";
+  LlamaForCausalLM model = InitModel(TinyConfig(false), 3);
+  ASSERT_TRUE(SaveHfModel(model, dir).ok());
+  auto weights = BaseWeights(model);
+
+  // Missing tensor.
+  std::vector<std::pair<std::string, torch::Tensor>> missing(weights.begin() + 1, weights.end());
+  ASSERT_TRUE(WriteSafetensors(dir + "/model.safetensors", missing).ok());
+  auto r = LoadHfModel(dir);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find(weights[0].first), std::string::npos) << r.status();
+  EXPECT_NE(r.status().message().find(dir), std::string::npos) << r.status();
+
+  // Wrong shape.
+  auto reshaped = weights;
+  reshaped[0].second = torch::zeros({3, 3});
+  ASSERT_TRUE(WriteSafetensors(dir + "/model.safetensors", reshaped).ok());
+  r = LoadHfModel(dir);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("shape"), std::string::npos) << r.status();
+
+  // Unexpected extra tensor.
+  auto extra = weights;
+  extra.emplace_back("model.layers.9.mlp.up_proj.weight", torch::zeros({2}));
+  ASSERT_TRUE(WriteSafetensors(dir + "/model.safetensors", extra).ok());
+  r = LoadHfModel(dir);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("model.layers.9.mlp.up_proj.weight"), std::string::npos) << r.status();
+
+  // Older checkpoints' rotary buffers are ignored.
+  auto rotary = weights;
+  rotary.emplace_back("model.layers.0.self_attn.rotary_emb.inv_freq", torch::zeros({4}));
+  ASSERT_TRUE(WriteSafetensors(dir + "/model.safetensors", rotary).ok());
+  EXPECT_TRUE(LoadHfModel(dir).ok());
+}
+
+TEST(HfIoTest, MissingConfigOrWeightsAreErrors) {
+  const std::string dir = MakeTempDir("hf_io_missing");
+  auto r = LoadHfModel(dir);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("config.json"), std::string::npos) << r.status();
+  LlamaForCausalLM model = InitModel(TinyConfig(false), 3);
+  ASSERT_TRUE(SaveHfModel(model, dir + "/m").ok());
+  fs::remove(dir + "/m/model.safetensors");
+  r = LoadHfModel(dir + "/m");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("model.safetensors"), std::string::npos) << r.status();
+}
+
+TEST(HfIoTest, SaveRefusesUnmergedAdapters) {
+  LlamaForCausalLM model = InitModel(TinyConfig(false), 3);
+  model->model->layers[0]->as<DecoderLayerImpl>()->self_attn->q_proj->EnableLora(
+      2, 1.0, 0.0, at::detail::createCPUGenerator(0));
+  auto st = SaveHfModel(model, MakeTempDir("hf_io_lora") + "/m");
+  EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace distill::worker
