@@ -54,6 +54,18 @@ assert r["tokens"] == (n - 1) // l * l, r
 assert abs(r["ppl"] - math.exp(r["loss"])) < 1e-6 * r["ppl"], r
 assert 4.0 < r["loss"] < 7.0, r   # random init over 256 symbols: about ln 256 = 5.55
 PY
+# eval against the independent reference (tests/reference/make_reference.py)
+REF="${DISTILL_REFERENCE_DIR:?}/llama_gqa"
+for RL in 16 50; do
+  got=$("$W" eval --model "$REF" --tokens "$REF/eval_tokens.bin" --seq-len $RL --batch 2 | tail -n 1)
+  $PY - "$got" "$REF/eval.json" $RL <<'PY' && ok || fail "eval vs reference L=$RL: $got"
+import json, sys
+got, L = json.loads(sys.argv[1]), int(sys.argv[3])
+want = next(c for c in json.load(open(sys.argv[2]))["cases"] if c["seq_len"] == L)
+assert got["tokens"] == want["tokens"], (got, want)
+assert abs(got["loss"] - want["loss"]) <= 1e-5 * want["loss"], (got, want)
+PY
+done
 # batch size does not change the result
 out2=$("$W" eval --model "$T/base" --tokens "$T/val.bin" --seq-len $L --batch 1 | tail -n 1)
 $PY -c "import json,sys; a,b=json.loads(sys.argv[1]),json.loads(sys.argv[2]); assert abs(a['loss']-b['loss'])<1e-5*a['loss'] and a['tokens']==b['tokens']" "$out" "$out2" && ok || fail "eval batch invariance"

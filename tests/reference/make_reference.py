@@ -375,6 +375,49 @@ def make_model_case(out, name, c, seed):
     write_json(os.path.join(d, "adamw.json"), ADAMW)
 
 
+def make_eval_case(out, name, c, seed):
+    """The `distill-worker eval` contract on the model of case `name`: N random
+    tokens, and for several L the mean cross-entropy over the non-overlapping
+    windows inputs t[i*L : i*L+L], targets t[i*L+1 : i*L+L+1], i < (N-1)//L."""
+    gen = torch.Generator().manual_seed(seed)
+    d = os.path.join(out, name)
+    w = {n: t.double() for n, t in read_safetensors_f32(os.path.join(d, "model.safetensors")).items()}
+    n_tokens = 203
+    tokens = torch.randint(0, c["vocab_size"], (n_tokens,), generator=gen, dtype=torch.int64)
+    with open(os.path.join(d, "eval_tokens.bin"), "wb") as f:
+        f.write(struct.pack("<%dI" % n_tokens, *tokens.tolist()))
+    cases = []
+    for seq_len in (16, 50):
+        windows = (n_tokens - 1) // seq_len
+        total, count = 0.0, 0
+        for i in range(windows):
+            x = tokens[i * seq_len:i * seq_len + seq_len].unsqueeze(0)
+            y = tokens[i * seq_len + 1:i * seq_len + seq_len + 1]
+            logits = forward(w, c, x)[0]
+            total += F.cross_entropy(logits, y, reduction="sum").item()
+            count += seq_len
+        loss = total / count
+        cases.append({"seq_len": seq_len, "loss": loss, "ppl": math.exp(loss), "tokens": count})
+    write_json(os.path.join(d, "eval.json"), {"tokens_file": "eval_tokens.bin", "cases": cases})
+
+
+def read_safetensors_f32(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        assert info["dtype"] == "F32", info
+        b, e = info["data_offsets"]
+        count = (e - b) // 4
+        vals = struct.unpack("<%df" % count, data[8 + n + b:8 + n + e])
+        out[name] = torch.tensor(vals, dtype=torch.float32).reshape(info["shape"])
+    return out
+
+
 def learning_rate(s, total, warmup, lr, min_lr):
     if s < warmup:
         return lr * (s + 1) / warmup
@@ -419,6 +462,7 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     for i, (name, c) in enumerate(CONFIGS.items()):
         make_model_case(args.out, name, c, seed=1000 + i)
+    make_eval_case(args.out, "llama_gqa", CONFIGS["llama_gqa"], seed=77)
     make_lr_schedule(args.out)
     make_clip(args.out)
     return 0
