@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "tests/reference_util.h"
 #include "tests/test_util.h"
 #include "worker/model/hf_io.h"
 #include "worker/model/llama.h"
@@ -22,6 +23,7 @@
 
 namespace distill::worker {
 namespace {
+using distill::testing::Golden;
 
 // Note [Optimizer tolerance]: our float32 update against torch's float32
 // update must agree to 1e-5 relative to the largest reference magnitude of
@@ -33,29 +35,14 @@ constexpr double kAbsFloor = 1e-7;
 // The schedule is closed-form double arithmetic on both sides.
 constexpr double kScheduleRelTol = 1e-12;
 
+void ExpectAllClose(const torch::Tensor& actual, const torch::Tensor& expected, const std::string& what) {
+  distill::testing::ExpectAllClose(actual, expected, kRelTol, kAbsFloor, what);
+}
+
 const char* const kConfigs[] = {"llama_gqa", "llama_tied", "qwen2", "qwen3", "llama_bias"};
 
 std::string RefPath(const std::string& rel) { return distill::testing::ReferenceDir() + "/" + rel; }
 
-torch::Tensor Golden(const SafetensorsFile& file, const std::string& name) {
-  auto t = file.Get(name);
-  EXPECT_TRUE(t.ok()) << t.status();
-  return t.ok() ? t->clone() : torch::Tensor();
-}
-
-// Fails unless max|actual - expected| <= max(kRelTol * max|expected|, kAbsFloor).
-void ExpectAllClose(const torch::Tensor& actual, const torch::Tensor& expected,
-                    const std::string& what) {
-  ASSERT_TRUE(actual.defined()) << what << ": no value";
-  ASSERT_TRUE(expected.defined()) << what << ": no reference";
-  ASSERT_EQ(actual.sizes(), expected.sizes()) << what;
-  torch::Tensor a = actual.detach().to(torch::kCPU, torch::kDouble);
-  torch::Tensor b = expected.to(torch::kDouble);
-  const double err = (a - b).abs().max().item<double>();
-  const double scale = b.abs().max().item<double>();
-  EXPECT_LE(err, std::max(kRelTol * scale, kAbsFloor))
-      << what << ": max |diff| " << err << ", max |reference| " << scale;
-}
 
 nlohmann::json ReadJson(const std::string& path) {
   const std::string text = distill::testing::ReadFile(path);
