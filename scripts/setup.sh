@@ -10,7 +10,7 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev
-  nlohmann-json3-dev libyaml-cpp-dev libpcre2-dev   # PCRE2: tokenizer.json regexes
+  nlohmann-json3-dev libyaml-cpp-dev libpcre2-dev libicu-dev   # PCRE2 regexes, ICU normalization (tokenizer.json)
   libsqlite3-dev sqlite3
   python3 python3-torch python3-numpy         # independent reference for tests (/usr/bin/python3)
 )

@@ -5,7 +5,8 @@
 //   distill-worker eval --model DIR [--adapter DIR] --tokens FILE.bin --seq-len L [--batch B] [--threads N]
 //   distill-worker init --config CONFIG.json --out DIR [--seed S]
 //   distill-worker merge --base DIR --adapter DIR --out DIR
-//   distill-worker tokenize --tokenizer bytes --input FILE --output FILE.bin [--text-field F]
+//   distill-worker tokenize --tokenizer bytes|tokenizer.json --input FILE --output FILE.bin
+//       [--text-field F] [--threads N] [--separator TOKEN]
 #include <atomic>
 #include <csignal>
 #include <cstdio>
@@ -20,6 +21,7 @@
 #include "common/spec.h"
 #include "common/status_macros.h"
 #include "worker/data/byte_tokenizer.h"
+#include "worker/data/hf_tokenizer.h"
 #include "worker/data/token_shard.h"
 #include "worker/model/hf_io.h"
 #include "worker/model/lora.h"
@@ -35,7 +37,8 @@ constexpr char kUsage[] =
     "  eval     --model DIR [--adapter DIR] --tokens FILE.bin --seq-len L [--batch B] [--threads N]\n"
     "  init     --config CONFIG.json --out DIR [--seed S]\n"
     "  merge    --base DIR --adapter DIR --out DIR\n"
-    "  tokenize --tokenizer bytes --input FILE(.txt|.jsonl) --output FILE.bin [--text-field text]\n";
+    "  tokenize --tokenizer bytes|PATH/tokenizer.json --input FILE(.txt|.jsonl) --output FILE.bin\n"
+    "           [--text-field text] [--threads N] [--separator TOKEN (default: the EOS token)]\n";
 
 std::atomic<bool> g_stop{false};
 void OnSignal(int) { g_stop.store(true); }
@@ -156,11 +159,21 @@ absl::Status Tokenize(const Args& args) {
   ASSIGN_OR_RETURN(std::string tokenizer, args.Required("tokenizer"));
   ASSIGN_OR_RETURN(std::string input, args.Required("input"));
   ASSIGN_OR_RETURN(std::string output, args.Required("output"));
-  if (tokenizer != "bytes") {
-    return absl::UnimplementedError(
-        absl::StrCat("--tokenizer ", tokenizer, ": only the byte-level tokenizer ('bytes') is available so far"));
+  if (tokenizer == "bytes") {
+    if (!args.Get("separator", "").empty() || !args.Get("threads", "").empty()) {
+      return absl::InvalidArgumentError("--separator and --threads need a tokenizer.json");
+    }
+    return TokenizeFileBytes(input, output, args.Get("text-field", "text"));
   }
-  return TokenizeFileBytes(input, output, args.Get("text-field", "text"));
+  TokenizeFileOptions options;
+  options.text_field = args.Get("text-field", "text");
+  options.separator = args.Get("separator", "");
+  const std::string threads = args.Get("threads", "1");
+  if (!absl::SimpleAtoi(threads, &options.threads) || options.threads < 1 || options.threads > 256) {
+    return absl::InvalidArgumentError(absl::StrCat("--threads ", threads, ": expected 1..256"));
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<HfTokenizer> hf, HfTokenizer::Load(tokenizer));
+  return TokenizeFile(*hf, input, output, options);
 }
 
 int Main(int argc, char** argv) {
@@ -174,7 +187,7 @@ int Main(int argc, char** argv) {
       {"eval", {{"model", "adapter", "tokens", "seq-len", "batch", "threads"}, &Eval}},
       {"init", {{"config", "out", "seed"}, &Init}},
       {"merge", {{"base", "adapter", "out"}, &Merge}},
-      {"tokenize", {{"tokenizer", "input", "output", "text-field"}, &Tokenize}},
+      {"tokenize", {{"tokenizer", "input", "output", "text-field", "threads", "separator"}, &Tokenize}},
   };
   auto it = kCommands.find(cmd);
   if (it == kCommands.end()) {

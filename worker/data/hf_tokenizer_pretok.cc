@@ -1,0 +1,353 @@
+// Pre-tokenizers of the Hugging Face tokenizer, as in the Rust
+// `tokenizers` crate (Split behaviors, ByteLevel, Metaspace, Digits...).
+#include <unicode/utf8.h>
+
+#include <algorithm>
+#include <cstdlib>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "worker/data/hf_tokenizer_internal.h"
+
+namespace distill::worker::hf {
+namespace {
+
+enum class Behavior { kRemoved, kIsolated, kMergedWithPrevious, kMergedWithNext, kContiguous };
+
+// Splits `s` at the regex matches per `behavior` (tokenizers' SplitDelimiterBehavior).
+void SplitByMatches(const std::string& s, const std::vector<std::pair<size_t, size_t>>& matches,
+                    Behavior behavior, bool invert, Pieces* out) {
+  struct Segment {
+    size_t begin, end;
+    bool is_match;
+  };
+  std::vector<Segment> segments;
+  size_t last = 0;
+  for (const auto& [begin, end] : matches) {
+    if (begin > last) segments.push_back({last, begin, false});
+    segments.push_back({begin, end, true});
+    last = end;
+  }
+  if (last < s.size()) segments.push_back({last, s.size(), false});
+  if (invert) {
+    for (Segment& seg : segments) seg.is_match = !seg.is_match;
+  }
+  std::vector<std::pair<size_t, size_t>> kept;
+  bool previous_match = false;
+  switch (behavior) {
+    case Behavior::kIsolated:
+      for (const Segment& seg : segments) kept.emplace_back(seg.begin, seg.end);
+      break;
+    case Behavior::kRemoved:
+      for (const Segment& seg : segments) {
+        if (!seg.is_match) kept.emplace_back(seg.begin, seg.end);
+      }
+      break;
+    case Behavior::kMergedWithPrevious:
+      for (const Segment& seg : segments) {
+        if (seg.is_match && !previous_match && !kept.empty()) {
+          kept.back().second = seg.end;
+        } else {
+          kept.emplace_back(seg.begin, seg.end);
+        }
+        previous_match = seg.is_match;
+      }
+      break;
+    case Behavior::kMergedWithNext:
+      for (auto it = segments.rbegin(); it != segments.rend(); ++it) {
+        if (it->is_match && !previous_match && !kept.empty()) {
+          kept.back().first = it->begin;
+        } else {
+          kept.emplace_back(it->begin, it->end);
+        }
+        previous_match = it->is_match;
+      }
+      std::reverse(kept.begin(), kept.end());
+      break;
+    case Behavior::kContiguous:
+      for (size_t i = 0; i < segments.size(); ++i) {
+        if (i > 0 && segments[i].is_match == previous_match) {
+          kept.back().second = segments[i].end;
+        } else {
+          kept.emplace_back(segments[i].begin, segments[i].end);
+        }
+        previous_match = segments[i].is_match;
+      }
+      break;
+  }
+  for (const auto& [begin, end] : kept) {
+    if (end > begin) out->push_back(s.substr(begin, end - begin));
+  }
+}
+
+constexpr size_t kParallelMinBytes = 1 << 20;
+
+// Applies a regex split to every piece.
+void SplitAll(const Regex& regex, Behavior behavior, bool invert, Pieces* pieces, int threads = 1) {
+  Pieces out;
+  size_t bytes = 0;
+  for (const std::string& piece : *pieces) bytes += piece.size();
+  out.reserve(pieces->size() + bytes / 4);
+  std::vector<std::pair<size_t, size_t>> matches;
+  for (const std::string& piece : *pieces) {
+    if (threads > 1 && piece.size() >= kParallelMinBytes) {
+      matches.clear();
+      regex.FindAllParallel(piece, threads, &matches);
+      if (behavior == Behavior::kIsolated && !invert) {
+        size_t last = 0;
+        for (const auto& [begin, end] : matches) {
+          if (begin > last) out.push_back(piece.substr(last, begin - last));
+          out.push_back(piece.substr(begin, end - begin));
+          last = end;
+        }
+        if (last < piece.size()) out.push_back(piece.substr(last));
+      } else {
+        SplitByMatches(piece, matches, behavior, invert, &out);
+      }
+      continue;
+    }
+    if (behavior == Behavior::kIsolated && !invert) {  // the common case, without temporaries
+      size_t pos = 0, begin = 0, end = 0, last = 0;
+      while (regex.Next(piece, &pos, &begin, &end)) {
+        if (begin > last) out.push_back(piece.substr(last, begin - last));
+        out.push_back(piece.substr(begin, end - begin));
+        last = end;
+      }
+      if (last < piece.size()) out.push_back(piece.substr(last));
+      continue;
+    }
+    matches.clear();
+    regex.FindAll(piece, &matches);
+    SplitByMatches(piece, matches, behavior, invert, &out);
+  }
+  *pieces = std::move(out);
+}
+
+std::string ToByteLevel(const std::string& piece) {
+  const auto& table = ByteToUnicode();
+  std::string out;
+  out.reserve(piece.size() * 2);
+  for (unsigned char c : piece) out += table[c];
+  return out;
+}
+
+class SplitPreTokenizer : public PreTokenizer {
+ public:
+  SplitPreTokenizer(std::unique_ptr<Regex> regex, Behavior behavior, bool invert)
+      : regex_(std::move(regex)), behavior_(behavior), invert_(invert) {}
+  void PreTokenize(Pieces* pieces, bool, int threads) const override {
+    SplitAll(*regex_, behavior_, invert_, pieces, threads);
+  }
+
+ private:
+  std::unique_ptr<Regex> regex_;
+  Behavior behavior_;
+  bool invert_;
+};
+
+constexpr char kGpt2Pattern[] =
+    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+
+class ByteLevelPreTokenizer : public PreTokenizer {
+ public:
+  ByteLevelPreTokenizer(bool add_prefix_space, std::unique_ptr<Regex> regex, bool lazy)
+      : add_prefix_space_(add_prefix_space), regex_(std::move(regex)), lazy_(lazy) {}
+  void PreTokenize(Pieces* pieces, bool, int threads) const override {
+    if (add_prefix_space_) {
+      for (std::string& piece : *pieces) {
+        if (piece.empty() || piece[0] != ' ') piece.insert(0, " ");
+      }
+    }
+    if (regex_ != nullptr) SplitAll(*regex_, Behavior::kIsolated, false, pieces, threads);
+    if (!lazy_) {
+      for (std::string& piece : *pieces) piece = ToByteLevel(piece);
+    }
+  }
+  bool is_byte_level() const override { return true; }
+
+ private:
+  bool add_prefix_space_;
+  std::unique_ptr<Regex> regex_;  // null if use_regex is false
+  bool lazy_;
+};
+
+class MetaspacePreTokenizer : public PreTokenizer {
+ public:
+  MetaspacePreTokenizer(std::string replacement, PrependScheme scheme, bool split,
+                        std::unique_ptr<Regex> replacement_regex)
+      : replacement_(std::move(replacement)),
+        scheme_(scheme),
+        split_(split),
+        replacement_regex_(std::move(replacement_regex)) {}
+  void PreTokenize(Pieces* pieces, bool first_section, int threads) const override {
+    for (size_t i = 0; i < pieces->size(); ++i) {
+      std::string& piece = (*pieces)[i];
+      std::string replaced;
+      for (char c : piece) {
+        if (c == ' ') {
+          replaced += replacement_;
+        } else {
+          replaced += c;
+        }
+      }
+      const bool starts = replaced.compare(0, replacement_.size(), replacement_) == 0;
+      if (!starts && (scheme_ == PrependScheme::kAlways ||
+                      (scheme_ == PrependScheme::kFirst && first_section && i == 0))) {
+        replaced.insert(0, replacement_);
+      }
+      piece = std::move(replaced);
+    }
+    if (split_) SplitAll(*replacement_regex_, Behavior::kMergedWithNext, false, pieces, threads);
+  }
+
+ private:
+  std::string replacement_;
+  PrependScheme scheme_;
+  bool split_;
+  std::unique_ptr<Regex> replacement_regex_;
+};
+
+class ReplacePreTokenizer : public PreTokenizer {
+ public:
+  ReplacePreTokenizer(std::unique_ptr<Regex> regex, std::string content)
+      : regex_(std::move(regex)), content_(std::move(content)) {}
+  void PreTokenize(Pieces* pieces, bool, int) const override {
+    std::vector<std::pair<size_t, size_t>> matches;
+    for (std::string& piece : *pieces) {
+      matches.clear();
+      regex_->FindAll(piece, &matches);
+      if (matches.empty()) continue;
+      std::string out;
+      size_t last = 0;
+      for (const auto& [begin, end] : matches) {
+        out.append(piece, last, begin - last);
+        out += content_;
+        last = end;
+      }
+      out.append(piece, last, std::string::npos);
+      piece = std::move(out);
+    }
+  }
+
+ private:
+  std::unique_ptr<Regex> regex_;
+  std::string content_;
+};
+
+class SequencePreTokenizer : public PreTokenizer {
+ public:
+  explicit SequencePreTokenizer(std::vector<std::unique_ptr<PreTokenizer>> steps)
+      : steps_(std::move(steps)) {}
+  void PreTokenize(Pieces* pieces, bool first_section, int threads) const override {
+    for (const auto& step : steps_) step->PreTokenize(pieces, first_section, threads);
+  }
+
+ private:
+  std::vector<std::unique_ptr<PreTokenizer>> steps_;
+};
+
+absl::StatusOr<Behavior> ParseBehavior(const nlohmann::json& j, const std::string& where) {
+  const std::string b = j.is_string() ? j.get<std::string>() : "";
+  if (b == "Removed") return Behavior::kRemoved;
+  if (b == "Isolated") return Behavior::kIsolated;
+  if (b == "MergedWithPrevious") return Behavior::kMergedWithPrevious;
+  if (b == "MergedWithNext") return Behavior::kMergedWithNext;
+  if (b == "Contiguous") return Behavior::kContiguous;
+  return JsonError(where, absl::StrCat("unknown split behavior ", j.dump()));
+}
+
+}  // namespace
+
+absl::StatusOr<PrependScheme> ParsePrependScheme(const nlohmann::json& j,
+                                                 const std::string& where) {
+  if (j.contains("prepend_scheme") && j["prepend_scheme"].is_string()) {
+    const std::string s = j["prepend_scheme"].get<std::string>();
+    if (s == "always") return PrependScheme::kAlways;
+    if (s == "first") return PrependScheme::kFirst;
+    if (s == "never") return PrependScheme::kNever;
+    return JsonError(where + ".prepend_scheme", absl::StrCat("unknown scheme \"", s, "\""));
+  }
+  return j.value("add_prefix_space", true) ? PrependScheme::kAlways : PrependScheme::kNever;
+}
+
+std::string MetaspaceReplacement(const nlohmann::json& j) {
+  if (j.contains("replacement") && j["replacement"].is_string()) {
+    return j["replacement"].get<std::string>();
+  }
+  return "\xE2\x96\x81";  // ▁
+}
+
+absl::Status RequireType(const nlohmann::json& j, const std::string& where) {
+  if (!j.is_object() || !j.contains("type") || !j["type"].is_string()) {
+    return JsonError(where, "expected an object with a string \"type\"");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<PreTokenizer>> MakePreTokenizer(const nlohmann::json& j,
+                                                               const std::string& where, bool last,
+                                                               bool* lazy_byte_level) {
+  RETURN_IF_ERROR(RequireType(j, where));
+  const std::string type = j["type"].get<std::string>();
+  if (type == "Split") {
+    ASSIGN_OR_RETURN(std::unique_ptr<Regex> regex,
+                     MakePattern(j.value("pattern", nlohmann::json()), where + ".pattern"));
+    ASSIGN_OR_RETURN(Behavior behavior,
+                     ParseBehavior(j.value("behavior", nlohmann::json()), where + ".behavior"));
+    return std::make_unique<SplitPreTokenizer>(std::move(regex), behavior,
+                                               j.value("invert", false));
+  }
+  if (type == "ByteLevel") {
+    std::unique_ptr<Regex> regex;
+    if (j.value("use_regex", true)) {
+      ASSIGN_OR_RETURN(regex, Regex::Compile(kGpt2Pattern, /*literal=*/false));
+    }
+    if (last) *lazy_byte_level = true;
+    return std::make_unique<ByteLevelPreTokenizer>(j.value("add_prefix_space", true),
+                                                   std::move(regex), last);
+  }
+  if (type == "Metaspace") {
+    ASSIGN_OR_RETURN(PrependScheme scheme, ParsePrependScheme(j, where));
+    const std::string replacement = MetaspaceReplacement(j);
+    ASSIGN_OR_RETURN(std::unique_ptr<Regex> regex, Regex::Compile(replacement, /*literal=*/true));
+    return std::make_unique<MetaspacePreTokenizer>(replacement, scheme, j.value("split", true),
+                                                   std::move(regex));
+  }
+  if (type == "Digits") {
+    const bool individual = j.value("individual_digits", false);
+    ASSIGN_OR_RETURN(std::unique_ptr<Regex> regex,
+                     Regex::Compile(individual ? R"(\p{N})" : R"(\p{N}+)", /*literal=*/false));
+    return std::make_unique<SplitPreTokenizer>(std::move(regex), Behavior::kIsolated, false);
+  }
+  if (type == "Whitespace" || type == "WhitespaceSplit") {
+    ASSIGN_OR_RETURN(std::unique_ptr<Regex> regex,
+                     Regex::Compile(type == "Whitespace" ? R"(\w+|[^\w\s]+)" : R"(\S+)", false));
+    return std::make_unique<SplitPreTokenizer>(std::move(regex), Behavior::kRemoved,
+                                               /*invert=*/true);
+  }
+  if (type == "Replace") {
+    ASSIGN_OR_RETURN(std::unique_ptr<Regex> regex,
+                     MakePattern(j.value("pattern", nlohmann::json()), where + ".pattern"));
+    if (!j.contains("content") || !j["content"].is_string()) {
+      return JsonError(where + ".content", "expected a string");
+    }
+    return std::make_unique<ReplacePreTokenizer>(std::move(regex), j["content"].get<std::string>());
+  }
+  if (type == "Sequence") {
+    if (!j.contains("pretokenizers") || !j["pretokenizers"].is_array()) {
+      return JsonError(where + ".pretokenizers", "expected an array");
+    }
+    const nlohmann::json& list = j["pretokenizers"];
+    std::vector<std::unique_ptr<PreTokenizer>> steps;
+    for (size_t i = 0; i < list.size(); ++i) {
+      ASSIGN_OR_RETURN(std::unique_ptr<PreTokenizer> step,
+                       MakePreTokenizer(list[i], absl::StrCat(where, ".pretokenizers[", i, "]"),
+                                        last && i + 1 == list.size(), lazy_byte_level));
+      steps.push_back(std::move(step));
+    }
+    return std::make_unique<SequencePreTokenizer>(std::move(steps));
+  }
+  return JsonError(where + ".type", absl::StrCat("unsupported pre-tokenizer type \"", type, "\""));
+}
+
+}  // namespace distill::worker::hf

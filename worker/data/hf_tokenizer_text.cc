@@ -1,0 +1,472 @@
+// Text utilities of the Hugging Face tokenizer: UTF-8 checks, the byte-level
+// alphabet, PCRE2 regexes and the normalizers (Unicode forms through ICU).
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+#include <unicode/uchar.h>
+#include <unicode/unorm2.h>
+#include <unicode/ustring.h>
+#include <unicode/utf8.h>
+
+#include <algorithm>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "worker/data/hf_tokenizer_internal.h"
+
+namespace distill::worker::hf {
+
+absl::Status JsonError(const std::string& where, const std::string& what) {
+  return absl::InvalidArgumentError(absl::StrCat(where, ": ", what));
+}
+
+size_t FindInvalidUtf8(std::string_view text) {
+  const auto* s = reinterpret_cast<const uint8_t*>(text.data());
+  const int32_t n = static_cast<int32_t>(text.size());
+  int32_t i = 0;
+  while (i < n) {
+    if (s[i] < 0x80) {
+      ++i;
+      continue;
+    }
+    const int32_t start = i;
+    UChar32 c;
+    U8_NEXT(s, i, n, c);
+    if (c < 0) return static_cast<size_t>(start);
+  }
+  return std::string_view::npos;
+}
+
+std::string Utf8Lossy(std::string_view bytes) {
+  if (FindInvalidUtf8(bytes) == std::string_view::npos) return std::string(bytes);
+  std::string out;
+  const auto* s = reinterpret_cast<const uint8_t*>(bytes.data());
+  const int32_t n = static_cast<int32_t>(bytes.size());
+  int32_t i = 0;
+  while (i < n) {
+    const int32_t start = i;
+    UChar32 c;
+    U8_NEXT(s, i, n, c);
+    if (c < 0) {
+      out += "\xEF\xBF\xBD";
+    } else {
+      out.append(bytes.data() + start, i - start);
+    }
+  }
+  return out;
+}
+
+namespace {
+
+void AppendUtf8(uint32_t cp, std::string* out) {
+  char buf[4];
+  int32_t len = 0;
+  UBool error = false;
+  U8_APPEND(buf, len, 4, static_cast<UChar32>(cp), error);
+  if (!error) out->append(buf, len);
+}
+
+struct ByteLevelTables {
+  std::array<std::string, 256> to_unicode;
+  std::unordered_map<uint32_t, int> to_byte;
+  ByteLevelTables() {
+    int n = 0;
+    for (int b = 0; b < 256; ++b) {
+      const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE);
+      const uint32_t cp = printable ? b : 256 + n++;
+      AppendUtf8(cp, &to_unicode[b]);
+      to_byte[cp] = b;
+    }
+  }
+};
+
+const ByteLevelTables& Tables() {
+  static const ByteLevelTables* tables = new ByteLevelTables();
+  return *tables;
+}
+
+}  // namespace
+
+const std::array<std::string, 256>& ByteToUnicode() { return Tables().to_unicode; }
+
+int UnicodeToByte(uint32_t code_point) {
+  const auto& map = Tables().to_byte;
+  auto it = map.find(code_point);
+  return it == map.end() ? -1 : it->second;
+}
+
+// ---------------------------------------------------------------- Regex
+
+namespace {
+
+// Per-thread PCRE2 scratch: match data and a JIT stack big enough for long
+// whitespace runs.
+struct RegexScratch {
+  pcre2_match_data* match_data = pcre2_match_data_create(32, nullptr);
+  pcre2_jit_stack* jit_stack = pcre2_jit_stack_create(32 * 1024, 8 * 1024 * 1024, nullptr);
+  pcre2_match_context* context = pcre2_match_context_create(nullptr);
+  RegexScratch() { pcre2_jit_stack_assign(context, nullptr, jit_stack); }
+  ~RegexScratch() {
+    pcre2_match_context_free(context);
+    pcre2_jit_stack_free(jit_stack);
+    pcre2_match_data_free(match_data);
+  }
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Regex>> Regex::Compile(const std::string& pattern, bool literal) {
+  int error = 0;
+  PCRE2_SIZE offset = 0;
+  // PCRE2_LITERAL does not allow PCRE2_UCP (nor needs it).
+  const uint32_t options = PCRE2_UTF | PCRE2_NO_UTF_CHECK | (literal ? PCRE2_LITERAL : PCRE2_UCP);
+  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+                                   options, &error, &offset, nullptr);
+  if (code == nullptr) {
+    PCRE2_UCHAR message[256];
+    pcre2_get_error_message(error, message, sizeof(message));
+    return absl::InvalidArgumentError(absl::StrCat("regex /", pattern, "/ at offset ", offset, ": ",
+                                                   reinterpret_cast<char*>(message)));
+  }
+  pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);  // falls back to the interpreter on failure
+  std::unique_ptr<Regex> regex(new Regex());
+  regex->code_ = code;
+  uint32_t min_length = 0;
+  pcre2_pattern_info(code, PCRE2_INFO_MINLENGTH, &min_length);
+  regex->can_match_empty_ = min_length == 0;
+  return regex;
+}
+
+Regex::~Regex() { pcre2_code_free(code_); }
+
+bool Regex::Next(std::string_view text, size_t* pos, size_t* begin, size_t* end) const {
+  thread_local RegexScratch scratch;
+  const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
+  while (*pos <= text.size()) {
+    const int rc = pcre2_match(code_, subject, text.size(), *pos, PCRE2_NO_UTF_CHECK,
+                               scratch.match_data, scratch.context);
+    if (rc < 0) return false;  // no match (or a resource limit: the rest is unmatched)
+    const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(scratch.match_data);
+    if (ov[1] > ov[0]) {
+      *begin = ov[0];
+      *end = *pos = ov[1];
+      return true;
+    }
+    if (ov[0] >= text.size()) return false;
+    *pos = ov[0] + Utf8Len(static_cast<unsigned char>(text[ov[0]]));
+  }
+  return false;
+}
+
+void Regex::FindAll(std::string_view text, std::vector<std::pair<size_t, size_t>>* matches) const {
+  size_t pos = 0, begin = 0, end = 0;
+  while (Next(text, &pos, &begin, &end)) matches->emplace_back(begin, end);
+}
+
+// Note [Parallel regex split]: the matches of a regex over a text form a chain
+// of search positions (0, end of match 1, end of match 2, ...), and the next
+// match depends only on the search position (lookarounds see the whole text).
+// Each thread searches its own slice [c_k, c_k+1) starting at c_k. Splicing in
+// order: if the sequential search position `pos` is <= c_k, no match starts in
+// [pos, c_k) (slice k-1 found none), so the sequence continues with slice k's
+// matches exactly. If the last match crossed c_k, the search goes on
+// sequentially from `pos` until it lands on one of slice k's search positions,
+// from where slice k's matches are the sequential ones again. Either way the
+// result equals FindAll's. (Regexes that match the empty string are searched
+// sequentially.)
+void Regex::FindAllParallel(std::string_view text, int threads,
+                            std::vector<std::pair<size_t, size_t>>* matches) const {
+  const size_t k_count = static_cast<size_t>(std::max(1, threads));
+  if (k_count == 1 || can_match_empty_ || text.size() < k_count * 4096) {
+    FindAll(text, matches);
+    return;
+  }
+  std::vector<size_t> cut(k_count + 1);
+  for (size_t k = 0; k <= k_count; ++k) {
+    size_t c = text.size() * k / k_count;
+    while (c < text.size() && (static_cast<unsigned char>(text[c]) & 0xC0) == 0x80) ++c;
+    cut[k] = c;
+  }
+  std::vector<std::vector<std::pair<size_t, size_t>>> slices(k_count);
+  std::vector<std::thread> workers;
+  for (size_t k = 0; k < k_count; ++k) {
+    workers.emplace_back([&, k] {
+      size_t pos = cut[k], begin = 0, end = 0;
+      slices[k].reserve((cut[k + 1] - cut[k]) / 3);
+      while (pos < cut[k + 1] && Next(text, &pos, &begin, &end)) {
+        if (begin >= cut[k + 1]) break;
+        slices[k].emplace_back(begin, end);
+      }
+    });
+  }
+  for (std::thread& w : workers) w.join();
+  size_t total = matches->size();
+  for (const auto& slice : slices) total += slice.size();
+  matches->reserve(total + 16);
+  size_t pos = 0;
+  for (size_t k = 0; k < k_count; ++k) {
+    const auto& slice = slices[k];
+    size_t from = 0;  // index in `slice` where the sequential chain joins it
+    if (pos > cut[k]) {
+      // Continue sequentially until a search position of slice k is reached.
+      from = slice.size();
+      size_t begin = 0, end = 0, probe = pos;
+      while (Next(text, &probe, &begin, &end) && begin < cut[k + 1]) {
+        matches->emplace_back(begin, end);
+        pos = end;
+        auto it = std::lower_bound(
+            slice.begin(), slice.end(), pos,
+            [](const std::pair<size_t, size_t>& m, size_t v) { return m.second < v; });
+        if (it != slice.end() && it->second == pos) {  // joined slice k's chain
+          from = static_cast<size_t>(it - slice.begin()) + 1;
+          break;
+        }
+      }
+      if (from == slice.size()) continue;
+    }
+    for (size_t i = from; i < slice.size(); ++i) matches->push_back(slice[i]);
+    if (!slice.empty() && from < slice.size()) pos = slice.back().second;
+  }
+}
+
+// ---------------------------------------------------------------- Normalizers
+
+namespace {
+
+std::u16string ToUtf16(std::string_view text) {
+  std::u16string out(text.size(), u'\0');
+  int32_t len = 0;
+  UErrorCode err = U_ZERO_ERROR;
+  u_strFromUTF8(reinterpret_cast<UChar*>(out.data()), static_cast<int32_t>(out.size()), &len,
+                text.data(), static_cast<int32_t>(text.size()), &err);
+  out.resize(U_SUCCESS(err) ? len : 0);
+  return out;
+}
+
+std::string ToUtf8(const std::u16string& text) {
+  std::string out(text.size() * 3, '\0');
+  int32_t len = 0;
+  UErrorCode err = U_ZERO_ERROR;
+  u_strToUTF8(out.data(), static_cast<int32_t>(out.size()), &len,
+              reinterpret_cast<const UChar*>(text.data()), static_cast<int32_t>(text.size()), &err);
+  out.resize(U_SUCCESS(err) ? len : 0);
+  return out;
+}
+
+bool IsAscii(std::string_view text) {
+  for (char c : text) {
+    if (static_cast<unsigned char>(c) >= 0x80) return false;
+  }
+  return true;
+}
+
+class UnicodeForm : public Normalizer {
+ public:
+  explicit UnicodeForm(const UNormalizer2* form) : form_(form) {}
+  void Normalize(std::string* text) const override {
+    if (IsAscii(*text)) return;  // ASCII is invariant under every form
+    const std::u16string in = ToUtf16(*text);
+    UErrorCode err = U_ZERO_ERROR;
+    const auto* src = reinterpret_cast<const UChar*>(in.data());
+    const int32_t n = static_cast<int32_t>(in.size());
+    if (unorm2_isNormalized(form_, src, n, &err) && U_SUCCESS(err)) return;
+    err = U_ZERO_ERROR;
+    std::u16string out(in.size() * 4 + 16, u'\0');
+    const int32_t len = unorm2_normalize(form_, src, n, reinterpret_cast<UChar*>(out.data()),
+                                         static_cast<int32_t>(out.size()), &err);
+    if (U_FAILURE(err)) return;
+    out.resize(len);
+    *text = ToUtf8(out);
+  }
+
+ private:
+  const UNormalizer2* form_;
+};
+
+class Lowercase : public Normalizer {
+ public:
+  void Normalize(std::string* text) const override {
+    if (IsAscii(*text)) {
+      for (char& c : *text) {
+        if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+      }
+      return;
+    }
+    const std::u16string in = ToUtf16(*text);
+    std::u16string out(in.size() * 3 + 16, u'\0');
+    UErrorCode err = U_ZERO_ERROR;
+    const int32_t len = u_strToLower(
+        reinterpret_cast<UChar*>(out.data()), static_cast<int32_t>(out.size()),
+        reinterpret_cast<const UChar*>(in.data()), static_cast<int32_t>(in.size()), "", &err);
+    if (U_FAILURE(err)) return;
+    out.resize(len);
+    *text = ToUtf8(out);
+  }
+};
+
+// Code point before byte offset `end` (valid UTF-8).
+size_t PrevCharStart(const std::string& s, size_t end) {
+  size_t i = end - 1;
+  while (i > 0 && (static_cast<unsigned char>(s[i]) & 0xC0) == 0x80) --i;
+  return i;
+}
+
+uint32_t DecodeAt(const std::string& s, size_t i) {
+  int32_t pos = static_cast<int32_t>(i);
+  UChar32 c;
+  U8_NEXT(reinterpret_cast<const uint8_t*>(s.data()), pos, static_cast<int32_t>(s.size()), c);
+  return static_cast<uint32_t>(c);
+}
+
+class Strip : public Normalizer {
+ public:
+  Strip(bool left, bool right) : left_(left), right_(right) {}
+  void Normalize(std::string* text) const override {
+    size_t begin = 0, end = text->size();
+    if (left_) {
+      while (begin < end && u_isUWhiteSpace(DecodeAt(*text, begin))) {
+        begin += Utf8Len(static_cast<unsigned char>((*text)[begin]));
+      }
+    }
+    if (right_) {
+      while (end > begin) {
+        const size_t prev = PrevCharStart(*text, end);
+        if (!u_isUWhiteSpace(DecodeAt(*text, prev))) break;
+        end = prev;
+      }
+    }
+    *text = text->substr(begin, end - begin);
+  }
+
+ private:
+  bool left_, right_;
+};
+
+class StripAccents : public Normalizer {
+ public:
+  void Normalize(std::string* text) const override {
+    if (IsAscii(*text)) return;
+    std::string out;
+    for (size_t i = 0; i < text->size();) {
+      const size_t len = Utf8Len(static_cast<unsigned char>((*text)[i]));
+      if (u_charType(DecodeAt(*text, i)) != U_NON_SPACING_MARK) out.append(*text, i, len);
+      i += len;
+    }
+    *text = std::move(out);
+  }
+};
+
+class Prepend : public Normalizer {
+ public:
+  explicit Prepend(std::string prefix) : prefix_(std::move(prefix)) {}
+  void Normalize(std::string* text) const override {
+    if (!text->empty()) text->insert(0, prefix_);
+  }
+
+ private:
+  std::string prefix_;
+};
+
+class Replace : public Normalizer {
+ public:
+  Replace(std::unique_ptr<Regex> regex, std::string content)
+      : regex_(std::move(regex)), content_(std::move(content)) {}
+  void Normalize(std::string* text) const override {
+    std::vector<std::pair<size_t, size_t>> matches;
+    regex_->FindAll(*text, &matches);
+    if (matches.empty()) return;
+    std::string out;
+    size_t last = 0;
+    for (const auto& [begin, end] : matches) {
+      out.append(*text, last, begin - last);
+      out += content_;
+      last = end;
+    }
+    out.append(*text, last, std::string::npos);
+    *text = std::move(out);
+  }
+
+ private:
+  std::unique_ptr<Regex> regex_;
+  std::string content_;
+};
+
+class SequenceNormalizer : public Normalizer {
+ public:
+  explicit SequenceNormalizer(std::vector<std::unique_ptr<Normalizer>> steps)
+      : steps_(std::move(steps)) {}
+  void Normalize(std::string* text) const override {
+    for (const auto& step : steps_) step->Normalize(text);
+  }
+
+ private:
+  std::vector<std::unique_ptr<Normalizer>> steps_;
+};
+
+const UNormalizer2* Form(const std::string& type) {
+  UErrorCode err = U_ZERO_ERROR;
+  if (type == "NFC") return unorm2_getNFCInstance(&err);
+  if (type == "NFD") return unorm2_getNFDInstance(&err);
+  if (type == "NFKC") return unorm2_getNFKCInstance(&err);
+  return unorm2_getNFKDInstance(&err);
+}
+
+}  // namespace
+
+// A {"String": s} or {"Regex": r} pattern of Split, Replace.
+absl::StatusOr<std::unique_ptr<Regex>> MakePattern(const nlohmann::json& j,
+                                                   const std::string& where) {
+  const bool literal = j.is_object() && j.contains("String") && j["String"].is_string();
+  if (literal || (j.is_object() && j.contains("Regex") && j["Regex"].is_string())) {
+    auto regex = Regex::Compile(j[literal ? "String" : "Regex"].get<std::string>(), literal);
+    if (!regex.ok()) return JsonError(where, std::string(regex.status().message()));
+    return regex;
+  }
+  return JsonError(where, "expected {\"String\": ...} or {\"Regex\": ...}");
+}
+
+absl::StatusOr<std::unique_ptr<Normalizer>> MakeNormalizer(const nlohmann::json& j,
+                                                           const std::string& where) {
+  if (!j.is_object() || !j.contains("type") || !j["type"].is_string()) {
+    return JsonError(where, "expected an object with a string \"type\"");
+  }
+  const std::string type = j["type"].get<std::string>();
+  if (type == "NFC" || type == "NFD" || type == "NFKC" || type == "NFKD") {
+    return std::make_unique<UnicodeForm>(Form(type));
+  }
+  if (type == "Lowercase") return std::make_unique<Lowercase>();
+  if (type == "StripAccents") return std::make_unique<StripAccents>();
+  if (type == "Strip") {
+    return std::make_unique<Strip>(j.value("strip_left", true), j.value("strip_right", true));
+  }
+  if (type == "Prepend") {
+    if (!j.contains("prepend") || !j["prepend"].is_string()) {
+      return JsonError(where + ".prepend", "expected a string");
+    }
+    return std::make_unique<Prepend>(j["prepend"].get<std::string>());
+  }
+  if (type == "Replace") {
+    ASSIGN_OR_RETURN(std::unique_ptr<Regex> regex,
+                     MakePattern(j.value("pattern", nlohmann::json()), where + ".pattern"));
+    if (!j.contains("content") || !j["content"].is_string()) {
+      return JsonError(where + ".content", "expected a string");
+    }
+    return std::make_unique<Replace>(std::move(regex), j["content"].get<std::string>());
+  }
+  if (type == "Sequence") {
+    if (!j.contains("normalizers") || !j["normalizers"].is_array()) {
+      return JsonError(where + ".normalizers", "expected an array");
+    }
+    std::vector<std::unique_ptr<Normalizer>> steps;
+    for (size_t i = 0; i < j["normalizers"].size(); ++i) {
+      ASSIGN_OR_RETURN(
+          std::unique_ptr<Normalizer> step,
+          MakeNormalizer(j["normalizers"][i], absl::StrCat(where, ".normalizers[", i, "]")));
+      steps.push_back(std::move(step));
+    }
+    return std::make_unique<SequenceNormalizer>(std::move(steps));
+  }
+  return JsonError(where + ".type", absl::StrCat("unsupported normalizer type \"", type, "\""));
+}
+
+}  // namespace distill::worker::hf
