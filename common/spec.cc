@@ -119,6 +119,8 @@ JobSpec WithDefaults(const JobSpec& in) {
   if (!lora->has_rslora()) lora->set_rslora(false);
   auto* data = s.mutable_data();
   if (!data->has_seq_len()) data->set_seq_len(256);
+  if (!data->has_tokenizer()) data->set_tokenizer("bytes");
+  if (!data->has_text_field()) data->set_text_field("text");
   auto* t = s.mutable_train();
   if (!t->has_steps()) t->set_steps(100);
   if (!t->has_micro_batch()) t->set_micro_batch(8);
@@ -170,6 +172,10 @@ absl::Status ValidateJobSpec(const JobSpec& spec) {
   for (int i = 0; i < spec.data().eval_size(); ++i) {
     if (spec.data().eval(i).empty()) return Bad(absl::StrCat("data.eval[", i, "]"), "empty path");
   }
+  if (spec.data().has_tokenizer() && spec.data().tokenizer().empty()) {
+    return Bad("data.tokenizer", "empty: use bytes or the path of a tokenizer.json");
+  }
+  if (spec.data().has_text_field() && spec.data().text_field().empty()) return Bad("data.text_field", "empty");
   if (spec.data().has_seq_len()) RETURN_IF_ERROR(AtLeast<int32_t>("data.seq_len", spec.data().seq_len(), 1));
   RETURN_IF_ERROR(ValidateTrain(spec.train()));
   if (spec.train().precision() == distill::v1::BF16 && spec.train().device() == "cpu") {
@@ -188,6 +194,7 @@ void ResolveSpecPaths(const std::string& base_dir, JobSpec* spec) {
   fix(spec->mutable_model());
   fix(spec->mutable_init());
   fix(spec->mutable_output());
+  if (spec->data().has_tokenizer() && spec->data().tokenizer() != "bytes") fix(spec->mutable_data()->mutable_tokenizer());
   for (auto& p : *spec->mutable_data()->mutable_train()) fix(&p);
   for (auto& p : *spec->mutable_data()->mutable_eval()) fix(&p);
 }

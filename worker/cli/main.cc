@@ -22,6 +22,7 @@
 #include "common/status_macros.h"
 #include "worker/data/byte_tokenizer.h"
 #include "worker/data/hf_tokenizer.h"
+#include "worker/data/text_source.h"
 #include "worker/data/token_shard.h"
 #include "worker/model/hf_io.h"
 #include "worker/model/lora.h"
@@ -34,7 +35,8 @@ namespace {
 constexpr char kUsage[] =
     "usage: distill-worker COMMAND [options]\n"
     "  train    --spec SPEC.yaml [--max-steps-this-run N]\n"
-    "  eval     --model DIR [--adapter DIR] --tokens FILE.bin --seq-len L [--batch B] [--threads N]\n"
+    "  eval     --model DIR [--adapter DIR] --tokens FILE(.bin|.jsonl|.txt) --seq-len L [--batch B] [--threads N]\n"
+    "           [--tokenizer bytes|tokenizer.json] [--text-field text]   (text is tokenized and cached as FILE.<tag>.bin)\n"
     "  init     --config CONFIG.json --out DIR [--seed S]\n"
     "  merge    --base DIR --adapter DIR --out DIR\n"
     "  tokenize --tokenizer bytes|PATH/tokenizer.json --input FILE(.txt|.jsonl) --output FILE.bin\n"
@@ -125,7 +127,9 @@ absl::Status Eval(const Args& args) {
   ASSIGN_OR_RETURN(LlamaForCausalLM model, LoadHfModel(model_dir));
   const std::string adapter = args.Get("adapter");
   if (!adapter.empty()) RETURN_IF_ERROR(LoadAdapter(model, adapter));
-  ASSIGN_OR_RETURN(TokenDataset data, TokenDataset::Open({tokens_path}));
+  ASSIGN_OR_RETURN(std::string shard, EnsureTokenShard(tokens_path, args.Get("tokenizer", "bytes"),
+                                                       args.Get("text-field", "text"), at::get_num_threads()));
+  ASSIGN_OR_RETURN(TokenDataset data, TokenDataset::Open({shard}));
   RETURN_IF_ERROR(data.CheckVocab(model->config().vocab_size));
   ASSIGN_OR_RETURN(EvalResult r, EvaluateLm(model, data, seq_len, batch, 0, torch::kCPU));
   std::cout << absl::StrFormat("{\"loss\": %.9g, \"ppl\": %.9g, \"tokens\": %d}", r.loss, r.ppl, r.tokens) << std::endl;
@@ -184,7 +188,7 @@ int Main(int argc, char** argv) {
   const std::string cmd = argv[1];
   static const std::map<std::string, std::pair<std::vector<std::string>, absl::Status (*)(const Args&)>> kCommands = {
       {"train", {{"spec", "max-steps-this-run"}, &Train}},
-      {"eval", {{"model", "adapter", "tokens", "seq-len", "batch", "threads"}, &Eval}},
+      {"eval", {{"model", "adapter", "tokens", "seq-len", "batch", "threads", "tokenizer", "text-field"}, &Eval}},
       {"init", {{"config", "out", "seed"}, &Init}},
       {"merge", {{"base", "adapter", "out"}, &Merge}},
       {"tokenize", {{"tokenizer", "input", "output", "text-field", "threads", "separator"}, &Tokenize}},

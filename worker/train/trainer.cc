@@ -8,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
 #include "worker/data/sampler.h"
+#include "worker/data/text_source.h"
 #include "worker/data/token_shard.h"
 #include "worker/model/hf_io.h"
 #include "worker/model/lora.h"
@@ -91,12 +92,21 @@ absl::StatusOr<TrainResult> RunFinetuneImpl(const JobSpec& spec, const TrainOpti
   // Data.
   const int64_t seq_len = spec.data().seq_len();
   const int64_t vocab = model->config().vocab_size;
-  std::vector<std::string> train_paths(spec.data().train().begin(), spec.data().train().end());
+  auto shards = [&](const auto& paths) -> absl::StatusOr<std::vector<std::string>> {
+    std::vector<std::string> out;
+    for (const std::string& p : paths) {
+      ASSIGN_OR_RETURN(std::string shard, EnsureTokenShard(p, spec.data().tokenizer(), spec.data().text_field(),
+                                                           at::get_num_threads()));
+      out.push_back(shard);
+    }
+    return out;
+  };
+  ASSIGN_OR_RETURN(std::vector<std::string> train_paths, shards(spec.data().train()));
   ASSIGN_OR_RETURN(TokenDataset train_data, TokenDataset::Open(train_paths));
   RETURN_IF_ERROR(train_data.CheckVocab(vocab));
   std::optional<TokenDataset> eval_data;
   if (spec.data().eval_size() > 0) {
-    std::vector<std::string> eval_paths(spec.data().eval().begin(), spec.data().eval().end());
+    ASSIGN_OR_RETURN(std::vector<std::string> eval_paths, shards(spec.data().eval()));
     ASSIGN_OR_RETURN(eval_data, TokenDataset::Open(eval_paths));
     RETURN_IF_ERROR(eval_data->CheckVocab(vocab));
   }

@@ -165,6 +165,21 @@ TEST(TrainerTest, LoraTrainsOnlyAdaptersAndLeavesBaseUntouched) {
   EXPECT_TRUE(adapter.count("base_model.model.model.layers.1.mlp.down_proj.lora_B.weight"));
 }
 
+TEST(TrainerTest, TrainsDirectlyOnJsonlText) {
+  const std::string data = MakeData();
+  std::string jsonl;
+  for (int i = 0; i < 40; ++i) jsonl += "{\"text\": \"0123456789:;<=>?0123456789:;<=>?\"}\n";  // bytes < 64
+  WriteFile(data + "/train.jsonl", jsonl);
+  std::string text = "type: finetune\ninit: " + data + "/config.json\n" + "data: {train: " + data +
+                     "/train.jsonl, seq_len: 16}\noutput: " + data + "/jsonl_out\n" +
+                     "train: {steps: 2, micro_batch: 2, threads: 1}\n";
+  auto spec = common::ParseJobSpec(text, "test");
+  ASSERT_TRUE(spec.ok() && common::ValidateJobSpec(*spec).ok());
+  auto r = RunFinetune(common::WithDefaults(*spec), {});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(fs::exists(data + "/train.jsonl.bytes.bin"));
+}
+
 TEST(TrainerTest, TokenOutsideVocabularyIsAClearError) {
   const std::string data = MakeData();
   ASSERT_TRUE(WriteTokenShard(data + "/train.bin", std::vector<uint32_t>(100, 64)).ok());

@@ -1,0 +1,57 @@
+#include "worker/data/text_source.h"
+
+#include <filesystem>
+#include <functional>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/fs_util.h"
+#include "common/status_macros.h"
+#include "worker/data/byte_tokenizer.h"
+#include "worker/data/hf_tokenizer.h"
+
+namespace distill::worker {
+namespace fs = std::filesystem;
+
+namespace {
+
+// FNV-1a 64 of the file's bytes: names the cache by tokenizer content.
+absl::StatusOr<std::string> TokenizerTag(const std::string& tokenizer) {
+  if (tokenizer == "bytes") return std::string("bytes");
+  ASSIGN_OR_RETURN(std::string text, common::ReadFileToString(tokenizer));
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : text) h = (h ^ c) * 1099511628211ull;
+  return absl::StrFormat("tok-%08x", static_cast<uint32_t>(h >> 32));
+}
+
+bool NotOlderThan(const fs::path& a, const fs::path& b) {
+  std::error_code ec1, ec2;
+  auto ta = fs::last_write_time(a, ec1), tb = fs::last_write_time(b, ec2);
+  return !ec1 && !ec2 && ta >= tb;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> EnsureTokenShard(const std::string& path, const std::string& tokenizer,
+                                             const std::string& text_field, int threads) {
+  if (absl::EndsWith(path, ".bin")) return path;
+  if (!fs::exists(path)) return absl::NotFoundError(absl::StrCat(path, ": no such data file"));
+  ASSIGN_OR_RETURN(std::string tag, TokenizerTag(tokenizer));
+  const std::string shard = absl::StrCat(path, ".", tag, ".bin");
+  if (fs::exists(shard) && NotOlderThan(shard, path) && (tokenizer == "bytes" || NotOlderThan(shard, tokenizer))) {
+    return shard;
+  }
+  if (tokenizer == "bytes") {
+    RETURN_IF_ERROR(TokenizeFileBytes(path, shard, text_field));
+  } else {
+    ASSIGN_OR_RETURN(auto tok, HfTokenizer::Load(tokenizer));
+    TokenizeFileOptions options;
+    options.text_field = text_field;
+    options.threads = std::max(1, threads);
+    RETURN_IF_ERROR(TokenizeFile(*tok, path, shard, options));
+  }
+  return shard;
+}
+
+}  // namespace distill::worker

@@ -1,0 +1,23 @@
+// Training and eval data given as text: a .jsonl or plain-text file is
+// tokenized once and cached as a .bin shard next to it, so that training
+// always reads mmapped shards. Thread-compatible (one caller per file).
+#ifndef DISTILL_WORKER_DATA_TEXT_SOURCE_H_
+#define DISTILL_WORKER_DATA_TEXT_SOURCE_H_
+
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace distill::worker {
+
+// The .bin shard for `path`: `path` itself when it ends in .bin; otherwise
+// PATH.<tag>.bin, built with `tokenizer` ("bytes", or a tokenizer.json path;
+// tag "bytes" or "tok-" + first 8 hex digits of a hash of the tokenizer file)
+// unless it exists and is not older than the text and the tokenizer.
+// Documents are separated as `distill-worker tokenize` does.
+absl::StatusOr<std::string> EnsureTokenShard(const std::string& path, const std::string& tokenizer,
+                                             const std::string& text_field, int threads);
+
+}  // namespace distill::worker
+
+#endif  // DISTILL_WORKER_DATA_TEXT_SOURCE_H_
