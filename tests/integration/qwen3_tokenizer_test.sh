@@ -91,5 +91,29 @@ else
   fail "$TESTS_BIN not built (cmake --build ... --target worker_tests)"
 fi
 
+# Training straight from JSONL with the Qwen3 tokenizer.json, on a model whose
+# vocab_size (151936) is padded beyond the tokenizer's (151669), as Qwen's are.
+PAD="$T/padded"
+mkdir -p "$PAD"
+cat >"$PAD/config.json" <<'JSON'
+{"architectures": ["Qwen3ForCausalLM"], "vocab_size": 151936, "hidden_size": 16, "intermediate_size": 32,
+ "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 8,
+ "tie_word_embeddings": true, "hidden_act": "silu"}
+JSON
+for i in $(seq 1 30); do echo "{\"text\": \"Document $i: the Fulton County Grand Jury said Friday an investigation.\"}"; done >"$PAD/docs.jsonl"
+cat >"$PAD/job.yaml" <<YAML
+type: finetune
+init: config.json
+data: {train: docs.jsonl, tokenizer: $TOKENIZER, seq_len: 16}
+train: {steps: 2, micro_batch: 2, threads: 2}
+output: out
+YAML
+if "$W" train --spec "$PAD/job.yaml" >"$PAD/log" 2>&1 && [ -f "$PAD/out/model/model.safetensors" ] \
+    && ls "$PAD"/docs.jsonl.tok-*.bin >/dev/null 2>&1; then
+  echo "ok: padded-vocab model trains on JSONL through tokenizer.json"
+else
+  fail "padded-vocab JSONL training: $(tail -3 "$PAD/log")"
+fi
+
 [ "$failures" -eq 0 ] || { echo "$failures failure(s)"; exit 1; }
 echo "qwen3 tokenizer parity: all passed"
