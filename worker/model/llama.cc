@@ -1,6 +1,7 @@
 #include "worker/model/llama.h"
 
 #include <cmath>
+#include <limits>
 
 namespace distill::worker {
 namespace F = torch::nn::functional;
@@ -68,9 +69,26 @@ torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
 
 namespace {
 
-torch::Tensor RotateHalf(const torch::Tensor& x) {
-  const int64_t half = x.size(-1) / 2;
-  return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+// Note [RoPE and attention passes]: HF computes x * cos + rotate_half(x) * sin
+// with rotate_half(x) = cat(-x2, x1), and attention as softmax(mask(q k^T *
+// scale)) v. We compute the same products and sums in fewer passes over memory:
+// roll(x, half) * cat(-sin1, sin2) + x * cos (negation is exact and addition
+// commutes, so the RoPE result is bit-identical), written so that the output
+// is contiguous [B, H, T, hd] and feeds bmm without a copy; the scale and the
+// causal mask go into one baddbmm (mask + scale * q k^T), so no elementwise
+// pass over the [B*H, T, T] scores besides softmax, forward or backward.
+
+// The sin table with the sign of rotate_half folded in: cat(-sin1, sin2).
+torch::Tensor SignedSin(const torch::Tensor& sin) {
+  const int64_t half = sin.size(-1) / 2;
+  return torch::cat({-sin.narrow(-1, 0, half), sin.narrow(-1, half, half)}, -1);
+}
+
+// x [B, H, T, hd] (any strides) -> contiguous [B, H, T, hd].
+torch::Tensor ApplyRope(const torch::Tensor& x, const torch::Tensor& cos,
+                        const torch::Tensor& signed_sin) {
+  // roll's output is contiguous, so the addcmul writes a contiguous tensor.
+  return torch::addcmul(torch::roll(x, x.size(-1) / 2, -1) * signed_sin, x, cos);
 }
 
 torch::Tensor CausalAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) {
@@ -79,13 +97,17 @@ torch::Tensor CausalAttention(const torch::Tensor& q, const torch::Tensor& k, co
   return at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0,
                                           /*is_causal=*/true);
 #else
-  const int64_t t = q.size(2);
-  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
-  torch::Tensor scores = torch::matmul(q, k.transpose(-2, -1)) * scale;
-  torch::Tensor mask = torch::ones({t, t}, torch::TensorOptions().dtype(torch::kBool).device(q.device())).triu(1);
-  scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
+  const int64_t b = q.size(0), h = q.size(1), t = q.size(2), hd = q.size(3);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  torch::Tensor q3 = q.reshape({b * h, t, hd});
+  torch::Tensor k3 = k.reshape({b * h, t, hd});
+  torch::Tensor v3 = v.reshape({b * h, t, hd});
+  // Additive causal mask: 0 on and below the diagonal, -inf above.
+  const double inf = std::numeric_limits<double>::infinity();
+  torch::Tensor mask = torch::full({t, t}, -inf, q.options()).triu_(1);
+  torch::Tensor scores = at::baddbmm(mask, q3, k3.transpose(1, 2), /*beta=*/1.0, /*alpha=*/scale);
   torch::Tensor probs = torch::softmax(scores, -1, torch::kFloat).to(q.scalar_type());
-  return torch::matmul(probs, v);
+  return at::bmm(probs, v3).view({b, h, t, hd});
 #endif
 }
 
@@ -116,8 +138,9 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
   q = q.transpose(1, 2);  // [B, H, T, hd]
   k = k.transpose(1, 2);
   v = v.transpose(1, 2);
-  q = q * cos + RotateHalf(q) * sin;
-  k = k * cos + RotateHalf(k) * sin;
+  const torch::Tensor signed_sin = SignedSin(sin);
+  q = ApplyRope(q, cos, signed_sin);
+  k = ApplyRope(k, cos, signed_sin);
   if (num_kv_heads != num_heads) {
     // HF repeat_kv: kv head j serves query heads j*n_rep .. j*n_rep + n_rep - 1.
     const int64_t rep = num_heads / num_kv_heads;

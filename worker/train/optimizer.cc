@@ -1,10 +1,58 @@
 #include "worker/train/optimizer.h"
 
+#include <ATen/Parallel.h>
+
 #include <cmath>
+#include <initializer_list>
 
 #include "absl/strings/str_cat.h"
 
 namespace distill::worker {
+
+namespace {
+
+// Note [Fused AdamW]: for CPU float32 contiguous tensors the update is one
+// pass over p, g, m, v instead of nine tensor ops (each a pass over memory).
+// It is the same per-element float32 arithmetic, in the same order, as the op
+// sequence in AdamW::Step (and as torch.optim.AdamW's): scalars rounded to
+// float, (value * t1) * t2 for addcmul, (value * t1) / t2 for addcdiv. Only
+// FMA contraction inside ATen's vector kernels may round differently (within
+// Note [Optimizer tolerance] of the tests).
+struct AdamWCoefficients {
+  float decay;  // 1 - lr * weight_decay, or 1 without decay
+  float beta1, one_minus_beta1, beta2, one_minus_beta2;
+  float bias2_sqrt, eps, neg_step_size;
+};
+
+bool Fusable(std::initializer_list<const torch::Tensor*> tensors) {
+  for (const torch::Tensor* t : tensors) {
+    if (!t->device().is_cpu() || t->scalar_type() != torch::kFloat || !t->is_contiguous()) {
+      return false;
+    }
+  }
+  return true;
+}
+
+void FusedAdamWStep(torch::Tensor& p, const torch::Tensor& g, torch::Tensor& m, torch::Tensor& v,
+                    const AdamWCoefficients& c) {
+  float* pp = p.data_ptr<float>();
+  const float* gp = g.data_ptr<float>();
+  float* mp = m.data_ptr<float>();
+  float* vp = v.data_ptr<float>();
+  at::parallel_for(0, p.numel(), at::internal::GRAIN_SIZE, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const float gi = gp[i];
+      const float mi = mp[i] * c.beta1 + c.one_minus_beta1 * gi;
+      const float vi = vp[i] * c.beta2 + c.one_minus_beta2 * gi * gi;
+      const float denom = std::sqrt(vi) / c.bias2_sqrt + c.eps;
+      pp[i] = pp[i] * c.decay + c.neg_step_size * mi / denom;
+      mp[i] = mi;
+      vp[i] = vi;
+    }
+  });
+}
+
+}  // namespace
 
 AdamW::AdamW(std::vector<NamedParam> params, const AdamWOptions& options)
     : params_(std::move(params)), options_(options) {
@@ -26,7 +74,20 @@ void AdamW::Step(double lr) {
     torch::Tensor& p = params_[i].param;
     const torch::Tensor& g = p.grad();
     if (!g.defined()) continue;
-    if (params_[i].decay && options_.weight_decay != 0) p.mul_(1.0 - lr * options_.weight_decay);
+    const bool decay = params_[i].decay && options_.weight_decay != 0;
+    if (Fusable({&p, &g, &exp_avg_[i], &exp_avg_sq_[i]})) {
+      const AdamWCoefficients c{decay ? static_cast<float>(1.0 - lr * options_.weight_decay) : 1.0f,
+                                static_cast<float>(b1),
+                                static_cast<float>(1.0 - b1),
+                                static_cast<float>(b2),
+                                static_cast<float>(1.0 - b2),
+                                static_cast<float>(bias2_sqrt),
+                                static_cast<float>(options_.eps),
+                                static_cast<float>(-step_size)};
+      FusedAdamWStep(p, g, exp_avg_[i], exp_avg_sq_[i], c);
+      continue;
+    }
+    if (decay) p.mul_(1.0 - lr * options_.weight_decay);
     exp_avg_[i].mul_(b1).add_(g, 1.0 - b1);
     exp_avg_sq_[i].mul_(b2).addcmul_(g, g, 1.0 - b2);
     torch::Tensor denom = (exp_avg_sq_[i].sqrt() / bias2_sqrt).add_(options_.eps);
