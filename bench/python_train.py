@@ -216,19 +216,29 @@ def main():
     vocab = config["vocab_size"]
     gen = torch.Generator().manual_seed(SEED)
 
+    phases = [0.0, 0.0, 0.0]  # zero grad + forward + loss, backward, clip + update
+
     def train_step():
         batch = torch.randint(0, vocab, (args.batch, args.seq_len + 1), generator=gen)
         inputs, targets = batch[:, :-1].contiguous(), batch[:, 1:].contiguous()
+        t0 = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         logits = model(inputs)
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+        t1 = time.perf_counter()
         loss.backward()
+        t2 = time.perf_counter()
         torch.nn.utils.clip_grad_norm_(trainable, CLIP)
         optimizer.step()
-        return loss.item()
+        value = loss.item()
+        t3 = time.perf_counter()
+        for i, dt in enumerate((t1 - t0, t2 - t1, t3 - t2)):
+            phases[i] += dt
+        return value
 
     for _ in range(args.warmup):
         train_step()
+    phases[:] = [0.0, 0.0, 0.0]
     start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(args.steps):
         loss = train_step()
@@ -248,6 +258,9 @@ def main():
         "tokens_per_s": round(tokens_per_s, 1),
         "step_ms": round(1000.0 * seconds / args.steps, 3),
         "cpu_ms": round(1000.0 * cpu_seconds / args.steps, 3),
+        "fwd_ms": round(1000.0 * phases[0] / args.steps, 3),
+        "bwd_ms": round(1000.0 * phases[1] / args.steps, 3),
+        "opt_ms": round(1000.0 * phases[2] / args.steps, 3),
         "gflops": round(6.0 * params * tokens_per_s / 1e9, 2),
         "loss": round(loss, 4),
     }))

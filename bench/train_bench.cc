@@ -19,6 +19,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "absl/strings/str_format.h"
 #include "worker/model/config.h"
 #include "worker/model/hf_io.h"
 #include "worker/model/llama.h"
@@ -189,6 +190,7 @@ int Run(const BenchOptions& o) {
   const int64_t total = o.warmup + o.steps;
   torch::Tensor step_loss = torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble));
   double loss_value = 0;
+  double phase_s[3] = {0, 0, 0};  // zero grad + forward + loss, backward, clip + update
   Clock::time_point start = Clock::now();
   std::clock_t cpu_start = std::clock();
   std::unique_ptr<OpProfiler> profiler;
@@ -207,14 +209,22 @@ int Run(const BenchOptions& o) {
     // RunFinetune's step, grad_accum = 1.
     torch::manual_seed(kSeed + static_cast<uint64_t>(step));
     const double lr = LearningRate(step, total, /*warmup=*/0, kLr, kLr);
+    const Clock::time_point t0 = Clock::now();
     optimizer.ZeroGrad();
     step_loss.zero_();
     torch::Tensor loss = CausalLmLoss(model->forward(inputs), targets);
+    const Clock::time_point t1 = Clock::now();
     (loss / 1).backward();
     step_loss += loss.detach().to(torch::kDouble);
+    const Clock::time_point t2 = Clock::now();
     ClipGradNorm(trainable, kClip);
     optimizer.Step(lr);
     loss_value = step_loss.item<double>();
+    if (step >= o.warmup) {
+      phase_s[0] += std::chrono::duration<double>(t1 - t0).count();
+      phase_s[1] += std::chrono::duration<double>(t2 - t1).count();
+      phase_s[2] += std::chrono::duration<double>(Clock::now() - t2).count();
+    }
   }
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
   const double cpu_seconds = static_cast<double>(std::clock() - cpu_start) / CLOCKS_PER_SEC;
@@ -226,18 +236,19 @@ int Run(const BenchOptions& o) {
     std::fprintf(stderr, "train_bench: loss is %f\n", loss_value);
     return 1;
   }
-  const double tokens_per_s = static_cast<double>(o.steps * o.batch * o.seq_len) / seconds;
+  const double steps = static_cast<double>(o.steps);
+  const double tokens_per_s = steps * static_cast<double>(o.batch * o.seq_len) / seconds;
   std::printf(
-      "{\"impl\": \"cpp\", \"params\": %lld, \"trainable\": %lld, \"seq_len\": %lld, \"batch\": "
-      "%lld, "
-      "\"threads\": %d, \"tokens_per_s\": %.1f, \"step_ms\": %.3f, \"cpu_ms\": %.3f, \"gflops\": "
-      "%.2f, "
-      "\"loss\": %.4f}\n",
-      static_cast<long long>(params), static_cast<long long>(trainable_count),
-      static_cast<long long>(o.seq_len), static_cast<long long>(o.batch), at::get_num_threads(),
-      tokens_per_s, 1000.0 * seconds / static_cast<double>(o.steps),
-      1000.0 * cpu_seconds / static_cast<double>(o.steps),
-      6.0 * static_cast<double>(params) * tokens_per_s / 1e9, loss_value);
+      "%s\n",
+      absl::StrFormat("{\"impl\": \"cpp\", \"params\": %d, \"trainable\": %d, \"seq_len\": %d, "
+                      "\"batch\": %d, \"threads\": %d, \"tokens_per_s\": %.1f, \"step_ms\": %.3f, "
+                      "\"cpu_ms\": %.3f, \"fwd_ms\": %.3f, \"bwd_ms\": %.3f, \"opt_ms\": %.3f, "
+                      "\"gflops\": %.2f, \"loss\": %.4f}",
+                      params, trainable_count, o.seq_len, o.batch, at::get_num_threads(),
+                      tokens_per_s, 1e3 * seconds / steps, 1e3 * cpu_seconds / steps,
+                      1e3 * phase_s[0] / steps, 1e3 * phase_s[1] / steps, 1e3 * phase_s[2] / steps,
+                      6.0 * static_cast<double>(params) * tokens_per_s / 1e9, loss_value)
+          .c_str());
   return 0;
 }
 
