@@ -13,6 +13,7 @@ PACKAGES=(
   nlohmann-json3-dev libyaml-cpp-dev libpcre2-dev libicu-dev   # PCRE2 regexes, ICU normalization (tokenizer.json)
   libsqlite3-dev sqlite3
   python3 python3-torch python3-numpy         # independent reference for tests (/usr/bin/python3)
+  python3-grpcio python3-protobuf             # the Python client test of the coordinator API
 )
 
 missing=()

@@ -1,0 +1,76 @@
+// The knowledge-distillation losses, computed in chunks of tokens so that peak
+// memory does not grow with N * V (N target tokens, V vocabulary).
+//
+// The student side enters as its final normalised hidden state h_s [N, d_s]
+// and its lm_head weight W_s [V, d_s]: logits are formed chunk by chunk inside
+// the loss and never exist for the whole batch (the same holds for the
+// teacher in the HIDDEN transport). Gradients with respect to h_s and W_s are
+// exact; they are computed chunk by chunk during the forward and handed back
+// by a custom autograd node (Note [Chunked loss] in kd_loss.cc).
+//
+// Loss of one token (z_s, z_t: student and teacher logit rows; y: target id):
+//   ce  = -log softmax(z_s)[y]
+//   kd  = D(p_T, q_T), p_T = softmax(z_t / T), q_T = softmax(z_s / T), with D
+//         forward KL(p||q), reverse KL(q||p) or generalised JSD(beta), each
+//         multiplied by T^2 when t2_scale.
+//   total = alpha * kd + (1 - alpha) * ce, averaged over the N tokens.
+// TOPK transport: both distributions are collapsed onto the teacher's k ids
+// plus one tail bucket (1 - sum of the k probabilities); the teacher's k
+// probabilities are exact because it sends the log-sum-exp of its full row.
+// Thread-compatible; LibTorch errors become Status.
+#ifndef DISTILL_WORKER_DISTILL_KD_LOSS_H_
+#define DISTILL_WORKER_DISTILL_KD_LOSS_H_
+
+#include <torch/torch.h>
+
+#include <cstdint>
+
+#include "absl/status/statusor.h"
+#include "distill/v1/job.pb.h"
+
+namespace distill::worker {
+
+struct KdLossConfig {
+  distill::v1::DistillLoss loss = distill::v1::FORWARD_KL;
+  double temperature = 2.0;
+  double alpha = 0.5;          // weight of kd; 1 - alpha on ce
+  bool t2_scale = true;
+  double beta = 0.5;           // JSD only
+  int64_t chunk_tokens = 1024; // tokens per chunk
+};
+
+// What the teacher sends for N target positions; exactly the tensors of
+// `transport` are defined. The vocabulary V is the student's (the shared
+// size): padded teacher columns beyond V are dropped before anything here.
+struct TeacherOutput {
+  distill::v1::LogitTransport transport = distill::v1::DENSE;
+  torch::Tensor logits;       // DENSE: [N, V] teacher logits (any float dtype)
+  torch::Tensor topk_logits;  // TOPK: [N, k] the k largest raw logits z (not / T)
+  torch::Tensor topk_ids;     // TOPK: [N, k] int64 vocabulary ids of those logits
+  torch::Tensor topk_lse;     // TOPK: [N] float32 logsumexp(z / T) over the full row of V
+  torch::Tensor hidden;       // HIDDEN: [N, d_t] final normalised hidden state
+  torch::Tensor lm_head;      // HIDDEN: [V, d_t] the teacher's lm_head weight (no grad)
+};
+
+// Builds the TOPK transport from dense teacher logits [N, V'] (V' >= V; only
+// the first V columns count) at temperature T. Used by the teacher side.
+absl::StatusOr<TeacherOutput> MakeTopK(const torch::Tensor& teacher_logits, int64_t vocab, int64_t k,
+                                       double temperature);
+
+struct KdLossResult {
+  torch::Tensor total;  // scalar, differentiable w.r.t. student_hidden and student_lm_head
+  double ce = 0.0;      // mean cross-entropy (T = 1), for reporting
+  double kd = 0.0;      // mean soft loss (with T^2 when t2_scale), for reporting
+};
+
+// student_hidden [N, d_s] and student_lm_head [V, d_s] (float32, may require
+// grad); targets [N] int64 in [0, V). The teacher's tensors never get grads.
+// InvalidArgument on mismatched shapes, a bad k or ids out of range.
+absl::StatusOr<KdLossResult> KdLoss(const torch::Tensor& student_hidden,
+                                    const torch::Tensor& student_lm_head,
+                                    const torch::Tensor& targets, const TeacherOutput& teacher,
+                                    const KdLossConfig& config);
+
+}  // namespace distill::worker
+
+#endif  // DISTILL_WORKER_DISTILL_KD_LOSS_H_
