@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -26,6 +27,14 @@ struct StepRecord {
   int64_t tokens = 0;       // training tokens consumed so far
   double elapsed_s = 0.0;   // wall time of this run so far
   double eta_s = 0.0;       // estimated time to the last step
+  // The loss split (distill jobs; finetune jobs report ce_loss == loss).
+  double ce_loss = 0.0;     // cross-entropy part (unweighted mean)
+  double kd_loss = 0.0;     // soft loss (with T^2 when t2_scale), 0 for finetune
+  std::map<std::string, double> feature_losses;  // per feature pair ("s3_t6"), unweighted
+  double step_s = 0.0;           // wall seconds per step over the steps since the previous record
+  double teacher_s = 0.0;        // of which in the teacher forward, per step
+  double stream_bytes_per_token = 0.0;  // teacher -> student bytes per target token
+  int64_t peak_rss_bytes = 0;    // peak resident memory of this process
 };
 
 struct EvalRecord {
