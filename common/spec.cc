@@ -39,15 +39,16 @@ absl::Status InUnitInterval(absl::string_view path, double v) {
   return absl::OkStatus();
 }
 
-absl::Status ValidateLora(const distill::v1::LoraSpec& lora) {
-  if (lora.has_rank()) RETURN_IF_ERROR(AtLeast<int32_t>("lora.rank", lora.rank(), 1));
-  if (lora.has_alpha()) RETURN_IF_ERROR(Positive("lora.alpha", lora.alpha()));
-  if (lora.has_dropout()) RETURN_IF_ERROR(InUnitInterval("lora.dropout", lora.dropout()));
+// `prefix` is "lora" (finetune) or "student.lora" (distill).
+absl::Status ValidateLora(const distill::v1::LoraSpec& lora, absl::string_view prefix) {
+  if (lora.has_rank()) RETURN_IF_ERROR(AtLeast<int32_t>(absl::StrCat(prefix, ".rank"), lora.rank(), 1));
+  if (lora.has_alpha()) RETURN_IF_ERROR(Positive(absl::StrCat(prefix, ".alpha"), lora.alpha()));
+  if (lora.has_dropout()) RETURN_IF_ERROR(InUnitInterval(absl::StrCat(prefix, ".dropout"), lora.dropout()));
   const auto& known = LoraTargetModuleNames();
   std::set<std::string> seen;
   for (int i = 0; i < lora.target_modules_size(); ++i) {
     const std::string& m = lora.target_modules(i);
-    const std::string path = absl::StrCat("lora.target_modules[", i, "]");
+    const std::string path = absl::StrCat(prefix, ".target_modules[", i, "]");
     if (std::find(known.begin(), known.end(), m) == known.end()) {
       return Bad(path, absl::StrCat("unknown module '", m, "', expected one of: ",
                                     absl::StrJoin(known, ", ")));
@@ -91,6 +92,107 @@ absl::Status ValidateTrain(const distill::v1::TrainSpec& t) {
   return absl::OkStatus();
 }
 
+
+// Where the trained model comes from: model (HF dir) xor init (config.json),
+// and a lora block only with method lora. `prefix` is "" (finetune) or
+// "student." (distill).
+absl::Status ValidateModelSource(absl::string_view prefix, const std::string& model, const std::string& init,
+                                 distill::v1::TrainMethod method, bool has_lora, const distill::v1::LoraSpec& lora) {
+  if (model.empty() == init.empty()) {
+    return Bad(absl::StrCat(prefix, model.empty() ? "model" : "init"),
+               model.empty() ? "required: a Hugging Face model directory (model:) or a config.json (init:)"
+                             : "give either model (a Hugging Face directory) or init (a config.json), not both");
+  }
+  if (method != distill::v1::LORA && has_lora) {
+    return Bad(absl::StrCat(prefix, "lora"), absl::StrCat("given, but ", prefix, "method is not lora"));
+  }
+  return ValidateLora(lora, absl::StrCat(prefix, "lora"));
+}
+
+absl::Status ValidateDistill(const distill::v1::DistillSpec& d) {
+  if (d.has_temperature()) RETURN_IF_ERROR(Positive("distill.temperature", d.temperature()));
+  if (d.has_alpha() && !(d.alpha() >= 0 && d.alpha() <= 1)) {
+    return Bad("distill.alpha", absl::StrCat("must be in [0, 1], got ", d.alpha()));
+  }
+  if (d.has_beta() && !(d.beta() > 0 && d.beta() < 1)) {
+    return Bad("distill.beta", absl::StrCat("must be in (0, 1), got ", d.beta()));
+  }
+  if (d.has_top_k()) RETURN_IF_ERROR(AtLeast<int32_t>("distill.top_k", d.top_k(), 1));
+  if (d.has_chunk_tokens()) RETURN_IF_ERROR(AtLeast<int32_t>("distill.chunk_tokens", d.chunk_tokens(), 1));
+  if (!d.layer_map().empty() && d.layer_map() != "uniform") {
+    return Bad("distill.layer_map", absl::StrCat("unknown map '", d.layer_map(), "', expected uniform (or leave it out)"));
+  }
+  if (d.has_feature_weight() && (!(d.feature_weight() >= 0) || !std::isfinite(d.feature_weight()))) {
+    return Bad("distill.feature_weight", absl::StrCat("must be >= 0, got ", d.feature_weight()));
+  }
+  if (!d.layer_map().empty() && d.features_size() > 0) {
+    return Bad("distill.layer_map", "uniform generates the feature pairs; give either layer_map or features, not both");
+  }
+  std::set<std::pair<int32_t, int32_t>> seen;
+  for (int i = 0; i < d.features_size(); ++i) {
+    const auto& f = d.features(i);
+    const std::string path = absl::StrCat("distill.features[", i, "]");
+    // Layer indices are checked against the models' depths by the worker.
+    RETURN_IF_ERROR(AtLeast<int32_t>(path + ".student_layer", f.student_layer(), 0));
+    RETURN_IF_ERROR(AtLeast<int32_t>(path + ".teacher_layer", f.teacher_layer(), 0));
+    if (f.has_weight() && (!(f.weight() >= 0) || !std::isfinite(f.weight()))) {
+      return Bad(path + ".weight", absl::StrCat("must be >= 0, got ", f.weight()));
+    }
+    if (!seen.insert({f.student_layer(), f.teacher_layer()}).second) {
+      return Bad(path, absl::StrCat("the pair student_layer ", f.student_layer(), ", teacher_layer ",
+                                    f.teacher_layer(), " is listed twice"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// One check for every rank count: this build runs a single process. The
+// distributed runtime replaces it with real rank bookkeeping.
+absl::Status CheckSingleProcess(const JobSpec& spec) {
+  auto at_least = [](absl::string_view path, int32_t v, int32_t lo) { return AtLeast<int32_t>(path, v, lo); };
+  if (spec.has_ranks()) RETURN_IF_ERROR(at_least("ranks", spec.ranks(), 1));
+  if (spec.student().has_ranks()) RETURN_IF_ERROR(at_least("student.ranks", spec.student().ranks(), 1));
+  if (spec.teacher().has_ranks()) RETURN_IF_ERROR(at_least("teacher.ranks", spec.teacher().ranks(), 0));
+  const char* field = nullptr;
+  int32_t value = 0;
+  if (spec.ranks() > 1) {
+    field = "ranks", value = spec.ranks();
+  } else if (spec.student().ranks() > 1) {
+    field = "student.ranks", value = spec.student().ranks();
+  } else if (spec.teacher().ranks() > 0) {
+    field = "teacher.ranks", value = spec.teacher().ranks();
+  }
+  if (field == nullptr) return absl::OkStatus();
+  return absl::UnimplementedError(absl::StrCat(
+      field, ": ", value, " requested, but multi-rank jobs come with the distributed runtime; this build runs ",
+      "one process (student.ranks 1, teacher.ranks 0 = colocated teacher)"));
+}
+
+// type: distill keeps the student under `student`; the top-level model fields
+// are finetune's, and silently ignoring them would train the wrong model.
+absl::Status ValidateDistillJob(const JobSpec& spec) {
+  if (!spec.model().empty()) return Bad("model", "for type distill put the student under student.model");
+  if (!spec.init().empty()) return Bad("init", "for type distill put the student under student.init");
+  if (spec.method() != distill::v1::TRAIN_METHOD_UNSPECIFIED) {
+    return Bad("method", "for type distill put the method under student.method");
+  }
+  if (spec.has_lora()) return Bad("lora", "for type distill put the lora block under student.lora");
+  if (spec.has_ranks()) return Bad("ranks", "for type distill give student.ranks and teacher.ranks");
+  if (spec.teacher().model().empty()) {
+    return Bad("teacher.model", "required: the teacher's Hugging Face model directory");
+  }
+  const auto& st = spec.student();
+  RETURN_IF_ERROR(ValidateModelSource("student.", st.model(), st.init(), st.method(), st.has_lora(), st.lora()));
+  return ValidateDistill(spec.distill());
+}
+
+absl::Status ValidateFinetuneJob(const JobSpec& spec) {
+  if (spec.has_teacher()) return Bad("teacher", "given, but type is not distill");
+  if (spec.has_student()) return Bad("student", "given, but type is not distill (put the model at the top level)");
+  if (spec.has_distill()) return Bad("distill", "given, but type is not distill");
+  return ValidateModelSource("", spec.model(), spec.init(), spec.method(), spec.has_lora(), spec.lora());
+}
+
 }  // namespace
 
 const std::vector<std::string>& LoraTargetModuleNames() {
@@ -105,10 +207,10 @@ absl::StatusOr<JobSpec> ParseJobSpec(absl::string_view text, absl::string_view s
   return spec;
 }
 
-JobSpec WithDefaults(const JobSpec& in) {
-  JobSpec s = in;
-  if (s.method() == distill::v1::TRAIN_METHOD_UNSPECIFIED) s.set_method(distill::v1::FULL);
-  auto* lora = s.mutable_lora();
+namespace {
+
+// The LoRA defaults, shared by finetune's `lora` and distill's `student.lora`.
+void LoraDefaults(distill::v1::LoraSpec* lora) {
   if (!lora->has_rank()) lora->set_rank(8);
   if (!lora->has_alpha()) lora->set_alpha(2.0 * lora->rank());
   if (!lora->has_dropout()) lora->set_dropout(0.0);
@@ -117,6 +219,48 @@ JobSpec WithDefaults(const JobSpec& in) {
     lora->add_target_modules("v_proj");
   }
   if (!lora->has_rslora()) lora->set_rslora(false);
+}
+
+void DistillDefaults(JobSpec* s) {
+  auto* st = s->mutable_student();
+  if (st->method() == distill::v1::TRAIN_METHOD_UNSPECIFIED) st->set_method(distill::v1::FULL);
+  // Only for a LoRA student, so that a defaulted spec still validates.
+  if (st->method() == distill::v1::LORA) LoraDefaults(st->mutable_lora());
+  if (!st->has_ranks()) st->set_ranks(1);
+  if (!s->teacher().has_ranks()) s->mutable_teacher()->set_ranks(0);
+  auto* d = s->mutable_distill();
+  if (!d->has_temperature()) d->set_temperature(2.0);
+  if (!d->has_alpha()) d->set_alpha(0.5);
+  if (!d->has_t2_scale()) d->set_t2_scale(true);
+  if (d->loss() == distill::v1::DISTILL_LOSS_UNSPECIFIED) d->set_loss(distill::v1::FORWARD_KL);
+  if (!d->has_beta()) d->set_beta(0.5);
+  if (d->logits() == distill::v1::LOGIT_TRANSPORT_UNSPECIFIED) d->set_logits(distill::v1::DENSE);
+  if (!d->has_top_k()) d->set_top_k(64);
+  if (!d->has_feature_weight()) d->set_feature_weight(1.0);
+  if (!d->has_chunk_tokens()) d->set_chunk_tokens(1024);
+  for (auto& f : *d->mutable_features()) {
+    if (f.loss() == distill::v1::FEATURE_LOSS_UNSPECIFIED) f.set_loss(distill::v1::MSE);
+    if (!f.has_weight()) f.set_weight(1.0);
+  }
+}
+
+}  // namespace
+
+JobSpec WithDefaults(const JobSpec& in) {
+  JobSpec s = in;
+  // The trained model's method decides the default learning rate below.
+  distill::v1::TrainMethod method;
+  if (s.type() == distill::v1::DISTILL) {
+    DistillDefaults(&s);
+    method = s.student().method();
+  } else {
+    if (s.method() == distill::v1::TRAIN_METHOD_UNSPECIFIED) s.set_method(distill::v1::FULL);
+    // Only for LoRA, so that a defaulted spec still validates (a lora block
+    // with method full is an error).
+    if (s.method() == distill::v1::LORA) LoraDefaults(s.mutable_lora());
+    if (!s.has_ranks()) s.set_ranks(1);
+    method = s.method();
+  }
   auto* data = s.mutable_data();
   if (!data->has_seq_len()) data->set_seq_len(256);
   if (!data->has_tokenizer()) data->set_tokenizer("bytes");
@@ -125,7 +269,7 @@ JobSpec WithDefaults(const JobSpec& in) {
   if (!t->has_steps()) t->set_steps(100);
   if (!t->has_micro_batch()) t->set_micro_batch(8);
   if (!t->has_grad_accum()) t->set_grad_accum(1);
-  if (!t->has_lr()) t->set_lr(s.method() == distill::v1::LORA ? 1e-3 : 3e-4);
+  if (!t->has_lr()) t->set_lr(method == distill::v1::LORA ? 1e-3 : 3e-4);
   if (!t->has_min_lr()) t->set_min_lr(t->lr() / 10);
   if (!t->has_warmup()) t->set_warmup(0);
   if (!t->has_weight_decay()) t->set_weight_decay(0.0);
@@ -149,22 +293,14 @@ JobSpec WithDefaults(const JobSpec& in) {
 absl::Status ValidateJobSpec(const JobSpec& spec) {
   switch (spec.type()) {
     case distill::v1::FINETUNE:
+      RETURN_IF_ERROR(ValidateFinetuneJob(spec));
       break;
     case distill::v1::DISTILL:
-      return absl::UnimplementedError("type: distill jobs are not supported by this build yet");
+      RETURN_IF_ERROR(ValidateDistillJob(spec));
+      break;
     default:
       return Bad("type", "required: finetune or distill");
   }
-  if (spec.model().empty() == spec.init().empty()) {
-    return Bad(spec.model().empty() ? "model" : "init",
-               spec.model().empty()
-                   ? "required: a Hugging Face model directory (model:) or a config.json (init:)"
-                   : "give either model (a Hugging Face directory) or init (a config.json), not both");
-  }
-  if (spec.method() != distill::v1::LORA && spec.has_lora()) {
-    return Bad("lora", "given, but method is not lora");
-  }
-  RETURN_IF_ERROR(ValidateLora(spec.lora()));
   if (spec.data().train_size() == 0) return Bad("data.train", "required: at least one token shard (.bin)");
   for (int i = 0; i < spec.data().train_size(); ++i) {
     if (spec.data().train(i).empty()) return Bad(absl::StrCat("data.train[", i, "]"), "empty path");
@@ -184,7 +320,7 @@ absl::Status ValidateJobSpec(const JobSpec& spec) {
   if (spec.checkpoint().has_every()) RETURN_IF_ERROR(AtLeast<int64_t>("checkpoint.every", spec.checkpoint().every(), 0));
   if (spec.checkpoint().has_keep()) RETURN_IF_ERROR(AtLeast<int32_t>("checkpoint.keep", spec.checkpoint().keep(), 1));
   if (spec.output().empty()) return Bad("output", "required: the output directory");
-  return absl::OkStatus();
+  return CheckSingleProcess(spec);
 }
 
 void ResolveSpecPaths(const std::string& base_dir, JobSpec* spec) {
@@ -194,6 +330,12 @@ void ResolveSpecPaths(const std::string& base_dir, JobSpec* spec) {
   fix(spec->mutable_model());
   fix(spec->mutable_init());
   fix(spec->mutable_output());
+  // Only present blocks: touching an absent one would create it.
+  if (spec->has_teacher()) fix(spec->mutable_teacher()->mutable_model());
+  if (spec->has_student()) {
+    fix(spec->mutable_student()->mutable_model());
+    fix(spec->mutable_student()->mutable_init());
+  }
   if (spec->data().has_tokenizer() && spec->data().tokenizer() != "bytes") fix(spec->mutable_data()->mutable_tokenizer());
   for (auto& p : *spec->mutable_data()->mutable_train()) fix(&p);
   for (auto& p : *spec->mutable_data()->mutable_eval()) fix(&p);

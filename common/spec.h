@@ -8,6 +8,8 @@
 #define DISTILL_COMMON_SPEC_H_
 
 #include <string>
+#include <vector>
+
 #include "absl/strings/string_view.h"
 
 #include "absl/status/status.h"
@@ -25,11 +27,17 @@ absl::StatusOr<distill::v1::JobSpec> ParseJobSpec(absl::string_view text, absl::
 absl::StatusOr<distill::v1::JobSpec> LoadJobSpec(const std::string& path);
 
 // Returns `spec` with every absent optional field set to its default (the
-// defaults are documented in job.proto).
+// defaults are documented in job.proto). Distill defaults (student, teacher,
+// distill blocks) are filled for type distill only, finetune's top-level
+// method/lora/ranks for the other types.
 distill::v1::JobSpec WithDefaults(const distill::v1::JobSpec& spec);
 
 // Checks every field of a spec (defaults need not be filled in). Returns the
-// first problem as InvalidArgument "field.path: what is wrong".
+// first problem as InvalidArgument "field.path: what is wrong"; a rank count
+// this build cannot run (ranks > 1, student.ranks > 1, teacher.ranks > 0) is
+// Unimplemented, naming the field. Checks that need the models (distill layer
+// indices, top_k against the vocabulary, teacher/student vocabularies) are the
+// worker's, before training starts; they name the field too.
 absl::Status ValidateJobSpec(const distill::v1::JobSpec& spec);
 
 // Makes every relative path field of `spec` absolute against `base_dir`.

@@ -14,9 +14,25 @@
 //         forward KL(p||q), reverse KL(q||p) or generalised JSD(beta), each
 //         multiplied by T^2 when t2_scale.
 //   total = alpha * kd + (1 - alpha) * ce, averaged over the N tokens.
+// JSD(beta) = beta KL(p||m) + (1 - beta) KL(q||m), m = beta p + (1 - beta) q
+// (as in TRL's GKD). beta is restricted to the open interval (0, 1): at both
+// ends the divergence vanishes identically (m equals one of p, q); near them
+// JSD / beta -> KL(p||q) (beta -> 0) and JSD / (1 - beta) -> KL(q||p)
+// (beta -> 1), so use FORWARD_KL / REVERSE_KL for those limits.
 // TOPK transport: both distributions are collapsed onto the teacher's k ids
 // plus one tail bucket (1 - sum of the k probabilities); the teacher's k
 // probabilities are exact because it sends the log-sum-exp of its full row.
+// The teacher's tail is clamped to [1e-12, 1] (its float32 log-sum-exp can
+// make it slightly negative); with k = V there is no tail bucket and the loss
+// equals DENSE. Note [Top-k tail] in kd_loss.cc.
+//
+// Memory: besides the inputs, at most grad_W [V, d_s] + grad_h [N, d_s] (kept
+// by the autograd node until backward, float32) plus a few float32
+// [chunk_tokens, V] buffers (measured: ~5 for forward KL, ~6 for JSD;
+// tests/unit/worker/distill/kd_loss_test.cc checks
+// peak <= grad_W + grad_h + 12 * chunk_tokens * V * 4 bytes + 1 MiB). The
+// softmax math is float32 with autocast disabled. The node's backward can run
+// once (its gradients are handed over, not copied).
 // Thread-compatible; LibTorch errors become Status.
 #ifndef DISTILL_WORKER_DISTILL_KD_LOSS_H_
 #define DISTILL_WORKER_DISTILL_KD_LOSS_H_
@@ -33,29 +49,34 @@ namespace distill::worker {
 struct KdLossConfig {
   distill::v1::DistillLoss loss = distill::v1::FORWARD_KL;
   double temperature = 2.0;
-  double alpha = 0.5;          // weight of kd; 1 - alpha on ce
+  double alpha = 0.5;  // weight of kd; 1 - alpha on ce
   bool t2_scale = true;
-  double beta = 0.5;           // JSD only
-  int64_t chunk_tokens = 1024; // tokens per chunk
+  double beta = 0.5;  // JSD only
+  // Tokens per chunk: peak memory ~ chunk_tokens * V * 4 bytes * ~6; a good
+  // size keeps chunk_tokens * V near N * d_s (Liger's rule).
+  int64_t chunk_tokens = 1024;
 };
 
 // What the teacher sends for N target positions; exactly the tensors of
 // `transport` are defined. The vocabulary V is the student's (the shared
-// size): padded teacher columns beyond V are dropped before anything here.
+// size): padded teacher columns beyond V never count. DENSE logits may have
+// V' >= V columns and the HIDDEN lm_head V' >= V rows; only the first V are
+// used (V' < V is InvalidArgument). Teacher tensors may live on another
+// device than the student's; they are moved chunk by chunk.
 struct TeacherOutput {
   distill::v1::LogitTransport transport = distill::v1::DENSE;
-  torch::Tensor logits;       // DENSE: [N, V] teacher logits (any float dtype)
+  torch::Tensor logits;       // DENSE: [N, V'] teacher logits (any float dtype)
   torch::Tensor topk_logits;  // TOPK: [N, k] the k largest raw logits z (not / T)
   torch::Tensor topk_ids;     // TOPK: [N, k] int64 vocabulary ids of those logits
   torch::Tensor topk_lse;     // TOPK: [N] float32 logsumexp(z / T) over the full row of V
   torch::Tensor hidden;       // HIDDEN: [N, d_t] final normalised hidden state
-  torch::Tensor lm_head;      // HIDDEN: [V, d_t] the teacher's lm_head weight (no grad)
+  torch::Tensor lm_head;      // HIDDEN: [V', d_t] the teacher's lm_head weight (no grad)
 };
 
 // Builds the TOPK transport from dense teacher logits [N, V'] (V' >= V; only
 // the first V columns count) at temperature T. Used by the teacher side.
-absl::StatusOr<TeacherOutput> MakeTopK(const torch::Tensor& teacher_logits, int64_t vocab, int64_t k,
-                                       double temperature);
+absl::StatusOr<TeacherOutput> MakeTopK(const torch::Tensor& teacher_logits, int64_t vocab,
+                                       int64_t k, double temperature);
 
 struct KdLossResult {
   torch::Tensor total;  // scalar, differentiable w.r.t. student_hidden and student_lm_head
@@ -65,7 +86,11 @@ struct KdLossResult {
 
 // student_hidden [N, d_s] and student_lm_head [V, d_s] (float32, may require
 // grad); targets [N] int64 in [0, V). The teacher's tensors never get grads.
-// InvalidArgument on mismatched shapes, a bad k or ids out of range.
+// The gradient work runs only when grad mode is on and an input requires
+// grad. InvalidArgument on mismatched shapes, N = 0, a bad k, ids out of
+// range or repeated within a row, T <= 0, alpha outside [0, 1], beta outside
+// (0, 1) for JSD or chunk_tokens < 1; ResourceExhausted when LibTorch runs
+// out of memory; Internal for any other LibTorch error.
 absl::StatusOr<KdLossResult> KdLoss(const torch::Tensor& student_hidden,
                                     const torch::Tensor& student_lm_head,
                                     const torch::Tensor& targets, const TeacherOutput& teacher,

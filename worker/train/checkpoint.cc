@@ -52,7 +52,8 @@ absl::StatusOr<std::string> SaveCheckpoint(const std::string& root, const Checkp
             {"sampler_position", state.sampler_position},
             {"tokens", state.tokens},
             {"seed", state.seed},
-            {"method", state.method}};
+            {"method", state.method},
+            {"job_type", state.job_type}};
   RETURN_IF_ERROR(common::WriteFileAtomically((fs::path(staging) / "state.json").string(), j.dump(2) + "\n"));
   RETURN_IF_ERROR(common::CommitStagingDir(staging, dir));
   auto all = ListCheckpoints(root);
@@ -81,6 +82,7 @@ absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& dir, const std
     s.tokens = j.at("tokens").get<int64_t>();
     s.seed = j.at("seed").get<uint64_t>();
     s.method = j.at("method").get<std::string>();
+    s.job_type = j.value("job_type", std::string("finetune"));
   } catch (const json::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(state_path, ": malformed checkpoint state: ", e.what()));
   }

@@ -1,6 +1,7 @@
 // Training checkpoints: OUTPUT/checkpoints/step_<8 digits>/ holding
-// weights.safetensors (the trainable parameters), optimizer.safetensors
-// (AdamW state) and state.json (step, data position, seed, method).
+// weights.safetensors (the trainable parameters, plus a distill job's feature
+// projections), optimizer.safetensors (AdamW state) and state.json (step, data
+// position, seed, method, job type).
 //
 // Note [Checkpoint atomicity]: a checkpoint is written into a staging dir and
 // renamed into place, so a step_* directory is always complete; readers take
@@ -28,6 +29,10 @@ struct CheckpointState {
   int64_t tokens = 0;            // training tokens consumed
   uint64_t seed = 0;
   std::string method;            // "full" or "lora"
+  // "finetune" or "distill": a distill checkpoint also holds the feature
+  // projections, and resuming one job type from the other's checkpoint is a
+  // different run. Checkpoints written before the field read as "finetune".
+  std::string job_type = "finetune";
 };
 
 // Writes a checkpoint of `params` (by name) and `optimizer` for `state.step`

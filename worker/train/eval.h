@@ -1,7 +1,9 @@
 // Evaluation of a causal LM on a token stream: mean next-token cross-entropy
 // and perplexity over non-overlapping windows (the `distill-worker eval`
 // contract: inputs t[i*L : i*L+L], targets t[i*L+1 : i*L+L+1] for
-// i in 0 .. floor((N-1)/L)-1). Runs in inference mode; thread-compatible.
+// i in 0 .. floor((N-1)/L)-1), and the same for a student against its teacher
+// (KL, top-1 agreement, the teacher's own loss). Runs in inference mode;
+// thread-compatible.
 #ifndef DISTILL_WORKER_TRAIN_EVAL_H_
 #define DISTILL_WORKER_TRAIN_EVAL_H_
 
@@ -25,6 +27,23 @@ struct EvalResult {
 // max_windows windows. InvalidArgument if the stream has no full window.
 absl::StatusOr<EvalResult> EvaluateLm(LlamaForCausalLM& model, const TokenDataset& data, int64_t seq_len,
                                       int64_t batch, int64_t max_windows, const torch::Device& device);
+
+struct TeacherEvalResult {
+  EvalResult student;           // the student's loss, ppl and target count
+  double kl = 0.0;              // mean over targets of KL(p_teacher || p_student) at T = 1, nats
+  double top1_agreement = 0.0;  // fraction of targets where both argmaxes agree
+  EvalResult teacher;           // the teacher's own loss and ppl on the same targets
+};
+
+// EvaluateLm for `student` and `teacher` on the same windows. `vocab` is the
+// shared vocabulary (the student's): teacher logits beyond it (padding rows)
+// are dropped before its softmax. Logits exist for at most `chunk_tokens`
+// targets at a time. InvalidArgument as EvaluateLm, or if the student's
+// vocabulary is not `vocab` or the teacher's is smaller.
+absl::StatusOr<TeacherEvalResult> EvaluateWithTeacher(LlamaForCausalLM& student, LlamaForCausalLM& teacher,
+                                                      int64_t vocab, const TokenDataset& data, int64_t seq_len,
+                                                      int64_t batch, int64_t max_windows, int64_t chunk_tokens,
+                                                      const torch::Device& device);
 
 // Copies the windows starting at `starts` (each L + 1 tokens) into inputs and
 // targets [b, L] (int64) on `device`.

@@ -44,13 +44,28 @@ absl::StatusOr<std::unique_ptr<JsonLinesSink>> JsonLinesSink::Open(const std::st
 void JsonLinesSink::OnStep(const StepRecord& r) {
   json j = {{"event", "train"},      {"step", r.step},         {"total_steps", r.total_steps},
             {"loss", Num(r.loss)},   {"lr", r.lr},             {"grad_norm", Num(r.grad_norm)},
-            {"tokens", r.tokens},    {"tokens_per_s", r.tokens_per_s}, {"elapsed_s", r.elapsed_s}};
+            {"tokens", r.tokens},    {"tokens_per_s", r.tokens_per_s}, {"elapsed_s", r.elapsed_s},
+            {"ce_loss", Num(r.ce_loss)}, {"step_s", r.step_s}, {"peak_rss_bytes", r.peak_rss_bytes}};
+  if (r.distill) {
+    j["kd_loss"] = Num(r.kd_loss);
+    json features = json::object();
+    for (const auto& [name, v] : r.feature_losses) features[name] = Num(v);
+    j["feature_losses"] = features;
+    j["teacher_s"] = r.teacher_s;
+    j["stream_bytes_per_token"] = r.stream_bytes_per_token;
+  }
   out_ << j.dump() << "\n";
   out_.flush();
 }
 
 void JsonLinesSink::OnEval(const EvalRecord& r) {
   json j = {{"event", "eval"}, {"step", r.step}, {"loss", Num(r.loss)}, {"ppl", Num(r.ppl)}, {"tokens", r.tokens}};
+  if (r.has_teacher) {
+    j["kl"] = Num(r.kl);
+    j["top1_agreement"] = Num(r.top1_agreement);
+    j["teacher_loss"] = Num(r.teacher_loss);
+    j["teacher_ppl"] = Num(r.teacher_ppl);
+  }
   out_ << j.dump() << "\n";
   out_.flush();
 }
@@ -77,13 +92,27 @@ std::string FormatRate(double r) {
 }  // namespace
 
 void ConsoleSink::OnStep(const StepRecord& r) {
-  std::cout << absl::StrFormat("step %d/%d | loss %.4f | lr %.2e | %s tok/s | eta %s", r.step, r.total_steps,
-                               r.loss, r.lr, FormatRate(r.tokens_per_s), FormatDuration(r.eta_s))
+  std::string split, teacher;
+  if (r.distill) {
+    double feature = 0;
+    for (const auto& [name, v] : r.feature_losses) feature += v;
+    split = absl::StrFormat(" (ce %.3f kd %.3f%s)", r.ce_loss, r.kd_loss,
+                            r.feature_losses.empty() ? "" : absl::StrFormat(" feat %.3f", feature));
+    if (r.step_s > 0) teacher = absl::StrFormat(" | teacher %.0f%%", 100.0 * r.teacher_s / r.step_s);
+  }
+  std::cout << absl::StrFormat("step %d/%d | loss %.4f%s | lr %.2e | %s tok/s%s | eta %s", r.step, r.total_steps,
+                               r.loss, split, r.lr, FormatRate(r.tokens_per_s), teacher, FormatDuration(r.eta_s))
             << std::endl;
 }
 
 void ConsoleSink::OnEval(const EvalRecord& r) {
-  std::cout << absl::StrFormat("eval step %d | loss %.4f | ppl %.3f | %d tokens", r.step, r.loss, r.ppl, r.tokens)
+  std::string teacher;
+  if (r.has_teacher) {
+    teacher = absl::StrFormat(" | kl %.4f | top1 %.1f%% | teacher ppl %.3f", r.kl, 100.0 * r.top1_agreement,
+                              r.teacher_ppl);
+  }
+  std::cout << absl::StrFormat("eval step %d | loss %.4f | ppl %.3f%s | %d tokens", r.step, r.loss, r.ppl, teacher,
+                               r.tokens)
             << std::endl;
 }
 

@@ -28,12 +28,15 @@ struct StepRecord {
   double elapsed_s = 0.0;   // wall time of this run so far
   double eta_s = 0.0;       // estimated time to the last step
   // The loss split (distill jobs; finetune jobs report ce_loss == loss).
+  bool distill = false;     // a distill job: kd_loss, feature_losses, teacher_s, stream bytes apply
   double ce_loss = 0.0;     // cross-entropy part (unweighted mean)
   double kd_loss = 0.0;     // soft loss (with T^2 when t2_scale), 0 for finetune
   std::map<std::string, double> feature_losses;  // per feature pair ("s3_t6"), unweighted
   double step_s = 0.0;           // wall seconds per step over the steps since the previous record
   double teacher_s = 0.0;        // of which in the teacher forward, per step
-  double stream_bytes_per_token = 0.0;  // teacher -> student bytes per target token
+  // teacher -> student bytes per target token (colocated teacher: the size of
+  // the teacher output handed to the loss, what a dedicated teacher would send)
+  double stream_bytes_per_token = 0.0;
   int64_t peak_rss_bytes = 0;    // peak resident memory of this process
 };
 
@@ -42,6 +45,12 @@ struct EvalRecord {
   double loss = 0.0;
   double ppl = 0.0;
   int64_t tokens = 0;
+  // Distill jobs: the student against the teacher on the same targets.
+  bool has_teacher = false;
+  double kl = 0.0;              // mean KL(p_teacher || p_student) at T = 1, nats
+  double top1_agreement = 0.0;  // fraction of targets where both argmaxes agree
+  double teacher_loss = 0.0;    // the teacher's own cross-entropy (constant over a run)
+  double teacher_ppl = 0.0;
 };
 
 class ReportSink {
@@ -69,7 +78,9 @@ class JsonLinesSink : public ReportSink {
 };
 
 // The human-readable progress line on stdout:
-// "step 40/200 | loss 2.3456 | lr 3.00e-04 | 12.3k tok/s | eta 1m05s".
+// "step 40/200 | loss 2.3456 | lr 3.00e-04 | 12.3k tok/s | eta 1m05s"; distill
+// jobs add the split after the loss, "(ce 2.71 kd 1.95 feat 0.31)", and the
+// teacher's share of the step time, "teacher 41%".
 class ConsoleSink : public ReportSink {
  public:
   void OnStep(const StepRecord& r) override;

@@ -1,5 +1,7 @@
 #include "worker/train/trainer.h"
 
+#include <sys/resource.h>
+
 #include <chrono>
 #include <filesystem>
 #include <thread>
@@ -58,7 +60,71 @@ class Fanout {
   std::vector<ReportSink*> sinks_;
 };
 
-absl::StatusOr<TrainResult> RunFinetuneImpl(const JobSpec& spec, const TrainOptions& options) {
+// The trained model's source: finetune keeps it at the top level, distill
+// under `student`.
+struct StudentSource {
+  std::string model, init;
+  bool lora = false;
+  distill::v1::LoraSpec lora_spec;
+};
+
+StudentSource GetStudentSource(const JobSpec& spec) {
+  if (spec.type() == distill::v1::DISTILL) {
+    const auto& st = spec.student();
+    return {st.model(), st.init(), st.method() == distill::v1::LORA, st.lora()};
+  }
+  return {spec.model(), spec.init(), spec.method() == distill::v1::LORA, spec.lora()};
+}
+
+// Finetune: next-token cross-entropy.
+class CrossEntropyObjective : public TrainObjective {
+ public:
+  std::string job_type() const override { return "finetune"; }
+  absl::Status Prepare(LlamaForCausalLM&, const torch::Device&, bool bf16) override {
+    bf16_ = bf16;
+    return absl::OkStatus();
+  }
+  absl::StatusOr<LossParts> Loss(LlamaForCausalLM& model, const torch::Tensor& inputs,
+                                 const torch::Tensor& targets) override {
+    AutocastGuard autocast(bf16_);
+    LossParts parts;
+    parts.total = CausalLmLoss(model->forward(inputs), targets);
+    return parts;
+  }
+  absl::StatusOr<EvalRecord> Evaluate(LlamaForCausalLM& model, const TokenDataset& data, int64_t seq_len,
+                                      int64_t batch, int64_t max_windows, int64_t step) override {
+    AutocastGuard autocast(bf16_);
+    const torch::Device device = model->LmHeadWeight().device();
+    ASSIGN_OR_RETURN(EvalResult r, EvaluateLm(model, data, seq_len, batch, max_windows, device));
+    EvalRecord rec;
+    rec.step = step;
+    rec.loss = r.loss;
+    rec.ppl = r.ppl;
+    rec.tokens = r.tokens;
+    return rec;
+  }
+
+ private:
+  bool bf16_ = false;
+};
+
+// Sums of the reported loss parts over the steps since the last record.
+struct SplitSums {
+  double ce = 0, kd = 0, teacher_s = 0, stream_bytes = 0;
+  std::map<std::string, double> features;
+  int64_t micro_batches = 0;
+  void Add(const LossParts& p) {
+    ce += p.ce;
+    kd += p.kd;
+    teacher_s += p.teacher_s;
+    stream_bytes += p.stream_bytes;
+    for (const auto& [name, v] : p.features) features[name] += v;
+    ++micro_batches;
+  }
+};
+
+absl::StatusOr<TrainResult> RunTrainingImpl(const JobSpec& spec, const TrainOptions& options,
+                                            TrainObjective& objective) {
   const auto& t = spec.train();
   SetThreads(t.threads());
   ASSIGN_OR_RETURN(torch::Device device, PickDevice(t.device()));
@@ -69,25 +135,28 @@ absl::StatusOr<TrainResult> RunFinetuneImpl(const JobSpec& spec, const TrainOpti
   }
 
   // Model.
+  const StudentSource source = GetStudentSource(spec);
   LlamaForCausalLM model{nullptr};
-  if (!spec.model().empty()) {
-    ASSIGN_OR_RETURN(model, LoadHfModel(spec.model()));
+  if (!source.model.empty()) {
+    ASSIGN_OR_RETURN(model, LoadHfModel(source.model));
   } else {
-    ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(spec.init()));
+    ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(source.init));
     model = InitModel(config, t.seed());
   }
-  const bool lora = spec.method() == distill::v1::LORA;
+  const bool lora = source.lora;
   LoraConfig lora_config;
   if (lora) {
-    lora_config.rank = spec.lora().rank();
-    lora_config.alpha = spec.lora().alpha();
-    lora_config.dropout = spec.lora().dropout();
-    lora_config.target_modules.assign(spec.lora().target_modules().begin(), spec.lora().target_modules().end());
-    lora_config.rslora = spec.lora().rslora();
+    lora_config.rank = source.lora_spec.rank();
+    lora_config.alpha = source.lora_spec.alpha();
+    lora_config.dropout = source.lora_spec.dropout();
+    lora_config.target_modules.assign(source.lora_spec.target_modules().begin(),
+                                      source.lora_spec.target_modules().end());
+    lora_config.rslora = source.lora_spec.rslora();
     RETURN_IF_ERROR(ApplyLora(model, lora_config, t.seed()));
   }
   model->to(device);
   model->train();
+  RETURN_IF_ERROR(objective.Prepare(model, device, bf16));
 
   // Data.
   const int64_t seq_len = spec.data().seq_len();
@@ -117,6 +186,7 @@ absl::StatusOr<TrainResult> RunFinetuneImpl(const JobSpec& spec, const TrainOpti
 
   // Optimizer.
   std::vector<NamedParam> params = TrainableParams(*model);
+  for (NamedParam& p : objective.ExtraParams()) params.push_back(std::move(p));
   AdamWOptions aopt;
   aopt.beta1 = t.beta1();
   aopt.beta2 = t.beta2();
@@ -136,6 +206,10 @@ absl::StatusOr<TrainResult> RunFinetuneImpl(const JobSpec& spec, const TrainOpti
   if (spec.checkpoint().resume()) {
     if (auto latest = LatestCheckpoint(ckpt_root)) {
       ASSIGN_OR_RETURN(CheckpointState st, LoadCheckpoint(*latest, params, optimizer));
+      if (st.job_type != objective.job_type()) {
+        return absl::FailedPreconditionError(absl::StrCat(*latest, ": checkpoint is of a ", st.job_type,
+                                                          " job, the spec is type ", objective.job_type()));
+      }
       if (st.method != (lora ? "lora" : "full")) {
         return absl::FailedPreconditionError(absl::StrCat(*latest, ": checkpoint is for method ", st.method,
                                                           ", the spec says ", lora ? "lora" : "full"));
@@ -153,9 +227,9 @@ absl::StatusOr<TrainResult> RunFinetuneImpl(const JobSpec& spec, const TrainOpti
   result.trainable_params = CountTrainableParameters(*model);
   for (const auto& p : model->parameters()) result.total_params += p.numel();
   if (start_step > 0) report.Message(absl::StrCat("resumed from checkpoint at step ", start_step));
-  report.Message(absl::StrFormat("training %s: %d parameters, %d trainable, %d train tokens, device %s, %d threads",
+  report.Message(absl::StrFormat("training %s: %d parameters, %d trainable, %d train tokens, device %s, %d threads%s",
                                  lora ? "lora" : "full", result.total_params, result.trainable_params,
-                                 train_data.size(), device.str(), at::get_num_threads()));
+                                 train_data.size(), device.str(), at::get_num_threads(), objective.Describe()));
 
   const fs::path final_output = out_dir / (lora ? "adapter" : "model");
   if (start_step >= t.steps() && fs::exists(final_output)) {
@@ -167,7 +241,7 @@ absl::StatusOr<TrainResult> RunFinetuneImpl(const JobSpec& spec, const TrainOpti
   }
 
   auto save_checkpoint = [&](int64_t step) -> absl::Status {
-    CheckpointState st{step, sampler.position(), tokens, t.seed(), lora ? "lora" : "full"};
+    CheckpointState st{step, sampler.position(), tokens, t.seed(), lora ? "lora" : "full", objective.job_type()};
     ASSIGN_OR_RETURN(std::string dir, SaveCheckpoint(ckpt_root, st, params, optimizer, spec.checkpoint().keep()));
     report.Message(absl::StrCat("checkpoint ", dir));
     return absl::OkStatus();
@@ -175,12 +249,15 @@ absl::StatusOr<TrainResult> RunFinetuneImpl(const JobSpec& spec, const TrainOpti
   auto evaluate = [&](int64_t step) -> absl::Status {
     if (!eval_data) return absl::OkStatus();
     const int64_t max_windows = t.eval_batches() > 0 ? int64_t{t.eval_batches()} * t.micro_batch() : 0;
-    AutocastGuard autocast(bf16 && device.is_cuda());
-    ASSIGN_OR_RETURN(EvalResult r, EvaluateLm(model, *eval_data, seq_len, t.micro_batch(), max_windows, device));
-    report.Eval({step, r.loss, r.ppl, r.tokens});
+    ASSIGN_OR_RETURN(EvalRecord r, objective.Evaluate(model, *eval_data, seq_len, t.micro_batch(), max_windows, step));
+    report.Eval(r);
     result.has_eval = true;
     result.eval_loss = r.loss;
     result.eval_ppl = r.ppl;
+    result.eval_has_teacher = r.has_teacher;
+    result.eval_kl = r.kl;
+    result.eval_top1_agreement = r.top1_agreement;
+    result.teacher_ppl = r.teacher_ppl;
     return absl::OkStatus();
   };
 
@@ -192,6 +269,9 @@ absl::StatusOr<TrainResult> RunFinetuneImpl(const JobSpec& spec, const TrainOpti
   int64_t last_log_step = start_step;
   int64_t step = start_step;
   torch::Tensor step_loss = torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(device));
+  SplitSums split;          // of the current step, reported as its `loss` is
+  double teacher_s_since = 0;  // teacher seconds since the last record
+  bool has_split = false;
   while (step < total) {
     if (options.stop_requested && options.stop_requested->load()) break;
     if (options.max_steps_this_run > 0 && step - start_step >= options.max_steps_this_run) break;
@@ -199,20 +279,20 @@ absl::StatusOr<TrainResult> RunFinetuneImpl(const JobSpec& spec, const TrainOpti
     const double lr = LearningRate(step, total, t.warmup(), t.lr(), t.min_lr());
     optimizer.ZeroGrad();
     step_loss.zero_();
+    split = SplitSums();
     for (int32_t micro = 0; micro < t.grad_accum(); ++micro) {
       auto [inputs, targets] = MakeBatch(train_data, sampler.Next(t.micro_batch()), seq_len, device);
-      torch::Tensor loss;
-      {
-        AutocastGuard autocast(bf16);
-        loss = CausalLmLoss(model->forward(inputs), targets);
-      }
-      (loss / t.grad_accum()).backward();
-      step_loss += loss.detach().to(torch::kDouble);
+      ASSIGN_OR_RETURN(LossParts loss, objective.Loss(model, inputs, targets));
+      (loss.total / t.grad_accum()).backward();
+      step_loss += loss.total.detach().to(torch::kDouble);
+      has_split = loss.has_split;
+      split.Add(loss);
     }
     const double grad_norm = ClipGradNorm(params, t.clip());
     optimizer.Step(lr);
     ++step;
     tokens += tokens_per_step;
+    teacher_s_since += split.teacher_s;
     const double loss_value = step_loss.item<double>() / t.grad_accum();
     result.final_train_loss = loss_value;
     if (!std::isfinite(loss_value)) {
@@ -232,7 +312,23 @@ absl::StatusOr<TrainResult> RunFinetuneImpl(const JobSpec& spec, const TrainOpti
       r.tokens_per_s = dt > 0 ? static_cast<double>((step - last_log_step) * tokens_per_step) / dt : 0;
       r.elapsed_s = Seconds(run_start, now);
       r.eta_s = r.elapsed_s / static_cast<double>(step - start_step) * static_cast<double>(total - step);
+      const double steps_since = static_cast<double>(step - last_log_step);
+      r.step_s = dt / steps_since;
+      r.peak_rss_bytes = PeakRssBytes();
+      if (has_split) {
+        const double micro = static_cast<double>(std::max<int64_t>(1, split.micro_batches));
+        r.distill = true;
+        r.ce_loss = split.ce / micro;
+        r.kd_loss = split.kd / micro;
+        for (const auto& [name, v] : split.features) r.feature_losses[name] = v / micro;
+        r.teacher_s = teacher_s_since / steps_since;
+        r.stream_bytes_per_token =
+            split.stream_bytes / (micro * static_cast<double>(t.micro_batch()) * static_cast<double>(seq_len));
+      } else {
+        r.ce_loss = loss_value;
+      }
       report.Step(r);
+      teacher_s_since = 0;
       last_log = now;
       last_log_step = step;
     }
@@ -255,7 +351,7 @@ absl::StatusOr<TrainResult> RunFinetuneImpl(const JobSpec& spec, const TrainOpti
   model->to(torch::kCPU);
   if (lora) {
     result.output_path = final_output.string();
-    const std::string base = spec.model().empty() ? spec.init() : spec.model();
+    const std::string base = source.model.empty() ? source.init : source.model;
     RETURN_IF_ERROR(SaveAdapter(model, lora_config, result.output_path, base));
     result.output_bytes = static_cast<int64_t>(fs::file_size(fs::path(result.output_path) / "adapter_model.safetensors"));
   } else {
@@ -271,12 +367,23 @@ absl::StatusOr<TrainResult> RunFinetuneImpl(const JobSpec& spec, const TrainOpti
 
 }  // namespace
 
-absl::StatusOr<TrainResult> RunFinetune(const JobSpec& spec, const TrainOptions& options) {
+absl::StatusOr<TrainResult> RunTraining(const JobSpec& spec, const TrainOptions& options, TrainObjective& objective) {
   try {
-    return RunFinetuneImpl(spec, options);
+    return RunTrainingImpl(spec, options, objective);
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("LibTorch error during training: ", e.what_without_backtrace()));
   }
+}
+
+absl::StatusOr<TrainResult> RunFinetune(const JobSpec& spec, const TrainOptions& options) {
+  CrossEntropyObjective objective;
+  return RunTraining(spec, options, objective);
+}
+
+int64_t PeakRssBytes() {
+  struct rusage usage {};
+  if (getrusage(RUSAGE_SELF, &usage) != 0) return 0;
+  return static_cast<int64_t>(usage.ru_maxrss) * 1024;  // Linux reports KiB
 }
 
 }  // namespace distill::worker

@@ -7,6 +7,8 @@
 // (seed, s): the data order comes from the sampler position and dropout from a
 // generator reseeded at every step. So a run resumed from a checkpoint at step
 // k repeats the uninterrupted run's steps k+1.. bit for bit on CPU.
+// The loop is shared by job types through TrainObjective: finetune trains on
+// cross-entropy, distill (worker/distill/distill_trainer.h) on the teacher.
 // Runs on the calling thread; LibTorch errors are turned into Status here.
 #ifndef DISTILL_WORKER_TRAIN_TRAINER_H_
 #define DISTILL_WORKER_TRAIN_TRAINER_H_
@@ -17,8 +19,13 @@
 #include <string>
 #include <vector>
 
+#include <map>
+
 #include "absl/status/statusor.h"
 #include "distill/v1/job.pb.h"
+#include "worker/data/token_shard.h"
+#include "worker/model/llama.h"
+#include "worker/train/optimizer.h"
 #include "worker/train/report.h"
 
 namespace distill::worker {
@@ -41,6 +48,8 @@ struct TrainResult {
   double final_train_loss = 0;  // loss of the last step
   bool has_eval = false;
   double eval_loss = 0, eval_ppl = 0;
+  bool eval_has_teacher = false;  // distill: the fields below are set
+  double eval_kl = 0, eval_top1_agreement = 0, teacher_ppl = 0;
   double tokens_per_s = 0;      // training tokens per second over this run
   int64_t trainable_params = 0;
   int64_t total_params = 0;
@@ -50,6 +59,50 @@ struct TrainResult {
 
 // Runs a validated, defaults-filled finetune spec (common::LoadJobSpec).
 absl::StatusOr<TrainResult> RunFinetune(const distill::v1::JobSpec& spec, const TrainOptions& options);
+
+// One micro-batch's loss. `total` is the scalar to backpropagate; the rest is
+// for reporting.
+struct LossParts {
+  torch::Tensor total;
+  bool has_split = false;  // false: the whole loss is cross-entropy (finetune)
+  double ce = 0.0;         // unweighted mean cross-entropy
+  double kd = 0.0;         // soft loss (with T^2 when t2_scale)
+  std::map<std::string, double> features;  // per pair, unweighted
+  double teacher_s = 0.0;     // wall seconds in the teacher forward
+  double stream_bytes = 0.0;  // bytes of teacher output for this micro-batch
+};
+
+// What differs between job types. The loop owns the student (built from the
+// spec's model/init or student block, LoRA applied), data, AdamW, schedule,
+// accumulation, clipping, checkpoints and output; the objective owns the loss,
+// evaluation and any parameters it trains besides the student. Called on the
+// training thread only.
+class TrainObjective {
+ public:
+  virtual ~TrainObjective() = default;
+  // "finetune" or "distill": recorded in checkpoints.
+  virtual std::string job_type() const = 0;
+  // Once, after the student is built and moved to `device`, before data,
+  // optimizer and resume. Spec errors found here name the field.
+  virtual absl::Status Prepare(LlamaForCausalLM& student, const torch::Device& device, bool bf16) = 0;
+  // Trained with the student (optimizer and checkpoints), never exported.
+  virtual std::vector<NamedParam> ExtraParams() { return {}; }
+  // inputs and targets [B, L] int64 on the device.
+  virtual absl::StatusOr<LossParts> Loss(LlamaForCausalLM& student, const torch::Tensor& inputs,
+                                         const torch::Tensor& targets) = 0;
+  // Evaluation over `data` (EvaluateLm's window contract); `step` is copied.
+  virtual absl::StatusOr<EvalRecord> Evaluate(LlamaForCausalLM& student, const TokenDataset& data, int64_t seq_len,
+                                              int64_t batch, int64_t max_windows, int64_t step) = 0;
+  // Appended to the "training ..." start line.
+  virtual std::string Describe() const { return ""; }
+};
+
+// Runs a validated, defaults-filled spec of either type with `objective`.
+absl::StatusOr<TrainResult> RunTraining(const distill::v1::JobSpec& spec, const TrainOptions& options,
+                                        TrainObjective& objective);
+
+// Peak resident set size of this process in bytes (0 if unknown).
+int64_t PeakRssBytes();
 
 }  // namespace distill::worker
 

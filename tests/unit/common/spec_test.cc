@@ -80,7 +80,16 @@ TEST(SpecTest, DefaultsFillOnlyAbsentFields) {
   EXPECT_EQ(s.data().seq_len(), 256);
   EXPECT_EQ(s.checkpoint().keep(), 2);
   EXPECT_TRUE(s.checkpoint().resume());
-  EXPECT_EQ(s.lora().target_modules_size(), 2);
+  // No lora block for full fine-tuning: the defaulted spec still validates
+  // (the coordinator stores and hands on defaulted specs).
+  EXPECT_FALSE(s.has_lora());
+  EXPECT_TRUE(ValidateJobSpec(s).ok()) << ValidateJobSpec(s);
+  auto lora = ParseJobSpec("type: finetune\nmodel: /m\nmethod: lora\ndata: {train: /t.bin}\noutput: /o\n", "s");
+  ASSERT_TRUE(lora.ok());
+  JobSpec l = WithDefaults(*lora);
+  EXPECT_EQ(l.lora().rank(), 8);
+  EXPECT_EQ(l.lora().target_modules_size(), 2);
+  EXPECT_TRUE(ValidateJobSpec(l).ok()) << ValidateJobSpec(l);
 }
 
 struct BadCase {
@@ -133,9 +142,188 @@ TEST(SpecTest, LoraBlockWithFullMethodIsRejected) {
   EXPECT_EQ(std::string(st.message()).rfind("lora:", 0), 0u) << st.message();
 }
 
-TEST(SpecTest, DistillIsNotImplementedYet) {
-  absl::Status st = ParseAndValidate(GoodWith("type: finetune", "type: distill"));
-  EXPECT_EQ(st.code(), absl::StatusCode::kUnimplemented);
+constexpr char kGoodDistill[] = R"(
+type: distill
+teacher: {model: teacher}
+student:
+  init: student/config.json
+  method: lora
+  lora: {rank: 4, target_modules: [q_proj, v_proj]}
+distill:
+  temperature: 4
+  alpha: 0.7
+  t2_scale: false
+  loss: jsd
+  beta: 0.3
+  logits: topk
+  top_k: 16
+  chunk_tokens: 512
+  features:
+    - {student_layer: 1, teacher_layer: 3, loss: cosine, weight: 0.5}
+    - {student_layer: 0, teacher_layer: 1}
+data: {train: data/train.bin, seq_len: 32}
+train: {steps: 10}
+output: out
+)";
+
+std::string DistillWith(const std::string& from, const std::string& to) {
+  std::string s = kGoodDistill;
+  size_t pos = s.find(from);
+  EXPECT_NE(pos, std::string::npos) << from;
+  return s.replace(pos, from.size(), to);
+}
+
+TEST(SpecTest, ParsesEveryFieldOfADistillSpec) {
+  auto spec = ParseJobSpec(kGoodDistill, "d.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  ASSERT_TRUE(ValidateJobSpec(*spec).ok()) << ValidateJobSpec(*spec);
+  EXPECT_EQ(spec->type(), distill::v1::DISTILL);
+  EXPECT_EQ(spec->teacher().model(), "teacher");
+  EXPECT_EQ(spec->student().init(), "student/config.json");
+  EXPECT_EQ(spec->student().method(), distill::v1::LORA);
+  EXPECT_EQ(spec->student().lora().rank(), 4);
+  const auto& d = spec->distill();
+  EXPECT_DOUBLE_EQ(d.temperature(), 4);
+  EXPECT_DOUBLE_EQ(d.alpha(), 0.7);
+  EXPECT_FALSE(d.t2_scale());
+  EXPECT_EQ(d.loss(), distill::v1::JSD);
+  EXPECT_DOUBLE_EQ(d.beta(), 0.3);
+  EXPECT_EQ(d.logits(), distill::v1::TOPK);
+  EXPECT_EQ(d.top_k(), 16);
+  EXPECT_EQ(d.chunk_tokens(), 512);
+  ASSERT_EQ(d.features_size(), 2);
+  EXPECT_EQ(d.features(0).student_layer(), 1);
+  EXPECT_EQ(d.features(0).teacher_layer(), 3);
+  EXPECT_EQ(d.features(0).loss(), distill::v1::COSINE);
+  EXPECT_DOUBLE_EQ(d.features(0).weight(), 0.5);
+}
+
+TEST(SpecTest, DistillDefaultsAreTheDocumentedOnes) {
+  auto spec = ParseJobSpec("type: distill\nteacher: {model: /t}\nstudent: {model: /s}\ndata: {train: /t.bin}\n"
+                           "output: /o\ndistill: {features: [{student_layer: 0, teacher_layer: 0}]}\n", "s");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  ASSERT_TRUE(ValidateJobSpec(*spec).ok()) << ValidateJobSpec(*spec);
+  JobSpec s = WithDefaults(*spec);
+  EXPECT_DOUBLE_EQ(s.distill().temperature(), 2.0);
+  EXPECT_DOUBLE_EQ(s.distill().alpha(), 0.5);
+  EXPECT_TRUE(s.distill().t2_scale());
+  EXPECT_EQ(s.distill().loss(), distill::v1::FORWARD_KL);
+  EXPECT_DOUBLE_EQ(s.distill().beta(), 0.5);
+  EXPECT_EQ(s.distill().logits(), distill::v1::DENSE);
+  EXPECT_EQ(s.distill().top_k(), 64);
+  EXPECT_DOUBLE_EQ(s.distill().feature_weight(), 1.0);
+  EXPECT_EQ(s.distill().chunk_tokens(), 1024);
+  EXPECT_EQ(s.distill().features(0).loss(), distill::v1::MSE);
+  EXPECT_DOUBLE_EQ(s.distill().features(0).weight(), 1.0);
+  EXPECT_EQ(s.teacher().ranks(), 0);
+  EXPECT_EQ(s.student().ranks(), 1);
+  EXPECT_EQ(s.student().method(), distill::v1::FULL);
+  EXPECT_DOUBLE_EQ(s.train().lr(), 3e-4);
+  // finetune's top-level fields stay empty, so the defaulted spec still validates.
+  EXPECT_EQ(s.method(), distill::v1::TRAIN_METHOD_UNSPECIFIED);
+  EXPECT_FALSE(s.has_lora());
+  EXPECT_FALSE(s.has_ranks());
+  EXPECT_TRUE(ValidateJobSpec(s).ok()) << ValidateJobSpec(s);
+}
+
+TEST(SpecTest, DistillLoraStudentDefaultsToTheLoraLearningRate) {
+  auto spec = ParseJobSpec(DistillWith("train: {steps: 10}", "train: {}"), "s");
+  ASSERT_TRUE(spec.ok());
+  EXPECT_DOUBLE_EQ(WithDefaults(*spec).train().lr(), 1e-3);
+}
+
+TEST(SpecTest, FinetuneDefaultsLeaveTheDistillBlocksAbsent) {
+  auto spec = ParseJobSpec("type: finetune\nmodel: /m\ndata: {train: /t.bin}\noutput: /o\n", "s");
+  ASSERT_TRUE(spec.ok());
+  JobSpec s = WithDefaults(*spec);
+  EXPECT_EQ(s.ranks(), 1);
+  EXPECT_FALSE(s.has_teacher());
+  EXPECT_FALSE(s.has_student());
+  EXPECT_FALSE(s.has_distill());
+}
+
+class DistillBadFieldTest : public ::testing::TestWithParam<BadCase> {};
+
+TEST_P(DistillBadFieldTest, ErrorNamesTheField) {
+  const BadCase& c = GetParam();
+  absl::Status st = ParseAndValidate(DistillWith(c.from, c.to));
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+  EXPECT_EQ(std::string(st.message()).rfind(c.field + ":", 0), 0u) << st.message();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    AllFields, DistillBadFieldTest,
+    ::testing::Values(BadCase{"temperature: 4", "temperature: -1", "distill.temperature"},
+                      BadCase{"temperature: 4", "temperature: 0", "distill.temperature"},
+                      BadCase{"alpha: 0.7", "alpha: 1.5", "distill.alpha"},
+                      BadCase{"beta: 0.3", "beta: 1", "distill.beta"},
+                      BadCase{"loss: jsd", "loss: kl", "distill.loss"},
+                      BadCase{"logits: topk", "logits: sparse", "distill.logits"},
+                      BadCase{"top_k: 16", "top_k: 0", "distill.top_k"},
+                      BadCase{"chunk_tokens: 512", "chunk_tokens: 0", "distill.chunk_tokens"},
+                      BadCase{"student_layer: 1,", "student_layer: -1,", "distill.features[0].student_layer"},
+                      BadCase{"teacher_layer: 1}", "teacher_layer: -2}", "distill.features[1].teacher_layer"},
+                      BadCase{"loss: cosine", "loss: l1", "distill.features[0].loss"},
+                      BadCase{"weight: 0.5", "weight: -0.5", "distill.features[0].weight"},
+                      BadCase{"student_layer: 0, teacher_layer: 1", "student_layer: 1, teacher_layer: 3",
+                              "distill.features[1]"},
+                      BadCase{"chunk_tokens: 512", "chunk_tokens: 512\n  layer_map: uniform", "distill.layer_map"},
+                      BadCase{"chunk_tokens: 512", "chunk_tokens: 512\n  layer_map: diagonal", "distill.layer_map"},
+                      BadCase{"teacher: {model: teacher}", "teacher: {ranks: 0}", "teacher.model"},
+                      BadCase{"init: student/config.json", "init: ''", "student.model"},
+                      BadCase{"init: student/config.json", "init: c.json\n  model: m", "student.init"},
+                      BadCase{"method: lora", "method: full", "student.lora"},
+                      BadCase{"rank: 4", "rank: 0", "student.lora.rank"},
+                      BadCase{"type: distill", "type: distill\nmodel: m", "model"},
+                      BadCase{"type: distill", "type: distill\ninit: c.json", "init"},
+                      BadCase{"type: distill", "type: distill\nmethod: lora", "method"},
+                      BadCase{"type: distill", "type: distill\nlora: {rank: 2}", "lora"},
+                      BadCase{"type: distill", "type: distill\nranks: 1", "ranks"},
+                      BadCase{"teacher: {model: teacher}", "teacher: {model: teacher, ranks: -1}", "teacher.ranks"}));
+
+TEST(SpecTest, TopLevelModelOfADistillJobPointsToStudent) {
+  absl::Status st = ParseAndValidate(DistillWith("type: distill", "type: distill\nmodel: m"));
+  EXPECT_EQ(st.message(), "model: for type distill put the student under student.model");
+}
+
+TEST(SpecTest, DistillBlocksInAFinetuneJobAreRejected) {
+  for (const std::string extra : {"teacher: {model: t}\n", "student: {model: s}\n", "distill: {temperature: 2}\n"}) {
+    absl::Status st = ParseAndValidate(std::string(kGood) + extra);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << extra;
+    EXPECT_EQ(std::string(st.message()).rfind(extra.substr(0, extra.find(':')) + ":", 0), 0u) << st.message();
+  }
+}
+
+// One process per job until the distributed runtime lands: every multi-rank
+// request is Unimplemented and names its field.
+TEST(SpecTest, MultiRankJobsAreUnimplementedNamingTheField) {
+  struct Case {
+    std::string text, field;
+  };
+  for (const Case& c : {Case{DistillWith("teacher: {model: teacher}", "teacher: {model: teacher, ranks: 2}"),
+                             "teacher.ranks"},
+                        Case{DistillWith("method: lora", "method: lora\n  ranks: 4"), "student.ranks"},
+                        Case{std::string(kGood) + "ranks: 2\n", "ranks"}}) {
+    absl::Status st = ParseAndValidate(c.text);
+    EXPECT_EQ(st.code(), absl::StatusCode::kUnimplemented) << st;
+    EXPECT_EQ(std::string(st.message()).rfind(c.field + ":", 0), 0u) << st.message();
+    EXPECT_NE(st.message().find("distributed runtime"), std::string::npos) << st.message();
+  }
+  EXPECT_TRUE(ParseAndValidate(std::string(kGood) + "ranks: 1\n").ok());
+}
+
+TEST(SpecTest, LoadResolvesTeacherAndStudentPaths) {
+  namespace fs = std::filesystem;
+  fs::path dir = fs::temp_directory_path() / "distill_spec_test_distill";
+  fs::create_directories(dir);
+  { std::ofstream(dir / "job.yaml") << kGoodDistill; }
+  auto spec = LoadJobSpec((dir / "job.yaml").string());
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->teacher().model(), (dir / "teacher").string());
+  EXPECT_EQ(spec->student().init(), (dir / "student/config.json").string());
+  EXPECT_TRUE(spec->student().model().empty());
+  fs::remove_all(dir);
 }
 
 TEST(SpecTest, YamlSyntaxErrorNamesSourceAndLine) {

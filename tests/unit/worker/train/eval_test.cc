@@ -54,5 +54,59 @@ TEST(EvalTest, StreamShorterThanOneWindowIsInvalidArgument) {
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+// Golden values from tests/reference/make_distill_reference.py (make_eval):
+// a student of vocabulary 50 against a teacher padded to 56 rows, float64.
+TEST(EvalTest, TeacherMetricsMatchReference) {
+  const std::string dir = ReferenceDir() + "/distill";
+  auto golden = nlohmann::json::parse(ReadFile(dir + "/eval.json"));
+  auto student = LoadHfModel(dir + "/student");
+  auto teacher = LoadHfModel(dir + "/teacher");
+  auto data = TokenDataset::Open({dir + "/eval_tokens.bin"});
+  ASSERT_TRUE(student.ok() && teacher.ok() && data.ok());
+  for (const auto& c : golden["cases"]) {
+    const int64_t seq_len = c["seq_len"].get<int64_t>();
+    for (int64_t batch : {1, 3}) {
+      for (int64_t chunk : {7, 1024}) {  // logits for 7 targets at a time, or a whole batch
+        auto r = EvaluateWithTeacher(*student, *teacher, 50, *data, seq_len, batch, 0, chunk, torch::kCPU);
+        ASSERT_TRUE(r.ok()) << r.status();
+        const std::string what = "L " + std::to_string(seq_len) + " batch " + std::to_string(batch);
+        EXPECT_EQ(r->student.tokens, c["tokens"].get<int64_t>()) << what;
+        EXPECT_NEAR(r->student.loss, c["loss"].get<double>(), 1e-5 * c["loss"].get<double>()) << what;
+        EXPECT_NEAR(r->student.ppl, c["ppl"].get<double>(), 1e-5 * c["ppl"].get<double>()) << what;
+        EXPECT_NEAR(r->teacher.loss, c["teacher_loss"].get<double>(), 1e-5 * c["teacher_loss"].get<double>()) << what;
+        EXPECT_NEAR(r->teacher.ppl, c["teacher_ppl"].get<double>(), 1e-5 * c["teacher_ppl"].get<double>()) << what;
+        // KL is a difference of log-probabilities: 1e-5 absolute on values ~1.
+        EXPECT_NEAR(r->kl, c["kl"].get<double>(), 1e-5) << what;
+        // The reference has no near ties, so argmaxes agree exactly.
+        EXPECT_DOUBLE_EQ(r->top1_agreement, c["top1_agreement"].get<double>()) << what;
+      }
+    }
+  }
+}
+
+TEST(EvalTest, TeacherAgainstItselfHasZeroKlAndFullAgreement) {
+  const std::string dir = ReferenceDir() + "/distill";
+  auto teacher = LoadHfModel(dir + "/teacher");
+  auto copy = LoadHfModel(dir + "/teacher");
+  auto data = TokenDataset::Open({dir + "/eval_tokens.bin"});
+  ASSERT_TRUE(teacher.ok() && copy.ok() && data.ok());
+  auto r = EvaluateWithTeacher(*copy, *teacher, 56, *data, 16, 4, 0, 1024, torch::kCPU);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_NEAR(r->kl, 0.0, 1e-6);
+  EXPECT_DOUBLE_EQ(r->top1_agreement, 1.0);
+  EXPECT_DOUBLE_EQ(r->student.loss, r->teacher.loss);
+}
+
+TEST(EvalTest, TeacherSmallerThanTheSharedVocabularyIsInvalidArgument) {
+  const std::string dir = ReferenceDir() + "/distill";
+  auto student = LoadHfModel(dir + "/student");
+  auto teacher = LoadHfModel(dir + "/teacher");
+  auto data = TokenDataset::Open({dir + "/eval_tokens.bin"});
+  ASSERT_TRUE(student.ok() && teacher.ok() && data.ok());
+  // The teacher as "student" (56) against the student as "teacher" (50).
+  auto r = EvaluateWithTeacher(*teacher, *student, 56, *data, 16, 4, 0, 1024, torch::kCPU);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace distill::worker

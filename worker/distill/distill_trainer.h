@@ -1,0 +1,91 @@
+// `type: distill` jobs with a colocated teacher (teacher.ranks 0): the student
+// trains exactly as in finetune (worker/train/trainer.h: full or LoRA, AdamW,
+// schedule, accumulation, clipping, checkpoints with bit-identical resume),
+// but on
+//   KdLoss(student final hidden, student lm_head, targets, teacher output)
+//     + sum_i weight_i * FeatureLoss(student layer s_i, teacher layer t_i)
+// with the teacher's forward run in the same process for every micro-batch.
+// Feature projections (one per pair whose widths differ) train with the
+// student and sit in its checkpoints, but are not part of the exported model
+// or adapter. Everything that needs the models (layer indices, top_k against
+// the vocabulary, the shared vocabulary and tokenizer) is checked before
+// training starts; errors name the spec field. Runs on the calling thread.
+#ifndef DISTILL_WORKER_DISTILL_DISTILL_TRAINER_H_
+#define DISTILL_WORKER_DISTILL_DISTILL_TRAINER_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "distill/v1/job.pb.h"
+#include "worker/distill/feature_loss.h"
+#include "worker/distill/kd_loss.h"
+#include "worker/distill/teacher.h"
+#include "worker/train/trainer.h"
+
+namespace distill::worker {
+
+// One feature pair with its defaults applied.
+struct FeaturePairPlan {
+  int64_t student_layer = 0;
+  int64_t teacher_layer = 0;
+  distill::v1::FeatureLoss loss = distill::v1::MSE;
+  double weight = 1.0;
+  std::string name;  // "s<student_layer>_t<teacher_layer>", the key in reports
+};
+
+// The feature pairs of `distill` for a student of `student_layers` and a
+// teacher of `teacher_layers` decoder layers: `features` as given, or with
+// layer_map uniform one pair per student layer i, mapped to the teacher layer
+// at the same relative depth, round((i + 1) * T / S) - 1 (halves up). Layers
+// out of range are InvalidArgument naming the field
+// ("distill.features[1].student_layer: 7 out of range, the student has 4 layers").
+absl::StatusOr<std::vector<FeaturePairPlan>> PlanFeaturePairs(
+    const distill::v1::DistillSpec& distill, int64_t student_layers, int64_t teacher_layers);
+
+// The distillation objective for the shared training loop. Exposed so tests
+// can run one micro-batch's loss against a reference.
+class DistillObjective : public TrainObjective {
+ public:
+  // `spec` is validated and defaults-filled; it must outlive the objective.
+  explicit DistillObjective(const distill::v1::JobSpec& spec);
+  ~DistillObjective() override;
+
+  std::string job_type() const override { return "distill"; }
+  // Loads the teacher, checks the spec against both models, builds the
+  // projections (seeded from train.seed).
+  absl::Status Prepare(LlamaForCausalLM& student, const torch::Device& device, bool bf16) override;
+  // The projections' weights, "distill.projection.<pair name>.weight".
+  std::vector<NamedParam> ExtraParams() override;
+  absl::StatusOr<LossParts> Loss(LlamaForCausalLM& student, const torch::Tensor& inputs,
+                                 const torch::Tensor& targets) override;
+  // Student loss/ppl, KL(teacher || student) at T = 1, top-1 agreement and
+  // the teacher's own loss/ppl (EvaluateWithTeacher).
+  absl::StatusOr<EvalRecord> Evaluate(LlamaForCausalLM& student, const TokenDataset& data,
+                                      int64_t seq_len, int64_t batch, int64_t max_windows,
+                                      int64_t step) override;
+  std::string Describe() const override;
+
+  Teacher& teacher() { return *teacher_; }
+  const std::vector<FeaturePairPlan>& pairs() const { return pairs_; }
+
+ private:
+  const distill::v1::JobSpec& spec_;
+  bool bf16_ = false;
+  std::unique_ptr<Teacher> teacher_;
+  std::vector<FeaturePairPlan> pairs_;
+  // One per pair, null where the widths agree.
+  std::vector<std::shared_ptr<FeatureProjection>> projections_;
+  std::vector<int64_t> student_layers_;  // to capture, ascending
+  TeacherRunConfig run_config_;
+  KdLossConfig kd_config_;
+};
+
+// Runs a validated, defaults-filled distill spec (common::LoadJobSpec).
+absl::StatusOr<TrainResult> RunDistill(const distill::v1::JobSpec& spec,
+                                       const TrainOptions& options);
+
+}  // namespace distill::worker
+
+#endif  // DISTILL_WORKER_DISTILL_DISTILL_TRAINER_H_

@@ -1,0 +1,85 @@
+// The colocated teacher (teacher.ranks 0): a Hugging Face model held in the
+// student's process for inference only (frozen, eval mode, no autograd), and
+// its forward for a batch in the job's logit transport plus the hidden states
+// of the mapped layers.
+//
+// Note [Shared vocabulary]: teacher and student must share the tokenizer. The
+// teacher may have more vocabulary rows than the student only as padding (as
+// many checkpoints pad to a multiple of 64 or 128); its logits and lm_head are
+// cut to the student's size V before anything reaches a loss. Any other
+// mismatch is an error before training starts. Thread-compatible: the
+// training thread owns it.
+#ifndef DISTILL_WORKER_DISTILL_TEACHER_H_
+#define DISTILL_WORKER_DISTILL_TEACHER_H_
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "distill/v1/job.pb.h"
+#include "worker/distill/kd_loss.h"
+#include "worker/model/config.h"
+#include "worker/model/llama.h"
+
+namespace distill::worker {
+
+struct TeacherRunConfig {
+  distill::v1::LogitTransport transport = distill::v1::DENSE;
+  int64_t top_k = 64;                   // TOPK: k
+  double temperature = 2.0;             // TOPK: the log-sum-exp is of z / T
+  int64_t chunk_tokens = 1024;          // TOPK: logit rows built at a time (bounds memory)
+  std::vector<int64_t> capture_layers;  // decoder layers (0-based) whose outputs features need
+};
+
+struct TeacherBatch {
+  TeacherOutput output;                       // N = B * L rows, vocabulary V
+  std::map<int64_t, torch::Tensor> features;  // layer -> [N, d_t] float32
+  double seconds = 0.0;                       // wall time of the forward (synchronised on CUDA)
+  int64_t bytes = 0;  // size of output + features: what a dedicated teacher would send
+};
+
+class Teacher {
+ public:
+  // Loads the model in `dir` onto `device` and checks it against the student
+  // (Note [Shared vocabulary]): `student` is the student's config;
+  // `student_dir` its model directory (or the directory of its init config),
+  // whose tokenizer.json, if both have one, must be byte-identical to the
+  // teacher's. Errors are InvalidArgument starting with "teacher.model: ".
+  static absl::StatusOr<std::unique_ptr<Teacher>> Load(const std::string& dir,
+                                                       const ModelConfig& student,
+                                                       const std::string& student_dir,
+                                                       torch::Device device);
+
+  // If the teacher directory has a tokenizer.json and the file
+  // `tokenizer_json` exists, they must be byte-identical (the data's tokenizer
+  // is checked this way too). InvalidArgument starting with "`field`: ".
+  absl::Status CheckTokenizer(const std::string& tokenizer_json, const std::string& field) const;
+
+  // The forward for inputs [B, L] (int64, on the teacher's device), without
+  // autograd. InvalidArgument for a capture layer out of range or top_k > V.
+  absl::StatusOr<TeacherBatch> Run(const torch::Tensor& inputs, const TeacherRunConfig& config);
+
+  LlamaForCausalLM& model() { return model_; }
+  const ModelConfig& config() const { return model_->config(); }
+  const std::string& dir() const { return dir_; }
+  int64_t vocab() const { return vocab_; }  // the shared size V (the student's)
+  bool padded() const { return vocab_ < model_->config().vocab_size; }
+
+ private:
+  Teacher(std::string dir, LlamaForCausalLM model, int64_t vocab);
+
+  std::string dir_;
+  LlamaForCausalLM model_;
+  int64_t vocab_;
+  torch::Tensor lm_head_;  // [V, d_t]: the first V rows of the teacher's lm_head
+};
+
+}  // namespace distill::worker
+
+#endif  // DISTILL_WORKER_DISTILL_TEACHER_H_
