@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # README command 1, the main job: installs what is missing, builds, prepares
-# the Brown corpus, trains a small byte-level Llama on it (full-parameter),
-# then LoRA-fine-tunes it on the held-out genre and prints a summary table.
-# Idempotent: a rerun resumes or skips finished training (checkpoints).
+# the Brown corpus, starts the coordinator (distill-coordinator, state in
+# var/coordinator), and through it (distillctl submit --watch) trains a small
+# byte-level Llama on the corpus (full-parameter), then LoRA-fine-tunes it on
+# the held-out genre; prints a summary table and stops the coordinator.
+# Idempotent: a rerun submits the jobs again and the worker resumes from their
+# checkpoints or skips finished training.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -12,17 +15,53 @@ export OMP_NUM_THREADS="$THREADS"
 bash scripts/setup.sh
 bash scripts/build.sh
 WORKER="$ROOT/build/worker/distill-worker"
+COORDINATOR="$ROOT/build/coordinator/distill-coordinator"
+CTL="$ROOT/build/coordinator/ctl/distillctl"
 bash scripts/prepare_brown.sh --out data/brown --worker "$WORKER" --holdout science_fiction
 
+# The coordinator, on a free loopback port; its jobs run one at a time.
+STATE=var/coordinator
+mkdir -p "$STATE" var/demo
+"$COORDINATOR" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --state-dir "$STATE" --slots 1 \
+  --worker-bin "$WORKER" >"$STATE/coordinator.log" 2>&1 &
+COORD_PID=$!
+JOB=
+stop_coordinator() {
+  # Interrupted mid-job: cancel it gracefully (the worker checkpoints, so a
+  # rerun resumes), then stop the coordinator.
+  if [ -n "$JOB" ]; then "$CTL" cancel "$JOB" >/dev/null 2>&1 || true; fi
+  kill "$COORD_PID" 2>/dev/null && wait "$COORD_PID" 2>/dev/null || true
+}
+trap stop_coordinator EXIT
+PORT=
+for _ in $(seq 1 100); do
+  PORT=$(sed -n 's/.*serving on port \([0-9]*\).*/\1/p' "$STATE/coordinator.log")
+  [ -n "$PORT" ] && break
+  kill -0 "$COORD_PID" 2>/dev/null || break
+  sleep 0.1
+done
+[ -n "$PORT" ] || { echo "distill-coordinator did not start:"; cat "$STATE/coordinator.log"; exit 1; }
+export DISTILL_COORDINATOR="127.0.0.1:$PORT"
+echo "distill-coordinator on $DISTILL_COORDINATOR ($(sed -n 's/.*(metrics port \([0-9]*\)).*/metrics on http:\/\/127.0.0.1:\1\/metrics/p' "$STATE/coordinator.log"), log $STATE/coordinator.log)"
+
+# submit_and_watch SPEC: submits through the coordinator and follows the job
+# to its end; fails the demo if the job does not succeed.
+submit_and_watch() {
+  JOB=$("$CTL" submit "$1")
+  echo "job $JOB (logs: $CTL logs $JOB)"
+  "$CTL" watch "$JOB"
+  JOB=
+}
+
 HOLDOUT=$(cat data/brown/holdout.txt)
-mkdir -p var/demo
 echo
 echo "== 1/2: full-parameter training on the Brown corpus (all genres but $HOLDOUT)"
-"$WORKER" train --spec examples/brown_full.yaml
+submit_and_watch examples/brown_full.yaml
 echo
 echo "== 2/2: LoRA fine-tuning on the held-out genre ($HOLDOUT)"
-"$WORKER" train --spec examples/brown_lora_holdout.yaml
-
+submit_and_watch examples/brown_lora_holdout.yaml
+echo
+"$CTL" list
 echo
 echo "== evaluation on the held-out genre's validation split"
 before=$("$WORKER" eval --model var/demo/base/model --tokens data/brown/genre/science_fiction/val.bin --seq-len 256 --threads "$THREADS" | tail -n 1)

@@ -2,7 +2,8 @@
 // distill_worker; every error becomes one line on stderr and a non-zero exit.
 //
 //   distill-worker train --spec SPEC.yaml [--max-steps-this-run N]
-//   distill-worker eval --model DIR [--adapter DIR] --tokens FILE.bin --seq-len L [--batch B] [--threads N]
+//   distill-worker eval --model DIR [--adapter DIR] [--teacher DIR] --tokens FILE.bin --seq-len L [--batch B]
+//       [--threads N]
 //   distill-worker init --config CONFIG.json --out DIR [--seed S]
 //   distill-worker merge --base DIR --adapter DIR --out DIR
 //   distill-worker tokenize --tokenizer bytes|tokenizer.json --input FILE --output FILE.bin
@@ -24,9 +25,12 @@
 #include "worker/data/hf_tokenizer.h"
 #include "worker/data/text_source.h"
 #include "worker/data/token_shard.h"
+#include "worker/distill/distill_trainer.h"
+#include "worker/distill/teacher.h"
 #include "worker/model/hf_io.h"
 #include "worker/model/lora.h"
 #include "worker/train/eval.h"
+#include "worker/train/report_grpc.h"
 #include "worker/train/trainer.h"
 
 namespace distill::worker {
@@ -37,6 +41,7 @@ constexpr char kUsage[] =
     "  train    --spec SPEC.yaml [--max-steps-this-run N]\n"
     "  eval     --model DIR [--adapter DIR] --tokens FILE(.bin|.jsonl|.txt) --seq-len L [--batch B] [--threads N]\n"
     "           [--tokenizer bytes|tokenizer.json] [--text-field text]   (text is tokenized and cached as FILE.<tag>.bin)\n"
+    "           [--teacher DIR]   (adds kl = KL(teacher || model) at T=1, top1_agreement, teacher_loss, teacher_ppl)\n"
     "  init     --config CONFIG.json --out DIR [--seed S]\n"
     "  merge    --base DIR --adapter DIR --out DIR\n"
     "  tokenize --tokenizer bytes|PATH/tokenizer.json --input FILE(.txt|.jsonl) --output FILE.bin\n"
@@ -96,14 +101,29 @@ absl::Status Train(const Args& args) {
   options.max_steps_this_run = max_steps;
   options.stop_requested = &g_stop;
   options.sinks.push_back(&console);
-  ASSIGN_OR_RETURN(TrainResult r, RunFinetune(spec, options));
+  // Launched by the coordinator (DISTILL_COORDINATOR set): progress and
+  // heartbeats go to it too.
+  ASSIGN_OR_RETURN(std::unique_ptr<CoordinatorSink> coordinator, MakeCoordinatorSinkFromEnv());
+  if (coordinator) options.sinks.push_back(coordinator.get());
+  TrainResult r;
+  if (spec.type() == distill::v1::DISTILL) {
+    ASSIGN_OR_RETURN(r, RunDistill(spec, options));
+  } else {
+    ASSIGN_OR_RETURN(r, RunFinetune(spec, options));
+  }
+  if (coordinator) coordinator->Finish(r.finished);
   if (!r.finished && g_stop.load()) {
     return absl::CancelledError(absl::StrCat("stopped by signal at step ", r.steps_done, "; checkpoint saved"));
   }
   if (r.finished && r.resumed_from < r.steps_done) {
+    std::string eval;
+    if (r.has_eval) eval = absl::StrFormat(", eval loss %.4f ppl %.3f", r.eval_loss, r.eval_ppl);
+    if (r.eval_has_teacher) {
+      eval += absl::StrFormat(" kl %.4f top1 %.1f%% (teacher ppl %.3f)", r.eval_kl, 100.0 * r.eval_top1_agreement,
+                              r.teacher_ppl);
+    }
     std::cout << absl::StrFormat("done: %d steps, train loss %.4f%s, %.0f tok/s, %d trainable params, %s (%d bytes)",
-                                 r.steps_done, r.final_train_loss,
-                                 r.has_eval ? absl::StrFormat(", eval loss %.4f ppl %.3f", r.eval_loss, r.eval_ppl) : "",
+                                 r.steps_done, r.final_train_loss, eval,
                                  r.tokens_per_s, r.trainable_params, r.output_path, r.output_bytes)
               << std::endl;
   }
@@ -131,8 +151,24 @@ absl::Status Eval(const Args& args) {
                                                        args.Get("text-field", "text"), at::get_num_threads()));
   ASSIGN_OR_RETURN(TokenDataset data, TokenDataset::Open({shard}));
   RETURN_IF_ERROR(data.CheckVocab(model->config().vocab_size));
-  ASSIGN_OR_RETURN(EvalResult r, EvaluateLm(model, data, seq_len, batch, 0, torch::kCPU));
-  std::cout << absl::StrFormat("{\"loss\": %.9g, \"ppl\": %.9g, \"tokens\": %d}", r.loss, r.ppl, r.tokens) << std::endl;
+  const std::string teacher_dir = args.Get("teacher");
+  if (teacher_dir.empty()) {
+    ASSIGN_OR_RETURN(EvalResult r, EvaluateLm(model, data, seq_len, batch, 0, torch::kCPU));
+    std::cout << absl::StrFormat("{\"loss\": %.9g, \"ppl\": %.9g, \"tokens\": %d}", r.loss, r.ppl, r.tokens)
+              << std::endl;
+    return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<Teacher> teacher, Teacher::Load(teacher_dir, model->config(), model_dir, torch::kCPU));
+  const std::string tokenizer = args.Get("tokenizer", "bytes");
+  if (tokenizer != "bytes") RETURN_IF_ERROR(teacher->CheckTokenizer(tokenizer, "--tokenizer"));
+  ASSIGN_OR_RETURN(TeacherEvalResult r, EvaluateWithTeacher(model, teacher->model(), teacher->vocab(), data, seq_len,
+                                                            batch, 0, /*chunk_tokens=*/1024, torch::kCPU));
+  std::cout << absl::StrFormat(
+                   "{\"loss\": %.9g, \"ppl\": %.9g, \"tokens\": %d, \"kl\": %.9g, \"top1_agreement\": %.9g, "
+                   "\"teacher_loss\": %.9g, \"teacher_ppl\": %.9g}",
+                   r.student.loss, r.student.ppl, r.student.tokens, r.kl, r.top1_agreement, r.teacher.loss,
+                   r.teacher.ppl)
+            << std::endl;
   return absl::OkStatus();
 }
 
@@ -188,7 +224,7 @@ int Main(int argc, char** argv) {
   const std::string cmd = argv[1];
   static const std::map<std::string, std::pair<std::vector<std::string>, absl::Status (*)(const Args&)>> kCommands = {
       {"train", {{"spec", "max-steps-this-run"}, &Train}},
-      {"eval", {{"model", "adapter", "tokens", "seq-len", "batch", "threads", "tokenizer", "text-field"}, &Eval}},
+      {"eval", {{"model", "adapter", "teacher", "tokens", "seq-len", "batch", "threads", "tokenizer", "text-field"}, &Eval}},
       {"init", {{"config", "out", "seed"}, &Init}},
       {"merge", {{"base", "adapter", "out"}, &Merge}},
       {"tokenize", {{"tokenizer", "input", "output", "text-field", "threads", "separator"}, &Tokenize}},

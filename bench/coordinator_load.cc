@@ -1,0 +1,245 @@
+// coordinator_load: many concurrent gRPC clients submitting and listing jobs
+// against a running distill-coordinator. Reports throughput and p50/p99/max
+// latency per RPC, fails (exit 1) on any RPC error or on a job missing from
+// ListJobs afterwards. bench/run_coordinator_load.sh starts a coordinator
+// whose single slot is held by a sleeping job, so the submitted jobs only
+// queue and nothing is launched.
+//
+//   coordinator_load --coordinator ADDR [--clients 100] [--submits 10]
+//                    [--lists 10] [--page-size 50] [--token T] [--spec-dir DIR]
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <iostream>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "distill/v1/coordinator.grpc.pb.h"
+
+namespace {
+namespace v1 = distill::v1;
+using Clock = std::chrono::steady_clock;
+
+struct Options {
+  std::string coordinator = "127.0.0.1:50051";
+  int clients = 100;              // concurrent clients, each with its own channel (connection)
+  int submits = 10;               // SubmitJob calls per client
+  int lists = 10;                 // ListJobs calls per client (first page)
+  int page_size = 50;             // ListJobs page size
+  std::string token;              // bearer token, if the coordinator wants one
+  std::string spec_dir = "/tmp";  // where the (never launched) jobs' files would be
+  double p99_target_ms = 50;      // reported as met / missed
+};
+
+struct Latencies {
+  std::vector<double> ms;
+  int errors = 0;
+  std::string first_error;
+};
+
+double Percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t i =
+      std::min(v.size() - 1, static_cast<size_t>(p / 100.0 * static_cast<double>(v.size())));
+  return v[i];
+}
+
+v1::JobSpec LoadSpec(const Options& o, int client, int i) {
+  v1::JobSpec spec;
+  spec.set_type(v1::FINETUNE);
+  spec.set_name(absl::StrCat("load-", client, "-", i));
+  spec.set_init(o.spec_dir + "/config.json");
+  spec.mutable_data()->add_train(o.spec_dir + "/train.bin");
+  spec.mutable_data()->set_seq_len(16);
+  spec.mutable_train()->set_steps(1);
+  spec.set_output(absl::StrCat(o.spec_dir, "/out/", client, "-", i));
+  return spec;
+}
+
+void AddAuth(const Options& o, grpc::ClientContext* c) {
+  if (!o.token.empty()) c->AddMetadata("authorization", "Bearer " + o.token);
+  c->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+}
+
+void Record(Latencies& l, Clock::time_point start, const grpc::Status& s) {
+  l.ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
+  if (!s.ok()) {
+    if (l.errors++ == 0) l.first_error = absl::StrCat(s.error_code(), ": ", s.error_message());
+  }
+}
+
+// Counts every job the coordinator lists (all pages).
+int64_t CountJobs(const Options& o, v1::Coordinator::Stub& stub, std::string* error) {
+  int64_t n = 0;
+  v1::ListJobsRequest req;
+  req.set_page_size(1000);
+  for (;;) {
+    grpc::ClientContext c;
+    AddAuth(o, &c);
+    v1::ListJobsResponse resp;
+    grpc::Status s = stub.ListJobs(&c, req, &resp);
+    if (!s.ok()) {
+      *error = s.error_message();
+      return -1;
+    }
+    n += resp.jobs_size();
+    if (resp.next_page_token().empty()) return n;
+    req.set_page_token(resp.next_page_token());
+  }
+}
+
+bool ParseFlags(int argc, char** argv, Options& o) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (i + 1 >= argc) {
+      std::cerr << "coordinator_load: " << a << " needs a value\n";
+      return false;
+    }
+    const std::string v = argv[++i];
+    bool ok = true;
+    if (a == "--coordinator") {
+      o.coordinator = v;
+    } else if (a == "--clients") {
+      ok = absl::SimpleAtoi(v, &o.clients);
+    } else if (a == "--submits") {
+      ok = absl::SimpleAtoi(v, &o.submits);
+    } else if (a == "--lists") {
+      ok = absl::SimpleAtoi(v, &o.lists);
+    } else if (a == "--page-size") {
+      ok = absl::SimpleAtoi(v, &o.page_size);
+    } else if (a == "--token") {
+      o.token = v;
+    } else if (a == "--spec-dir") {
+      o.spec_dir = v;
+    } else if (a == "--p99-target-ms") {
+      ok = absl::SimpleAtod(v, &o.p99_target_ms);
+    } else {
+      std::cerr << "coordinator_load: unknown flag " << a << "\n";
+      return false;
+    }
+    if (!ok) {
+      std::cerr << "coordinator_load: bad value for " << a << ": " << v << "\n";
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  if (!ParseFlags(argc, argv, o)) return 2;
+
+  auto control = v1::Coordinator::NewStub(
+      grpc::CreateChannel(o.coordinator, grpc::InsecureChannelCredentials()));
+  std::string error;
+  const int64_t before = CountJobs(o, *control, &error);
+  if (before < 0) {
+    std::cerr << "coordinator_load: cannot list jobs: " << error << "\n";
+    return 1;
+  }
+
+  // One channel per client: separate connections, as separate users have.
+  // Connect them all before the clock starts so the numbers are per call.
+  std::vector<std::unique_ptr<v1::Coordinator::Stub>> stubs;
+  for (int c = 0; c < o.clients; ++c) {
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // no connection sharing between channels
+    auto ch = grpc::CreateCustomChannel(o.coordinator, grpc::InsecureChannelCredentials(), args);
+    ch->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    stubs.push_back(v1::Coordinator::NewStub(ch));
+  }
+
+  std::vector<Latencies> submit(o.clients), list(o.clients);
+  std::mutex mu;
+  std::condition_variable cv;
+  bool go = false;
+  std::vector<std::thread> threads;
+  for (int c = 0; c < o.clients; ++c) {
+    threads.emplace_back([&, c] {
+      {
+        std::unique_lock<std::mutex> lock(mu);
+        cv.wait(lock, [&] { return go; });
+      }
+      // Interleave the two calls, as a crowd of users would.
+      const int total = o.submits + o.lists;
+      int s = 0, l = 0;
+      for (int k = 0; k < total; ++k) {
+        const bool do_submit = l >= o.lists || (s < o.submits && (k % 2 == 0));
+        grpc::ClientContext ctx;
+        AddAuth(o, &ctx);
+        const auto start = Clock::now();
+        if (do_submit) {
+          v1::SubmitJobRequest req;
+          *req.mutable_spec() = LoadSpec(o, c, s);
+          req.set_request_id(absl::StrCat("load-", c, "-", s));
+          req.set_priority(s % 3);
+          v1::Job job;
+          Record(submit[c], start, stubs[c]->SubmitJob(&ctx, req, &job));
+          ++s;
+        } else {
+          v1::ListJobsRequest req;
+          req.set_page_size(o.page_size);
+          v1::ListJobsResponse resp;
+          Record(list[c], start, stubs[c]->ListJobs(&ctx, req, &resp));
+          ++l;
+        }
+      }
+    });
+  }
+  const auto t0 = Clock::now();
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    go = true;
+  }
+  cv.notify_all();
+  for (auto& t : threads) t.join();
+  const double wall = std::chrono::duration<double>(Clock::now() - t0).count();
+
+  int errors = 0;
+  auto summarize = [&](const char* name, const std::vector<Latencies>& per_client) {
+    Latencies all;
+    for (const auto& l : per_client) {
+      all.ms.insert(all.ms.end(), l.ms.begin(), l.ms.end());
+      if (l.errors > 0 && all.first_error.empty()) all.first_error = l.first_error;
+      all.errors += l.errors;
+    }
+    errors += all.errors;
+    std::cout << absl::StrFormat(
+        "%-9s %6d calls  %3d errors  %8.1f calls/s  p50 %6.2f ms  p99 %6.2f ms  max %6.2f ms\n",
+        name, all.ms.size(), all.errors, all.ms.size() / wall, Percentile(all.ms, 50),
+        Percentile(all.ms, 99),
+        all.ms.empty() ? 0.0 : *std::max_element(all.ms.begin(), all.ms.end()));
+    if (all.errors > 0) std::cout << "  first error: " << all.first_error << "\n";
+    return Percentile(all.ms, 99);
+  };
+  std::cout << absl::StrFormat(
+      "%d clients x (%d SubmitJob + %d ListJobs page_size %d), %.2f s wall, %.1f calls/s total\n",
+      o.clients, o.submits, o.lists, o.page_size, wall, o.clients * (o.submits + o.lists) / wall);
+  const double submit_p99 = summarize("SubmitJob", submit);
+  summarize("ListJobs", list);
+
+  const int64_t after = CountJobs(o, *control, &error);
+  const int64_t want = before + static_cast<int64_t>(o.clients) * o.submits;
+  std::cout << absl::StrFormat("jobs listed: %d before, %d after, %d expected\n", before, after,
+                               want);
+  std::cout << absl::StrFormat("p99 SubmitJob %.2f ms vs target %.0f ms: %s\n", submit_p99,
+                               o.p99_target_ms, submit_p99 <= o.p99_target_ms ? "met" : "MISSED");
+  if (errors > 0 || after != want) {
+    std::cout << "FAIL: " << errors << " errors, " << (want - after) << " jobs missing\n";
+    return 1;
+  }
+  return 0;
+}

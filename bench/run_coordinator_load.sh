@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Load test of distill-coordinator (a benchmark, not a test): starts a
+# coordinator with one slot, holds that slot with a job whose "worker" only
+# sleeps, then runs bench/coordinator_load: 100 concurrent clients, each
+# submitting 10 jobs (which only queue: nothing else is launched) and listing
+# 10 times. Prints throughput and p50/p99 latency of SubmitJob and ListJobs
+# and checks that no call failed and no job was lost. Results: docs/benchmarks.md.
+#
+#   bash bench/run_coordinator_load.sh [BUILD_DIR] [-- coordinator_load flags]
+# (DISTILL_COORDINATOR_BIN / DISTILL_CTL_BIN override the binaries.)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD="${1:-build}"
+shift || true
+[ "${1:-}" = "--" ] && shift
+C="${DISTILL_COORDINATOR_BIN:-$BUILD/coordinator/distill-coordinator}"
+CTL="${DISTILL_CTL_BIN:-$BUILD/coordinator/ctl/distillctl}"
+LOAD="$BUILD/bench/coordinator_load"
+for b in "$C" "$CTL" "$LOAD"; do
+  [ -x "$b" ] || { echo "missing $b (build the targets distill-coordinator distillctl coordinator_load)"; exit 1; }
+done
+
+T=$(mktemp -d /tmp/distill_load.XXXXXX)
+COORD_PID=
+cleanup() {
+  [ -n "$COORD_PID" ] && kill "$COORD_PID" 2>/dev/null && wait "$COORD_PID" 2>/dev/null
+  # The holding job runs in a session of its own, led by the pid in its pid file.
+  for p in "$T"/var/jobs/*/attempt-*/pid; do
+    [ -f "$p" ] && kill -9 -- "-$(cat "$p")" 2>/dev/null
+  done
+  rm -rf "$T"
+}
+trap cleanup EXIT
+
+printf '#!/bin/sh\nexec sleep 3600\n' >"$T/hold.sh"
+chmod +x "$T/hold.sh"
+echo '{}' >"$T/config.json"
+: >"$T/train.bin"
+"$C" --listen 127.0.0.1:0 --metrics-listen '' --state-dir "$T/var" --slots 1 --worker-bin "$T/hold.sh" \
+  --heartbeat-timeout 3600s >"$T/coordinator.log" 2>&1 &
+COORD_PID=$!
+PORT=
+for _ in $(seq 1 100); do
+  PORT=$(sed -n 's/.*serving on port \([0-9]*\).*/\1/p' "$T/coordinator.log")
+  [ -n "$PORT" ] && break
+  sleep 0.1
+done
+[ -n "$PORT" ] || { echo "coordinator did not start: $(cat "$T/coordinator.log")"; exit 1; }
+ADDR="127.0.0.1:$PORT"
+
+# The job that holds the only slot for the whole run.
+cat >"$T/hold.yaml" <<YAML
+type: finetune
+name: hold-the-slot
+init: config.json
+data: {train: train.bin, seq_len: 16}
+output: out/hold
+YAML
+HOLD=$("$CTL" --coordinator "$ADDR" submit "$T/hold.yaml")
+for _ in $(seq 1 100); do
+  state=$("$CTL" --coordinator "$ADDR" get "$HOLD" | sed -n 's/^state: *//p')
+  [ "$state" = STARTING ] || [ "$state" = RUNNING ] && break
+  sleep 0.1
+done
+[ "$state" = STARTING ] || [ "$state" = RUNNING ] || { echo "holding job is $state"; exit 1; }
+
+echo "coordinator_load against $ADDR ($(nproc) cores, $(uname -m)); slot held by $HOLD"
+TIME=(); [ -x /usr/bin/time ] && TIME=(/usr/bin/time -f "client CPU: %U s user, %S s sys, %e s wall")
+"${TIME[@]}" "$LOAD" --coordinator "$ADDR" --spec-dir "$T" "$@"

@@ -1,0 +1,329 @@
+#include "coordinator/coordinator.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <iostream>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "common/fs_util.h"
+#include "common/status_macros.h"
+#include "google/protobuf/util/json_util.h"
+#include "google/protobuf/util/time_util.h"
+
+namespace distill::coordinator {
+namespace {
+
+namespace fs = std::filesystem;
+using distill::v1::FailureReason;
+using distill::v1::Job;
+using distill::v1::JobEvent;
+using distill::v1::JobState;
+using google::protobuf::util::TimeUtil;
+
+std::string StateName(JobState s) { return distill::v1::JobState_Name(s); }
+
+}  // namespace
+
+void LogLine(const std::string& text) {
+  std::cerr << absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ ", absl::Now(), absl::UTCTimeZone()) << text
+            << std::endl;
+}
+
+bool IsTerminal(JobState s) {
+  return s == distill::v1::SUCCEEDED || s == distill::v1::FAILED || s == distill::v1::CANCELLED;
+}
+
+int RanksOf(const distill::v1::JobSpec& spec) {
+  if (spec.type() == distill::v1::DISTILL) {
+    int t = spec.teacher().has_ranks() ? spec.teacher().ranks() : 0;
+    int s = spec.student().has_ranks() ? spec.student().ranks() : 1;
+    return t + s;
+  }
+  return spec.has_ranks() ? spec.ranks() : 1;
+}
+
+Coordinator::Coordinator(CoordinatorOptions options, JobStore* store, Scheduler* scheduler,
+                         Launcher* launcher, Metrics* metrics)
+    : options_(std::move(options)),
+      store_(store),
+      scheduler_(scheduler),
+      launcher_(launcher),
+      metrics_(metrics),
+      rng_(std::random_device{}()) {}
+
+Coordinator::~Coordinator() { Stop(); }
+
+std::string Coordinator::WorkDir(const std::string& id, int attempt) const {
+  return absl::StrCat(options_.state_dir, "/jobs/", id, "/attempt-", attempt);
+}
+
+std::string Coordinator::RankLogPath(const std::string& id, int attempt, int rank) const {
+  return launcher_->RankLogPath(WorkDir(id, attempt), rank);
+}
+
+absl::Status Coordinator::Start() {
+  std::error_code ec;
+  fs::create_directories(fs::path(options_.state_dir) / "jobs", ec);
+  if (ec)
+    return absl::UnavailableError(
+        absl::StrCat("cannot create ", options_.state_dir, "/jobs: ", ec.message()));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ASSIGN_OR_RETURN(counts_, store_->CountJobs());
+    const std::vector<JobState> live_states = {distill::v1::QUEUED, distill::v1::STARTING,
+                                               distill::v1::RUNNING};
+    ASSIGN_OR_RETURN(std::vector<JobRecord> live, store_->JobsInStates(live_states));
+    for (JobRecord& rec : live) ReconcileLocked(std::move(rec));
+    metrics_->SetJobCounts(counts_);
+    stop_ = false;
+  }
+  loop_ = std::thread([this] { Loop(); });
+  return absl::OkStatus();
+}
+
+void Coordinator::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  wake_.notify_all();
+  if (loop_.joinable()) loop_.join();
+}
+
+absl::Status Coordinator::WriteLocked(Active& a, const std::optional<EventInfo>& event) {
+  *a.rec.job.mutable_update_time() = TimeUtil::GetCurrentTime();
+  a.rec.job.set_queue_position(QueuePositionLocked(a.rec));
+  RETURN_IF_ERROR(store_->UpdateJob(a.rec, event).status());
+  if (event) NotifyLocked();
+  return absl::OkStatus();
+}
+
+absl::Status Coordinator::Transition(Active& a, JobState to, FailureReason reason,
+                                     const std::string& message) {
+  const JobState from = a.rec.job.state();
+  Active before = a;
+  a.rec.job.set_state(to);
+  if (IsTerminal(to)) {
+    a.rec.job.set_failure_reason(reason);
+    if (!message.empty() && to != distill::v1::SUCCEEDED) a.rec.job.set_failure_message(message);
+    *a.rec.job.mutable_end_time() = TimeUtil::GetCurrentTime();
+  }
+  if (to == distill::v1::STARTING && !a.rec.job.has_start_time()) {
+    *a.rec.job.mutable_start_time() = TimeUtil::GetCurrentTime();
+  }
+  absl::Status st = WriteLocked(a, EventInfo{JobEvent::STATE_CHANGED, message});
+  if (!st.ok()) {
+    a = std::move(before);
+    LogLine(absl::StrCat("job ", a.rec.job.id(), ": cannot record ", StateName(from), " -> ",
+                         StateName(to), ": ", st.message()));
+    return st;
+  }
+  LogLine(absl::StrCat("job ", a.rec.job.id(), " ", StateName(from), " -> ", StateName(to),
+                       message.empty() ? "" : ": ", message));
+  if (from == distill::v1::QUEUED) queue_.Erase(a.rec.job.priority(), a.rec.seq);
+  if (to == distill::v1::QUEUED) queue_.Insert(a.rec.job.priority(), a.rec.seq);
+  counts_[from]--;
+  counts_[to]++;
+  metrics_->SetJobCounts(counts_);
+  if (to == distill::v1::FAILED) metrics_->OnFailure(reason);
+  return absl::OkStatus();
+}
+
+void Coordinator::NotifyLocked() {
+  ++version_;
+  changed_.notify_all();
+}
+
+int64_t Coordinator::version() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return version_;
+}
+
+void Coordinator::WaitForChange(int64_t version, absl::Duration timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  changed_.wait_for(lock, absl::ToChronoMilliseconds(timeout),
+                    [&] { return version_ > version || stop_; });
+}
+
+int Coordinator::QueuePositionLocked(const JobRecord& rec) const {
+  if (rec.job.state() != distill::v1::QUEUED) return 0;
+  // Also right before Transition() enters the job (WriteLocked runs first).
+  return queue_.Position(rec.job.priority(), rec.seq);
+}
+
+Job Coordinator::DecorateLocked(const JobRecord& rec) const {
+  Job job = rec.job;
+  job.set_queue_position(QueuePositionLocked(rec));
+  return job;
+}
+
+absl::StatusOr<Job> Coordinator::Submit(const distill::v1::SubmitJobRequest& request) {
+  const int ranks = RanksOf(request.spec());
+  if (ranks < 1)
+    return absl::InvalidArgumentError(absl::StrCat("ranks: must be >= 1, got ", ranks));
+  if (ranks > scheduler_->total_slots()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "ranks: the job needs ", ranks, " slots, the inventory has ", scheduler_->total_slots()));
+  }
+  if (request.has_max_retries() && request.max_retries() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_retries: must be >= 0, got ", request.max_retries()));
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  JobRecord rec;
+  Job& job = rec.job;
+  job.set_id(absl::StrFormat("j%012x", rng_() & 0xffffffffffffULL));
+  *job.mutable_spec() = request.spec();
+  job.set_state(distill::v1::QUEUED);
+  job.set_max_retries(request.has_max_retries() ? request.max_retries() : options_.max_retries);
+  job.set_priority(request.priority());
+  job.set_ranks(ranks);
+  job.set_request_id(request.request_id());
+  job.set_output_dir(request.spec().output());
+  job.set_checkpoint_dir(request.spec().output() + "/checkpoints");
+  job.set_log_dir(absl::StrCat(options_.state_dir, "/jobs/", job.id()));
+  *job.mutable_create_time() = TimeUtil::GetCurrentTime();
+  *job.mutable_update_time() = job.create_time();
+  bool created = false;
+  const EventInfo submitted{JobEvent::STATE_CHANGED, "submitted"};
+  ASSIGN_OR_RETURN(JobRecord stored, store_->CreateJob(rec, submitted, &created));
+  if (!created) {
+    auto it = active_.find(stored.job.id());
+    return DecorateLocked(it == active_.end() ? stored : it->second.rec);
+  }
+  Active& a = active_[stored.job.id()];
+  a.rec = std::move(stored);
+  queue_.Insert(a.rec.job.priority(), a.rec.seq);
+  counts_[distill::v1::QUEUED]++;
+  metrics_->SetJobCounts(counts_);
+  metrics_->OnSubmit();
+  LogLine(absl::StrCat("job ", a.rec.job.id(), " QUEUED: ", ranks, " ranks, priority ",
+                       a.rec.job.priority(), a.rec.job.spec().name().empty() ? "" : ", name ",
+                       a.rec.job.spec().name()));
+  NotifyLocked();
+  // A full inventory cannot start it; the next tick or freed slot will.
+  if (scheduler_->free_slots() > 0) wake_.notify_all();
+  return DecorateLocked(a.rec);
+}
+
+absl::StatusOr<Job> Coordinator::Get(const std::string& id) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = active_.find(id);
+    if (it != active_.end()) return DecorateLocked(it->second.rec);
+  }
+  // Not active: finished (its record never changes again) or unknown, so
+  // the store read needs no lock (jobs enter active_ in the same critical
+  // section as their first write).
+  ASSIGN_OR_RETURN(JobRecord rec, store_->GetJob(id));
+  rec.job.set_queue_position(0);
+  return std::move(rec.job);
+}
+
+// Note [Reads off the lock]: the store read runs without mu_. Every write
+// commits before the call that made it returns (and under mu_, with the
+// in-memory change), so a read started afterwards sees it: a listing is a
+// committed snapshot at least as new as the caller's last write. Only the
+// queue positions, which depend on the whole queue, are computed under mu_.
+absl::StatusOr<std::vector<Job>> Coordinator::List(JobState state, int64_t before_seq, int limit,
+                                                   std::vector<int64_t>* seqs) {
+  ASSIGN_OR_RETURN(std::vector<JobRecord> recs, store_->ListJobs(state, before_seq, limit));
+  // A job started since the snapshot keeps the place it had.
+  bool any_queued = false;
+  for (JobRecord& r : recs) {
+    r.job.set_queue_position(0);
+    any_queued = any_queued || r.job.state() == distill::v1::QUEUED;
+  }
+  if (any_queued) {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (JobRecord& r : recs) r.job.set_queue_position(QueuePositionLocked(r));
+  }
+  std::vector<Job> jobs;
+  jobs.reserve(recs.size());
+  for (JobRecord& r : recs) {
+    if (seqs) seqs->push_back(r.seq);
+    jobs.push_back(std::move(r.job));
+  }
+  return jobs;
+}
+
+absl::StatusOr<std::vector<JobEvent>> Coordinator::Events(const std::string& id,
+                                                          int64_t after_sequence, int limit) {
+  return store_->ListEvents(id, after_sequence, limit);
+}
+
+absl::StatusOr<Job> Coordinator::Cancel(const std::string& id, bool force) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = active_.find(id);
+  if (it == active_.end()) {
+    ASSIGN_OR_RETURN(JobRecord rec, store_->GetJob(id));
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", id, " already ended (", StateName(rec.job.state()), ")"));
+  }
+  Active& a = it->second;
+  if (a.rec.job.state() == distill::v1::QUEUED) {
+    a.rec.cancel_requested = true;
+    RETURN_IF_ERROR(Transition(a, distill::v1::CANCELLED, distill::v1::CANCEL_REQUESTED,
+                               "cancelled while queued"));
+    Job job = a.rec.job;
+    active_.erase(it);
+    return job;
+  }
+  // STARTING or RUNNING: record the request, then signal; the job becomes
+  // CANCELLED when its processes have exited (AttemptEndedLocked).
+  if (a.rec.cancel_requested && (a.rec.cancel_force || !force)) return DecorateLocked(a.rec);
+  a.rec.cancel_requested = true;
+  a.rec.cancel_force = a.rec.cancel_force || force;
+  RETURN_IF_ERROR(WriteLocked(a, std::nullopt));
+  LogLine(absl::StrCat("job ", id, ": cancel requested", force ? " (force)" : ""));
+  launcher_->Terminate(a.rec.launch_pid, WorkDir(id, a.rec.job.attempt()), force);
+  a.terminating = true;
+  a.kill_deadline = absl::Now() + (force ? kKillRetry : options_.grace_period);
+  return DecorateLocked(a.rec);
+}
+
+absl::Status Coordinator::Report(const distill::v1::ProgressReport& report) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = active_.find(report.job_id());
+  if (it == active_.end()) {
+    ASSIGN_OR_RETURN(JobRecord rec, store_->GetJob(report.job_id()));
+    return absl::FailedPreconditionError(absl::StrCat("job ", report.job_id(), " is not running (",
+                                                      StateName(rec.job.state()), ")"));
+  }
+  Active& a = it->second;
+  const JobState state = a.rec.job.state();
+  if (state == distill::v1::QUEUED || report.attempt() != a.rec.job.attempt()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", report.job_id(), ": attempt ", report.attempt(),
+                     " is not the running attempt (", a.rec.job.attempt(), ")"));
+  }
+  const absl::Time now = absl::Now();
+  a.last_heartbeat = now;
+  if (report.final()) {
+    a.saw_final = true;
+    a.rank_report.erase(report.rank());
+  } else {
+    a.rank_report[report.rank()] = now;
+  }
+  const bool has_progress = report.has_progress() && report.rank() == 0;
+  if (has_progress) {
+    *a.rec.job.mutable_progress() = report.progress();
+    metrics_->OnProgress(a.rec.job.id(), report.progress());
+  }
+  if (state == distill::v1::STARTING) {
+    return Transition(a, distill::v1::RUNNING, distill::v1::FAILURE_REASON_UNSPECIFIED,
+                      absl::StrCat("rank ", report.rank(), " reported"));
+  }
+  if (!has_progress) return absl::OkStatus();
+  const distill::v1::Progress& p = report.progress();
+  return WriteLocked(
+      a, EventInfo{JobEvent::PROGRESS,
+                   absl::StrFormat("step %d/%d loss %.4f", p.step(), p.total_steps(), p.loss())});
+}
+
+}  // namespace distill::coordinator

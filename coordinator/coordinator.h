@@ -1,0 +1,173 @@
+// Coordinator: the job lifecycle. Ties the store, the scheduler and the
+// launcher together: accepts submissions, starts queued jobs on free slots,
+// watches their processes and heartbeats, retries failed attempts and
+// cancels on request. Every state transition happens in Transition().
+//
+// Note [Write before act]: a state change is written to the JobStore (with
+// its event) before the coordinator acts on it (launches, signals, frees
+// slots), so after a crash the store never claims less than happened; Start()
+// reconciles the store with the processes that are (or are not) still there.
+//
+// Threads: public methods are thread-safe (one mutex, mu_, around the
+// in-memory state and every store write); store reads (List, Get of a
+// finished job, Events) run without it. The control loop runs on a thread of
+// its own started by Start(). Specs must be validated by the caller (the
+// service) before Submit().
+#ifndef DISTILL_COORDINATOR_COORDINATOR_H_
+#define DISTILL_COORDINATOR_COORDINATOR_H_
+
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "coordinator/job_store.h"
+#include "coordinator/launcher.h"
+#include "coordinator/metrics.h"
+#include "coordinator/queue_index.h"
+#include "coordinator/scheduler.h"
+
+namespace distill::coordinator {
+
+struct CoordinatorOptions {
+  // Job work directories (spec, logs, exit codes) go under STATE_DIR/jobs/ID.
+  std::string state_dir = "./var";
+  // Address the ranks report progress to (DISTILL_COORDINATOR); empty = none.
+  std::string report_address;
+  // PEM file the ranks verify the coordinator's TLS certificate with
+  // (DISTILL_COORDINATOR_CA, an absolute path readable on every host); empty =
+  // the report address serves plaintext.
+  std::string report_ca_file;
+  // Token the ranks present (DISTILL_AUTH_TOKEN); empty = no auth.
+  std::string auth_token;
+  // Retries of a failed attempt when the submission does not say.
+  int max_retries = 2;
+  // A RUNNING job whose ranks have not reported for this long is killed and
+  // retried (HEARTBEAT_TIMEOUT). Too short kills jobs with slow steps.
+  absl::Duration heartbeat_timeout = absl::Seconds(60);
+  // Between SIGTERM (checkpoint and exit) and SIGKILL on a graceful cancel.
+  absl::Duration grace_period = absl::Seconds(30);
+  // Wait before the first retry; doubles per retry, at most 5 minutes.
+  absl::Duration retry_backoff = absl::Seconds(2);
+  // Control loop period (process polling, timeouts, scheduling).
+  absl::Duration tick = absl::Milliseconds(200);
+};
+
+class Coordinator {
+ public:
+  // The collaborators must outlive the coordinator.
+  Coordinator(CoordinatorOptions options, JobStore* store, Scheduler* scheduler, Launcher* launcher,
+              Metrics* metrics);
+  ~Coordinator();
+
+  // The address the ranks report to (DISTILL_COORDINATOR). Before Start().
+  void SetReportAddress(const std::string& address) { options_.report_address = address; }
+
+  // Reconciles the store with running processes (adopting live launches,
+  // retrying or failing vanished ones) and starts the control loop.
+  absl::Status Start();
+  // Stops the control loop. Running jobs keep running (a restart adopts them).
+  void Stop();
+
+  // Queues a validated spec (idempotent on request_id). FailedPrecondition
+  // when the job needs more slots than the inventory has.
+  absl::StatusOr<distill::v1::Job> Submit(const distill::v1::SubmitJobRequest& request);
+  absl::StatusOr<distill::v1::Job> Get(const std::string& id);
+  // Newest first; seq < before_seq when before_seq > 0. *seqs (optional)
+  // gets each returned job's creation seq.
+  absl::StatusOr<std::vector<distill::v1::Job>> List(distill::v1::JobState state,
+                                                     int64_t before_seq, int limit,
+                                                     std::vector<int64_t>* seqs);
+  // FailedPrecondition for a finished job; NotFound for an unknown one.
+  absl::StatusOr<distill::v1::Job> Cancel(const std::string& id, bool force);
+  // One progress report of a rank (also its heartbeat). NotFound for an
+  // unknown job, FailedPrecondition for a finished job or a stale attempt.
+  absl::Status Report(const distill::v1::ProgressReport& report);
+  absl::StatusOr<std::vector<distill::v1::JobEvent>> Events(const std::string& id,
+                                                            int64_t after_sequence, int limit);
+
+  // Change notification for watchers: version() grows with every write;
+  // WaitForChange returns when it exceeds `version` or after `timeout`.
+  int64_t version();
+  void WaitForChange(int64_t version, absl::Duration timeout);
+
+  // The work directory of attempt `attempt` of job `id`, and a rank's log.
+  std::string WorkDir(const std::string& id, int attempt) const;
+  std::string RankLogPath(const std::string& id, int attempt, int rank) const;
+
+  // One pass of the control loop (the thread calls it every tick).
+  void Tick();
+
+ private:
+  // SIGKILL is repeated this often until a terminated launch has exited
+  // (a launch signalled between fork and exec may miss the first one).
+  static constexpr absl::Duration kKillRetry = absl::Seconds(5);
+
+  struct Active {
+    JobRecord rec;
+    absl::Time last_heartbeat;              // launch, adoption or latest report
+    std::map<int, absl::Time> rank_report;  // rank -> latest report (non-final)
+    bool saw_final = false;                 // a rank reported its last step
+    bool terminating = false;               // signals sent, waiting for exit
+    // Next SIGKILL of a terminating attempt: after the grace period of a
+    // graceful cancel, then repeated every kKillRetry until the launch exits.
+    absl::Time kill_deadline = absl::InfiniteFuture();
+    distill::v1::FailureReason pending_reason = distill::v1::FAILURE_REASON_UNSPECIFIED;
+    std::string pending_message;
+  };
+
+  // Note [Write before act]: writes the new state (and an event) first;
+  // returns the store's error without changing anything in memory.
+  absl::Status Transition(Active& a, distill::v1::JobState to, distill::v1::FailureReason reason,
+                          const std::string& message) /* REQUIRES(mu_) */;
+  absl::Status WriteLocked(Active& a, const std::optional<EventInfo>& event);
+  void StartAttemptLocked(Active& a, const Allocation& allocation);
+  void AttemptEndedLocked(const std::string& id, const LaunchStatus& status);
+  void CheckTimeoutsLocked(absl::Time now);
+  void ScheduleLocked(absl::Time now);
+  void ReconcileLocked(JobRecord rec);
+  distill::v1::Job DecorateLocked(const JobRecord& rec) const;
+  // 1-based place of a QUEUED job in the queue order (0 for other states).
+  int QueuePositionLocked(const JobRecord& rec) const;
+  void NotifyLocked();
+  void Loop();
+
+  CoordinatorOptions options_;
+  JobStore* const store_;
+  Scheduler* const scheduler_;
+  Launcher* const launcher_;
+  Metrics* const metrics_;
+
+  std::mutex mu_;
+  std::condition_variable changed_;       // version_ grew
+  std::condition_variable wake_;          // the loop should run now (or stop)
+  std::map<std::string, Active> active_;  // GUARDED_BY(mu_): QUEUED, STARTING, RUNNING
+  // The QUEUED jobs of active_, kept in step by Submit(), Transition() and
+  // ReconcileLocked() so that queue positions need no sort.
+  QueueIndex queue_;                             // GUARDED_BY(mu_)
+  std::map<distill::v1::JobState, int> counts_;  // GUARDED_BY(mu_)
+  int64_t version_ = 0;                          // GUARDED_BY(mu_)
+  bool stop_ = false;                            // GUARDED_BY(mu_)
+  std::mt19937_64 rng_;                          // GUARDED_BY(mu_)
+  std::thread loop_;
+};
+
+// Writes one timestamped line to stderr (the coordinator's state-change log).
+void LogLine(const std::string& text);
+
+// Whether a state is terminal (SUCCEEDED, FAILED, CANCELLED).
+bool IsTerminal(distill::v1::JobState state);
+
+// The ranks a spec needs: `ranks` (finetune, default 1) or teacher.ranks +
+// student.ranks (distill; defaults 0 and 1).
+int RanksOf(const distill::v1::JobSpec& spec);
+
+}  // namespace distill::coordinator
+
+#endif  // DISTILL_COORDINATOR_COORDINATOR_H_

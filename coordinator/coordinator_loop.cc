@@ -1,0 +1,282 @@
+// The coordinator's control loop: reconciliation after a restart, process
+// polling, timeouts, retries and launches (the API half is coordinator.cc).
+#include <algorithm>
+#include <filesystem>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
+#include "common/fs_util.h"
+#include "coordinator/coordinator.h"
+#include "google/protobuf/util/json_util.h"
+
+namespace distill::coordinator {
+namespace {
+
+namespace fs = std::filesystem;
+using distill::v1::FailureReason;
+using distill::v1::JobState;
+
+// Job.hosts entries are "HOST:SLOTS".
+std::vector<std::string> HostsOf(const Allocation& a) {
+  std::vector<std::string> out;
+  for (const HostSlots& hs : a) out.push_back(absl::StrCat(hs.host, ":", hs.slots));
+  return out;
+}
+
+Allocation AllocationOf(const distill::v1::Job& job) {
+  Allocation a;
+  for (const std::string& h : job.hosts()) {
+    size_t colon = h.rfind(':');
+    int n = 0;
+    if (colon == std::string::npos || !absl::SimpleAtoi(h.substr(colon + 1), &n)) continue;
+    a.push_back({h.substr(0, colon), n});
+  }
+  if (a.empty()) a.push_back({"localhost", job.ranks()});
+  return a;
+}
+
+}  // namespace
+
+void Coordinator::Loop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stop_) {
+    lock.unlock();
+    Tick();
+    lock.lock();
+    if (stop_) break;
+    wake_.wait_for(lock, absl::ToChronoMilliseconds(options_.tick));
+  }
+}
+
+// A job found STARTING/RUNNING in the store after a restart: adopt its
+// launch if the processes still run, else end the attempt (exit code from
+// the launch's exit_code file, or WORKER_LOST).
+void Coordinator::ReconcileLocked(JobRecord rec) {
+  const std::string id = rec.job.id();
+  Active& a = active_[id];
+  a.rec = std::move(rec);
+  a.last_heartbeat = absl::Now();
+  if (a.rec.job.state() == distill::v1::QUEUED) {
+    queue_.Insert(a.rec.job.priority(), a.rec.seq);
+    return;
+  }
+  const std::string dir = WorkDir(id, a.rec.job.attempt());
+  if (a.rec.launch_pid == 0) {
+    // Crashed between writing STARTING and recording the pid: the launch
+    // shell writes its own pid first thing.
+    absl::StatusOr<std::string> pid = common::ReadFileToString(dir + "/pid");
+    int64_t p = 0;
+    if (pid.ok() && absl::SimpleAtoi(absl::StripAsciiWhitespace(*pid), &p)) a.rec.launch_pid = p;
+  }
+  LaunchStatus st;
+  if (a.rec.launch_pid == 0) {
+    st.state = LaunchStatus::kVanished;
+    st.detail = "the coordinator stopped before the launch started";
+  } else {
+    st = launcher_->Poll(a.rec.launch_pid, dir);
+  }
+  if (st.state == LaunchStatus::kRunning) {
+    scheduler_->Reserve(id, AllocationOf(a.rec.job)).IgnoreError();
+    LogLine(absl::StrCat("job ", id, " adopted: attempt ", a.rec.job.attempt(),
+                         " still running (pid ", a.rec.launch_pid, ")"));
+    if (a.rec.cancel_requested) {
+      launcher_->Terminate(a.rec.launch_pid, dir, a.rec.cancel_force);
+      a.terminating = true;
+      a.kill_deadline = absl::Now() + (a.rec.cancel_force ? kKillRetry : options_.grace_period);
+    }
+    return;
+  }
+  if (st.state == LaunchStatus::kVanished) {
+    a.pending_reason = distill::v1::WORKER_LOST;
+    st.detail = absl::StrCat(st.detail, " (found after a coordinator restart)");
+  }
+  AttemptEndedLocked(id, st);
+}
+
+void Coordinator::Tick() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (stop_) return;
+  // Attempts whose processes ended.
+  std::vector<std::pair<std::string, LaunchStatus>> ended;
+  for (auto& [id, a] : active_) {
+    const JobState s = a.rec.job.state();
+    if (s != distill::v1::STARTING && s != distill::v1::RUNNING) continue;
+    LaunchStatus st = launcher_->Poll(a.rec.launch_pid, WorkDir(id, a.rec.job.attempt()));
+    if (st.state != LaunchStatus::kRunning) ended.emplace_back(id, st);
+  }
+  for (const auto& [id, st] : ended) AttemptEndedLocked(id, st);
+  const absl::Time now = absl::Now();
+  CheckTimeoutsLocked(now);
+  ScheduleLocked(now);
+}
+
+void Coordinator::CheckTimeoutsLocked(absl::Time now) {
+  for (auto& [id, a] : active_) {
+    const std::string dir = WorkDir(id, a.rec.job.attempt());
+    if (a.terminating) {
+      if (now >= a.kill_deadline) {
+        LogLine(absl::StrCat("job ", id, ": still running after SIGTERM, SIGKILL"));
+        launcher_->Terminate(a.rec.launch_pid, dir, /*force=*/true);
+        a.kill_deadline = now + kKillRetry;
+      }
+      continue;
+    }
+    if (a.rec.job.state() != distill::v1::RUNNING || a.saw_final) continue;
+    absl::Time oldest = a.last_heartbeat;
+    for (const auto& [rank, t] : a.rank_report) oldest = std::min(oldest, t);
+    if (now - oldest <= options_.heartbeat_timeout) continue;
+    a.pending_reason = distill::v1::HEARTBEAT_TIMEOUT;
+    a.pending_message =
+        absl::StrCat("no progress report for ", absl::FormatDuration(now - oldest),
+                     " (heartbeat timeout ", absl::FormatDuration(options_.heartbeat_timeout), ")");
+    LogLine(absl::StrCat("job ", id, ": ", a.pending_message, ", killing attempt ",
+                         a.rec.job.attempt()));
+    launcher_->Terminate(a.rec.launch_pid, dir, /*force=*/true);
+    a.terminating = true;
+    a.kill_deadline = now + kKillRetry;
+  }
+}
+
+void Coordinator::AttemptEndedLocked(const std::string& id, const LaunchStatus& status) {
+  auto it = active_.find(id);
+  if (it == active_.end()) return;
+  Active& a = it->second;
+  a.rec.job.set_exit_code(status.exit_code);
+  a.rec.launch_pid = 0;
+  const int attempt = a.rec.job.attempt();
+  JobState to;
+  FailureReason reason = distill::v1::FAILURE_REASON_UNSPECIFIED;
+  std::string message;
+  bool retry = false;
+  if (a.rec.cancel_requested) {
+    to = distill::v1::CANCELLED;
+    reason = distill::v1::CANCEL_REQUESTED;
+    message = absl::StrCat("cancelled (attempt ", attempt, ": ", status.detail, ")");
+  } else if (status.state == LaunchStatus::kExited && status.exit_code == 0 &&
+             a.pending_reason == distill::v1::FAILURE_REASON_UNSPECIFIED) {
+    to = distill::v1::SUCCEEDED;
+    message = absl::StrCat("attempt ", attempt, " finished");
+  } else {
+    reason = a.pending_reason != distill::v1::FAILURE_REASON_UNSPECIFIED ? a.pending_reason
+             : status.state == LaunchStatus::kVanished                   ? distill::v1::WORKER_LOST
+                                                                         : distill::v1::RANK_FAILED;
+    const std::string why = a.pending_message.empty() ? status.detail : a.pending_message;
+    message =
+        absl::StrCat("attempt ", attempt, " failed: ", distill::v1::FailureReason_Name(reason),
+                     ": ", why, "; logs in ", WorkDir(id, attempt));
+    retry = attempt <= a.rec.job.max_retries();
+    to = retry ? distill::v1::QUEUED : distill::v1::FAILED;
+  }
+  absl::Duration backoff;
+  if (retry) {
+    backoff = std::min(options_.retry_backoff * (1 << std::min(attempt - 1, 16)), absl::Minutes(5));
+    a.rec.not_before_ms = absl::ToUnixMillis(absl::Now() + backoff);
+    absl::StrAppend(&message, "; retry ", attempt, "/", a.rec.job.max_retries(), " in ",
+                    absl::FormatDuration(backoff), " from the last checkpoint");
+  }
+  if (!Transition(a, to, retry ? distill::v1::FAILURE_REASON_UNSPECIFIED : reason, message).ok())
+    return;
+  // Acted on only after the write (Note [Write before act]).
+  scheduler_->Release(id);
+  metrics_->ForgetJob(id);
+  if (retry) metrics_->OnRetry(reason);
+  a.terminating = false;
+  a.kill_deadline = absl::InfiniteFuture();
+  a.pending_reason = distill::v1::FAILURE_REASON_UNSPECIFIED;
+  a.pending_message.clear();
+  a.rank_report.clear();
+  a.saw_final = false;
+  if (IsTerminal(to)) active_.erase(it);
+}
+
+void Coordinator::ScheduleLocked(absl::Time now) {
+  // Every job needs a slot: with none free, skip building and sorting the
+  // queue (O(n log n) under mu_, which would stall the RPCs every tick).
+  if (queue_.size() == 0 || scheduler_->free_slots() == 0) return;
+  std::vector<QueuedJob> queue;
+  const int64_t now_ms = absl::ToUnixMillis(now);
+  for (const auto& [id, a] : active_) {
+    if (a.rec.job.state() != distill::v1::QUEUED) continue;
+    queue.push_back(
+        {id, a.rec.job.ranks(), a.rec.job.priority(), a.rec.seq, a.rec.not_before_ms <= now_ms});
+  }
+  if (queue.empty()) return;
+  for (const auto& [id, allocation] : scheduler_->Schedule(queue)) {
+    StartAttemptLocked(active_.at(id), allocation);
+  }
+}
+
+void Coordinator::StartAttemptLocked(Active& a, const Allocation& allocation) {
+  const std::string id = a.rec.job.id();
+  a.rec.job.set_attempt(a.rec.job.attempt() + 1);
+  a.rec.job.clear_hosts();
+  for (const std::string& h : HostsOf(allocation)) a.rec.job.add_hosts(h);
+  a.rec.launch_pid = 0;
+  a.rec.not_before_ms = 0;
+  const int attempt = a.rec.job.attempt();
+  const std::string dir = WorkDir(id, attempt);
+  if (!Transition(a, distill::v1::STARTING, distill::v1::FAILURE_REASON_UNSPECIFIED,
+                  absl::StrCat("launching attempt ", attempt, " on ",
+                               absl::StrJoin(HostsOf(allocation), ",")))
+           .ok()) {
+    a.rec.job.set_attempt(attempt - 1);
+    scheduler_->Release(id);
+    return;
+  }
+  // The worker's spec: the submitted spec as JSON (which is YAML), field
+  // names as in job.proto, enums by name.
+  std::string json;
+  google::protobuf::util::JsonPrintOptions print;
+  print.preserve_proto_field_names = true;
+  print.add_whitespace = true;
+  absl::Status st;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) st = absl::UnavailableError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
+  const std::string spec_path = dir + "/spec.json";
+  if (st.ok()) {
+    auto js = google::protobuf::util::MessageToJsonString(a.rec.job.spec(), &json, print);
+    if (!js.ok()) st = absl::InternalError(absl::StrCat("spec to JSON: ", js.ToString()));
+  }
+  if (st.ok()) st = common::WriteFileAtomically(spec_path, json);
+  absl::StatusOr<int64_t> pid = absl::UnknownError("not launched");
+  if (!st.ok()) {
+    pid = st;
+  } else {
+    LaunchSpec spec;
+    spec.job_id = id;
+    spec.attempt = attempt;
+    spec.ranks = a.rec.job.ranks();
+    spec.allocation = allocation;
+    spec.work_dir = dir;
+    spec.spec_path = spec_path;
+    if (!options_.report_address.empty()) spec.env["DISTILL_COORDINATOR"] = options_.report_address;
+    spec.env["DISTILL_JOB_ID"] = id;
+    spec.env["DISTILL_ATTEMPT"] = absl::StrCat(attempt);
+    if (!options_.auth_token.empty()) spec.env["DISTILL_AUTH_TOKEN"] = options_.auth_token;
+    if (!options_.report_ca_file.empty())
+      spec.env["DISTILL_COORDINATOR_CA"] = options_.report_ca_file;
+    pid = launcher_->Launch(spec);
+  }
+  if (!pid.ok()) {
+    if (Transition(a, distill::v1::FAILED, distill::v1::LAUNCH_FAILED,
+                   std::string(pid.status().message()))
+            .ok()) {
+      scheduler_->Release(id);
+      active_.erase(id);
+    }
+    return;
+  }
+  a.rec.launch_pid = *pid;
+  a.last_heartbeat = absl::Now();
+  a.terminating = false;
+  if (!WriteLocked(a, std::nullopt).ok()) {
+    LogLine(
+        absl::StrCat("job ", id, ": could not record launch pid ", *pid, " (the pid file has it)"));
+  }
+}
+
+}  // namespace distill::coordinator

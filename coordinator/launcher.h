@@ -1,0 +1,62 @@
+// Launcher: starts a job attempt's ranks, watches them and stops them.
+// Backends: local/hostfile mpirun (mpirun_launcher.h); Slurm later.
+//
+// Every attempt owns a work directory (spec, logs, exit code). The launch is
+// identified by its process id, which the coordinator stores, so a restarted
+// coordinator can adopt a launch it did not start (Poll works on any pid).
+// Implementations are thread-compatible; the coordinator calls them under
+// its lock.
+#ifndef DISTILL_COORDINATOR_LAUNCHER_H_
+#define DISTILL_COORDINATOR_LAUNCHER_H_
+
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "coordinator/scheduler.h"
+
+namespace distill::coordinator {
+
+struct LaunchSpec {
+  std::string job_id;
+  int attempt = 1;
+  int ranks = 1;
+  Allocation allocation;  // where the ranks run; sums to `ranks`.
+  std::string work_dir;   // the attempt's directory; created by the caller.
+  std::string spec_path;  // the worker's job spec.
+  // Passed to every rank (and kept off command lines: values may be secret).
+  std::map<std::string, std::string> env;
+};
+
+struct LaunchStatus {
+  enum State { kRunning, kExited, kVanished };
+  State state = kRunning;
+  int exit_code = 0;   // kExited: the launch's exit status (128+N for signal N).
+  std::string detail;  // human-readable ("exit code 17", "killed by signal 9").
+};
+
+class Launcher {
+ public:
+  virtual ~Launcher() = default;
+
+  // Starts the attempt in the background and returns its process id.
+  // Unavailable when the process cannot be started.
+  virtual absl::StatusOr<int64_t> Launch(const LaunchSpec& spec) = 0;
+
+  // Whether the launch `pid` (with work dir `work_dir`) still runs, exited
+  // (with its code), or vanished without leaving an exit code.
+  virtual LaunchStatus Poll(int64_t pid, const std::string& work_dir) = 0;
+
+  // Graceful: the ranks get SIGTERM (they checkpoint and exit). Force: every
+  // process of the launch gets SIGKILL.
+  virtual void Terminate(int64_t pid, const std::string& work_dir, bool force) = 0;
+
+  // Where rank `rank`'s output (stdout and stderr merged) of the attempt in
+  // `work_dir` is written.
+  virtual std::string RankLogPath(const std::string& work_dir, int rank) const = 0;
+};
+
+}  // namespace distill::coordinator
+
+#endif  // DISTILL_COORDINATOR_LAUNCHER_H_

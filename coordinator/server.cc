@@ -1,0 +1,125 @@
+#include "coordinator/server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include <filesystem>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "common/fs_util.h"
+#include "common/status_macros.h"
+#include "prometheus/exposer.h"
+
+namespace distill::coordinator {
+namespace {
+
+// "HOST:PORT" with the port replaced.
+std::string WithPort(const std::string& address, int port) {
+  size_t colon = address.rfind(':');
+  std::string host = colon == std::string::npos ? address : address.substr(0, colon);
+  if (host == "0.0.0.0" || host == "[::]" || host.empty()) host = "127.0.0.1";
+  return absl::StrCat(host, ":", port);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
+  std::unique_ptr<Server> s(new Server());
+  std::error_code ec;
+  std::filesystem::create_directories(options.state_dir, ec);
+  if (ec)
+    return absl::UnavailableError(
+        absl::StrCat("cannot create state dir ", options.state_dir, ": ", ec.message()));
+
+  if (!options.auth_token_file.empty()) {
+    ASSIGN_OR_RETURN(std::string token, common::ReadFileToString(options.auth_token_file));
+    token = std::string(absl::StripAsciiWhitespace(token.substr(0, token.find('\n'))));
+    if (token.empty())
+      return absl::InvalidArgumentError(absl::StrCat(options.auth_token_file, ": empty token"));
+    options.service.auth_token = token;
+    options.coordinator.auth_token = token;
+  }
+  std::vector<Host> inventory = LocalInventory(options.slots);
+  if (!options.hosts_file.empty()) {
+    ASSIGN_OR_RETURN(std::string text, common::ReadFileToString(options.hosts_file));
+    ASSIGN_OR_RETURN(inventory, ParseHostsFile(text, options.hosts_file));
+  }
+  ASSIGN_OR_RETURN(s->store_, SqliteJobStore::Open(options.state_dir + "/coordinator.db"));
+  s->scheduler_ = std::make_unique<Scheduler>(std::move(inventory));
+  s->launcher_ = std::make_unique<MpirunLauncher>(options.mpirun);
+  s->metrics_ = std::make_unique<Metrics>();
+
+  std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
+  if (!options.tls_cert.empty() || !options.tls_key.empty()) {
+    if (options.tls_cert.empty() || options.tls_key.empty()) {
+      return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
+    }
+    grpc::SslServerCredentialsOptions ssl;
+    ASSIGN_OR_RETURN(std::string cert, common::ReadFileToString(options.tls_cert));
+    ASSIGN_OR_RETURN(std::string key, common::ReadFileToString(options.tls_key));
+    ssl.pem_key_cert_pairs.push_back({key, cert});
+    creds = grpc::SslServerCredentials(ssl);
+    // The ranks report over the same TLS port: they verify it against the
+    // certificate itself (self-signed or not, it names this server), found by
+    // an absolute path since their working directory is the job's.
+    options.coordinator.report_ca_file = std::filesystem::absolute(options.tls_cert, ec).string();
+    if (ec) options.coordinator.report_ca_file = options.tls_cert;
+  }
+
+  options.coordinator.state_dir = options.state_dir;
+  s->coordinator_ =
+      std::make_unique<Coordinator>(options.coordinator, s->store_.get(), s->scheduler_.get(),
+                                    s->launcher_.get(), s->metrics_.get());
+  s->service_ = std::make_unique<CoordinatorService>(options.service, s->coordinator_.get());
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(options.listen, creds, &port);
+  builder.RegisterService(s->service_.get());
+  s->grpc_ = builder.BuildAndStart();
+  if (!s->grpc_ || port == 0)
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen));
+  s->port_ = port;
+  s->grpc_->GetHealthCheckService()->SetServingStatus(true);
+
+  if (!options.metrics_listen.empty()) {
+    try {
+      s->exposer_ = std::make_unique<prometheus::Exposer>(options.metrics_listen);
+    } catch (const std::exception& e) {
+      s->grpc_->Shutdown();
+      return absl::UnavailableError(
+          absl::StrCat("cannot serve /metrics on ", options.metrics_listen, ": ", e.what()));
+    }
+    s->exposer_->RegisterCollectable(s->metrics_->registry());
+    std::vector<int> ports = s->exposer_->GetListeningPorts();
+    s->metrics_port_ = ports.empty() ? 0 : ports[0];
+  }
+  // The ranks report to the real port (known only now when it was 0).
+  s->coordinator_->SetReportAddress(options.advertise.empty() ? WithPort(options.listen, port)
+                                                              : options.advertise);
+  absl::Status st = s->coordinator_->Start();
+  if (!st.ok()) {
+    s->grpc_->Shutdown();
+    return st;
+  }
+  return s;
+}
+
+void Server::Shutdown(absl::Duration deadline) {
+  if (shut_down_) return;
+  shut_down_ = true;
+  grpc_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(deadline));
+  coordinator_->Stop();
+  exposer_.reset();
+}
+
+Server::~Server() {
+  if (grpc_) Shutdown();
+}
+
+}  // namespace distill::coordinator

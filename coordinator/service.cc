@@ -1,0 +1,336 @@
+#include "coordinator/service.h"
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "common/spec.h"
+
+namespace distill::coordinator {
+namespace {
+
+namespace fs = std::filesystem;
+using distill::v1::JobSpec;
+
+constexpr int kDefaultPageSize = 50;
+constexpr int kMaxPageSize = 1000;
+constexpr size_t kLogChunkBytes = 64 << 10;
+constexpr absl::Duration kStreamPoll = absl::Milliseconds(250);
+
+uint32_t TokenCheck(int64_t seq, int state) {
+  uint64_t x = static_cast<uint64_t>(seq) * 0x9E3779B97F4A7C15ULL ^
+               (static_cast<uint64_t>(state) << 40) ^ 0xD1B54A32D192ED03ULL;
+  x ^= x >> 29;
+  x *= 0xBF58476D1CE4E5B9ULL;
+  return static_cast<uint32_t>(x >> 32);
+}
+
+std::string MakePageToken(int64_t seq, int state) {
+  return absl::StrFormat("%x.%d.%08x", seq, state, TokenCheck(seq, state));
+}
+
+// The seq a token continues after; InvalidArgument for a token this server
+// did not issue (or issued for another state filter).
+absl::StatusOr<int64_t> ParsePageToken(const std::string& token, int state) {
+  std::vector<std::string> parts = absl::StrSplit(token, '.');
+  int64_t seq = 0;
+  int st = 0;
+  uint32_t check = 0;
+  if (parts.size() != 3 || !absl::SimpleHexAtoi(parts[0], &seq) ||
+      !absl::SimpleAtoi(parts[1], &st) || !absl::SimpleHexAtoi(parts[2], &check) || seq <= 0 ||
+      st != state || check != TokenCheck(seq, st)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_token: not a token of this listing: '", token, "'"));
+  }
+  return seq;
+}
+
+// Whether `path` lies under `root` (after resolving symlinks and "..").
+bool Under(const std::string& path, const std::string& root) {
+  std::error_code ec;
+  fs::path p = fs::weakly_canonical(fs::path(path), ec);
+  if (ec) p = fs::path(path).lexically_normal();
+  fs::path r = fs::weakly_canonical(fs::path(root), ec);
+  if (ec) r = fs::path(root).lexically_normal();
+  auto pi = p.begin();
+  for (auto ri = r.begin(); ri != r.end(); ++ri) {
+    if (ri->empty()) continue;  // trailing slash
+    if (pi == p.end() || *pi != *ri) return false;
+    ++pi;
+  }
+  return true;
+}
+
+struct PathField {
+  std::string field;
+  std::string path;
+  bool output;
+};
+
+std::vector<PathField> PathFields(const JobSpec& spec) {
+  std::vector<PathField> out;
+  auto add = [&](const std::string& field, const std::string& path, bool output = false) {
+    if (!path.empty()) out.push_back({field, path, output});
+  };
+  add("model", spec.model());
+  add("init", spec.init());
+  add("teacher.model", spec.teacher().model());
+  add("student.model", spec.student().model());
+  add("student.init", spec.student().init());
+  for (int i = 0; i < spec.data().train_size(); ++i)
+    add(absl::StrCat("data.train[", i, "]"), spec.data().train(i));
+  for (int i = 0; i < spec.data().eval_size(); ++i)
+    add(absl::StrCat("data.eval[", i, "]"), spec.data().eval(i));
+  if (spec.data().has_tokenizer() && spec.data().tokenizer() != "bytes")
+    add("data.tokenizer", spec.data().tokenizer());
+  add("output", spec.output(), /*output=*/true);
+  return out;
+}
+
+}  // namespace
+
+grpc::Status ToGrpcStatus(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+}
+
+absl::Status CheckSubmittedSpec(const JobSpec& spec, const ServiceOptions& options) {
+  absl::Status st = common::ValidateJobSpec(spec);
+  if (!st.ok()) return st;
+  std::vector<PathField> paths = PathFields(spec);
+  for (const PathField& f : paths) {
+    if (!fs::path(f.path).is_absolute()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          f.field, ": must be an absolute path (clients resolve relative paths), got '", f.path,
+          "'"));
+    }
+  }
+  for (const PathField& f : paths) {
+    const std::string& root = f.output ? options.output_root : options.data_root;
+    if (!root.empty() && !Under(f.path, root)) {
+      return absl::PermissionDeniedError(absl::StrCat(f.field, ": '", f.path, "' lies outside the ",
+                                                      f.output ? "output" : "data", " root ",
+                                                      root));
+    }
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+// Finishes a unary callback call with `status`.
+grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* context, const grpc::Status& status) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(status);
+  return reactor;
+}
+
+}  // namespace
+
+grpc::Status CoordinatorService::CheckAuth(const grpc::ServerContextBase* context) const {
+  if (options_.auth_token.empty()) return grpc::Status::OK;
+  const auto& md = context->client_metadata();
+  auto it = md.find("authorization");
+  if (it == md.end())
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "missing bearer token");
+  const std::string got(it->second.data(), it->second.size());
+  const std::string want = "Bearer " + options_.auth_token;
+  // Constant time in the token's length.
+  unsigned diff = got.size() != want.size();
+  for (size_t i = 0; i < want.size(); ++i)
+    diff |= static_cast<unsigned char>(want[i]) ^
+            static_cast<unsigned char>(i < got.size() ? got[i] : 0);
+  if (diff != 0) return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "invalid bearer token");
+  return grpc::Status::OK;
+}
+
+grpc::ServerUnaryReactor* CoordinatorService::SubmitJob(
+    grpc::CallbackServerContext* context, const distill::v1::SubmitJobRequest* request,
+    distill::v1::Job* response) {
+  return Answer(context, DoSubmitJob(context, request, response));
+}
+
+grpc::Status CoordinatorService::DoSubmitJob(const grpc::ServerContextBase* context,
+                                             const distill::v1::SubmitJobRequest* request,
+                                             distill::v1::Job* response) {
+  if (grpc::Status a = CheckAuth(context); !a.ok()) return a;
+  if (!request->has_spec())
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "spec: required");
+  if (absl::Status st = CheckSubmittedSpec(request->spec(), options_); !st.ok())
+    return ToGrpcStatus(st);
+  absl::StatusOr<distill::v1::Job> job = coordinator_->Submit(*request);
+  if (!job.ok()) return ToGrpcStatus(job.status());
+  *response = std::move(*job);
+  return grpc::Status::OK;
+}
+
+grpc::ServerUnaryReactor* CoordinatorService::GetJob(grpc::CallbackServerContext* context,
+                                                     const distill::v1::GetJobRequest* request,
+                                                     distill::v1::Job* response) {
+  return Answer(context, DoGetJob(context, request, response));
+}
+
+grpc::Status CoordinatorService::DoGetJob(const grpc::ServerContextBase* context,
+                                          const distill::v1::GetJobRequest* request,
+                                          distill::v1::Job* response) {
+  if (grpc::Status a = CheckAuth(context); !a.ok()) return a;
+  absl::StatusOr<distill::v1::Job> job = coordinator_->Get(request->id());
+  if (!job.ok()) return ToGrpcStatus(job.status());
+  *response = std::move(*job);
+  return grpc::Status::OK;
+}
+
+grpc::ServerUnaryReactor* CoordinatorService::ListJobs(grpc::CallbackServerContext* context,
+                                                       const distill::v1::ListJobsRequest* request,
+                                                       distill::v1::ListJobsResponse* response) {
+  return Answer(context, DoListJobs(context, request, response));
+}
+
+grpc::Status CoordinatorService::DoListJobs(const grpc::ServerContextBase* context,
+                                            const distill::v1::ListJobsRequest* request,
+                                            distill::v1::ListJobsResponse* response) {
+  if (grpc::Status a = CheckAuth(context); !a.ok()) return a;
+  if (request->page_size() < 0) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "page_size: must be >= 0");
+  }
+  const int size =
+      request->page_size() == 0 ? kDefaultPageSize : std::min(request->page_size(), kMaxPageSize);
+  int64_t before = 0;
+  if (!request->page_token().empty()) {
+    absl::StatusOr<int64_t> seq = ParsePageToken(request->page_token(), request->state());
+    if (!seq.ok()) return ToGrpcStatus(seq.status());
+    before = *seq;
+  }
+  std::vector<int64_t> seqs;
+  // One extra row tells whether another page follows.
+  absl::StatusOr<std::vector<distill::v1::Job>> jobs =
+      coordinator_->List(request->state(), before, size + 1, &seqs);
+  if (!jobs.ok()) return ToGrpcStatus(jobs.status());
+  const bool more = static_cast<int>(jobs->size()) > size;
+  if (more) jobs->pop_back();
+  for (distill::v1::Job& j : *jobs) *response->add_jobs() = std::move(j);
+  if (more) response->set_next_page_token(MakePageToken(seqs[size - 1], request->state()));
+  return grpc::Status::OK;
+}
+
+grpc::ServerUnaryReactor* CoordinatorService::CancelJob(
+    grpc::CallbackServerContext* context, const distill::v1::CancelJobRequest* request,
+    distill::v1::Job* response) {
+  return Answer(context, DoCancelJob(context, request, response));
+}
+
+grpc::Status CoordinatorService::DoCancelJob(const grpc::ServerContextBase* context,
+                                             const distill::v1::CancelJobRequest* request,
+                                             distill::v1::Job* response) {
+  if (grpc::Status a = CheckAuth(context); !a.ok()) return a;
+  absl::StatusOr<distill::v1::Job> job = coordinator_->Cancel(request->id(), request->force());
+  if (!job.ok()) return ToGrpcStatus(job.status());
+  *response = std::move(*job);
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorService::WatchJob(grpc::ServerContext* context,
+                                          const distill::v1::WatchJobRequest* request,
+                                          grpc::ServerWriter<distill::v1::JobEvent>* writer) {
+  if (grpc::Status a = CheckAuth(context); !a.ok()) return a;
+  absl::StatusOr<distill::v1::Job> job = coordinator_->Get(request->id());
+  if (!job.ok()) return ToGrpcStatus(job.status());
+  int64_t after = std::max<int64_t>(0, request->after_sequence());
+  while (!context->IsCancelled()) {
+    const int64_t version = coordinator_->version();
+    absl::StatusOr<std::vector<distill::v1::JobEvent>> events =
+        coordinator_->Events(request->id(), after, 100);
+    if (!events.ok()) return ToGrpcStatus(events.status());
+    for (const distill::v1::JobEvent& e : *events) {
+      if (!writer->Write(e)) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
+      after = e.sequence();
+      if (e.kind() == distill::v1::JobEvent::STATE_CHANGED && IsTerminal(e.job().state()))
+        return grpc::Status::OK;
+    }
+    if (events->empty()) {
+      // Resumed past the terminal event: nothing more will come.
+      job = coordinator_->Get(request->id());
+      if (job.ok() && IsTerminal(job->state())) return grpc::Status::OK;
+      coordinator_->WaitForChange(version, kStreamPoll);
+    }
+  }
+  return grpc::Status(grpc::StatusCode::CANCELLED, "watch cancelled");
+}
+
+grpc::Status CoordinatorService::StreamLogs(grpc::ServerContext* context,
+                                            const distill::v1::StreamLogsRequest* request,
+                                            grpc::ServerWriter<distill::v1::LogChunk>* writer) {
+  if (grpc::Status a = CheckAuth(context); !a.ok()) return a;
+  absl::StatusOr<distill::v1::Job> job = coordinator_->Get(request->id());
+  if (!job.ok()) return ToGrpcStatus(job.status());
+  if (request->has_rank() && (request->rank() < 0 || request->rank() >= job->ranks())) {
+    return grpc::Status(
+        grpc::StatusCode::INVALID_ARGUMENT,
+        absl::StrCat("rank: the job has ranks 0..", job->ranks() - 1, ", got ", request->rank()));
+  }
+  if (request->attempt() < 0 || request->attempt() > job->attempt()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("attempt: the job has attempts 1..", job->attempt(), ", got ",
+                                     request->attempt()));
+  }
+  int attempt = request->attempt() == 0 ? job->attempt() : request->attempt();
+  std::map<int, int64_t> offsets;  // rank -> bytes sent
+  std::string buf(kLogChunkBytes, '\0');
+  while (true) {
+    // Read the state before the files, so that the final pass after the
+    // job ends sends everything written before it ended.
+    job = coordinator_->Get(request->id());
+    if (!job.ok()) return ToGrpcStatus(job.status());
+    const bool ended = IsTerminal(job->state()) ||
+                       (request->attempt() != 0 && job->attempt() != attempt) ||
+                       job->state() == distill::v1::QUEUED;
+    for (int rank = 0; attempt > 0 && rank < job->ranks(); ++rank) {
+      if (request->has_rank() && rank != request->rank()) continue;
+      std::ifstream in(coordinator_->RankLogPath(job->id(), attempt, rank), std::ios::binary);
+      if (!in) continue;
+      in.seekg(offsets[rank]);
+      while (in) {
+        in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+        const std::streamsize n = in.gcount();
+        if (n <= 0) break;
+        distill::v1::LogChunk chunk;
+        chunk.set_rank(rank);
+        chunk.set_attempt(attempt);
+        chunk.set_data(buf.data(), static_cast<size_t>(n));
+        if (!writer->Write(chunk))
+          return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
+        offsets[rank] += n;
+      }
+    }
+    if (!request->follow() || context->IsCancelled()) break;
+    if (IsTerminal(job->state())) break;
+    if (request->attempt() == 0 && job->attempt() != attempt) {
+      attempt = job->attempt();  // a retry: follow the new attempt
+      offsets.clear();
+      continue;
+    }
+    if (ended && request->attempt() != 0) break;
+    const int64_t version = coordinator_->version();
+    coordinator_->WaitForChange(version, kStreamPoll);
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorService::ReportProgress(
+    grpc::ServerContext* context, grpc::ServerReader<distill::v1::ProgressReport>* reader,
+    distill::v1::ReportProgressResponse* response) {
+  if (grpc::Status a = CheckAuth(context); !a.ok()) return a;
+  distill::v1::ProgressReport report;
+  while (reader->Read(&report)) {
+    absl::Status st = coordinator_->Report(report);
+    if (!st.ok()) return ToGrpcStatus(st);
+  }
+  return grpc::Status::OK;
+}
+
+}  // namespace distill::coordinator

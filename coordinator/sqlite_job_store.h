@@ -1,0 +1,77 @@
+// SqliteJobStore: JobStore in one SQLite file in WAL mode (the embedded
+// default). Jobs and events are rows holding the serialized protos next to
+// the few columns that queries need.
+//
+// Durability: a write returns after its transaction committed to the WAL.
+// synchronous=NORMAL: the commit is in the OS page cache, so it survives a
+// crash (kill -9) of the coordinator process, the case this store is for; the
+// WAL is fsynced only at checkpoints, so a power loss or kernel crash may
+// roll back the last commits (never corrupting the file).
+//
+// Threads: thread-safe. Writes go through one connection behind a mutex;
+// reads use a small pool of reader connections (WAL readers see every
+// commit made before their statement started and never wait for a writer).
+// Statements are prepared once per connection and reused.
+#ifndef DISTILL_COORDINATOR_SQLITE_JOB_STORE_H_
+#define DISTILL_COORDINATOR_SQLITE_JOB_STORE_H_
+
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "coordinator/job_store.h"
+
+namespace distill::coordinator {
+
+class SqliteJobStore : public JobStore {
+ public:
+  // Opens (creating if needed) the database at `path` and its schema.
+  static absl::StatusOr<std::unique_ptr<SqliteJobStore>> Open(const std::string& path);
+  ~SqliteJobStore() override;
+
+  absl::StatusOr<JobRecord> CreateJob(const JobRecord& record, const EventInfo& event,
+                                      bool* created) override;
+  absl::StatusOr<JobRecord> GetJob(const std::string& id) override;
+  absl::StatusOr<int64_t> UpdateJob(const JobRecord& record,
+                                    const std::optional<EventInfo>& event) override;
+  absl::StatusOr<std::vector<JobRecord>> ListJobs(distill::v1::JobState state, int64_t before_seq,
+                                                  int limit) override;
+  absl::StatusOr<std::vector<JobRecord>> JobsInStates(
+      const std::vector<distill::v1::JobState>& states) override;
+  absl::StatusOr<std::map<distill::v1::JobState, int>> CountJobs() override;
+  absl::StatusOr<std::vector<distill::v1::JobEvent>> ListEvents(const std::string& id,
+                                                                int64_t after_sequence,
+                                                                int limit) override;
+
+  // The journal mode in effect ("wal"), for tests.
+  absl::StatusOr<std::string> JournalMode();
+
+ private:
+  class Connection;  // one sqlite3 handle and its prepared statements
+  // At most this many reader connections; more concurrent reads wait. Reads
+  // are CPU-bound (page cache), so more than a few buys nothing.
+  static constexpr int kMaxReaders = 4;
+
+  SqliteJobStore(std::string path, std::unique_ptr<Connection> writer);
+  absl::StatusOr<int64_t> AppendEventLocked(const JobRecord& record, const EventInfo& event);
+  absl::Status WriteJobLocked(const JobRecord& record, bool insert);
+  // Runs fn(Connection&) on a pooled reader connection.
+  template <typename Fn>
+  auto WithReader(Fn fn) -> decltype(fn(std::declval<Connection&>()));
+
+  const std::string path_;
+  std::mutex mu_;                       // serializes writes
+  std::unique_ptr<Connection> writer_;  // GUARDED_BY(mu_)
+
+  std::mutex pool_mu_;
+  std::condition_variable pool_cv_;                   // a reader was returned
+  std::vector<std::unique_ptr<Connection>> readers_;  // GUARDED_BY(pool_mu_): idle ones
+  int open_readers_ = 0;                              // GUARDED_BY(pool_mu_)
+};
+
+}  // namespace distill::coordinator
+
+#endif  // DISTILL_COORDINATOR_SQLITE_JOB_STORE_H_

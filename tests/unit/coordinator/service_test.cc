@@ -1,0 +1,624 @@
+// The Coordinator service end to end in-process: a real gRPC server on a
+// loopback port, a real client stub, a real SQLite file and real mpirun
+// launching a small shell script as the worker (its behaviour is picked by
+// the job's spec name).
+#include "coordinator/service.h"
+
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <thread>
+
+#include "common/fs_util.h"
+#include "coordinator/server.h"
+#include "distill/v1/coordinator.grpc.pb.h"
+
+namespace distill::coordinator {
+namespace {
+
+using distill::v1::Job;
+using distill::v1::JobEvent;
+using distill::v1::JobState;
+
+// The worker: "ok*" prints and exits 0, "env*" prints DISTILL_COORDINATOR_CA
+// and exits 0, "fail_once*" exits 17 on attempt 1,
+// anything else runs until SIGTERM (then notes it and exits 130).
+constexpr char kWorkerScript[] = R"sh(#!/bin/bash
+SPEC=$3
+MODE=$(sed -n 's/.*"name": "\([^"]*\)".*/\1/p' "$SPEC")
+R=$OMPI_COMM_WORLD_RANK
+case "$MODE" in
+  ok*) echo "hello from rank $R attempt $DISTILL_ATTEMPT"; exit 0 ;;
+  env*) echo "ca=${DISTILL_COORDINATOR_CA:-<unset>}"; exit 0 ;;
+  fail_once*) if [ "$DISTILL_ATTEMPT" = 1 ]; then echo "failing"; exit 17; fi; exit 0 ;;
+  *) trap 'echo "term $R" >> "$(dirname "$SPEC")/terminated"; exit 130' TERM
+     echo up > "$(dirname "$SPEC")/up.$R"
+     while true; do sleep 0.05; done ;;
+esac
+)sh";
+
+class ServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/distill_service_test.XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    worker_ = dir_ + "/worker.sh";
+    std::ofstream(worker_) << kWorkerScript;
+    chmod(worker_.c_str(), 0755);
+    std::filesystem::create_directories(dir_ + "/data");
+    std::filesystem::create_directories(dir_ + "/out");
+  }
+  void TearDown() override {
+    if (server_) {
+      // Stop what is still running so that no script outlives the test.
+      for (const Job& j : List(distill::v1::JOB_STATE_UNSPECIFIED)) {
+        if (!IsTerminal(j.state())) Cancel(j.id(), true);
+      }
+      for (const Job& j : List(distill::v1::JOB_STATE_UNSPECIFIED)) WaitFor(j.id(), {}, 20);
+    }
+    server_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  ServerOptions Options() {
+    ServerOptions o;
+    o.listen = "127.0.0.1:0";
+    o.metrics_listen = "";
+    o.state_dir = dir_ + "/var";
+    o.slots = 1;
+    o.mpirun.worker_bin = worker_;
+    o.coordinator.retry_backoff = absl::Milliseconds(100);
+    o.coordinator.tick = absl::Milliseconds(50);
+    o.coordinator.grace_period = absl::Seconds(10);
+    return o;
+  }
+
+  // `root_pem` non-empty: the client connects with TLS trusting it.
+  void StartServer(ServerOptions o, const std::string& root_pem = "") {
+    auto s = Server::Start(std::move(o));
+    ASSERT_TRUE(s.ok()) << s.status();
+    server_ = std::move(*s);
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = root_pem;
+    channel_ = grpc::CreateChannel(
+        "127.0.0.1:" + std::to_string(server_->port()),
+        root_pem.empty() ? grpc::InsecureChannelCredentials() : grpc::SslCredentials(ssl));
+    stub_ = distill::v1::Coordinator::NewStub(channel_);
+  }
+
+  void Context(grpc::ClientContext* ctx) {
+    if (!token_.empty()) ctx->AddMetadata("authorization", "Bearer " + token_);
+    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  }
+
+  distill::v1::SubmitJobRequest Request(const std::string& name, int ranks = 1) {
+    distill::v1::SubmitJobRequest r;
+    auto* s = r.mutable_spec();
+    s->set_type(distill::v1::FINETUNE);
+    s->set_name(name);
+    s->set_init(dir_ + "/data/config.json");
+    s->mutable_data()->add_train(dir_ + "/data/train.bin");
+    s->set_output(dir_ + "/out/" + name);
+    s->set_ranks(ranks);
+    return r;
+  }
+
+  grpc::Status Submit(const distill::v1::SubmitJobRequest& r, Job* job) {
+    grpc::ClientContext ctx;
+    Context(&ctx);
+    return stub_->SubmitJob(&ctx, r, job);
+  }
+  Job SubmitOk(const distill::v1::SubmitJobRequest& r) {
+    Job job;
+    grpc::Status st = Submit(r, &job);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    return job;
+  }
+  grpc::Status Get(const std::string& id, Job* job) {
+    grpc::ClientContext ctx;
+    Context(&ctx);
+    distill::v1::GetJobRequest r;
+    r.set_id(id);
+    return stub_->GetJob(&ctx, r, job);
+  }
+  grpc::Status Cancel(const std::string& id, bool force, Job* job = nullptr) {
+    grpc::ClientContext ctx;
+    Context(&ctx);
+    distill::v1::CancelJobRequest r;
+    r.set_id(id);
+    r.set_force(force);
+    Job j;
+    return stub_->CancelJob(&ctx, r, job ? job : &j);
+  }
+  std::vector<Job> List(JobState state) {
+    grpc::ClientContext ctx;
+    Context(&ctx);
+    distill::v1::ListJobsRequest r;
+    r.set_state(state);
+    r.set_page_size(1000);
+    distill::v1::ListJobsResponse resp;
+    grpc::Status st = stub_->ListJobs(&ctx, r, &resp);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    return {resp.jobs().begin(), resp.jobs().end()};
+  }
+  // Polls until the job is in one of `states` (empty: any terminal state).
+  Job WaitFor(const std::string& id, std::vector<JobState> states, int seconds = 60) {
+    auto end = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+    Job job;
+    while (std::chrono::steady_clock::now() < end) {
+      if (Get(id, &job).ok()) {
+        bool hit = states.empty()
+                       ? IsTerminal(job.state())
+                       : std::find(states.begin(), states.end(), job.state()) != states.end();
+        if (hit) return job;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    ADD_FAILURE() << "job " << id << " stuck in " << distill::v1::JobState_Name(job.state());
+    return job;
+  }
+  static bool WaitForFile(const std::string& path) {
+    for (int i = 0; i < 600; ++i) {
+      if (std::filesystem::exists(path)) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  }
+  std::vector<JobEvent> Watch(const std::string& id, int64_t after, grpc::Status* status) {
+    grpc::ClientContext ctx;
+    Context(&ctx);
+    distill::v1::WatchJobRequest r;
+    r.set_id(id);
+    r.set_after_sequence(after);
+    auto reader = stub_->WatchJob(&ctx, r);
+    std::vector<JobEvent> events;
+    JobEvent e;
+    while (reader->Read(&e)) events.push_back(e);
+    *status = reader->Finish();
+    return events;
+  }
+
+  std::string dir_, worker_, token_;
+  std::unique_ptr<Server> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<distill::v1::Coordinator::Stub> stub_;
+};
+
+TEST_F(ServiceTest, SubmitGetListAndIdempotentRequestId) {
+  StartServer(Options());
+  auto req = Request("ok");
+  req.set_request_id("req-1");
+  req.set_priority(3);
+  Job job = SubmitOk(req);
+  EXPECT_FALSE(job.id().empty());
+  EXPECT_EQ(job.ranks(), 1);
+  EXPECT_EQ(job.priority(), 3);
+  EXPECT_EQ(job.max_retries(), 2);
+  EXPECT_EQ(job.output_dir(), dir_ + "/out/ok");
+  EXPECT_EQ(job.checkpoint_dir(), dir_ + "/out/ok/checkpoints");
+  EXPECT_TRUE(job.has_create_time());
+  Job again = SubmitOk(req);
+  EXPECT_EQ(again.id(), job.id());
+
+  Job done = WaitFor(job.id(), {distill::v1::SUCCEEDED});
+  EXPECT_EQ(done.attempt(), 1);
+  EXPECT_EQ(done.exit_code(), 0);
+  EXPECT_TRUE(done.has_start_time());
+  EXPECT_TRUE(done.has_end_time());
+  EXPECT_EQ(done.hosts_size(), 1);
+  std::vector<Job> all = List(distill::v1::JOB_STATE_UNSPECIFIED);
+  ASSERT_EQ(all.size(), 1u);
+  EXPECT_EQ(all[0].id(), job.id());
+  EXPECT_TRUE(List(distill::v1::QUEUED).empty());
+}
+
+TEST_F(ServiceTest, UnknownIdsAreNotFound) {
+  StartServer(Options());
+  Job job;
+  EXPECT_EQ(Get("nope", &job).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(Cancel("nope", false).error_code(), grpc::StatusCode::NOT_FOUND);
+  grpc::Status st;
+  Watch("nope", 0, &st);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::NOT_FOUND);
+  grpc::ClientContext ctx;
+  Context(&ctx);
+  distill::v1::StreamLogsRequest lr;
+  lr.set_id("nope");
+  auto logs = stub_->StreamLogs(&ctx, lr);
+  distill::v1::LogChunk chunk;
+  while (logs->Read(&chunk)) {
+  }
+  EXPECT_EQ(logs->Finish().error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(ServiceTest, InvalidSpecIsInvalidArgumentNamingTheFieldAndNothingIsStored) {
+  StartServer(Options());
+  Job job;
+  auto bad_lr = Request("x");
+  bad_lr.mutable_spec()->mutable_train()->set_lr(-1);
+  grpc::Status st = Submit(bad_lr, &job);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(st.error_message().rfind("train.lr:", 0), 0u) << st.error_message();
+
+  auto relative = Request("x");
+  relative.mutable_spec()->mutable_data()->set_train(0, "data/train.bin");
+  st = Submit(relative, &job);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(st.error_message().rfind("data.train[0]:", 0), 0u) << st.error_message();
+
+  auto no_output = Request("x");
+  no_output.mutable_spec()->clear_output();
+  st = Submit(no_output, &job);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(st.error_message().rfind("output:", 0), 0u) << st.error_message();
+
+  // More ranks than slots: refused up front, or the queue would block on it
+  // forever (UNIMPLEMENTED from spec validation while this build runs one
+  // process per job, FAILED_PRECONDITION from the inventory check after).
+  auto too_big = Request("x", 2);  // 1 slot
+  st = Submit(too_big, &job);
+  EXPECT_TRUE(st.error_code() == grpc::StatusCode::FAILED_PRECONDITION ||
+              st.error_code() == grpc::StatusCode::UNIMPLEMENTED)
+      << st.error_code();
+  EXPECT_EQ(st.error_message().rfind("ranks:", 0), 0u) << st.error_message();
+
+  auto negative = Request("x");
+  negative.set_max_retries(-1);
+  st = Submit(negative, &job);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(List(distill::v1::JOB_STATE_UNSPECIFIED).empty());
+}
+
+TEST_F(ServiceTest, PathsOutsideTheRootsArePermissionDenied) {
+  ServerOptions o = Options();
+  o.service.data_root = dir_ + "/data";
+  o.service.output_root = dir_ + "/out";
+  StartServer(o);
+  Job job;
+  auto outside_data = Request("x");
+  outside_data.mutable_spec()->mutable_data()->add_eval(dir_ + "/data/../secret/eval.bin");
+  grpc::Status st = Submit(outside_data, &job);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(st.error_message().rfind("data.eval[0]:", 0), 0u) << st.error_message();
+
+  auto outside_out = Request("x");
+  outside_out.mutable_spec()->set_output(dir_ + "/data/out");
+  st = Submit(outside_out, &job);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(st.error_message().rfind("output:", 0), 0u) << st.error_message();
+
+  auto prefix_trick = Request("x");
+  prefix_trick.mutable_spec()->set_init(
+      dir_ + "/database/config.json");  // "data" is a prefix, not a parent
+  st = Submit(prefix_trick, &job);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(st.error_message().rfind("init:", 0), 0u) << st.error_message();
+  EXPECT_TRUE(List(distill::v1::JOB_STATE_UNSPECIFIED).empty());
+
+  EXPECT_TRUE(Submit(Request("ok"), &job).ok());
+}
+
+TEST_F(ServiceTest, BearerTokenIsRequiredWhenConfigured) {
+  ASSERT_TRUE(common::WriteFileAtomically(dir_ + "/token", "s3cret\n").ok());
+  ServerOptions o = Options();
+  o.auth_token_file = dir_ + "/token";
+  StartServer(o);
+  Job job;
+  EXPECT_EQ(Get("x", &job).error_code(), grpc::StatusCode::UNAUTHENTICATED);  // missing
+  token_ = "wrong";
+  EXPECT_EQ(Get("x", &job).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(Submit(Request("ok"), &job).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  token_ = "s3cret";
+  EXPECT_EQ(Get("x", &job).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_TRUE(Submit(Request("ok"), &job).ok());
+  EXPECT_TRUE(List(distill::v1::JOB_STATE_UNSPECIFIED).size() == 1);
+}
+
+TEST_F(ServiceTest, ListPaginatesNewestFirstAndRejectsForeignTokens) {
+  StartServer(Options());
+  // A running job holds the only slot; the rest stay queued behind it.
+  Job blocker = SubmitOk(Request("hold"));
+  std::vector<std::string> ids = {blocker.id()};
+  for (int i = 0; i < 4; ++i) ids.push_back(SubmitOk(Request("q" + std::to_string(i))).id());
+  std::vector<std::string> seen;
+  std::string token;
+  int pages = 0;
+  do {
+    grpc::ClientContext ctx;
+    Context(&ctx);
+    distill::v1::ListJobsRequest r;
+    r.set_page_size(2);
+    r.set_page_token(token);
+    distill::v1::ListJobsResponse resp;
+    ASSERT_TRUE(stub_->ListJobs(&ctx, r, &resp).ok());
+    for (const Job& j : resp.jobs()) seen.push_back(j.id());
+    token = resp.next_page_token();
+    ++pages;
+  } while (!token.empty());
+  EXPECT_EQ(pages, 3);
+  EXPECT_EQ(seen, std::vector<std::string>(ids.rbegin(), ids.rend()));
+
+  std::vector<Job> queued = List(distill::v1::QUEUED);
+  ASSERT_EQ(queued.size(), 4u);
+  EXPECT_EQ(queued[0].queue_position(), 4);  // newest first, last in line
+  EXPECT_EQ(queued[3].queue_position(), 1);
+
+  for (const std::string& bad : {std::string("garbage"), std::string("5.0.00000000")}) {
+    grpc::ClientContext ctx;
+    Context(&ctx);
+    distill::v1::ListJobsRequest r;
+    r.set_page_token(bad);
+    distill::v1::ListJobsResponse resp;
+    grpc::Status st = stub_->ListJobs(&ctx, r, &resp);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << bad;
+    EXPECT_EQ(st.error_message().rfind("page_token:", 0), 0u) << st.error_message();
+  }
+}
+
+TEST_F(ServiceTest, CancelQueuedRunningAndFinishedJobs) {
+  StartServer(Options());
+  Job running = SubmitOk(Request("hold"));
+  Job queued = SubmitOk(Request("waiting"));
+  WaitFor(running.id(), {distill::v1::STARTING, distill::v1::RUNNING});
+  Job j;
+  ASSERT_TRUE(Cancel(queued.id(), false, &j).ok());
+  EXPECT_EQ(j.state(), distill::v1::CANCELLED);
+  EXPECT_EQ(j.failure_reason(), distill::v1::CANCEL_REQUESTED);
+
+  // Graceful: the ranks get SIGTERM and exit on their own.
+  ASSERT_TRUE(WaitForFile(server_->coordinator().WorkDir(running.id(), 1) + "/up.0"));
+  ASSERT_TRUE(Cancel(running.id(), false, &j).ok());
+  Job done = WaitFor(running.id(), {distill::v1::CANCELLED});
+  EXPECT_EQ(done.failure_reason(), distill::v1::CANCEL_REQUESTED);
+  EXPECT_EQ(done.exit_code(), 130);
+  auto noted =
+      common::ReadFileToString(server_->coordinator().WorkDir(running.id(), 1) + "/terminated");
+  ASSERT_TRUE(noted.ok()) << noted.status();
+  EXPECT_NE(noted->find("term 0"), std::string::npos);
+
+  grpc::Status st = Cancel(running.id(), false);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  st = Cancel(queued.id(), true);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+}
+
+TEST_F(ServiceTest, WatchStreamsToTheTerminalStateAndResumes) {
+  StartServer(Options());
+  Job job = SubmitOk(Request("ok"));
+  grpc::Status st;
+  std::vector<JobEvent> events = Watch(job.id(), 0, &st);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  ASSERT_GE(events.size(), 3u);
+  std::vector<JobState> states;
+  for (size_t i = 0; i < events.size(); ++i) {
+    EXPECT_EQ(events[i].sequence(), static_cast<int64_t>(i + 1));
+    if (events[i].kind() == JobEvent::STATE_CHANGED) states.push_back(events[i].job().state());
+  }
+  EXPECT_EQ(states.front(), distill::v1::QUEUED);
+  EXPECT_EQ(states[1], distill::v1::STARTING);
+  EXPECT_EQ(states.back(), distill::v1::SUCCEEDED);
+
+  std::vector<JobEvent> rest = Watch(job.id(), 1, &st);
+  ASSERT_TRUE(st.ok());
+  ASSERT_EQ(rest.size(), events.size() - 1);
+  EXPECT_EQ(rest[0].sequence(), 2);
+  EXPECT_TRUE(Watch(job.id(), events.back().sequence(), &st).empty());
+  EXPECT_TRUE(st.ok());
+}
+
+TEST_F(ServiceTest, ReportProgressMakesTheJobRunningAndUpdatesMetrics) {
+  StartServer(Options());
+  Job job = SubmitOk(Request("hold"));
+  WaitFor(job.id(), {distill::v1::STARTING});
+  {
+    grpc::ClientContext ctx;
+    Context(&ctx);
+    distill::v1::ReportProgressResponse resp;
+    auto writer = stub_->ReportProgress(&ctx, &resp);
+    distill::v1::ProgressReport r;
+    r.set_job_id(job.id());
+    r.set_rank(0);
+    r.set_attempt(1);
+    auto* p = r.mutable_progress();
+    p->set_step(7);
+    p->set_total_steps(100);
+    p->set_loss(2.5);
+    p->set_ce_loss(2.5);
+    p->set_tokens_per_second(1234.5);
+    p->set_step_seconds(0.25);
+    ASSERT_TRUE(writer->Write(r));
+    ASSERT_TRUE(writer->WritesDone());
+    ASSERT_TRUE(writer->Finish().ok());
+  }
+  Job running;
+  ASSERT_TRUE(Get(job.id(), &running).ok());
+  EXPECT_EQ(running.state(), distill::v1::RUNNING);
+  EXPECT_EQ(running.progress().step(), 7);
+  EXPECT_DOUBLE_EQ(running.progress().tokens_per_second(), 1234.5);
+  const std::string text = server_->metrics().Text();
+  EXPECT_NE(text.find("distill_job_tokens_per_second{job=\"" + job.id() + "\"} 1234.5"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("distill_job_step_seconds{job=\"" + job.id() + "\"} 0.25"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("distill_job_loss{component=\"ce\",job=\"" + job.id() + "\"} 2.5"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("distill_jobs{state=\"running\"} 1"), std::string::npos) << text;
+  EXPECT_NE(text.find("distill_job_submissions_total 1"), std::string::npos) << text;
+
+  // A report for another attempt is refused (a stale rank).
+  grpc::ClientContext ctx;
+  Context(&ctx);
+  distill::v1::ReportProgressResponse resp;
+  auto writer = stub_->ReportProgress(&ctx, &resp);
+  distill::v1::ProgressReport stale;
+  stale.set_job_id(job.id());
+  stale.set_attempt(5);
+  writer->Write(stale);
+  writer->WritesDone();
+  EXPECT_EQ(writer->Finish().error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+}
+
+TEST_F(ServiceTest, SilentRunningJobFailsWithHeartbeatTimeout) {
+  ServerOptions o = Options();
+  o.coordinator.heartbeat_timeout = absl::Seconds(1);
+  StartServer(o);
+  auto req = Request("hold");
+  req.set_max_retries(0);
+  Job job = SubmitOk(req);
+  WaitFor(job.id(), {distill::v1::STARTING});
+  grpc::ClientContext ctx;
+  Context(&ctx);
+  distill::v1::ReportProgressResponse resp;
+  auto writer = stub_->ReportProgress(&ctx, &resp);
+  distill::v1::ProgressReport r;
+  r.set_job_id(job.id());
+  r.set_attempt(1);
+  ASSERT_TRUE(writer->Write(r));
+  writer->WritesDone();
+  ASSERT_TRUE(writer->Finish().ok());
+  Job failed = WaitFor(job.id(), {distill::v1::FAILED}, 30);
+  EXPECT_EQ(failed.failure_reason(), distill::v1::HEARTBEAT_TIMEOUT);
+  EXPECT_NE(failed.failure_message().find("heartbeat"), std::string::npos)
+      << failed.failure_message();
+  EXPECT_NE(
+      server_->metrics().Text().find("distill_job_failures_total{reason=\"heartbeat_timeout\"} 1"),
+      std::string::npos);
+}
+
+TEST_F(ServiceTest, FailedAttemptIsRetriedThenSucceeds) {
+  StartServer(Options());
+  Job job = SubmitOk(Request("fail_once"));
+  Job done = WaitFor(job.id(), {distill::v1::SUCCEEDED, distill::v1::FAILED});
+  EXPECT_EQ(done.state(), distill::v1::SUCCEEDED);
+  EXPECT_EQ(done.attempt(), 2);
+  EXPECT_NE(server_->metrics().Text().find("distill_job_retries_total{reason=\"rank_failed\"} 1"),
+            std::string::npos);
+  auto log = common::ReadFileToString(server_->coordinator().RankLogPath(job.id(), 1, 0));
+  ASSERT_TRUE(log.ok());
+  EXPECT_NE(log->find("failing"), std::string::npos);
+}
+
+TEST_F(ServiceTest, StreamLogsReturnsEachRanksOutput) {
+  StartServer(Options());
+  Job job = SubmitOk(Request("ok"));
+  WaitFor(job.id(), {distill::v1::SUCCEEDED});
+  grpc::ClientContext ctx;
+  Context(&ctx);
+  distill::v1::StreamLogsRequest r;
+  r.set_id(job.id());
+  r.set_follow(true);  // ends because the job has ended
+  auto reader = stub_->StreamLogs(&ctx, r);
+  std::map<int, std::string> by_rank;
+  distill::v1::LogChunk chunk;
+  while (reader->Read(&chunk)) {
+    EXPECT_EQ(chunk.attempt(), 1);
+    by_rank[chunk.rank()] += chunk.data();
+  }
+  ASSERT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(by_rank.size(), 1u);
+  EXPECT_EQ(by_rank[0], "hello from rank 0 attempt 1\n");
+}
+
+TEST_F(ServiceTest, RestartKeepsQueuedJobsAndAdoptsRunningOnes) {
+  StartServer(Options());
+  Job running = SubmitOk(Request("hold"));
+  Job queued = SubmitOk(Request("ok"));
+  WaitFor(running.id(), {distill::v1::STARTING});
+  server_->Shutdown();
+  server_.reset();
+  StartServer(Options());
+  Job j;
+  ASSERT_TRUE(Get(queued.id(), &j).ok());
+  EXPECT_EQ(j.state(), distill::v1::QUEUED);
+  ASSERT_TRUE(Get(running.id(), &j).ok());
+  EXPECT_EQ(j.state(), distill::v1::STARTING);  // adopted, still the same attempt
+  EXPECT_EQ(j.attempt(), 1);
+  ASSERT_TRUE(WaitForFile(server_->coordinator().WorkDir(running.id(), 1) + "/up.0"));
+  ASSERT_TRUE(Cancel(running.id(), false).ok());
+  EXPECT_EQ(WaitFor(running.id(), {}).state(), distill::v1::CANCELLED);
+  EXPECT_EQ(WaitFor(queued.id(), {}).state(), distill::v1::SUCCEEDED);
+}
+
+TEST_F(ServiceTest, HealthServiceIsServing) {
+  ASSERT_TRUE(common::WriteFileAtomically(dir_ + "/token", "t\n").ok());
+  ServerOptions o = Options();
+  o.auth_token_file = dir_ + "/token";
+  StartServer(o);
+  token_ = "t";  // for TearDown; the health check below sends none
+  // grpc.health.v1.Health/Check with an empty request, without a token.
+  grpc::GenericStub generic(channel_);
+  grpc::ClientContext ctx;
+  grpc::ByteBuffer request, response;
+  grpc::Slice empty("");
+  request = grpc::ByteBuffer(&empty, 1);
+  grpc::Status st;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  generic.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
+                    [&](grpc::Status s) {
+                      std::lock_guard<std::mutex> lock(mu);
+                      st = s;
+                      done = true;
+                      cv.notify_all();
+                    });
+  std::unique_lock<std::mutex> lock(mu);
+  cv.wait_for(lock, std::chrono::seconds(10), [&] { return done; });
+  ASSERT_TRUE(done);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  std::vector<grpc::Slice> slices;
+  ASSERT_TRUE(response.Dump(&slices).ok());
+  std::string bytes;
+  for (const auto& s : slices)
+    bytes += std::string(reinterpret_cast<const char*>(s.begin()), s.size());
+  EXPECT_EQ(bytes, std::string("\x08\x01", 2));  // status: SERVING
+}
+
+// The first line of rank 0's log of attempt 1 of `job`.
+std::string FirstLogLine(Server& server, const Job& job) {
+  absl::StatusOr<std::string> log =
+      common::ReadFileToString(server.coordinator().RankLogPath(job.id(), 1, 0));
+  if (!log.ok()) return "<" + std::string(log.status().message()) + ">";
+  return log->substr(0, log->find('\n'));
+}
+
+TEST_F(ServiceTest, TlsServerPassesItsCertificateToTheRanks) {
+  // A self-signed certificate for the loopback address, made by the openssl CLI.
+  const std::string cert = dir_ + "/cert.pem", key = dir_ + "/key.pem";
+  const std::string cmd =
+      "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost "
+      "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout " +
+      key + " -out " + cert + " >/dev/null 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  absl::StatusOr<std::string> pem = common::ReadFileToString(cert);
+  ASSERT_TRUE(pem.ok()) << pem.status();
+  ServerOptions o = Options();
+  o.tls_cert = cert;
+  o.tls_key = key;
+  StartServer(o, *pem);
+  Job job = WaitFor(SubmitOk(Request("env")).id(), {distill::v1::SUCCEEDED});
+  ASSERT_EQ(job.state(), distill::v1::SUCCEEDED);
+  // The launcher exported the certificate's absolute path to the rank.
+  EXPECT_EQ(FirstLogLine(*server_, job), "ca=" + cert);
+}
+
+TEST_F(ServiceTest, PlaintextServerExportsNoCertificate) {
+  StartServer(Options());
+  Job job = WaitFor(SubmitOk(Request("env")).id(), {distill::v1::SUCCEEDED});
+  ASSERT_EQ(job.state(), distill::v1::SUCCEEDED);
+  EXPECT_EQ(FirstLogLine(*server_, job), "ca=<unset>");
+}
+
+}  // namespace
+}  // namespace distill::coordinator
