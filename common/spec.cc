@@ -146,26 +146,22 @@ absl::Status ValidateDistill(const distill::v1::DistillSpec& d) {
   return absl::OkStatus();
 }
 
-// One check for every rank count: this build runs a single process. The
-// distributed runtime replaces it with real rank bookkeeping.
-absl::Status CheckSingleProcess(const JobSpec& spec) {
+// Rank counts and the distributed runtime's knobs. Teacher ranks beyond the
+// teacher's layer count are the worker's check (it needs the model).
+absl::Status ValidateRanks(const JobSpec& spec) {
   auto at_least = [](absl::string_view path, int32_t v, int32_t lo) { return AtLeast<int32_t>(path, v, lo); };
   if (spec.has_ranks()) RETURN_IF_ERROR(at_least("ranks", spec.ranks(), 1));
   if (spec.student().has_ranks()) RETURN_IF_ERROR(at_least("student.ranks", spec.student().ranks(), 1));
   if (spec.teacher().has_ranks()) RETURN_IF_ERROR(at_least("teacher.ranks", spec.teacher().ranks(), 0));
-  const char* field = nullptr;
-  int32_t value = 0;
-  if (spec.ranks() > 1) {
-    field = "ranks", value = spec.ranks();
-  } else if (spec.student().ranks() > 1) {
-    field = "student.ranks", value = spec.student().ranks();
-  } else if (spec.teacher().ranks() > 0) {
-    field = "teacher.ranks", value = spec.teacher().ranks();
+  const auto& r = spec.runtime();
+  if (r.has_timeout_s()) RETURN_IF_ERROR(Positive("runtime.timeout_s", r.timeout_s()));
+  if (r.has_bucket_mb()) RETURN_IF_ERROR(Positive("runtime.bucket_mb", r.bucket_mb()));
+  if (r.has_prefetch()) RETURN_IF_ERROR(at_least("runtime.prefetch", r.prefetch(), 1));
+  if (r.has_sync_check_every()) RETURN_IF_ERROR(at_least("runtime.sync_check_every", r.sync_check_every(), 0));
+  if (spec.comm() == distill::v1::COMM_NCCL && spec.train().device() == "cpu") {
+    return Bad("comm", "nccl needs GPU tensors; with train.device cpu use mpi or auto");
   }
-  if (field == nullptr) return absl::OkStatus();
-  return absl::UnimplementedError(absl::StrCat(
-      field, ": ", value, " requested, but multi-rank jobs come with the distributed runtime; this build runs ",
-      "one process (student.ranks 1, teacher.ranks 0 = colocated teacher)"));
+  return absl::OkStatus();
 }
 
 // type: distill keeps the student under `student`; the top-level model fields
@@ -262,6 +258,11 @@ JobSpec WithDefaults(const JobSpec& in) {
     method = s.method();
   }
   auto* data = s.mutable_data();
+  auto* rt = s.mutable_runtime();
+  if (!rt->has_timeout_s()) rt->set_timeout_s(60.0);
+  if (!rt->has_bucket_mb()) rt->set_bucket_mb(25.0);
+  if (!rt->has_prefetch()) rt->set_prefetch(2);
+  if (!rt->has_sync_check_every()) rt->set_sync_check_every(50);
   if (!data->has_seq_len()) data->set_seq_len(256);
   if (!data->has_tokenizer()) data->set_tokenizer("bytes");
   if (!data->has_text_field()) data->set_text_field("text");
@@ -320,7 +321,7 @@ absl::Status ValidateJobSpec(const JobSpec& spec) {
   if (spec.checkpoint().has_every()) RETURN_IF_ERROR(AtLeast<int64_t>("checkpoint.every", spec.checkpoint().every(), 0));
   if (spec.checkpoint().has_keep()) RETURN_IF_ERROR(AtLeast<int32_t>("checkpoint.keep", spec.checkpoint().keep(), 1));
   if (spec.output().empty()) return Bad("output", "required: the output directory");
-  return CheckSingleProcess(spec);
+  return ValidateRanks(spec);
 }
 
 void ResolveSpecPaths(const std::string& base_dir, JobSpec* spec) {

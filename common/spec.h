@@ -33,10 +33,9 @@ absl::StatusOr<distill::v1::JobSpec> LoadJobSpec(const std::string& path);
 distill::v1::JobSpec WithDefaults(const distill::v1::JobSpec& spec);
 
 // Checks every field of a spec (defaults need not be filled in). Returns the
-// first problem as InvalidArgument "field.path: what is wrong"; a rank count
-// this build cannot run (ranks > 1, student.ranks > 1, teacher.ranks > 0) is
-// Unimplemented, naming the field. Checks that need the models (distill layer
-// indices, top_k against the vocabulary, teacher/student vocabularies) are the
+// first problem as InvalidArgument "field.path: what is wrong". Checks that need the models (distill layer
+// indices, top_k against the vocabulary, teacher/student vocabularies, teacher.ranks
+// against the teacher's layers, the launched world size) are the
 // worker's, before training starts; they name the field too.
 absl::Status ValidateJobSpec(const distill::v1::JobSpec& spec);
 
