@@ -27,12 +27,24 @@ absl::Status FieldError(const std::string& path, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat(path, ": ", what));
 }
 
-// The longest common prefix of the enum's value names up to an underscore
-// ("TRAIN_METHOD_" of TRAIN_METHOD_UNSPECIFIED), which users may omit.
+// The prefix of the enum's value names that users may omit: what precedes
+// UNSPECIFIED in the first value ("TRAIN_METHOD_" of
+// TRAIN_METHOD_UNSPECIFIED), else the longest common prefix of all values up
+// to an underscore ("COMM_" of COMM_AUTO, COMM_MPI, COMM_NCCL).
 std::string EnumPrefix(const EnumDescriptor* e) {
   std::string name = e->value(0)->name();
   size_t pos = name.rfind("UNSPECIFIED");
-  return pos == std::string::npos ? "" : name.substr(0, pos);
+  if (pos != std::string::npos) return name.substr(0, pos);
+  if (e->value_count() < 2) return "";
+  std::string common = name;
+  for (int i = 1; i < e->value_count(); ++i) {
+    const std::string& v = e->value(i)->name();
+    size_t n = 0;
+    while (n < common.size() && n < v.size() && common[n] == v[n]) ++n;
+    common.resize(n);
+  }
+  pos = common.rfind('_');
+  return pos == std::string::npos ? "" : common.substr(0, pos + 1);
 }
 
 absl::StatusOr<int> ParseEnum(const FieldDescriptor* field, const std::string& text,
