@@ -59,7 +59,9 @@ class GradReducer {
   // The next backward is the step's last micro-step: hooks launch buckets.
   void Arm();
   // After that backward: completes every bucket and writes the averaged
-  // gradients into .grad. Errors (timeouts) name the bucket.
+  // gradients into .grad (without Arm, every bucket is launched here from
+  // .grad). Errors (timeouts) name the bucket; after an error the reducer
+  // refuses further use (FailedPrecondition): end the job with Abort().
   absl::Status Finish();
 
   const GradReducerStats& stats() const { return stats_; }
@@ -68,7 +70,10 @@ class GradReducer {
 
   // Collective over `comm`: every rank's checksum of `params` equals rank
   // 0's, else Internal "step S: student weights differ across ranks (rank 1
-  // checksum ... vs rank 0 ...)" on every rank.
+  // checksum ... vs rank 0 ...)" on every rank. The comparison is exact and
+  // independent of reduction order (a weighted sum of the elements' bits
+  // modulo 2^64: any single changed element shows); the float64 sum is shown
+  // for people. CUDA parameters are copied to the host for it.
   static absl::Status CheckInSync(const std::vector<torch::Tensor>& params, Communicator& comm,
                                   int64_t step);
 

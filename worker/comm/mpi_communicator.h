@@ -30,7 +30,9 @@ absl::StatusOr<std::unique_ptr<Communicator>> MpiWorld(double timeout_s);
 
 // Describes ranks in messages ("rank 3 (teacher stage 1)"); set once the
 // layout is known. Shared by all MPI communicators of the process; the names
-// are by world rank.
+// are by world rank: full descriptions as RankLayout::RankNames() gives them
+// (a bare role such as "student 0" is shown as "rank 0 (student 0)"). Ranks
+// without a name appear as "rank 3".
 void SetMpiRankNames(std::vector<std::string> names_by_world_rank);
 
 }  // namespace distill::worker
