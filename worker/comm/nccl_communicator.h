@@ -29,8 +29,9 @@ bool NcclAvailable();
 // NCCL's runtime version as "2.28.3" (empty without NCCL).
 std::string NcclVersion();
 
-// A NCCL communicator over the ranks of `bootstrap` (an MPI communicator,
-// used once for the unique id), each on CUDA device `device`. Unimplemented
+// A NCCL communicator over the ranks of `bootstrap` (an MPI communicator:
+// the unique id travels over it, and Abort goes through it, so it must
+// outlive the NCCL communicator), each on CUDA device `device`. Unimplemented
 // when built without NCCL; FailedPrecondition naming the device when there
 // is no such CUDA device.
 absl::StatusOr<std::unique_ptr<Communicator>> MakeNcclCommunicator(Communicator& bootstrap, int device,
