@@ -51,13 +51,9 @@ Teacher::Teacher(std::string dir, LlamaForCausalLM model, int64_t vocab)
   lm_head_ = model_->LmHeadWeight().detach().narrow(0, 0, vocab_);
 }
 
-absl::StatusOr<std::unique_ptr<Teacher>> Teacher::Load(const std::string& dir,
-                                                       const ModelConfig& student,
-                                                       const std::string& student_dir,
-                                                       torch::Device device) {
-  // The config first: a vocabulary mismatch is reported before the weights load.
-  ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig((fs::path(dir) / "config.json").string()));
-  const int64_t tv = config.vocab_size, sv = student.vocab_size;
+absl::Status CheckTeacherVocabulary(const std::string& dir, const ModelConfig& teacher,
+                                    const ModelConfig& student) {
+  const int64_t tv = teacher.vocab_size, sv = student.vocab_size;
   if (tv < sv) {
     return Bad(absl::StrCat(
         dir, " has vocab_size ", tv, ", smaller than the student's ", sv,
@@ -65,20 +61,12 @@ absl::StatusOr<std::unique_ptr<Teacher>> Teacher::Load(const std::string& dir,
         "padding rows)"));
   }
   if (tv > sv) RETURN_IF_ERROR(CheckPadding(dir, tv, sv));
-  ASSIGN_OR_RETURN(LlamaForCausalLM model, LoadHfModel(dir, device));
-  for (auto& p : model->parameters()) p.set_requires_grad(false);
-  model->eval();
-  std::unique_ptr<Teacher> teacher(new Teacher(dir, std::move(model), sv));
-  if (!student_dir.empty()) {
-    RETURN_IF_ERROR(teacher->CheckTokenizer((fs::path(student_dir) / "tokenizer.json").string(),
-                                            "student.model"));
-  }
-  return teacher;
+  return absl::OkStatus();
 }
 
-absl::Status Teacher::CheckTokenizer(const std::string& tokenizer_json,
-                                     const std::string& field) const {
-  const std::string mine = (fs::path(dir_) / "tokenizer.json").string();
+absl::Status CheckSameTokenizer(const std::string& teacher_dir, const std::string& tokenizer_json,
+                                const std::string& field) {
+  const std::string mine = (fs::path(teacher_dir) / "tokenizer.json").string();
   if (tokenizer_json.empty() || !fs::exists(mine) || !fs::exists(tokenizer_json))
     return absl::OkStatus();
   ASSIGN_OR_RETURN(std::string a, common::ReadFileToString(mine));
@@ -91,35 +79,33 @@ absl::Status Teacher::CheckTokenizer(const std::string& tokenizer_json,
   return absl::OkStatus();
 }
 
-absl::StatusOr<TeacherBatch> Teacher::Run(const torch::Tensor& inputs,
-                                          const TeacherRunConfig& config) {
-  const int64_t layers = model_->config().num_hidden_layers;
+absl::Status CheckTeacherRunConfig(const TeacherRunConfig& config, int64_t teacher_layers,
+                                   int64_t vocab) {
   for (int64_t l : config.capture_layers) {
-    if (l < 0 || l >= layers) {
-      return Bad(absl::StrCat("layer ", l, " out of range, the teacher has ", layers, " layers"));
+    if (l < 0 || l >= teacher_layers) {
+      return Bad(
+          absl::StrCat("layer ", l, " out of range, the teacher has ", teacher_layers, " layers"));
     }
   }
-  if (config.transport == distill::v1::TOPK && (config.top_k < 1 || config.top_k > vocab_)) {
+  if (config.transport == distill::v1::TOPK && (config.top_k < 1 || config.top_k > vocab)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "distill.top_k: ", config.top_k, " out of range, the vocabulary has ", vocab_, " entries"));
+        "distill.top_k: ", config.top_k, " out of range, the vocabulary has ", vocab, " entries"));
   }
-  const auto start = std::chrono::steady_clock::now();
-  torch::NoGradGuard
-      no_grad;  // not InferenceMode: feature targets may be saved for the student's backward
-  std::map<int64_t, torch::Tensor> captured;
-  torch::Tensor h = model_->Hidden(inputs, config.capture_layers, &captured);
-  const int64_t n = h.size(0) * h.size(1);
-  h = h.reshape({n, h.size(-1)});
-  TeacherBatch batch;
-  TeacherOutput& out = batch.output;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<TeacherOutput> BuildTeacherOutput(LlamaForCausalLM& model, const torch::Tensor& h,
+                                                 int64_t vocab, const TeacherRunConfig& config) {
+  const int64_t n = h.size(0);
+  TeacherOutput out;
   out.transport = config.transport;
   switch (config.transport) {
     case distill::v1::TOPK: {
       std::vector<torch::Tensor> logits, ids, lse;
       const int64_t chunk = std::max<int64_t>(1, config.chunk_tokens);
       for (int64_t c = 0; c < n; c += chunk) {
-        torch::Tensor z = model_->Logits(h.narrow(0, c, std::min(chunk, n - c)));
-        ASSIGN_OR_RETURN(TeacherOutput part, MakeTopK(z, vocab_, config.top_k, config.temperature));
+        torch::Tensor z = model->Logits(h.narrow(0, c, std::min(chunk, n - c)));
+        ASSIGN_OR_RETURN(TeacherOutput part, MakeTopK(z, vocab, config.top_k, config.temperature));
         logits.push_back(part.topk_logits);
         ids.push_back(part.topk_ids);
         lse.push_back(part.topk_lse);
@@ -131,13 +117,52 @@ absl::StatusOr<TeacherBatch> Teacher::Run(const torch::Tensor& inputs,
     }
     case distill::v1::HIDDEN:
       out.hidden = h.to(torch::kFloat);
-      out.lm_head = lm_head_;
       break;
     default:
       out.transport = distill::v1::DENSE;
-      out.logits = model_->Logits(h).narrow(1, 0, vocab_);
+      out.logits = model->Logits(h).narrow(1, 0, vocab);
       break;
   }
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<Teacher>> Teacher::Load(const std::string& dir,
+                                                       const ModelConfig& student,
+                                                       const std::string& student_dir,
+                                                       torch::Device device) {
+  // The config first: a vocabulary mismatch is reported before the weights load.
+  ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig((fs::path(dir) / "config.json").string()));
+  RETURN_IF_ERROR(CheckTeacherVocabulary(dir, config, student));
+  ASSIGN_OR_RETURN(LlamaForCausalLM model, LoadHfModel(dir, device));
+  for (auto& p : model->parameters()) p.set_requires_grad(false);
+  model->eval();
+  std::unique_ptr<Teacher> teacher(new Teacher(dir, std::move(model), student.vocab_size));
+  if (!student_dir.empty()) {
+    RETURN_IF_ERROR(teacher->CheckTokenizer((fs::path(student_dir) / "tokenizer.json").string(),
+                                            "student.model"));
+  }
+  return teacher;
+}
+
+absl::Status Teacher::CheckTokenizer(const std::string& tokenizer_json,
+                                     const std::string& field) const {
+  return CheckSameTokenizer(dir_, tokenizer_json, field);
+}
+
+absl::StatusOr<TeacherBatch> Teacher::Run(const torch::Tensor& inputs,
+                                          const TeacherRunConfig& config) {
+  RETURN_IF_ERROR(CheckTeacherRunConfig(config, model_->config().num_hidden_layers, vocab_));
+  const auto start = std::chrono::steady_clock::now();
+  torch::NoGradGuard
+      no_grad;  // not InferenceMode: feature targets may be saved for the student's backward
+  std::map<int64_t, torch::Tensor> captured;
+  torch::Tensor h = model_->Hidden(inputs, config.capture_layers, &captured);
+  const int64_t n = h.size(0) * h.size(1);
+  h = h.reshape({n, h.size(-1)});
+  TeacherBatch batch;
+  ASSIGN_OR_RETURN(batch.output, BuildTeacherOutput(model_, h, vocab_, config));
+  TeacherOutput& out = batch.output;
+  if (out.transport == distill::v1::HIDDEN) out.lm_head = lm_head_;
   for (const auto& [layer, t] : captured)
     batch.features[layer] = t.reshape({n, t.size(-1)}).to(torch::kFloat);
   if (inputs.is_cuda()) torch::cuda::synchronize();

@@ -44,6 +44,32 @@ struct TeacherBatch {
   int64_t bytes = 0;  // size of output + features: what a dedicated teacher would send
 };
 
+// The pieces of Teacher, shared with the dedicated teacher ranks
+// (runtime/teacher_pipeline.h) so both check and compute alike.
+
+// Note [Shared vocabulary] for the teacher config `teacher` read from `dir`
+// against the student's, before any weight is read. InvalidArgument starting
+// with "teacher.model: ".
+absl::Status CheckTeacherVocabulary(const std::string& dir, const ModelConfig& teacher,
+                                    const ModelConfig& student);
+
+// If DIR/tokenizer.json and the file `tokenizer_json` both exist, they must
+// be byte-identical. InvalidArgument starting with "`field`: ".
+absl::Status CheckSameTokenizer(const std::string& teacher_dir, const std::string& tokenizer_json,
+                                const std::string& field);
+
+// InvalidArgument for a capture layer outside [0, teacher_layers) or, for
+// TOPK, top_k outside [1, vocab].
+absl::Status CheckTeacherRunConfig(const TeacherRunConfig& config, int64_t teacher_layers,
+                                   int64_t vocab);
+
+// The transport of `config.transport` from the teacher's final normalised
+// hidden state h [N, d_t], through `model`'s lm_head: DENSE logits cut to
+// `vocab` columns; TOPK built chunk_tokens rows at a time (MakeTopK); HIDDEN
+// h as float32 with `lm_head` left undefined (the caller attaches it).
+absl::StatusOr<TeacherOutput> BuildTeacherOutput(LlamaForCausalLM& model, const torch::Tensor& h,
+                                                 int64_t vocab, const TeacherRunConfig& config);
+
 class Teacher {
  public:
   // Loads the model in `dir` onto `device` and checks it against the student

@@ -1,6 +1,7 @@
 #include "worker/model/hf_io.h"
 
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <set>
 
 #include "absl/strings/match.h"
@@ -79,6 +80,105 @@ absl::StatusOr<LlamaForCausalLM> LoadHfModel(const std::string& dir, torch::Devi
   RETURN_IF_ERROR(LoadBaseWeights(model, tensors, dir));
   model->to(device);
   return model;
+}
+
+absl::StatusOr<std::map<std::string, torch::Tensor>> ReadHfTensors(
+    const std::string& dir, const std::function<bool(const std::string&)>& want) {
+  std::map<std::string, torch::Tensor> out;
+  const std::string index_path = (fs::path(dir) / "model.safetensors.index.json").string();
+  const std::string single_path = (fs::path(dir) / "model.safetensors").string();
+  std::map<std::string, std::vector<std::string>> names_by_shard;
+  if (!fs::exists(index_path)) {
+    if (!fs::exists(single_path)) {
+      return absl::NotFoundError(
+          absl::StrCat(dir, ": no model.safetensors or model.safetensors.index.json"));
+    }
+    ASSIGN_OR_RETURN(std::shared_ptr<SafetensorsFile> file, SafetensorsFile::Open(single_path));
+    for (const std::string& name : file->names()) {
+      if (!want(name)) continue;
+      ASSIGN_OR_RETURN(out[name], file->Get(name));
+    }
+    return out;
+  }
+  ASSIGN_OR_RETURN(std::string text, common::ReadFileToString(index_path));
+  const nlohmann::json index = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (index.is_discarded())
+    return absl::InvalidArgumentError(absl::StrCat(index_path, ": not valid JSON"));
+  auto wm = index.is_object() ? index.find("weight_map") : index.end();
+  if (wm == index.end() || !wm->is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(index_path, ": no 'weight_map' object"));
+  }
+  for (auto it = wm->begin(); it != wm->end(); ++it) {
+    if (!want(it.key())) continue;
+    const std::string shard = it.value().is_string() ? it.value().get<std::string>() : "";
+    if (shard.empty() || shard.find('/') != std::string::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(index_path, ": invalid shard file name for '", it.key(), "'"));
+    }
+    names_by_shard[shard].push_back(it.key());
+  }
+  for (const auto& [shard, names] : names_by_shard) {
+    const std::string shard_path = (fs::path(dir) / shard).string();
+    absl::StatusOr<std::shared_ptr<SafetensorsFile>> file = SafetensorsFile::Open(shard_path);
+    if (!file.ok()) {
+      return absl::Status(file.status().code(),
+                          absl::StrCat(index_path, ": shard '", shard,
+                                       "' listed in weight_map: ", file.status().message()));
+    }
+    for (const std::string& name : names) {
+      if (!(*file)->Contains(name)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(index_path, ": tensor '", name, "' is not in shard ", shard_path));
+      }
+      ASSIGN_OR_RETURN(out[name], (*file)->Get(name));
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<LlamaForCausalLM> LoadHfModelPart(const std::string& dir, const ModelPart& part,
+                                                 torch::Device device) {
+  ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig((fs::path(dir) / "config.json").string()));
+  LlamaForCausalLM model(config, part);
+  std::set<std::string> names;
+  for (const auto& [name, t] : BaseWeights(model)) names.insert(name);
+  ASSIGN_OR_RETURN(auto tensors,
+                   ReadHfTensors(dir, [&](const std::string& n) { return names.count(n) > 0; }));
+  RETURN_IF_ERROR(LoadBaseWeights(model, tensors, dir));
+  model->to(device);
+  return model;
+}
+
+absl::StatusOr<torch::Tensor> LoadHfLmHead(const std::string& dir, int64_t rows,
+                                           torch::Device device) {
+  ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig((fs::path(dir) / "config.json").string()));
+  const std::string name =
+      config.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
+  ASSIGN_OR_RETURN(auto tensors,
+                   ReadHfTensors(dir, [&](const std::string& n) { return n == name; }));
+  auto it = tensors.find(name);
+  if (it == tensors.end()) {
+    return absl::InvalidArgumentError(absl::StrCat(dir, ": missing tensor '", name, "'"));
+  }
+  const torch::Tensor& w = it->second;
+  const std::vector<int64_t> expected = {config.vocab_size, config.hidden_size};
+  if (w.sizes() != c10::IntArrayRef(expected)) {
+    return absl::InvalidArgumentError(absl::StrCat(dir, ": tensor '", name, "' has shape ",
+                                                   ShapeString(w.sizes()), ", the config needs ",
+                                                   ShapeString(expected)));
+  }
+  if (!w.is_floating_point()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(dir, ": tensor '", name, "' is not a floating-point tensor"));
+  }
+  if (rows < 1 || rows > config.vocab_size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(dir, ": ", rows, " lm_head rows wanted, the model has ", config.vocab_size));
+  }
+  // A copy in float32 on `device`: never an alias of the read-only mapping.
+  return w.narrow(0, 0, rows)
+      .to(device, torch::kFloat, /*non_blocking=*/false, /*copy=*/true)
+      .contiguous();
 }
 
 absl::Status SaveHfModel(LlamaForCausalLM& model, const std::string& dir, torch::Dtype dtype) {

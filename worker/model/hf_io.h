@@ -10,6 +10,7 @@
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <map>
 #include <string>
 
@@ -23,6 +24,28 @@ namespace distill::worker {
 // Reads DIR/config.json and the weights into an fp32 model on `device`.
 absl::StatusOr<LlamaForCausalLM> LoadHfModel(const std::string& dir,
                                              torch::Device device = torch::kCPU);
+
+// Reads only the tensors of `part` (a teacher pipeline stage: some decoder
+// layers, the embeddings, the head) into an fp32 model on `device` that holds
+// just that part (ModelPart). The other tensors stay unread in the
+// memory-mapped files. Checks the part's tensors as LoadHfModel does.
+absl::StatusOr<LlamaForCausalLM> LoadHfModelPart(const std::string& dir, const ModelPart& part,
+                                                 torch::Device device = torch::kCPU);
+
+// The tensors of the model in DIR (model.safetensors or the shards of
+// model.safetensors.index.json) whose HF names `want` accepts, aliasing the
+// memory-mapped files as ReadSafetensorsDir does; shards holding none of them
+// are not opened. A wanted name the index lists but its shard lacks is an
+// error naming both.
+absl::StatusOr<std::map<std::string, torch::Tensor>> ReadHfTensors(
+    const std::string& dir, const std::function<bool(const std::string&)>& want);
+
+// The first `rows` rows of the lm_head of the model in DIR (the embedding
+// table when tie_word_embeddings) as float32 on `device`, reading no other
+// weight. InvalidArgument when the tensor is missing, is not [vocab_size,
+// hidden_size] or has fewer than `rows` rows.
+absl::StatusOr<torch::Tensor> LoadHfLmHead(const std::string& dir, int64_t rows,
+                                           torch::Device device = torch::kCPU);
 
 // A randomly initialised model (LlamaForCausalLM::InitWeights(seed)).
 LlamaForCausalLM InitModel(const ModelConfig& config, uint64_t seed);

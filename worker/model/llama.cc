@@ -1,5 +1,6 @@
 #include "worker/model/llama.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -192,20 +193,32 @@ TORCH_MODULE(WeightHolder);
 
 }  // namespace
 
-LlamaBackboneImpl::LlamaBackboneImpl(const ModelConfig& c) {
-  embed_tokens = register_module("embed_tokens", WeightHolder(torch::empty({c.vocab_size, c.hidden_size})))
-                     ->weight;
+LlamaBackboneImpl::LlamaBackboneImpl(const ModelConfig& c, const ModelPart& part) {
+  if (part.embed || (part.head && c.tie_word_embeddings)) {
+    embed_tokens =
+        register_module("embed_tokens", WeightHolder(torch::empty({c.vocab_size, c.hidden_size})))
+            ->weight;
+  }
   layers = register_module("layers", torch::nn::ModuleList());
-  for (int64_t i = 0; i < c.num_hidden_layers; ++i) layers->push_back(DecoderLayer(c));
-  norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps));
+  const int64_t end = part.layer_end < 0 ? c.num_hidden_layers : part.layer_end;
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    if (i >= part.layer_begin && i < end) {
+      layers->push_back(DecoderLayer(c));
+    } else {
+      layers->push_back(std::make_shared<torch::nn::Module>("AbsentDecoderLayer"));
+    }
+  }
+  if (part.head) norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps));
 }
 
 // ---------------------------------------------------------------------------
 // Causal LM
 
-LlamaForCausalLMImpl::LlamaForCausalLMImpl(const ModelConfig& config) : config_(config) {
-  model = register_module("model", LlamaBackbone(config));
-  if (!config.tie_word_embeddings) {
+LlamaForCausalLMImpl::LlamaForCausalLMImpl(const ModelConfig& config, const ModelPart& part)
+    : config_(config), part_(part) {
+  if (part_.layer_end < 0) part_.layer_end = config.num_hidden_layers;
+  model = register_module("model", LlamaBackbone(config, part_));
+  if (part.head && !config.tie_word_embeddings) {
     lm_head = register_module("lm_head", WeightHolder(torch::empty({config.vocab_size, config.hidden_size})))
                   ->weight;
   }
@@ -251,22 +264,39 @@ std::pair<torch::Tensor, torch::Tensor> LlamaForCausalLMImpl::Rope(int64_t seq_l
 torch::Tensor LlamaForCausalLMImpl::Hidden(const torch::Tensor& input_ids,
                                            const std::vector<int64_t>& capture_layers,
                                            std::map<int64_t, torch::Tensor>* capture) {
+  torch::Tensor h = Embed(input_ids);
+  if (capture != nullptr &&
+      std::find(capture_layers.begin(), capture_layers.end(), -1) != capture_layers.end()) {
+    (*capture)[-1] = h;
+  }
+  h = RunLayers(h, 0, config_.num_hidden_layers, capture_layers, capture);
+  return FinalNorm(h);
+}
+
+torch::Tensor LlamaForCausalLMImpl::Embed(const torch::Tensor& input_ids) {
+  return torch::embedding(model->embed_tokens, input_ids);
+}
+
+torch::Tensor LlamaForCausalLMImpl::RunLayers(const torch::Tensor& x, int64_t begin, int64_t end,
+                                              const std::vector<int64_t>& capture_layers,
+                                              std::map<int64_t, torch::Tensor>* capture) {
   auto want = [&](int64_t layer) {
     return capture != nullptr &&
            std::find(capture_layers.begin(), capture_layers.end(), layer) != capture_layers.end();
   };
-  const int64_t t = input_ids.size(1);
-  auto [cos, sin] = Rope(t, input_ids.device());
-  torch::Tensor h = torch::embedding(model->embed_tokens, input_ids);
-  if (want(-1)) (*capture)[-1] = h;
-  int64_t i = 0;
-  for (const auto& layer : *model->layers) {
-    h = layer->as<DecoderLayerImpl>()->forward(h, cos, sin);
+  auto [cos, sin] = Rope(x.size(1), x.device());
+  torch::Tensor h = x;
+  for (int64_t i = begin; i < end; ++i) {
+    auto* layer = model->layers->ptr(static_cast<size_t>(i))->as<DecoderLayerImpl>();
+    TORCH_CHECK(layer != nullptr, "decoder layer ", i, " is not part of this model (layers ",
+                part_.layer_begin, " to ", part_.layer_end - 1, ")");
+    h = layer->forward(h, cos, sin);
     if (want(i)) (*capture)[i] = h;
-    ++i;
   }
-  return model->norm(h);
+  return h;
 }
+
+torch::Tensor LlamaForCausalLMImpl::FinalNorm(const torch::Tensor& x) { return model->norm(x); }
 
 torch::Tensor LlamaForCausalLMImpl::LmHeadWeight() const {
   return lm_head.defined() ? lm_head : model->embed_tokens;

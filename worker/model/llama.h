@@ -81,19 +81,34 @@ class DecoderLayerImpl : public torch::nn::Module {
 };
 TORCH_MODULE(DecoderLayer);
 
+// Which parts of the model a process holds. The default is the whole model;
+// a teacher pipeline stage (runtime/teacher_pipeline.h) holds a contiguous
+// block of decoder layers, the embeddings only on the first stage and the
+// final norm and lm_head only on the last. An absent decoder layer is an empty
+// placeholder module in `layers`, so parameter names stay Hugging Face's
+// ("model.layers.7...") and absent parts have no parameters at all.
+struct ModelPart {
+  int64_t layer_begin = 0;
+  int64_t layer_end = -1;  // exclusive; -1 = through the last layer
+  bool embed = true;       // model.embed_tokens
+  bool head = true;        // model.norm and lm_head (the embedding when tied)
+};
+
 // Hugging Face's "model" submodule: embeddings, layers, final norm.
 class LlamaBackboneImpl : public torch::nn::Module {
  public:
-  explicit LlamaBackboneImpl(const ModelConfig& c);
-  torch::Tensor embed_tokens;  // [V, D], registered as "embed_tokens.weight"
-  torch::nn::ModuleList layers{nullptr};
-  RMSNorm norm{nullptr};
+  explicit LlamaBackboneImpl(const ModelConfig& c, const ModelPart& part = {});
+  // [V, D], registered as "embed_tokens.weight"; undefined when not held.
+  torch::Tensor embed_tokens;
+  torch::nn::ModuleList layers{nullptr};  // all layers; placeholders outside the part
+  RMSNorm norm{nullptr};                  // null when the part has no head
 };
 TORCH_MODULE(LlamaBackbone);
 
 class LlamaForCausalLMImpl : public torch::nn::Module {
  public:
-  explicit LlamaForCausalLMImpl(const ModelConfig& config);
+  // `part`: the whole model by default (ModelPart).
+  explicit LlamaForCausalLMImpl(const ModelConfig& config, const ModelPart& part = {});
 
   // input_ids [B, T] (int64) -> logits [B, T, V] in fp32.
   torch::Tensor forward(const torch::Tensor& input_ids);
@@ -103,6 +118,19 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   // i in `capture_layers` (the input embedding is layer -1).
   torch::Tensor Hidden(const torch::Tensor& input_ids, const std::vector<int64_t>& capture_layers = {},
                        std::map<int64_t, torch::Tensor>* capture = nullptr);
+  // The pieces of Hidden(), for a model split over processes (every piece
+  // needs its part held): Hidden(ids) is
+  // FinalNorm(RunLayers(Embed(ids), 0, num_hidden_layers)), op for op.
+  // input_ids [B, T] (int64) -> the input embedding [B, T, D].
+  torch::Tensor Embed(const torch::Tensor& input_ids);
+  // Decoder layers [begin, end) on x [B, T, D] (positions 0..T-1); captures
+  // the outputs of the layers in `capture_layers` within [begin, end) as
+  // Hidden() does.
+  torch::Tensor RunLayers(const torch::Tensor& x, int64_t begin, int64_t end,
+                          const std::vector<int64_t>& capture_layers = {},
+                          std::map<int64_t, torch::Tensor>* capture = nullptr);
+  // The final RMSNorm.
+  torch::Tensor FinalNorm(const torch::Tensor& x);
   // hidden [.., D] -> logits [.., V] through lm_head (or the tied embedding).
   torch::Tensor Logits(const torch::Tensor& hidden);
   // The lm_head weight [V, D] (the embedding when tied).
@@ -113,9 +141,10 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   void InitWeights(uint64_t seed);
 
   const ModelConfig& config() const { return config_; }
+  const ModelPart& part() const { return part_; }
 
   LlamaBackbone model{nullptr};
-  torch::Tensor lm_head;  // [V, D], "lm_head.weight"; undefined when tied
+  torch::Tensor lm_head;  // [V, D], "lm_head.weight"; undefined when tied or not held
 
  private:
   // cos/sin tables [T, head_dim] for positions 0..T-1 (HF's half-split layout),
@@ -123,6 +152,7 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   std::pair<torch::Tensor, torch::Tensor> Rope(int64_t seq_len, const torch::Device& device);
 
   ModelConfig config_;
+  ModelPart part_;  // layer_end resolved (never -1)
   torch::Tensor rope_cos_, rope_sin_;
 };
 TORCH_MODULE(LlamaForCausalLM);

@@ -18,7 +18,8 @@
 //
 // Note [Stream order] (implementation in teacher_pipeline.cc) writes down the
 // order of every rank's sends and receives and why it cannot deadlock.
-// Every wait is bounded by runtime.timeout_s (communicator.h).
+// Every wait after a stage's first request is bounded by runtime.timeout_s
+// (communicator.h; Waits in teacher_pipeline.cc).
 #ifndef DISTILL_WORKER_RUNTIME_TEACHER_PIPELINE_H_
 #define DISTILL_WORKER_RUNTIME_TEACHER_PIPELINE_H_
 

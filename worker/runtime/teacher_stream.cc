@@ -1,0 +1,117 @@
+#include "worker/runtime/teacher_stream.h"
+
+#include <algorithm>
+#include <cstring>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace distill::worker::teacher_stream {
+
+torch::Tensor MakeHeader(Kind kind, int64_t student, int64_t request, int64_t b, int64_t l,
+                         const TeacherRunConfig& run) {
+  torch::Tensor h = torch::zeros({kHeaderLen}, torch::kLong);
+  auto a = h.accessor<int64_t, 1>();
+  a[kKind] = kind;
+  a[kStudent] = student;
+  a[kRequest] = request;
+  a[kBatch] = b;
+  a[kLength] = l;
+  a[kTransport] = run.transport;
+  a[kTopK] = run.top_k;
+  int64_t bits = 0;
+  static_assert(sizeof(bits) == sizeof(run.temperature));
+  std::memcpy(&bits, &run.temperature, sizeof(bits));
+  a[kTemperatureBits] = bits;
+  a[kCaptureHash] = CaptureHash(run.capture_layers);
+  return h;
+}
+
+std::string DescribeHeader(const torch::Tensor& header) {
+  auto a = header.accessor<int64_t, 1>();
+  const char* kind = a[kKind] == kTrain  ? "train"
+                     : a[kKind] == kEval ? "eval"
+                     : a[kKind] == kStop ? "stop"
+                                         : "bad";
+  return absl::StrCat(kind, " request ", a[kRequest], " of student ", a[kStudent], " [", a[kBatch],
+                      " x ", a[kLength], "]");
+}
+
+int64_t CaptureHash(const std::vector<int64_t>& layers) {
+  // FNV-1a over the (sorted, unique) layer numbers.
+  uint64_t h = 1469598103934665603ull;
+  for (int64_t l : layers) {
+    h ^= static_cast<uint64_t>(l + 1);
+    h *= 1099511628211ull;
+  }
+  return static_cast<int64_t>(h & 0x7fffffffffffffffull);
+}
+
+TeacherRunConfig Normalize(TeacherRunConfig run) {
+  if (run.transport == distill::v1::LOGIT_TRANSPORT_UNSPECIFIED) run.transport = distill::v1::DENSE;
+  std::set<int64_t> layers(run.capture_layers.begin(), run.capture_layers.end());
+  run.capture_layers.assign(layers.begin(), layers.end());
+  return run;
+}
+
+std::vector<int64_t> LayerParams(const ModelConfig& c) {
+  const int64_t d = c.hidden_size, hd = c.head_dim;
+  const int64_t q = c.num_attention_heads * hd, kv = c.num_key_value_heads * hd;
+  int64_t attn = d * q + 2 * d * kv + q * d;
+  if (c.qkv_bias) attn += q + 2 * kv;
+  if (c.o_bias) attn += d;
+  if (c.qk_norm) attn += 2 * hd;
+  int64_t mlp = 3 * d * c.intermediate_size;
+  if (c.mlp_bias) mlp += 2 * c.intermediate_size + d;
+  return std::vector<int64_t>(static_cast<size_t>(c.num_hidden_layers), attn + mlp + 2 * d);
+}
+
+int64_t EmbedParams(const ModelConfig& c) { return c.vocab_size * c.hidden_size; }
+int64_t HeadParams(const ModelConfig& c) { return c.hidden_size + c.vocab_size * c.hidden_size; }
+
+absl::StatusOr<std::vector<StageRange>> SplitTeacher(const ModelConfig& teacher, int stages) {
+  return SplitTeacherLayers(LayerParams(teacher), EmbedParams(teacher), HeadParams(teacher),
+                            stages);
+}
+
+int StageOf(const std::vector<StageRange>& stages, int64_t layer) {
+  for (size_t j = 0; j < stages.size(); ++j) {
+    if (layer >= stages[j].begin && layer < stages[j].end) return static_cast<int>(j);
+  }
+  return 0;  // layer -1 (the embedding) is stage 0's
+}
+
+int64_t Bytes(const torch::Tensor& t) {
+  return t.defined() ? t.numel() * static_cast<int64_t>(t.element_size()) : 0;
+}
+
+absl::Status PendingSends::Send(const torch::Tensor& t, int dst, int tag, const std::string& what) {
+  torch::Tensor c = t.contiguous();
+  ASSIGN_OR_RETURN(std::unique_ptr<Work> work, comm_.SendAsync(c, dst, tag, what));
+  bytes_ += Bytes(c);
+  works_.push_back({std::move(c), std::move(work)});
+  return absl::OkStatus();
+}
+
+absl::Status PendingSends::Reap() {
+  size_t kept = 0;
+  for (size_t i = 0; i < works_.size(); ++i) {
+    if (works_[i].work->Test()) {
+      RETURN_IF_ERROR(works_[i].work->Wait());  // complete: returns at once, with any error
+    } else {
+      if (kept != i) works_[kept] = std::move(works_[i]);
+      ++kept;
+    }
+  }
+  works_.resize(kept);
+  return absl::OkStatus();
+}
+
+absl::Status PendingSends::Drain() {
+  for (Item& item : works_) RETURN_IF_ERROR(item.work->Wait());
+  works_.clear();
+  return absl::OkStatus();
+}
+
+}  // namespace distill::worker::teacher_stream

@@ -1,0 +1,103 @@
+// Internal to the teacher pipeline (teacher_pipeline.h): the wire format of
+// the teacher -> student stream and the plan both ends derive from the spec,
+// so that every rank agrees on who sends what to whom. Note [Stream order] in
+// teacher_pipeline.cc. Plain functions and value types; thread-compatible.
+#ifndef DISTILL_WORKER_RUNTIME_TEACHER_STREAM_H_
+#define DISTILL_WORKER_RUNTIME_TEACHER_STREAM_H_
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "worker/comm/communicator.h"
+#include "worker/distill/teacher.h"
+#include "worker/model/config.h"
+#include "worker/runtime/teacher_pipeline.h"
+
+namespace distill::worker::teacher_stream {
+
+// One tag per message kind, on the world communicator (p2p only).
+enum Tag : int {
+  kTagRequest = 7100,      // student -> stage 0: header (kind TRAIN, EVAL or STOP)
+  kTagIds = 7101,          // student -> stage 0: ids [b, L] int64 (not after STOP)
+  kTagStageHeader = 7102,  // stage j -> j + 1: the request's header
+  kTagStageHidden = 7103,  // stage j -> j + 1: hidden state [b, L, d_t] float32 (not after STOP)
+  kTagFeature = 7104,      // owning stage -> student: [N, d_t] float32 per capture layer, ascending
+  kTagReply = 7105,        // last stage -> student: the request's header, echoed
+  kTagDense = 7106,        // last stage -> student: DENSE logits [N, V] float32
+  kTagTopkLogits = 7107,   // TOPK: [N, k] float32
+  kTagTopkIds = 7108,      // TOPK: [N, k] int64
+  kTagTopkLse = 7109,      // TOPK: [N] float32
+  kTagHidden = 7110,       // HIDDEN: final normalised hidden state [N, d_t] float32
+  kTagEvalLogits = 7111,   // EVAL: dense logits [N, V] float32
+};
+
+enum Kind : int64_t { kTrain = 1, kEval = 2, kStop = 3 };
+
+// The header: int64 [kHeaderLen]. The transport fields let stage 0 check
+// that the student asks for what the spec gives the stages (a bug guard).
+enum Field : int {
+  kKind = 0,
+  kStudent = 1,    // the student's index s (world rank s)
+  kRequest = 2,    // per-student sequence number, from 0
+  kBatch = 3,      // b
+  kLength = 4,     // L
+  kTransport = 5,  // LogitTransport (never UNSPECIFIED)
+  kTopK = 6,
+  kTemperatureBits = 7,  // the double's bits
+  kCaptureHash = 8,      // CaptureHash(capture layers)
+  kHeaderLen = 10,
+};
+
+torch::Tensor MakeHeader(Kind kind, int64_t student, int64_t request, int64_t b, int64_t l,
+                         const TeacherRunConfig& run);
+// "train request 3 of student 1 [2 x 16]".
+std::string DescribeHeader(const torch::Tensor& header);
+int64_t CaptureHash(const std::vector<int64_t>& layers);
+// Transport UNSPECIFIED -> DENSE; capture layers sorted and unique.
+TeacherRunConfig Normalize(TeacherRunConfig run);
+
+// Parameter counts the split balances (SplitTeacherLayers): each decoder
+// layer; the embeddings (stage 0); final norm + lm_head (the last stage; V*D
+// also when tied: the last stage holds its own copy and does the matmul).
+std::vector<int64_t> LayerParams(const ModelConfig& teacher);
+int64_t EmbedParams(const ModelConfig& teacher);
+int64_t HeadParams(const ModelConfig& teacher);
+// SplitTeacherLayers over the teacher's counts.
+absl::StatusOr<std::vector<StageRange>> SplitTeacher(const ModelConfig& teacher, int stages);
+// The stage whose range holds `layer`.
+int StageOf(const std::vector<StageRange>& stages, int64_t layer);
+
+int64_t Bytes(const torch::Tensor& t);
+
+// Sends in flight with the tensors they read, so nothing blocks on a send.
+class PendingSends {
+ public:
+  explicit PendingSends(Communicator& comm) : comm_(comm) {}
+  // Starts sending `t` (made contiguous; kept alive until complete).
+  absl::Status Send(const torch::Tensor& t, int dst, int tag, const std::string& what);
+  // Drops completed sends (non-blocking; drives MPI progress).
+  absl::Status Reap();
+  // Waits for all (each bounded by the communicator's timeout).
+  absl::Status Drain();
+  size_t size() const { return works_.size(); }
+  int64_t bytes() const { return bytes_; }
+
+ private:
+  struct Item {
+    torch::Tensor tensor;
+    std::unique_ptr<Work> work;
+  };
+  Communicator& comm_;
+  std::vector<Item> works_;
+  int64_t bytes_ = 0;
+};
+
+}  // namespace distill::worker::teacher_stream
+
+#endif  // DISTILL_WORKER_RUNTIME_TEACHER_STREAM_H_
