@@ -95,7 +95,7 @@ YAML
 "$W" train --spec "$T/distill.yaml" --max-steps-this-run 6 >"$T/d1.log" 2>&1 || fail "distill first half: $(tail -3 "$T/d1.log")"
 "$W" train --spec "$T/distill.yaml" >"$T/d2.log" 2>&1 || fail "distill resume: $(tail -3 "$T/d2.log")"
 grep -q "resumed from checkpoint at step 6" "$T/d2.log" && ok || fail "resume message: $(head -3 "$T/d2.log")"
-grep -Eq "^step 12/12 \| loss [0-9.]+ \(ce [0-9.]+ kd [0-9.]+ feat [0-9.]+\) \|.*\| teacher [0-9]+% \|" "$T/d2.log" && ok \
+grep -Eq "^step 12/12 \| loss [0-9.]+ \(ce [0-9.]+ kd [0-9.]+ feat [0-9.]+\) \|.*\| compute [0-9]+% teacher [0-9]+% \| [0-9]+ B/tok \|" "$T/d2.log" && ok \
   || fail "distill progress line: $(grep '^step' "$T/d2.log")"
 grep -Eq "^eval step 12 \| loss .* \| kl [0-9.]+ \| top1 [0-9.]+% \| teacher ppl" "$T/d2.log" && ok \
   || fail "distill eval line: $(grep '^eval' "$T/d2.log")"
@@ -135,7 +135,7 @@ bad "unknown feature loss" "distill.features[0].loss" \
 bad "unknown kd loss" "distill.loss" 's/alpha: 0.9/alpha: 0.9, loss: kl/'
 bad "top_k beyond vocabulary" "distill.top_k: 300 exceeds the vocabulary size 256" 's/alpha: 0.9/alpha: 0.9, logits: topk, top_k: 300/'
 bad "top-level model" "model: for type distill put the student under student.model" 's/^type: distill/type: distill\nmodel: student0/'
-bad "dedicated teacher ranks" "teacher.ranks: 2 requested, but multi-rank jobs come with the distributed runtime" \
+bad "dedicated teacher ranks without mpirun" "the spec needs 3 ranks (student.ranks 1 + teacher.ranks 2) but 1 was launched: run mpirun -np 3" \
   's#teacher: {model: teacher_out/model}#teacher: {model: teacher_out/model, ranks: 2}#'
 bad "missing teacher" "teacher.model" 's#teacher: {model: teacher_out/model}#teacher: {model: nothing}#'
 # A teacher whose vocabulary (200) is smaller than the student's (256).

@@ -2,6 +2,7 @@
 // distill_worker; every error becomes one line on stderr and a non-zero exit.
 //
 //   distill-worker train --spec SPEC.yaml [--max-steps-this-run N]
+//       (multi-rank jobs: mpirun -np N distill-worker train --spec SPEC.yaml)
 //   distill-worker eval --model DIR [--adapter DIR] [--teacher DIR] --tokens FILE.bin --seq-len L [--batch B]
 //       [--threads N]
 //   distill-worker init --config CONFIG.json --out DIR [--seed S]
@@ -29,6 +30,7 @@
 #include "worker/distill/teacher.h"
 #include "worker/model/hf_io.h"
 #include "worker/model/lora.h"
+#include "worker/runtime/runtime.h"
 #include "worker/train/eval.h"
 #include "worker/train/report_grpc.h"
 #include "worker/train/trainer.h"
@@ -90,31 +92,37 @@ class Args {
   std::map<std::string, std::string> values_;
 };
 
-absl::Status Train(const Args& args) {
-  ASSIGN_OR_RETURN(std::string spec_path, args.Required("spec"));
-  ASSIGN_OR_RETURN(int64_t max_steps, args.Int("max-steps-this-run", 0));
-  ASSIGN_OR_RETURN(distill::v1::JobSpec spec, common::LoadJobSpec(spec_path));
+absl::Status TrainRank(const distill::v1::JobSpec& spec, int64_t max_steps, Communicator* world) {
   std::signal(SIGTERM, OnSignal);
   std::signal(SIGINT, OnSignal);
+  const bool rank0 = world == nullptr || world->rank() == 0;
   ConsoleSink console;
   TrainOptions options;
   options.max_steps_this_run = max_steps;
   options.stop_requested = &g_stop;
-  options.sinks.push_back(&console);
   // Launched by the coordinator (DISTILL_COORDINATOR set): progress and
-  // heartbeats go to it too.
-  ASSIGN_OR_RETURN(std::unique_ptr<CoordinatorSink> coordinator, MakeCoordinatorSinkFromEnv());
-  if (coordinator) options.sinks.push_back(coordinator.get());
-  TrainResult r;
-  if (spec.type() == distill::v1::DISTILL) {
-    ASSIGN_OR_RETURN(r, RunDistill(spec, options));
-  } else {
-    ASSIGN_OR_RETURN(r, RunFinetune(spec, options));
+  // heartbeats go to it too. Only rank 0 (student 0) reports.
+  std::unique_ptr<CoordinatorSink> coordinator;
+  if (rank0) {
+    options.sinks.push_back(&console);
+    ASSIGN_OR_RETURN(coordinator, MakeCoordinatorSinkFromEnv());
+    if (coordinator) options.sinks.push_back(coordinator.get());
   }
+  ASSIGN_OR_RETURN(JobRankResult job, RunJobRank(spec, options, world));
+  if (!job.is_student) {
+    const TeacherStageStats& t = job.teacher;
+    std::cout << absl::StrFormat("%s done: %d requests, busy %.1f%% of %.1f s, sent %.1f MB",
+                                 job.layout.Role(job.layout.rank), t.requests,
+                                 t.total_s > 0 ? 100.0 * t.busy_s / t.total_s : 0.0, t.total_s, t.bytes_sent / 1e6)
+              << std::endl;
+    return absl::OkStatus();
+  }
+  const TrainResult& r = job.train;
   if (coordinator) coordinator->Finish(r.finished);
   if (!r.finished && g_stop.load()) {
     return absl::CancelledError(absl::StrCat("stopped by signal at step ", r.steps_done, "; checkpoint saved"));
   }
+  if (!rank0) return absl::OkStatus();
   if (r.finished && r.resumed_from < r.steps_done) {
     std::string eval;
     if (r.has_eval) eval = absl::StrFormat(", eval loss %.4f ppl %.3f", r.eval_loss, r.eval_ppl);
@@ -128,6 +136,20 @@ absl::Status Train(const Args& args) {
               << std::endl;
   }
   return absl::OkStatus();
+}
+
+absl::Status Train(const Args& args) {
+  ASSIGN_OR_RETURN(std::string spec_path, args.Required("spec"));
+  ASSIGN_OR_RETURN(int64_t max_steps, args.Int("max-steps-this-run", 0));
+  ASSIGN_OR_RETURN(distill::v1::JobSpec spec, common::LoadJobSpec(spec_path));
+  ASSIGN_OR_RETURN(std::unique_ptr<Communicator> world, MaybeMpiWorld(spec));
+  absl::Status st = TrainRank(spec, max_steps, world.get());
+  if (st.ok() || world == nullptr || world->size() == 1 || st.code() == absl::StatusCode::kCancelled) return st;
+  // Note [Comm timeout]: one rank's error ends every rank, at once.
+  std::string msg(st.message());
+  std::replace(msg.begin(), msg.end(), '\n', ' ');
+  world->Abort(absl::StrCat("distill-worker train: error: ", msg), 1);
+  return st;  // not reached
 }
 
 void SetThreads(int64_t threads) {

@@ -83,7 +83,8 @@ absl::StatusOr<std::vector<FeaturePairPlan>> PlanFeaturePairs(const DistillSpec&
   return pairs;
 }
 
-DistillObjective::DistillObjective(const JobSpec& spec) : spec_(spec) {}
+DistillObjective::DistillObjective(const JobSpec& spec, Communicator* world, const RankLayout* layout)
+    : spec_(spec), world_(world), layout_(layout) {}
 DistillObjective::~DistillObjective() = default;
 
 absl::Status DistillObjective::Prepare(LlamaForCausalLM& student, const torch::Device& device,
@@ -91,6 +92,7 @@ absl::Status DistillObjective::Prepare(LlamaForCausalLM& student, const torch::D
   bf16_ = bf16;
   const DistillSpec& d = spec_.distill();
   const ModelConfig& sc = student->config();
+  student_vocab_ = sc.vocab_size;
   const std::string& teacher_dir = spec_.teacher().model();
   // The teacher's config first, so spec errors come before loading its weights.
   auto tc = LoadModelConfig((fs::path(teacher_dir) / "config.json").string());
@@ -104,16 +106,36 @@ absl::Status DistillObjective::Prepare(LlamaForCausalLM& student, const torch::D
   const std::string student_dir = !spec_.student().model().empty()
                                       ? spec_.student().model()
                                       : fs::path(spec_.student().init()).parent_path().string();
-  ASSIGN_OR_RETURN(teacher_, Teacher::Load(teacher_dir, sc, student_dir, device));
-  if (spec_.data().tokenizer() != "bytes") {
-    RETURN_IF_ERROR(teacher_->CheckTokenizer(spec_.data().tokenizer(), "data.tokenizer"));
+  std::set<int64_t> teacher_layer_set;
+  for (const auto& p : pairs_) teacher_layer_set.insert(p.teacher_layer);
+  run_config_.transport = d.logits();
+  run_config_.top_k = d.top_k();
+  run_config_.temperature = d.temperature();
+  run_config_.chunk_tokens = d.chunk_tokens();
+  run_config_.capture_layers.assign(teacher_layer_set.begin(), teacher_layer_set.end());
+  if (spec_.teacher().ranks() > 0) {
+    if (world_ == nullptr || layout_ == nullptr) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "teacher.ranks: ", spec_.teacher().ranks(), " dedicated teacher ranks need an mpirun launch (",
+          RankLayout::RanksOf(spec_), " ranks)"));
+    }
+    ASSIGN_OR_RETURN(remote_, RemoteTeacher::Create(spec_, *world_, *layout_, sc, student_dir, run_config_, device));
+    teacher_config_ = remote_->config();
+    if (spec_.data().tokenizer() != "bytes") {
+      RETURN_IF_ERROR(CheckSameTokenizer(teacher_dir, spec_.data().tokenizer(), "data.tokenizer"));
+    }
+  } else {
+    ASSIGN_OR_RETURN(teacher_, Teacher::Load(teacher_dir, sc, student_dir, device));
+    teacher_config_ = teacher_->config();
+    if (spec_.data().tokenizer() != "bytes") {
+      RETURN_IF_ERROR(teacher_->CheckTokenizer(spec_.data().tokenizer(), "data.tokenizer"));
+    }
   }
 
-  std::set<int64_t> student_layers, teacher_layers;
+  std::set<int64_t> student_layers;
   projections_.clear();
   for (size_t i = 0; i < pairs_.size(); ++i) {
     student_layers.insert(pairs_[i].student_layer);
-    teacher_layers.insert(pairs_[i].teacher_layer);
     std::shared_ptr<FeatureProjection> proj;
     if (sc.hidden_size != tc->hidden_size) {
       // Seeded per pair from the job's seed: the same on every run (resume).
@@ -126,11 +148,6 @@ absl::Status DistillObjective::Prepare(LlamaForCausalLM& student, const torch::D
   }
   student_layers_.assign(student_layers.begin(), student_layers.end());
 
-  run_config_.transport = d.logits();
-  run_config_.top_k = d.top_k();
-  run_config_.temperature = d.temperature();
-  run_config_.chunk_tokens = d.chunk_tokens();
-  run_config_.capture_layers.assign(teacher_layers.begin(), teacher_layers.end());
   kd_config_.loss =
       d.loss() == distill::v1::DISTILL_LOSS_UNSPECIFIED ? distill::v1::FORWARD_KL : d.loss();
   kd_config_.temperature = d.temperature();
@@ -157,9 +174,14 @@ absl::StatusOr<LossParts> DistillObjective::Loss(LlamaForCausalLM& student,
   TeacherBatch tb;
   torch::Tensor h;
   std::map<int64_t, torch::Tensor> captured;
+  if (remote_) {
+    ASSIGN_OR_RETURN(tb, remote_->Next(inputs));
+  }
   {
     AutocastGuard autocast(bf16_);
-    ASSIGN_OR_RETURN(tb, teacher_->Run(inputs, run_config_));
+    if (!remote_) {
+      ASSIGN_OR_RETURN(tb, teacher_->Run(inputs, run_config_));
+    }
     h = student->Hidden(inputs, student_layers_, &captured);
   }
   const int64_t n = targets.numel();
@@ -190,12 +212,18 @@ absl::StatusOr<LossParts> DistillObjective::Loss(LlamaForCausalLM& student,
 absl::StatusOr<EvalRecord> DistillObjective::Evaluate(LlamaForCausalLM& student,
                                                       const TokenDataset& data, int64_t seq_len,
                                                       int64_t batch, int64_t max_windows,
-                                                      int64_t step) {
+                                                      int64_t step, EvalShard shard) {
   AutocastGuard autocast(bf16_);
   const torch::Device device = student->LmHeadWeight().device();
-  ASSIGN_OR_RETURN(TeacherEvalResult r,
-                   EvaluateWithTeacher(student, teacher_->model(), teacher_->vocab(), data, seq_len,
-                                       batch, max_windows, spec_.distill().chunk_tokens(), device));
+  TeacherEvalResult r;
+  if (remote_) {
+    auto logits = [this](const torch::Tensor& inputs) { return remote_->EvalLogits(inputs); };
+    ASSIGN_OR_RETURN(r, EvaluateWithTeacherLogits(student, logits, remote_->vocab(), data, seq_len, batch,
+                                                  max_windows, spec_.distill().chunk_tokens(), device, shard));
+  } else {
+    ASSIGN_OR_RETURN(r, EvaluateWithTeacher(student, teacher_->model(), teacher_->vocab(), data, seq_len,
+                                            batch, max_windows, spec_.distill().chunk_tokens(), device, shard));
+  }
   EvalRecord rec;
   rec.step = step;
   rec.loss = r.student.loss;
@@ -209,24 +237,43 @@ absl::StatusOr<EvalRecord> DistillObjective::Evaluate(LlamaForCausalLM& student,
   return rec;
 }
 
+int DistillObjective::Lookahead() const { return remote_ ? spec_.runtime().prefetch() : 0; }
+
+absl::Status DistillObjective::Enqueue(const torch::Tensor& inputs) {
+  if (!remote_) return absl::OkStatus();
+  return remote_->Enqueue(inputs);
+}
+
+absl::Status DistillObjective::Finish() {
+  if (!remote_) return absl::OkStatus();
+  return remote_->Stop();
+}
+
 std::string DistillObjective::Describe() const {
   const DistillSpec& d = spec_.distill();
-  const ModelConfig& tc = teacher_->config();
+  const ModelConfig& tc = teacher_config_;
   std::string logits = TransportName(d.logits());
   if (d.logits() == distill::v1::TOPK) logits = absl::StrCat("top-", d.top_k());
   return absl::StrFormat(
       "; teacher %s (%d layers, width %d, vocab %d%s), %s T %g alpha %g, %s logits, %d feature "
       "pairs",
-      teacher_->dir(), tc.num_hidden_layers, tc.hidden_size, tc.vocab_size,
-      teacher_->padded() ? absl::StrCat(" cut to ", teacher_->vocab()) : "", LossName(d.loss()),
-      d.temperature(), d.alpha(), logits, pairs_.size());
+      spec_.teacher().model(), tc.num_hidden_layers, tc.hidden_size, tc.vocab_size,
+      tc.vocab_size > student_vocab_ ? absl::StrCat(" cut to ", student_vocab_) : "", LossName(d.loss()),
+      d.temperature(), d.alpha(), logits, pairs_.size()) +
+         (remote_ ? absl::StrFormat(", on %d dedicated teacher ranks", spec_.teacher().ranks()) : "");
 }
 
-absl::StatusOr<TrainResult> RunDistill(const JobSpec& spec, const TrainOptions& options) {
+absl::StatusOr<TrainResult> RunDistill(const JobSpec& spec, const TrainOptions& options,
+                                       Communicator* world, const RankLayout* layout) {
   if (spec.type() != distill::v1::DISTILL)
     return absl::InvalidArgumentError("type: RunDistill needs type distill");
-  DistillObjective objective(spec);
-  return RunTraining(spec, options, objective);
+  DistillObjective objective(spec, world, layout);
+  absl::StatusOr<TrainResult> r = RunTraining(spec, options, objective);
+  // The teacher ranks serve until every student stops, error or not.
+  absl::Status stop = objective.Finish();
+  if (!r.ok()) return r.status();
+  RETURN_IF_ERROR(stop);
+  return r;
 }
 
 }  // namespace distill::worker

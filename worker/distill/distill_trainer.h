@@ -22,6 +22,8 @@
 #include "worker/distill/feature_loss.h"
 #include "worker/distill/kd_loss.h"
 #include "worker/distill/teacher.h"
+#include "worker/runtime/rank_layout.h"
+#include "worker/runtime/teacher_pipeline.h"
 #include "worker/train/trainer.h"
 
 namespace distill::worker {
@@ -45,11 +47,16 @@ absl::StatusOr<std::vector<FeaturePairPlan>> PlanFeaturePairs(
     const distill::v1::DistillSpec& distill, int64_t student_layers, int64_t teacher_layers);
 
 // The distillation objective for the shared training loop. Exposed so tests
-// can run one micro-batch's loss against a reference.
+// can run one micro-batch's loss against a reference. With teacher.ranks 0
+// the teacher runs in this process; otherwise on dedicated ranks
+// (worker/runtime/teacher_pipeline.h), reached through `world`, and the
+// objective asks the loop for runtime.prefetch micro-batches of lookahead.
 class DistillObjective : public TrainObjective {
  public:
-  // `spec` is validated and defaults-filled; it must outlive the objective.
-  explicit DistillObjective(const distill::v1::JobSpec& spec);
+  // `spec` is validated and defaults-filled; it (and `world`) must outlive
+  // the objective. `world` and `layout` are required when teacher.ranks > 0.
+  explicit DistillObjective(const distill::v1::JobSpec& spec, Communicator* world = nullptr,
+                            const RankLayout* layout = nullptr);
   ~DistillObjective() override;
 
   std::string job_type() const override { return "distill"; }
@@ -64,16 +71,26 @@ class DistillObjective : public TrainObjective {
   // the teacher's own loss/ppl (EvaluateWithTeacher).
   absl::StatusOr<EvalRecord> Evaluate(LlamaForCausalLM& student, const TokenDataset& data,
                                       int64_t seq_len, int64_t batch, int64_t max_windows,
-                                      int64_t step) override;
+                                      int64_t step, EvalShard shard) override;
   std::string Describe() const override;
+  int Lookahead() const override;
+  absl::Status Enqueue(const torch::Tensor& inputs) override;
+  // Dedicated teacher: tells the teacher ranks this student is done. Call
+  // once the training loop has returned (also after an error or a stop).
+  absl::Status Finish();
 
-  Teacher& teacher() { return *teacher_; }
+  Teacher& teacher() { return *teacher_; }  // colocated only
   const std::vector<FeaturePairPlan>& pairs() const { return pairs_; }
 
  private:
   const distill::v1::JobSpec& spec_;
+  Communicator* world_ = nullptr;
+  const RankLayout* layout_ = nullptr;
   bool bf16_ = false;
-  std::unique_ptr<Teacher> teacher_;
+  std::unique_ptr<Teacher> teacher_;         // colocated (teacher.ranks 0)
+  std::unique_ptr<RemoteTeacher> remote_;    // dedicated teacher ranks
+  ModelConfig teacher_config_;
+  int64_t student_vocab_ = 0;
   std::vector<FeaturePairPlan> pairs_;
   // One per pair, null where the widths agree.
   std::vector<std::shared_ptr<FeatureProjection>> projections_;
@@ -82,9 +99,12 @@ class DistillObjective : public TrainObjective {
   KdLossConfig kd_config_;
 };
 
-// Runs a validated, defaults-filled distill spec (common::LoadJobSpec).
+// Runs a validated, defaults-filled distill spec (common::LoadJobSpec) as a
+// student. With teacher.ranks > 0, `world` and `layout` place it among the
+// job's ranks (worker/runtime/runtime.h).
 absl::StatusOr<TrainResult> RunDistill(const distill::v1::JobSpec& spec,
-                                       const TrainOptions& options);
+                                       const TrainOptions& options, Communicator* world = nullptr,
+                                       const RankLayout* layout = nullptr);
 
 }  // namespace distill::worker
 

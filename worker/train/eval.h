@@ -10,6 +10,7 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <functional>
 
 #include "absl/status/statusor.h"
 #include "worker/data/token_shard.h"
@@ -23,10 +24,20 @@ struct EvalResult {
   int64_t tokens = 0;  // number of targets
 };
 
+// Data-parallel evaluation: rank r of `world` evaluates windows i with
+// i % world == r (of the windows the contract selects); the callers combine
+// the ranks' results weighted by their target counts. A rank may get none
+// (tokens 0, loss 0).
+struct EvalShard {
+  int rank = 0;
+  int world = 1;
+};
+
 // `batch` windows per forward; `max_windows` > 0 evaluates only the first
 // max_windows windows. InvalidArgument if the stream has no full window.
 absl::StatusOr<EvalResult> EvaluateLm(LlamaForCausalLM& model, const TokenDataset& data, int64_t seq_len,
-                                      int64_t batch, int64_t max_windows, const torch::Device& device);
+                                      int64_t batch, int64_t max_windows, const torch::Device& device,
+                                      EvalShard shard = {});
 
 struct TeacherEvalResult {
   EvalResult student;           // the student's loss, ppl and target count
@@ -43,7 +54,19 @@ struct TeacherEvalResult {
 absl::StatusOr<TeacherEvalResult> EvaluateWithTeacher(LlamaForCausalLM& student, LlamaForCausalLM& teacher,
                                                       int64_t vocab, const TokenDataset& data, int64_t seq_len,
                                                       int64_t batch, int64_t max_windows, int64_t chunk_tokens,
-                                                      const torch::Device& device);
+                                                      const torch::Device& device, EvalShard shard = {});
+
+// Dense teacher logits [b*L, V' >= V] for inputs [b, L] (a teacher on other
+// ranks: RemoteTeacher::EvalLogits).
+using TeacherLogitsFn = std::function<absl::StatusOr<torch::Tensor>(const torch::Tensor& inputs)>;
+
+// EvaluateWithTeacher with the teacher's logits from `teacher_logits`; the
+// teacher result is the same given the same logits.
+absl::StatusOr<TeacherEvalResult> EvaluateWithTeacherLogits(LlamaForCausalLM& student,
+                                                            const TeacherLogitsFn& teacher_logits, int64_t vocab,
+                                                            const TokenDataset& data, int64_t seq_len, int64_t batch,
+                                                            int64_t max_windows, int64_t chunk_tokens,
+                                                            const torch::Device& device, EvalShard shard = {});
 
 // Copies the windows starting at `starts` (each L + 1 tokens) into inputs and
 // targets [b, L] (int64) on `device`.

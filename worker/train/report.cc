@@ -45,7 +45,8 @@ void JsonLinesSink::OnStep(const StepRecord& r) {
   json j = {{"event", "train"},      {"step", r.step},         {"total_steps", r.total_steps},
             {"loss", Num(r.loss)},   {"lr", r.lr},             {"grad_norm", Num(r.grad_norm)},
             {"tokens", r.tokens},    {"tokens_per_s", r.tokens_per_s}, {"elapsed_s", r.elapsed_s},
-            {"ce_loss", Num(r.ce_loss)}, {"step_s", r.step_s}, {"peak_rss_bytes", r.peak_rss_bytes}};
+            {"ce_loss", Num(r.ce_loss)}, {"step_s", r.step_s}, {"peak_rss_bytes", r.peak_rss_bytes},
+            {"compute_s", r.compute_s}, {"allreduce_s", r.allreduce_s}, {"ranks", r.ranks}};
   if (r.distill) {
     j["kd_loss"] = Num(r.kd_loss);
     json features = json::object();
@@ -98,7 +99,14 @@ void ConsoleSink::OnStep(const StepRecord& r) {
     for (const auto& [name, v] : r.feature_losses) feature += v;
     split = absl::StrFormat(" (ce %.3f kd %.3f%s)", r.ce_loss, r.kd_loss,
                             r.feature_losses.empty() ? "" : absl::StrFormat(" feat %.3f", feature));
-    if (r.step_s > 0) teacher = absl::StrFormat(" | teacher %.0f%%", 100.0 * r.teacher_s / r.step_s);
+  }
+  // Where the step's time went: the student's compute, the teacher (its
+  // forward, or waiting for dedicated teacher ranks), all-reduce.
+  if (r.step_s > 0 && (r.distill || r.ranks > 1)) {
+    teacher = absl::StrFormat(" | compute %.0f%%", 100.0 * r.compute_s / r.step_s);
+    if (r.distill) teacher += absl::StrFormat(" teacher %.0f%%", 100.0 * r.teacher_s / r.step_s);
+    if (r.ranks > 1) teacher += absl::StrFormat(" allreduce %.0f%%", 100.0 * r.allreduce_s / r.step_s);
+    if (r.distill) teacher += absl::StrFormat(" | %.0f B/tok", r.stream_bytes_per_token);
   }
   std::cout << absl::StrFormat("step %d/%d | loss %.4f%s | lr %.2e | %s tok/s%s | eta %s", r.step, r.total_steps,
                                r.loss, split, r.lr, FormatRate(r.tokens_per_s), teacher, FormatDuration(r.eta_s))

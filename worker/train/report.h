@@ -33,7 +33,10 @@ struct StepRecord {
   double kd_loss = 0.0;     // soft loss (with T^2 when t2_scale), 0 for finetune
   std::map<std::string, double> feature_losses;  // per feature pair ("s3_t6"), unweighted
   double step_s = 0.0;           // wall seconds per step over the steps since the previous record
-  double teacher_s = 0.0;        // of which in the teacher forward, per step
+  double teacher_s = 0.0;        // of which in the teacher forward (dedicated teacher ranks: waiting for it), per step
+  double allreduce_s = 0.0;      // of which in gradient/loss all-reduce not hidden by backward, per step
+  double compute_s = 0.0;        // the rest: the student's own compute, per step
+  int ranks = 1;                 // data-parallel student ranks
   // teacher -> student bytes per target token (colocated teacher: the size of
   // the teacher output handed to the loss, what a dedicated teacher would send)
   double stream_bytes_per_token = 0.0;

@@ -3,12 +3,14 @@
 #include <sys/resource.h>
 
 #include <chrono>
+#include <deque>
 #include <filesystem>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
+#include "worker/comm/grad_reducer.h"
 #include "worker/data/sampler.h"
 #include "worker/data/text_source.h"
 #include "worker/data/token_shard.h"
@@ -36,11 +38,11 @@ uint64_t StepSeed(uint64_t seed, int64_t step) {
   return z ^ (z >> 31);
 }
 
-absl::StatusOr<torch::Device> PickDevice(const std::string& name) {
+absl::StatusOr<torch::Device> PickDevice(const std::string& name, int index) {
   const bool cuda = torch::cuda::is_available();
   if (name == "cpu" || (name == "auto" && !cuda)) return torch::Device(torch::kCPU);
   if (!cuda) return absl::FailedPreconditionError("train.device: cuda requested but no CUDA device is available");
-  return torch::Device(torch::kCUDA, 0);
+  return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
 }
 
 void SetThreads(int threads) {
@@ -92,10 +94,10 @@ class CrossEntropyObjective : public TrainObjective {
     return parts;
   }
   absl::StatusOr<EvalRecord> Evaluate(LlamaForCausalLM& model, const TokenDataset& data, int64_t seq_len,
-                                      int64_t batch, int64_t max_windows, int64_t step) override {
+                                      int64_t batch, int64_t max_windows, int64_t step, EvalShard shard) override {
     AutocastGuard autocast(bf16_);
     const torch::Device device = model->LmHeadWeight().device();
-    ASSIGN_OR_RETURN(EvalResult r, EvaluateLm(model, data, seq_len, batch, max_windows, device));
+    ASSIGN_OR_RETURN(EvalResult r, EvaluateLm(model, data, seq_len, batch, max_windows, device, shard));
     EvalRecord rec;
     rec.step = step;
     rec.loss = r.loss;
@@ -123,11 +125,69 @@ struct SplitSums {
   }
 };
 
+// Note [Data-parallel step]: with S student ranks each rank draws its own b
+// windows of every global micro-batch of b*S (sampler.h), so S ranks of
+// micro-batch b see exactly the windows one rank of micro-batch b*S sees. The
+// step's last micro-step is armed: its backward hands finished gradient
+// buckets to the all-reduce (average) while it goes on (grad_reducer.h);
+// accumulation micro-steps communicate nothing. After it every rank holds the
+// same averaged gradient, so clipping and AdamW keep the weights identical
+// (checked by checksum every runtime.sync_check_every steps). The reported
+// losses are averaged over the ranks (one small all-reduce per step, which
+// also carries the stop flag so every rank stops at the same step).
+
+// The reported per-step values, averaged over the student ranks. `values`
+// is laid out by Pack and read back by Unpack.
+struct StepValues {
+  double loss = 0;
+  SplitSums split;
+};
+
+torch::Tensor Pack(const StepValues& v) {
+  std::vector<double> x = {v.loss, v.split.ce, v.split.kd, v.split.teacher_s, v.split.stream_bytes};
+  for (const auto& [name, f] : v.split.features) x.push_back(f);
+  return torch::tensor(x, torch::kDouble);
+}
+
+void Unpack(const torch::Tensor& t, StepValues* v) {
+  const double* x = t.data_ptr<double>();
+  v->loss = x[0];
+  v->split.ce = x[1];
+  v->split.kd = x[2];
+  v->split.teacher_s = x[3];
+  v->split.stream_bytes = x[4];
+  int i = 5;
+  for (auto& [name, f] : v->split.features) f = x[i++];
+}
+
+// Combines the ranks' eval shards, weighted by target counts.
+absl::Status CombineEval(Communicator& comm, EvalRecord* r) {
+  const double n = static_cast<double>(r->tokens);
+  torch::Tensor x = torch::tensor(std::vector<double>{r->loss * n, n, r->kl * n, r->top1_agreement * n,
+                                                      r->teacher_loss * n},
+                                  torch::kDouble);
+  RETURN_IF_ERROR(comm.AllReduce(x, ReduceOp::kSum, "eval sums"));
+  const double* v = x.data_ptr<double>();
+  const double total = std::max(1.0, v[1]);
+  r->tokens = static_cast<int64_t>(v[1]);
+  r->loss = v[0] / total;
+  r->ppl = std::exp(r->loss);
+  r->kl = v[2] / total;
+  r->top1_agreement = v[3] / total;
+  r->teacher_loss = v[4] / total;
+  r->teacher_ppl = std::exp(r->teacher_loss);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<TrainResult> RunTrainingImpl(const JobSpec& spec, const TrainOptions& options,
                                             TrainObjective& objective) {
   const auto& t = spec.train();
   SetThreads(t.threads());
-  ASSIGN_OR_RETURN(torch::Device device, PickDevice(t.device()));
+  ASSIGN_OR_RETURN(torch::Device device, PickDevice(t.device(), options.cuda_device));
+  Communicator* students = options.students;
+  const int ranks = students ? students->size() : 1;
+  const int my_rank = students ? students->rank() : 0;
+  const bool writer = my_rank == 0;  // metrics, checkpoints, output
   const bool bf16 = t.precision() == distill::v1::BF16 ||
                     (t.precision() == distill::v1::PRECISION_UNSPECIFIED && device.is_cuda());
   if (bf16 && !device.is_cuda()) {
@@ -182,6 +242,8 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const JobSpec& spec, const TrainOpti
   SamplerOptions sopt;
   sopt.seq_len = seq_len;
   sopt.seed = t.seed();
+  sopt.rank = my_rank;
+  sopt.world = ranks;
   ASSIGN_OR_RETURN(WindowSampler sampler, WindowSampler::Create(train_data.size(), sopt));
 
   // Optimizer.
@@ -193,6 +255,14 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const JobSpec& spec, const TrainOpti
   aopt.eps = t.eps();
   aopt.weight_decay = t.weight_decay();
   AdamW optimizer(params, aopt);
+  std::unique_ptr<GradReducer> reducer;
+  std::vector<torch::Tensor> param_tensors;
+  for (const NamedParam& p : params) param_tensors.push_back(p.param);
+  if (students) {
+    GradReducerOptions ropt;
+    ropt.bucket_bytes = options.bucket_bytes;
+    ASSIGN_OR_RETURN(reducer, GradReducer::Create(param_tensors, options.grads ? *options.grads : *students, ropt));
+  }
 
   // Output, resume, reporting.
   const fs::path out_dir(spec.output());
@@ -220,16 +290,25 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const JobSpec& spec, const TrainOpti
       result.resumed_from = st.step;
     }
   }
-  ASSIGN_OR_RETURN(auto jsonl, JsonLinesSink::Open((out_dir / "metrics.jsonl").string(), start_step));
-  std::vector<ReportSink*> sinks = options.sinks;
-  sinks.push_back(jsonl.get());
+  std::unique_ptr<JsonLinesSink> jsonl;
+  std::vector<ReportSink*> sinks;
+  if (writer) {
+    ASSIGN_OR_RETURN(jsonl, JsonLinesSink::Open((out_dir / "metrics.jsonl").string(), start_step));
+    sinks = options.sinks;
+    sinks.push_back(jsonl.get());
+  }
   Fanout report(sinks);
   result.trainable_params = CountTrainableParameters(*model);
   for (const auto& p : model->parameters()) result.total_params += p.numel();
   if (start_step > 0) report.Message(absl::StrCat("resumed from checkpoint at step ", start_step));
-  report.Message(absl::StrFormat("training %s: %d parameters, %d trainable, %d train tokens, device %s, %d threads%s",
+  std::string dp;
+  if (students) {
+    dp = absl::StrFormat(", %d data-parallel ranks (%s all-reduce, %d buckets)", ranks,
+                         options.grads ? options.grads->backend() : students->backend(), reducer->stats().buckets);
+  }
+  report.Message(absl::StrFormat("training %s: %d parameters, %d trainable, %d train tokens, device %s, %d threads%s%s",
                                  lora ? "lora" : "full", result.total_params, result.trainable_params,
-                                 train_data.size(), device.str(), at::get_num_threads(), objective.Describe()));
+                                 train_data.size(), device.str(), at::get_num_threads(), dp, objective.Describe()));
 
   const fs::path final_output = out_dir / (lora ? "adapter" : "model");
   if (start_step >= t.steps() && fs::exists(final_output)) {
@@ -240,8 +319,15 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const JobSpec& spec, const TrainOpti
     return result;
   }
 
+  // Windows drawn ahead for the objective's lookahead: not yet consumed.
+  struct Ahead {
+    torch::Tensor inputs, targets;
+  };
+  std::deque<Ahead> ahead;
   auto save_checkpoint = [&](int64_t step) -> absl::Status {
-    CheckpointState st{step, sampler.position(), tokens, t.seed(), lora ? "lora" : "full", objective.job_type()};
+    if (!writer) return absl::OkStatus();
+    const int64_t consumed = sampler.position() - static_cast<int64_t>(ahead.size()) * t.micro_batch() * ranks;
+    CheckpointState st{step, consumed, tokens, t.seed(), lora ? "lora" : "full", objective.job_type()};
     ASSIGN_OR_RETURN(std::string dir, SaveCheckpoint(ckpt_root, st, params, optimizer, spec.checkpoint().keep()));
     report.Message(absl::StrCat("checkpoint ", dir));
     return absl::OkStatus();
@@ -249,7 +335,9 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const JobSpec& spec, const TrainOpti
   auto evaluate = [&](int64_t step) -> absl::Status {
     if (!eval_data) return absl::OkStatus();
     const int64_t max_windows = t.eval_batches() > 0 ? int64_t{t.eval_batches()} * t.micro_batch() : 0;
-    ASSIGN_OR_RETURN(EvalRecord r, objective.Evaluate(model, *eval_data, seq_len, t.micro_batch(), max_windows, step));
+    ASSIGN_OR_RETURN(EvalRecord r, objective.Evaluate(model, *eval_data, seq_len, t.micro_batch(), max_windows, step,
+                                                      EvalShard{my_rank, ranks}));
+    if (students) RETURN_IF_ERROR(CombineEval(*students, &r));
     report.Eval(r);
     result.has_eval = true;
     result.eval_loss = r.loss;
@@ -263,41 +351,78 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const JobSpec& spec, const TrainOpti
 
   // The loop: next batch, forward, backward (accumulated), clip, update.
   const int64_t total = t.steps();
-  const int64_t tokens_per_step = int64_t{t.micro_batch()} * t.grad_accum() * seq_len;
+  const int64_t tokens_per_step = int64_t{t.micro_batch()} * t.grad_accum() * seq_len * ranks;
+  const int64_t end_step =
+      options.max_steps_this_run > 0 ? std::min(total, start_step + options.max_steps_this_run) : total;
+  int64_t micro_left = (end_step - start_step) * t.grad_accum();  // not yet drawn
+  const auto draw = [&]() -> absl::Status {
+    auto [inputs, targets] = MakeBatch(train_data, sampler.Next(t.micro_batch()), seq_len, device);
+    --micro_left;
+    if (objective.Lookahead() > 0) RETURN_IF_ERROR(objective.Enqueue(inputs));
+    ahead.push_back({inputs, targets});
+    return absl::OkStatus();
+  };
   const auto run_start = Clock::now();
   auto last_log = run_start;
   int64_t last_log_step = start_step;
   int64_t step = start_step;
   torch::Tensor step_loss = torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(device));
-  SplitSums split;          // of the current step, reported as its `loss` is
+  StepValues values;           // of the current step, reported as its `loss` is
   double teacher_s_since = 0;  // teacher seconds since the last record
+  double allreduce_s_since = 0;
   bool has_split = false;
-  while (step < total) {
-    if (options.stop_requested && options.stop_requested->load()) break;
-    if (options.max_steps_this_run > 0 && step - start_step >= options.max_steps_this_run) break;
-    torch::manual_seed(StepSeed(t.seed(), step));
+  while (step < end_step) {
+    bool stop = options.stop_requested && options.stop_requested->load();
+    if (students) {
+      // Every rank stops at the same step boundary (a signal may reach the
+      // ranks at different times).
+      torch::Tensor flag = torch::tensor(std::vector<double>{stop ? 1.0 : 0.0}, torch::kDouble);
+      RETURN_IF_ERROR(students->AllReduce(flag, ReduceOp::kSum, "stop flag"));
+      stop = flag.item<double>() > 0.5;
+    }
+    if (stop) break;
+    // Rank 0 draws what a single process draws; other ranks their own masks.
+    torch::manual_seed(StepSeed(t.seed(), step) ^ (static_cast<uint64_t>(my_rank) * 0xD1B54A32D192ED03ull));
     const double lr = LearningRate(step, total, t.warmup(), t.lr(), t.min_lr());
     optimizer.ZeroGrad();
     step_loss.zero_();
-    split = SplitSums();
+    values = StepValues();
     for (int32_t micro = 0; micro < t.grad_accum(); ++micro) {
-      auto [inputs, targets] = MakeBatch(train_data, sampler.Next(t.micro_batch()), seq_len, device);
-      ASSIGN_OR_RETURN(LossParts loss, objective.Loss(model, inputs, targets));
+      while (micro_left > 0 && (ahead.empty() || static_cast<int>(ahead.size()) < 1 + objective.Lookahead())) {
+        RETURN_IF_ERROR(draw());
+      }
+      Ahead batch = std::move(ahead.front());
+      ahead.pop_front();
+      ASSIGN_OR_RETURN(LossParts loss, objective.Loss(model, batch.inputs, batch.targets));
+      if (reducer && micro + 1 == t.grad_accum()) reducer->Arm();
       (loss.total / t.grad_accum()).backward();
       step_loss += loss.total.detach().to(torch::kDouble);
       has_split = loss.has_split;
-      split.Add(loss);
+      values.split.Add(loss);
+    }
+    values.loss = step_loss.item<double>() / t.grad_accum();
+    if (students) {
+      const auto comm_start = Clock::now();
+      RETURN_IF_ERROR(reducer->Finish());
+      torch::Tensor packed = Pack(values);
+      RETURN_IF_ERROR(students->AllReduce(packed, ReduceOp::kAvg, "reported losses"));
+      Unpack(packed, &values);
+      allreduce_s_since += Seconds(comm_start, Clock::now());
     }
     const double grad_norm = ClipGradNorm(params, t.clip());
     optimizer.Step(lr);
     ++step;
     tokens += tokens_per_step;
+    const SplitSums& split = values.split;
     teacher_s_since += split.teacher_s;
-    const double loss_value = step_loss.item<double>() / t.grad_accum();
+    const double loss_value = values.loss;
     result.final_train_loss = loss_value;
     if (!std::isfinite(loss_value)) {
       return absl::InternalError(absl::StrCat("training diverged: loss is ", loss_value, " at step ", step,
                                               " (lower train.lr or enable train.clip)"));
+    }
+    if (students && options.sync_check_every > 0 && step % options.sync_check_every == 0) {
+      RETURN_IF_ERROR(GradReducer::CheckInSync(param_tensors, *students, step));
     }
     if (step % t.log_every() == 0 || step == total) {
       const auto now = Clock::now();
@@ -315,13 +440,16 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const JobSpec& spec, const TrainOpti
       const double steps_since = static_cast<double>(step - last_log_step);
       r.step_s = dt / steps_since;
       r.peak_rss_bytes = PeakRssBytes();
+      r.ranks = ranks;
+      r.allreduce_s = allreduce_s_since / steps_since;
+      r.teacher_s = teacher_s_since / steps_since;
+      r.compute_s = std::max(0.0, r.step_s - r.allreduce_s - r.teacher_s);
       if (has_split) {
         const double micro = static_cast<double>(std::max<int64_t>(1, split.micro_batches));
         r.distill = true;
         r.ce_loss = split.ce / micro;
         r.kd_loss = split.kd / micro;
         for (const auto& [name, v] : split.features) r.feature_losses[name] = v / micro;
-        r.teacher_s = teacher_s_since / steps_since;
         r.stream_bytes_per_token =
             split.stream_bytes / (micro * static_cast<double>(t.micro_batch()) * static_cast<double>(seq_len));
       } else {
@@ -329,6 +457,7 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const JobSpec& spec, const TrainOpti
       }
       report.Step(r);
       teacher_s_since = 0;
+      allreduce_s_since = 0;
       last_log = now;
       last_log_step = step;
     }
@@ -348,6 +477,8 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const JobSpec& spec, const TrainOpti
   }
 
   RETURN_IF_ERROR(evaluate(step));
+  result.output_path = final_output.string();
+  if (!writer) return result;
   model->to(torch::kCPU);
   if (lora) {
     result.output_path = final_output.string();

@@ -23,9 +23,11 @@
 
 #include "absl/status/statusor.h"
 #include "distill/v1/job.pb.h"
+#include "worker/comm/communicator.h"
 #include "worker/data/token_shard.h"
 #include "worker/model/llama.h"
 #include "worker/train/optimizer.h"
+#include "worker/train/eval.h"
 #include "worker/train/report.h"
 
 namespace distill::worker {
@@ -39,6 +41,17 @@ struct TrainOptions {
   const std::atomic<bool>* stop_requested = nullptr;
   // Extra sinks besides OUTPUT/metrics.jsonl (e.g. the console).
   std::vector<ReportSink*> sinks;
+
+  // Data-parallel students (worker/runtime/runtime.h); null: one process.
+  // `students` (MPI) carries the control values (stop flag, reported losses,
+  // eval sums, weight checksums), `grads` the gradient all-reduce (NCCL or
+  // MPI). Student 0 writes metrics.jsonl, checkpoints and the output; every
+  // student restores the checkpoint. Note [Data-parallel step] in trainer.cc.
+  Communicator* students = nullptr;
+  Communicator* grads = nullptr;
+  int64_t bucket_bytes = 25ll << 20;
+  int sync_check_every = 50;  // steps between weight checksums; 0 = never
+  int cuda_device = 0;        // the CUDA device of this rank (train.device cuda/auto)
 };
 
 struct TrainResult {
@@ -68,7 +81,7 @@ struct LossParts {
   double ce = 0.0;         // unweighted mean cross-entropy
   double kd = 0.0;         // soft loss (with T^2 when t2_scale)
   std::map<std::string, double> features;  // per pair, unweighted
-  double teacher_s = 0.0;     // wall seconds in the teacher forward
+  double teacher_s = 0.0;     // wall seconds in the teacher forward (dedicated teacher: waiting for it)
   double stream_bytes = 0.0;  // bytes of teacher output for this micro-batch
 };
 
@@ -90,9 +103,16 @@ class TrainObjective {
   // inputs and targets [B, L] int64 on the device.
   virtual absl::StatusOr<LossParts> Loss(LlamaForCausalLM& student, const torch::Tensor& inputs,
                                          const torch::Tensor& targets) = 0;
-  // Evaluation over `data` (EvaluateLm's window contract); `step` is copied.
+  // Evaluation over this rank's `shard` of `data` (EvaluateLm's window
+  // contract); `step` is copied. The loop combines the shards.
   virtual absl::StatusOr<EvalRecord> Evaluate(LlamaForCausalLM& student, const TokenDataset& data, int64_t seq_len,
-                                              int64_t batch, int64_t max_windows, int64_t step) = 0;
+                                              int64_t batch, int64_t max_windows, int64_t step,
+                                              EvalShard shard) = 0;
+  // Micro-batches the loop hands to Enqueue before their Loss (a teacher on
+  // other ranks computes them meanwhile); 0 = none.
+  virtual int Lookahead() const { return 0; }
+  // inputs [B, L] of a micro-batch whose Loss comes later, in order.
+  virtual absl::Status Enqueue(const torch::Tensor& inputs) { return absl::OkStatus(); }
   // Appended to the "training ..." start line.
   virtual std::string Describe() const { return ""; }
 };

@@ -295,22 +295,39 @@ TEST(SpecTest, DistillBlocksInAFinetuneJobAreRejected) {
   }
 }
 
-// One process per job until the distributed runtime lands: every multi-rank
-// request is Unimplemented and names its field.
-TEST(SpecTest, MultiRankJobsAreUnimplementedNamingTheField) {
+// Multi-rank jobs validate; bad rank counts and runtime knobs name their field.
+TEST(SpecTest, MultiRankJobsValidateAndBadRankFieldsAreNamed) {
+  EXPECT_TRUE(ParseAndValidate(DistillWith("teacher: {model: teacher}", "teacher: {model: teacher, ranks: 2}")).ok());
+  EXPECT_TRUE(ParseAndValidate(DistillWith("method: lora", "method: lora\n  ranks: 4")).ok());
+  absl::Status dp = ParseAndValidate(std::string(kGood) + "ranks: 2\ncomm: mpi\nruntime: {timeout_s: 5, bucket_mb: 1}\n");
+  EXPECT_TRUE(dp.ok()) << dp;
   struct Case {
     std::string text, field;
   };
-  for (const Case& c : {Case{DistillWith("teacher: {model: teacher}", "teacher: {model: teacher, ranks: 2}"),
+  for (const Case& c : {Case{DistillWith("teacher: {model: teacher}", "teacher: {model: teacher, ranks: -1}"),
                              "teacher.ranks"},
-                        Case{DistillWith("method: lora", "method: lora\n  ranks: 4"), "student.ranks"},
-                        Case{std::string(kGood) + "ranks: 2\n", "ranks"}}) {
+                        Case{DistillWith("method: lora", "method: lora\n  ranks: 0"), "student.ranks"},
+                        Case{std::string(kGood) + "ranks: 0\n", "ranks"},
+                        Case{std::string(kGood) + "runtime: {timeout_s: 0}\n", "runtime.timeout_s"},
+                        Case{std::string(kGood) + "runtime: {bucket_mb: -1}\n", "runtime.bucket_mb"},
+                        Case{std::string(kGood) + "runtime: {prefetch: 0}\n", "runtime.prefetch"},
+                        Case{std::string(kGood) + "runtime: {sync_check_every: -2}\n", "runtime.sync_check_every"},
+                        Case{std::string(kGood) + "comm: gloo\n", "comm"}}) {
     absl::Status st = ParseAndValidate(c.text);
-    EXPECT_EQ(st.code(), absl::StatusCode::kUnimplemented) << st;
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
     EXPECT_EQ(std::string(st.message()).rfind(c.field + ":", 0), 0u) << st.message();
-    EXPECT_NE(st.message().find("distributed runtime"), std::string::npos) << st.message();
   }
-  EXPECT_TRUE(ParseAndValidate(std::string(kGood) + "ranks: 1\n").ok());
+}
+
+TEST(SpecTest, RuntimeDefaults) {
+  auto spec = ParseJobSpec(kGood, "test");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  distill::v1::JobSpec s = WithDefaults(*spec);
+  EXPECT_EQ(s.comm(), distill::v1::COMM_AUTO);
+  EXPECT_EQ(s.runtime().timeout_s(), 60.0);
+  EXPECT_EQ(s.runtime().bucket_mb(), 25.0);
+  EXPECT_EQ(s.runtime().prefetch(), 2);
+  EXPECT_EQ(s.runtime().sync_check_every(), 50);
 }
 
 TEST(SpecTest, LoadResolvesTeacherAndStudentPaths) {

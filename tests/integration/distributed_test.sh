@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# The distributed runtime end to end, on real mpirun ranks (CPU, MPI backend):
+# - data-parallel students: 2 ranks of micro-batch b equal 1 rank of 2b (loss
+#   trace and final weights within 1e-5), full and LoRA, with accumulation and
+#   many small buckets;
+# - a teacher on 2 dedicated pipeline ranks equals the colocated teacher (the
+#   same loss trace: CE, KD and feature losses) for dense, top-k and hidden;
+# - 2 teacher + 2 student ranks train, checkpoint, resume (= uninterrupted);
+# - a rank killed with kill -9, or hung (SIGSTOP), ends the job non-zero
+#   within the timeout, naming the rank; a wrong -np is a clear error.
+set -uo pipefail
+W="${DISTILL_WORKER_BIN:?}"
+PY=/usr/bin/python3
+T=$(mktemp -d /tmp/distill_dist.XXXXXX)
+trap 'pkill -KILL -f "$T/" 2>/dev/null; rm -rf "$T"' EXIT
+failures=0
+pass=0
+ok() { pass=$((pass + 1)); }
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+MPIRUN=(mpirun --allow-run-as-root --oversubscribe --bind-to none -x OMP_NUM_THREADS=1 -x OMP_WAIT_POLICY=PASSIVE)
+
+cat >"$T/student.json" <<'JSON'
+{"architectures": ["LlamaForCausalLM"], "vocab_size": 256, "hidden_size": 32, "intermediate_size": 64,
+ "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "hidden_act": "silu",
+ "tie_word_embeddings": true}
+JSON
+cat >"$T/teacher.json" <<'JSON'
+{"architectures": ["LlamaForCausalLM"], "vocab_size": 264, "hidden_size": 48, "intermediate_size": 96,
+ "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2, "hidden_act": "silu",
+ "tie_word_embeddings": false}
+JSON
+for i in $(seq 1 80); do echo "The quick brown fox $i jumps over the lazy dog; pack my box with five dozen liquor jugs."; done >"$T/text.txt"
+"$W" tokenize --tokenizer bytes --input "$T/text.txt" --output "$T/train.bin" >/dev/null || fail "tokenize"
+head -c 2000 "$T/text.txt" >"$T/val.txt"
+"$W" tokenize --tokenizer bytes --input "$T/val.txt" --output "$T/val.bin" >/dev/null || fail "tokenize val"
+"$W" init --config "$T/teacher.json" --out "$T/teacher" --seed 1 >/dev/null || fail "init teacher"
+"$W" init --config "$T/student.json" --out "$T/student" --seed 2 >/dev/null || fail "init student"
+
+# compare_runs A B TOL: metrics.jsonl loss traces and final weights of two output dirs agree.
+compare_runs() {
+  $PY - "$1" "$2" "$3" <<'PY'
+import json, struct, sys, os, math
+a, b, tol = sys.argv[1], sys.argv[2], float(sys.argv[3])
+def trace(d):
+    return [json.loads(l) for l in open(os.path.join(d, "metrics.jsonl")) if '"event":"train"' in l.replace(" ", "")]
+ta, tb = trace(a), trace(b)
+assert len(ta) == len(tb) and ta, (len(ta), len(tb))
+for x, y in zip(ta, tb):
+    assert x["step"] == y["step"], (x, y)
+    for k in ("loss", "ce_loss", "kd_loss", "grad_norm"):
+        if k in x:
+            assert abs(x[k] - y[k]) <= tol * max(1.0, abs(x[k])), (k, x["step"], x[k], y[k])
+    for k, v in x.get("feature_losses", {}).items():
+        assert abs(v - y["feature_losses"][k]) <= tol * max(1.0, abs(v)), (k, v, y["feature_losses"][k])
+def weights(d):
+    for sub, f in (("model", "model.safetensors"), ("adapter", "adapter_model.safetensors")):
+        p = os.path.join(d, sub, f)
+        if os.path.exists(p):
+            data = open(p, "rb").read()
+            n = struct.unpack("<Q", data[:8])[0]
+            h = json.loads(data[8:8 + n])
+            return {k: struct.unpack("<%df" % ((v["data_offsets"][1] - v["data_offsets"][0]) // 4),
+                                     data[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]])
+                    for k, v in h.items() if k != "__metadata__"}
+    raise AssertionError("no output weights in " + d)
+wa, wb = weights(a), weights(b)
+assert wa.keys() == wb.keys()
+worst = max(abs(p - q) for k in wa for p, q in zip(wa[k], wb[k]))
+assert worst <= tol, worst
+print("max weight diff", worst, "steps", len(ta))
+PY
+}
+
+# --- data-parallel students ---------------------------------------------------
+# finetune_spec NAME RANKS MICRO ACCUM EXTRA
+finetune_spec() {
+  cat >"$T/$1.yaml" <<YAML
+type: finetune
+model: student
+ranks: $2
+data: {train: train.bin, seq_len: 24}
+train: {steps: 6, micro_batch: $3, grad_accum: $4, lr: 0.01, log_every: 1, threads: 1}
+runtime: {bucket_mb: 0.01, sync_check_every: 2}
+output: $1_out
+$5
+YAML
+}
+for method in full lora; do
+  extra=""
+  [ $method = lora ] && extra="method: lora
+lora: {rank: 4, alpha: 8, dropout: 0, target_modules: [q_proj, v_proj, down_proj]}"
+  finetune_spec "${method}_1" 1 4 2 "$extra"
+  finetune_spec "${method}_2" 2 2 2 "$extra"
+  "$W" train --spec "$T/${method}_1.yaml" >"$T/${method}_1.log" 2>&1 || fail "$method 1 rank: $(tail -3 "$T/${method}_1.log")"
+  "${MPIRUN[@]}" -np 2 "$W" train --spec "$T/${method}_2.yaml" >"$T/${method}_2.log" 2>&1 \
+    || fail "$method 2 ranks: $(tail -5 "$T/${method}_2.log")"
+  out=$(compare_runs "$T/${method}_1_out" "$T/${method}_2_out" 1e-5 2>&1) && ok \
+    || fail "$method: 2 ranks x micro 2 != 1 rank x micro 4: $out"
+  grep -q "2 data-parallel ranks (mpi all-reduce" "$T/${method}_2.log" && ok \
+    || fail "$method: start line: $(grep training "$T/${method}_2.log")"
+  grep -Eq "^step 6/6 .*\| compute [0-9]+% allreduce [0-9]+%" "$T/${method}_2.log" && ok \
+    || fail "$method: progress line lacks the time split: $(grep '^step 6' "$T/${method}_2.log")"
+  [ "$(grep -c '^step ' "$T/${method}_2.log")" -eq 6 ] && ok || fail "$method: progress printed by more than rank 0"
+done
+"$W" train --spec "$T/full_2.yaml" >"$T/np.log" 2>&1 && fail "ranks 2 without mpirun ran"
+grep -q "the spec needs 2 ranks (ranks 2) but 1 was launched: run mpirun -np 2" "$T/np.log" && ok \
+  || fail "ranks 2 without mpirun: $(cat "$T/np.log")"
+"${MPIRUN[@]}" -np 3 "$W" train --spec "$T/full_2.yaml" >"$T/np3.log" 2>&1 && fail "ranks 2 on -np 3 ran"
+grep -q "the spec needs 2 ranks (ranks 2) but 3 were launched" "$T/np3.log" && ok \
+  || fail "wrong -np: $(tail -5 "$T/np3.log")"
+
+# --- teacher on dedicated ranks == colocated -----------------------------------
+# distill_spec NAME STUDENTS TEACHERS LOGITS STEPS [EXTRA]
+distill_spec() {
+  cat >"$T/$1.yaml" <<YAML
+type: distill
+teacher: {model: teacher, ranks: $3}
+student: {model: student, ranks: $2}
+distill: {temperature: 2, alpha: 0.7, logits: $4, top_k: 16,
+          features: [{student_layer: 0, teacher_layer: 0}, {student_layer: 1, teacher_layer: 3, loss: cosine}]}
+data: {train: train.bin, eval: val.bin, seq_len: 24}
+train: {steps: $5, micro_batch: 2, grad_accum: 2, lr: 0.01, log_every: 1, eval_every: 4, eval_batches: 2, threads: 1}
+runtime: {prefetch: 3, timeout_s: 20}
+checkpoint: {every: 3}
+output: $1_out
+${6:-}
+YAML
+}
+for logits in dense topk hidden; do
+  distill_spec "co_$logits" 1 0 $logits 6
+  distill_spec "pp_$logits" 1 2 $logits 6
+  "$W" train --spec "$T/co_$logits.yaml" >"$T/co_$logits.log" 2>&1 || fail "colocated $logits: $(tail -3 "$T/co_$logits.log")"
+  "${MPIRUN[@]}" -np 3 "$W" train --spec "$T/pp_$logits.yaml" >"$T/pp_$logits.log" 2>&1 \
+    || fail "2 teacher stages $logits: $(tail -5 "$T/pp_$logits.log")"
+  out=$(compare_runs "$T/co_${logits}_out" "$T/pp_${logits}_out" 1e-5 2>&1) && ok \
+    || fail "$logits: 2 teacher stages != colocated: $out"
+  grep -q "teacher stage 1 done: 1[0-9] requests" "$T/pp_$logits.log" && ok \
+    || fail "$logits: teacher stage summary: $(grep 'teacher stage' "$T/pp_$logits.log")"
+done
+grep -Eq "^step 6/6 .*\| compute [0-9]+% teacher [0-9]+% \| [0-9]+ B/tok" "$T/pp_topk.log" && ok \
+  || fail "topk progress line: $(grep '^step 6' "$T/pp_topk.log")"
+
+# --- 2 teacher + 2 student ranks: train, checkpoint, resume ---------------------
+distill_spec full22 2 2 topk 8
+distill_spec half22 2 2 topk 8
+"${MPIRUN[@]}" -np 4 "$W" train --spec "$T/full22.yaml" >"$T/full22.log" 2>&1 || fail "2+2: $(tail -5 "$T/full22.log")"
+"${MPIRUN[@]}" -np 4 "$W" train --spec "$T/half22.yaml" --max-steps-this-run 3 >"$T/half22a.log" 2>&1 \
+  || fail "2+2 first part: $(tail -5 "$T/half22a.log")"
+[ -d "$T/half22_out/checkpoints" ] && ok || fail "2+2: no checkpoint"
+"${MPIRUN[@]}" -np 4 "$W" train --spec "$T/half22.yaml" >"$T/half22b.log" 2>&1 || fail "2+2 resume: $(tail -5 "$T/half22b.log")"
+grep -q "resumed from checkpoint at step 3" "$T/half22b.log" && ok || fail "2+2 resume message: $(head -5 "$T/half22b.log")"
+out=$(compare_runs "$T/full22_out" "$T/half22_out" 1e-6 2>&1) && ok || fail "2+2 resumed != uninterrupted: $out"
+grep -q "^eval step 8 | loss .* | kl" "$T/full22.log" && ok || fail "2+2 eval line: $(grep '^eval' "$T/full22.log")"
+
+# --- failures: kill -9 and a hung rank -------------------------------------------
+# run_and_break NAME SIGNAL RANK: start a long 1+2 job, send SIGNAL to RANK
+# once training runs; mpirun must exit non-zero within the timeout.
+run_and_break() {
+  local name=$1 sig=$2 rank=$3
+  distill_spec "$name" 1 2 dense 100000 "runtime: {timeout_s: 5}"
+  "${MPIRUN[@]}" -np 3 "$W" train --spec "$T/$name.yaml" >"$T/$name.log" 2>&1 &
+  local mpirun_pid=$!
+  for _ in $(seq 1 300); do grep -q '^step 2/' "$T/$name.log" 2>/dev/null && break; sleep 0.2; done
+  local victim=""
+  for p in $(pgrep -f "train --spec $T/$name.yaml"); do
+    if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$rank"; then victim=$p; fi
+  done
+  [ -n "$victim" ] || { fail "$name: rank $rank not found"; kill -KILL $mpirun_pid; return; }
+  local start=$SECONDS
+  kill "-$sig" "$victim"
+  local rc=0
+  for _ in $(seq 1 300); do kill -0 $mpirun_pid 2>/dev/null || break; sleep 0.1; done
+  if kill -0 $mpirun_pid 2>/dev/null; then
+    fail "$name: job still running 30 s after $sig to rank $rank"; kill -KILL $mpirun_pid; kill -CONT "$victim"
+    return
+  fi
+  wait $mpirun_pid; rc=$?
+  kill -KILL "$victim" 2>/dev/null
+  [ "$rc" -ne 0 ] && ok || fail "$name: exit 0 after $sig to rank $rank"
+  echo "$name: mpirun exited $rc $((SECONDS - start)) s after SIG$sig to rank $rank"
+  LAST_LOG="$T/$name.log"
+}
+run_and_break killed KILL 1
+grep -Eq "rank 1 .*(exited on signal 9|killed)" "$LAST_LOG" && ok || fail "kill -9: message: $(tail -8 "$LAST_LOG")"
+run_and_break hung STOP 2
+grep -q "timed out after 5 s waiting for .*rank 2 (teacher stage 1)" "$LAST_LOG" && ok \
+  || fail "hung rank: message: $(tail -8 "$LAST_LOG")"
+
+echo "distributed_test: $pass passed, $failures failed"
+[ "$failures" -eq 0 ]
