@@ -137,6 +137,14 @@ for logits in dense topk hidden; do
   grep -q "teacher stage 1 done: 1[0-9] requests" "$T/pp_$logits.log" && ok \
     || fail "$logits: teacher stage summary: $(grep 'teacher stage' "$T/pp_$logits.log")"
 done
+# Bytes per token on the wire, by hand: top-16 values (4 B) + ids (int32, 4 B)
+# + the log-sum-exp (4 B), plus the two 48-wide float features.
+$PY - "$T/pp_topk_out/metrics.jsonl" "$T/co_topk_out/metrics.jsonl" <<'PY' && ok || fail "top-k bytes per token"
+import json, sys
+for f in sys.argv[1:]:
+    r = [json.loads(l) for l in open(f) if '"train"' in l][-1]
+    assert r["stream_bytes_per_token"] == 16 * 4 + 16 * 4 + 4 + 2 * 48 * 4, (f, r["stream_bytes_per_token"])
+PY
 grep -Eq "^step 6/6 .*\| compute [0-9]+% teacher [0-9]+% \| [0-9]+ B/tok" "$T/pp_topk.log" && ok \
   || fail "topk progress line: $(grep '^step 6' "$T/pp_topk.log")"
 

@@ -168,7 +168,8 @@ absl::StatusOr<TeacherBatch> Teacher::Run(const torch::Tensor& inputs,
   if (inputs.is_cuda()) torch::cuda::synchronize();
   batch.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   // HIDDEN sends the hidden states; the lm_head is sent once, not per batch.
-  batch.bytes = Bytes(out.logits) + Bytes(out.topk_logits) + Bytes(out.topk_ids) +
+  // Top-k ids travel as int32 (teacher_stream.h), 4 bytes each.
+  batch.bytes = Bytes(out.logits) + Bytes(out.topk_logits) + out.topk_ids.numel() * 4 +
                 Bytes(out.topk_lse) + Bytes(out.hidden);
   for (const auto& [layer, t] : batch.features) batch.bytes += Bytes(t);
   return batch;

@@ -376,7 +376,8 @@ class StageServer {
       case distill::v1::TOPK:
         RETURN_IF_ERROR(sends_.Send(out.topk_logits.to(torch::kFloat), student, ts::kTagTopkLogits,
                                     "teacher top-k logits"));
-        RETURN_IF_ERROR(sends_.Send(out.topk_ids.to(torch::kLong), student, ts::kTagTopkIds,
+        // int32 on the wire (any vocabulary fits): 4 bytes per id, not 8.
+        RETURN_IF_ERROR(sends_.Send(out.topk_ids.to(torch::kInt), student, ts::kTagTopkIds,
                                     "teacher top-k ids"));
         return sends_.Send(out.topk_lse.to(torch::kFloat), student, ts::kTagTopkLse,
                            "teacher top-k log-sum-exp");

@@ -122,6 +122,7 @@ struct RemoteTeacher::Impl {
     };
     TeacherBatch& b = r.batch;
     TeacherOutput& out = b.output;
+    torch::Tensor wire_ids;  // TOPK: the ids as received (int32)
     if (r.kind == ts::kTrain) {
       for (size_t i = 0; i < run.capture_layers.size(); ++i) {
         const int64_t layer = run.capture_layers[i];
@@ -137,14 +138,15 @@ struct RemoteTeacher::Impl {
       RETURN_IF_ERROR(recv(r.eval_logits, LastStage(), ts::kTagEvalLogits, "teacher eval logits"));
     } else {
       out.transport = run.transport;
+      torch::Tensor ids32;  // TOPK ids as they travel (int32)
       switch (run.transport) {
         case distill::v1::TOPK:
           out.topk_logits = torch::empty({n, run.top_k}, f32);
-          out.topk_ids = torch::empty({n, run.top_k}, f32.dtype(torch::kLong));
+          ids32 = torch::empty({n, run.top_k}, f32.dtype(torch::kInt));
           out.topk_lse = torch::empty({n}, f32);
           RETURN_IF_ERROR(
               recv(out.topk_logits, LastStage(), ts::kTagTopkLogits, "teacher top-k logits"));
-          RETURN_IF_ERROR(recv(out.topk_ids, LastStage(), ts::kTagTopkIds, "teacher top-k ids"));
+          RETURN_IF_ERROR(recv(ids32, LastStage(), ts::kTagTopkIds, "teacher top-k ids"));
           RETURN_IF_ERROR(
               recv(out.topk_lse, LastStage(), ts::kTagTopkLse, "teacher top-k log-sum-exp"));
           break;
@@ -159,8 +161,10 @@ struct RemoteTeacher::Impl {
           RETURN_IF_ERROR(recv(out.logits, LastStage(), ts::kTagDense, "teacher logits"));
           break;
       }
+      wire_ids = ids32;
     }
     for (auto& w : works) RETURN_IF_ERROR(w->Wait());
+    if (wire_ids.defined()) out.topk_ids = wire_ids.to(torch::kLong);
     for (auto& w : r.sends) RETURN_IF_ERROR(w->Wait());  // stage 0 has them: complete
     r.sends.clear();
     // A bug guard: the reply must be the one to this request.
@@ -173,7 +177,7 @@ struct RemoteTeacher::Impl {
             " while ", ts::DescribeHeader(r.header), " was due"));
       }
     }
-    b.bytes = ts::Bytes(out.logits) + ts::Bytes(out.topk_logits) + ts::Bytes(out.topk_ids) +
+    b.bytes = ts::Bytes(out.logits) + ts::Bytes(out.topk_logits) + ts::Bytes(wire_ids) +
               ts::Bytes(out.topk_lse) + ts::Bytes(out.hidden) + ts::Bytes(r.eval_logits);
     for (const auto& [layer, t] : b.features) b.bytes += ts::Bytes(t);
     r.received = true;

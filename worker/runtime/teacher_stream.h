@@ -31,7 +31,7 @@ enum Tag : int {
   kTagReply = 7105,        // last stage -> student: the request's header, echoed
   kTagDense = 7106,        // last stage -> student: DENSE logits [N, V] float32
   kTagTopkLogits = 7107,   // TOPK: [N, k] float32
-  kTagTopkIds = 7108,      // TOPK: [N, k] int64
+  kTagTopkIds = 7108,      // TOPK: [N, k] int32 (int64 in TeacherOutput)
   kTagTopkLse = 7109,      // TOPK: [N] float32
   kTagHidden = 7110,       // HIDDEN: final normalised hidden state [N, d_t] float32
   kTagEvalLogits = 7111,   // EVAL: dense logits [N, V] float32

@@ -283,9 +283,9 @@ TEST(DistillTrainerTest, ReportsTheLossSplitAndTeacherMetrics) {
         << j;
     EXPECT_GT(j["teacher_s"].get<double>(), 0.0);
     EXPECT_LT(j["teacher_s"].get<double>(), j["step_s"].get<double>());
-    // top-16: 16 fp32 logits + 16 int64 ids per token, one fp32 lse, and the
+    // top-16: 16 fp32 logits + 16 int32 ids per token, one fp32 lse, and the
     // teacher's layer-2 state (48 fp32).
-    EXPECT_DOUBLE_EQ(j["stream_bytes_per_token"].get<double>(), 16 * 4 + 16 * 8 + 4 + 48 * 4);
+    EXPECT_DOUBLE_EQ(j["stream_bytes_per_token"].get<double>(), 16 * 4 + 16 * 4 + 4 + 48 * 4);
     EXPECT_GT(j["peak_rss_bytes"].get<int64_t>(), 0);
   }
   EXPECT_LT(train.back()["ce_loss"].get<double>(), train.front()["ce_loss"].get<double>());
