@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <fstream>
 #include <sstream>
-#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -298,6 +297,14 @@ std::optional<std::string> HfTokenizer::IdToToken(uint32_t id) const {
 absl::StatusOr<std::vector<uint32_t>> HfTokenizer::Encode(std::string_view text,
                                                           bool add_special_tokens,
                                                           int threads) const {
+  EncodeOptions options;
+  options.add_special_tokens = add_special_tokens;
+  options.threads = threads;
+  return Encode(text, options);
+}
+
+absl::StatusOr<std::vector<uint32_t>> HfTokenizer::Encode(std::string_view text,
+                                                          const EncodeOptions& options) const {
   const size_t bad = hf::FindInvalidUtf8(text);
   if (bad != std::string_view::npos) {
     return absl::InvalidArgumentError(
@@ -306,59 +313,20 @@ absl::StatusOr<std::vector<uint32_t>> HfTokenizer::Encode(std::string_view text,
                      " at byte offset ", bad));
   }
   const hf::Pipeline& p = *pipeline_;
-  // Sections in order: the pre-tokenized words of a text section, or an added token.
-  struct Chunk {
-    hf::Pieces words;
-    int64_t added_id = -1;
-  };
+  std::vector<uint32_t> ids;
+  if (options.add_special_tokens) ids = p.post_processor.prefix;
+  ids.reserve(ids.size() + text.size() / 3 + 16);
   const std::vector<hf::Pipeline::Section> sections = p.SplitAdded(text);
-  std::vector<Chunk> chunks(sections.size());
-  size_t n_words = 0;
   for (size_t s = 0; s < sections.size(); ++s) {
     if (sections[s].added_index >= 0) {
-      chunks[s].added_id = p.added[sections[s].added_index].id;
+      ids.push_back(p.added[sections[s].added_index].id);
+      if (options.progress != nullptr) options.progress->fetch_add(sections[s].text.size());
     } else {
-      chunks[s].words = p.PreTokenize(sections[s].text, s == 0, threads);
+      p.EncodeSection(sections[s].text, s == 0, options.threads, options.chunk_bytes,
+                      options.progress, &ids);
     }
-    n_words += std::max<size_t>(1, chunks[s].words.size());
   }
-  // Encodes words [begin, end) of the concatenation of all chunks (an added
-  // token counts as one word).
-  auto encode_range = [&](size_t begin, size_t end, std::vector<uint32_t>* ids) {
-    size_t first = 0;  // index of the chunk's first word
-    for (const Chunk& c : chunks) {
-      const size_t n = std::max<size_t>(1, c.words.size());
-      const size_t lo = std::max(begin, first), hi = std::min(end, first + n);
-      for (size_t i = lo; i < hi; ++i) {
-        if (c.added_id >= 0) {
-          ids->push_back(static_cast<uint32_t>(c.added_id));
-        } else if (!c.words.empty()) {
-          p.model->Encode(c.words[i - first], p.lazy_byte_level, ids);
-        }
-      }
-      first += n;
-      if (first >= end) break;
-    }
-  };
-  std::vector<uint32_t> ids;
-  if (add_special_tokens) ids = p.post_processor.prefix;
-  ids.reserve(ids.size() + n_words * 5 / 4 + 16);
-  const size_t n_threads = std::max<size_t>(1, std::min<size_t>(threads, n_words / 4096 + 1));
-  if (n_threads == 1) {
-    encode_range(0, n_words, &ids);
-  } else {
-    std::vector<std::vector<uint32_t>> parts(n_threads);
-    std::vector<std::thread> workers;
-    for (size_t t = 0; t < n_threads; ++t) {
-      workers.emplace_back([&, t] {
-        parts[t].reserve(n_words / n_threads * 5 / 4 + 16);
-        encode_range(n_words * t / n_threads, n_words * (t + 1) / n_threads, &parts[t]);
-      });
-    }
-    for (std::thread& w : workers) w.join();
-    for (const auto& part : parts) ids.insert(ids.end(), part.begin(), part.end());
-  }
-  if (add_special_tokens) {
+  if (options.add_special_tokens) {
     ids.insert(ids.end(), p.post_processor.suffix.begin(), p.post_processor.suffix.end());
   }
   return ids;

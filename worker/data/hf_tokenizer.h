@@ -16,6 +16,7 @@
 #ifndef DISTILL_WORKER_DATA_HF_TOKENIZER_H_
 #define DISTILL_WORKER_DATA_HF_TOKENIZER_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -31,6 +32,17 @@ namespace distill::worker {
 namespace hf {
 class Pipeline;  // normalizer, pre-tokenizer, model, post-processor, decoder
 }  // namespace hf
+
+// Options of HfTokenizer::Encode.
+struct EncodeOptions {
+  bool add_special_tokens = false;
+  // Threads for one text: its chunks (or words) are encoded in parallel; the
+  // ids do not depend on it (Note [Chunked encoding] in hf_tokenizer_chunked.cc).
+  int threads = 1;
+  size_t chunk_bytes = 64 << 10;  // chunk size of a long text (a balance of threads)
+  // When set, advanced by the bytes of text encoded so far, as the work goes.
+  std::atomic<uint64_t>* progress = nullptr;
+};
 
 class HfTokenizer {
  public:
@@ -49,8 +61,9 @@ class HfTokenizer {
 
   // The ids Hugging Face's `tokenizer.encode(text, add_special_tokens=...)`
   // gives. Added tokens in `text` (e.g. "<|im_end|>") are matched as tokens.
-  // `threads` > 1 runs the BPE of one long text on that many threads (ids are
-  // identical). InvalidArgument on invalid UTF-8 (Note [Invalid UTF-8 policy]).
+  // InvalidArgument on invalid UTF-8 (Note [Invalid UTF-8 policy]).
+  absl::StatusOr<std::vector<uint32_t>> Encode(std::string_view text,
+                                               const EncodeOptions& options) const;
   absl::StatusOr<std::vector<uint32_t>> Encode(std::string_view text, bool add_special_tokens,
                                                int threads = 1) const;
   // Ids back to text. InvalidArgument naming the position of an id that is

@@ -7,7 +7,9 @@
 #include <functional>
 #include <queue>
 
+#include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "worker/data/hf_tokenizer_internal.h"
 
 namespace distill::worker::hf {
@@ -121,21 +123,22 @@ void BpeModel::Encode(std::string_view word, bool byte_level, std::vector<uint32
   }
   struct ThreadCache {
     uint64_t owner = 0;
-    std::unordered_map<std::string, std::vector<uint32_t>> map;
+    absl::flat_hash_map<std::string, Ids> map;
   };
   thread_local ThreadCache cache;
   if (cache.owner != instance_id_) {
     cache.map.clear();
     cache.owner = instance_id_;
   }
-  std::string key(word);
+  // Debian's absl::string_view is its own type: heterogeneous lookups take it.
+  const absl::string_view key(word.data(), word.size());
   auto it = cache.map.find(key);
   if (it != cache.map.end()) {
     ids->insert(ids->end(), it->second.begin(), it->second.end());
     return;
   }
   const size_t start = ids->size();
-  L2Shard& shard = l2_[std::hash<std::string>()(key) % kL2Shards];
+  L2Shard& shard = l2_[absl::HashOf(key) % kL2Shards];
   {
     std::lock_guard<std::mutex> lock(shard.mu);
     auto hit = shard.map.find(key);
@@ -143,14 +146,14 @@ void BpeModel::Encode(std::string_view word, bool byte_level, std::vector<uint32
   }
   const bool in_l2 = ids->size() > start;
   if (!in_l2) EncodeUncached(word, byte_level, ids);
-  std::vector<uint32_t> value(ids->begin() + start, ids->end());
+  Ids value(ids->begin() + static_cast<std::ptrdiff_t>(start), ids->end());
   if (!in_l2) {
     std::lock_guard<std::mutex> lock(shard.mu);
     if (shard.map.size() >= kCacheCapacity / kL2Shards) shard.map.clear();
-    shard.map.emplace(key, value);
+    shard.map.emplace(std::string(word), value);
   }
   if (cache.map.size() >= kCacheCapacity) cache.map.clear();
-  cache.map.emplace(std::move(key), std::move(value));
+  cache.map.emplace(std::string(word), std::move(value));
 }
 
 void BpeModel::EncodeUncached(std::string_view word, bool byte_level,
@@ -183,7 +186,7 @@ void BpeModel::EncodeUncached(std::string_view word, bool byte_level,
       const int64_t v = byte_level_ids_[static_cast<unsigned char>(word[i])];
       if (v >= 0) id = static_cast<uint32_t>(v);
     } else {
-      auto it = vocab_.find(std::string(word.substr(i, len)));
+      auto it = vocab_.find(absl::string_view(word.data() + i, len));
       if (it != vocab_.end()) id = it->second;
     }
     if (id.has_value()) {

@@ -6,6 +6,7 @@
 #define DISTILL_WORKER_DATA_HF_TOKENIZER_INTERNAL_H_
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -18,6 +19,8 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
@@ -59,6 +62,8 @@ class Regex {
   // The first non-empty match [*begin, *end) at or after *pos; advances *pos
   // past it. False when there is none.
   bool Next(std::string_view text, size_t* pos, size_t* begin, size_t* end) const;
+  // True if the pattern can match the empty string.
+  bool can_match_empty() const { return can_match_empty_; }
 
  private:
   Regex() = default;
@@ -77,6 +82,9 @@ class Normalizer {
  public:
   virtual ~Normalizer() = default;
   virtual void Normalize(std::string* text) const = 0;
+  // True if normalizing a text cut just before any '\n' part by part gives
+  // the whole text's result (Note [Chunked encoding]).
+  virtual bool local() const { return false; }
 };
 absl::StatusOr<std::unique_ptr<Normalizer>> MakeNormalizer(const nlohmann::json& j,
                                                            const std::string& where);
@@ -91,6 +99,23 @@ class PreTokenizer {
   // True for ByteLevel: its byte->character mapping may be left to the model
   // (Note [Lazy byte level]).
   virtual bool is_byte_level() const { return false; }
+
+  // Note [Chunked encoding]: when this pre-tokenizer starts with an Isolated
+  // split at the matches of one regex (an Isolated Split, or a ByteLevel without
+  // add_prefix_space) and everything after that split works on each piece
+  // alone, the regex; null otherwise.
+  virtual const Regex* LeadingSplit() const { return nullptr; }
+  // With LeadingSplit(): the rest of the pre-tokenizer, applied to the one
+  // piece in `pieces` (a match or the gap between two).
+  virtual void PreTokenizeRest(Pieces* /*pieces*/) const {}
+  // With LeadingSplit(): true when PreTokenizeRest leaves a piece as it is.
+  virtual bool RestIsIdentity() const { return true; }
+  // True when PreTokenize works on each piece alone, whatever the others and
+  // first_section (false for Metaspace with prepend_scheme "first").
+  virtual bool PieceLocal() const { return true; }
+  // True when PreTokenize leaves pieces as they are (a lazy ByteLevel
+  // without regex or prefix space).
+  virtual bool IsIdentity() const { return false; }
 };
 // Note [Lazy byte level]: when a ByteLevel pre-tokenizer is the last step, it
 // only splits, and the BPE model maps raw bytes to byte-level symbols itself,
@@ -136,10 +161,10 @@ class BpeModel {
   void EncodeUncached(std::string_view word, bool byte_level, std::vector<uint32_t>* ids) const;
   std::optional<uint32_t> CharId(std::string_view ch) const;
 
-  std::unordered_map<std::string, uint32_t> vocab_;
+  absl::flat_hash_map<std::string, uint32_t> vocab_;
   std::vector<std::string> id_to_token_;  // "" for unused ids
   // (left id << 32 | right id) -> (rank, merged id)
-  std::unordered_map<uint64_t, std::pair<uint32_t, uint32_t>> merges_;
+  absl::flat_hash_map<uint64_t, std::pair<uint32_t, uint32_t>> merges_;
   std::array<int64_t, 256> byte_level_ids_{};     // id of each byte's byte-level char, or -1
   std::array<int64_t, 256> byte_fallback_ids_{};  // id of "<0xXX>", or -1
   std::optional<uint32_t> unk_id_;
@@ -154,9 +179,10 @@ class BpeModel {
   static constexpr size_t kCacheMaxWordBytes = 64;
   static constexpr int kL2Shards = 32;
   const uint64_t instance_id_;
+  using Ids = absl::InlinedVector<uint32_t, 4>;
   struct L2Shard {
     std::mutex mu;
-    std::unordered_map<std::string, std::vector<uint32_t>> map;  // GUARDED_BY(mu)
+    absl::flat_hash_map<std::string, Ids> map;  // GUARDED_BY(mu)
   };
   mutable std::array<L2Shard, kL2Shards> l2_;
   BpeModel();
@@ -203,6 +229,21 @@ class Pipeline {
   std::vector<Section> SplitAdded(std::string_view text) const;
   // The pre-tokenized words of a text section (normalized first).
   Pieces PreTokenize(std::string_view text, bool first_section, int threads) const;
+  // Appends the ids of one text section. With a LeadingSplit() pre-tokenizer
+  // the section is encoded in chunks of about `chunk_bytes` on up to
+  // `threads` threads (Note [Chunked encoding]); otherwise pre-tokenized whole
+  // and its words encoded on the threads. `progress` (may be null) is
+  // advanced by the bytes done.
+  void EncodeSection(std::string_view text, bool first_section, int threads, size_t chunk_bytes,
+                     std::atomic<uint64_t>* progress, std::vector<uint32_t>* ids) const;
+
+ private:
+  // EncodeSection by chunks; false (and `ids` untouched) when the chunks
+  // could not be joined, which the caller then encodes as one chunk.
+  bool EncodeChunked(std::string_view text, int threads, size_t chunk_bytes,
+                     std::atomic<uint64_t>* progress, std::vector<uint32_t>* ids) const;
+  void EncodeWhole(std::string_view text, bool first_section, int threads,
+                   std::vector<uint32_t>* ids) const;
 };
 
 }  // namespace distill::worker::hf

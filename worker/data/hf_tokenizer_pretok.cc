@@ -138,6 +138,9 @@ class SplitPreTokenizer : public PreTokenizer {
   void PreTokenize(Pieces* pieces, bool, int threads) const override {
     SplitAll(*regex_, behavior_, invert_, pieces, threads);
   }
+  const Regex* LeadingSplit() const override {
+    return behavior_ == Behavior::kIsolated && !invert_ ? regex_.get() : nullptr;
+  }
 
  private:
   std::unique_ptr<Regex> regex_;
@@ -164,6 +167,17 @@ class ByteLevelPreTokenizer : public PreTokenizer {
     }
   }
   bool is_byte_level() const override { return true; }
+  // With add_prefix_space the space goes before the whole text, not each chunk.
+  const Regex* LeadingSplit() const override {
+    return add_prefix_space_ ? nullptr : regex_.get();
+  }
+  void PreTokenizeRest(Pieces* pieces) const override {
+    if (!lazy_) {
+      for (std::string& piece : *pieces) piece = ToByteLevel(piece);
+    }
+  }
+  bool RestIsIdentity() const override { return lazy_; }
+  bool IsIdentity() const override { return lazy_ && regex_ == nullptr && !add_prefix_space_; }
 
  private:
   bool add_prefix_space_;
@@ -199,6 +213,7 @@ class MetaspacePreTokenizer : public PreTokenizer {
     }
     if (split_) SplitAll(*replacement_regex_, Behavior::kMergedWithNext, false, pieces, threads);
   }
+  bool PieceLocal() const override { return scheme_ != PrependScheme::kFirst; }
 
  private:
   std::string replacement_;
@@ -240,6 +255,27 @@ class SequencePreTokenizer : public PreTokenizer {
       : steps_(std::move(steps)) {}
   void PreTokenize(Pieces* pieces, bool first_section, int threads) const override {
     for (const auto& step : steps_) step->PreTokenize(pieces, first_section, threads);
+  }
+  const Regex* LeadingSplit() const override {
+    if (steps_.empty()) return nullptr;
+    for (size_t i = 1; i < steps_.size(); ++i) {
+      if (!steps_[i]->PieceLocal()) return nullptr;
+    }
+    return steps_[0]->LeadingSplit();
+  }
+  void PreTokenizeRest(Pieces* pieces) const override {
+    steps_[0]->PreTokenizeRest(pieces);
+    for (size_t i = 1; i < steps_.size(); ++i) steps_[i]->PreTokenize(pieces, false, 1);
+  }
+  bool RestIsIdentity() const override {
+    return steps_[0]->RestIsIdentity() &&
+           std::all_of(steps_.begin() + 1, steps_.end(), [](const auto& s) { return s->IsIdentity(); });
+  }
+  bool PieceLocal() const override {
+    return std::all_of(steps_.begin(), steps_.end(), [](const auto& s) { return s->PieceLocal(); });
+  }
+  bool IsIdentity() const override {
+    return std::all_of(steps_.begin(), steps_.end(), [](const auto& s) { return s->IsIdentity(); });
   }
 
  private:

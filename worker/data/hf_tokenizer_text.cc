@@ -263,6 +263,7 @@ bool IsAscii(std::string_view text) {
 class UnicodeForm : public Normalizer {
  public:
   explicit UnicodeForm(const UNormalizer2* form) : form_(form) {}
+  bool local() const override { return true; }
   void Normalize(std::string* text) const override {
     if (IsAscii(*text)) return;  // ASCII is invariant under every form
     const std::u16string in = ToUtf16(*text);
@@ -285,6 +286,7 @@ class UnicodeForm : public Normalizer {
 
 class Lowercase : public Normalizer {
  public:
+  bool local() const override { return true; }
   void Normalize(std::string* text) const override {
     if (IsAscii(*text)) {
       for (char& c : *text) {
@@ -344,6 +346,7 @@ class Strip : public Normalizer {
 
 class StripAccents : public Normalizer {
  public:
+  bool local() const override { return true; }
   void Normalize(std::string* text) const override {
     if (IsAscii(*text)) return;
     std::string out;
@@ -397,6 +400,9 @@ class SequenceNormalizer : public Normalizer {
       : steps_(std::move(steps)) {}
   void Normalize(std::string* text) const override {
     for (const auto& step : steps_) step->Normalize(text);
+  }
+  bool local() const override {
+    return std::all_of(steps_.begin(), steps_.end(), [](const auto& s) { return s->local(); });
   }
 
  private:
