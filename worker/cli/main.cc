@@ -8,7 +8,7 @@
 //   distill-worker init --config CONFIG.json --out DIR [--seed S]
 //   distill-worker merge --base DIR --adapter DIR --out DIR
 //   distill-worker tokenize --tokenizer bytes|tokenizer.json --input FILE --output FILE.bin
-//       [--text-field F] [--threads N] [--separator TOKEN]
+//       [--text-field F] [--threads N] [--separator TOKEN] [--chunk-bytes N]
 #include <atomic>
 #include <csignal>
 #include <cstdio>
@@ -47,7 +47,8 @@ constexpr char kUsage[] =
     "  init     --config CONFIG.json --out DIR [--seed S]\n"
     "  merge    --base DIR --adapter DIR --out DIR\n"
     "  tokenize --tokenizer bytes|PATH/tokenizer.json --input FILE(.txt|.jsonl) --output FILE.bin\n"
-    "           [--text-field text] [--threads N] [--separator TOKEN (default: the EOS token)]\n";
+    "           [--text-field text] [--threads N] [--separator TOKEN (default: the EOS token)]\n"
+    "           [--chunk-bytes N (a large text is encoded in chunks of about N bytes; default 65536)]\n";
 
 std::atomic<bool> g_stop{false};
 void OnSignal(int) { g_stop.store(true); }
@@ -222,8 +223,10 @@ absl::Status Tokenize(const Args& args) {
   ASSIGN_OR_RETURN(std::string input, args.Required("input"));
   ASSIGN_OR_RETURN(std::string output, args.Required("output"));
   if (tokenizer == "bytes") {
-    if (!args.Get("separator", "").empty() || !args.Get("threads", "").empty()) {
-      return absl::InvalidArgumentError("--separator and --threads need a tokenizer.json");
+    if (!args.Get("separator", "").empty() || !args.Get("threads", "").empty() ||
+        !args.Get("chunk-bytes", "").empty()) {
+      return absl::InvalidArgumentError(
+          "--separator, --threads and --chunk-bytes need a tokenizer.json");
     }
     return TokenizeFileBytes(input, output, args.Get("text-field", "text"));
   }
@@ -233,6 +236,11 @@ absl::Status Tokenize(const Args& args) {
   const std::string threads = args.Get("threads", "1");
   if (!absl::SimpleAtoi(threads, &options.threads) || options.threads < 1 || options.threads > 256) {
     return absl::InvalidArgumentError(absl::StrCat("--threads ", threads, ": expected 1..256"));
+  }
+  const std::string chunk = args.Get("chunk-bytes", "65536");
+  if (!absl::SimpleAtoi(chunk, &options.chunk_bytes) || options.chunk_bytes < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--chunk-bytes ", chunk, ": expected a positive number of bytes"));
   }
   ASSIGN_OR_RETURN(std::unique_ptr<HfTokenizer> hf, HfTokenizer::Load(tokenizer));
   return TokenizeFile(*hf, input, output, options);
@@ -249,7 +257,7 @@ int Main(int argc, char** argv) {
       {"eval", {{"model", "adapter", "teacher", "tokens", "seq-len", "batch", "threads", "tokenizer", "text-field"}, &Eval}},
       {"init", {{"config", "out", "seed"}, &Init}},
       {"merge", {{"base", "adapter", "out"}, &Merge}},
-      {"tokenize", {{"tokenizer", "input", "output", "text-field", "threads", "separator"}, &Tokenize}},
+      {"tokenize", {{"tokenizer", "input", "output", "text-field", "threads", "separator", "chunk-bytes"}, &Tokenize}},
   };
   auto it = kCommands.find(cmd);
   if (it == kCommands.end()) {

@@ -94,8 +94,12 @@ struct TokenizeFileOptions {
   // Token appended after every document; empty = the tokenizer's EOS
   // (eos_id()). FailedPrecondition if empty and the tokenizer has no EOS.
   std::string separator;
-  int threads = 1;       // encoder threads (documents, or pieces of one large .txt)
-  bool progress = true;  // progress bar on stderr for inputs over 16 MB
+  int threads = 1;  // encoder threads (documents, or chunks of one .txt)
+  // A .txt is encoded in chunks of about this many bytes (EncodeOptions); the
+  // ids do not depend on it.
+  size_t chunk_bytes = 64 << 10;
+  bool progress = true;                  // progress bar on stderr for large inputs:
+  size_t progress_min_bytes = 16 << 20;  // files of at least this many bytes
 };
 
 // Tokenizes `input` into the .bin shard `output` (WriteTokenShard). A `.txt`

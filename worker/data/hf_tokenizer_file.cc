@@ -3,8 +3,8 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <thread>
 
 #include "absl/strings/match.h"
@@ -17,54 +17,87 @@
 namespace distill::worker {
 namespace {
 
-constexpr size_t kProgressMinBytes = 16 << 20;
-
-struct Document {
-  std::string text;
-  int64_t line = 0;  // JSONL line number, 0 for .txt
-};
-
-absl::StatusOr<std::vector<Document>> ReadDocuments(const std::string& path,
-                                                    const std::string& text_field) {
-  std::ifstream in(path, std::ios::binary);
+// The whole file, read straight into one string (no stream buffer copy).
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
-  if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read failed"));
-  std::string contents = buffer.str();
-  std::vector<Document> docs;
-  if (!absl::EndsWith(path, ".jsonl")) {
-    docs.push_back({std::move(contents), 0});
-    return docs;
+  const std::streamoff size = in.tellg();
+  if (size < 0) return absl::DataLossError(absl::StrCat(path, ": cannot tell its size"));
+  std::string contents(static_cast<size_t>(size), '\0');
+  in.seekg(0);
+  if (!in.read(contents.data(), size)) {
+    return absl::DataLossError(absl::StrCat(path, ": read failed"));
   }
-  size_t start = 0;
-  for (int64_t line_no = 1; start < contents.size(); ++line_no) {
-    size_t end = contents.find('\n', start);
-    if (end == std::string::npos) end = contents.size();
-    const std::string line = contents.substr(start, end - start);
-    start = end + 1;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    const std::string where = absl::StrCat(path, ":", line_no, ": ");
-    nlohmann::json record = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (record.is_discarded()) return absl::InvalidArgumentError(where + "invalid JSON");
-    if (!record.is_object()) return absl::InvalidArgumentError(where + "expected a JSON object");
-    auto field = record.find(text_field);
-    if (field == record.end() || !field->is_string()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where, "missing string field \"", text_field, "\""));
-    }
-    docs.push_back({field->get<std::string>(), line_no});
-  }
-  return docs;
+  return contents;
 }
 
-void PrintProgress(size_t done, size_t total, double seconds) {
+// One non-blank JSONL line: [begin, end) of the file and its 1-based number.
+struct Line {
+  size_t begin = 0, end = 0;
+  int64_t number = 0;
+};
+
+std::vector<Line> NonBlankLines(std::string_view contents) {
+  std::vector<Line> lines;
+  size_t start = 0;
+  for (int64_t number = 1; start < contents.size(); ++number) {
+    size_t end = contents.find('\n', start);
+    if (end == std::string_view::npos) end = contents.size();
+    const std::string_view line = contents.substr(start, end - start);
+    if (line.find_first_not_of(" \t\r") != std::string_view::npos) {
+      lines.push_back({start, end, number});
+    }
+    start = end + 1;
+  }
+  return lines;
+}
+
+// The text of one JSONL record, or an error naming what is wrong (the caller
+// adds the file and line).
+absl::StatusOr<std::string> DocumentText(std::string_view line, const std::string& text_field) {
+  nlohmann::json record = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+  if (record.is_discarded()) return absl::InvalidArgumentError("invalid JSON");
+  if (!record.is_object()) return absl::InvalidArgumentError("expected a JSON object");
+  auto field = record.find(text_field);
+  if (field == record.end() || !field->is_string()) {
+    return absl::InvalidArgumentError(absl::StrCat("missing string field \"", text_field, "\""));
+  }
+  return std::move(field->get_ref<std::string&>());
+}
+
+void PrintProgress(uint64_t done, uint64_t total, double seconds) {
+  done = std::min(done, total);  // normalization may change a text's length
   const int width = 40;
   const int filled = total == 0 ? width : static_cast<int>(width * done / total);
   std::fprintf(stderr, "\r[%s%s] %5.1f%% %7.1f MB/s", std::string(filled, '#').c_str(),
                std::string(width - filled, ' ').c_str(), total == 0 ? 100.0 : 100.0 * done / total,
                seconds > 0 ? done / 1e6 / seconds : 0.0);
   std::fflush(stderr);
+}
+
+// Runs `work` on a thread while this one draws the progress bar (when `show`)
+// from `done` out of `total`, until the work is over.
+template <typename Fn>
+void RunWithProgress(bool show, const std::atomic<uint64_t>& done, uint64_t total,
+                     const std::function<double()>& elapsed, Fn work) {
+  if (!show) {
+    work();
+    return;
+  }
+  std::atomic<bool> over{false};
+  std::thread worker([&] {
+    work();
+    over = true;
+  });
+  while (!over.load()) {
+    PrintProgress(done.load(), total, elapsed());
+    for (int i = 0; i < 20 && !over.load(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+  worker.join();
+  PrintProgress(total, total, elapsed());
+  std::fprintf(stderr, "\n");
 }
 
 }  // namespace
@@ -86,60 +119,84 @@ absl::Status TokenizeFile(const HfTokenizer& tokenizer, const std::string& input
     }
     separator = *id;
   }
-  ASSIGN_OR_RETURN(std::vector<Document> docs, ReadDocuments(input, options.text_field));
-  size_t total_bytes = 0;
-  for (const Document& d : docs) total_bytes += d.text.size();
+  ASSIGN_OR_RETURN(const std::string contents, ReadFile(input));
+  const bool jsonl = absl::EndsWith(input, ".jsonl");
 
+  // Timed from here: JSONL parsing counts as part of the work.
   const auto start = std::chrono::steady_clock::now();
-  auto elapsed = [&start] {
+  const std::function<double()> elapsed = [&start] {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   };
   const int threads = std::max(1, options.threads);
-  std::vector<std::vector<uint32_t>> encoded(docs.size());
-  std::vector<absl::Status> errors(docs.size());
-  std::atomic<size_t> next{0}, bytes_done{0};
-  auto work = [&](int doc_threads) {
-    for (size_t i; (i = next.fetch_add(1)) < docs.size();) {
-      absl::StatusOr<std::vector<uint32_t>> ids =
-          tokenizer.Encode(docs[i].text, /*add_special_tokens=*/false, doc_threads);
-      if (ids.ok()) {
-        encoded[i] = *std::move(ids);
-        encoded[i].push_back(separator);
-      } else {
-        errors[i] = ids.status();
-      }
-      bytes_done += docs[i].text.size();
-    }
-  };
-  const bool show = options.progress && total_bytes >= kProgressMinBytes;
-  if (docs.size() == 1) {
-    work(threads);  // one document: its words are spread over the threads
-  } else {
-    std::vector<std::thread> pool;
-    for (int t = 0; t < threads; ++t) pool.emplace_back(work, 1);
-    while (show && bytes_done.load() < total_bytes) {
-      PrintProgress(bytes_done.load(), total_bytes, elapsed());
-      std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    }
-    for (std::thread& t : pool) t.join();
-  }
-  if (show) {
-    PrintProgress(total_bytes, total_bytes, elapsed());
-    std::fprintf(stderr, "\n");
-  }
-  for (size_t i = 0; i < docs.size(); ++i) {
-    if (!errors[i].ok()) {
-      const std::string where = docs[i].line > 0 ? absl::StrCat(input, ":", docs[i].line) : input;
-      return absl::Status(errors[i].code(), absl::StrCat(where, ": ", errors[i].message()));
-    }
-  }
+  const bool show = options.progress && contents.size() >= options.progress_min_bytes;
+  std::atomic<uint64_t> done{0};  // bytes of the file (of the text for .txt) done
   std::vector<uint32_t> ids;
-  size_t total_ids = 0;
-  for (const auto& e : encoded) total_ids += e.size();
-  ids.reserve(total_ids);
-  for (auto& e : encoded) {
-    ids.insert(ids.end(), e.begin(), e.end());
-    std::vector<uint32_t>().swap(e);
+  size_t n_docs = 0;
+  uint64_t text_bytes = 0;
+  if (!jsonl) {
+    // One document: its chunks are spread over the threads (Note [Chunked
+    // encoding] in hf_tokenizer_chunked.cc).
+    EncodeOptions encode;
+    encode.threads = threads;
+    encode.chunk_bytes = options.chunk_bytes;
+    encode.progress = &done;
+    absl::StatusOr<std::vector<uint32_t>> encoded;
+    RunWithProgress(show, done, contents.size(), elapsed,
+                    [&] { encoded = tokenizer.Encode(contents, encode); });
+    if (!encoded.ok()) {
+      return absl::Status(encoded.status().code(),
+                          absl::StrCat(input, ": ", encoded.status().message()));
+    }
+    ids = *std::move(encoded);
+    ids.push_back(separator);
+    n_docs = 1;
+    text_bytes = contents.size();
+  } else {
+    // One document per line: lines are parsed and encoded on the threads.
+    const std::vector<Line> lines = NonBlankLines(contents);
+    std::vector<std::vector<uint32_t>> encoded(lines.size());
+    std::vector<absl::Status> errors(lines.size());
+    std::atomic<uint64_t> text_done{0};
+    std::atomic<size_t> next{0};
+    auto work = [&] {
+      for (size_t i; (i = next.fetch_add(1)) < lines.size();) {
+        const std::string_view line =
+            std::string_view(contents).substr(lines[i].begin, lines[i].end - lines[i].begin);
+        absl::StatusOr<std::string> text = DocumentText(line, options.text_field);
+        absl::StatusOr<std::vector<uint32_t>> doc_ids =
+            text.ok() ? tokenizer.Encode(*text, /*add_special_tokens=*/false)
+                      : absl::StatusOr<std::vector<uint32_t>>(text.status());
+        if (doc_ids.ok()) {
+          encoded[i] = *std::move(doc_ids);
+          encoded[i].push_back(separator);
+          text_done += text->size();
+        } else {
+          errors[i] = doc_ids.status();
+        }
+        done += line.size() + 1;
+      }
+    };
+    RunWithProgress(show, done, contents.size(), elapsed, [&] {
+      std::vector<std::thread> pool;
+      for (int t = 1; t < threads; ++t) pool.emplace_back(work);
+      work();
+      for (std::thread& t : pool) t.join();
+    });
+    for (size_t i = 0; i < lines.size(); ++i) {  // the first error in file order
+      if (!errors[i].ok()) {
+        return absl::Status(errors[i].code(),
+                            absl::StrCat(input, ":", lines[i].number, ": ", errors[i].message()));
+      }
+    }
+    size_t total_ids = 0;
+    for (const auto& e : encoded) total_ids += e.size();
+    ids.reserve(total_ids);
+    for (auto& e : encoded) {
+      ids.insert(ids.end(), e.begin(), e.end());
+      std::vector<uint32_t>().swap(e);
+    }
+    n_docs = lines.size();
+    text_bytes = text_done.load();
   }
   const double seconds = elapsed();
   if (ids.empty()) return absl::InvalidArgumentError(absl::StrCat(input, ": no documents"));
@@ -147,8 +204,8 @@ absl::Status TokenizeFile(const HfTokenizer& tokenizer, const std::string& input
   std::fprintf(stderr, "%s",
                absl::StrFormat("tokenized %s: %d docs, %.2f MB -> %d tokens in %.2f s "
                                "(%.2f MB/s, %d threads)\n",
-                               input, docs.size(), total_bytes / 1e6, ids.size(), seconds,
-                               total_bytes / 1e6 / std::max(seconds, 1e-9), threads)
+                               input, n_docs, text_bytes / 1e6, ids.size(), seconds,
+                               text_bytes / 1e6 / std::max(seconds, 1e-9), threads)
                    .c_str());
   return absl::OkStatus();
 }
