@@ -36,22 +36,58 @@ struct JobRecord {
   int64_t not_before_ms = 0;
 };
 
+// A stored job still serialized (distill.v1.Job wire format), with the
+// columns a listing needs: lets ListJobs answer without parsing every job.
+struct SerializedJob {
+  int64_t seq = 0;
+  distill::v1::JobState state = distill::v1::JOB_STATE_UNSPECIFIED;
+  std::string job;
+};
+
 // What happened, for the event log.
 struct EventInfo {
   distill::v1::JobEvent::Kind kind = distill::v1::JobEvent::STATE_CHANGED;
   std::string message;
 };
 
+// One job for CreateJobs(): the record (job.id set by the caller) and its
+// first event.
+struct NewJob {
+  JobRecord record;
+  EventInfo event;
+};
+
+// What CreateJobs() did with one NewJob: the stored record (new, or the
+// existing job of the same request id when `created` is false) or the error
+// of that job alone (AlreadyExists for a duplicate id, Internal).
+struct CreatedJob {
+  absl::StatusOr<JobRecord> record = absl::UnknownError("not written");
+  bool created = false;
+};
+
 class JobStore {
  public:
   virtual ~JobStore() = default;
 
-  // Inserts a new job (job.id set by the caller) with its first event and
-  // returns it with `seq` assigned. When `job.request_id` is non-empty and a
-  // job with that request id exists, returns the existing job unchanged and
-  // sets *created to false.
-  virtual absl::StatusOr<JobRecord> CreateJob(const JobRecord& record, const EventInfo& event,
-                                              bool* created) = 0;
+  // Inserts new jobs, each with its first event, in one transaction (group
+  // commit), in order, assigning `seq`. Each job is idempotent on a non-empty
+  // `job.request_id`: when a job with that request id exists (stored before
+  // or earlier in the same batch), its result is that job, unchanged, with
+  // created = false. A job that fails leaves no trace and fails alone; the
+  // others still commit. A non-OK return (the transaction could not begin or
+  // commit) means that none of the batch was written; jobs stored before are
+  // untouched. Returns one result per job, in order.
+  virtual absl::StatusOr<std::vector<CreatedJob>> CreateJobs(const std::vector<NewJob>& jobs) = 0;
+
+  // CreateJobs() of one job: its record, or its error; *created (optional)
+  // as CreatedJob::created.
+  absl::StatusOr<JobRecord> CreateJob(const JobRecord& record, const EventInfo& event,
+                                      bool* created) {
+    absl::StatusOr<std::vector<CreatedJob>> r = CreateJobs({NewJob{record, event}});
+    if (!r.ok()) return r.status();
+    if (created) *created = (*r)[0].created;
+    return std::move((*r)[0].record);
+  }
 
   virtual absl::StatusOr<JobRecord> GetJob(const std::string& id) = 0;
 
@@ -65,6 +101,11 @@ class JobStore {
   // when before_seq > 0; at most `limit`.
   virtual absl::StatusOr<std::vector<JobRecord>> ListJobs(distill::v1::JobState state,
                                                           int64_t before_seq, int limit) = 0;
+
+  // ListJobs() without parsing: the same jobs in the same order, serialized.
+  virtual absl::StatusOr<std::vector<SerializedJob>> ListSerializedJobs(distill::v1::JobState state,
+                                                                        int64_t before_seq,
+                                                                        int limit) = 0;
 
   // Every job in one of `states`, oldest first.
   virtual absl::StatusOr<std::vector<JobRecord>> JobsInStates(

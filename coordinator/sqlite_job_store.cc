@@ -160,6 +160,12 @@ class SqliteJobStore::Connection {
     stmts_.emplace(sql, stmt);
     return Stmt(db_, stmt);
   }
+  // Runs a cached statement that returns no rows.
+  absl::Status Run(const std::string& sql) {
+    Stmt s = Get(sql);
+    RETURN_IF_ERROR(s.status());
+    return s.Step().status();
+  }
   absl::Status Exec(const char* sql) {
     char* err = nullptr;
     if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
@@ -321,19 +327,20 @@ absl::StatusOr<int64_t> SqliteJobStore::AppendEventLocked(const JobRecord& r,
   return seq;
 }
 
-absl::StatusOr<JobRecord> SqliteJobStore::CreateJob(const JobRecord& record, const EventInfo& event,
-                                                    bool* created) {
-  std::lock_guard<std::mutex> lock(mu_);
-  Transaction<Connection> tx(*writer_);
-  RETURN_IF_ERROR(tx.status());
+absl::StatusOr<CreatedJob> SqliteJobStore::CreateJobLocked(const NewJob& nj) {
+  const JobRecord& record = nj.record;
+  CreatedJob out;
   if (!record.job.request_id().empty()) {
-    Stmt s = writer_->Get(absl::StrCat("SELECT ", kJobColumns, " FROM jobs WHERE request_id = ?1"));
+    // The `!= ''` lets SQLite use the partial index jobs_request_id (it cannot
+    // know that ?1 is non-empty); without it every submission scans the table.
+    Stmt s = writer_->Get(absl::StrCat("SELECT ", kJobColumns,
+                                       " FROM jobs WHERE request_id = ?1 AND request_id != ''"));
     RETURN_IF_ERROR(s.status());
     s.Bind(1, record.job.request_id());
     ASSIGN_OR_RETURN(bool row, s.Step());
     if (row) {
-      if (created) *created = false;
-      return ReadRecord(s);
+      out.record = ReadRecord(s);
+      return out;
     }
   }
   JobRecord r = record;
@@ -350,10 +357,32 @@ absl::StatusOr<JobRecord> SqliteJobStore::CreateJob(const JobRecord& record, con
     }
     return st;
   }
-  RETURN_IF_ERROR(AppendEventLocked(r, event).status());
+  RETURN_IF_ERROR(AppendEventLocked(r, nj.event).status());
+  out.record = std::move(r);
+  out.created = true;
+  return out;
+}
+
+absl::StatusOr<std::vector<CreatedJob>> SqliteJobStore::CreateJobs(
+    const std::vector<NewJob>& jobs) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Transaction<Connection> tx(*writer_);
+  RETURN_IF_ERROR(tx.status());
+  std::vector<CreatedJob> out(jobs.size());
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    // A savepoint per job: a job that fails half-way is undone alone.
+    RETURN_IF_ERROR(writer_->Run("SAVEPOINT job"));
+    absl::StatusOr<CreatedJob> r = CreateJobLocked(jobs[i]);
+    if (r.ok()) {
+      out[i] = std::move(*r);
+    } else {
+      out[i].record = r.status();
+      RETURN_IF_ERROR(writer_->Run("ROLLBACK TO job"));
+    }
+    RETURN_IF_ERROR(writer_->Run("RELEASE job"));
+  }
   RETURN_IF_ERROR(tx.Commit());
-  if (created) *created = true;
-  return r;
+  return out;
 }
 
 absl::StatusOr<JobRecord> SqliteJobStore::GetJob(const std::string& id) {
@@ -381,17 +410,51 @@ absl::StatusOr<int64_t> SqliteJobStore::UpdateJob(const JobRecord& record,
   return seq;
 }
 
+namespace {
+
+// The listing query; the columns are `select`.
+std::string ListQuery(const char* select) {
+  return absl::StrCat("SELECT ", select,
+                      " FROM jobs WHERE (?1 = 0 OR state = ?1) AND (?2 <= 0 OR seq < ?2) "
+                      "ORDER BY seq DESC LIMIT ?3");
+}
+
+void BindList(Stmt& s, JobState state, int64_t before_seq, int limit) {
+  s.Bind(1, static_cast<int64_t>(state));
+  s.Bind(2, before_seq);
+  s.Bind(3, static_cast<int64_t>(limit));
+}
+
+}  // namespace
+
 absl::StatusOr<std::vector<JobRecord>> SqliteJobStore::ListJobs(JobState state, int64_t before_seq,
                                                                 int limit) {
   return WithReader([&](Connection& c) -> absl::StatusOr<std::vector<JobRecord>> {
-    Stmt s = c.Get(absl::StrCat("SELECT ", kJobColumns,
-                                " FROM jobs WHERE (?1 = 0 OR state = ?1) AND (?2 <= 0 OR seq < ?2) "
-                                "ORDER BY seq DESC LIMIT ?3"));
+    Stmt s = c.Get(ListQuery(kJobColumns));
     RETURN_IF_ERROR(s.status());
-    s.Bind(1, static_cast<int64_t>(state));
-    s.Bind(2, before_seq);
-    s.Bind(3, static_cast<int64_t>(limit));
+    BindList(s, state, before_seq, limit);
     return ReadRecords(s);
+  });
+}
+
+absl::StatusOr<std::vector<SerializedJob>> SqliteJobStore::ListSerializedJobs(JobState state,
+                                                                              int64_t before_seq,
+                                                                              int limit) {
+  return WithReader([&](Connection& c) -> absl::StatusOr<std::vector<SerializedJob>> {
+    Stmt s = c.Get(ListQuery("job, seq, state"));
+    RETURN_IF_ERROR(s.status());
+    BindList(s, state, before_seq, limit);
+    std::vector<SerializedJob> out;
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row) break;
+      SerializedJob j;
+      j.job = s.Blob(0);
+      j.seq = s.Int(1);
+      j.state = static_cast<JobState>(s.Int(2));
+      out.push_back(std::move(j));
+    }
+    return out;
   });
 }
 

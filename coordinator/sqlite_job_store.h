@@ -32,13 +32,15 @@ class SqliteJobStore : public JobStore {
   static absl::StatusOr<std::unique_ptr<SqliteJobStore>> Open(const std::string& path);
   ~SqliteJobStore() override;
 
-  absl::StatusOr<JobRecord> CreateJob(const JobRecord& record, const EventInfo& event,
-                                      bool* created) override;
+  absl::StatusOr<std::vector<CreatedJob>> CreateJobs(const std::vector<NewJob>& jobs) override;
   absl::StatusOr<JobRecord> GetJob(const std::string& id) override;
   absl::StatusOr<int64_t> UpdateJob(const JobRecord& record,
                                     const std::optional<EventInfo>& event) override;
   absl::StatusOr<std::vector<JobRecord>> ListJobs(distill::v1::JobState state, int64_t before_seq,
                                                   int limit) override;
+  absl::StatusOr<std::vector<SerializedJob>> ListSerializedJobs(distill::v1::JobState state,
+                                                                int64_t before_seq,
+                                                                int limit) override;
   absl::StatusOr<std::vector<JobRecord>> JobsInStates(
       const std::vector<distill::v1::JobState>& states) override;
   absl::StatusOr<std::map<distill::v1::JobState, int>> CountJobs() override;
@@ -56,6 +58,8 @@ class SqliteJobStore : public JobStore {
   static constexpr int kMaxReaders = 4;
 
   SqliteJobStore(std::string path, std::unique_ptr<Connection> writer);
+  // One job of CreateJobs(), inside its transaction.
+  absl::StatusOr<CreatedJob> CreateJobLocked(const NewJob& job);
   absl::StatusOr<int64_t> AppendEventLocked(const JobRecord& record, const EventInfo& event);
   absl::Status WriteJobLocked(const JobRecord& record, bool insert);
   // Runs fn(Connection&) on a pooled reader connection.

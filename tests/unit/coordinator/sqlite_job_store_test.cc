@@ -6,6 +6,8 @@
 #include <stdlib.h>
 
 #include <filesystem>
+#include <string>
+#include <vector>
 
 #include "google/protobuf/util/message_differencer.h"
 
@@ -171,6 +173,55 @@ TEST_F(SqliteJobStoreTest, ListsNewestFirstWithStateFilterAndCursor) {
   ASSERT_TRUE(counts.ok());
   EXPECT_EQ((*counts)[distill::v1::QUEUED], 3);
   EXPECT_EQ((*counts)[distill::v1::RUNNING], 2);
+}
+
+// One transaction for a batch: a request id repeated inside the batch, or
+// of a job stored before, returns that job; a duplicate id fails that job
+// alone (no row, no event, no seq used); the others commit.
+TEST_F(SqliteJobStoreTest, CreateJobsBatchIsIdempotentAndIsolatesFailures) {
+  const EventInfo submitted{JobEvent::STATE_CHANGED, "submitted"};
+  ASSERT_TRUE(store_->CreateJob(Record("x", "req-x"), submitted, nullptr).ok());
+  const std::vector<NewJob> batch = {
+      {Record("a", "req-a"), submitted},  // new
+      {Record("b", "req-a"), submitted},  // the request of a, again
+      {Record("x"), submitted},           // duplicate id
+      {Record("c", "req-x"), submitted},  // the request of a job stored before
+      {Record("d"), submitted},           // new
+  };
+  auto r = store_->CreateJobs(batch);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->size(), 5u);
+  ASSERT_TRUE((*r)[0].record.ok()) << (*r)[0].record.status();
+  EXPECT_TRUE((*r)[0].created);
+  EXPECT_EQ((*r)[0].record->job.id(), "a");
+  EXPECT_EQ((*r)[0].record->seq, 2);
+  ASSERT_TRUE((*r)[1].record.ok()) << (*r)[1].record.status();
+  EXPECT_FALSE((*r)[1].created);
+  EXPECT_EQ((*r)[1].record->job.id(), "a");
+  EXPECT_EQ((*r)[1].record->seq, 2);
+  EXPECT_EQ((*r)[2].record.status().code(), absl::StatusCode::kAlreadyExists);
+  ASSERT_TRUE((*r)[3].record.ok()) << (*r)[3].record.status();
+  EXPECT_FALSE((*r)[3].created);
+  EXPECT_EQ((*r)[3].record->job.id(), "x");
+  ASSERT_TRUE((*r)[4].record.ok()) << (*r)[4].record.status();
+  EXPECT_TRUE((*r)[4].created);
+  EXPECT_EQ((*r)[4].record->seq, 3);
+
+  // What a restarted coordinator would see (the first store still open).
+  auto other = SqliteJobStore::Open(path_);
+  ASSERT_TRUE(other.ok()) << other.status();
+  auto all = (*other)->ListJobs(distill::v1::JOB_STATE_UNSPECIFIED, 0, 10);
+  ASSERT_TRUE(all.ok()) << all.status();
+  std::vector<std::string> ids;
+  for (const JobRecord& j : *all) ids.push_back(j.job.id());
+  EXPECT_EQ(ids, (std::vector<std::string>{"d", "a", "x"}));
+  for (const char* id : {"a", "d", "x"}) {
+    auto events = (*other)->ListEvents(id, 0, 10);
+    ASSERT_TRUE(events.ok()) << events.status();
+    EXPECT_EQ(events->size(), 1u) << id;
+  }
+  EXPECT_EQ((*other)->GetJob("x")->job.request_id(), "req-x");  // untouched
+  EXPECT_EQ((*other)->GetJob("b").status().code(), absl::StatusCode::kNotFound);
 }
 
 // A write that returned is visible to the next read (reader connections in
