@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -12,6 +13,7 @@
 #include "absl/strings/strip.h"
 #include "common/fs_util.h"
 #include "common/status_macros.h"
+#include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
 
@@ -26,6 +28,39 @@ using distill::v1::JobState;
 using google::protobuf::util::TimeUtil;
 
 std::string StateName(JobState s) { return distill::v1::JobState_Name(s); }
+
+// The `priority` of a serialized Job (0 when absent or unreadable), read
+// without parsing the rest of it.
+int PriorityOf(const std::string& job) {
+  google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(job.data()),
+                                            static_cast<int>(job.size()));
+  int priority = 0;
+  while (const uint32_t tag = in.ReadTag()) {
+    const uint32_t field = tag >> 3, wire_type = tag & 7;
+    uint64_t v = 0;
+    uint32_t len = 0;
+    bool ok = true;
+    switch (wire_type) {
+      case 0:  // varint
+        ok = in.ReadVarint64(&v);
+        if (ok && field == Job::kPriorityFieldNumber) priority = static_cast<int32_t>(v);
+        break;
+      case 1:  // 64-bit
+        ok = in.Skip(8);
+        break;
+      case 2:  // length-delimited
+        ok = in.ReadVarint32(&len) && in.Skip(static_cast<int>(len));
+        break;
+      case 5:  // 32-bit
+        ok = in.Skip(4);
+        break;
+      default:  // groups: not in proto3
+        ok = false;
+    }
+    if (!ok) break;
+  }
+  return priority;
+}
 
 }  // namespace
 
@@ -54,9 +89,14 @@ Coordinator::Coordinator(CoordinatorOptions options, JobStore* store, Scheduler*
       scheduler_(scheduler),
       launcher_(launcher),
       metrics_(metrics),
-      rng_(std::random_device{}()) {}
+      rng_(std::random_device{}()),
+      committer_(std::make_unique<GroupCommitter>(
+          [this](std::vector<NewJob>& batch) { return CommitSubmissions(batch); })) {}
 
-Coordinator::~Coordinator() { Stop(); }
+Coordinator::~Coordinator() {
+  Stop();
+  committer_.reset();  // commits what is queued before the members go
+}
 
 std::string Coordinator::WorkDir(const std::string& id, int attempt) const {
   return absl::StrCat(options_.state_dir, "/jobs/", id, "/attempt-", attempt);
@@ -125,13 +165,23 @@ absl::Status Coordinator::Transition(Active& a, JobState to, FailureReason reaso
   }
   LogLine(absl::StrCat("job ", a.rec.job.id(), " ", StateName(from), " -> ", StateName(to),
                        message.empty() ? "" : ": ", message));
-  if (from == distill::v1::QUEUED) queue_.Erase(a.rec.job.priority(), a.rec.seq);
-  if (to == distill::v1::QUEUED) queue_.Insert(a.rec.job.priority(), a.rec.seq);
+  if (from == distill::v1::QUEUED) QueueEraseLocked(a.rec.job.priority(), a.rec.seq);
+  if (to == distill::v1::QUEUED) QueueInsertLocked(a.rec.job.priority(), a.rec.seq);
   counts_[from]--;
   counts_[to]++;
   metrics_->SetJobCounts(counts_);
   if (to == distill::v1::FAILED) metrics_->OnFailure(reason);
   return absl::OkStatus();
+}
+
+void Coordinator::QueueInsertLocked(int priority, int64_t seq) {
+  std::lock_guard<std::mutex> lock(queue_mu_);
+  queue_.Insert(priority, seq);
+}
+
+void Coordinator::QueueEraseLocked(int priority, int64_t seq) {
+  std::lock_guard<std::mutex> lock(queue_mu_);
+  queue_.Erase(priority, seq);
 }
 
 void Coordinator::NotifyLocked() {
@@ -162,22 +212,25 @@ Job Coordinator::DecorateLocked(const JobRecord& rec) const {
   return job;
 }
 
-absl::StatusOr<Job> Coordinator::Submit(const distill::v1::SubmitJobRequest& request) {
+void Coordinator::SubmitAsync(const distill::v1::SubmitJobRequest& request,
+                              std::function<void(absl::StatusOr<Job>)> done) {
   const int ranks = RanksOf(request.spec());
-  if (ranks < 1)
-    return absl::InvalidArgumentError(absl::StrCat("ranks: must be >= 1, got ", ranks));
+  if (ranks < 1) {
+    done(absl::InvalidArgumentError(absl::StrCat("ranks: must be >= 1, got ", ranks)));
+    return;
+  }
   if (ranks > scheduler_->total_slots()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "ranks: the job needs ", ranks, " slots, the inventory has ", scheduler_->total_slots()));
+    done(absl::FailedPreconditionError(absl::StrCat(
+        "ranks: the job needs ", ranks, " slots, the inventory has ", scheduler_->total_slots())));
+    return;
   }
   if (request.has_max_retries() && request.max_retries() < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("max_retries: must be >= 0, got ", request.max_retries()));
+    done(absl::InvalidArgumentError(
+        absl::StrCat("max_retries: must be >= 0, got ", request.max_retries())));
+    return;
   }
-  std::lock_guard<std::mutex> lock(mu_);
-  JobRecord rec;
-  Job& job = rec.job;
-  job.set_id(absl::StrFormat("j%012x", rng_() & 0xffffffffffffULL));
+  NewJob nj;
+  Job& job = nj.record.job;  // the id (and what derives from it) comes at commit
   *job.mutable_spec() = request.spec();
   job.set_state(distill::v1::QUEUED);
   job.set_max_retries(request.has_max_retries() ? request.max_retries() : options_.max_retries);
@@ -186,29 +239,79 @@ absl::StatusOr<Job> Coordinator::Submit(const distill::v1::SubmitJobRequest& req
   job.set_request_id(request.request_id());
   job.set_output_dir(request.spec().output());
   job.set_checkpoint_dir(request.spec().output() + "/checkpoints");
-  job.set_log_dir(absl::StrCat(options_.state_dir, "/jobs/", job.id()));
   *job.mutable_create_time() = TimeUtil::GetCurrentTime();
   *job.mutable_update_time() = job.create_time();
-  bool created = false;
-  const EventInfo submitted{JobEvent::STATE_CHANGED, "submitted"};
-  ASSIGN_OR_RETURN(JobRecord stored, store_->CreateJob(rec, submitted, &created));
-  if (!created) {
-    auto it = active_.find(stored.job.id());
-    return DecorateLocked(it == active_.end() ? stored : it->second.rec);
+  nj.event = EventInfo{JobEvent::STATE_CHANGED, "submitted"};
+  committer_->Add(std::move(nj), std::move(done));
+}
+
+absl::StatusOr<Job> Coordinator::Submit(const distill::v1::SubmitJobRequest& request) {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::optional<absl::StatusOr<Job>> result;
+  SubmitAsync(request, [&](absl::StatusOr<Job> job) {
+    std::lock_guard<std::mutex> lock(mu);
+    result = std::move(job);
+    cv.notify_one();
+  });
+  std::unique_lock<std::mutex> lock(mu);
+  cv.wait(lock, [&] { return result.has_value(); });
+  return std::move(*result);
+}
+
+std::vector<absl::StatusOr<Job>> Coordinator::CommitSubmissions(std::vector<NewJob>& batch) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (NewJob& nj : batch) {
+    Job& job = nj.record.job;
+    job.set_id(absl::StrFormat("j%012x", rng_() & 0xffffffffffffULL));
+    job.set_log_dir(absl::StrCat(options_.state_dir, "/jobs/", job.id()));
   }
-  Active& a = active_[stored.job.id()];
-  a.rec = std::move(stored);
-  queue_.Insert(a.rec.job.priority(), a.rec.seq);
-  counts_[distill::v1::QUEUED]++;
-  metrics_->SetJobCounts(counts_);
-  metrics_->OnSubmit();
-  LogLine(absl::StrCat("job ", a.rec.job.id(), " QUEUED: ", ranks, " ranks, priority ",
-                       a.rec.job.priority(), a.rec.job.spec().name().empty() ? "" : ", name ",
-                       a.rec.job.spec().name()));
-  NotifyLocked();
-  // A full inventory cannot start it; the next tick or freed slot will.
-  if (scheduler_->free_slots() > 0) wake_.notify_all();
-  return DecorateLocked(a.rec);
+  std::vector<absl::StatusOr<Job>> results;
+  results.reserve(batch.size());
+  absl::StatusOr<std::vector<CreatedJob>> created = store_->CreateJobs(batch);
+  if (!created.ok()) {
+    LogLine(absl::StrCat("cannot record ", batch.size(),
+                         " submission(s): ", created.status().message()));
+    for (size_t i = 0; i < batch.size(); ++i) results.push_back(created.status());
+    return results;
+  }
+  // Into active_ first, so that every queue position below counts the whole batch.
+  std::vector<Active*> added(batch.size(), nullptr);
+  bool any_added = false;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    CreatedJob& c = (*created)[i];
+    if (!c.record.ok() || !c.created) continue;
+    Active& a = active_[c.record->job.id()];
+    a.rec = std::move(*c.record);
+    QueueInsertLocked(a.rec.job.priority(), a.rec.seq);
+    counts_[distill::v1::QUEUED]++;
+    metrics_->OnSubmit();
+    added[i] = &a;
+    any_added = true;
+    LogLine(absl::StrCat("job ", a.rec.job.id(), " QUEUED: ", a.rec.job.ranks(),
+                         " ranks, priority ", a.rec.job.priority(),
+                         a.rec.job.spec().name().empty() ? "" : ", name ",
+                         a.rec.job.spec().name()));
+  }
+  for (size_t i = 0; i < batch.size(); ++i) {
+    CreatedJob& c = (*created)[i];
+    if (added[i] != nullptr) {
+      results.push_back(DecorateLocked(added[i]->rec));
+    } else if (!c.record.ok()) {
+      results.push_back(c.record.status());
+    } else {
+      // An earlier submission of the same request id.
+      auto it = active_.find(c.record->job.id());
+      results.push_back(DecorateLocked(it == active_.end() ? *c.record : it->second.rec));
+    }
+  }
+  if (any_added) {
+    metrics_->SetJobCounts(counts_);
+    NotifyLocked();
+    // A full inventory cannot start them; the next tick or freed slot will.
+    if (scheduler_->free_slots() > 0) wake_.notify_all();
+  }
+  return results;
 }
 
 absl::StatusOr<Job> Coordinator::Get(const std::string& id) {
@@ -229,7 +332,8 @@ absl::StatusOr<Job> Coordinator::Get(const std::string& id) {
 // commits before the call that made it returns (and under mu_, with the
 // in-memory change), so a read started afterwards sees it: a listing is a
 // committed snapshot at least as new as the caller's last write. Only the
-// queue positions, which depend on the whole queue, are computed under mu_.
+// queue positions, which depend on the whole queue, are computed, under
+// queue_mu_ alone (never held across a store write, unlike mu_).
 absl::StatusOr<std::vector<Job>> Coordinator::List(JobState state, int64_t before_seq, int limit,
                                                    std::vector<int64_t>* seqs) {
   ASSIGN_OR_RETURN(std::vector<JobRecord> recs, store_->ListJobs(state, before_seq, limit));
@@ -240,8 +344,11 @@ absl::StatusOr<std::vector<Job>> Coordinator::List(JobState state, int64_t befor
     any_queued = any_queued || r.job.state() == distill::v1::QUEUED;
   }
   if (any_queued) {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (JobRecord& r : recs) r.job.set_queue_position(QueuePositionLocked(r));
+    std::lock_guard<std::mutex> lock(queue_mu_);
+    for (JobRecord& r : recs) {
+      if (r.job.state() == distill::v1::QUEUED)
+        r.job.set_queue_position(queue_.Position(r.job.priority(), r.seq));
+    }
   }
   std::vector<Job> jobs;
   jobs.reserve(recs.size());
@@ -250,6 +357,31 @@ absl::StatusOr<std::vector<Job>> Coordinator::List(JobState state, int64_t befor
     jobs.push_back(std::move(r.job));
   }
   return jobs;
+}
+
+absl::StatusOr<std::vector<Coordinator::ListedJob>> Coordinator::ListSerialized(JobState state,
+                                                                                int64_t before_seq,
+                                                                                int limit) {
+  ASSIGN_OR_RETURN(std::vector<SerializedJob> stored,
+                   store_->ListSerializedJobs(state, before_seq, limit));
+  std::vector<ListedJob> out(stored.size());
+  for (size_t i = 0; i < stored.size(); ++i) out[i].stored = std::move(stored[i]);
+  // Note [Reads off the lock], as in List().
+  std::vector<int> priorities(out.size(), 0);
+  bool any_queued = false;
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (out[i].stored.state != distill::v1::QUEUED) continue;
+    any_queued = true;
+    priorities[i] = PriorityOf(out[i].stored.job);
+  }
+  if (any_queued) {
+    std::lock_guard<std::mutex> lock(queue_mu_);
+    for (size_t i = 0; i < out.size(); ++i) {
+      if (out[i].stored.state == distill::v1::QUEUED)
+        out[i].queue_position = queue_.Position(priorities[i], out[i].stored.seq);
+    }
+  }
+  return out;
 }
 
 absl::StatusOr<std::vector<JobEvent>> Coordinator::Events(const std::string& id,

@@ -8,15 +8,23 @@
 // slots), so after a crash the store never claims less than happened; Start()
 // reconciles the store with the processes that are (or are not) still there.
 //
+// Note [Group commit]: submissions are written in batches, one transaction
+// for all the jobs submitted while the previous batch committed, by the
+// GroupCommitter's writer thread; a submitter's answer (SubmitAsync's done)
+// comes after the commit that holds its job. The batch is written and its
+// jobs enter active_ in one critical section of mu_, as every other write.
+//
 // Threads: public methods are thread-safe (one mutex, mu_, around the
 // in-memory state and every store write); store reads (List, Get of a
-// finished job, Events) run without it. The control loop runs on a thread of
-// its own started by Start(). Specs must be validated by the caller (the
-// service) before Submit().
+// finished job, Events) run without it, and List's queue positions take
+// only queue_mu_. The control loop runs on a thread of its own started by
+// Start(), the group commit on another. Specs must be validated by the caller
+// (the service) before SubmitAsync().
 #ifndef DISTILL_COORDINATOR_COORDINATOR_H_
 #define DISTILL_COORDINATOR_COORDINATOR_H_
 
 #include <condition_variable>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -27,6 +35,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "coordinator/group_commit.h"
 #include "coordinator/job_store.h"
 #include "coordinator/launcher.h"
 #include "coordinator/metrics.h"
@@ -75,8 +84,14 @@ class Coordinator {
   // Stops the control loop. Running jobs keep running (a restart adopts them).
   void Stop();
 
-  // Queues a validated spec (idempotent on request_id). FailedPrecondition
-  // when the job needs more slots than the inventory has.
+  // Queues a validated spec (idempotent on request_id) and calls `done` with
+  // the stored job, or the error, once the job is committed (Note [Group
+  // commit]): on the group commit's thread, or at once on the caller's for a
+  // request refused before any write. FailedPrecondition when the job needs
+  // more slots than the inventory has. `done` must not block.
+  void SubmitAsync(const distill::v1::SubmitJobRequest& request,
+                   std::function<void(absl::StatusOr<distill::v1::Job>)> done);
+  // SubmitAsync(), waiting for the commit (never from a `done` callback).
   absl::StatusOr<distill::v1::Job> Submit(const distill::v1::SubmitJobRequest& request);
   absl::StatusOr<distill::v1::Job> Get(const std::string& id);
   // Newest first; seq < before_seq when before_seq > 0. *seqs (optional)
@@ -84,6 +99,14 @@ class Coordinator {
   absl::StatusOr<std::vector<distill::v1::Job>> List(distill::v1::JobState state,
                                                      int64_t before_seq, int limit,
                                                      std::vector<int64_t>* seqs);
+  // List() without parsing the jobs (ListJobs answers with their bytes):
+  // each job as stored, with the queue position List() would give it.
+  struct ListedJob {
+    SerializedJob stored;
+    int queue_position = 0;
+  };
+  absl::StatusOr<std::vector<ListedJob>> ListSerialized(distill::v1::JobState state,
+                                                        int64_t before_seq, int limit);
   // FailedPrecondition for a finished job; NotFound for an unknown one.
   absl::StatusOr<distill::v1::Job> Cancel(const std::string& id, bool force);
   // One progress report of a rank (also its heartbeat). NotFound for an
@@ -132,6 +155,11 @@ class Coordinator {
   void CheckTimeoutsLocked(absl::Time now);
   void ScheduleLocked(absl::Time now);
   void ReconcileLocked(JobRecord rec);
+  // The group commit of a batch of submissions (ids are assigned here).
+  std::vector<absl::StatusOr<distill::v1::Job>> CommitSubmissions(std::vector<NewJob>& batch);
+  // queue_ changes (under mu_ and queue_mu_).
+  void QueueInsertLocked(int priority, int64_t seq);
+  void QueueEraseLocked(int priority, int64_t seq);
   distill::v1::Job DecorateLocked(const JobRecord& rec) const;
   // 1-based place of a QUEUED job in the queue order (0 for other states).
   int QueuePositionLocked(const JobRecord& rec) const;
@@ -148,14 +176,19 @@ class Coordinator {
   std::condition_variable changed_;       // version_ grew
   std::condition_variable wake_;          // the loop should run now (or stop)
   std::map<std::string, Active> active_;  // GUARDED_BY(mu_): QUEUED, STARTING, RUNNING
-  // The QUEUED jobs of active_, kept in step by Submit(), Transition() and
-  // ReconcileLocked() so that queue positions need no sort.
-  QueueIndex queue_;                             // GUARDED_BY(mu_)
+  // The QUEUED jobs of active_, kept in step by CommitSubmissions(),
+  // Transition() and ReconcileLocked() so that queue positions need no sort.
+  // Written under both mu_ and queue_mu_ (in that order), so reading it needs
+  // either: List() takes only queue_mu_, which is never held for long.
+  std::mutex queue_mu_;
+  QueueIndex queue_;  // GUARDED_BY(mu_ to read; mu_ + queue_mu_ to write)
   std::map<distill::v1::JobState, int> counts_;  // GUARDED_BY(mu_)
   int64_t version_ = 0;                          // GUARDED_BY(mu_)
   bool stop_ = false;                            // GUARDED_BY(mu_)
   std::mt19937_64 rng_;                          // GUARDED_BY(mu_)
   std::thread loop_;
+  // Last: its writer thread calls CommitSubmissions(), so it stops first.
+  std::unique_ptr<GroupCommitter> committer_;
 };
 
 // Writes one timestamped line to stderr (the coordinator's state-change log).

@@ -60,7 +60,7 @@ void Coordinator::ReconcileLocked(JobRecord rec) {
   a.rec = std::move(rec);
   a.last_heartbeat = absl::Now();
   if (a.rec.job.state() == distill::v1::QUEUED) {
-    queue_.Insert(a.rec.job.priority(), a.rec.seq);
+    QueueInsertLocked(a.rec.job.priority(), a.rec.seq);
     return;
   }
   const std::string dir = WorkDir(id, a.rec.job.attempt());

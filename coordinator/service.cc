@@ -10,6 +10,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "common/spec.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 
 namespace distill::coordinator {
 namespace {
@@ -94,6 +96,38 @@ std::vector<PathField> PathFields(const JobSpec& spec) {
 
 }  // namespace
 
+std::string SerializeListJobsResponse(const std::vector<Coordinator::ListedJob>& jobs,
+                                      const std::string& next_page_token) {
+  using google::protobuf::io::CodedOutputStream;
+  constexpr uint32_t kVarint = 0, kLengthDelimited = 2;
+  auto tag = [](int field, uint32_t wire_type) {
+    return (static_cast<uint32_t>(field) << 3) | wire_type;
+  };
+  std::string out;
+  {
+    google::protobuf::io::StringOutputStream stream(&out);
+    CodedOutputStream o(&stream);
+    const uint32_t position_tag = tag(distill::v1::Job::kQueuePositionFieldNumber, kVarint);
+    for (const Coordinator::ListedJob& j : jobs) {
+      // queue_position is an int32 (>= 0 here): a plain varint.
+      const auto position = static_cast<uint32_t>(j.queue_position);
+      const size_t appended =
+          CodedOutputStream::VarintSize32(position_tag) + CodedOutputStream::VarintSize32(position);
+      o.WriteTag(tag(distill::v1::ListJobsResponse::kJobsFieldNumber, kLengthDelimited));
+      o.WriteVarint32(static_cast<uint32_t>(j.stored.job.size() + appended));
+      o.WriteString(j.stored.job);
+      o.WriteTag(position_tag);
+      o.WriteVarint32(position);
+    }
+    if (!next_page_token.empty()) {
+      o.WriteTag(tag(distill::v1::ListJobsResponse::kNextPageTokenFieldNumber, kLengthDelimited));
+      o.WriteVarint32(static_cast<uint32_t>(next_page_token.size()));
+      o.WriteString(next_page_token);
+    }
+  }
+  return out;
+}
+
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
@@ -152,20 +186,31 @@ grpc::Status CoordinatorService::CheckAuth(const grpc::ServerContextBase* contex
 grpc::ServerUnaryReactor* CoordinatorService::SubmitJob(
     grpc::CallbackServerContext* context, const distill::v1::SubmitJobRequest* request,
     distill::v1::Job* response) {
-  return Answer(context, DoSubmitJob(context, request, response));
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (grpc::Status st = CheckSubmitJob(context, request); !st.ok()) {
+    reactor->Finish(st);
+    return reactor;
+  }
+  // Answered after the group commit that holds the job (Note [Group commit]
+  // in coordinator.h); gRPC keeps `response` alive until Finish().
+  coordinator_->SubmitAsync(*request, [reactor, response](absl::StatusOr<distill::v1::Job> job) {
+    if (!job.ok()) {
+      reactor->Finish(ToGrpcStatus(job.status()));
+      return;
+    }
+    *response = std::move(*job);
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
 }
 
-grpc::Status CoordinatorService::DoSubmitJob(const grpc::ServerContextBase* context,
-                                             const distill::v1::SubmitJobRequest* request,
-                                             distill::v1::Job* response) {
+grpc::Status CoordinatorService::CheckSubmitJob(const grpc::ServerContextBase* context,
+                                                const distill::v1::SubmitJobRequest* request) {
   if (grpc::Status a = CheckAuth(context); !a.ok()) return a;
   if (!request->has_spec())
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "spec: required");
   if (absl::Status st = CheckSubmittedSpec(request->spec(), options_); !st.ok())
     return ToGrpcStatus(st);
-  absl::StatusOr<distill::v1::Job> job = coordinator_->Submit(*request);
-  if (!job.ok()) return ToGrpcStatus(job.status());
-  *response = std::move(*job);
   return grpc::Status::OK;
 }
 
@@ -186,14 +231,19 @@ grpc::Status CoordinatorService::DoGetJob(const grpc::ServerContextBase* context
 }
 
 grpc::ServerUnaryReactor* CoordinatorService::ListJobs(grpc::CallbackServerContext* context,
-                                                       const distill::v1::ListJobsRequest* request,
-                                                       distill::v1::ListJobsResponse* response) {
-  return Answer(context, DoListJobs(context, request, response));
+                                                       const grpc::ByteBuffer* request,
+                                                       grpc::ByteBuffer* response) {
+  distill::v1::ListJobsRequest req;
+  grpc::ByteBuffer copy(*request);  // Deserialize() consumes its buffer
+  grpc::Status st =
+      grpc::SerializationTraits<distill::v1::ListJobsRequest>::Deserialize(&copy, &req);
+  if (st.ok()) st = DoListJobs(context, &req, response);
+  return Answer(context, st);
 }
 
 grpc::Status CoordinatorService::DoListJobs(const grpc::ServerContextBase* context,
                                             const distill::v1::ListJobsRequest* request,
-                                            distill::v1::ListJobsResponse* response) {
+                                            grpc::ByteBuffer* response) {
   if (grpc::Status a = CheckAuth(context); !a.ok()) return a;
   if (request->page_size() < 0) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "page_size: must be >= 0");
@@ -206,15 +256,18 @@ grpc::Status CoordinatorService::DoListJobs(const grpc::ServerContextBase* conte
     if (!seq.ok()) return ToGrpcStatus(seq.status());
     before = *seq;
   }
-  std::vector<int64_t> seqs;
   // One extra row tells whether another page follows.
-  absl::StatusOr<std::vector<distill::v1::Job>> jobs =
-      coordinator_->List(request->state(), before, size + 1, &seqs);
+  absl::StatusOr<std::vector<Coordinator::ListedJob>> jobs =
+      coordinator_->ListSerialized(request->state(), before, size + 1);
   if (!jobs.ok()) return ToGrpcStatus(jobs.status());
   const bool more = static_cast<int>(jobs->size()) > size;
   if (more) jobs->pop_back();
-  for (distill::v1::Job& j : *jobs) *response->add_jobs() = std::move(j);
-  if (more) response->set_next_page_token(MakePageToken(seqs[size - 1], request->state()));
+  auto* bytes = new std::string(SerializeListJobsResponse(
+      *jobs, more ? MakePageToken(jobs->back().stored.seq, request->state()) : ""));
+  grpc::Slice slice(
+      bytes->data(), bytes->size(), [](void* p) { delete static_cast<std::string*>(p); }, bytes);
+  grpc::ByteBuffer out(&slice, 1);
+  response->Swap(&out);
   return grpc::Status::OK;
 }
 

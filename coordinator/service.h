@@ -8,6 +8,7 @@
 #define DISTILL_COORDINATOR_SERVICE_H_
 
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "coordinator/coordinator.h"
@@ -31,15 +32,28 @@ grpc::Status ToGrpcStatus(const absl::Status& status);
 // absolute paths (InvalidArgument) and roots (PermissionDenied "field: ...").
 absl::Status CheckSubmittedSpec(const distill::v1::JobSpec& spec, const ServiceOptions& options);
 
+// Note [ListJobs bytes]: ListJobs answers with the jobs' stored bytes instead
+// of parsing each job and serializing it again (most of the call's CPU). A
+// ListJobsResponse on the wire is each job as a length-delimited field 1 and
+// the token as field 2; each stored job gets its current queue_position
+// appended as one more field 9, and a parser keeps the last value of a scalar
+// field, so a client reads exactly the Job that Coordinator::List() builds
+// (tested against it), as if the server had parsed, set the position and
+// serialized again.
+std::string SerializeListJobsResponse(const std::vector<Coordinator::ListedJob>& jobs,
+                                      const std::string& next_page_token);
+
 // Note [Callback unary calls]: the short unary calls use gRPC's callback API
-// (they run on gRPC's own threads: a mutex and a store read or commit, no
-// waiting on anything else); the long-lived streams stay synchronous. The
+// (they run on gRPC's own few threads, cores / 2 clamped to 2..16 in gRPC
+// 1.51, so they must never wait: a short mutex and a store read; SubmitJob
+// does not even wait for its commit, the group commit's thread finishes its
+// reactor); the long-lived streams stay synchronous. The
 // sync server gives each in-flight call a thread and creates and ends threads
 // as load varies, which under 100 concurrent clients cost more CPU than the
 // calls themselves.
 using CoordinatorServiceBase = distill::v1::Coordinator::WithCallbackMethod_SubmitJob<
     distill::v1::Coordinator::WithCallbackMethod_GetJob<
-        distill::v1::Coordinator::WithCallbackMethod_ListJobs<
+        distill::v1::Coordinator::WithRawCallbackMethod_ListJobs<
             distill::v1::Coordinator::WithCallbackMethod_CancelJob<
                 distill::v1::Coordinator::Service>>>>;
 
@@ -54,9 +68,10 @@ class CoordinatorService final : public CoordinatorServiceBase {
   grpc::ServerUnaryReactor* GetJob(grpc::CallbackServerContext* context,
                                    const distill::v1::GetJobRequest* request,
                                    distill::v1::Job* response) override;
+  // Raw: answers with the stored jobs' bytes (Note [ListJobs bytes]).
   grpc::ServerUnaryReactor* ListJobs(grpc::CallbackServerContext* context,
-                                     const distill::v1::ListJobsRequest* request,
-                                     distill::v1::ListJobsResponse* response) override;
+                                     const grpc::ByteBuffer* request,
+                                     grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* CancelJob(grpc::CallbackServerContext* context,
                                       const distill::v1::CancelJobRequest* request,
                                       distill::v1::Job* response) override;
@@ -71,15 +86,14 @@ class CoordinatorService final : public CoordinatorServiceBase {
 
  private:
   grpc::Status CheckAuth(const grpc::ServerContextBase* context) const;
-  // The unary calls' work, answered through the context's default reactor.
-  grpc::Status DoSubmitJob(const grpc::ServerContextBase* context,
-                           const distill::v1::SubmitJobRequest* request,
-                           distill::v1::Job* response);
+  // SubmitJob's checks before the coordinator sees it (auth, spec, roots).
+  grpc::Status CheckSubmitJob(const grpc::ServerContextBase* context,
+                              const distill::v1::SubmitJobRequest* request);
+  // The other unary calls' work, answered through the context's default reactor.
   grpc::Status DoGetJob(const grpc::ServerContextBase* context,
                         const distill::v1::GetJobRequest* request, distill::v1::Job* response);
   grpc::Status DoListJobs(const grpc::ServerContextBase* context,
-                          const distill::v1::ListJobsRequest* request,
-                          distill::v1::ListJobsResponse* response);
+                          const distill::v1::ListJobsRequest* request, grpc::ByteBuffer* response);
   grpc::Status DoCancelJob(const grpc::ServerContextBase* context,
                            const distill::v1::CancelJobRequest* request,
                            distill::v1::Job* response);

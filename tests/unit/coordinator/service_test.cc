@@ -16,6 +16,7 @@
 #include <fstream>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "common/fs_util.h"
 #include "coordinator/server.h"
@@ -362,6 +363,40 @@ TEST_F(ServiceTest, ListPaginatesNewestFirstAndRejectsForeignTokens) {
     EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << bad;
     EXPECT_EQ(st.error_message().rfind("page_token:", 0), 0u) << st.error_message();
   }
+}
+
+// Note [ListJobs bytes]: the bytes ListJobs sends parse as the response that
+// holds each stored job with its current queue position (the stored one is
+// stale), also when lengths and positions need multi-byte varints.
+TEST(SerializeListJobsResponseTest, ParsesAsTheResponseWithCurrentPositions) {
+  Job a;
+  a.set_id("ja");
+  a.set_state(distill::v1::QUEUED);
+  a.set_priority(-4);
+  a.set_queue_position(9);
+  a.mutable_spec()->set_name(std::string(300, 'n'));
+  a.add_hosts("h:1");
+  Job b;
+  b.set_id("jb");
+  b.set_state(distill::v1::RUNNING);
+  std::vector<Coordinator::ListedJob> jobs(2);
+  jobs[0].stored = {7, distill::v1::QUEUED, a.SerializeAsString()};
+  jobs[0].queue_position = 1000;
+  jobs[1].stored = {3, distill::v1::RUNNING, b.SerializeAsString()};
+
+  distill::v1::ListJobsResponse want;
+  *want.add_jobs() = a;
+  want.mutable_jobs(0)->set_queue_position(1000);
+  *want.add_jobs() = b;
+  want.set_next_page_token("7.0.abc");
+  distill::v1::ListJobsResponse got;
+  ASSERT_TRUE(got.ParseFromString(SerializeListJobsResponse(jobs, "7.0.abc")));
+  EXPECT_EQ(got.SerializeAsString(), want.SerializeAsString()) << got.DebugString();
+
+  want.clear_next_page_token();
+  ASSERT_TRUE(got.ParseFromString(SerializeListJobsResponse(jobs, "")));
+  EXPECT_EQ(got.SerializeAsString(), want.SerializeAsString()) << got.DebugString();
+  EXPECT_EQ(SerializeListJobsResponse({}, ""), "");
 }
 
 TEST_F(ServiceTest, CancelQueuedRunningAndFinishedJobs) {

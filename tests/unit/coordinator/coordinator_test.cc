@@ -1,0 +1,397 @@
+// Coordinator submissions through the group commit, against a real SQLite
+// file behind a fault-injecting JobStore (as leveldb's fault_injection_test):
+// concurrent submissions are all durable once answered, a request id stays
+// idempotent inside one batch, and a failing insert or batch fails only its
+// own callers and loses nothing stored before. The control loop is not
+// started, so nothing is launched.
+#include "coordinator/coordinator.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "coordinator/sqlite_job_store.h"
+
+namespace distill::coordinator {
+namespace {
+
+using distill::v1::Job;
+
+// SqliteJobStore with faults: jobs named "bad*" fail alone (Internal), the
+// next `fail_batches` CreateJobs() calls fail whole (Unavailable), and
+// CreateJobs() can be held at a gate so that submissions pile up into one
+// batch. Counts CreateJobs() calls (batches).
+class FaultyStore : public JobStore {
+ public:
+  explicit FaultyStore(SqliteJobStore* real) : real_(real) {}
+
+  absl::StatusOr<std::vector<CreatedJob>> CreateJobs(const std::vector<NewJob>& jobs) override {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      ++arrived_;
+      gate_cv_.notify_all();
+      gate_cv_.wait(lock, [&] { return gate_open_; });
+      ++batches_;
+      max_batch_ = std::max(max_batch_, static_cast<int>(jobs.size()));
+      if (fail_batches_ > 0) {
+        --fail_batches_;
+        return absl::UnavailableError("injected: the store is unavailable");
+      }
+    }
+    if (slow_) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    std::vector<NewJob> good;
+    std::vector<size_t> where;
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      if (jobs[i].record.job.spec().name().rfind("bad", 0) == 0) continue;
+      good.push_back(jobs[i]);
+      where.push_back(i);
+    }
+    std::vector<CreatedJob> out(jobs.size());
+    for (CreatedJob& c : out) c.record = absl::InternalError("injected: insert failed");
+    auto r = real_->CreateJobs(good);
+    if (!r.ok()) return r.status();
+    for (size_t k = 0; k < where.size(); ++k) out[where[k]] = std::move((*r)[k]);
+    return out;
+  }
+  absl::StatusOr<JobRecord> GetJob(const std::string& id) override { return real_->GetJob(id); }
+  absl::StatusOr<int64_t> UpdateJob(const JobRecord& record,
+                                    const std::optional<EventInfo>& event) override {
+    return real_->UpdateJob(record, event);
+  }
+  absl::StatusOr<std::vector<JobRecord>> ListJobs(distill::v1::JobState state, int64_t before_seq,
+                                                  int limit) override {
+    return real_->ListJobs(state, before_seq, limit);
+  }
+  absl::StatusOr<std::vector<SerializedJob>> ListSerializedJobs(distill::v1::JobState state,
+                                                                int64_t before_seq,
+                                                                int limit) override {
+    return real_->ListSerializedJobs(state, before_seq, limit);
+  }
+  absl::StatusOr<std::vector<JobRecord>> JobsInStates(
+      const std::vector<distill::v1::JobState>& states) override {
+    return real_->JobsInStates(states);
+  }
+  absl::StatusOr<std::map<distill::v1::JobState, int>> CountJobs() override {
+    return real_->CountJobs();
+  }
+  absl::StatusOr<std::vector<distill::v1::JobEvent>> ListEvents(const std::string& id,
+                                                                int64_t after_sequence,
+                                                                int limit) override {
+    return real_->ListEvents(id, after_sequence, limit);
+  }
+
+  void SetGate(bool open) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      gate_open_ = open;
+    }
+    gate_cv_.notify_all();
+  }
+  // Waits until `n` CreateJobs() calls have begun (they may wait at the gate).
+  void WaitArrived(int n) {
+    std::unique_lock<std::mutex> lock(mu_);
+    gate_cv_.wait(lock, [&] { return arrived_ >= n; });
+  }
+  void FailBatches(int n) {
+    std::lock_guard<std::mutex> lock(mu_);
+    fail_batches_ = n;
+  }
+  void set_slow(bool slow) { slow_ = slow; }
+  int batches() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return batches_;
+  }
+  int max_batch() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return max_batch_;
+  }
+
+ private:
+  SqliteJobStore* const real_;
+  std::mutex mu_;
+  std::condition_variable gate_cv_;  // the gate opened, or a call arrived
+  bool gate_open_ = true;
+  int arrived_ = 0;
+  int fail_batches_ = 0;
+  int batches_ = 0;
+  int max_batch_ = 0;
+  std::atomic<bool> slow_{false};
+};
+
+// Never launches anything (the control loop is not started).
+class NoLauncher : public Launcher {
+ public:
+  absl::StatusOr<int64_t> Launch(const LaunchSpec&) override {
+    return absl::UnavailableError("no launches in this test");
+  }
+  LaunchStatus Poll(int64_t, const std::string&) override { return {}; }
+  void Terminate(int64_t, const std::string&, bool) override {}
+  std::string RankLogPath(const std::string& work_dir, int rank) const override {
+    return work_dir + "/rank." + std::to_string(rank) + ".log";
+  }
+};
+
+class CoordinatorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/distill_coordinator_test.XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    auto s = SqliteJobStore::Open(dir_ + "/coordinator.db");
+    ASSERT_TRUE(s.ok()) << s.status();
+    real_ = std::move(*s);
+    store_ = std::make_unique<FaultyStore>(real_.get());
+    scheduler_ = std::make_unique<Scheduler>(LocalInventory(2));
+    CoordinatorOptions o;
+    o.state_dir = dir_ + "/var";
+    coordinator_ =
+        std::make_unique<Coordinator>(o, store_.get(), scheduler_.get(), &launcher_, &metrics_);
+  }
+  void TearDown() override {
+    coordinator_.reset();
+    store_.reset();
+    real_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  static distill::v1::SubmitJobRequest Request(const std::string& name,
+                                               const std::string& request_id = "") {
+    distill::v1::SubmitJobRequest r;
+    r.mutable_spec()->set_type(distill::v1::FINETUNE);
+    r.mutable_spec()->set_name(name);
+    r.mutable_spec()->set_output("/out/" + name);
+    r.set_request_id(request_id);
+    return r;
+  }
+
+  // The jobs in the file as a restarted coordinator would find them (a second
+  // store on the file while the first is still open, as after kill -9).
+  std::vector<JobRecord> Reopened() {
+    auto other = SqliteJobStore::Open(dir_ + "/coordinator.db");
+    EXPECT_TRUE(other.ok()) << other.status();
+    if (!other.ok()) return {};
+    auto all = (*other)->ListJobs(distill::v1::JOB_STATE_UNSPECIFIED, 0, 100000);
+    EXPECT_TRUE(all.ok()) << all.status();
+    return all.ok() ? *all : std::vector<JobRecord>{};
+  }
+
+  // Collects SubmitAsync() answers.
+  struct Answers {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::map<std::string, absl::StatusOr<Job>> by_name;
+    std::function<void(absl::StatusOr<Job>)> For(const std::string& name) {
+      return [this, name](absl::StatusOr<Job> job) {
+        std::lock_guard<std::mutex> lock(mu);
+        by_name.emplace(name, std::move(job));
+        cv.notify_all();
+      };
+    }
+    void WaitFor(size_t n) {
+      std::unique_lock<std::mutex> lock(mu);
+      cv.wait(lock, [&] { return by_name.size() >= n; });
+    }
+  };
+
+  std::string dir_;
+  std::unique_ptr<SqliteJobStore> real_;
+  std::unique_ptr<FaultyStore> store_;
+  std::unique_ptr<Scheduler> scheduler_;
+  NoLauncher launcher_;
+  Metrics metrics_;
+  std::unique_ptr<Coordinator> coordinator_;
+};
+
+// 16 threads x 25 submissions at once: every answer is a distinct QUEUED job
+// that is already in the file, the writes were grouped into fewer batches
+// than jobs, and a repeated request id answers with the first job.
+TEST_F(CoordinatorTest, ConcurrentSubmissionsAreAllDurableWhenAnswered) {
+  store_->set_slow(true);  // a slower commit lets submissions pile up
+  constexpr int kThreads = 16, kPerThread = 25;
+  std::mutex mu;
+  std::set<std::string> ids;
+  std::atomic<int> failures{0}, not_durable{0};
+  std::vector<std::string> first_ids(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        const std::string name = "t" + std::to_string(t) + "-" + std::to_string(i);
+        absl::StatusOr<Job> job = coordinator_->Submit(Request(name, "req-" + name));
+        if (!job.ok() || job->state() != distill::v1::QUEUED || job->queue_position() < 1) {
+          failures.fetch_add(1);
+          continue;
+        }
+        // Answered after its commit: a fresh read of the file has it.
+        if (!real_->GetJob(job->id()).ok()) not_durable.fetch_add(1);
+        std::lock_guard<std::mutex> lock(mu);
+        ids.insert(job->id());
+        if (i == 0) first_ids[t] = job->id();
+      }
+      absl::StatusOr<Job> again =
+          coordinator_->Submit(Request("again", "req-t" + std::to_string(t) + "-0"));
+      if (!again.ok() || again->id() != first_ids[t]) failures.fetch_add(1);
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(not_durable.load(), 0);
+  EXPECT_EQ(ids.size(), static_cast<size_t>(kThreads * kPerThread));
+  EXPECT_LT(store_->batches(), kThreads * (kPerThread + 1));
+  EXPECT_GT(store_->max_batch(), 1);
+
+  const std::vector<JobRecord> stored = Reopened();
+  EXPECT_EQ(stored.size(), static_cast<size_t>(kThreads * kPerThread));
+  std::set<int64_t> seqs;
+  for (const JobRecord& r : stored) {
+    EXPECT_EQ(ids.count(r.job.id()), 1u) << r.job.id();
+    seqs.insert(r.seq);
+  }
+  EXPECT_EQ(seqs.size(), stored.size());
+  // Every answered job is listed, with its place in the queue.
+  auto listed = coordinator_->List(distill::v1::QUEUED, 0, 1000, nullptr);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  EXPECT_EQ(listed->size(), static_cast<size_t>(kThreads * kPerThread));
+  std::set<int> positions;
+  for (const Job& j : *listed) positions.insert(j.queue_position());
+  EXPECT_EQ(positions.size(), listed->size());
+  EXPECT_EQ(*positions.begin(), 1);
+  EXPECT_EQ(*positions.rbegin(), kThreads * kPerThread);
+}
+
+// Two submissions of one request id that land in the same batch get the same
+// job, and the file holds it once.
+TEST_F(CoordinatorTest, RequestIdIsIdempotentWithinOneBatch) {
+  Answers answers;
+  store_->SetGate(false);
+  coordinator_->SubmitAsync(Request("hold"), answers.For("hold"));
+  store_->WaitArrived(1);  // the writer holds "hold" alone at the gate
+  coordinator_->SubmitAsync(Request("one", "same"), answers.For("one"));
+  coordinator_->SubmitAsync(Request("two", "same"), answers.For("two"));
+  store_->SetGate(true);
+  answers.WaitFor(3);
+  ASSERT_TRUE(answers.by_name.at("one").ok()) << answers.by_name.at("one").status();
+  ASSERT_TRUE(answers.by_name.at("two").ok()) << answers.by_name.at("two").status();
+  EXPECT_EQ(answers.by_name.at("one")->id(), answers.by_name.at("two")->id());
+  EXPECT_EQ(answers.by_name.at("two")->spec().name(), "one");  // the first submission's job
+  int same = 0;
+  for (const JobRecord& r : Reopened()) same += r.job.request_id() == "same";
+  EXPECT_EQ(same, 1);
+}
+
+// A failing insert fails its own caller with the store's error; the other
+// jobs of its batch and everything stored before are kept. A batch that
+// fails as a whole fails only its own callers.
+TEST_F(CoordinatorTest, FailingWritesFailOnlyTheirCallers) {
+  absl::StatusOr<Job> before = coordinator_->Submit(Request("before"));
+  ASSERT_TRUE(before.ok()) << before.status();
+
+  Answers answers;
+  store_->SetGate(false);
+  coordinator_->SubmitAsync(Request("ok1"), answers.For("ok1"));
+  store_->WaitArrived(2);  // so that the other four share the next batch
+  for (const char* n : {"bad1", "ok2", "bad2", "ok3"}) {
+    coordinator_->SubmitAsync(Request(n), answers.For(n));
+  }
+  store_->SetGate(true);
+  answers.WaitFor(5);
+  for (const char* n : {"ok1", "ok2", "ok3"}) {
+    EXPECT_TRUE(answers.by_name.at(n).ok()) << n << ": " << answers.by_name.at(n).status();
+  }
+  for (const char* n : {"bad1", "bad2"}) {
+    EXPECT_EQ(answers.by_name.at(n).status().code(), absl::StatusCode::kInternal) << n;
+    EXPECT_EQ(answers.by_name.at(n).status().message(), "injected: insert failed");
+  }
+
+  store_->FailBatches(1);
+  absl::StatusOr<Job> lost = coordinator_->Submit(Request("lost"));
+  EXPECT_EQ(lost.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(lost.status().message(), "injected: the store is unavailable");
+  absl::StatusOr<Job> after = coordinator_->Submit(Request("after"));
+  ASSERT_TRUE(after.ok()) << after.status();
+
+  std::set<std::string> names;
+  for (const JobRecord& r : Reopened()) names.insert(r.job.spec().name());
+  EXPECT_EQ(names, (std::set<std::string>{"before", "ok1", "ok2", "ok3", "after"}));
+  // The coordinator's own view agrees: the failed ones were never queued.
+  auto listed = coordinator_->List(distill::v1::QUEUED, 0, 100, nullptr);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  EXPECT_EQ(listed->size(), 5u);
+  EXPECT_EQ(coordinator_->Get(before->id())->queue_position(), 1);
+  EXPECT_EQ(coordinator_->Get(after->id())->queue_position(), 5);
+}
+
+// ListSerialized() (what ListJobs sends) is List() without the parse: the same
+// jobs in the same order, and each parsed job with its queue position set is
+// the job List() returns, also for negative priorities, a stale position in
+// the stored bytes, a state filter and a cursor.
+TEST_F(CoordinatorTest, ListSerializedMatchesList) {
+  const std::vector<int> priorities = {0, 2, -1, 2, 0, -300, 7, 0};
+  std::vector<std::string> ids;
+  for (size_t i = 0; i < priorities.size(); ++i) {
+    distill::v1::SubmitJobRequest r = Request("p" + std::to_string(i));
+    r.set_priority(priorities[i]);
+    absl::StatusOr<Job> job = coordinator_->Submit(r);
+    ASSERT_TRUE(job.ok()) << job.status();
+    ids.push_back(job->id());
+  }
+  // Positions have moved since most jobs were stored; cancel one so that the
+  // listing also holds a job that is not queued.
+  ASSERT_TRUE(coordinator_->Cancel(ids[1], false).ok());
+  for (distill::v1::JobState state : {distill::v1::JOB_STATE_UNSPECIFIED, distill::v1::QUEUED}) {
+    for (int64_t before : {int64_t{0}, int64_t{6}}) {
+      std::vector<int64_t> seqs;
+      auto want = coordinator_->List(state, before, 100, &seqs);
+      auto got = coordinator_->ListSerialized(state, before, 100);
+      ASSERT_TRUE(want.ok()) << want.status();
+      ASSERT_TRUE(got.ok()) << got.status();
+      ASSERT_EQ(got->size(), want->size());
+      for (size_t i = 0; i < got->size(); ++i) {
+        Job parsed;
+        ASSERT_TRUE(parsed.ParseFromString((*got)[i].stored.job));
+        parsed.set_queue_position((*got)[i].queue_position);
+        EXPECT_EQ((*got)[i].stored.seq, seqs[i]);
+        EXPECT_EQ((*got)[i].stored.state, (*want)[i].state());
+        EXPECT_EQ(parsed.SerializeAsString(), (*want)[i].SerializeAsString())
+            << parsed.DebugString() << " vs " << (*want)[i].DebugString();
+      }
+    }
+  }
+  // The order itself: priority 7 first, then 2 (p3; p1 was cancelled), then
+  // the 0s in submission order, -1, -300.
+  auto queued = coordinator_->ListSerialized(distill::v1::QUEUED, 0, 100);
+  ASSERT_TRUE(queued.ok());
+  std::map<std::string, int> position;
+  for (const Coordinator::ListedJob& j : *queued) {
+    Job parsed;
+    ASSERT_TRUE(parsed.ParseFromString(j.stored.job));
+    position[parsed.spec().name()] = j.queue_position;
+  }
+  EXPECT_EQ(position,
+            (std::map<std::string, int>{
+                {"p6", 1}, {"p3", 2}, {"p0", 3}, {"p4", 4}, {"p7", 5}, {"p2", 6}, {"p5", 7}}));
+}
+
+// Requests refused before any write are answered at once, on the caller's thread.
+TEST_F(CoordinatorTest, RefusedRequestsAreAnsweredWithoutAWrite) {
+  distill::v1::SubmitJobRequest too_big = Request("big");
+  too_big.mutable_spec()->set_ranks(3);  // the inventory has 2 slots
+  EXPECT_EQ(coordinator_->Submit(too_big).status().code(), absl::StatusCode::kFailedPrecondition);
+  distill::v1::SubmitJobRequest negative = Request("neg");
+  negative.set_max_retries(-1);
+  EXPECT_EQ(coordinator_->Submit(negative).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->batches(), 0);
+}
+
+}  // namespace
+}  // namespace distill::coordinator
