@@ -3,28 +3,29 @@
 // latency per RPC, fails (exit 1) on any RPC error or on a job missing from
 // ListJobs afterwards. bench/run_coordinator_load.sh starts a coordinator
 // whose single slot is held by a sleeping job, so the submitted jobs only
-// queue and nothing is launched.
+// queue and nothing is launched. The clients are closed loops on gRPC's
+// callback API (no thread per client), so the load client's own CPU stays
+// small next to the server's on a shared machine.
 //
 //   coordinator_load --coordinator ADDR [--clients 100] [--submits 10]
 //                    [--lists 10] [--page-size 50] [--token T] [--spec-dir DIR]
+//                    [--trace FILE]  (one line per call: rpc client start_ms latency_ms)
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <condition_variable>
-#include <cstdlib>
+#include <fstream>
 #include <iostream>
-#include <map>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "distill/v1/coordinator.grpc.pb.h"
+#include "google/protobuf/arena.h"
 
 namespace {
 namespace v1 = distill::v1;
@@ -39,10 +40,12 @@ struct Options {
   std::string token;              // bearer token, if the coordinator wants one
   std::string spec_dir = "/tmp";  // where the (never launched) jobs' files would be
   double p99_target_ms = 50;      // reported as met / missed
+  std::string trace;              // file for one line per call: rpc client start_ms latency_ms
 };
 
 struct Latencies {
   std::vector<double> ms;
+  std::vector<Clock::time_point> starts;  // of each call in ms, for --trace
   int errors = 0;
   std::string first_error;
 };
@@ -74,10 +77,95 @@ void AddAuth(const Options& o, grpc::ClientContext* c) {
 
 void Record(Latencies& l, Clock::time_point start, const grpc::Status& s) {
   l.ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
+  l.starts.push_back(start);
   if (!s.ok()) {
     if (l.errors++ == 0) l.first_error = absl::StrCat(s.error_code(), ": ", s.error_message());
   }
 }
+
+// Waits for n Done() calls.
+class Countdown {
+ public:
+  explicit Countdown(int n) : n_(n) {}
+  void Done() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (--n_ == 0) cv_.notify_all();
+  }
+  void Wait() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return n_ <= 0; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int n_;
+};
+
+// One closed-loop client: issues its next call from the completion of the
+// previous one (gRPC's callback API), so 100 clients need no 100 threads and
+// no polling; a latency is the time from issuing a call to its completion.
+// Calls interleave SubmitJob and ListJobs, as a crowd of users would.
+class LoadClient {
+ public:
+  LoadClient(const Options& o, int client, v1::Coordinator::Stub* stub, Latencies* submit,
+             Latencies* list)
+      : o_(o), client_(client), stub_(stub), submit_(submit), list_(list) {}
+
+  void Start(Countdown* done) {
+    done_ = done;
+    Next();
+  }
+
+ private:
+  void Next() {
+    const int k = s_ + l_;
+    if (k >= o_.submits + o_.lists) {
+      done_->Done();
+      return;
+    }
+    const bool do_submit = l_ >= o_.lists || (s_ < o_.submits && (k % 2 == 0));
+    ctx_ = std::make_unique<grpc::ClientContext>();
+    AddAuth(o_, ctx_.get());
+    // The last call's messages go at once (gRPC is done with them); the
+    // next ones, and all that parsing the answer allocates, live on the arena.
+    arena_.Reset();
+    if (do_submit) {
+      auto* req = google::protobuf::Arena::CreateMessage<v1::SubmitJobRequest>(&arena_);
+      *req->mutable_spec() = LoadSpec(o_, client_, s_);
+      req->set_request_id(absl::StrCat("load-", client_, "-", s_));
+      req->set_priority(s_ % 3);
+      auto* job = google::protobuf::Arena::CreateMessage<v1::Job>(&arena_);
+      start_ = Clock::now();
+      stub_->async()->SubmitJob(ctx_.get(), req, job, [this](grpc::Status s) {
+        Record(*submit_, start_, s);
+        ++s_;
+        Next();
+      });
+    } else {
+      auto* req = google::protobuf::Arena::CreateMessage<v1::ListJobsRequest>(&arena_);
+      req->set_page_size(o_.page_size);
+      auto* resp = google::protobuf::Arena::CreateMessage<v1::ListJobsResponse>(&arena_);
+      start_ = Clock::now();
+      stub_->async()->ListJobs(ctx_.get(), req, resp, [this](grpc::Status s) {
+        Record(*list_, start_, s);
+        ++l_;
+        Next();
+      });
+    }
+  }
+
+  const Options& o_;
+  const int client_;
+  v1::Coordinator::Stub* const stub_;
+  Latencies* const submit_;
+  Latencies* const list_;
+  Countdown* done_ = nullptr;
+  int s_ = 0, l_ = 0;  // calls completed
+  std::unique_ptr<grpc::ClientContext> ctx_;
+  Clock::time_point start_;
+  google::protobuf::Arena arena_;  // the current call's messages
+};
 
 // Counts every job the coordinator lists (all pages).
 int64_t CountJobs(const Options& o, v1::Coordinator::Stub& stub, std::string* error) {
@@ -122,6 +210,8 @@ bool ParseFlags(int argc, char** argv, Options& o) {
       o.token = v;
     } else if (a == "--spec-dir") {
       o.spec_dir = v;
+    } else if (a == "--trace") {
+      o.trace = v;
     } else if (a == "--p99-target-ms") {
       ok = absl::SimpleAtod(v, &o.p99_target_ms);
     } else {
@@ -163,49 +253,14 @@ int main(int argc, char** argv) {
   }
 
   std::vector<Latencies> submit(o.clients), list(o.clients);
-  std::mutex mu;
-  std::condition_variable cv;
-  bool go = false;
-  std::vector<std::thread> threads;
+  std::vector<std::unique_ptr<LoadClient>> clients;
   for (int c = 0; c < o.clients; ++c) {
-    threads.emplace_back([&, c] {
-      {
-        std::unique_lock<std::mutex> lock(mu);
-        cv.wait(lock, [&] { return go; });
-      }
-      // Interleave the two calls, as a crowd of users would.
-      const int total = o.submits + o.lists;
-      int s = 0, l = 0;
-      for (int k = 0; k < total; ++k) {
-        const bool do_submit = l >= o.lists || (s < o.submits && (k % 2 == 0));
-        grpc::ClientContext ctx;
-        AddAuth(o, &ctx);
-        const auto start = Clock::now();
-        if (do_submit) {
-          v1::SubmitJobRequest req;
-          *req.mutable_spec() = LoadSpec(o, c, s);
-          req.set_request_id(absl::StrCat("load-", c, "-", s));
-          req.set_priority(s % 3);
-          v1::Job job;
-          Record(submit[c], start, stubs[c]->SubmitJob(&ctx, req, &job));
-          ++s;
-        } else {
-          v1::ListJobsRequest req;
-          req.set_page_size(o.page_size);
-          v1::ListJobsResponse resp;
-          Record(list[c], start, stubs[c]->ListJobs(&ctx, req, &resp));
-          ++l;
-        }
-      }
-    });
+    clients.push_back(std::make_unique<LoadClient>(o, c, stubs[c].get(), &submit[c], &list[c]));
   }
+  Countdown done(o.clients);
   const auto t0 = Clock::now();
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    go = true;
-  }
-  cv.notify_all();
-  for (auto& t : threads) t.join();
+  for (auto& c : clients) c->Start(&done);
+  done.Wait();
   const double wall = std::chrono::duration<double>(Clock::now() - t0).count();
 
   int errors = 0;
@@ -230,6 +285,20 @@ int main(int argc, char** argv) {
       o.clients, o.submits, o.lists, o.page_size, wall, o.clients * (o.submits + o.lists) / wall);
   const double submit_p99 = summarize("SubmitJob", submit);
   summarize("ListJobs", list);
+
+  if (!o.trace.empty()) {
+    std::ofstream out(o.trace);
+    for (const auto& [name, per_client] : {std::pair{"SubmitJob", &submit}, {"ListJobs", &list}}) {
+      for (int c = 0; c < o.clients; ++c) {
+        const Latencies& l = (*per_client)[c];
+        for (size_t i = 0; i < l.ms.size(); ++i) {
+          out << absl::StrFormat(
+              "%s %d %.3f %.3f\n", name, c,
+              std::chrono::duration<double, std::milli>(l.starts[i] - t0).count(), l.ms[i]);
+        }
+      }
+    }
+  }
 
   const int64_t after = CountJobs(o, *control, &error);
   const int64_t want = before + static_cast<int64_t>(o.clients) * o.submits;

@@ -7,7 +7,8 @@
 # and checks that no call failed and no job was lost. Results: docs/benchmarks.md.
 #
 #   bash bench/run_coordinator_load.sh [BUILD_DIR] [-- coordinator_load flags]
-# (DISTILL_COORDINATOR_BIN / DISTILL_CTL_BIN override the binaries.)
+# (DISTILL_COORDINATOR_BIN / DISTILL_CTL_BIN override the binaries; KEEP_LOG=FILE
+# keeps the coordinator's log.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD="${1:-build}"
@@ -24,13 +25,19 @@ T=$(mktemp -d /tmp/distill_load.XXXXXX)
 COORD_PID=
 cleanup() {
   [ -n "$COORD_PID" ] && kill "$COORD_PID" 2>/dev/null && wait "$COORD_PID" 2>/dev/null
-  # The holding job runs in a session of its own, led by the pid in its pid file.
+  # The holding job runs in a session of its own, led by the pid in its pid
+  # file; mpirun puts the rank in a process group of its own inside it, so
+  # stop the whole session (a kill of the leader's group alone leaves the rank).
   for p in "$T"/var/jobs/*/attempt-*/pid; do
-    [ -f "$p" ] && kill -9 -- "-$(cat "$p")" 2>/dev/null
+    [ -f "$p" ] && pkill -9 -s "$(cat "$p")" 2>/dev/null
   done
   rm -rf "$T"
 }
-trap cleanup EXIT
+if [ -n "${KEEP_LOG:-}" ]; then
+  trap 'cp "$T/coordinator.log" "$KEEP_LOG"; cleanup' EXIT
+else
+  trap cleanup EXIT
+fi
 
 printf '#!/bin/sh\nexec sleep 3600\n' >"$T/hold.sh"
 chmod +x "$T/hold.sh"
