@@ -265,6 +265,31 @@ auto SqliteJobStore::WithReader(Fn fn) -> decltype(fn(std::declval<Connection&>(
   return result;
 }
 
+namespace {
+
+// The `!= ''` lets SQLite use the partial index jobs_request_id (it cannot
+// know that ?1 is non-empty); without it every submission scans the table.
+std::string RequestIdLookupSql() {
+  return absl::StrCat("SELECT ", kJobColumns,
+                      " FROM jobs WHERE request_id = ?1 AND request_id != ''");
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> SqliteJobStore::RequestIdLookupPlan() {
+  std::lock_guard<std::mutex> lock(mu_);
+  Stmt s = writer_->Get("EXPLAIN QUERY PLAN " + RequestIdLookupSql());
+  RETURN_IF_ERROR(s.status());
+  std::string plan;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    if (!plan.empty()) plan += "; ";
+    plan += s.Blob(3);  // the "detail" column
+  }
+  return plan;
+}
+
 absl::StatusOr<std::string> SqliteJobStore::JournalMode() {
   std::lock_guard<std::mutex> lock(mu_);
   Stmt s = writer_->Get("PRAGMA journal_mode");
@@ -331,10 +356,7 @@ absl::StatusOr<CreatedJob> SqliteJobStore::CreateJobLocked(const NewJob& nj) {
   const JobRecord& record = nj.record;
   CreatedJob out;
   if (!record.job.request_id().empty()) {
-    // The `!= ''` lets SQLite use the partial index jobs_request_id (it cannot
-    // know that ?1 is non-empty); without it every submission scans the table.
-    Stmt s = writer_->Get(absl::StrCat("SELECT ", kJobColumns,
-                                       " FROM jobs WHERE request_id = ?1 AND request_id != ''"));
+    Stmt s = writer_->Get(RequestIdLookupSql());
     RETURN_IF_ERROR(s.status());
     s.Bind(1, record.job.request_id());
     ASSIGN_OR_RETURN(bool row, s.Step());

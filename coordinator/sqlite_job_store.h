@@ -50,6 +50,9 @@ class SqliteJobStore : public JobStore {
 
   // The journal mode in effect ("wal"), for tests.
   absl::StatusOr<std::string> JournalMode();
+  // SQLite's EXPLAIN QUERY PLAN of the request-id lookup that every
+  // submission runs ("SEARCH jobs USING INDEX jobs_request_id ..."), for tests.
+  absl::StatusOr<std::string> RequestIdLookupPlan();
 
  private:
   class Connection;  // one sqlite3 handle and its prepared statements

@@ -16,6 +16,7 @@
 #include <map>
 #include <string>
 #include <thread>
+#include <unistd.h>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -233,6 +234,7 @@ absl::Status Tokenize(const Args& args) {
   TokenizeFileOptions options;
   options.text_field = args.Get("text-field", "text");
   options.separator = args.Get("separator", "");
+  options.progress = isatty(STDERR_FILENO) != 0;  // no bar of \r updates in log files
   const std::string threads = args.Get("threads", "1");
   if (!absl::SimpleAtoi(threads, &options.threads) || options.threads < 1 || options.threads > 256) {
     return absl::InvalidArgumentError(absl::StrCat("--threads ", threads, ": expected 1..256"));

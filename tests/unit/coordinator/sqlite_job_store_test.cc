@@ -76,6 +76,20 @@ TEST_F(SqliteJobStoreTest, GetUnknownJobReturnsNotFound) {
             absl::StatusCode::kNotFound);
 }
 
+TEST_F(SqliteJobStoreTest, RequestIdLookupUsesItsIndex) {
+  // Every SubmitJob with a request id runs this lookup under the write lock: a
+  // table scan would make submissions slower as jobs accumulate.
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(store_->CreateJob(Record("j" + std::to_string(i), "req" + std::to_string(i)), {},
+                                  nullptr)
+                    .ok());
+  }
+  auto plan = store_->RequestIdLookupPlan();
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_NE(plan->find("USING INDEX jobs_request_id"), std::string::npos) << *plan;
+  EXPECT_EQ(plan->find("SCAN"), std::string::npos) << *plan;
+}
+
 TEST_F(SqliteJobStoreTest, UsesWalAndSurvivesReopen) {
   auto mode = store_->JournalMode();
   ASSERT_TRUE(mode.ok()) << mode.status();
