@@ -1,16 +1,18 @@
-#!/usr/bin/python3
-"""Training throughput of a plain PyTorch loop: the Python side of train_bench.
+#!/usr/bin/env python3
+"""Training throughput of the Python stacks: the other side of train_bench.
 
-The model is a Llama written as Hugging Face's modeling_llama does it (nn.Linear
-projections, RMSNorm in fp32, half-split RoPE, GQA through repeat_kv, SwiGLU,
-explicit causal softmax attention: torch 1.13 has no scaled_dot_product_attention,
-and the C++ uses the same matmul / masked_fill / softmax / matmul form there).
+--impl transformers (what a user would pick instead): transformers'
+LlamaForCausalLM built from the same config.json (SDPA attention, use_cache off),
+and for --lora peft's get_peft_model with the same LoRA (r=8, alpha 16, q/v).
+--impl python: a plain PyTorch Llama written as Hugging Face's modeling_llama does
+it (nn.Linear projections, RMSNorm in fp32, half-split RoPE, GQA through
+repeat_kv, SwiGLU, F.scaled_dot_product_attention with is_causal as the C++).
 The loop is what a competent user writes: zero_grad(set_to_none=True), forward,
 cross-entropy, backward, clip_grad_norm_, torch.optim.AdamW (its default
 implementation), loss.item() for logging. It shares no code with the C++.
 
-Usage: /usr/bin/python3 python_train.py --config CONFIG.json --seq-len L --batch B
-         --steps N --warmup W --threads T [--lora]
+Usage: .venv/bin/python python_train.py --config CONFIG.json --seq-len L --batch B
+         --steps N --warmup W --threads T [--lora] [--impl python|transformers]
 Prints one JSON line: {"impl":"python","params":..,"tokens_per_s":..,"step_ms":..,"gflops":..}
 """
 
@@ -87,7 +89,7 @@ class LlamaAttention(nn.Module):
         self.v_proj = nn.Linear(d, self.num_kv_heads * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, d, bias=bias)
 
-    def forward(self, x, cos, sin, causal_mask):
+    def forward(self, x, cos, sin):
         bsz, q_len, _ = x.shape
         q = self.q_proj(x).view(bsz, q_len, self.num_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(bsz, q_len, self.num_kv_heads, self.head_dim).transpose(1, 2)
@@ -97,10 +99,7 @@ class LlamaAttention(nn.Module):
         n_rep = self.num_heads // self.num_kv_heads
         k = repeat_kv(k, n_rep)
         v = repeat_kv(v, n_rep)
-        scores = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(self.head_dim)
-        scores = scores.masked_fill(causal_mask, float("-inf"))
-        probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-        out = torch.matmul(probs, v)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         out = out.transpose(1, 2).reshape(bsz, q_len, -1)
         return self.o_proj(out)
 
@@ -126,8 +125,8 @@ class LlamaDecoderLayer(nn.Module):
         self.input_layernorm = LlamaRMSNorm(c["hidden_size"], c["rms_norm_eps"])
         self.post_attention_layernorm = LlamaRMSNorm(c["hidden_size"], c["rms_norm_eps"])
 
-    def forward(self, x, cos, sin, causal_mask):
-        h = x + self.self_attn(self.input_layernorm(x), cos, sin, causal_mask)
+    def forward(self, x, cos, sin):
+        h = x + self.self_attn(self.input_layernorm(x), cos, sin)
         return h + self.mlp(self.post_attention_layernorm(h))
 
 
@@ -147,7 +146,7 @@ class LlamaForCausalLM(nn.Module):
         self.lm_head = nn.Linear(c["hidden_size"], c["vocab_size"], bias=False)
         if c.get("tie_word_embeddings", False):
             self.lm_head.weight = self.model.embed_tokens.weight
-        # RoPE tables and the causal mask, built once (as the C++ caches them).
+        # RoPE tables, built once (as the C++ caches them).
         n = c.get("max_position_embeddings", 2048)
         head_dim = c.get("head_dim", c["hidden_size"] // c["num_attention_heads"])
         inv_freq = 1.0 / (c.get("rope_theta", 10000.0) ** (torch.arange(0, head_dim, 2).float() / head_dim))
@@ -155,7 +154,6 @@ class LlamaForCausalLM(nn.Module):
         emb = torch.cat((freqs, freqs), dim=-1)
         self.register_buffer("cos_cached", emb.cos(), persistent=False)
         self.register_buffer("sin_cached", emb.sin(), persistent=False)
-        self.register_buffer("causal_mask", torch.ones(n, n, dtype=torch.bool).triu(1), persistent=False)
         self.apply(self._init_weights)
 
     def _init_weights(self, module):
@@ -169,10 +167,9 @@ class LlamaForCausalLM(nn.Module):
     def forward(self, input_ids):
         t = input_ids.shape[1]
         cos, sin = self.cos_cached[:t], self.sin_cached[:t]
-        mask = self.causal_mask[:t, :t]
         h = self.model.embed_tokens(input_ids)
         for layer in self.model.layers:
-            h = layer(h, cos, sin, mask)
+            h = layer(h, cos, sin)
         return self.lm_head(self.model.norm(h)).float()
 
 
@@ -185,6 +182,26 @@ def apply_lora(model, rank=8, alpha=16.0, dropout=0.0, targets=("q_proj", "v_pro
             setattr(attn, name, LoraLinear(getattr(attn, name), rank, alpha, dropout))
 
 
+class TransformersLlama(nn.Module):
+    """transformers' LlamaForCausalLM (and peft's LoRA), logits as fp32."""
+
+    def __init__(self, c, lora):
+        super().__init__()
+        import transformers
+
+        config = transformers.LlamaConfig(**{k: v for k, v in c.items() if k != "transformers_version"})
+        config.use_cache = False
+        self.model = transformers.LlamaForCausalLM._from_config(config, attn_implementation="sdpa")
+        if lora:
+            import peft
+
+            self.model = peft.get_peft_model(self.model, peft.LoraConfig(
+                r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj"]))
+
+    def forward(self, input_ids):
+        return self.model(input_ids=input_ids).logits.float()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", required=True)
@@ -194,16 +211,21 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--lora", action="store_true")
+    ap.add_argument("--impl", choices=("python", "transformers"), default="python")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(SEED)
     with open(args.config) as f:
         config = json.load(f)
-    model = LlamaForCausalLM(config)
-    params = sum(p.numel() for p in model.parameters())
-    if args.lora:
-        apply_lora(model)
+    if args.impl == "transformers":
+        model = TransformersLlama(config, args.lora)
+        params = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
+    else:
+        model = LlamaForCausalLM(config)
+        params = sum(p.numel() for p in model.parameters())
+        if args.lora:
+            apply_lora(model)
     model.train()
 
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -249,7 +271,7 @@ def main():
 
     tokens_per_s = args.steps * args.batch * args.seq_len / seconds
     print(json.dumps({
-        "impl": "python",
+        "impl": args.impl,
         "params": params,
         "trainable": sum(p.numel() for p in trainable),
         "seq_len": args.seq_len,

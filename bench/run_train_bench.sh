@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# Training throughput, C++ trainer step (train_bench) against a plain PyTorch
-# loop (python_train.py) on the same LibTorch, side by side; prints a markdown
-# table for docs/benchmarks.md.
+# Training throughput, C++ trainer step (train_bench) against what a user would
+# pick instead, transformers' LlamaForCausalLM + torch.optim.AdamW (+ peft for
+# LoRA), and beside it a plain PyTorch loop (python_train.py --impl python), all
+# on the same torch (.venv's wheel, whose LibTorch the C++ links); prints a
+# markdown table for docs/benchmarks.md.
 #
-# Runs are interleaved REPS times per config, alternating which side goes
-# first (cpp, python, python, cpp, ...), and the median tokens/s of each side
-# is reported; every raw JSON line goes to stderr. The sgemm peak (1024^3 fp32
+# Runs are interleaved REPS times per config, rotating which side goes first,
+# and the median tokens/s of each side is reported with the min-max spread of
+# the ratios; every raw JSON line goes to stderr. The sgemm peak (1024^3 fp32
 # matmul in torch, same thread count) is measured in the same run.
 #
 # Usage: bench/run_train_bench.sh            (from anywhere)
 #   THREADS=2 REPS=5 BUILD_DIR=build-d LORA=0 MALLOC=default bench/run_train_bench.sh
 # MALLOC=tuned runs both sides with glibc malloc keeping freed memory
-# (GLIBC_TUNABLES mmap/trim thresholds; see docs/benchmarks.md). Needs
-# Debian's python3-torch (/usr/bin/python3); do not run beside a build.
+# (GLIBC_TUNABLES mmap/trim thresholds; see docs/benchmarks.md). Needs the
+# project's .venv (scripts/setup.sh); do not run beside a build.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,7 +23,7 @@ THREADS="${THREADS:-2}"
 REPS="${REPS:-5}"
 LORA="${LORA:-0}"  # 1: also a LoRA (r=8, q/v) row for the small model
 MALLOC="${MALLOC:-default}"
-PY=/usr/bin/python3
+PY="${DISTILL_PYTHON:-$ROOT/.venv/bin/python}"
 export OMP_NUM_THREADS="$THREADS"
 case "$MALLOC" in
   default) ;;
@@ -73,13 +75,14 @@ for ((rep = 1; rep <= REPS; ++rep)); do
     IFS='|' read -r name config seq batch steps warmup extra <<<"$c"
     args=(--config "$config" --seq-len "$seq" --batch "$batch" --steps "$steps" --warmup "$warmup"
           --threads "$THREADS" $extra)
-    order=(cpp python)
-    ((rep % 2 == 0)) && order=(python cpp)
+    order=(cpp transformers python)
+    ((rep % 3 == 2)) && order=(transformers python cpp)
+    ((rep % 3 == 0)) && order=(python cpp transformers)
     for impl in "${order[@]}"; do
       if [[ "$impl" == cpp ]]; then
         line=$("$BENCH" "${args[@]}")
       else
-        line=$("$PY" "$ROOT/bench/python_train.py" "${args[@]}")
+        line=$("$PY" "$ROOT/bench/python_train.py" "${args[@]}" --impl "$impl" 2>/dev/null)
       fi
       echo "$name | $line" >&2
       echo "$name|$line" >>"$RESULTS"
@@ -105,16 +108,20 @@ median = {}
 for key, rs in runs.items():
     tps = statistics.median(r["tokens_per_s"] for r in rs)
     median[key] = dict(rs[0], tokens_per_s=tps, gflops=6.0 * rs[0]["params"] * tps / 1e9)
-print(f"Median of {reps} interleaved runs each; {threads} threads; malloc {malloc}; "
-      f"sgemm peak {peak:.1f} GFLOP/s.\n")
-print("| config | params | seq | batch | Python tok/s | C++ tok/s | C++ / Python "
-      "| Python GFLOP/s (% peak) | C++ GFLOP/s (% peak) |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+def ratio_spread(name, other):
+    # Per-repetition ratios (runs of one repetition ran back to back).
+    rs = [c["tokens_per_s"] / o["tokens_per_s"] for c, o in zip(runs[(name, "cpp")], runs[(name, other)])]
+    return f"{min(rs):.2f}-{max(rs):.2f}"
+print(f"Median of {reps} interleaved runs each (ratio spread: min-max over the runs); {threads} threads; "
+      f"malloc {malloc}; sgemm peak {peak:.1f} GFLOP/s.\n")
+print("| config | params | seq | batch | transformers tok/s | plain PyTorch tok/s | C++ tok/s "
+      "| C++ / transformers | C++ / plain | C++ GFLOP/s (% peak) |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for name in order:
-    py, cc = median[(name, "python")], median[(name, "cpp")]
+    hf, py, cc = median[(name, "transformers")], median[(name, "python")], median[(name, "cpp")]
     print(f"| {name} | {cc['params']:,} | {cc['seq_len']} | {cc['batch']} "
-          f"| {py['tokens_per_s']:,.0f} | {cc['tokens_per_s']:,.0f} "
-          f"| {cc['tokens_per_s'] / py['tokens_per_s']:.2f}x "
-          f"| {py['gflops']:.1f} ({100 * py['gflops'] / peak:.0f}%) "
+          f"| {hf['tokens_per_s']:,.0f} | {py['tokens_per_s']:,.0f} | {cc['tokens_per_s']:,.0f} "
+          f"| {cc['tokens_per_s'] / hf['tokens_per_s']:.2f}x ({ratio_spread(name, 'transformers')}) "
+          f"| {cc['tokens_per_s'] / py['tokens_per_s']:.2f}x ({ratio_spread(name, 'python')}) "
           f"| {cc['gflops']:.1f} ({100 * cc['gflops'] / peak:.0f}%) |")
 EOF

@@ -15,13 +15,14 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
+#include "common/version.h"
 #include "coordinator/server.h"
 
 namespace distill::coordinator {
 namespace {
 
 constexpr char kUsage[] =
-    "usage: distill-coordinator [options]\n"
+    "usage: distill-coordinator [options]   (--version: version, LibTorch, CUDA)\n"
     "  --listen ADDR            gRPC address (default 127.0.0.1:50051)\n"
     "  --metrics-listen ADDR    /metrics address, '' = off (default 127.0.0.1:9464)\n"
     "  --advertise ADDR         address the ranks report to (default: the listen address)\n"
@@ -140,6 +141,10 @@ absl::StatusOr<ServerOptions> ParseFlags(int argc, char** argv) {
 int Main(int argc, char** argv) {
   if (argc > 1 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h")) {
     std::cout << kUsage;
+    return 0;
+  }
+  if (argc > 1 && std::string(argv[1]) == "--version") {
+    std::cout << common::VersionLine("distill-coordinator") << "\n";
     return 0;
   }
   absl::StatusOr<ServerOptions> options = ParseFlags(argc, argv);

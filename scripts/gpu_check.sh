@@ -92,6 +92,7 @@ KEEP_GOING=(-k)
 [ "$GEN" = Ninja ] && KEEP_GOING=(-k 0)
 
 step configure 180 cmake -S . -B "$BUILD" -G "$GEN" -DCMAKE_BUILD_TYPE=Release \
+  -DDISTILL_PYTHON="$(command -v python3)" \
   -DCMAKE_PREFIX_PATH="$TORCH_PREFIX;$DEB/usr" -DProtobuf_PROTOC_EXECUTABLE="$DEB/usr/bin/protoc" \
   -DDISTILL_BUILD_BENCH=ON "${EXTRA[@]}"
 grep -E "distill:|NCCL|CMake Error" "$OUT/configure.log" | tee -a "$SUMMARY"

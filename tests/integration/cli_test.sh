@@ -4,7 +4,7 @@
 # non-zero with exactly one clear line on stderr naming the culprit.
 set -uo pipefail
 W="${DISTILL_WORKER_BIN:?}"
-PY=/usr/bin/python3
+PY="${DISTILL_PYTHON:-python3}"
 T=$(mktemp -d /tmp/distill_cli.XXXXXX)
 trap 'rm -rf "$T"' EXIT
 failures=0
@@ -27,6 +27,20 @@ expect_error() {
   if ! grep -qF -- "$want" "$T/err"; then fail "$name: stderr lacks '$want': $(cat "$T/err")"; return; fi
   ok
 }
+
+# --version names the LibTorch and CUDA of the torch wheel in DISTILL_PYTHON
+# (the one CMake built against), as torch itself reports them.
+want=$($PY -c "import torch; print('(LibTorch %s, %s)' % (torch.__version__.split('+')[0], 'CUDA ' + torch.version.cuda if torch.version.cuda else 'no CUDA'))")
+got=$("$W" --version 2>&1)
+version_re='^distill-worker [0-9]+\.[0-9]+\.[0-9]+ \(LibTorch '
+[[ "$got" =~ $version_re ]] && [[ "$got" == *" $want" ]] && ok \
+  || fail "distill-worker --version: '$got', want '... $want'"
+C="${DISTILL_COORDINATOR_BIN:-}"
+if [ -n "$C" ]; then
+  got=$("$C" --version 2>&1)
+  [ "$got" = "$("$W" --version | sed 's/^distill-worker/distill-coordinator/')" ] && ok \
+    || fail "distill-coordinator --version: '$got'"
+fi
 
 cat >"$T/config.json" <<'JSON'
 {"architectures": ["LlamaForCausalLM"], "vocab_size": 256, "hidden_size": 32, "intermediate_size": 64,

@@ -11,7 +11,7 @@ set -uo pipefail
 W="${DISTILL_WORKER_BIN:?}"
 C="${DISTILL_COORDINATOR_BIN:?}"
 SRC="${DISTILL_SOURCE_DIR:?}"
-PY=/usr/bin/python3
+PY="${DISTILL_PYTHON:-python3}"
 T=$(mktemp -d /tmp/distill_coord.XXXXXX)
 COORD_PID=
 cleanup() {
@@ -30,7 +30,7 @@ fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 
 # Python stubs of the API.
 mkdir -p "$T/py"
-protoc -I "$SRC/proto" --python_out="$T/py" --grpc_out="$T/py" --plugin=protoc-gen-grpc="$(command -v grpc_python_plugin)" \
+$PY -m grpc_tools.protoc -I "$SRC/proto" --python_out="$T/py" --grpc_python_out="$T/py" \
   distill/v1/job.proto distill/v1/coordinator.proto || { echo "protoc failed"; exit 1; }
 export PYTHONPATH="$T/py"
 CLIENT="$SRC/tests/integration/coordinator_client.py"

@@ -6,7 +6,7 @@
 # specs: non-zero exit with exactly one stderr line naming the field.
 set -uo pipefail
 W="${DISTILL_WORKER_BIN:?}"
-PY=/usr/bin/python3
+PY="${DISTILL_PYTHON:-python3}"
 T=$(mktemp -d /tmp/distill_kd_cli.XXXXXX)
 trap 'rm -rf "$T"' EXIT
 failures=0

@@ -7,7 +7,7 @@ set -uo pipefail
 W="${DISTILL_WORKER_BIN:?}"
 C="${DISTILL_COORDINATOR_BIN:?}"
 CTL="${DISTILL_CTL_BIN:?}"
-PY=/usr/bin/python3
+PY="${DISTILL_PYTHON:-python3}"
 T=$(mktemp -d /tmp/distill_ctl.XXXXXX)
 COORD_PID=
 cleanup() {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The coordinator's gRPC API from Python: stubs generated from proto/ here
-# with protoc + grpc_python_plugin, a real distill-coordinator (with a bearer
+# with grpcio-tools (grpc_tools.protoc), a real distill-coordinator (with a bearer
 # token) on a free loopback port launching the real worker, and
 # python_client.py submitting, watching, cancelling and checking the status
 # codes of bad input.
@@ -8,7 +8,7 @@ set -uo pipefail
 W="${DISTILL_WORKER_BIN:?}"
 C="${DISTILL_COORDINATOR_BIN:?}"
 SRC="${DISTILL_SOURCE_DIR:?}"
-PY=/usr/bin/python3
+PY="${DISTILL_PYTHON:-python3}"
 T=$(mktemp -d /tmp/distill_pyclient.XXXXXX)
 COORD_PID=
 cleanup() {
@@ -21,15 +21,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-for tool in protoc grpc_python_plugin; do
-  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install protobuf-compiler protobuf-compiler-grpc)"; exit 1; }
-done
-$PY -c 'import grpc, google.protobuf' 2>/dev/null ||
-  { echo "missing python3-grpcio / python3-protobuf (apt-get install python3-grpcio python3-protobuf)"; exit 1; }
+# Stubs from the Python's own grpcio-tools (requirements.txt), so generated
+# code and runtime (grpcio, protobuf) are one release.
+$PY -c 'import grpc, google.protobuf, grpc_tools' 2>/dev/null ||
+  { echo "$PY lacks grpcio / protobuf / grpcio-tools (run scripts/setup.sh)"; exit 1; }
 
 mkdir -p "$T/py"
-protoc -I "$SRC/proto" --python_out="$T/py" --grpc_out="$T/py" \
-  --plugin=protoc-gen-grpc="$(command -v grpc_python_plugin)" \
+$PY -m grpc_tools.protoc -I "$SRC/proto" --python_out="$T/py" --grpc_python_out="$T/py" \
   distill/v1/job.proto distill/v1/coordinator.proto || { echo "protoc failed"; exit 1; }
 export PYTHONPATH="$T/py"
 

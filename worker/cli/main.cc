@@ -23,6 +23,7 @@
 #include "absl/strings/str_format.h"
 #include "common/spec.h"
 #include "common/status_macros.h"
+#include "common/version.h"
 #include "worker/data/byte_tokenizer.h"
 #include "worker/data/hf_tokenizer.h"
 #include "worker/data/text_source.h"
@@ -40,7 +41,7 @@ namespace distill::worker {
 namespace {
 
 constexpr char kUsage[] =
-    "usage: distill-worker COMMAND [options]\n"
+    "usage: distill-worker COMMAND [options]   (distill-worker --version: version, LibTorch, CUDA)\n"
     "  train    --spec SPEC.yaml [--max-steps-this-run N]\n"
     "  eval     --model DIR [--adapter DIR] --tokens FILE(.bin|.jsonl|.txt) --seq-len L [--batch B] [--threads N]\n"
     "           [--tokenizer bytes|tokenizer.json] [--text-field text]   (text is tokenized and cached as FILE.<tag>.bin)\n"
@@ -254,6 +255,10 @@ int Main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   const std::string cmd = argv[1];
+  if (cmd == "--version") {
+    std::cout << common::VersionLine("distill-worker") << "\n";
+    return 0;
+  }
   static const std::map<std::string, std::pair<std::vector<std::string>, absl::Status (*)(const Args&)>> kCommands = {
       {"train", {{"spec", "max-steps-this-run"}, &Train}},
       {"eval", {{"model", "adapter", "teacher", "tokens", "seq-len", "batch", "threads", "tokenizer", "text-field"}, &Eval}},

@@ -43,8 +43,11 @@ find_path(NCCL_INCLUDE_DIR nccl.h
   HINTS ${_distill_nccl_inc_hints}
   PATHS /usr/local/cuda/include /usr/include
   DOC "Directory of nccl.h")
-# The pip wheel ships only libnccl.so.2 (no libnccl.so link).
-find_library(NCCL_LIBRARY NAMES nccl libnccl.so.2
+# The pip wheel ships only libnccl.so.2 (no libnccl.so link). NAMES_PER_DIR:
+# each directory is searched for both names before the next, so the wheel's
+# libnccl.so.2 wins over a system libnccl.so (which would pair the wheel's
+# nccl.h with another library version).
+find_library(NCCL_LIBRARY NAMES nccl libnccl.so.2 NAMES_PER_DIR
   HINTS ${_distill_nccl_lib_hints}
   PATHS /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/lib/x86_64-linux-gnu
   DOC "libnccl")

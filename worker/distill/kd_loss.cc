@@ -58,26 +58,17 @@ std::string Shape(const torch::Tensor& t) {
   return t.defined() ? c10::str(t.sizes()) : "undefined";
 }
 
-// Disables autocast inside the loss, across the LibTorch 1.13 and 2.x APIs:
+// Disables CUDA autocast inside the loss:
 // the softmax math and the gradients must stay in the inputs' precision.
 class NoAutocast {
  public:
   NoAutocast() {
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
     prev_ = at::autocast::is_autocast_enabled(at::kCUDA);
     if (prev_) at::autocast::set_autocast_enabled(at::kCUDA, false);
-#else
-    prev_ = at::autocast::is_enabled();
-    if (prev_) at::autocast::set_enabled(false);
-#endif
   }
   ~NoAutocast() {
     if (!prev_) return;
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
     at::autocast::set_autocast_enabled(at::kCUDA, true);
-#else
-    at::autocast::set_enabled(true);
-#endif
   }
   NoAutocast(const NoAutocast&) = delete;
   NoAutocast& operator=(const NoAutocast&) = delete;
