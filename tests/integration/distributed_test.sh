@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The distributed runtime end to end, on real mpirun ranks (CPU, MPI backend):
-# - data-parallel students: 2 ranks of micro-batch b equal 1 rank of 2b (loss
-#   trace and final weights within 1e-5), full and LoRA, with accumulation and
-#   many small buckets;
+# - data-parallel students, full and LoRA, many small buckets: 2 ranks equal
+#   1 rank accumulating the same micro-batches, bit for bit (see the DP block
+#   for why that is exact), and with accumulation on 2 ranks within the fp32
+#   rounding of a reordered sum;
 # - a teacher on 2 dedicated pipeline ranks equals the colocated teacher (the
 #   same loss trace: CE, KD and feature losses) for dense, top-k and hidden;
 # - 2 teacher + 2 student ranks train, checkpoint, resume (= uninterrupted);
@@ -10,7 +11,7 @@
 #   within the timeout, naming the rank; a wrong -np is a clear error.
 set -uo pipefail
 W="${DISTILL_WORKER_BIN:?}"
-PY=/usr/bin/python3
+PY="${DISTILL_PYTHON:-python3}"
 T=$(mktemp -d /tmp/distill_dist.XXXXXX)
 trap 'pkill -KILL -f "$T/" 2>/dev/null; rm -rf "$T"' EXIT
 failures=0
@@ -36,20 +37,23 @@ head -c 2000 "$T/text.txt" >"$T/val.txt"
 "$W" init --config "$T/teacher.json" --out "$T/teacher" --seed 1 >/dev/null || fail "init teacher"
 "$W" init --config "$T/student.json" --out "$T/student" --seed 2 >/dev/null || fail "init student"
 
-# compare_runs A B TOL: metrics.jsonl loss traces and final weights of two output dirs agree.
+# compare_runs A B TOL [STEP1_TOL]: metrics.jsonl loss traces and final weights
+# of two output dirs agree within TOL relative (0: bit for bit); the first
+# logged step's loss and grad_norm within STEP1_TOL (default TOL).
 compare_runs() {
-  $PY - "$1" "$2" "$3" <<'PY'
+  $PY - "$1" "$2" "$3" "${4:-$3}" <<'PY'
 import json, struct, sys, os, math
-a, b, tol = sys.argv[1], sys.argv[2], float(sys.argv[3])
+a, b, tol, tol1 = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
 def trace(d):
     return [json.loads(l) for l in open(os.path.join(d, "metrics.jsonl")) if '"event":"train"' in l.replace(" ", "")]
 ta, tb = trace(a), trace(b)
 assert len(ta) == len(tb) and ta, (len(ta), len(tb))
-for x, y in zip(ta, tb):
+for i, (x, y) in enumerate(zip(ta, tb)):
     assert x["step"] == y["step"], (x, y)
     for k in ("loss", "ce_loss", "kd_loss", "grad_norm"):
         if k in x:
-            assert abs(x[k] - y[k]) <= tol * max(1.0, abs(x[k])), (k, x["step"], x[k], y[k])
+            t = tol1 if i == 0 and k in ("loss", "grad_norm") else tol
+            assert abs(x[k] - y[k]) <= t * max(1.0, abs(x[k])), (k, x["step"], x[k], y[k])
     for k, v in x.get("feature_losses", {}).items():
         assert abs(v - y["feature_losses"][k]) <= tol * max(1.0, abs(v)), (k, v, y["feature_losses"][k])
 def weights(d):
@@ -85,17 +89,41 @@ output: $1_out
 $5
 YAML
 }
+# Note [Exact data parallelism]: 2 ranks x micro 2 (accum 1) against 1 rank x
+# micro 2 x accum 2. Rank r's micro-batch is the 1-rank run's micro-batch r
+# (the sampler deals each global micro-batch of micro x ranks windows in rank
+# slices): the same windows in the same shapes, so the same gradients g_r bit
+# for bit. The 1-rank run accumulates g_0/2 + g_1/2, the all-reduce takes
+# (g_0 + g_1)/2: halving is exact and a sum of two floats is the same in
+# either order, so the runs must agree exactly (tolerance 0).
+# With accumulation on the ranks too (2 x micro 2 x accum 2 against 1 x micro
+# 2 x accum 4) four gradients are summed in another order, (g0+g2)+(g1+g3)
+# against ((g0+g1)+g2)+g3. At the first step (same weights) that changes each
+# component by at most 3u sum|g_i| (u = 2^-24), so loss and grad_norm agree
+# within 1e-6 relative (16u, slack for the norm). Later steps have no fp32
+# bound: AdamW's m/sqrt(v) turns rounding in a component whose gradient is
+# near zero into a change of up to lr; 1e-3 there catches wrong shards or
+# scaling (which move the loss by 1e-2 and more), not rounding.
 for method in full lora; do
   extra=""
   [ $method = lora ] && extra="method: lora
 lora: {rank: 4, alpha: 8, dropout: 0, target_modules: [q_proj, v_proj, down_proj]}"
-  finetune_spec "${method}_1" 1 4 2 "$extra"
-  finetune_spec "${method}_2" 2 2 2 "$extra"
-  "$W" train --spec "$T/${method}_1.yaml" >"$T/${method}_1.log" 2>&1 || fail "$method 1 rank: $(tail -3 "$T/${method}_1.log")"
-  "${MPIRUN[@]}" -np 2 "$W" train --spec "$T/${method}_2.yaml" >"$T/${method}_2.log" 2>&1 \
-    || fail "$method 2 ranks: $(tail -5 "$T/${method}_2.log")"
-  out=$(compare_runs "$T/${method}_1_out" "$T/${method}_2_out" 1e-5 2>&1) && ok \
-    || fail "$method: 2 ranks x micro 2 != 1 rank x micro 4: $out"
+  finetune_spec "${method}_1" 1 2 2 "$extra"
+  finetune_spec "${method}_2" 2 2 1 "$extra"
+  finetune_spec "${method}_1acc" 1 2 4 "$extra"
+  finetune_spec "${method}_2acc" 2 2 2 "$extra"
+  for run in 1 1acc; do
+    "$W" train --spec "$T/${method}_$run.yaml" >"$T/${method}_$run.log" 2>&1 \
+      || fail "$method $run: $(tail -3 "$T/${method}_$run.log")"
+  done
+  for run in 2 2acc; do
+    "${MPIRUN[@]}" -np 2 "$W" train --spec "$T/${method}_$run.yaml" >"$T/${method}_$run.log" 2>&1 \
+      || fail "$method $run: $(tail -5 "$T/${method}_$run.log")"
+  done
+  out=$(compare_runs "$T/${method}_1_out" "$T/${method}_2_out" 0 2>&1) && ok \
+    || fail "$method: 2 ranks x micro 2 != 1 rank x micro 2 x accum 2 (bit for bit): $out"
+  out=$(compare_runs "$T/${method}_1acc_out" "$T/${method}_2acc_out" 1e-3 1e-6 2>&1) && ok \
+    || fail "$method: 2 ranks x micro 2 x accum 2 != 1 rank x micro 2 x accum 4: $out"
   grep -q "2 data-parallel ranks (mpi all-reduce" "$T/${method}_2.log" && ok \
     || fail "$method: start line: $(grep training "$T/${method}_2.log")"
   grep -Eq "^step 6/6 .*\| compute [0-9]+% allreduce [0-9]+%" "$T/${method}_2.log" && ok \
