@@ -10,7 +10,8 @@ namespace F = torch::nn::functional;
 // ---------------------------------------------------------------------------
 // Linear (+ LoRA)
 
-LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias) : in_features(in), out_features(out) {
+LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias)
+    : in_features(in), out_features(out) {
   weight = register_parameter("weight", torch::empty({out, in}));
   if (with_bias) bias = register_parameter("bias", torch::zeros({out}));
 }
@@ -19,7 +20,8 @@ torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
   torch::Tensor y = torch::nn::functional::linear(x, weight, bias);
   if (lora_A.defined()) {
     torch::Tensor h = x;
-    if (lora_dropout > 0 && is_training()) h = F::dropout(h, F::DropoutFuncOptions().p(lora_dropout).training(true));
+    if (lora_dropout > 0 && is_training())
+      h = F::dropout(h, F::DropoutFuncOptions().p(lora_dropout).training(true));
     y = y + torch::matmul(torch::matmul(h, lora_A.t()), lora_B.t()) * lora_scaling;
   }
   return y;
@@ -75,9 +77,9 @@ namespace {
 // scale)) v. We compute the same products and sums in fewer passes over memory:
 // roll(x, half) * cat(-sin1, sin2) + x * cos (negation is exact and addition
 // commutes, so the RoPE result is bit-identical), written so that the output
-// is contiguous [B, H, T, hd] and feeds bmm without a copy; the scale and the
-// causal mask go into one baddbmm (mask + scale * q k^T), so no elementwise
-// pass over the [B*H, T, T] scores besides softmax, forward or backward.
+// is contiguous [B, H, T, hd]. Attention is at::scaled_dot_product_attention:
+// is_causal when every key up to the query is visible, an explicit boolean
+// mask when a sliding window hides some (Note [Sliding window] in config.h).
 
 // The sin table with the sign of rotate_half folded in: cat(-sin1, sin2).
 torch::Tensor SignedSin(const torch::Tensor& sin) {
@@ -92,24 +94,17 @@ torch::Tensor ApplyRope(const torch::Tensor& x, const torch::Tensor& cos,
   return torch::addcmul(torch::roll(x, x.size(-1) / 2, -1) * signed_sin, x, cos);
 }
 
-torch::Tensor CausalAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) {
-  // q, k, v: [B, H, T, hd]; k/v already expanded to H heads.
-#if TORCH_VERSION_MAJOR >= 2
-  return at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0,
-                                          /*is_causal=*/true);
-#else
-  const int64_t b = q.size(0), h = q.size(1), t = q.size(2), hd = q.size(3);
-  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
-  torch::Tensor q3 = q.reshape({b * h, t, hd});
-  torch::Tensor k3 = k.reshape({b * h, t, hd});
-  torch::Tensor v3 = v.reshape({b * h, t, hd});
-  // Additive causal mask: 0 on and below the diagonal, -inf above.
-  const double inf = std::numeric_limits<double>::infinity();
-  torch::Tensor mask = torch::full({t, t}, -inf, q.options()).triu_(1);
-  torch::Tensor scores = at::baddbmm(mask, q3, k3.transpose(1, 2), /*beta=*/1.0, /*alpha=*/scale);
-  torch::Tensor probs = torch::softmax(scores, -1, torch::kFloat).to(q.scalar_type());
-  return at::bmm(probs, v3).view({b, h, t, hd});
-#endif
+// q, k, v: [B, H, T, hd]; k/v already expanded to H heads. `visible`: a
+// boolean [T, T] mask (true = attend) for a sliding window, or undefined for
+// plain causal attention (the is_causal fast path).
+torch::Tensor CausalAttention(const torch::Tensor& q, const torch::Tensor& k,
+                              const torch::Tensor& v, const torch::Tensor& visible) {
+  if (!visible.defined()) {
+    return at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0,
+                                            /*is_causal=*/true);
+  }
+  return at::scaled_dot_product_attention(q, k, v, visible, /*dropout_p=*/0.0,
+                                          /*is_causal=*/false);
 }
 
 }  // namespace
@@ -127,7 +122,7 @@ AttentionImpl::AttentionImpl(const ModelConfig& c)
 }
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
-                                     const torch::Tensor& sin) {
+                                     const torch::Tensor& sin, const torch::Tensor& visible) {
   const int64_t b = x.size(0), t = x.size(1);
   torch::Tensor q = q_proj(x).view({b, t, num_heads, head_dim});
   torch::Tensor k = k_proj(x).view({b, t, num_kv_heads, head_dim});
@@ -145,10 +140,14 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
   if (num_kv_heads != num_heads) {
     // HF repeat_kv: kv head j serves query heads j*n_rep .. j*n_rep + n_rep - 1.
     const int64_t rep = num_heads / num_kv_heads;
-    k = k.unsqueeze(2).expand({b, num_kv_heads, rep, t, head_dim}).reshape({b, num_heads, t, head_dim});
-    v = v.unsqueeze(2).expand({b, num_kv_heads, rep, t, head_dim}).reshape({b, num_heads, t, head_dim});
+    k = k.unsqueeze(2)
+            .expand({b, num_kv_heads, rep, t, head_dim})
+            .reshape({b, num_heads, t, head_dim});
+    v = v.unsqueeze(2)
+            .expand({b, num_kv_heads, rep, t, head_dim})
+            .reshape({b, num_heads, t, head_dim});
   }
-  torch::Tensor o = CausalAttention(q, k, v);  // [B, H, T, hd]
+  torch::Tensor o = CausalAttention(q, k, v, visible);  // [B, H, T, hd]
   o = o.transpose(1, 2).reshape({b, t, num_heads * head_dim});
   return o_proj(o);
 }
@@ -175,8 +174,8 @@ DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c) {
 }
 
 torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
-                                        const torch::Tensor& sin) {
-  torch::Tensor h = x + self_attn(input_layernorm(x), cos, sin);
+                                        const torch::Tensor& sin, const torch::Tensor& visible) {
+  torch::Tensor h = x + self_attn->forward(input_layernorm(x), cos, sin, visible);
   return h + mlp(post_attention_layernorm(h));
 }
 
@@ -186,7 +185,9 @@ namespace {
 // name "model.embed_tokens.weight" comes out of named_parameters().
 class WeightHolderImpl : public torch::nn::Module {
  public:
-  explicit WeightHolderImpl(torch::Tensor w) { weight = register_parameter("weight", std::move(w)); }
+  explicit WeightHolderImpl(torch::Tensor w) {
+    weight = register_parameter("weight", std::move(w));
+  }
   torch::Tensor weight;
 };
 TORCH_MODULE(WeightHolder);
@@ -212,6 +213,130 @@ LlamaBackboneImpl::LlamaBackboneImpl(const ModelConfig& c, const ModelPart& part
 }
 
 // ---------------------------------------------------------------------------
+// RoPE frequencies and attention windows
+
+namespace {
+
+// Note [RoPE scaling]: the inverse frequencies as transformers'
+// modeling_rope_utils.py computes them (5.x; the same math as 4.x), op for op:
+// float32 tensors where it uses tensors, double where it uses Python floats,
+// reciprocal() where it writes `1.0 / tensor`. So the tables agree to the
+// last bit or nearly, not just to a tolerance.
+
+// arange(0, dim, 2) / dim in float32: the exponents of the base.
+torch::Tensor RopeExponents(int64_t dim) {
+  return torch::arange(0, dim, 2, torch::kLong).to(torch::kFloat) / dim;
+}
+
+// 1 / base^(2i/dim).
+torch::Tensor PlainInvFreq(double base, int64_t dim) {
+  return torch::pow(base, RopeExponents(dim)).reciprocal();
+}
+
+// yarn's mscale: 0.1 * mscale * ln(scale) + 1 (1 for scale <= 1).
+double YarnMscale(double scale, double mscale) {
+  return scale <= 1 ? 1.0 : 0.1 * mscale * std::log(scale) + 1.0;
+}
+
+std::pair<torch::Tensor, double> YarnInvFreq(const ModelConfig& c, int64_t dim) {
+  const RopeScaling& s = c.rope_scaling;
+  const double base = c.rope_theta, factor = s.factor;
+  double attention_factor = 0;
+  if (s.attention_factor.has_value()) {
+    attention_factor = *s.attention_factor;
+  } else if (s.mscale.value_or(0) != 0 && s.mscale_all_dim.value_or(0) != 0) {
+    attention_factor = YarnMscale(factor, *s.mscale) / YarnMscale(factor, *s.mscale_all_dim);
+  } else {
+    attention_factor = YarnMscale(factor, 1.0);
+  }
+  // `beta_fast or 32`: an absent or zero beta takes the default.
+  const double beta_fast = s.beta_fast.value_or(0) != 0 ? *s.beta_fast : 32;
+  const double beta_slow = s.beta_slow.value_or(0) != 0 ? *s.beta_slow : 1;
+  const double original = static_cast<double>(s.original_max_position_embeddings);
+  auto correction_dim = [&](double rotations) {
+    return (dim * std::log(original / (rotations * 2 * M_PI))) / (2 * std::log(base));
+  };
+  double low = correction_dim(beta_fast), high = correction_dim(beta_slow);
+  if (s.truncate.value_or(true)) {
+    low = std::floor(low);
+    high = std::ceil(high);
+  }
+  low = std::max(low, 0.0);
+  high = std::min(high, static_cast<double>(dim - 1));
+  if (low == high) high += 0.001;  // as transformers, against a singular ramp
+  torch::Tensor ramp = torch::clamp(
+      (torch::arange(dim / 2, torch::TensorOptions().dtype(torch::kFloat)) - low) / (high - low), 0,
+      1);
+  torch::Tensor pos_freqs = torch::pow(base, RopeExponents(dim));
+  torch::Tensor extrapolation = pos_freqs.reciprocal();
+  torch::Tensor interpolation = (pos_freqs * factor).reciprocal();
+  torch::Tensor extrapolation_factor = 1 - ramp;
+  torch::Tensor inv_freq =
+      interpolation * (1 - extrapolation_factor) + extrapolation * extrapolation_factor;
+  return {inv_freq, attention_factor};
+}
+
+torch::Tensor Llama3InvFreq(const ModelConfig& c, int64_t dim) {
+  const RopeScaling& s = c.rope_scaling;
+  torch::Tensor inv_freq = PlainInvFreq(c.rope_theta, dim);
+  const double old_context = static_cast<double>(s.original_max_position_embeddings);
+  const double low_freq_wavelen = old_context / s.low_freq_factor;
+  const double high_freq_wavelen = old_context / s.high_freq_factor;
+  torch::Tensor wavelen = inv_freq.reciprocal() * (2 * M_PI);
+  torch::Tensor scaled = torch::where(wavelen > low_freq_wavelen, inv_freq / s.factor, inv_freq);
+  torch::Tensor smooth =
+      (wavelen.reciprocal() * s.original_max_position_embeddings - s.low_freq_factor) /
+      (s.high_freq_factor - s.low_freq_factor);
+  torch::Tensor smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled;
+  torch::Tensor medium =
+      (wavelen < high_freq_wavelen).logical_not() * (wavelen > low_freq_wavelen).logical_not();
+  return torch::where(medium, smoothed, scaled);
+}
+
+// Dynamic NTK: the base grows with the sequence past max_position_embeddings.
+// Past it transformers computes the base as a float32 tensor (the length is
+// one); up to it, in Python floats.
+torch::Tensor DynamicInvFreq(const ModelConfig& c, int64_t dim, int64_t seq_len) {
+  const double factor = c.rope_scaling.factor;
+  const int64_t mpe = c.max_position_embeddings;
+  const double exponent = static_cast<double>(dim) / static_cast<double>(dim - 2);
+  if (seq_len <= mpe) {
+    const double base =
+        c.rope_theta *
+        std::pow(factor * static_cast<double>(mpe) / static_cast<double>(mpe) - (factor - 1),
+                 exponent);
+    return PlainInvFreq(base, dim);
+  }
+  torch::Tensor len = torch::tensor(seq_len, torch::kLong);
+  torch::Tensor base = torch::pow(len * factor / mpe - (factor - 1), exponent) * c.rope_theta;
+  return torch::pow(base, RopeExponents(dim)).reciprocal();
+}
+
+// The inverse frequencies [head_dim / 2] and the factor cos and sin are
+// scaled by, for a sequence of `seq_len` positions.
+std::pair<torch::Tensor, double> RopeInvFreq(const ModelConfig& c, int64_t seq_len) {
+  const int64_t dim = c.head_dim;
+  const std::string& type = c.rope_scaling.rope_type;
+  if (type == "linear") return {PlainInvFreq(c.rope_theta, dim) / c.rope_scaling.factor, 1.0};
+  if (type == "dynamic") return {DynamicInvFreq(c, dim, seq_len), 1.0};
+  if (type == "yarn") return YarnInvFreq(c, dim);
+  if (type == "llama3") return {Llama3InvFreq(c, dim), 1.0};
+  TORCH_CHECK(type == "default", "unsupported rope_type '", type, "'");
+  return {torch::pow(c.rope_theta, torch::arange(0, dim, 2, torch::kFloat) / dim).reciprocal(),
+          1.0};
+}
+
+// Note [Sliding window] in config.h: true where query q may attend key k,
+// q - window < k <= q. [T, T] bool.
+torch::Tensor SlidingWindowMask(int64_t t, int64_t window, const torch::Device& device) {
+  torch::Tensor pos = torch::arange(t, torch::TensorOptions().dtype(torch::kLong).device(device));
+  torch::Tensor back = pos.unsqueeze(1) - pos.unsqueeze(0);  // q - k
+  return back.ge(0).logical_and(back.lt(window));
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
 // Causal LM
 
 LlamaForCausalLMImpl::LlamaForCausalLMImpl(const ModelConfig& config, const ModelPart& part)
@@ -219,7 +344,8 @@ LlamaForCausalLMImpl::LlamaForCausalLMImpl(const ModelConfig& config, const Mode
   if (part_.layer_end < 0) part_.layer_end = config.num_hidden_layers;
   model = register_module("model", LlamaBackbone(config, part_));
   if (part.head && !config.tie_word_embeddings) {
-    lm_head = register_module("lm_head", WeightHolder(torch::empty({config.vocab_size, config.hidden_size})))
+    lm_head = register_module("lm_head",
+                              WeightHolder(torch::empty({config.vocab_size, config.hidden_size})))
                   ->weight;
   }
   InitWeights(0);
@@ -247,16 +373,25 @@ void LlamaForCausalLMImpl::InitWeights(uint64_t seed) {
 
 std::pair<torch::Tensor, torch::Tensor> LlamaForCausalLMImpl::Rope(int64_t seq_len,
                                                                    const torch::Device& device) {
-  if (!rope_cos_.defined() || rope_cos_.size(0) < seq_len || rope_cos_.device() != device) {
-    const int64_t hd = config_.head_dim;
+  // Dynamic NTK rescales for each length past max_position_embeddings.
+  const bool grows =
+      config_.rope_scaling.rope_type == "dynamic" && seq_len > config_.max_position_embeddings;
+  const int64_t key = grows ? seq_len : 0;
+  if (!rope_cos_.defined() || rope_key_ != key || rope_cos_.size(0) < seq_len ||
+      rope_cos_.device() != device) {
+    const auto [inv_freq, attention_scaling] = RopeInvFreq(config_, seq_len);
     // In fp32 throughout, as Hugging Face computes the table.
-    auto f32 = torch::TensorOptions().dtype(torch::kFloat);
-    torch::Tensor inv_freq = 1.0 / torch::pow(config_.rope_theta, torch::arange(0, hd, 2, f32) / hd);
     torch::Tensor pos = torch::arange(seq_len, torch::TensorOptions().dtype(torch::kFloat));
     torch::Tensor freqs = torch::outer(pos, inv_freq);
     torch::Tensor emb = torch::cat({freqs, freqs}, -1);
-    rope_cos_ = emb.cos().to(device);
-    rope_sin_ = emb.sin().to(device);
+    torch::Tensor cos = emb.cos(), sin = emb.sin();
+    if (attention_scaling != 1.0) {
+      cos = cos * attention_scaling;
+      sin = sin * attention_scaling;
+    }
+    rope_cos_ = cos.to(device);
+    rope_sin_ = sin.to(device);
+    rope_key_ = key;
   }
   return {rope_cos_.narrow(0, 0, seq_len), rope_sin_.narrow(0, 0, seq_len)};
 }
@@ -284,13 +419,19 @@ torch::Tensor LlamaForCausalLMImpl::RunLayers(const torch::Tensor& x, int64_t be
     return capture != nullptr &&
            std::find(capture_layers.begin(), capture_layers.end(), layer) != capture_layers.end();
   };
-  auto [cos, sin] = Rope(x.size(1), x.device());
+  const int64_t t = x.size(1);
+  auto [cos, sin] = Rope(t, x.device());
+  std::map<int64_t, torch::Tensor> masks;  // per window size
   torch::Tensor h = x;
   for (int64_t i = begin; i < end; ++i) {
     auto* layer = model->layers->ptr(static_cast<size_t>(i))->as<DecoderLayerImpl>();
     TORCH_CHECK(layer != nullptr, "decoder layer ", i, " is not part of this model (layers ",
                 part_.layer_begin, " to ", part_.layer_end - 1, ")");
-    h = layer->forward(h, cos, sin);
+    const int64_t window = AttentionWindow(config_, i);
+    if (window > 0 && window < t && masks.count(window) == 0) {
+      masks[window] = SlidingWindowMask(t, window, x.device());
+    }
+    h = layer->forward(h, cos, sin, window > 0 && window < t ? masks[window] : torch::Tensor());
     if (want(i)) (*capture)[i] = h;
   }
   return h;

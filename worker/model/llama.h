@@ -2,9 +2,10 @@
 // Hugging Face's (named_parameters() of LlamaForCausalLM yields
 // "model.layers.0.self_attn.q_proj.weight", "lm_head.weight", ...).
 //
-// Covers Llama/Mistral (RMSNorm, half-split RoPE with rope_theta, grouped-query
-// attention, SwiGLU MLP, tied or untied embeddings), Qwen2 (q/k/v bias) and
-// Qwen3 (q/k RMSNorm) through ModelConfig switches. Every Linear can carry a
+// Covers Llama/Mistral (RMSNorm, half-split RoPE with rope_theta and RoPE
+// scaling, grouped-query attention, SwiGLU MLP, tied or untied embeddings,
+// sliding windows), Qwen2 (q/k/v bias) and Qwen3 (q/k RMSNorm) through
+// ModelConfig switches. Every Linear can carry a
 // LoRA adapter (lora.h). Modules are not thread-safe: one training thread.
 #ifndef DISTILL_WORKER_MODEL_LLAMA_H_
 #define DISTILL_WORKER_MODEL_LLAMA_H_
@@ -35,8 +36,8 @@ class LinearImpl : public torch::nn::Module {
   void MergeLora();
 
   int64_t in_features, out_features;
-  torch::Tensor weight, bias;      // bias undefined when absent
-  torch::Tensor lora_A, lora_B;    // undefined without LoRA
+  torch::Tensor weight, bias;    // bias undefined when absent
+  torch::Tensor lora_A, lora_B;  // undefined without LoRA
   double lora_scaling = 0.0;
   double lora_dropout = 0.0;
 };
@@ -54,8 +55,10 @@ TORCH_MODULE(RMSNorm);
 class AttentionImpl : public torch::nn::Module {
  public:
   explicit AttentionImpl(const ModelConfig& c);
-  // x [B, T, D]; cos/sin [T, head_dim]. Causal.
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
+  // x [B, T, D]; cos/sin [T, head_dim]. Causal; `visible` ([T, T] bool, true
+  // = attend) narrows it to a sliding window when defined.
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                        const torch::Tensor& visible = {});
 
   Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
   RMSNorm q_norm{nullptr}, k_norm{nullptr};  // qwen3 only
@@ -74,7 +77,9 @@ TORCH_MODULE(Mlp);
 class DecoderLayerImpl : public torch::nn::Module {
  public:
   explicit DecoderLayerImpl(const ModelConfig& c);
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
+  // As AttentionImpl::forward.
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                        const torch::Tensor& visible = {});
   Attention self_attn{nullptr};
   Mlp mlp{nullptr};
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
@@ -116,7 +121,8 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   // The final normalised hidden state [B, T, D]. When `capture` is given,
   // (*capture)[i] receives the output of decoder layer i (0-based) for every
   // i in `capture_layers` (the input embedding is layer -1).
-  torch::Tensor Hidden(const torch::Tensor& input_ids, const std::vector<int64_t>& capture_layers = {},
+  torch::Tensor Hidden(const torch::Tensor& input_ids,
+                       const std::vector<int64_t>& capture_layers = {},
                        std::map<int64_t, torch::Tensor>* capture = nullptr);
   // The pieces of Hidden(), for a model split over processes (every piece
   // needs its part held): Hidden(ids) is
@@ -147,13 +153,15 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   torch::Tensor lm_head;  // [V, D], "lm_head.weight"; undefined when tied or not held
 
  private:
-  // cos/sin tables [T, head_dim] for positions 0..T-1 (HF's half-split layout),
-  // cached per length, dtype and device.
+  // cos/sin tables [T, head_dim] for positions 0..T-1 (HF's half-split layout,
+  // scaled as config.rope_scaling says: Note [RoPE scaling] in llama.cc),
+  // cached per length and device.
   std::pair<torch::Tensor, torch::Tensor> Rope(int64_t seq_len, const torch::Device& device);
 
   ModelConfig config_;
   ModelPart part_;  // layer_end resolved (never -1)
   torch::Tensor rope_cos_, rope_sin_;
+  int64_t rope_key_ = 0;  // the length dynamic RoPE was scaled for; 0 = unscaled
 };
 TORCH_MODULE(LlamaForCausalLM);
 

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <vector>
 
 #include "tests/test_util.h"
 
@@ -94,6 +95,18 @@ void ExpectSameConfig(const ModelConfig& a, const ModelConfig& b) {
   EXPECT_EQ(a.bos_token_id, b.bos_token_id);
   EXPECT_EQ(a.eos_token_id, b.eos_token_id);
   EXPECT_EQ(a.torch_dtype, b.torch_dtype);
+  EXPECT_TRUE(a.rope_scaling == b.rope_scaling) << a.rope_scaling.rope_type;
+  EXPECT_EQ(a.sliding_window, b.sliding_window);
+  EXPECT_EQ(a.use_sliding_window, b.use_sliding_window);
+  EXPECT_EQ(a.sliding_layers, b.sliding_layers);
+}
+
+// kTiny as another architecture, with `extra` fields (JSON text) added.
+absl::StatusOr<ModelConfig> ParseTinyAs(const std::string& arch, const std::string& extra) {
+  std::string text = kTiny;
+  text.replace(text.find("LlamaForCausalLM"), 16, arch);
+  if (!extra.empty()) text.insert(text.size() - 1, ", " + extra);
+  return ParseModelConfig(text, "tiny/config.json");
 }
 
 TEST(ModelConfigTest, ParsesLlama) {
@@ -176,7 +189,9 @@ TEST(ModelConfigTest, OptionalFieldsTakeDefaults) {
   EXPECT_EQ(c->architecture, "Qwen2ForCausalLM");  // inferred from model_type
   EXPECT_EQ(c->num_key_value_heads, 2);
   EXPECT_EQ(c->head_dim, 4);
-  EXPECT_EQ(c->max_position_embeddings, 2048);
+  // Qwen2Config's default (this test expected Llama's 2048 before RoPE
+  // scaling made the value matter; transformers says 32768).
+  EXPECT_EQ(c->max_position_embeddings, 32768);
   EXPECT_DOUBLE_EQ(c->rms_norm_eps, 1e-6);
   EXPECT_DOUBLE_EQ(c->rope_theta, 10000.0);
   EXPECT_DOUBLE_EQ(c->initializer_range, 0.02);
@@ -230,20 +245,151 @@ TEST(ModelConfigTest, HiddenSizeMustDivideByHeadsWithoutHeadDim) {
 }
 
 TEST(ModelConfigTest, UnsupportedFeaturesAreInvalidArgument) {
-  ExpectInvalid(ParseTinyWith("rope_scaling", R"({"type": "linear", "factor": 2.0})"),
-                "rope_scaling is not supported yet");
+  ExpectInvalid(ParseTinyWith("rope_scaling", R"({"rope_type": "longrope", "factor": 2.0})"),
+                "field 'rope_scaling.rope_type': 'longrope' is not supported");
+  ExpectInvalid(ParseTinyWith("rope_parameters", R"({"rope_type": "mrope", "rope_theta": 1.0})"),
+                "field 'rope_parameters.rope_type': 'mrope' is not supported");
   ExpectInvalid(ParseTinyWith("rope_scaling",
                               R"({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0})"),
-                "rope_scaling");
+                "missing field 'rope_scaling.high_freq_factor'");
+  ExpectInvalid(ParseTinyWith("rope_scaling", R"({"type": "linear"})"),
+                "missing field 'rope_scaling.factor'");
+  ExpectInvalid(ParseTinyWith("rope_scaling", R"({"type": "linear", "factor": 2, "beta_fast": 4})"),
+                "field 'rope_scaling.beta_fast': not supported with rope_type 'linear'");
+  ExpectInvalid(ParseTinyWith("rope_scaling", R"({"type": "yarn", "factor": 2, "truncate": 1})"),
+                "field 'rope_scaling.truncate': expected true or false");
+  ExpectInvalid(ParseTinyWith("partial_rotary_factor", "0.5"), "field 'partial_rotary_factor'");
+  ExpectInvalid(ParseTinyWith("rope_parameters", R"({"full_attention": {"rope_type": "default"}})"),
+                "field 'rope_parameters': RoPE parameters per layer type are not supported");
   ExpectInvalid(ParseTinyWith("hidden_act", "\"gelu\""), "field 'hidden_act'");
-  ExpectInvalid(ParseTinyWith("use_sliding_window", "true"), "field 'use_sliding_window'");
-  // Plain RoPE spelled out is accepted, as is an unused sliding_window.
+  ExpectInvalid(
+      ParseTinyAs("Qwen2ForCausalLM", R"("layer_types": ["full_attention", "sliding_attention"])"),
+      "field 'layer_types': layer 1 is sliding_attention but there is no window");
+  ExpectInvalid(ParseTinyAs("Qwen2ForCausalLM", R"("layer_types": ["full_attention"])"),
+                "field 'layer_types': expected a list of 2 strings");
+  ExpectInvalid(
+      ParseTinyAs("Qwen3ForCausalLM", R"("layer_types": ["full_attention", "chunked_attention"])"),
+      "field 'layer_types': entry 1 is \"chunked_attention\"");
+  // Mistral reads no layer_types: one that disagrees with its window is an error.
+  ExpectInvalid(
+      ParseTinyAs("MistralForCausalLM",
+                  R"("sliding_window": 4, "layer_types": ["full_attention", "full_attention"])"),
+      "field 'layer_types': layer 0 is \"full_attention\" but MistralForCausalLM");
+  ExpectInvalid(ParseTinyAs("MistralForCausalLM", R"("sliding_window": 0)"),
+                "field 'sliding_window'");
+  // Plain RoPE spelled out is accepted; so are the window fields on Llama,
+  // which LlamaForCausalLM does not read (it attends fully, as here).
   EXPECT_TRUE(ParseTinyWith("rope_scaling", R"({"rope_type": "default"})").ok());
-  EXPECT_TRUE(ParseTinyWith("sliding_window", "4096").ok());
+  auto llama = ParseTinyWith("sliding_window", "4, \"use_sliding_window\": true");
+  ASSERT_TRUE(llama.ok()) << llama.status();
+  EXPECT_EQ(AttentionWindow(*llama, 0), 0);
+}
+
+// The 4.x and 5.x spellings of the same RoPE mean the same config.
+TEST(ModelConfigTest, ReadsRopeScalingInBothConfigStyles) {
+  auto v4 = ParseTinyWith("rope_theta", R"(500000.0, "max_position_embeddings": 131072,
+      "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+      "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})");
+  auto v5 = ParseTinyWith("max_position_embeddings", R"(131072,
+      "rope_parameters": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+      "high_freq_factor": 4.0, "original_max_position_embeddings": 8192, "rope_theta": 500000.0})");
+  ASSERT_TRUE(v4.ok()) << v4.status();
+  ASSERT_TRUE(v5.ok()) << v5.status();
+  ExpectSameConfig(*v4, *v5);
+  EXPECT_EQ(v4->rope_scaling.rope_type, "llama3");
+  EXPECT_DOUBLE_EQ(v4->rope_theta, 5e5);
+  EXPECT_DOUBLE_EQ(v4->rope_scaling.factor, 8.0);
+  EXPECT_DOUBLE_EQ(v4->rope_scaling.high_freq_factor, 4.0);
+  EXPECT_EQ(v4->rope_scaling.original_max_position_embeddings, 8192);
+
+  // The old key "type"; a non-null rope_scaling wins over rope_parameters;
+  // rope_theta in the dict wins over the top-level one.
+  auto old = ParseTinyWith("rope_scaling", R"({"type": "dynamic", "factor": 2.0},
+      "rope_parameters": {"rope_type": "linear", "factor": 3.0}, "rope_theta": 7.0)");
+  ASSERT_TRUE(old.ok()) << old.status();
+  EXPECT_EQ(old->rope_scaling.rope_type, "dynamic");
+  EXPECT_DOUBLE_EQ(old->rope_scaling.factor, 2.0);
+  EXPECT_DOUBLE_EQ(old->rope_theta, 7.0);
+  auto inner = ParseTinyWith("rope_parameters", R"({"rope_type": "default", "rope_theta": 9.0},
+      "rope_theta": 7.0)");
+  ASSERT_TRUE(inner.ok()) << inner.status();
+  EXPECT_DOUBLE_EQ(inner->rope_theta, 9.0);
+
+  // yarn: original_max_position_embeddings defaults to max_position_embeddings
+  // and a top-level one wins; optional knobs stay absent unless given.
+  auto yarn = ParseTinyWith("rope_scaling", R"({"type": "yarn", "factor": 4.0, "beta_fast": 8},
+      "max_position_embeddings": 4096)");
+  ASSERT_TRUE(yarn.ok()) << yarn.status();
+  EXPECT_EQ(yarn->rope_scaling.original_max_position_embeddings, 4096);
+  EXPECT_EQ(yarn->rope_scaling.beta_fast, 8.0);
+  EXPECT_FALSE(yarn->rope_scaling.beta_slow.has_value() || yarn->rope_scaling.truncate.has_value());
+  auto phi = ParseTinyWith("rope_scaling", R"({"type": "yarn", "factor": 4.0,
+      "original_max_position_embeddings": 1024}, "original_max_position_embeddings": 512)");
+  ASSERT_TRUE(phi.ok()) << phi.status();
+  EXPECT_EQ(phi->rope_scaling.original_max_position_embeddings, 512);
+}
+
+TEST(ModelConfigTest, SlidingWindowsAsTransformersAppliesThem) {
+  // Mistral: sliding_window on every layer; absent is MistralConfig's 4096.
+  auto mistral = ParseTinyAs("MistralForCausalLM", "");
+  ASSERT_TRUE(mistral.ok()) << mistral.status();
+  EXPECT_EQ(AttentionWindow(*mistral, 0), 4096);
+  EXPECT_EQ(AttentionWindow(*mistral, 1), 4096);
+  EXPECT_EQ(mistral->max_position_embeddings, 131072);
+  auto full = ParseTinyAs("MistralForCausalLM", R"("sliding_window": null)");
+  ASSERT_TRUE(full.ok()) << full.status();
+  EXPECT_EQ(AttentionWindow(*full, 0), 0);
+
+  // Qwen2: only with use_sliding_window, on layers >= max_window_layers.
+  auto off = ParseTinyAs("Qwen2ForCausalLM", R"("sliding_window": 4, "max_window_layers": 0)");
+  ASSERT_TRUE(off.ok()) << off.status();
+  EXPECT_EQ(AttentionWindow(*off, 1), 0);
+  auto on =
+      ParseTinyAs("Qwen2ForCausalLM",
+                  R"("use_sliding_window": true, "sliding_window": 4, "max_window_layers": 1)");
+  ASSERT_TRUE(on.ok()) << on.status();
+  EXPECT_EQ(AttentionWindow(*on, 0), 0);
+  EXPECT_EQ(AttentionWindow(*on, 1), 4);
+  // layer_types (transformers 5) overrides max_window_layers.
+  auto typed = ParseTinyAs("Qwen3ForCausalLM", R"("use_sliding_window": true, "sliding_window": 3,
+      "max_window_layers": 1, "head_dim": 2, "layer_types": ["sliding_attention", "full_attention"])");
+  ASSERT_TRUE(typed.ok()) << typed.status();
+  EXPECT_EQ(AttentionWindow(*typed, 0), 3);
+  EXPECT_EQ(AttentionWindow(*typed, 1), 0);
+  EXPECT_EQ(AttentionWindow(*typed, 2), 0);  // out of range: no window
+}
+
+TEST(ModelConfigTest, Qwen3HeadDimDefaultsTo128) {
+  // Qwen3Config's head_dim default is 128, not hidden_size / heads.
+  auto c = ParseTinyAs("Qwen3ForCausalLM", "");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->head_dim, 128);
+  EXPECT_EQ(c->max_position_embeddings, 32768);
 }
 
 TEST(ModelConfigTest, ToJsonRoundTrips) {
-  for (const char* text : {kTinyLlama, kQwen25, kQwen3, kTiny}) {
+  std::vector<std::string> texts = {kTinyLlama, kQwen25, kQwen3, kTiny};
+  auto with = [](std::string text, const std::string& extra) {
+    text.insert(text.size() - 1, ", " + extra);
+    return text;
+  };
+  texts.push_back(with(kTiny, R"("rope_scaling": {"rope_type": "linear", "factor": 2.5})"));
+  texts.push_back(with(kTiny, R"("rope_parameters": {"rope_type": "dynamic", "factor": 2.0})"));
+  texts.push_back(with(kTiny, R"("rope_scaling": {"rope_type": "llama3", "factor": 8.0,
+      "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64})"));
+  texts.push_back(with(kTiny, R"("rope_scaling": {"type": "yarn", "factor": 4.0,
+      "original_max_position_embeddings": 256, "attention_factor": 1.5, "beta_fast": 16,
+      "beta_slow": 2, "mscale": 1, "mscale_all_dim": 0.5, "truncate": false})"));
+  std::string mistral = kTiny;
+  mistral.replace(mistral.find("LlamaForCausalLM"), 16, "MistralForCausalLM");
+  texts.push_back(mistral);
+  texts.push_back(with(mistral, R"("sliding_window": null)"));
+  std::string qwen3 = kQwen3;
+  qwen3.replace(qwen3.find("\"use_sliding_window\": false"), 27, "\"use_sliding_window\": true");
+  qwen3.replace(qwen3.find("\"max_window_layers\": 28"), 23, "\"max_window_layers\": 20");
+  qwen3.replace(qwen3.find("\"sliding_window\": null"), 22, "\"sliding_window\": 512");
+  texts.push_back(qwen3);
+  for (const std::string& text : texts) {
     auto c = ParseModelConfig(text, "in/config.json");
     ASSERT_TRUE(c.ok()) << c.status();
     const std::string json = ModelConfigToJson(*c);
