@@ -273,6 +273,7 @@ JobSpec WithDefaults(const JobSpec& in) {
   if (!t->has_lr()) t->set_lr(method == distill::v1::LORA ? 1e-3 : 3e-4);
   if (!t->has_min_lr()) t->set_min_lr(t->lr() / 10);
   if (!t->has_warmup()) t->set_warmup(0);
+  if (t->schedule() == distill::v1::LR_SCHEDULE_UNSPECIFIED) t->set_schedule(distill::v1::LR_SCHEDULE_COSINE);
   if (!t->has_weight_decay()) t->set_weight_decay(0.0);
   if (!t->has_clip()) t->set_clip(1.0);
   if (!t->has_seed()) t->set_seed(0);

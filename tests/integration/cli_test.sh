@@ -102,6 +102,33 @@ a=$("$W" eval --model "$T/base" --adapter "$T/lora_out/adapter" --tokens "$T/val
 m=$("$W" eval --model "$T/merged" --tokens "$T/val.bin" --seq-len $L | tail -n 1)
 $PY -c "import json,sys; a,m,b=(json.loads(x) for x in sys.argv[1:4]); assert abs(a['loss']-m['loss'])<1e-4*a['loss'], (a,m); assert a['loss']<b['loss'], (a,b)" "$a" "$m" "$out" && ok || fail "merged eval == adapter eval < base eval: $a $m $out"
 
+# The spec's learning-rate schedule drives training: the lr of every step in
+# metrics.jsonl is transformers' schedule (stepped with a real optimizer).
+for sched in cosine linear constant; do
+  sed -e "s/lr: 0.01, log_every: 4/lr: 0.01, min_lr: 0.002, warmup: 3, schedule: $sched, log_every: 1/" \
+      -e "s/output: lora_out/output: sched_$sched/" "$T/lora.yaml" >"$T/sched_$sched.yaml"
+  "$W" train --spec "$T/sched_$sched.yaml" >"$T/sched.log" 2>&1 || fail "train schedule $sched: $(tail -3 "$T/sched.log")"
+  $PY - "$T/sched_$sched/metrics.jsonl" "$sched" <<'PY' && ok || fail "schedule $sched: lr per step differs from transformers'"
+import json, sys, torch, transformers.optimization as o
+rows = [json.loads(l) for l in open(sys.argv[1]) if '"train"' in l]
+opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.01)
+make = {"cosine": lambda: o.get_cosine_with_min_lr_schedule_with_warmup(opt, 3, 12, min_lr=0.002),
+        "linear": lambda: o.get_polynomial_decay_schedule_with_warmup(opt, 3, 12, lr_end=0.002, power=1.0),
+        "constant": lambda: o.get_constant_schedule_with_warmup(opt, 3)}[sys.argv[2]]
+sched = make()
+want = []
+for _ in range(12):
+    want.append(opt.param_groups[0]["lr"])
+    opt.step(); sched.step()
+got = [r["lr"] for r in rows]
+assert len(got) == 12, got
+for s, (g, w) in enumerate(zip(got, want)):
+    assert abs(g - w) <= 1e-9 * max(w, 1e-12), (s, g, w)
+PY
+done
+sed 's/lr: 0.01,/lr: 0.01, schedule: exponential,/' "$T/lora.yaml" >"$T/badsched.yaml"
+expect_error "unknown schedule" "train.schedule" "$W" train --spec "$T/badsched.yaml"
+
 # Bad inputs: one line naming the problem, non-zero exit, no crash.
 cp -r "$T/base" "$T/trunc"; head -c 100 "$T/base/model.safetensors" >"$T/trunc/model.safetensors"
 expect_error "truncated safetensors" "model.safetensors" "$W" eval --model "$T/trunc" --tokens "$T/val.bin" --seq-len 8

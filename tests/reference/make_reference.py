@@ -5,8 +5,8 @@ Writes tiny Hugging Face model directories (config.json + model.safetensors,
 as transformers' save_pretrained lays them out) with random weights, and for
 each a golden.safetensors: a batch, the logits and loss of the Hugging Face
 forward, the gradient of every parameter, and the parameters after one and
-two torch.optim.AdamW steps. Also a learning-rate schedule and a
-clip_grad_norm_ case. The model math is written out here from Hugging Face's
+two torch.optim.AdamW steps. Also a clip_grad_norm_ case (the learning-rate
+schedule's reference is transformers itself: hf_schedule.py). The model math is written out here from Hugging Face's
 modeling_llama / modeling_qwen2 / modeling_qwen3 (float64, so the goldens are
 the exact answer for the float32 weights); it shares no code with the C++.
 
@@ -34,8 +34,6 @@ ADAMW = {
     # Applied to parameters with 2 or more dims; 1-d ones (norms, biases) get 0.
     "weight_decay": 0.1,
 }
-
-LR_SCHEDULE = {"total_steps": 100, "warmup": 10, "lr": 1e-3, "min_lr": 1e-4}
 
 # --------------------------------------------------------------------------
 # safetensors writer (the format by hand: u64 LE header size, JSON header
@@ -418,20 +416,6 @@ def read_safetensors_f32(path):
     return out
 
 
-def learning_rate(s, total, warmup, lr, min_lr):
-    if s < warmup:
-        return lr * (s + 1) / warmup
-    progress = (s - warmup) / max(1, total - warmup)
-    return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))
-
-
-def make_lr_schedule(out):
-    sc = dict(LR_SCHEDULE)
-    sc["lrs"] = [learning_rate(s, sc["total_steps"], sc["warmup"], sc["lr"], sc["min_lr"])
-                 for s in range(sc["total_steps"])]
-    write_json(os.path.join(out, "lr_schedule.json"), sc)
-
-
 def make_clip(out):
     gen = torch.Generator().manual_seed(1234)
     shapes = [(5, 3), (7,), (2, 3, 4)]
@@ -463,7 +447,6 @@ def main():
     for i, (name, c) in enumerate(CONFIGS.items()):
         make_model_case(args.out, name, c, seed=1000 + i)
     make_eval_case(args.out, "llama_gqa", CONFIGS["llama_gqa"], seed=77)
-    make_lr_schedule(args.out)
     make_clip(args.out)
     return 0
 

@@ -15,7 +15,11 @@
 //         multiplied by T^2 when t2_scale.
 //   total = alpha * kd + (1 - alpha) * ce, averaged over the N tokens.
 // JSD(beta) = beta KL(p||m) + (1 - beta) KL(q||m), m = beta p + (1 - beta) q
-// (as in TRL's GKD). beta is restricted to the open interval (0, 1): at both
+// (GKD paper, Eq. 1). In TRL's GKDTrainer.generalized_jsd_loss (per-token
+// mean over unmasked labels) FORWARD_KL is beta = 0, REVERSE_KL beta = 1 and
+// JSD the same beta; TRL divides the logits by T but has no T^2 (t2_scale =
+// false) and no CE term (alpha = 1); tests/reference/hf_trl.py maps the rest.
+// beta is restricted to the open interval (0, 1): at both
 // ends the divergence vanishes identically (m equals one of p, q); near them
 // JSD / beta -> KL(p||q) (beta -> 0) and JSD / (1 - beta) -> KL(q||p)
 // (beta -> 1), so use FORWARD_KL / REVERSE_KL for those limits.

@@ -209,11 +209,40 @@ double ClipGradNorm(const std::vector<NamedParam>& params, double max_norm) {
   return total;
 }
 
-double LearningRate(int64_t step, int64_t total_steps, int64_t warmup, double lr, double min_lr) {
-  if (step < warmup) return lr * static_cast<double>(step + 1) / static_cast<double>(warmup);
-  const double span = static_cast<double>(std::max<int64_t>(1, total_steps - warmup));
-  const double progress = std::min(1.0, static_cast<double>(step - warmup) / span);
-  return min_lr + 0.5 * (lr - min_lr) * (1.0 + std::cos(M_PI * progress));
+namespace {
+
+// The LambdaLR factor of transformers' schedule at `step` (see LrSchedule),
+// with its operations in the same order so that the doubles round alike.
+double LrFactor(int64_t step, int64_t total_steps, int64_t warmup, double lr, double min_lr,
+                LrSchedule schedule) {
+  const double s = static_cast<double>(step);
+  if (step < warmup) return s / static_cast<double>(std::max<int64_t>(1, warmup));
+  switch (schedule) {
+    case LrSchedule::kConstant:
+      return 1.0;
+    case LrSchedule::kLinear: {
+      // transformers divides by zero at step == total_steps == warmup; the
+      // decay has no length there, so it has ended.
+      if (step > total_steps || total_steps == warmup) return min_lr / lr;
+      const double remaining =
+          1.0 - static_cast<double>(step - warmup) / static_cast<double>(total_steps - warmup);
+      return ((lr - min_lr) * remaining + min_lr) / lr;
+    }
+    case LrSchedule::kCosine:
+      break;
+  }
+  const double progress = static_cast<double>(step - warmup) /
+                          static_cast<double>(std::max<int64_t>(1, total_steps - warmup));
+  const double rate = min_lr / lr;
+  const double factor = 0.5 * (1.0 + std::cos(M_PI * progress)) * (1.0 - rate) + rate;
+  return std::max(0.0, factor);
+}
+
+}  // namespace
+
+double LearningRate(int64_t step, int64_t total_steps, int64_t warmup, double lr, double min_lr,
+                    LrSchedule schedule) {
+  return lr * LrFactor(step, total_steps, warmup, lr, min_lr, schedule);
 }
 
 }  // namespace distill::worker

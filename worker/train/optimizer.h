@@ -64,9 +64,24 @@ std::vector<NamedParam> TrainableParams(torch::nn::Module& module);
 // returns the norm before clipping (as torch.nn.utils.clip_grad_norm_).
 double ClipGradNorm(const std::vector<NamedParam>& params, double max_norm);
 
-// Learning rate at 0-based `step`: linear warmup from lr/warmup to lr over
-// `warmup` steps, then cosine decay from lr to min_lr at `total_steps`.
-double LearningRate(int64_t step, int64_t total_steps, int64_t warmup, double lr, double min_lr);
+// The decay after warmup. Each is a transformers schedule (run by LambdaLR):
+//   kCosine   get_cosine_with_min_lr_schedule_with_warmup(min_lr=min_lr):
+//             lr -> min_lr at total_steps along a half cosine, which goes on
+//             past total_steps (it rises again, as in transformers);
+//   kLinear   get_polynomial_decay_schedule_with_warmup(lr_end=min_lr,
+//             power=1): lr -> min_lr at total_steps, then min_lr;
+//   kConstant get_constant_schedule_with_warmup: lr (min_lr unused).
+// With min_lr = 0, kCosine and kLinear are get_cosine_schedule_with_warmup
+// and get_linear_schedule_with_warmup.
+enum class LrSchedule { kCosine, kLinear, kConstant };
+
+// Learning rate of the 0-based optimizer step `step`, exactly (to double
+// rounding) what transformers' `schedule` gives the optimizer at that step:
+// warmup lr * step / warmup for step < warmup (so step 0 runs at lr 0 when
+// warmup > 0), then the decay above. Requires lr > 0 and 0 <= min_lr <= lr
+// (common/spec.cc checks both); warmup may equal total_steps.
+double LearningRate(int64_t step, int64_t total_steps, int64_t warmup, double lr, double min_lr,
+                    LrSchedule schedule = LrSchedule::kCosine);
 
 }  // namespace distill::worker
 

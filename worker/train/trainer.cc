@@ -28,6 +28,18 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
+// The spec's schedule (defaulted to cosine by common/spec) as the optimizer's.
+LrSchedule ScheduleOf(distill::v1::LrSchedule s) {
+  switch (s) {
+    case distill::v1::LR_SCHEDULE_LINEAR:
+      return LrSchedule::kLinear;
+    case distill::v1::LR_SCHEDULE_CONSTANT:
+      return LrSchedule::kConstant;
+    default:
+      return LrSchedule::kCosine;
+  }
+}
+
 double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
 
 // splitmix64 of (seed, step): the per-step RNG seed (Note [Deterministic resume]).
@@ -383,7 +395,7 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const JobSpec& spec, const TrainOpti
     if (stop) break;
     // Rank 0 draws what a single process draws; other ranks their own masks.
     torch::manual_seed(StepSeed(t.seed(), step) ^ (static_cast<uint64_t>(my_rank) * 0xD1B54A32D192ED03ull));
-    const double lr = LearningRate(step, total, t.warmup(), t.lr(), t.min_lr());
+    const double lr = LearningRate(step, total, t.warmup(), t.lr(), t.min_lr(), ScheduleOf(t.schedule()));
     optimizer.ZeroGrad();
     step_loss.zero_();
     values = StepValues();

@@ -1,7 +1,9 @@
-// KdLoss and MakeTopK against golden numbers from an independent reference
-// (tests/reference/make_kd_reference.py: float64, whole [N, V] tensors,
-// autograd), plus the identities between transports and chunkings, the
-// error cases, and the peak-memory bound of Note [Chunked loss].
+// KdLoss and MakeTopK against TRL's GKD loss and torch.nn.functional
+// (tests/reference/hf_trl.py) and against golden numbers of our own
+// definitions (tests/reference/make_kd_reference.py: float64, whole [N, V]
+// tensors, autograd; covers top-k with a tail bucket, which no library has),
+// plus the identities between transports and chunkings, the error cases, and
+// the peak-memory bound of Note [Chunked loss].
 #include "worker/distill/kd_loss.h"
 
 #include <c10/core/CPUAllocator.h>
@@ -49,18 +51,28 @@ struct Reference {
   torch::Tensor Expected(const std::string& name) const { return Golden(*file, "golden." + name); }
 };
 
+// DIR/FILE and DIR/cases.json under the reference dir.
+Reference* LoadReference(const std::string& subdir, const std::string& file_name) {
+  auto* r = new Reference;
+  const std::string dir = distill::testing::ReferenceDir() + "/" + subdir;
+  auto file = SafetensorsFile::Open(dir + "/" + file_name);
+  EXPECT_TRUE(file.ok()) << file.status();
+  if (file.ok()) r->file = *std::move(file);
+  r->cases = nlohmann::json::parse(distill::testing::ReadFile(dir + "/cases.json"), nullptr, false);
+  EXPECT_TRUE(r->cases.is_object()) << dir << "/cases.json";
+  return r;
+}
+
+// make_kd_reference.py: float64 plain-torch goldens of our own definitions.
 const Reference& Ref() {
-  static const Reference* ref = [] {
-    auto* r = new Reference;
-    const std::string dir = distill::testing::ReferenceDir() + "/kd";
-    auto file = SafetensorsFile::Open(dir + "/kd.safetensors");
-    EXPECT_TRUE(file.ok()) << file.status();
-    if (file.ok()) r->file = *std::move(file);
-    r->cases =
-        nlohmann::json::parse(distill::testing::ReadFile(dir + "/cases.json"), nullptr, false);
-    EXPECT_TRUE(r->cases.is_object()) << dir << "/cases.json";
-    return r;
-  }();
+  static const Reference* ref = LoadReference("kd", "kd.safetensors");
+  return *ref;
+}
+
+// hf_trl.py: TRL's GKDTrainer.generalized_jsd_loss and a torch.nn.functional
+// formulation, evaluated in float64 on float32 inputs.
+const Reference& TrlRef() {
+  static const Reference* ref = LoadReference("hf_trl", "trl.safetensors");
   return *ref;
 }
 
@@ -190,6 +202,54 @@ TEST(KdLossTest, TopKMatchesReference) {
 TEST(KdLossTest, HiddenMatchesReference) {
   // Teacher logits formed from its hidden state and a padded lm_head.
   EXPECT_EQ(CheckTransport("hidden"), 5);
+}
+
+// Our loss against TRL and against torch.nn.functional (hf_trl.py maps our
+// options onto TRL's beta / temperature; T^2 and the CE term are ours). Each
+// case runs twice: on the student logits themselves (h = z, W = I, so grad_h
+// is dL/dz: mm by the identity is exact) and on the hidden state and lm_head.
+// DENSE cases also run through the top-k transport with k = V.
+TEST(KdLossTest, MatchesTrlAndFunctional) {
+  using distill::testing::ExpectAllClose;
+  const Reference& ref = TrlRef();
+  const int64_t v = ref.cases.at("vocab").get<int64_t>();
+  const torch::Tensor z = ref.Input("z"), h = ref.Input("h"), w = ref.Input("w");
+  const torch::Tensor y = ref.Input("targets");
+  int n = 0;
+  for (const auto& c : ref.cases.at("cases")) {
+    const std::string name = c.at("name").get<std::string>();
+    SCOPED_TRACE(name);
+    const KdLossConfig config = ConfigOf(c, 4);
+    std::vector<TeacherOutput> teachers = {TeacherOf(ref, c)};
+    if (c.at("transport").get<std::string>() == "dense") {
+      auto topk = MakeTopK(teachers[0].logits, v, v, config.temperature);
+      ASSERT_TRUE(topk.ok()) << topk.status();
+      teachers.push_back(*topk);
+    }
+    for (const TeacherOutput& teacher : teachers) {
+      const std::string what = name + (teacher.transport == v1::TOPK ? " (top-k, k = V)" : "");
+      const LossRun on_z = RunLoss(z, torch::eye(v), y, teacher, config);
+      const LossRun on_h = RunLoss(h, w, y, teacher, config);
+      for (const char* source : {"trl", "f"}) {
+        const std::string key = std::string(source) + "." + name + ".";
+        const std::string tag = what + " vs " + source;
+        ExpectAllClose(on_z.result.total, ref.Expected(key + "loss"), kRelTol, kLossAbsFloor,
+                       tag + " loss");
+        ExpectAllClose(on_z.grad_h, ref.Expected(key + "grad_z"), kRelTol, kGradAbsFloor,
+                       tag + " grad_z");
+        ExpectAllClose(on_h.result.total, ref.Expected(key + "loss"), kRelTol, kLossAbsFloor,
+                       tag + " loss (h, W)");
+        ExpectAllClose(on_h.grad_h, ref.Expected(key + "grad_h"), kRelTol, kGradAbsFloor,
+                       tag + " grad_h");
+        ExpectAllClose(on_h.grad_w, ref.Expected(key + "grad_w"), kRelTol, kGradAbsFloor,
+                       tag + " grad_w");
+      }
+    }
+    ++n;
+  }
+  // 5 losses (TRL beta 0, 1, 0.1, 0.5, 0.9) x T in {0.5, 1, 2} x t2_scale x
+  // alpha in {1, 0.5} on dense logits, plus the 5 losses on HIDDEN.
+  EXPECT_EQ(n, 65);
 }
 
 TEST(KdLossTest, MakeTopKMatchesReference) {
@@ -431,14 +491,10 @@ class CountingCpuAllocator final : public c10::Allocator {
  public:
   explicit CountingCpuAllocator(c10::Allocator* base) : base_(base) {}
 
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 3)
   c10::DataPtr allocate(size_t n) override { return Allocate(n); }
   void copy_data(void* dest, const void* src, std::size_t count) const override {
     default_copy_data(dest, src, count);
   }
-#else
-  c10::DataPtr allocate(size_t n) const override { return Allocate(n); }
-#endif
 
   void Reset() { peak_ = live_.load(); }
   int64_t peak() const { return peak_.load(); }

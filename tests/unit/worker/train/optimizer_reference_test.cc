@@ -1,7 +1,8 @@
 // AdamW, ClipGradNorm and LearningRate against golden numbers from an
 // independent reference: tests/reference/make_reference.py runs
-// torch.optim.AdamW (two param groups: weight decay on matrices only),
-// torch.nn.utils.clip_grad_norm_ and the cosine schedule formula.
+// torch.optim.AdamW (two param groups: weight decay on matrices only) and
+// torch.nn.utils.clip_grad_norm_; LearningRate against transformers'
+// schedules (tests/reference/hf_schedule.py).
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -32,17 +33,18 @@ using distill::testing::Golden;
 // correction or misplaced weight decay (~1e-3 of the value) is far outside.
 constexpr double kRelTol = 1e-5;
 constexpr double kAbsFloor = 1e-7;
-// The schedule is closed-form double arithmetic on both sides.
+// The schedule is closed-form double arithmetic on both sides, in the same
+// operation order (only libm's cos could differ, by an ulp or so).
 constexpr double kScheduleRelTol = 1e-12;
 
-void ExpectAllClose(const torch::Tensor& actual, const torch::Tensor& expected, const std::string& what) {
+void ExpectAllClose(const torch::Tensor& actual, const torch::Tensor& expected,
+                    const std::string& what) {
   distill::testing::ExpectAllClose(actual, expected, kRelTol, kAbsFloor, what);
 }
 
 const char* const kConfigs[] = {"llama_gqa", "llama_tied", "qwen2", "qwen3", "llama_bias"};
 
 std::string RefPath(const std::string& rel) { return distill::testing::ReferenceDir() + "/" + rel; }
-
 
 nlohmann::json ReadJson(const std::string& path) {
   const std::string text = distill::testing::ReadFile(path);
@@ -172,19 +174,44 @@ TEST(AdamWReferenceTest, LoadStateDictMissingTensorIsInvalidArgument) {
   EXPECT_NE(status.message().find(missing), std::string::npos) << status;
 }
 
-TEST(AdamWReferenceTest, LearningRateMatchesSchedule) {
-  const nlohmann::json j = ReadJson(RefPath("lr_schedule.json"));
+LrSchedule ScheduleOf(const std::string& name) {
+  if (name == "linear") return LrSchedule::kLinear;
+  if (name == "constant") return LrSchedule::kConstant;
+  EXPECT_EQ(name, "cosine");
+  return LrSchedule::kCosine;
+}
+
+// Every step of transformers' schedules as a real optimizer saw them
+// (tests/reference/hf_schedule.py), from step 0 to past total_steps.
+TEST(LearningRateTest, MatchesTransformersSchedules) {
+  const nlohmann::json j = ReadJson(RefPath("hf_schedule/schedules.json"));
   ASSERT_TRUE(j.is_object());
-  const int64_t total = j.at("total_steps").get<int64_t>();
-  const int64_t warmup = j.at("warmup").get<int64_t>();
-  const double lr = j.at("lr").get<double>();
-  const double min_lr = j.at("min_lr").get<double>();
-  const std::vector<double> expected = j.at("lrs").get<std::vector<double>>();
-  ASSERT_EQ(static_cast<int64_t>(expected.size()), total);
-  for (int64_t s = 0; s < total; ++s) {
-    EXPECT_NEAR(LearningRate(s, total, warmup, lr, min_lr), expected[s],
-                kScheduleRelTol * std::abs(expected[s]))
-        << "step " << s;
+  std::map<std::string, int> per_schedule;
+  for (const auto& c : j.at("cases")) {
+    const std::string name = c.at("name").get<std::string>();
+    const LrSchedule schedule = ScheduleOf(c.at("schedule").get<std::string>());
+    const int64_t total = c.at("total_steps").get<int64_t>();
+    const int64_t warmup = c.at("warmup").get<int64_t>();
+    const double lr = c.at("lr").get<double>(), min_lr = c.at("min_lr").get<double>();
+    const std::vector<double> expected = c.at("lrs").get<std::vector<double>>();
+    ASSERT_GT(static_cast<int64_t>(expected.size()), total) << name;
+    for (int64_t s = 0; s < static_cast<int64_t>(expected.size()); ++s) {
+      EXPECT_NEAR(LearningRate(s, total, warmup, lr, min_lr, schedule), expected[s],
+                  kScheduleRelTol * std::abs(expected[s]))
+          << name << " step " << s;
+    }
+    ++per_schedule[c.at("schedule").get<std::string>()];
+  }
+  // Warmup 0, 1 and longer, warmup == total_steps, min_lr 0 and == lr.
+  EXPECT_EQ(per_schedule["cosine"], 7);
+  EXPECT_EQ(per_schedule["linear"], 3);
+  EXPECT_EQ(per_schedule["constant"], 3);
+}
+
+TEST(LearningRateTest, DefaultScheduleIsCosine) {
+  for (int64_t s : {0, 3, 7, 12}) {
+    EXPECT_EQ(LearningRate(s, 10, 2, 1e-3, 1e-4),
+              LearningRate(s, 10, 2, 1e-3, 1e-4, LrSchedule::kCosine));
   }
 }
 
