@@ -23,6 +23,19 @@ std::string ShapeString(c10::IntArrayRef s) {
   return out + "]";
 }
 
+// A peft adapter directory given where a model belongs: say so, rather than
+// that config.json is missing.
+absl::Status CheckNotAdapterDir(const std::string& dir) {
+  if (fs::exists(fs::path(dir) / "config.json") ||
+      !fs::exists(fs::path(dir) / "adapter_config.json")) {
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat(dir,
+                   ": holds a LoRA adapter (adapter_config.json), not a model; load its base model "
+                   "and apply the adapter"));
+}
+
 }  // namespace
 
 std::vector<std::pair<std::string, torch::Tensor>> BaseWeights(LlamaForCausalLM& model) {
@@ -33,7 +46,8 @@ std::vector<std::pair<std::string, torch::Tensor>> BaseWeights(LlamaForCausalLM&
   return out;
 }
 
-absl::Status LoadBaseWeights(LlamaForCausalLM& model, const std::map<std::string, torch::Tensor>& tensors,
+absl::Status LoadBaseWeights(LlamaForCausalLM& model,
+                             const std::map<std::string, torch::Tensor>& tensors,
                              const std::string& source) {
   std::set<std::string> expected;
   torch::NoGradGuard no_grad;
@@ -44,9 +58,9 @@ absl::Status LoadBaseWeights(LlamaForCausalLM& model, const std::map<std::string
       return absl::InvalidArgumentError(absl::StrCat(source, ": missing tensor '", name, "'"));
     }
     if (it->second.sizes() != param.sizes()) {
-      return absl::InvalidArgumentError(absl::StrCat(source, ": tensor '", name, "' has shape ",
-                                                     ShapeString(it->second.sizes()), ", the config needs ",
-                                                     ShapeString(param.sizes())));
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, ": tensor '", name, "' has shape ", ShapeString(it->second.sizes()),
+                       ", the config needs ", ShapeString(param.sizes())));
     }
     if (!it->second.is_floating_point()) {
       return absl::InvalidArgumentError(
@@ -73,6 +87,7 @@ LlamaForCausalLM InitModel(const ModelConfig& config, uint64_t seed) {
 }
 
 absl::StatusOr<LlamaForCausalLM> LoadHfModel(const std::string& dir, torch::Device device) {
+  RETURN_IF_ERROR(CheckNotAdapterDir(dir));
   const std::string config_path = (fs::path(dir) / "config.json").string();
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(config_path));
   ASSIGN_OR_RETURN(auto tensors, ReadSafetensorsDir(dir));
@@ -138,6 +153,7 @@ absl::StatusOr<std::map<std::string, torch::Tensor>> ReadHfTensors(
 
 absl::StatusOr<LlamaForCausalLM> LoadHfModelPart(const std::string& dir, const ModelPart& part,
                                                  torch::Device device) {
+  RETURN_IF_ERROR(CheckNotAdapterDir(dir));
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig((fs::path(dir) / "config.json").string()));
   LlamaForCausalLM model(config, part);
   std::set<std::string> names;
@@ -193,7 +209,9 @@ absl::Status SaveHfModel(LlamaForCausalLM& model, const std::string& dir, torch:
     }
   }
   ModelConfig config = model->config();
-  config.torch_dtype = dtype == torch::kBFloat16 ? "bfloat16" : dtype == torch::kHalf ? "float16" : "float32";
+  config.torch_dtype = dtype == torch::kBFloat16 ? "bfloat16"
+                       : dtype == torch::kHalf   ? "float16"
+                                                 : "float32";
 
   ASSIGN_OR_RETURN(std::string staging, common::MakeStagingDir(dir));
   RETURN_IF_ERROR(common::WriteFileAtomically((fs::path(staging) / "config.json").string(),

@@ -21,7 +21,9 @@
 
 namespace distill::worker {
 
-// Reads DIR/config.json and the weights into an fp32 model on `device`.
+// Reads DIR/config.json and the weights into an fp32 model on `device`. A
+// peft adapter directory (adapter_config.json, no config.json) is an
+// InvalidArgument saying so.
 absl::StatusOr<LlamaForCausalLM> LoadHfModel(const std::string& dir,
                                              torch::Device device = torch::kCPU);
 

@@ -24,7 +24,7 @@ struct LoraConfig {
   double alpha = 16.0;   // lora_alpha
   double dropout = 0.0;  // on the adapter's input, training only
   std::vector<std::string> target_modules = {"q_proj", "v_proj"};
-  bool rslora = false;   // scaling alpha / sqrt(r) instead of alpha / r
+  bool rslora = false;  // scaling alpha / sqrt(r) instead of alpha / r
   double Scaling() const;
 };
 
@@ -41,9 +41,11 @@ std::vector<std::pair<std::string, torch::Tensor>> AdapterWeights(LlamaForCausal
 absl::Status SaveAdapter(LlamaForCausalLM& model, const LoraConfig& config, const std::string& dir,
                          const std::string& base_model);
 
-// Parses DIR/adapter_config.json. PEFT features we do not implement (DoRA,
-// bias training, rank/alpha patterns, fan_in_fan_out, regex targets) are
-// InvalidArgument naming the field.
+// Parses DIR/adapter_config.json as peft writes it. PEFT features we do not
+// implement (LoRA variants such as DoRA, bias training, modules_to_save,
+// rank/alpha patterns, layer selection, fan_in_fan_out, regex targets, and any
+// unknown field that is not null/false/empty) are InvalidArgument naming the
+// file and the field. See Note [PEFT adapter fields] in lora.cc.
 absl::StatusOr<LoraConfig> LoadAdapterConfig(const std::string& dir);
 
 // ApplyLora with the adapter's config, then loads its weights. Missing,

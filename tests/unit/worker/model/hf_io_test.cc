@@ -87,7 +87,8 @@ TEST(HfIoTest, BadWeightsAreErrorsNamingFileAndTensor) {
   ASSERT_TRUE(WriteSafetensors(dir + "/model.safetensors", extra).ok());
   r = LoadHfModel(dir);
   ASSERT_FALSE(r.ok());
-  EXPECT_NE(r.status().message().find("model.layers.9.mlp.up_proj.weight"), std::string::npos) << r.status();
+  EXPECT_NE(r.status().message().find("model.layers.9.mlp.up_proj.weight"), std::string::npos)
+      << r.status();
 
   // Older checkpoints' rotary buffers are ignored.
   auto rotary = weights;
@@ -107,6 +108,20 @@ TEST(HfIoTest, MissingConfigOrWeightsAreErrors) {
   r = LoadHfModel(dir + "/m");
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("model.safetensors"), std::string::npos) << r.status();
+}
+
+// The adapter directory peft's save_pretrained wrote (tests/reference/hf_peft.py)
+// passed as a model: an error that says what it is, and the model peft's
+// merge_and_unload + save_pretrained wrote loads as a plain model.
+TEST(HfIoTest, PeftAdapterDirIsNotAModel) {
+  const std::string ref = distill::testing::ReferenceDir() + "/hf_peft";
+  auto r = LoadHfModel(ref + "/rslora/adapter");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("rslora/adapter: holds a LoRA adapter"), std::string::npos)
+      << r.status();
+  auto merged = LoadHfModel(ref + "/rslora/merged");
+  EXPECT_TRUE(merged.ok()) << merged.status();
 }
 
 TEST(HfIoTest, SaveRefusesUnmergedAdapters) {

@@ -5,12 +5,15 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "tests/reference_util.h"
 #include "tests/test_util.h"
 #include "worker/model/hf_io.h"
 #include "worker/model/safetensors.h"
 
 namespace distill::worker {
 namespace {
+using distill::testing::ExpectAllClose;
+using distill::testing::Golden;
 using distill::testing::MakeTempDir;
 using distill::testing::ReadFile;
 using distill::testing::WriteFile;
@@ -65,8 +68,9 @@ TEST(LoraTest, ForwardAddsScaledLowRankPath) {
   RandomizeAdapters(model);
   auto v = model->model->layers[1]->as<DecoderLayerImpl>()->self_attn->v_proj;
   torch::Tensor x = torch::randn({5, 16});
-  torch::Tensor expected = torch::matmul(x, v->weight.t()) +
-                           (6.0 / 3.0) * torch::matmul(torch::matmul(x, v->lora_A.t()), v->lora_B.t());
+  torch::Tensor expected =
+      torch::matmul(x, v->weight.t()) +
+      (6.0 / 3.0) * torch::matmul(torch::matmul(x, v->lora_A.t()), v->lora_B.t());
   EXPECT_TRUE(torch::allclose(v->forward(x), expected, 1e-5, 1e-6));
 }
 
@@ -75,12 +79,14 @@ TEST(LoraTest, MergedWeightEqualsWPlusScaledBA) {
   LoraConfig cfg;
   cfg.rank = 4;
   cfg.alpha = 12;
-  cfg.target_modules = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+  cfg.target_modules = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
+                        "gate_proj", "up_proj", "down_proj"};
   ASSERT_TRUE(ApplyLora(model, cfg, 0).ok());
   RandomizeAdapters(model);
   std::map<std::string, torch::Tensor> expected;
   for (auto& [path, lin] : NamedLinears(model)) {
-    expected[path] = lin->weight.detach() + (12.0 / 4.0) * torch::matmul(lin->lora_B, lin->lora_A).detach();
+    expected[path] =
+        lin->weight.detach() + (12.0 / 4.0) * torch::matmul(lin->lora_B, lin->lora_A).detach();
   }
   torch::Tensor ids = torch::randint(0, 40, {2, 6}, torch::kLong);
   torch::Tensor before = model->forward(ids).detach();
@@ -89,7 +95,8 @@ TEST(LoraTest, MergedWeightEqualsWPlusScaledBA) {
     EXPECT_FALSE(lin->has_lora()) << path;
     EXPECT_TRUE(torch::allclose(lin->weight, expected[path], 1e-6, 1e-7)) << path;
   }
-  for (const auto& p : model->named_parameters()) EXPECT_EQ(p.key().find("lora"), std::string::npos) << p.key();
+  for (const auto& p : model->named_parameters())
+    EXPECT_EQ(p.key().find("lora"), std::string::npos) << p.key();
   EXPECT_TRUE(torch::allclose(model->forward(ids), before, 1e-4, 1e-5));
 }
 
@@ -121,7 +128,8 @@ TEST(LoraTest, SavesPeftLayoutAndLoadsItBack) {
   for (int layer = 0; layer < 2; ++layer) {
     for (std::string m : {"mlp.down_proj", "self_attn.q_proj"}) {
       for (std::string ab : {"lora_A", "lora_B"}) {
-        expected_keys.push_back("base_model.model.model.layers." + std::to_string(layer) + "." + m + "." + ab + ".weight");
+        expected_keys.push_back("base_model.model.model.layers." + std::to_string(layer) + "." + m +
+                                "." + ab + ".weight");
       }
     }
   }
@@ -153,7 +161,10 @@ TEST(LoraTest, UnsupportedOrBrokenAdaptersAreClearErrors) {
   const std::string good = ReadFile(dir + "/a/adapter_config.json");
   struct Case {
     std::string field, value;
-  } cases[] = {{"use_dora", "true"}, {"r", "0"}, {"target_modules", "\".*proj\""}, {"peft_type", "\"IA3\""},
+  } cases[] = {{"use_dora", "true"},
+               {"r", "0"},
+               {"target_modules", "\".*proj\""},
+               {"peft_type", "\"IA3\""},
                {"fan_in_fan_out", "true"}};
   for (const auto& c : cases) {
     auto j = nlohmann::json::parse(good);
@@ -180,6 +191,113 @@ TEST(LoraTest, NoMatchingTargetIsAnError) {
   LoraConfig cfg;
   cfg.target_modules = {"proj"};  // matches no whole module name
   EXPECT_EQ(ApplyLora(model, cfg, 0).code(), absl::StatusCode::kInvalidArgument);
+}
+
+// ---------------------------------------------------------------------------
+// Against peft itself: tests/reference/hf_peft.py makes adapters with
+// get_peft_model + save_pretrained (random A and B; "rslora": r=4, alpha=6,
+// use_rslora, all seven projections; "plain": r=3, alpha=5, four), and writes
+// what PeftModel.from_pretrained computes with them.
+
+// fp32 against fp32 (peft's forward of the same weights): 1e-5 relative to the
+// largest logit, the brief's tolerance; a wrong scaling (alpha/r vs
+// alpha/sqrt(r) = 3x here), key or transposition is off by O(1).
+constexpr double kPeftRelTol = 1e-5;
+const char* const kPeftAdapters[] = {"rslora", "plain"};
+
+std::string PeftDir() { return distill::testing::ReferenceDir() + "/hf_peft"; }
+
+LlamaForCausalLM LoadPeftBase() {
+  auto base = LoadHfModel(PeftDir() + "/base");
+  EXPECT_TRUE(base.ok()) << base.status();
+  return base.ok() ? *std::move(base) : LlamaForCausalLM(nullptr);
+}
+
+TEST(LoraPeftTest, PeftAdapterGivesPeftLogitsAndLoss) {
+  for (const std::string name : kPeftAdapters) {
+    SCOPED_TRACE(name);
+    LlamaForCausalLM model = LoadPeftBase();
+    ASSERT_TRUE(model);
+    ASSERT_TRUE(LoadAdapter(model, PeftDir() + "/" + name + "/adapter").ok());
+    auto golden = SafetensorsFile::Open(PeftDir() + "/" + name + "/golden.safetensors");
+    ASSERT_TRUE(golden.ok()) << golden.status();
+    torch::Tensor ids = Golden(**golden, "input_ids");
+    torch::Tensor want = Golden(**golden, "logits");
+    ASSERT_TRUE(ids.defined() && want.defined());
+    model->eval();
+    torch::NoGradGuard no_grad;
+    torch::Tensor logits = model->forward(ids);
+    ExpectAllClose(logits, want, kPeftRelTol, 1.0, name + " logits");
+    // transformers' causal-LM loss: mean CE of logits[:, :-1] against ids[:, 1:].
+    const int64_t v = logits.size(-1);
+    torch::Tensor loss =
+        torch::nn::functional::cross_entropy(logits.narrow(1, 0, ids.size(1) - 1).reshape({-1, v}),
+                                             ids.narrow(1, 1, ids.size(1) - 1).reshape({-1}));
+    ExpectAllClose(loss.reshape({1}), Golden(**golden, "loss"), kPeftRelTol, 1.0, name + " loss");
+  }
+}
+
+TEST(LoraPeftTest, MergeEqualsPeftMergeAndUnload) {
+  for (const std::string name : kPeftAdapters) {
+    SCOPED_TRACE(name);
+    LlamaForCausalLM model = LoadPeftBase();
+    ASSERT_TRUE(model);
+    ASSERT_TRUE(LoadAdapter(model, PeftDir() + "/" + name + "/adapter").ok());
+    MergeLora(model);
+    auto merged = SafetensorsFile::Open(PeftDir() + "/" + name + "/merged/model.safetensors");
+    ASSERT_TRUE(merged.ok()) << merged.status();
+    int compared = 0;
+    for (auto& [key, w] : BaseWeights(model)) {
+      // Both compute W + (B @ A) * scaling in fp32 with the same operation
+      // order, so 1e-6 relative to max|W| leaves only rounding room.
+      ExpectAllClose(w, Golden(**merged, key), 1e-6, 0.0, name + " " + key);
+      ++compared;
+    }
+    EXPECT_EQ(compared, static_cast<int>((*merged)->names().size()));
+  }
+}
+
+// Every peft field that changes what the adapter computes, set in the
+// adapter_config.json peft wrote, is refused naming the file and the field.
+TEST(LoraPeftTest, UnsupportedPeftFieldsAreClearErrors) {
+  const std::string good = ReadFile(PeftDir() + "/rslora/adapter/adapter_config.json");
+  ASSERT_FALSE(good.empty());
+  ASSERT_TRUE(LoadAdapterConfig(PeftDir() + "/rslora/adapter").ok());
+  const std::string dir = MakeTempDir("lora_peft_bad");
+  const std::pair<std::string, std::string> cases[] = {
+      {"modules_to_save", R"(["lm_head"])"},
+      {"lora_bias", "true"},
+      {"layers_to_transform", "[0]"},
+      {"exclude_modules", R"(["k_proj"])"},
+      {"trainable_token_indices", "[1, 2]"},
+      {"target_parameters", R"(["mlp.experts.down_proj"])"},
+      {"alora_invocation_tokens", "[5]"},
+      {"rank_pattern", R"({"q_proj": 2})"},
+      {"layer_replication", "[[0, 2], [1, 2]]"},
+      {"init_lora_weights", R"("pissa")"},
+      {"task_type", R"("SEQ_CLS")"},
+      {"bias", R"("lora_only")"},
+      {"target_modules", R"("all-linear")"},
+      {"some_future_variant", R"({"k": 1})"},
+  };
+  for (const auto& [field, value] : cases) {
+    auto j = nlohmann::json::parse(good);
+    j[field] = nlohmann::json::parse(value);
+    WriteFile(dir + "/adapter_config.json", j.dump());
+    auto st = LoadAdapterConfig(dir);
+    ASSERT_FALSE(st.ok()) << field;
+    EXPECT_EQ(st.status().code(), absl::StatusCode::kInvalidArgument) << field;
+    EXPECT_NE(st.status().message().find("'" + field + "'"), std::string::npos) << st.status();
+    EXPECT_NE(st.status().message().find(dir + "/adapter_config.json"), std::string::npos)
+        << st.status();
+  }
+  // Neutral values of the same fields (what peft writes by default) load.
+  auto j = nlohmann::json::parse(good);
+  j["modules_to_save"] = nlohmann::json::array();
+  j["init_lora_weights"] = "gaussian";
+  j["some_future_flag"] = false;
+  WriteFile(dir + "/adapter_config.json", j.dump());
+  EXPECT_TRUE(LoadAdapterConfig(dir).ok());
 }
 
 }  // namespace
