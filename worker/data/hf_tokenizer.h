@@ -1,7 +1,11 @@
 // A Hugging Face `tokenizer.json` loaded for encoding and decoding: BPE models
 // (byte-level as in GPT-2 / Llama-3 / Qwen2-3, and SentencePiece-style with
 // `▁` and byte fallback as in Llama-2 / Mistral), normalizers, pre-tokenizers,
-// added and special tokens, post-processors and decoders.
+// added and special tokens, post-processors and decoders. Ids and decoded text
+// are Hugging Face tokenizers' own (tests/reference/hf_tokenizers.py checks
+// every component against the library); a component it does not implement
+// (Unigram / WordPiece / WordLevel models, BPE dropout, BertNormalizer, ...)
+// is InvalidArgument naming its JSON path and type.
 //
 // Immutable after Load(): every method is const and thread-safe (the BPE word
 // caches are per thread, backed by a mutex-sharded shared cache). Errors: a

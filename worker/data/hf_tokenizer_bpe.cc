@@ -35,6 +35,10 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Make(const nlohmann::json& j
   if (!j.contains("vocab") || !j["vocab"].is_object()) {
     return JsonError(where + ".vocab", "expected an object of token -> id");
   }
+  // Dropout drops merges at random: no fixed ids to give.
+  if (j.contains("dropout") && j["dropout"].is_number() && j["dropout"].get<double>() > 0) {
+    return JsonError(where + ".dropout", "BPE dropout is not supported (use null)");
+  }
   for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
     if (j.contains(key) && j[key].is_string() && !j[key].get<std::string>().empty()) {
       return JsonError(absl::StrCat(where, ".", key), "a non-empty value is not supported");

@@ -36,7 +36,7 @@ namespace distill::worker::hf {
 
 namespace {
 
-constexpr size_t kJoinWindow = 256;         // pieces at a chunk's head kept for joining
+constexpr size_t kJoinWindow = 256;          // pieces at a chunk's head kept for joining
 constexpr uint64_t kProgressStep = 1 << 16;  // bytes between progress updates
 
 // 0 = c_0 < c_1 < ... < c_n = text.size(), each inner cut at a '\n', about
@@ -84,24 +84,25 @@ struct ChunkResult {
 
 void Pipeline::EncodeSection(std::string_view text, bool first_section, int threads,
                              size_t chunk_bytes, std::atomic<uint64_t>* progress,
-                             std::vector<uint32_t>* ids) const {
+                             std::vector<uint32_t>* ids, bool is_normalized) const {
   const Regex* split = pre_tokenizer == nullptr ? nullptr : pre_tokenizer->LeadingSplit();
   if (split != nullptr && !split->can_match_empty()) {
-    if (EncodeChunked(text, threads, chunk_bytes, progress, ids)) return;
+    if (EncodeChunked(text, threads, chunk_bytes, progress, ids, is_normalized)) return;
     // A join failed: one chunk always joins (the sequential algorithm).
-    if (EncodeChunked(text, 1, text.size() + 1, progress, ids)) return;
+    if (EncodeChunked(text, 1, text.size() + 1, progress, ids, is_normalized)) return;
   }
-  EncodeWhole(text, first_section, threads, ids);
+  EncodeWhole(text, first_section, threads, ids, is_normalized);
   if (progress != nullptr) progress->fetch_add(text.size());
 }
 
 bool Pipeline::EncodeChunked(std::string_view raw, int threads, size_t chunk_bytes,
-                             std::atomic<uint64_t>* progress, std::vector<uint32_t>* ids) const {
+                             std::atomic<uint64_t>* progress, std::vector<uint32_t>* ids,
+                             bool is_normalized) const {
   // Normalize: per chunk when local, else whole (Note [Chunked encoding]).
   std::string normalized;
   std::string_view text = raw;
   std::vector<size_t> cuts;
-  if (normalizer == nullptr) {
+  if (normalizer == nullptr || is_normalized) {
     cuts = CutBeforeNewlines(raw, chunk_bytes);
   } else if (normalizer->local()) {
     const std::vector<size_t> raw_cuts = CutBeforeNewlines(raw, chunk_bytes);
@@ -231,8 +232,8 @@ bool Pipeline::EncodeChunked(std::string_view raw, int threads, size_t chunk_byt
 }
 
 void Pipeline::EncodeWhole(std::string_view text, bool first_section, int threads,
-                           std::vector<uint32_t>* ids) const {
-  const Pieces words = PreTokenize(text, first_section, threads);
+                           std::vector<uint32_t>* ids, bool is_normalized) const {
+  const Pieces words = PreTokenize(text, first_section, threads, is_normalized);
   const size_t n_words = words.size();
   const size_t n_threads = std::max<size_t>(1, std::min<size_t>(threads, n_words / 4096 + 1));
   if (n_threads == 1) {

@@ -35,6 +35,13 @@ absl::Status JsonError(const std::string& where, const std::string& what);
 size_t FindInvalidUtf8(std::string_view text);
 // Replaces invalid UTF-8 sequences with U+FFFD.
 std::string Utf8Lossy(std::string_view bytes);
+// Rust regex's Unicode \w (Alphabetic, marks, decimal digits, connector
+// punctuation, joiners) and \s (White_Space), which Hugging Face uses.
+bool IsRustWordChar(uint32_t c);
+bool IsRustSpace(uint32_t c);
+// The code point at byte `i` / before byte `end` of valid UTF-8 `s`.
+uint32_t CodePointAt(std::string_view s, size_t i);
+size_t PrevCodePointStart(std::string_view s, size_t end);
 // Length in bytes of the UTF-8 character starting with byte `lead` (1..4).
 inline size_t Utf8Len(unsigned char lead) {
   return lead < 0x80 ? 1 : lead < 0xE0 ? 2 : lead < 0xF0 ? 3 : 4;
@@ -188,10 +195,16 @@ class BpeModel {
   BpeModel();
 };
 
-// Added tokens, matched in the raw text before normalization.
+// Note [Added tokens]: as in Hugging Face, added tokens with normalized=false
+// are matched in the raw text; then each text between them is normalized whole
+// and the normalized=true tokens are matched in that, by their content as the
+// normalizer rewrites it (`match`), which is also what Decode() gives for them.
+// Word boundaries (single_word) and spaces (lstrip/rstrip) are those of Rust's
+// regex \w and \s.
 struct AddedToken {
   uint32_t id = 0;
   std::string content;
+  std::string match;  // content, normalized when `normalized` (Note [Added tokens])
   bool special = false;
   bool lstrip = false;
   bool rstrip = false;
@@ -217,33 +230,41 @@ class Pipeline {
   std::unique_ptr<BpeModel> model;
   PostProcessor post_processor;
   std::unique_ptr<Decoder> decoder;                  // may be null
-  std::vector<AddedToken> added;                     // sorted by content length, longest first
+  std::vector<AddedToken> added;                     // sorted by match length, longest first
   std::unordered_map<uint32_t, size_t> added_by_id;  // id -> index in `added`
-  std::array<bool, 256> added_first_byte{};          // bytes that start an added token
+  // Bytes that start the `match` of an added token, [normalized] per kind.
+  std::array<std::array<bool, 256>, 2> added_first_byte{};
+  bool has_normalized_added = false;  // any added token with normalized=true
 
   // One section of text or one added token.
   struct Section {
     std::string_view text;
     int64_t added_index = -1;  // index in `added`, or -1 for text
   };
-  std::vector<Section> SplitAdded(std::string_view text) const;
-  // The pre-tokenized words of a text section (normalized first).
-  Pieces PreTokenize(std::string_view text, bool first_section, int threads) const;
+  // Splits at the added tokens with the given `normalized` flag
+  // (Note [Added tokens]).
+  std::vector<Section> SplitAdded(std::string_view text, bool normalized) const;
+  // The pre-tokenized words of a text section (normalized first unless
+  // `is_normalized`).
+  Pieces PreTokenize(std::string_view text, bool first_section, int threads,
+                     bool is_normalized = false) const;
   // Appends the ids of one text section. With a LeadingSplit() pre-tokenizer
   // the section is encoded in chunks of about `chunk_bytes` on up to
   // `threads` threads (Note [Chunked encoding]); otherwise pre-tokenized whole
   // and its words encoded on the threads. `progress` (may be null) is
-  // advanced by the bytes done.
+  // advanced by the bytes done. `is_normalized`: the normalizer already ran.
   void EncodeSection(std::string_view text, bool first_section, int threads, size_t chunk_bytes,
-                     std::atomic<uint64_t>* progress, std::vector<uint32_t>* ids) const;
+                     std::atomic<uint64_t>* progress, std::vector<uint32_t>* ids,
+                     bool is_normalized = false) const;
 
  private:
   // EncodeSection by chunks; false (and `ids` untouched) when the chunks
   // could not be joined, which the caller then encodes as one chunk.
   bool EncodeChunked(std::string_view text, int threads, size_t chunk_bytes,
-                     std::atomic<uint64_t>* progress, std::vector<uint32_t>* ids) const;
+                     std::atomic<uint64_t>* progress, std::vector<uint32_t>* ids,
+                     bool is_normalized) const;
   void EncodeWhole(std::string_view text, bool first_section, int threads,
-                   std::vector<uint32_t>* ids) const;
+                   std::vector<uint32_t>* ids, bool is_normalized) const;
 };
 
 }  // namespace distill::worker::hf

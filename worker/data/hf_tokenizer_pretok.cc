@@ -168,9 +168,7 @@ class ByteLevelPreTokenizer : public PreTokenizer {
   }
   bool is_byte_level() const override { return true; }
   // With add_prefix_space the space goes before the whole text, not each chunk.
-  const Regex* LeadingSplit() const override {
-    return add_prefix_space_ ? nullptr : regex_.get();
-  }
+  const Regex* LeadingSplit() const override { return add_prefix_space_ ? nullptr : regex_.get(); }
   void PreTokenizeRest(Pieces* pieces) const override {
     if (!lazy_) {
       for (std::string& piece : *pieces) piece = ToByteLevel(piece);
@@ -269,7 +267,8 @@ class SequencePreTokenizer : public PreTokenizer {
   }
   bool RestIsIdentity() const override {
     return steps_[0]->RestIsIdentity() &&
-           std::all_of(steps_.begin() + 1, steps_.end(), [](const auto& s) { return s->IsIdentity(); });
+           std::all_of(steps_.begin() + 1, steps_.end(),
+                       [](const auto& s) { return s->IsIdentity(); });
   }
   bool PieceLocal() const override {
     return std::all_of(steps_.begin(), steps_.end(), [](const auto& s) { return s->PieceLocal(); });
@@ -356,6 +355,7 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> MakePreTokenizer(const nlohmann::j
     return std::make_unique<SplitPreTokenizer>(std::move(regex), Behavior::kIsolated, false);
   }
   if (type == "Whitespace" || type == "WhitespaceSplit") {
+    // WhitespaceSplit splits at char::is_whitespace: \S+ (Note [Rust regex classes]).
     ASSIGN_OR_RETURN(std::unique_ptr<Regex> regex,
                      Regex::Compile(type == "Whitespace" ? R"(\w+|[^\w\s]+)" : R"(\S+)", false));
     return std::make_unique<SplitPreTokenizer>(std::move(regex), Behavior::kRemoved,

@@ -56,6 +56,30 @@ std::string Utf8Lossy(std::string_view bytes) {
   return out;
 }
 
+bool IsRustWordChar(uint32_t c) {
+  const auto cp = static_cast<UChar32>(c);
+  return u_hasBinaryProperty(cp, UCHAR_ALPHABETIC) ||
+         (U_GET_GC_MASK(cp) & (U_GC_M_MASK | U_GC_ND_MASK | U_GC_PC_MASK)) != 0 || c == 0x200C ||
+         c == 0x200D;
+}
+
+bool IsRustSpace(uint32_t c) {
+  return u_hasBinaryProperty(static_cast<UChar32>(c), UCHAR_WHITE_SPACE);
+}
+
+uint32_t CodePointAt(std::string_view s, size_t i) {
+  int32_t pos = static_cast<int32_t>(i);
+  UChar32 c;
+  U8_NEXT(reinterpret_cast<const uint8_t*>(s.data()), pos, static_cast<int32_t>(s.size()), c);
+  return static_cast<uint32_t>(c);
+}
+
+size_t PrevCodePointStart(std::string_view s, size_t end) {
+  size_t i = end - 1;
+  while (i > 0 && (static_cast<unsigned char>(s[i]) & 0xC0) == 0x80) --i;
+  return i;
+}
+
 namespace {
 
 void AppendUtf8(uint32_t cp, std::string* out) {
@@ -115,7 +139,52 @@ struct RegexScratch {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Regex>> Regex::Compile(const std::string& pattern, bool literal) {
+namespace {
+
+// Note [Rust regex classes]: Hugging Face compiles its regexes with Rust's
+// regex crate (or onig with the same Unicode classes), whose \w is Alphabetic,
+// marks, Nd, Pc and the joiners and whose \s is White_Space; PCRE2's (UCP) are
+// L, N and '_', and Z plus \h\v (U+180E). \w, \W, \s and \S are spelled out
+// as Rust's (\d is Nd in both); \W inside [...] and \b keep PCRE2's meaning.
+constexpr char kRustWord[] = R"(\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\x{200C}\x{200D})";
+
+std::string WithRustClasses(const std::string& pattern) {
+  std::string out;
+  out.reserve(pattern.size() + 32);
+  bool in_class = false;
+  for (size_t i = 0; i < pattern.size(); ++i) {
+    const char c = pattern[i];
+    if (c == '\\' && i + 1 < pattern.size()) {
+      const char e = pattern[++i];
+      if (e == 'w') {
+        absl::StrAppend(&out, in_class ? "" : "[", kRustWord, in_class ? "" : "]");
+      } else if (e == 'W' && !in_class) {
+        absl::StrAppend(&out, "[^", kRustWord, "]");
+      } else if (e == 's' || e == 'S') {
+        out += e == 's' ? R"(\p{White_Space})" : R"(\P{White_Space})";
+      } else {
+        out += c;
+        out += e;
+      }
+      continue;
+    }
+    if (c == '[' && !in_class) {
+      in_class = true;
+      out += c;
+      if (i + 1 < pattern.size() && pattern[i + 1] == '^') out += pattern[++i];
+      if (i + 1 < pattern.size() && pattern[i + 1] == ']') out += pattern[++i];  // literal ]
+      continue;
+    }
+    if (c == ']' && in_class) in_class = false;
+    out += c;
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Regex>> Regex::Compile(const std::string& pattern_in, bool literal) {
+  const std::string pattern = literal ? pattern_in : WithRustClasses(pattern_in);
   int error = 0;
   PCRE2_SIZE offset = 0;
   // PCRE2_LITERAL does not allow PCRE2_UCP (nor needs it).
@@ -125,8 +194,11 @@ absl::StatusOr<std::unique_ptr<Regex>> Regex::Compile(const std::string& pattern
   if (code == nullptr) {
     PCRE2_UCHAR message[256];
     pcre2_get_error_message(error, message, sizeof(message));
-    return absl::InvalidArgumentError(absl::StrCat("regex /", pattern, "/ at offset ", offset, ": ",
-                                                   reinterpret_cast<char*>(message)));
+    // The offset is in the pattern as compiled (Note [Rust regex classes]).
+    return absl::InvalidArgumentError(absl::StrCat(
+        "regex /", pattern_in, "/: ", reinterpret_cast<char*>(message),
+        pattern == pattern_in ? absl::StrCat(" at offset ", offset)
+                              : absl::StrCat(" at offset ", offset, " of /", pattern, "/")));
   }
   pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);  // falls back to the interpreter on failure
   std::unique_ptr<Regex> regex(new Regex());
@@ -284,6 +356,8 @@ class UnicodeForm : public Normalizer {
   const UNormalizer2* form_;
 };
 
+// As Rust's char::to_lowercase, which Hugging Face applies to each character
+// alone: full mappings (U+0130 -> "i\u0307") but no context (no final sigma).
 class Lowercase : public Normalizer {
  public:
   bool local() const override { return true; }
@@ -294,31 +368,31 @@ class Lowercase : public Normalizer {
       }
       return;
     }
-    const std::u16string in = ToUtf16(*text);
-    std::u16string out(in.size() * 3 + 16, u'\0');
-    UErrorCode err = U_ZERO_ERROR;
-    const int32_t len = u_strToLower(
-        reinterpret_cast<UChar*>(out.data()), static_cast<int32_t>(out.size()),
-        reinterpret_cast<const UChar*>(in.data()), static_cast<int32_t>(in.size()), "", &err);
-    if (U_FAILURE(err)) return;
-    out.resize(len);
-    *text = ToUtf8(out);
+    std::string out;
+    out.reserve(text->size());
+    for (size_t i = 0; i < text->size();) {
+      const auto lead = static_cast<unsigned char>((*text)[i]);
+      const size_t len = Utf8Len(lead);
+      if (lead < 0x80) {
+        out += static_cast<char>(lead >= 'A' && lead <= 'Z' ? lead - 'A' + 'a' : lead);
+      } else {
+        const std::u16string in = ToUtf16(std::string_view(*text).substr(i, len));
+        char16_t lowered[8];
+        UErrorCode err = U_ZERO_ERROR;
+        const int32_t n = u_strToLower(reinterpret_cast<UChar*>(lowered), 8,
+                                       reinterpret_cast<const UChar*>(in.data()),
+                                       static_cast<int32_t>(in.size()), "", &err);
+        if (U_SUCCESS(err)) {
+          out += ToUtf8(std::u16string(lowered, n));
+        } else {
+          out.append(*text, i, len);
+        }
+      }
+      i += len;
+    }
+    *text = std::move(out);
   }
 };
-
-// Code point before byte offset `end` (valid UTF-8).
-size_t PrevCharStart(const std::string& s, size_t end) {
-  size_t i = end - 1;
-  while (i > 0 && (static_cast<unsigned char>(s[i]) & 0xC0) == 0x80) --i;
-  return i;
-}
-
-uint32_t DecodeAt(const std::string& s, size_t i) {
-  int32_t pos = static_cast<int32_t>(i);
-  UChar32 c;
-  U8_NEXT(reinterpret_cast<const uint8_t*>(s.data()), pos, static_cast<int32_t>(s.size()), c);
-  return static_cast<uint32_t>(c);
-}
 
 class Strip : public Normalizer {
  public:
@@ -326,14 +400,14 @@ class Strip : public Normalizer {
   void Normalize(std::string* text) const override {
     size_t begin = 0, end = text->size();
     if (left_) {
-      while (begin < end && u_isUWhiteSpace(DecodeAt(*text, begin))) {
+      while (begin < end && IsRustSpace(CodePointAt(*text, begin))) {
         begin += Utf8Len(static_cast<unsigned char>((*text)[begin]));
       }
     }
     if (right_) {
       while (end > begin) {
-        const size_t prev = PrevCharStart(*text, end);
-        if (!u_isUWhiteSpace(DecodeAt(*text, prev))) break;
+        const size_t prev = PrevCodePointStart(*text, end);
+        if (!IsRustSpace(CodePointAt(*text, prev))) break;
         end = prev;
       }
     }
@@ -344,6 +418,7 @@ class Strip : public Normalizer {
   bool left_, right_;
 };
 
+// Removes every mark (Mn, Mc, Me), as Hugging Face's StripAccents does.
 class StripAccents : public Normalizer {
  public:
   bool local() const override { return true; }
@@ -352,7 +427,7 @@ class StripAccents : public Normalizer {
     std::string out;
     for (size_t i = 0; i < text->size();) {
       const size_t len = Utf8Len(static_cast<unsigned char>((*text)[i]));
-      if (u_charType(DecodeAt(*text, i)) != U_NON_SPACING_MARK) out.append(*text, i, len);
+      if ((U_GET_GC_MASK(CodePointAt(*text, i)) & U_GC_M_MASK) == 0) out.append(*text, i, len);
       i += len;
     }
     *text = std::move(out);

@@ -4,11 +4,14 @@
 #include <unicode/unorm2.h>
 #include <unicode/ustring.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <type_traits>
 
+#include "tests/test_util.h"
 #include "worker/data/hf_tokenizer_internal.h"
 
 namespace distill::worker {
@@ -250,8 +253,111 @@ TEST(HfTokenizerTest, ParallelRegexSplitEqualsSequential) {
   }
 }
 
-// ---- The real Qwen3 tokenizer (tests/integration/qwen3_tokenizer_test.sh
-// fetches it and sets DISTILL_QWEN3_TOKENIZER; skipped otherwise).
+// ---- Hugging Face tokenizers as the reference: tests/reference/hf_tokenizers.py
+// (ctest fixture) writes the Qwen3 tokenizer.json, tokenizers trained with
+// tokenizers' own trainers, texts, and tokenizers' ids and decoded text.
+
+std::string HfDir() { return distill::testing::ReferenceDir() + "/hf_tokenizers"; }
+
+// The reference's manifest.json; a failure (not a skip) when it is missing.
+nlohmann::json Manifest() {
+  const std::string path = HfDir() + "/manifest.json";
+  const std::string text = distill::testing::ReadFile(path);
+  EXPECT_FALSE(text.empty()) << path << " is missing: run tests/reference/hf_tokenizers.py "
+                             << "(ctest runs it as the fixture reference.hf_tokenizers)";
+  return text.empty() ? nlohmann::json() : nlohmann::json::parse(text);
+}
+
+std::vector<uint32_t> ReadIds(const std::string& path) {
+  const std::string bytes = distill::testing::ReadFile(path);
+  std::vector<uint32_t> ids(bytes.size() / 4);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const auto* b = reinterpret_cast<const unsigned char*>(bytes.data() + 4 * i);
+    ids[i] = b[0] | b[1] << 8 | b[2] << 16 | static_cast<uint32_t>(b[3]) << 24;
+  }
+  return ids;
+}
+
+// "" when equal; else the first difference, with a little context.
+template <typename Seq>
+std::string FirstDifference(const Seq& want, const Seq& got) {
+  if (want == got) return "";
+  size_t i = 0;
+  while (i < want.size() && i < got.size() && want[i] == got[i]) ++i;
+  auto around = [i](const Seq& s) {
+    std::string out;
+    for (size_t k = i >= 4 ? i - 4 : 0; k < std::min(s.size(), i + 5); ++k) {
+      if constexpr (std::is_same_v<Seq, std::string>) {
+        out += s[k];
+      } else {
+        out += std::to_string(s[k]) + " ";
+      }
+    }
+    return out;
+  };
+  return "sizes " + std::to_string(want.size()) + " (HF) vs " + std::to_string(got.size()) +
+         " (ours), first difference at " + std::to_string(i) + ": HF [" + around(want) +
+         "] ours [" + around(got) + "]";
+}
+
+TEST(HfTokenizerReferenceTest, IdsAndDecodedTextEqualHfTokenizers) {
+  const nlohmann::json manifest = Manifest();
+  ASSERT_TRUE(manifest.is_object());
+  for (const nlohmann::json& c : manifest["cases"]) {
+    const std::string name = c["name"].get<std::string>();
+    const std::string dir = HfDir() + "/cases/" + name;
+    absl::StatusOr<std::unique_ptr<HfTokenizer>> tok = HfTokenizer::Load(dir + "/tokenizer.json");
+    ASSERT_TRUE(tok.ok()) << tok.status();
+    for (const nlohmann::json& t : manifest["texts"]) {
+      const std::string text_name = t.get<std::string>();
+      const std::string at = name + " on " + text_name + ": ";
+      const std::string text = distill::testing::ReadFile(HfDir() + "/texts/" + text_name + ".txt");
+      const std::vector<uint32_t> want = ReadIds(dir + "/" + text_name + ".ids.bin");
+      ASSERT_FALSE(want.empty()) << at << "no reference ids";
+      EncodeOptions chunked;
+      chunked.threads = 2;
+      chunked.chunk_bytes = 4096;
+      for (const EncodeOptions& options : {EncodeOptions{}, chunked}) {
+        absl::StatusOr<std::vector<uint32_t>> ids = (*tok)->Encode(text, options);
+        ASSERT_TRUE(ids.ok()) << at << ids.status();
+        EXPECT_EQ(FirstDifference(want, *ids), "")
+            << at << "ids, " << options.threads << " threads";
+      }
+      for (bool skip : {false, true}) {
+        absl::StatusOr<std::string> decoded = (*tok)->Decode(want, skip);
+        ASSERT_TRUE(decoded.ok()) << at << decoded.status();
+        const std::string ref = distill::testing::ReadFile(
+            dir + "/" + text_name + (skip ? ".decoded_skip.txt" : ".decoded.txt"));
+        EXPECT_EQ(FirstDifference(ref, *decoded), "") << at << "decode, skip_special=" << skip;
+      }
+      const std::string special = dir + "/" + text_name + ".special_ids.bin";
+      if (std::ifstream(special).good()) {
+        absl::StatusOr<std::vector<uint32_t>> ids = (*tok)->Encode(text, true);
+        ASSERT_TRUE(ids.ok()) << at << ids.status();
+        EXPECT_EQ(FirstDifference(ReadIds(special), *ids), "") << at << "add_special_tokens";
+      }
+    }
+  }
+}
+
+TEST(HfTokenizerReferenceTest, UnsupportedComponentsAreNamedInTheError) {
+  const nlohmann::json manifest = Manifest();
+  ASSERT_TRUE(manifest.is_object());
+  ASSERT_FALSE(manifest["unsupported"].empty());
+  for (const nlohmann::json& c : manifest["unsupported"]) {
+    const std::string path = HfDir() + "/unsupported/" + c["name"].get<std::string>() + ".json";
+    absl::StatusOr<std::unique_ptr<HfTokenizer>> tok = HfTokenizer::Load(path);
+    EXPECT_EQ(tok.status().code(), absl::StatusCode::kInvalidArgument) << path;
+    for (const nlohmann::json& fragment : c["expect"]) {
+      EXPECT_TRUE(Contains(tok.status().message(), path + ": ")) << tok.status();
+      EXPECT_TRUE(Contains(tok.status().message(), fragment.get<std::string>()))
+          << path << ": want \"" << fragment.get<std::string>() << "\" in: " << tok.status();
+    }
+  }
+}
+
+// ---- The real Qwen3 tokenizer.json (from the npm tarball, extracted by
+// tests/reference/hf_tokenizers.py).
 
 std::string Nfc(const std::string& text) {
   UErrorCode err = U_ZERO_ERROR;
@@ -274,10 +380,9 @@ std::string Nfc(const std::string& text) {
 class HfTokenizerQwen3Test : public ::testing::Test {
  protected:
   void SetUp() override {
-    const char* path = std::getenv("DISTILL_QWEN3_TOKENIZER");
-    if (path == nullptr) GTEST_SKIP() << "DISTILL_QWEN3_TOKENIZER not set";
+    const std::string path = HfDir() + "/qwen3/tokenizer.json";
     absl::StatusOr<std::unique_ptr<HfTokenizer>> tok = HfTokenizer::Load(path);
-    ASSERT_TRUE(tok.ok()) << tok.status();
+    ASSERT_TRUE(tok.ok()) << tok.status() << " (written by tests/reference/hf_tokenizers.py)";
     tok_ = *std::move(tok);
   }
   std::unique_ptr<HfTokenizer> tok_;
@@ -293,20 +398,16 @@ TEST_F(HfTokenizerQwen3Test, MatchesReferenceIds) {
 }
 
 TEST_F(HfTokenizerQwen3Test, DecodeRoundTripsFiles) {
-  const char* files = std::getenv("DISTILL_QWEN3_ROUNDTRIP_FILES");
-  if (files == nullptr) GTEST_SKIP() << "DISTILL_QWEN3_ROUNDTRIP_FILES not set";
-  std::stringstream list(files);
-  for (std::string path; std::getline(list, path, ':');) {
-    std::ifstream in(path, std::ios::binary);
-    ASSERT_TRUE(in) << path;
-    std::stringstream text;
-    text << in.rdbuf();
-    absl::StatusOr<std::vector<uint32_t>> ids = tok_->Encode(text.str(), false, /*threads=*/2);
+  for (const char* name : {"brown_val", "adversarial"}) {
+    const std::string path = HfDir() + "/texts/" + name + ".txt";
+    const std::string text = distill::testing::ReadFile(path);
+    ASSERT_FALSE(text.empty()) << path;
+    absl::StatusOr<std::vector<uint32_t>> ids = tok_->Encode(text, false, /*threads=*/2);
     ASSERT_TRUE(ids.ok()) << ids.status();
     absl::StatusOr<std::string> decoded = tok_->Decode(*ids);
     ASSERT_TRUE(decoded.ok()) << decoded.status();
     // Qwen3 normalizes to NFC, so decode(encode(x)) == NFC(x) (== x for NFC text).
-    EXPECT_TRUE(*decoded == Nfc(text.str())) << path << ": decode(encode(x)) != NFC(x)";
+    EXPECT_TRUE(*decoded == Nfc(text)) << path << ": decode(encode(x)) != NFC(x)";
     EXPECT_EQ(*tok_->Encode(*decoded, false), *ids) << path;
   }
 }

