@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Golden numbers for the distillation tests, from an independent reference.
 
 Writes a tiny student and a wider, deeper teacher as Hugging Face model
@@ -20,7 +20,7 @@ The loss math is written out here from its definition (kd_loss.h,
 feature_loss.h, job.proto); the model forward is make_reference.py's, which
 shares no code with the C++.
 
-Usage: /usr/bin/python3 make_distill_reference.py --out DIR   (Debian's python3-torch)
+Usage: .venv/bin/python make_distill_reference.py --out DIR   (the project venv: pip torch)
 """
 
 import argparse

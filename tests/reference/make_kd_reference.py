@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Golden numbers for the distillation losses, from an independent reference.
 
 Writes OUT/kd.safetensors and OUT/cases.json. The inputs (student hidden
@@ -20,7 +20,7 @@ TOPK: p and q collapsed onto the k teacher ids plus one tail bucket
 (1 - sum of the k probabilities; the teacher's clamped to >= 1e-12), no tail
 bucket when k = V.
 
-Usage: /usr/bin/python3 make_kd_reference.py --out DIR   (Debian's python3-torch)
+Usage: .venv/bin/python make_kd_reference.py --out DIR   (the project venv: pip torch)
 Prints nothing unless it fails; exits non-zero on failure.
 """
 

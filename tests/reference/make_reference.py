@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Golden numbers for the worker tests, from an independent reference.
 
 Writes tiny Hugging Face model directories (config.json + model.safetensors,
@@ -10,7 +10,7 @@ schedule's reference is transformers itself: hf_schedule.py). The model math is 
 modeling_llama / modeling_qwen2 / modeling_qwen3 (float64, so the goldens are
 the exact answer for the float32 weights); it shares no code with the C++.
 
-Usage: /usr/bin/python3 make_reference.py --out DIR   (Debian's python3-torch)
+Usage: .venv/bin/python make_reference.py --out DIR   (the project venv: pip torch)
 Prints nothing unless it fails; exits non-zero on failure.
 """
 
