@@ -322,8 +322,7 @@ std::pair<torch::Tensor, double> RopeInvFreq(const ModelConfig& c, int64_t seq_l
   if (type == "yarn") return YarnInvFreq(c, dim);
   if (type == "llama3") return {Llama3InvFreq(c, dim), 1.0};
   TORCH_CHECK(type == "default", "unsupported rope_type '", type, "'");
-  return {torch::pow(c.rope_theta, torch::arange(0, dim, 2, torch::kFloat) / dim).reciprocal(),
-          1.0};
+  return {PlainInvFreq(c.rope_theta, dim), 1.0};
 }
 
 // Note [Sliding window] in config.h: true where query q may attend key k,
