@@ -269,7 +269,12 @@ absl::StatusOr<TrainResult> RunDistill(const JobSpec& spec, const TrainOptions& 
     return absl::InvalidArgumentError("type: RunDistill needs type distill");
   DistillObjective objective(spec, world, layout);
   absl::StatusOr<TrainResult> r = RunTraining(spec, options, objective);
-  // The teacher ranks serve until every student stops, error or not.
+  // On an error the caller aborts every rank (Note [Comm timeout]): stopping
+  // the teacher first would wait out its pending replies, and a hung stage
+  // would then time out the other ranks before this one reports the cause.
+  // A cancelled job ends cleanly: the teacher ranks serve until every
+  // student stops.
+  if (!r.ok() && r.status().code() != absl::StatusCode::kCancelled) return r.status();
   absl::Status stop = objective.Finish();
   if (!r.ok()) return r.status();
   RETURN_IF_ERROR(stop);
