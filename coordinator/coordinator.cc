@@ -11,6 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "absl/synchronization/notification.h"
 #include "common/fs_util.h"
 #include "common/status_macros.h"
 #include "google/protobuf/io/coded_stream.h"
@@ -113,7 +114,7 @@ absl::Status Coordinator::Start() {
     return absl::UnavailableError(
         absl::StrCat("cannot create ", options_.state_dir, "/jobs: ", ec.message()));
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     ASSIGN_OR_RETURN(counts_, store_->CountJobs());
     const std::vector<JobState> live_states = {distill::v1::QUEUED, distill::v1::STARTING,
                                                distill::v1::RUNNING};
@@ -128,10 +129,10 @@ absl::Status Coordinator::Start() {
 
 void Coordinator::Stop() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     stop_ = true;
   }
-  wake_.notify_all();
+  wake_.SignalAll();
   if (loop_.joinable()) loop_.join();
 }
 
@@ -175,34 +176,42 @@ absl::Status Coordinator::Transition(Active& a, JobState to, FailureReason reaso
 }
 
 void Coordinator::QueueInsertLocked(int priority, int64_t seq) {
-  std::lock_guard<std::mutex> lock(queue_mu_);
+  absl::MutexLock lock(&queue_mu_);
   queue_.Insert(priority, seq);
 }
 
 void Coordinator::QueueEraseLocked(int priority, int64_t seq) {
-  std::lock_guard<std::mutex> lock(queue_mu_);
+  absl::MutexLock lock(&queue_mu_);
   queue_.Erase(priority, seq);
+}
+
+size_t Coordinator::QueueSize() const {
+  absl::MutexLock lock(&queue_mu_);
+  return queue_.size();
 }
 
 void Coordinator::NotifyLocked() {
   ++version_;
-  changed_.notify_all();
+  changed_.SignalAll();
 }
 
 int64_t Coordinator::version() {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   return version_;
 }
 
 void Coordinator::WaitForChange(int64_t version, absl::Duration timeout) {
-  std::unique_lock<std::mutex> lock(mu_);
-  changed_.wait_for(lock, absl::ToChronoMilliseconds(timeout),
-                    [&] { return version_ > version || stop_; });
+  absl::MutexLock lock(&mu_);
+  const absl::Time deadline = absl::Now() + timeout;
+  while (version_ <= version && !stop_) {
+    if (changed_.WaitWithDeadline(&mu_, deadline)) break;  // timed out
+  }
 }
 
 int Coordinator::QueuePositionLocked(const JobRecord& rec) const {
   if (rec.job.state() != distill::v1::QUEUED) return 0;
   // Also right before Transition() enters the job (WriteLocked runs first).
+  absl::MutexLock lock(&queue_mu_);
   return queue_.Position(rec.job.priority(), rec.seq);
 }
 
@@ -246,21 +255,18 @@ void Coordinator::SubmitAsync(const distill::v1::SubmitJobRequest& request,
 }
 
 absl::StatusOr<Job> Coordinator::Submit(const distill::v1::SubmitJobRequest& request) {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::optional<absl::StatusOr<Job>> result;
+  absl::Notification committed;
+  std::optional<absl::StatusOr<Job>> result;  // written before Notify(), read after
   SubmitAsync(request, [&](absl::StatusOr<Job> job) {
-    std::lock_guard<std::mutex> lock(mu);
     result = std::move(job);
-    cv.notify_one();
+    committed.Notify();
   });
-  std::unique_lock<std::mutex> lock(mu);
-  cv.wait(lock, [&] { return result.has_value(); });
+  committed.WaitForNotification();
   return std::move(*result);
 }
 
 std::vector<absl::StatusOr<Job>> Coordinator::CommitSubmissions(std::vector<NewJob>& batch) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   for (NewJob& nj : batch) {
     Job& job = nj.record.job;
     job.set_id(absl::StrFormat("j%012x", rng_() & 0xffffffffffffULL));
@@ -309,14 +315,14 @@ std::vector<absl::StatusOr<Job>> Coordinator::CommitSubmissions(std::vector<NewJ
     metrics_->SetJobCounts(counts_);
     NotifyLocked();
     // A full inventory cannot start them; the next tick or freed slot will.
-    if (scheduler_->free_slots() > 0) wake_.notify_all();
+    if (scheduler_->free_slots() > 0) wake_.SignalAll();
   }
   return results;
 }
 
 absl::StatusOr<Job> Coordinator::Get(const std::string& id) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     auto it = active_.find(id);
     if (it != active_.end()) return DecorateLocked(it->second.rec);
   }
@@ -344,7 +350,7 @@ absl::StatusOr<std::vector<Job>> Coordinator::List(JobState state, int64_t befor
     any_queued = any_queued || r.job.state() == distill::v1::QUEUED;
   }
   if (any_queued) {
-    std::lock_guard<std::mutex> lock(queue_mu_);
+    absl::MutexLock lock(&queue_mu_);
     for (JobRecord& r : recs) {
       if (r.job.state() == distill::v1::QUEUED)
         r.job.set_queue_position(queue_.Position(r.job.priority(), r.seq));
@@ -375,7 +381,7 @@ absl::StatusOr<std::vector<Coordinator::ListedJob>> Coordinator::ListSerialized(
     priorities[i] = PriorityOf(out[i].stored.job);
   }
   if (any_queued) {
-    std::lock_guard<std::mutex> lock(queue_mu_);
+    absl::MutexLock lock(&queue_mu_);
     for (size_t i = 0; i < out.size(); ++i) {
       if (out[i].stored.state == distill::v1::QUEUED)
         out[i].queue_position = queue_.Position(priorities[i], out[i].stored.seq);
@@ -390,7 +396,7 @@ absl::StatusOr<std::vector<JobEvent>> Coordinator::Events(const std::string& id,
 }
 
 absl::StatusOr<Job> Coordinator::Cancel(const std::string& id, bool force) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   auto it = active_.find(id);
   if (it == active_.end()) {
     ASSIGN_OR_RETURN(JobRecord rec, store_->GetJob(id));
@@ -420,7 +426,7 @@ absl::StatusOr<Job> Coordinator::Cancel(const std::string& id, bool force) {
 }
 
 absl::Status Coordinator::Report(const distill::v1::ProgressReport& report) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   auto it = active_.find(report.job_id());
   if (it == active_.end()) {
     ASSIGN_OR_RETURN(JobRecord rec, store_->GetJob(report.job_id()));

@@ -15,25 +15,26 @@
 // jobs enter active_ in one critical section of mu_, as every other write.
 //
 // Threads: public methods are thread-safe (one mutex, mu_, around the
-// in-memory state and every store write); store reads (List, Get of a
-// finished job, Events) run without it, and List's queue positions take
+// in-memory state and every store write; the lock rules are ABSL_GUARDED_BY
+// annotations that clang's -Wthread-safety checks); store reads (List, Get of
+// a finished job, Events) run without it, and List's queue positions take
 // only queue_mu_. The control loop runs on a thread of its own started by
 // Start(), the group commit on another. Specs must be validated by the caller
 // (the service) before SubmitAsync().
 #ifndef DISTILL_COORDINATOR_COORDINATOR_H_
 #define DISTILL_COORDINATOR_COORDINATOR_H_
 
-#include <condition_variable>
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "coordinator/group_commit.h"
 #include "coordinator/job_store.h"
@@ -80,9 +81,9 @@ class Coordinator {
 
   // Reconciles the store with running processes (adopting live launches,
   // retrying or failing vanished ones) and starts the control loop.
-  absl::Status Start();
+  absl::Status Start() ABSL_LOCKS_EXCLUDED(mu_);
   // Stops the control loop. Running jobs keep running (a restart adopts them).
-  void Stop();
+  void Stop() ABSL_LOCKS_EXCLUDED(mu_);
 
   // Queues a validated spec (idempotent on request_id) and calls `done` with
   // the stored job, or the error, once the job is committed (Note [Group
@@ -90,15 +91,17 @@ class Coordinator {
   // request refused before any write. FailedPrecondition when the job needs
   // more slots than the inventory has. `done` must not block.
   void SubmitAsync(const distill::v1::SubmitJobRequest& request,
-                   std::function<void(absl::StatusOr<distill::v1::Job>)> done);
+                   std::function<void(absl::StatusOr<distill::v1::Job>)> done)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // SubmitAsync(), waiting for the commit (never from a `done` callback).
   absl::StatusOr<distill::v1::Job> Submit(const distill::v1::SubmitJobRequest& request);
-  absl::StatusOr<distill::v1::Job> Get(const std::string& id);
+  absl::StatusOr<distill::v1::Job> Get(const std::string& id) ABSL_LOCKS_EXCLUDED(mu_);
   // Newest first; seq < before_seq when before_seq > 0. *seqs (optional)
   // gets each returned job's creation seq.
   absl::StatusOr<std::vector<distill::v1::Job>> List(distill::v1::JobState state,
                                                      int64_t before_seq, int limit,
-                                                     std::vector<int64_t>* seqs);
+                                                     std::vector<int64_t>* seqs)
+      ABSL_LOCKS_EXCLUDED(queue_mu_);
   // List() without parsing the jobs (ListJobs answers with their bytes):
   // each job as stored, with the queue position List() would give it.
   struct ListedJob {
@@ -106,26 +109,28 @@ class Coordinator {
     int queue_position = 0;
   };
   absl::StatusOr<std::vector<ListedJob>> ListSerialized(distill::v1::JobState state,
-                                                        int64_t before_seq, int limit);
+                                                        int64_t before_seq, int limit)
+      ABSL_LOCKS_EXCLUDED(queue_mu_);
   // FailedPrecondition for a finished job; NotFound for an unknown one.
-  absl::StatusOr<distill::v1::Job> Cancel(const std::string& id, bool force);
+  absl::StatusOr<distill::v1::Job> Cancel(const std::string& id, bool force)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // One progress report of a rank (also its heartbeat). NotFound for an
   // unknown job, FailedPrecondition for a finished job or a stale attempt.
-  absl::Status Report(const distill::v1::ProgressReport& report);
+  absl::Status Report(const distill::v1::ProgressReport& report) ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<std::vector<distill::v1::JobEvent>> Events(const std::string& id,
                                                             int64_t after_sequence, int limit);
 
   // Change notification for watchers: version() grows with every write;
   // WaitForChange returns when it exceeds `version` or after `timeout`.
-  int64_t version();
-  void WaitForChange(int64_t version, absl::Duration timeout);
+  int64_t version() ABSL_LOCKS_EXCLUDED(mu_);
+  void WaitForChange(int64_t version, absl::Duration timeout) ABSL_LOCKS_EXCLUDED(mu_);
 
   // The work directory of attempt `attempt` of job `id`, and a rank's log.
   std::string WorkDir(const std::string& id, int attempt) const;
   std::string RankLogPath(const std::string& id, int attempt, int rank) const;
 
   // One pass of the control loop (the thread calls it every tick).
-  void Tick();
+  void Tick() ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   // SIGKILL is repeated this often until a terminated launch has exited
@@ -148,23 +153,32 @@ class Coordinator {
   // Note [Write before act]: writes the new state (and an event) first;
   // returns the store's error without changing anything in memory.
   absl::Status Transition(Active& a, distill::v1::JobState to, distill::v1::FailureReason reason,
-                          const std::string& message) /* REQUIRES(mu_) */;
-  absl::Status WriteLocked(Active& a, const std::optional<EventInfo>& event);
-  void StartAttemptLocked(Active& a, const Allocation& allocation);
-  void AttemptEndedLocked(const std::string& id, const LaunchStatus& status);
-  void CheckTimeoutsLocked(absl::Time now);
-  void ScheduleLocked(absl::Time now);
-  void ReconcileLocked(JobRecord rec);
+                          const std::string& message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status WriteLocked(Active& a, const std::optional<EventInfo>& event)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void StartAttemptLocked(Active& a, const Allocation& allocation)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AttemptEndedLocked(const std::string& id, const LaunchStatus& status)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CheckTimeoutsLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ScheduleLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReconcileLocked(JobRecord rec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The group commit of a batch of submissions (ids are assigned here).
-  std::vector<absl::StatusOr<distill::v1::Job>> CommitSubmissions(std::vector<NewJob>& batch);
+  std::vector<absl::StatusOr<distill::v1::Job>> CommitSubmissions(std::vector<NewJob>& batch)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // queue_ changes (under mu_ and queue_mu_).
-  void QueueInsertLocked(int priority, int64_t seq);
-  void QueueEraseLocked(int priority, int64_t seq);
-  distill::v1::Job DecorateLocked(const JobRecord& rec) const;
+  void QueueInsertLocked(int priority, int64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_)
+      ABSL_LOCKS_EXCLUDED(queue_mu_);
+  void QueueEraseLocked(int priority, int64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_)
+      ABSL_LOCKS_EXCLUDED(queue_mu_);
+  distill::v1::Job DecorateLocked(const JobRecord& rec) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // 1-based place of a QUEUED job in the queue order (0 for other states).
-  int QueuePositionLocked(const JobRecord& rec) const;
-  void NotifyLocked();
-  void Loop();
+  int QueuePositionLocked(const JobRecord& rec) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_)
+      ABSL_LOCKS_EXCLUDED(queue_mu_);
+  // The number of QUEUED jobs.
+  size_t QueueSize() const ABSL_LOCKS_EXCLUDED(queue_mu_);
+  void NotifyLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Loop() ABSL_LOCKS_EXCLUDED(mu_);
 
   CoordinatorOptions options_;
   JobStore* const store_;
@@ -172,20 +186,21 @@ class Coordinator {
   Launcher* const launcher_;
   Metrics* const metrics_;
 
-  std::mutex mu_;
-  std::condition_variable changed_;       // version_ grew
-  std::condition_variable wake_;          // the loop should run now (or stop)
-  std::map<std::string, Active> active_;  // GUARDED_BY(mu_): QUEUED, STARTING, RUNNING
+  mutable absl::Mutex mu_;
+  absl::CondVar changed_;  // version_ grew
+  absl::CondVar wake_;     // the loop should run now (or stop)
+  // QUEUED, STARTING, RUNNING.
+  std::map<std::string, Active> active_ ABSL_GUARDED_BY(mu_);
   // The QUEUED jobs of active_, kept in step by CommitSubmissions(),
   // Transition() and ReconcileLocked() so that queue positions need no sort.
-  // Written under both mu_ and queue_mu_ (in that order), so reading it needs
-  // either: List() takes only queue_mu_, which is never held for long.
-  std::mutex queue_mu_;
-  QueueIndex queue_;  // GUARDED_BY(mu_ to read; mu_ + queue_mu_ to write)
-  std::map<distill::v1::JobState, int> counts_;  // GUARDED_BY(mu_)
-  int64_t version_ = 0;                          // GUARDED_BY(mu_)
-  bool stop_ = false;                            // GUARDED_BY(mu_)
-  std::mt19937_64 rng_;                          // GUARDED_BY(mu_)
+  // Written under both mu_ and queue_mu_ (in that order); every access takes
+  // queue_mu_, so List() needs only it, and it is never held for long.
+  mutable absl::Mutex queue_mu_ ABSL_ACQUIRED_AFTER(mu_);
+  QueueIndex queue_ ABSL_GUARDED_BY(queue_mu_);
+  std::map<distill::v1::JobState, int> counts_ ABSL_GUARDED_BY(mu_);
+  int64_t version_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::mt19937_64 rng_ ABSL_GUARDED_BY(mu_);
   std::thread loop_;
   // Last: its writer thread calls CommitSubmissions(), so it stops first.
   std::unique_ptr<GroupCommitter> committer_;

@@ -41,14 +41,15 @@ Allocation AllocationOf(const distill::v1::Job& job) {
 }  // namespace
 
 void Coordinator::Loop() {
-  std::unique_lock<std::mutex> lock(mu_);
+  mu_.Lock();
   while (!stop_) {
-    lock.unlock();
+    mu_.Unlock();
     Tick();
-    lock.lock();
+    mu_.Lock();
     if (stop_) break;
-    wake_.wait_for(lock, absl::ToChronoMilliseconds(options_.tick));
+    wake_.WaitWithTimeout(&mu_, options_.tick);
   }
+  mu_.Unlock();
 }
 
 // A job found STARTING/RUNNING in the store after a restart: adopt its
@@ -97,7 +98,7 @@ void Coordinator::ReconcileLocked(JobRecord rec) {
 }
 
 void Coordinator::Tick() {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   if (stop_) return;
   // Attempts whose processes ended.
   std::vector<std::pair<std::string, LaunchStatus>> ended;
@@ -195,7 +196,7 @@ void Coordinator::AttemptEndedLocked(const std::string& id, const LaunchStatus& 
 void Coordinator::ScheduleLocked(absl::Time now) {
   // Every job needs a slot: with none free, skip building and sorting the
   // queue (O(n log n) under mu_, which would stall the RPCs every tick).
-  if (queue_.size() == 0 || scheduler_->free_slots() == 0) return;
+  if (QueueSize() == 0 || scheduler_->free_slots() == 0) return;
   std::vector<QueuedJob> queue;
   const int64_t now_ms = absl::ToUnixMillis(now);
   for (const auto& [id, a] : active_) {

@@ -14,31 +14,31 @@ GroupCommitter::GroupCommitter(CommitFn commit, int max_batch)
 
 GroupCommitter::~GroupCommitter() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     stop_ = true;
   }
-  cv_.notify_all();
+  cv_.SignalAll();
   writer_.join();
 }
 
 void GroupCommitter::Add(NewJob job, DoneFn done) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     pending_.push_back({std::move(job), std::move(done)});
   }
-  cv_.notify_one();
+  cv_.Signal();
 }
 
 int64_t GroupCommitter::batches() {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   return batches_;
 }
 
 void GroupCommitter::Loop() {
-  std::unique_lock<std::mutex> lock(mu_);
+  mu_.Lock();
   while (true) {
-    cv_.wait(lock, [&] { return stop_ || !pending_.empty(); });
-    if (pending_.empty()) return;  // stopping, and everything is committed
+    while (!stop_ && pending_.empty()) cv_.Wait(&mu_);
+    if (pending_.empty()) break;  // stopping, and everything is committed
     std::vector<NewJob> jobs;
     std::vector<DoneFn> dones;
     const size_t n = std::min(pending_.size(), static_cast<size_t>(max_batch_));
@@ -49,19 +49,20 @@ void GroupCommitter::Loop() {
       dones.push_back(std::move(pending_.front().done));
       pending_.pop_front();
     }
-    lock.unlock();
+    mu_.Unlock();
     std::vector<Result> results = commit_(jobs);
-    lock.lock();
+    mu_.Lock();
     ++batches_;
-    lock.unlock();
+    mu_.Unlock();
     for (size_t i = 0; i < dones.size(); ++i) {
       dones[i](i < results.size()
                    ? std::move(results[i])
                    : Result(absl::InternalError(absl::StrCat("group commit: no result for job ", i,
                                                              " of a batch of ", n))));
     }
-    lock.lock();
+    mu_.Lock();
   }
+  mu_.Unlock();
 }
 
 }  // namespace distill::coordinator

@@ -13,15 +13,15 @@
 #ifndef DISTILL_COORDINATOR_GROUP_COMMIT_H_
 #define DISTILL_COORDINATOR_GROUP_COMMIT_H_
 
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
-#include <mutex>
 #include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "coordinator/job_store.h"
 #include "distill/v1/coordinator.pb.h"
 
@@ -46,25 +46,25 @@ class GroupCommitter {
 
   // Queues `job`; `done` gets its result once the batch that holds it is
   // committed (or has failed).
-  void Add(NewJob job, DoneFn done);
+  void Add(NewJob job, DoneFn done) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Batches committed so far (for tests).
-  int64_t batches();
+  int64_t batches() ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   struct Pending {
     NewJob job;
     DoneFn done;
   };
-  void Loop();
+  void Loop() ABSL_LOCKS_EXCLUDED(mu_);
 
   const CommitFn commit_;
   const int max_batch_;
-  std::mutex mu_;
-  std::condition_variable cv_;   // pending_ grew, or stop_
-  std::deque<Pending> pending_;  // GUARDED_BY(mu_)
-  bool stop_ = false;            // GUARDED_BY(mu_)
-  int64_t batches_ = 0;          // GUARDED_BY(mu_)
+  absl::Mutex mu_;
+  absl::CondVar cv_;                                 // pending_ grew, or stop_
+  std::deque<Pending> pending_ ABSL_GUARDED_BY(mu_);
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  int64_t batches_ ABSL_GUARDED_BY(mu_) = 0;
   std::thread writer_;
 };
 

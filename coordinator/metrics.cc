@@ -79,7 +79,7 @@ void Metrics::OnRetry(FailureReason reason) {
 }
 
 void Metrics::OnProgress(const std::string& job_id, const distill::v1::Progress& p) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   JobSeries& s = series_[job_id];
   if (!s.tokens_per_second) {
     s.tokens_per_second = &tokens_per_second_.Add({{"job", job_id}});
@@ -102,7 +102,7 @@ void Metrics::OnProgress(const std::string& job_id, const distill::v1::Progress&
 }
 
 void Metrics::ForgetJob(const std::string& job_id) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   auto it = series_.find(job_id);
   if (it == series_.end()) return;
   JobSeries& s = it->second;

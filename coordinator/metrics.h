@@ -6,10 +6,11 @@
 
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "distill/v1/coordinator.pb.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
@@ -56,8 +57,8 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>& loss_;
   prometheus::Family<prometheus::Gauge>& stream_bytes_per_token_;
 
-  std::mutex mu_;
-  std::map<std::string, JobSeries> series_;  // GUARDED_BY(mu_)
+  absl::Mutex mu_;
+  std::map<std::string, JobSeries> series_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace distill::coordinator

@@ -235,8 +235,8 @@ template <typename Fn>
 auto SqliteJobStore::WithReader(Fn fn) -> decltype(fn(std::declval<Connection&>())) {
   std::unique_ptr<Connection> c;
   {
-    std::unique_lock<std::mutex> lock(pool_mu_);
-    pool_cv_.wait(lock, [&] { return !readers_.empty() || open_readers_ < kMaxReaders; });
+    absl::MutexLock lock(&pool_mu_);
+    while (readers_.empty() && open_readers_ >= kMaxReaders) pool_cv_.Wait(&pool_mu_);
     if (!readers_.empty()) {
       c = std::move(readers_.back());
       readers_.pop_back();
@@ -248,20 +248,20 @@ auto SqliteJobStore::WithReader(Fn fn) -> decltype(fn(std::declval<Connection&>(
     absl::StatusOr<std::unique_ptr<Connection>> opened = Connection::Open(path_);
     if (!opened.ok()) {
       {
-        std::lock_guard<std::mutex> lock(pool_mu_);
+        absl::MutexLock lock(&pool_mu_);
         --open_readers_;
       }
-      pool_cv_.notify_one();
+      pool_cv_.Signal();
       return opened.status();
     }
     c = std::move(*opened);
   }
   auto result = fn(*c);
   {
-    std::lock_guard<std::mutex> lock(pool_mu_);
+    absl::MutexLock lock(&pool_mu_);
     readers_.push_back(std::move(c));
   }
-  pool_cv_.notify_one();
+  pool_cv_.Signal();
   return result;
 }
 
@@ -277,7 +277,7 @@ std::string RequestIdLookupSql() {
 }  // namespace
 
 absl::StatusOr<std::string> SqliteJobStore::RequestIdLookupPlan() {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   Stmt s = writer_->Get("EXPLAIN QUERY PLAN " + RequestIdLookupSql());
   RETURN_IF_ERROR(s.status());
   std::string plan;
@@ -291,7 +291,7 @@ absl::StatusOr<std::string> SqliteJobStore::RequestIdLookupPlan() {
 }
 
 absl::StatusOr<std::string> SqliteJobStore::JournalMode() {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   Stmt s = writer_->Get("PRAGMA journal_mode");
   RETURN_IF_ERROR(s.status());
   ASSIGN_OR_RETURN(bool row, s.Step());
@@ -387,7 +387,7 @@ absl::StatusOr<CreatedJob> SqliteJobStore::CreateJobLocked(const NewJob& nj) {
 
 absl::StatusOr<std::vector<CreatedJob>> SqliteJobStore::CreateJobs(
     const std::vector<NewJob>& jobs) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   Transaction<Connection> tx(*writer_);
   RETURN_IF_ERROR(tx.status());
   std::vector<CreatedJob> out(jobs.size());
@@ -420,7 +420,7 @@ absl::StatusOr<JobRecord> SqliteJobStore::GetJob(const std::string& id) {
 
 absl::StatusOr<int64_t> SqliteJobStore::UpdateJob(const JobRecord& record,
                                                   const std::optional<EventInfo>& event) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   Transaction<Connection> tx(*writer_);
   RETURN_IF_ERROR(tx.status());
   RETURN_IF_ERROR(WriteJobLocked(record, /*insert=*/false));

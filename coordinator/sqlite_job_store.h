@@ -15,13 +15,13 @@
 #ifndef DISTILL_COORDINATOR_SQLITE_JOB_STORE_H_
 #define DISTILL_COORDINATOR_SQLITE_JOB_STORE_H_
 
-#include <condition_variable>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "coordinator/job_store.h"
 
 namespace distill::coordinator {
@@ -62,21 +62,23 @@ class SqliteJobStore : public JobStore {
 
   SqliteJobStore(std::string path, std::unique_ptr<Connection> writer);
   // One job of CreateJobs(), inside its transaction.
-  absl::StatusOr<CreatedJob> CreateJobLocked(const NewJob& job);
-  absl::StatusOr<int64_t> AppendEventLocked(const JobRecord& record, const EventInfo& event);
-  absl::Status WriteJobLocked(const JobRecord& record, bool insert);
+  absl::StatusOr<CreatedJob> CreateJobLocked(const NewJob& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<int64_t> AppendEventLocked(const JobRecord& record, const EventInfo& event)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status WriteJobLocked(const JobRecord& record, bool insert)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Runs fn(Connection&) on a pooled reader connection.
   template <typename Fn>
   auto WithReader(Fn fn) -> decltype(fn(std::declval<Connection&>()));
 
   const std::string path_;
-  std::mutex mu_;                       // serializes writes
-  std::unique_ptr<Connection> writer_;  // GUARDED_BY(mu_)
+  absl::Mutex mu_;  // serializes writes
+  std::unique_ptr<Connection> writer_ ABSL_GUARDED_BY(mu_);
 
-  std::mutex pool_mu_;
-  std::condition_variable pool_cv_;                   // a reader was returned
-  std::vector<std::unique_ptr<Connection>> readers_;  // GUARDED_BY(pool_mu_): idle ones
-  int open_readers_ = 0;                              // GUARDED_BY(pool_mu_)
+  absl::Mutex pool_mu_;
+  absl::CondVar pool_cv_;  // a reader was returned
+  std::vector<std::unique_ptr<Connection>> readers_ ABSL_GUARDED_BY(pool_mu_);  // idle ones
+  int open_readers_ ABSL_GUARDED_BY(pool_mu_) = 0;
 };
 
 }  // namespace distill::coordinator
