@@ -14,6 +14,7 @@
 #include "absl/synchronization/notification.h"
 #include "common/fs_util.h"
 #include "common/status_macros.h"
+#include "coordinator/job_states.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
@@ -147,6 +148,10 @@ absl::Status Coordinator::WriteLocked(Active& a, const std::optional<EventInfo>&
 absl::Status Coordinator::Transition(Active& a, JobState to, FailureReason reason,
                                      const std::string& message) {
   const JobState from = a.rec.job.state();
+  if (absl::Status legal = CheckTransition(from, to); !legal.ok()) {
+    LogLine(absl::StrCat("job ", a.rec.job.id(), ": ", legal.message()));
+    return legal;
+  }
   Active before = a;
   a.rec.job.set_state(to);
   if (IsTerminal(to)) {

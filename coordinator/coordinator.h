@@ -151,7 +151,8 @@ class Coordinator {
   };
 
   // Note [Write before act]: writes the new state (and an event) first;
-  // returns the store's error without changing anything in memory.
+  // returns the store's error without changing anything in memory. A change
+  // the lifecycle table (job_states.h) does not allow is refused the same way.
   absl::Status Transition(Active& a, distill::v1::JobState to, distill::v1::FailureReason reason,
                           const std::string& message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status WriteLocked(Active& a, const std::optional<EventInfo>& event)
