@@ -145,6 +145,7 @@ void Coordinator::AttemptEndedLocked(const std::string& id, const LaunchStatus& 
   auto it = active_.find(id);
   if (it == active_.end()) return;
   Active& a = it->second;
+  JobRecord before = a.rec;  // restored when the write fails (Note [Write before act])
   a.rec.job.set_exit_code(status.exit_code);
   a.rec.launch_pid = 0;
   const int attempt = a.rec.job.attempt();
@@ -178,8 +179,11 @@ void Coordinator::AttemptEndedLocked(const std::string& id, const LaunchStatus& 
     absl::StrAppend(&message, "; retry ", attempt, "/", a.rec.job.max_retries(), " in ",
                     absl::FormatDuration(backoff), " from the last checkpoint");
   }
-  if (!Transition(a, to, retry ? distill::v1::FAILURE_REASON_UNSPECIFIED : reason, message).ok())
+  if (!Transition(a, to, retry ? distill::v1::FAILURE_REASON_UNSPECIFIED : reason, message).ok()) {
+    // Nothing changed: the next tick polls the same launch and tries again.
+    a.rec = std::move(before);
     return;
+  }
   // Acted on only after the write (Note [Write before act]).
   scheduler_->Release(id);
   metrics_->ForgetJob(id);
@@ -212,6 +216,7 @@ void Coordinator::ScheduleLocked(absl::Time now) {
 
 void Coordinator::StartAttemptLocked(Active& a, const Allocation& allocation) {
   const std::string id = a.rec.job.id();
+  JobRecord before = a.rec;  // restored when the write fails (Note [Write before act])
   a.rec.job.set_attempt(a.rec.job.attempt() + 1);
   a.rec.job.clear_hosts();
   for (const std::string& h : HostsOf(allocation)) a.rec.job.add_hosts(h);
@@ -223,7 +228,7 @@ void Coordinator::StartAttemptLocked(Active& a, const Allocation& allocation) {
                   absl::StrCat("launching attempt ", attempt, " on ",
                                absl::StrJoin(HostsOf(allocation), ",")))
            .ok()) {
-    a.rec.job.set_attempt(attempt - 1);
+    a.rec = std::move(before);
     scheduler_->Release(id);
     return;
   }

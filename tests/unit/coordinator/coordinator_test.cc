@@ -8,11 +8,13 @@
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <set>
@@ -20,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "coordinator/mpirun_launcher.h"
 #include "coordinator/sqlite_job_store.h"
 
 namespace distill::coordinator {
@@ -28,7 +31,8 @@ namespace {
 using distill::v1::Job;
 
 // SqliteJobStore with faults: jobs named "bad*" fail alone (Internal), the
-// next `fail_batches` CreateJobs() calls fail whole (Unavailable), and
+// next `fail_batches` CreateJobs() calls fail whole (Unavailable), UpdateJob()
+// fails on demand (Unavailable), and
 // CreateJobs() can be held at a gate so that submissions pile up into one
 // batch. Counts CreateJobs() calls (batches).
 class FaultyStore : public JobStore {
@@ -66,6 +70,13 @@ class FaultyStore : public JobStore {
   absl::StatusOr<JobRecord> GetJob(const std::string& id) override { return real_->GetJob(id); }
   absl::StatusOr<int64_t> UpdateJob(const JobRecord& record,
                                     const std::optional<EventInfo>& event) override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (fail_updates_) {
+        ++failed_updates_;
+        return absl::UnavailableError("injected: update failed");
+      }
+    }
     return real_->UpdateJob(record, event);
   }
   absl::StatusOr<std::vector<JobRecord>> ListJobs(distill::v1::JobState state, int64_t before_seq,
@@ -106,6 +117,15 @@ class FaultyStore : public JobStore {
     std::lock_guard<std::mutex> lock(mu_);
     fail_batches_ = n;
   }
+  // While on, every UpdateJob() fails (Unavailable) and writes nothing.
+  void FailUpdates(bool fail) {
+    std::lock_guard<std::mutex> lock(mu_);
+    fail_updates_ = fail;
+  }
+  int failed_updates() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return failed_updates_;
+  }
   void set_slow(bool slow) { slow_ = slow; }
   int batches() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -123,6 +143,8 @@ class FaultyStore : public JobStore {
   bool gate_open_ = true;
   int arrived_ = 0;
   int fail_batches_ = 0;
+  bool fail_updates_ = false;
+  int failed_updates_ = 0;
   int batches_ = 0;
   int max_batch_ = 0;
   std::atomic<bool> slow_{false};
@@ -391,6 +413,60 @@ TEST_F(CoordinatorTest, RefusedRequestsAreAnsweredWithoutAWrite) {
   negative.set_max_retries(-1);
   EXPECT_EQ(coordinator_->Submit(negative).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(store_->batches(), 0);
+}
+
+}  // namespace
+}  // namespace distill::coordinator
+
+namespace distill::coordinator {
+namespace {
+
+// Note [Write before act]: an attempt ends (the real mpirun, a worker that
+// exits 3) while every state write fails. The coordinator must keep the job
+// as it was (STARTING, in memory and in the file, its slot held, its launch
+// pid known) and end it properly once the store works again: FAILED with
+// the worker's own exit code, the slot freed.
+TEST_F(CoordinatorTest, FailedStateWriteKeepsTheJobAndItsSlot) {
+  const std::string worker = dir_ + "/worker.sh";
+  std::ofstream(worker) << "#!/bin/sh\nexit 3\n";
+  ASSERT_EQ(chmod(worker.c_str(), 0755), 0);
+  MpirunLauncher launcher({"mpirun", worker, {}});
+  CoordinatorOptions o;
+  o.state_dir = dir_ + "/var2";
+  Coordinator c(o, store_.get(), scheduler_.get(), &launcher, &metrics_);
+  distill::v1::SubmitJobRequest r = Request("exits3");
+  r.set_max_retries(0);
+  absl::StatusOr<Job> job = c.Submit(r);
+  ASSERT_TRUE(job.ok()) << job.status();
+  const std::string id = job->id();
+
+  c.Tick();  // launches attempt 1
+  ASSERT_EQ(c.Get(id)->state(), distill::v1::STARTING);
+  ASSERT_EQ(scheduler_->free_slots(), 1);
+  store_->FailUpdates(true);
+  // The launch exits on its own; the tick that sees it tries to record it.
+  for (int i = 0; i < 600 && store_->failed_updates() == 0; ++i) {
+    c.Tick();
+    if (store_->failed_updates() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_GT(store_->failed_updates(), 0) << "the attempt never ended";
+  c.Tick();  // the next tick fails to write again: still nothing changes
+  absl::StatusOr<Job> kept = c.Get(id);
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  EXPECT_EQ(kept->state(), distill::v1::STARTING);
+  EXPECT_EQ(kept->exit_code(), 0);
+  EXPECT_EQ(scheduler_->free_slots(), 1) << "the slot was freed before the write";
+  EXPECT_EQ(real_->GetJob(id)->job.state(), distill::v1::STARTING);
+
+  store_->FailUpdates(false);
+  c.Tick();
+  absl::StatusOr<Job> ended = c.Get(id);
+  ASSERT_TRUE(ended.ok()) << ended.status();
+  EXPECT_EQ(ended->state(), distill::v1::FAILED);
+  EXPECT_EQ(ended->failure_reason(), distill::v1::RANK_FAILED) << ended->failure_message();
+  EXPECT_EQ(ended->exit_code(), 3);
+  EXPECT_EQ(scheduler_->free_slots(), 2);
+  EXPECT_EQ(real_->GetJob(id)->job.state(), distill::v1::FAILED);
 }
 
 }  // namespace
