@@ -155,17 +155,6 @@ absl::Status CheckSubmittedSpec(const JobSpec& spec, const ServiceOptions& optio
   return absl::OkStatus();
 }
 
-namespace {
-
-// Finishes a unary callback call with `status`.
-grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* context, const grpc::Status& status) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(status);
-  return reactor;
-}
-
-}  // namespace
-
 grpc::Status CoordinatorService::CheckAuth(const grpc::ServerContextBase* context) const {
   if (options_.auth_token.empty()) return grpc::Status::OK;
   const auto& md = context->client_metadata();
@@ -187,7 +176,7 @@ grpc::ServerUnaryReactor* CoordinatorService::SubmitJob(
     grpc::CallbackServerContext* context, const distill::v1::SubmitJobRequest* request,
     distill::v1::Job* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (grpc::Status st = CheckSubmitJob(context, request); !st.ok()) {
+  if (grpc::Status st = Authorized(context, [&] { return CheckSubmitJob(request); }); !st.ok()) {
     reactor->Finish(st);
     return reactor;
   }
@@ -204,9 +193,8 @@ grpc::ServerUnaryReactor* CoordinatorService::SubmitJob(
   return reactor;
 }
 
-grpc::Status CoordinatorService::CheckSubmitJob(const grpc::ServerContextBase* context,
-                                                const distill::v1::SubmitJobRequest* request) {
-  if (grpc::Status a = CheckAuth(context); !a.ok()) return a;
+grpc::Status CoordinatorService::CheckSubmitJob(
+    const distill::v1::SubmitJobRequest* request) const {
   if (!request->has_spec())
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "spec: required");
   if (absl::Status st = CheckSubmittedSpec(request->spec(), options_); !st.ok())
@@ -217,13 +205,11 @@ grpc::Status CoordinatorService::CheckSubmitJob(const grpc::ServerContextBase* c
 grpc::ServerUnaryReactor* CoordinatorService::GetJob(grpc::CallbackServerContext* context,
                                                      const distill::v1::GetJobRequest* request,
                                                      distill::v1::Job* response) {
-  return Answer(context, DoGetJob(context, request, response));
+  return AuthorizedUnary(context, [&] { return DoGetJob(request, response); });
 }
 
-grpc::Status CoordinatorService::DoGetJob(const grpc::ServerContextBase* context,
-                                          const distill::v1::GetJobRequest* request,
+grpc::Status CoordinatorService::DoGetJob(const distill::v1::GetJobRequest* request,
                                           distill::v1::Job* response) {
-  if (grpc::Status a = CheckAuth(context); !a.ok()) return a;
   absl::StatusOr<distill::v1::Job> job = coordinator_->Get(request->id());
   if (!job.ok()) return ToGrpcStatus(job.status());
   *response = std::move(*job);
@@ -233,18 +219,17 @@ grpc::Status CoordinatorService::DoGetJob(const grpc::ServerContextBase* context
 grpc::ServerUnaryReactor* CoordinatorService::ListJobs(grpc::CallbackServerContext* context,
                                                        const grpc::ByteBuffer* request,
                                                        grpc::ByteBuffer* response) {
-  distill::v1::ListJobsRequest req;
-  grpc::ByteBuffer copy(*request);  // Deserialize() consumes its buffer
-  grpc::Status st =
-      grpc::SerializationTraits<distill::v1::ListJobsRequest>::Deserialize(&copy, &req);
-  if (st.ok()) st = DoListJobs(context, &req, response);
-  return Answer(context, st);
+  return AuthorizedUnary(context, [&] { return DoListJobs(request, response); });
 }
 
-grpc::Status CoordinatorService::DoListJobs(const grpc::ServerContextBase* context,
-                                            const distill::v1::ListJobsRequest* request,
+grpc::Status CoordinatorService::DoListJobs(const grpc::ByteBuffer* raw_request,
                                             grpc::ByteBuffer* response) {
-  if (grpc::Status a = CheckAuth(context); !a.ok()) return a;
+  distill::v1::ListJobsRequest req;
+  const distill::v1::ListJobsRequest* request = &req;
+  grpc::ByteBuffer copy(*raw_request);  // Deserialize() consumes its buffer
+  grpc::Status parsed =
+      grpc::SerializationTraits<distill::v1::ListJobsRequest>::Deserialize(&copy, &req);
+  if (!parsed.ok()) return parsed;
   if (request->page_size() < 0) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "page_size: must be >= 0");
   }
@@ -274,13 +259,11 @@ grpc::Status CoordinatorService::DoListJobs(const grpc::ServerContextBase* conte
 grpc::ServerUnaryReactor* CoordinatorService::CancelJob(
     grpc::CallbackServerContext* context, const distill::v1::CancelJobRequest* request,
     distill::v1::Job* response) {
-  return Answer(context, DoCancelJob(context, request, response));
+  return AuthorizedUnary(context, [&] { return DoCancelJob(request, response); });
 }
 
-grpc::Status CoordinatorService::DoCancelJob(const grpc::ServerContextBase* context,
-                                             const distill::v1::CancelJobRequest* request,
+grpc::Status CoordinatorService::DoCancelJob(const distill::v1::CancelJobRequest* request,
                                              distill::v1::Job* response) {
-  if (grpc::Status a = CheckAuth(context); !a.ok()) return a;
   absl::StatusOr<distill::v1::Job> job = coordinator_->Cancel(request->id(), request->force());
   if (!job.ok()) return ToGrpcStatus(job.status());
   *response = std::move(*job);
@@ -290,7 +273,12 @@ grpc::Status CoordinatorService::DoCancelJob(const grpc::ServerContextBase* cont
 grpc::Status CoordinatorService::WatchJob(grpc::ServerContext* context,
                                           const distill::v1::WatchJobRequest* request,
                                           grpc::ServerWriter<distill::v1::JobEvent>* writer) {
-  if (grpc::Status a = CheckAuth(context); !a.ok()) return a;
+  return Authorized(context, [&] { return DoWatchJob(context, request, writer); });
+}
+
+grpc::Status CoordinatorService::DoWatchJob(grpc::ServerContext* context,
+                                            const distill::v1::WatchJobRequest* request,
+                                            grpc::ServerWriter<distill::v1::JobEvent>* writer) {
   absl::StatusOr<distill::v1::Job> job = coordinator_->Get(request->id());
   if (!job.ok()) return ToGrpcStatus(job.status());
   int64_t after = std::max<int64_t>(0, request->after_sequence());
@@ -318,7 +306,12 @@ grpc::Status CoordinatorService::WatchJob(grpc::ServerContext* context,
 grpc::Status CoordinatorService::StreamLogs(grpc::ServerContext* context,
                                             const distill::v1::StreamLogsRequest* request,
                                             grpc::ServerWriter<distill::v1::LogChunk>* writer) {
-  if (grpc::Status a = CheckAuth(context); !a.ok()) return a;
+  return Authorized(context, [&] { return DoStreamLogs(context, request, writer); });
+}
+
+grpc::Status CoordinatorService::DoStreamLogs(grpc::ServerContext* context,
+                                              const distill::v1::StreamLogsRequest* request,
+                                              grpc::ServerWriter<distill::v1::LogChunk>* writer) {
   absl::StatusOr<distill::v1::Job> job = coordinator_->Get(request->id());
   if (!job.ok()) return ToGrpcStatus(job.status());
   if (request->has_rank() && (request->rank() < 0 || request->rank() >= job->ranks())) {
@@ -377,7 +370,11 @@ grpc::Status CoordinatorService::StreamLogs(grpc::ServerContext* context,
 grpc::Status CoordinatorService::ReportProgress(
     grpc::ServerContext* context, grpc::ServerReader<distill::v1::ProgressReport>* reader,
     distill::v1::ReportProgressResponse* response) {
-  if (grpc::Status a = CheckAuth(context); !a.ok()) return a;
+  return Authorized(context, [&] { return DoReportProgress(reader); });
+}
+
+grpc::Status CoordinatorService::DoReportProgress(
+    grpc::ServerReader<distill::v1::ProgressReport>* reader) {
   distill::v1::ProgressReport report;
   while (reader->Read(&report)) {
     absl::Status st = coordinator_->Report(report);
