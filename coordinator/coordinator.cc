@@ -85,12 +85,13 @@ int RanksOf(const distill::v1::JobSpec& spec) {
 }
 
 Coordinator::Coordinator(CoordinatorOptions options, JobStore* store, Scheduler* scheduler,
-                         Launcher* launcher, Metrics* metrics)
+                         Launcher* launcher, Metrics* metrics, const Clock* clock)
     : options_(std::move(options)),
       store_(store),
       scheduler_(scheduler),
       launcher_(launcher),
       metrics_(metrics),
+      health_(options_.health, clock != nullptr ? clock : &real_clock_),
       rng_(std::random_device{}()),
       committer_(std::make_unique<GroupCommitter>(
           [this](std::vector<NewJob>& batch) { return CommitSubmissions(batch); })) {}
@@ -425,8 +426,7 @@ absl::StatusOr<Job> Coordinator::Cancel(const std::string& id, bool force) {
   RETURN_IF_ERROR(WriteLocked(a, std::nullopt));
   LogLine(absl::StrCat("job ", id, ": cancel requested", force ? " (force)" : ""));
   launcher_->Terminate(a.rec.launch_pid, WorkDir(id, a.rec.job.attempt()), force);
-  a.terminating = true;
-  a.kill_deadline = absl::Now() + (force ? kKillRetry : options_.grace_period);
+  health_.Terminating(a.health, force);
   return DecorateLocked(a.rec);
 }
 
@@ -445,14 +445,7 @@ absl::Status Coordinator::Report(const distill::v1::ProgressReport& report) {
         absl::StrCat("job ", report.job_id(), ": attempt ", report.attempt(),
                      " is not the running attempt (", a.rec.job.attempt(), ")"));
   }
-  const absl::Time now = absl::Now();
-  a.last_heartbeat = now;
-  if (report.final()) {
-    a.saw_final = true;
-    a.rank_report.erase(report.rank());
-  } else {
-    a.rank_report[report.rank()] = now;
-  }
+  health_.Reported(a.health, report.rank(), report.final());
   const bool has_progress = report.has_progress() && report.rank() == 0;
   if (has_progress) {
     *a.rec.job.mutable_progress() = report.progress();

@@ -36,7 +36,9 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "coordinator/clock.h"
 #include "coordinator/group_commit.h"
+#include "coordinator/health_monitor.h"
 #include "coordinator/job_store.h"
 #include "coordinator/launcher.h"
 #include "coordinator/metrics.h"
@@ -58,22 +60,18 @@ struct CoordinatorOptions {
   std::string auth_token;
   // Retries of a failed attempt when the submission does not say.
   int max_retries = 2;
-  // A RUNNING job whose ranks have not reported for this long is killed and
-  // retried (HEARTBEAT_TIMEOUT). Too short kills jobs with slow steps.
-  absl::Duration heartbeat_timeout = absl::Seconds(60);
-  // Between SIGTERM (checkpoint and exit) and SIGKILL on a graceful cancel.
-  absl::Duration grace_period = absl::Seconds(30);
-  // Wait before the first retry; doubles per retry, at most 5 minutes.
-  absl::Duration retry_backoff = absl::Seconds(2);
+  // Heartbeat timeout, cancel grace period, retry backoff (HealthMonitor).
+  HealthOptions health;
   // Control loop period (process polling, timeouts, scheduling).
   absl::Duration tick = absl::Milliseconds(200);
 };
 
 class Coordinator {
  public:
-  // The collaborators must outlive the coordinator.
+  // The collaborators must outlive the coordinator. `clock` times heartbeats,
+  // cancels and retries (null: the real clock).
   Coordinator(CoordinatorOptions options, JobStore* store, Scheduler* scheduler, Launcher* launcher,
-              Metrics* metrics);
+              Metrics* metrics, const Clock* clock = nullptr);
   ~Coordinator();
 
   // The address the ranks report to (DISTILL_COORDINATOR). Before Start().
@@ -133,19 +131,9 @@ class Coordinator {
   void Tick() ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
-  // SIGKILL is repeated this often until a terminated launch has exited
-  // (a launch signalled between fork and exec may miss the first one).
-  static constexpr absl::Duration kKillRetry = absl::Seconds(5);
-
   struct Active {
     JobRecord rec;
-    absl::Time last_heartbeat;              // launch, adoption or latest report
-    std::map<int, absl::Time> rank_report;  // rank -> latest report (non-final)
-    bool saw_final = false;                 // a rank reported its last step
-    bool terminating = false;               // signals sent, waiting for exit
-    // Next SIGKILL of a terminating attempt: after the grace period of a
-    // graceful cancel, then repeated every kKillRetry until the launch exits.
-    absl::Time kill_deadline = absl::InfiniteFuture();
+    JobHealth health;  // the attempt's liveness, through health_ only
     distill::v1::FailureReason pending_reason = distill::v1::FAILURE_REASON_UNSPECIFIED;
     std::string pending_message;
   };
@@ -161,7 +149,8 @@ class Coordinator {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AttemptEndedLocked(const std::string& id, const LaunchStatus& status)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void CheckTimeoutsLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Heartbeat timeouts and overdue SIGKILLs (HealthMonitor::Check).
+  void CheckTimeoutsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ScheduleLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReconcileLocked(JobRecord rec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The group commit of a batch of submissions (ids are assigned here).
@@ -186,6 +175,8 @@ class Coordinator {
   Scheduler* const scheduler_;
   Launcher* const launcher_;
   Metrics* const metrics_;
+  const RealClock real_clock_;  // when no clock is given
+  const HealthMonitor health_;
 
   mutable absl::Mutex mu_;
   absl::CondVar changed_;  // version_ grew

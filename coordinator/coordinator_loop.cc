@@ -59,7 +59,7 @@ void Coordinator::ReconcileLocked(JobRecord rec) {
   const std::string id = rec.job.id();
   Active& a = active_[id];
   a.rec = std::move(rec);
-  a.last_heartbeat = absl::Now();
+  health_.Launched(a.health);
   if (a.rec.job.state() == distill::v1::QUEUED) {
     QueueInsertLocked(a.rec.job.priority(), a.rec.seq);
     return;
@@ -85,8 +85,7 @@ void Coordinator::ReconcileLocked(JobRecord rec) {
                          " still running (pid ", a.rec.launch_pid, ")"));
     if (a.rec.cancel_requested) {
       launcher_->Terminate(a.rec.launch_pid, dir, a.rec.cancel_force);
-      a.terminating = true;
-      a.kill_deadline = absl::Now() + (a.rec.cancel_force ? kKillRetry : options_.grace_period);
+      health_.Terminating(a.health, a.rec.cancel_force);
     }
     return;
   }
@@ -109,35 +108,29 @@ void Coordinator::Tick() {
     if (st.state != LaunchStatus::kRunning) ended.emplace_back(id, st);
   }
   for (const auto& [id, st] : ended) AttemptEndedLocked(id, st);
-  const absl::Time now = absl::Now();
-  CheckTimeoutsLocked(now);
-  ScheduleLocked(now);
+  CheckTimeoutsLocked();
+  ScheduleLocked(health_.Now());
 }
 
-void Coordinator::CheckTimeoutsLocked(absl::Time now) {
+void Coordinator::CheckTimeoutsLocked() {
   for (auto& [id, a] : active_) {
     const std::string dir = WorkDir(id, a.rec.job.attempt());
-    if (a.terminating) {
-      if (now >= a.kill_deadline) {
+    std::string why;
+    switch (health_.Check(a.health, a.rec.job.state() == distill::v1::RUNNING, &why)) {
+      case HealthMonitor::Verdict::kHealthy:
+        break;
+      case HealthMonitor::Verdict::kKillAgain:
         LogLine(absl::StrCat("job ", id, ": still running after SIGTERM, SIGKILL"));
         launcher_->Terminate(a.rec.launch_pid, dir, /*force=*/true);
-        a.kill_deadline = now + kKillRetry;
-      }
-      continue;
+        break;
+      case HealthMonitor::Verdict::kHeartbeatTimeout:
+        a.pending_reason = distill::v1::HEARTBEAT_TIMEOUT;
+        a.pending_message = why;
+        LogLine(absl::StrCat("job ", id, ": ", a.pending_message, ", killing attempt ",
+                             a.rec.job.attempt()));
+        launcher_->Terminate(a.rec.launch_pid, dir, /*force=*/true);
+        break;
     }
-    if (a.rec.job.state() != distill::v1::RUNNING || a.saw_final) continue;
-    absl::Time oldest = a.last_heartbeat;
-    for (const auto& [rank, t] : a.rank_report) oldest = std::min(oldest, t);
-    if (now - oldest <= options_.heartbeat_timeout) continue;
-    a.pending_reason = distill::v1::HEARTBEAT_TIMEOUT;
-    a.pending_message =
-        absl::StrCat("no progress report for ", absl::FormatDuration(now - oldest),
-                     " (heartbeat timeout ", absl::FormatDuration(options_.heartbeat_timeout), ")");
-    LogLine(absl::StrCat("job ", id, ": ", a.pending_message, ", killing attempt ",
-                         a.rec.job.attempt()));
-    launcher_->Terminate(a.rec.launch_pid, dir, /*force=*/true);
-    a.terminating = true;
-    a.kill_deadline = now + kKillRetry;
   }
 }
 
@@ -174,8 +167,8 @@ void Coordinator::AttemptEndedLocked(const std::string& id, const LaunchStatus& 
   }
   absl::Duration backoff;
   if (retry) {
-    backoff = std::min(options_.retry_backoff * (1 << std::min(attempt - 1, 16)), absl::Minutes(5));
-    a.rec.not_before_ms = absl::ToUnixMillis(absl::Now() + backoff);
+    backoff = health_.RetryBackoff(attempt);
+    a.rec.not_before_ms = absl::ToUnixMillis(health_.Now() + backoff);
     absl::StrAppend(&message, "; retry ", attempt, "/", a.rec.job.max_retries(), " in ",
                     absl::FormatDuration(backoff), " from the last checkpoint");
   }
@@ -188,12 +181,9 @@ void Coordinator::AttemptEndedLocked(const std::string& id, const LaunchStatus& 
   scheduler_->Release(id);
   metrics_->ForgetJob(id);
   if (retry) metrics_->OnRetry(reason);
-  a.terminating = false;
-  a.kill_deadline = absl::InfiniteFuture();
+  health_.Ended(a.health);
   a.pending_reason = distill::v1::FAILURE_REASON_UNSPECIFIED;
   a.pending_message.clear();
-  a.rank_report.clear();
-  a.saw_final = false;
   if (IsTerminal(to)) active_.erase(it);
 }
 
@@ -277,8 +267,7 @@ void Coordinator::StartAttemptLocked(Active& a, const Allocation& allocation) {
     return;
   }
   a.rec.launch_pid = *pid;
-  a.last_heartbeat = absl::Now();
-  a.terminating = false;
+  health_.Launched(a.health);
   if (!WriteLocked(a, std::nullopt).ok()) {
     LogLine(
         absl::StrCat("job ", id, ": could not record launch pid ", *pid, " (the pid file has it)"));

@@ -114,9 +114,9 @@ absl::StatusOr<ServerOptions> ParseFlags(int argc, char** argv) {
     } else if (name == "heartbeat-timeout" || name == "grace-period" || name == "retry-backoff") {
       auto d = ParseDurationFlag(name, value);
       if (!d.ok()) return d.status();
-      (name == "heartbeat-timeout" ? o.coordinator.heartbeat_timeout
-       : name == "grace-period"    ? o.coordinator.grace_period
-                                   : o.coordinator.retry_backoff) = *d;
+      (name == "heartbeat-timeout" ? o.coordinator.health.heartbeat_timeout
+       : name == "grace-period"    ? o.coordinator.health.grace_period
+                                   : o.coordinator.health.retry_backoff) = *d;
     } else if (name == "data-root") {
       o.service.data_root = value;
     } else if (name == "output-root") {

@@ -77,9 +77,9 @@ class ServiceTest : public ::testing::Test {
     o.state_dir = dir_ + "/var";
     o.slots = 1;
     o.mpirun.worker_bin = worker_;
-    o.coordinator.retry_backoff = absl::Milliseconds(100);
+    o.coordinator.health.retry_backoff = absl::Milliseconds(100);
     o.coordinator.tick = absl::Milliseconds(50);
-    o.coordinator.grace_period = absl::Seconds(10);
+    o.coordinator.health.grace_period = absl::Seconds(10);
     return o;
   }
 
@@ -555,7 +555,7 @@ TEST_F(ServiceTest, ReportProgressMakesTheJobRunningAndUpdatesMetrics) {
 
 TEST_F(ServiceTest, SilentRunningJobFailsWithHeartbeatTimeout) {
   ServerOptions o = Options();
-  o.coordinator.heartbeat_timeout = absl::Seconds(1);
+  o.coordinator.health.heartbeat_timeout = absl::Seconds(1);
   StartServer(o);
   auto req = Request("hold");
   req.set_max_retries(0);
