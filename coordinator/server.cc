@@ -28,6 +28,12 @@ std::string WithPort(const std::string& address, int port) {
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
   std::unique_ptr<Server> s(new Server());
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> creds, s->Build(options));
+  RETURN_IF_ERROR(s->Serve(options, std::move(creds)));
+  return s;
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Server::Build(ServerOptions& options) {
   std::error_code ec;
   std::filesystem::create_directories(options.state_dir, ec);
   if (ec)
@@ -47,10 +53,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
     ASSIGN_OR_RETURN(std::string text, common::ReadFileToString(options.hosts_file));
     ASSIGN_OR_RETURN(inventory, ParseHostsFile(text, options.hosts_file));
   }
-  ASSIGN_OR_RETURN(s->store_, SqliteJobStore::Open(options.state_dir + "/coordinator.db"));
-  s->scheduler_ = std::make_unique<Scheduler>(std::move(inventory));
-  s->launcher_ = std::make_unique<MpirunLauncher>(options.mpirun);
-  s->metrics_ = std::make_unique<Metrics>();
+  ASSIGN_OR_RETURN(store_, SqliteJobStore::Open(options.state_dir + "/coordinator.db"));
+  scheduler_ = std::make_unique<Scheduler>(std::move(inventory));
+  launcher_ = std::make_unique<MpirunLauncher>(options.mpirun);
+  metrics_ = std::make_unique<Metrics>();
 
   std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
   if (!options.tls_cert.empty() || !options.tls_key.empty()) {
@@ -70,44 +76,44 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
   }
 
   options.coordinator.state_dir = options.state_dir;
-  s->coordinator_ =
-      std::make_unique<Coordinator>(options.coordinator, s->store_.get(), s->scheduler_.get(),
-                                    s->launcher_.get(), s->metrics_.get());
-  s->service_ = std::make_unique<CoordinatorService>(options.service, s->coordinator_.get());
+  coordinator_ = std::make_unique<Coordinator>(options.coordinator, store_.get(), scheduler_.get(),
+                                               launcher_.get(), metrics_.get());
+  service_ = std::make_unique<CoordinatorService>(options.service, coordinator_.get());
+  return creds;
+}
 
+absl::Status Server::Serve(const ServerOptions& options,
+                           std::shared_ptr<grpc::ServerCredentials> creds) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(options.listen, creds, &port);
-  builder.RegisterService(s->service_.get());
-  s->grpc_ = builder.BuildAndStart();
-  if (!s->grpc_ || port == 0)
+  builder.AddListeningPort(options.listen, std::move(creds), &port);
+  builder.RegisterService(service_.get());
+  grpc_ = builder.BuildAndStart();
+  if (!grpc_ || port == 0)
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen));
-  s->port_ = port;
-  s->grpc_->GetHealthCheckService()->SetServingStatus(true);
+  port_ = port;
+  grpc_->GetHealthCheckService()->SetServingStatus(true);
 
   if (!options.metrics_listen.empty()) {
     try {
-      s->exposer_ = std::make_unique<prometheus::Exposer>(options.metrics_listen);
+      exposer_ = std::make_unique<prometheus::Exposer>(options.metrics_listen);
     } catch (const std::exception& e) {
-      s->grpc_->Shutdown();
+      grpc_->Shutdown();
       return absl::UnavailableError(
           absl::StrCat("cannot serve /metrics on ", options.metrics_listen, ": ", e.what()));
     }
-    s->exposer_->RegisterCollectable(s->metrics_->registry());
-    std::vector<int> ports = s->exposer_->GetListeningPorts();
-    s->metrics_port_ = ports.empty() ? 0 : ports[0];
+    exposer_->RegisterCollectable(metrics_->registry());
+    std::vector<int> ports = exposer_->GetListeningPorts();
+    metrics_port_ = ports.empty() ? 0 : ports[0];
   }
   // The ranks report to the real port (known only now when it was 0).
-  s->coordinator_->SetReportAddress(options.advertise.empty() ? WithPort(options.listen, port)
-                                                              : options.advertise);
-  absl::Status st = s->coordinator_->Start();
-  if (!st.ok()) {
-    s->grpc_->Shutdown();
-    return st;
-  }
-  return s;
+  coordinator_->SetReportAddress(options.advertise.empty() ? WithPort(options.listen, port)
+                                                           : options.advertise);
+  absl::Status st = coordinator_->Start();
+  if (!st.ok()) grpc_->Shutdown();
+  return st;
 }
 
 void Server::Shutdown(absl::Duration deadline) {

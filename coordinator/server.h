@@ -20,6 +20,7 @@
 
 namespace grpc {
 class Server;
+class ServerCredentials;
 }
 namespace prometheus {
 class Exposer;
@@ -63,6 +64,11 @@ class Server {
 
  private:
   Server() = default;
+  // The parts, from `options` (which gets the token, the CA file and the
+  // state dir filled in); returns the credentials to serve with.
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Build(ServerOptions& options);
+  // Serves gRPC and /metrics and starts the coordinator.
+  absl::Status Serve(const ServerOptions& options, std::shared_ptr<grpc::ServerCredentials> creds);
 
   std::unique_ptr<SqliteJobStore> store_;
   std::unique_ptr<Scheduler> scheduler_;
