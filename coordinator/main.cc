@@ -1,69 +1,58 @@
 // distill-coordinator: parses flags, starts the Server, waits for SIGTERM or
 // SIGINT, then stops accepting and exits 0 (running jobs keep running and are
-// adopted by the next start).
+// adopted by the next start). Flags are absl flags (ABSL_FLAG below), written
+// with dashes on the command line (coordinator/flag_parse.h); --help lists them.
 #include <signal.h>
 #include <unistd.h>
 
-#include <climits>
 #include <filesystem>
 #include <iostream>
-#include <map>
+#include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
-#include "absl/strings/numbers.h"
+#include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
-#include "absl/time/time.h"
 #include "common/version.h"
+#include "coordinator/flag_parse.h"
 #include "coordinator/server.h"
+
+using distill::coordinator::PositiveDuration;
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "gRPC address");
+ABSL_FLAG(std::string, metrics_listen, "127.0.0.1:9464", "/metrics address, '' = off");
+ABSL_FLAG(std::string, advertise, "",
+          "address the ranks report to ('' = the listen address with its real port)");
+ABSL_FLAG(std::string, state_dir, "./var", "coordinator.db and jobs/ID/");
+ABSL_FLAG(std::optional<int>, slots, std::nullopt,
+          "ranks this host runs at once (unset: the number of cores)");
+ABSL_FLAG(std::string, hosts_file, "",
+          "inventory, lines 'HOST slots=N [gpus=G]' (instead of --slots)");
+ABSL_FLAG(int, max_retries, 2, "retries of a failed attempt");
+ABSL_FLAG(PositiveDuration, heartbeat_timeout, PositiveDuration{absl::Seconds(60)},
+          "a RUNNING job silent this long is killed and retried (30s, 1m, or seconds)");
+ABSL_FLAG(PositiveDuration, grace_period, PositiveDuration{absl::Seconds(30)},
+          "SIGTERM to SIGKILL on a graceful cancel");
+ABSL_FLAG(PositiveDuration, retry_backoff, PositiveDuration{absl::Seconds(2)},
+          "first retry delay, doubling per retry");
+ABSL_FLAG(std::string, data_root, "", "inputs must lie under this directory ('' = anywhere)");
+ABSL_FLAG(std::string, output_root, "", "outputs must lie under this directory ('' = anywhere)");
+ABSL_FLAG(std::string, auth_token_file, "", "require 'authorization: Bearer TOKEN' (first line)");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate: serve TLS (with --tls-key); the ranks report over TLS too, "
+          "trusting it (passed as DISTILL_COORDINATOR_CA)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls-cert");
+ABSL_FLAG(std::optional<std::string>, worker_bin, std::nullopt,
+          "worker binary (unset: distill-worker next to this binary, else on PATH)");
+ABSL_FLAG(std::string, mpirun, "mpirun", "mpirun binary");
 
 namespace distill::coordinator {
 namespace {
 
-constexpr char kUsage[] =
-    "usage: distill-coordinator [options]   (--version: version, LibTorch, CUDA)\n"
-    "  --listen ADDR            gRPC address (default 127.0.0.1:50051)\n"
-    "  --metrics-listen ADDR    /metrics address, '' = off (default 127.0.0.1:9464)\n"
-    "  --advertise ADDR         address the ranks report to (default: the listen address)\n"
-    "  --state-dir DIR          coordinator.db and jobs/ID/ (default ./var)\n"
-    "  --slots N                ranks this host runs at once (default: number of cores)\n"
-    "  --hosts-file FILE        inventory, lines 'HOST slots=N [gpus=G]' (instead of --slots)\n"
-    "  --max-retries N          retries of a failed attempt (default 2)\n"
-    "  --heartbeat-timeout D    e.g. 60s (default 60s)\n"
-    "  --grace-period D         SIGTERM to SIGKILL on cancel (default 30s)\n"
-    "  --retry-backoff D        first retry delay, doubling (default 2s)\n"
-    "  --data-root DIR          inputs must lie under DIR (default: anywhere)\n"
-    "  --output-root DIR        outputs must lie under DIR (default: anywhere)\n"
-    "  --auth-token-file FILE   require 'authorization: Bearer TOKEN'\n"
-    "  --tls-cert PEM --tls-key PEM   serve TLS; the ranks report over TLS too, trusting\n"
-    "                           PEM (passed as DISTILL_COORDINATOR_CA)\n"
-    "  --worker-bin PATH        worker binary (default: distill-worker next to this binary, else "
-    "on PATH)\n"
-    "  --mpirun PATH            mpirun binary (default: mpirun on PATH)\n";
-
-absl::StatusOr<absl::Duration> ParseDurationFlag(const std::string& name, const std::string& v) {
-  absl::Duration d;
-  double seconds;
-  if (absl::SimpleAtod(v, &seconds)) {
-    d = absl::Seconds(seconds);
-  } else if (!absl::ParseDuration(v, &d)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--", name, ": expected a duration like 30s, got '", v, "'"));
-  }
-  if (d <= absl::ZeroDuration())
-    return absl::InvalidArgumentError(absl::StrCat("--", name, ": must be > 0"));
-  return d;
-}
-
-absl::StatusOr<int> ParseIntFlag(const std::string& name, const std::string& v, int min) {
-  int n;
-  if (!absl::SimpleAtoi(v, &n) || n < min) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--", name, ": expected an integer >= ", min, ", got '", v, "'"));
-  }
-  return n;
-}
+constexpr char kUsageLine[] =
+    "usage: distill-coordinator [options]   (--version: version, LibTorch, CUDA)";
+constexpr char kFlagsFile[] = "coordinator/main.cc";
 
 std::string DefaultWorkerBin() {
   std::error_code ec;
@@ -75,81 +64,53 @@ std::string DefaultWorkerBin() {
   return "distill-worker";
 }
 
-absl::StatusOr<ServerOptions> ParseFlags(int argc, char** argv) {
+absl::StatusOr<ServerOptions> OptionsFromFlags(int argc, char** argv) {
+  absl::StatusOr<std::vector<std::string>> rest =
+      ParseFlags(std::vector<std::string>(argv + 1, argv + argc), kFlagsFile);
+  if (!rest.ok()) return rest.status();
+  if (!rest->empty())
+    return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", rest->front(), "'"));
   ServerOptions o;
-  o.slots = std::max(1u, std::thread::hardware_concurrency());
-  o.mpirun.worker_bin = DefaultWorkerBin();
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg.rfind("--", 0) != 0)
-      return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", arg, "'"));
-    std::string name = arg.substr(2), value;
-    size_t eq = name.find('=');
-    if (eq != std::string::npos) {
-      value = name.substr(eq + 1);
-      name = name.substr(0, eq);
-    } else {
-      if (i + 1 >= argc)
-        return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
-      value = argv[++i];
-    }
-    if (name == "listen") {
-      o.listen = value;
-    } else if (name == "metrics-listen") {
-      o.metrics_listen = value;
-    } else if (name == "advertise") {
-      o.advertise = value;
-    } else if (name == "state-dir") {
-      o.state_dir = value;
-    } else if (name == "slots") {
-      auto n = ParseIntFlag(name, value, 1);
-      if (!n.ok()) return n.status();
-      o.slots = *n;
-    } else if (name == "hosts-file") {
-      o.hosts_file = value;
-    } else if (name == "max-retries") {
-      auto n = ParseIntFlag(name, value, 0);
-      if (!n.ok()) return n.status();
-      o.coordinator.max_retries = *n;
-    } else if (name == "heartbeat-timeout" || name == "grace-period" || name == "retry-backoff") {
-      auto d = ParseDurationFlag(name, value);
-      if (!d.ok()) return d.status();
-      (name == "heartbeat-timeout" ? o.coordinator.health.heartbeat_timeout
-       : name == "grace-period"    ? o.coordinator.health.grace_period
-                                   : o.coordinator.health.retry_backoff) = *d;
-    } else if (name == "data-root") {
-      o.service.data_root = value;
-    } else if (name == "output-root") {
-      o.service.output_root = value;
-    } else if (name == "auth-token-file") {
-      o.auth_token_file = value;
-    } else if (name == "tls-cert") {
-      o.tls_cert = value;
-    } else if (name == "tls-key") {
-      o.tls_key = value;
-    } else if (name == "worker-bin") {
-      o.mpirun.worker_bin = value;
-    } else if (name == "mpirun") {
-      o.mpirun.mpirun = value;
-    } else {
-      return absl::InvalidArgumentError(absl::StrCat("unknown option --", name));
-    }
-  }
+  o.listen = absl::GetFlag(FLAGS_listen);
+  o.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  o.advertise = absl::GetFlag(FLAGS_advertise);
+  o.state_dir = absl::GetFlag(FLAGS_state_dir);
+  const std::optional<int> slots = absl::GetFlag(FLAGS_slots);
+  if (slots && *slots < 1)
+    return absl::InvalidArgumentError(
+        absl::StrCat("--slots: expected an integer >= 1, got '", *slots, "'"));
+  o.slots = slots ? *slots : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  o.hosts_file = absl::GetFlag(FLAGS_hosts_file);
+  o.coordinator.max_retries = absl::GetFlag(FLAGS_max_retries);
+  if (o.coordinator.max_retries < 0)
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--max-retries: expected an integer >= 0, got '", o.coordinator.max_retries, "'"));
+  o.coordinator.health.heartbeat_timeout = absl::GetFlag(FLAGS_heartbeat_timeout).value;
+  o.coordinator.health.grace_period = absl::GetFlag(FLAGS_grace_period).value;
+  o.coordinator.health.retry_backoff = absl::GetFlag(FLAGS_retry_backoff).value;
+  o.service.data_root = absl::GetFlag(FLAGS_data_root);
+  o.service.output_root = absl::GetFlag(FLAGS_output_root);
+  o.auth_token_file = absl::GetFlag(FLAGS_auth_token_file);
+  o.tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  o.tls_key = absl::GetFlag(FLAGS_tls_key);
+  o.mpirun.worker_bin = absl::GetFlag(FLAGS_worker_bin).value_or(DefaultWorkerBin());
+  o.mpirun.mpirun = absl::GetFlag(FLAGS_mpirun);
   return o;
 }
 
 int Main(int argc, char** argv) {
   if (argc > 1 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h")) {
-    std::cout << kUsage;
+    std::cout << FlagsHelp(kUsageLine, kFlagsFile);
     return 0;
   }
   if (argc > 1 && std::string(argv[1]) == "--version") {
     std::cout << common::VersionLine("distill-coordinator") << "\n";
     return 0;
   }
-  absl::StatusOr<ServerOptions> options = ParseFlags(argc, argv);
+  absl::StatusOr<ServerOptions> options = OptionsFromFlags(argc, argv);
   if (!options.ok()) {
-    std::cerr << "distill-coordinator: " << options.status().message() << "\n" << kUsage;
+    std::cerr << "distill-coordinator: " << options.status().message() << "\n"
+              << "(--help lists the options)\n";
     return 2;
   }
   // Every thread inherits the blocked signals; main() takes them with sigwait.
