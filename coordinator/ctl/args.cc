@@ -64,11 +64,19 @@ absl::StatusOr<int> CtlArgs::Int(const std::string& flag, int fallback) const {
   return v;
 }
 
-absl::StatusOr<CtlArgs> ParseArgs(const std::vector<std::string>& argv) {
-  CtlArgs args;
-  // Flags are collected before the command is known (globals may come first).
-  std::vector<std::pair<std::string, std::string>> pending;  // name, value
-  std::vector<bool> pending_has_value;
+namespace {
+
+// A flag seen on the command line, before the command's grammar is known.
+struct PendingFlag {
+  std::string name;
+  std::string value;
+  bool has_value = false;
+};
+
+// First pass: the command, its positionals, the global options (set in
+// `args`) and every other flag (into `pending`); -h/--help sets args.help.
+absl::Status CollectArgs(const std::vector<std::string>& argv, CtlArgs& args,
+                         std::vector<PendingFlag>& pending) {
   for (size_t i = 0; i < argv.size(); ++i) {
     const std::string& a = argv[i];
     if (a == "-h" || a == "--help") {
@@ -76,35 +84,31 @@ absl::StatusOr<CtlArgs> ParseArgs(const std::vector<std::string>& argv) {
       continue;
     }
     if (a == "-f") {  // `logs -f`, as in tail
-      pending.push_back({"follow", ""});
-      pending_has_value.push_back(false);
+      pending.push_back({"follow", "", false});
       continue;
     }
     if (absl::StartsWith(a, "--") && a.size() > 2) {
-      std::string name = a.substr(2);
-      std::string value;
-      bool has_value = false;
-      if (auto eq = name.find('='); eq != std::string::npos) {
-        value = name.substr(eq + 1);
-        name = name.substr(0, eq);
-        has_value = true;
+      PendingFlag f{a.substr(2), "", false};
+      if (auto eq = f.name.find('='); eq != std::string::npos) {
+        f.value = f.name.substr(eq + 1);
+        f.name = f.name.substr(0, eq);
+        f.has_value = true;
       }
       const CommandGrammar* grammar = nullptr;
       if (auto it = Grammar().find(args.command); it != Grammar().end()) grammar = &it->second;
-      const bool takes_value =
-          GlobalValued().count(name) > 0 || (grammar != nullptr && grammar->valued.count(name) > 0);
-      if (takes_value && !has_value) {
+      const bool takes_value = GlobalValued().count(f.name) > 0 ||
+                               (grammar != nullptr && grammar->valued.count(f.name) > 0);
+      if (takes_value && !f.has_value) {
         if (i + 1 >= argv.size())
-          return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
-        value = argv[++i];
-        has_value = true;
+          return absl::InvalidArgumentError(absl::StrCat("--", f.name, " needs a value"));
+        f.value = argv[++i];
+        f.has_value = true;
       }
-      if (GlobalValued().count(name) > 0) {
-        SetGlobal(args, name, value);
-        continue;
+      if (GlobalValued().count(f.name) > 0) {
+        SetGlobal(args, f.name, f.value);
+      } else {
+        pending.push_back(std::move(f));
       }
-      pending.push_back({name, value});
-      pending_has_value.push_back(has_value);
       continue;
     }
     if (absl::StartsWith(a, "-") && a.size() > 1) {
@@ -116,34 +120,29 @@ absl::StatusOr<CtlArgs> ParseArgs(const std::vector<std::string>& argv) {
       args.positional.push_back(a);
     }
   }
-  if (args.command == "help") {
-    args.help = true;
-    args.command.clear();
-  }
-  if (args.help) return args;
-  if (args.command.empty()) return absl::InvalidArgumentError("no command given");
-  auto it = Grammar().find(args.command);
-  if (it == Grammar().end()) {
-    return absl::InvalidArgumentError(absl::StrCat("unknown command '", args.command, "'"));
-  }
-  const CommandGrammar& grammar = it->second;
-  for (size_t k = 0; k < pending.size(); ++k) {
-    const auto& [name, value] = pending[k];
-    if (grammar.switches.count(name) > 0) {
-      if (pending_has_value[k]) {
-        return absl::InvalidArgumentError(absl::StrCat("--", name, " takes no value"));
+  return absl::OkStatus();
+}
+
+// Second pass: the pending flags and the positionals against the command's
+// grammar.
+absl::Status ApplyGrammar(const CommandGrammar& grammar, const std::vector<PendingFlag>& pending,
+                          CtlArgs& args) {
+  for (const PendingFlag& f : pending) {
+    if (grammar.switches.count(f.name) > 0) {
+      if (f.has_value) {
+        return absl::InvalidArgumentError(absl::StrCat("--", f.name, " takes no value"));
       }
-      args.flags[name] = "true";
-    } else if (grammar.valued.count(name) > 0) {
+      args.flags[f.name] = "true";
+    } else if (grammar.valued.count(f.name) > 0) {
       // A valued flag seen before the command was known took no value yet.
-      if (!pending_has_value[k]) {
+      if (!f.has_value) {
         return absl::InvalidArgumentError(
-            absl::StrCat("--", name, " needs a value (put it after the command)"));
+            absl::StrCat("--", f.name, " needs a value (put it after the command)"));
       }
-      args.flags[name] = value;
+      args.flags[f.name] = f.value;
     } else {
       return absl::InvalidArgumentError(
-          absl::StrCat(args.command, ": unknown option '--", name, "'"));
+          absl::StrCat(args.command, ": unknown option '--", f.name, "'"));
     }
   }
   if (static_cast<int>(args.positional.size()) != grammar.positional) {
@@ -157,6 +156,27 @@ absl::StatusOr<CtlArgs> ParseArgs(const std::vector<std::string>& argv) {
             : absl::StrCat(args.command, ": expected one ", grammar.positional_name, ", got ",
                            args.positional.size(), " arguments"));
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<CtlArgs> ParseArgs(const std::vector<std::string>& argv) {
+  CtlArgs args;
+  // Flags are collected before the command is known (globals may come first).
+  std::vector<PendingFlag> pending;
+  RETURN_IF_ERROR(CollectArgs(argv, args, pending));
+  if (args.command == "help") {
+    args.help = true;
+    args.command.clear();
+  }
+  if (args.help) return args;
+  if (args.command.empty()) return absl::InvalidArgumentError("no command given");
+  auto it = Grammar().find(args.command);
+  if (it == Grammar().end()) {
+    return absl::InvalidArgumentError(absl::StrCat("unknown command '", args.command, "'"));
+  }
+  RETURN_IF_ERROR(ApplyGrammar(it->second, pending, args));
   return args;
 }
 
