@@ -24,7 +24,8 @@ absl::CommandLineFlag* OwnFlag(absl::string_view name, absl::string_view defined
 }  // namespace
 
 absl::StatusOr<std::vector<std::string>> ParseFlags(const std::vector<std::string>& args,
-                                                    absl::string_view defined_in) {
+                                                    absl::string_view defined_in,
+                                                    std::set<std::string>* given) {
   std::vector<std::string> rest;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& arg = args[i];
@@ -54,6 +55,7 @@ absl::StatusOr<std::vector<std::string>> ParseFlags(const std::vector<std::strin
     if (!flag->ParseFrom(value, &error)) {
       return absl::InvalidArgumentError(absl::StrCat("--", name, ": ", error));
     }
+    if (given != nullptr) given->insert(std::string(flag->Name()));
   }
   return rest;
 }

@@ -12,6 +12,7 @@
 #ifndef DISTILL_COORDINATOR_FLAG_PARSE_H_
 #define DISTILL_COORDINATOR_FLAG_PARSE_H_
 
+#include <set>
 #include <string>
 #include <vector>
 
@@ -22,11 +23,14 @@
 namespace distill::coordinator {
 
 // Sets the flags named in `args` (`--name=value`, `--name value`; a bool
-// flag also alone, `--name`), returns the other arguments in order.
+// flag also alone, `--name`), returns the other arguments in order. When
+// `given` is not null, the names (as defined, with underscores) of the flags
+// set are added to it, for a caller whose flags apply only in some contexts.
 // InvalidArgument "unknown option --NAME", "--NAME needs a value" or
 // "--NAME: ..." (the value's error).
 absl::StatusOr<std::vector<std::string>> ParseFlags(const std::vector<std::string>& args,
-                                                    absl::string_view defined_in);
+                                                    absl::string_view defined_in,
+                                                    std::set<std::string>* given = nullptr);
 
 // The flags defined in files ending with `defined_in`, one entry each
 // (`--name-with-dashes VALUE  help (default: D)`), sorted by name, after

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <set>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,14 @@ TEST_F(FlagParseTest, DashedAndUnderscoredNamesBothValueFormsAndPositionals) {
   EXPECT_EQ(absl::GetFlag(FLAGS_fp_count), 7);
   EXPECT_TRUE(absl::GetFlag(FLAGS_fp_verbose));
   EXPECT_EQ(absl::GetFlag(FLAGS_fp_wait).value, absl::Seconds(90));
+}
+
+TEST_F(FlagParseTest, GivenHoldsTheFlagsSetByTheirDefinedNames) {
+  std::set<std::string> given;
+  ASSERT_TRUE(ParseFlags({"--fp-count=1", "x", "--fp_verbose", "--fp-count", "2"}, kHere, &given)
+                  .ok());
+  EXPECT_EQ(given, (std::set<std::string>{"fp_count", "fp_verbose"}));
+  EXPECT_EQ(absl::GetFlag(FLAGS_fp_count), 2);  // the last value wins
 }
 
 TEST_F(FlagParseTest, EmptyValueAndPlainSecondsDuration) {
