@@ -1,49 +1,86 @@
 #include "coordinator/ctl/args.h"
 
+#include <optional>
 #include <set>
 #include <utility>
 
+#include "absl/flags/commandlineflag.h"
+#include "absl/flags/flag.h"
+#include "absl/flags/reflection.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/strip.h"
 #include "common/fs_util.h"
 #include "common/status_macros.h"
+#include "coordinator/flag_parse.h"
+
+// Every distillctl option; "submit: ..." in the help means only `submit`
+// takes it (Grammar() below). Written with dashes on the command line.
+ABSL_FLAG(std::string, coordinator, "",
+          "host:port of the coordinator ('' = env DISTILL_COORDINATOR, else 127.0.0.1:50051)");
+ABSL_FLAG(std::string, token, "", "bearer token ('' = env DISTILL_TOKEN)");
+ABSL_FLAG(std::string, token_file, "", "read the bearer token from this file (not with --token)");
+ABSL_FLAG(std::string, tls_ca, "",
+          "connect with TLS, trusting the CA certificates in this PEM file ('' = plaintext)");
+ABSL_FLAG(bool, watch, false,
+          "submit: then watch the job to its end (exit 0 only if it succeeded)");
+ABSL_FLAG(int, priority, 0, "submit: the job's priority, higher runs first");
+ABSL_FLAG(std::string, request_id, "",
+          "submit: idempotency key ('' = a fresh random one, so a retry never queues twice)");
+ABSL_FLAG(std::optional<int>, max_retries, std::nullopt,
+          "submit: retries of a failed attempt (unset: the coordinator's --max-retries)");
+ABSL_FLAG(bool, json, false, "get, list: print the Job message(s) as JSON");
+ABSL_FLAG(std::string, state, "",
+          "list: only jobs in this state: queued, starting, running, succeeded, failed, "
+          "cancelled ('' = all)");
+ABSL_FLAG(int, page_size, 0, "list: jobs per request (0 = the coordinator's default)");
+ABSL_FLAG(bool, force, false,
+          "cancel: kill at once instead of the graceful stop (ranks checkpoint and exit)");
+ABSL_FLAG(bool, follow, false, "logs (also -f): follow the output until the job ends");
+ABSL_FLAG(std::optional<int>, rank, std::nullopt, "logs: only this rank's output (unset: all)");
+ABSL_FLAG(int, attempt, 0, "logs: which attempt, 1 for the first (0 = the latest)");
 
 namespace distill::coordinator::ctl {
 namespace {
 
+// ParseFlags and FlagsHelp take the flags defined in this file only.
+constexpr char kFlagsFile[] = "coordinator/ctl/args.cc";
+
 struct CommandGrammar {
-  int positional;                  // exact number of positional arguments
-  const char* positional_name;     // for the usage error
-  std::set<std::string> switches;  // flags without a value
-  std::set<std::string> valued;    // flags that take a value
+  int positional;               // exact number of positional arguments
+  const char* positional_name;  // for the usage error
+  std::set<std::string> flags;  // the flags it takes besides the global ones (defined names)
 };
 
 const std::map<std::string, CommandGrammar>& Grammar() {
   static const auto* grammar = new std::map<std::string, CommandGrammar>{
-      {"submit", {1, "SPEC", {"watch"}, {"priority", "request-id", "max-retries"}}},
-      {"get", {1, "ID", {"json"}, {}}},
-      {"list", {0, "", {"json"}, {"state", "page-size"}}},
-      {"watch", {1, "ID", {}, {}}},
-      {"cancel", {1, "ID", {"force"}, {}}},
-      {"logs", {1, "ID", {"follow"}, {"rank", "attempt"}}},
+      {"submit", {1, "SPEC", {"watch", "priority", "request_id", "max_retries"}}},
+      {"get", {1, "ID", {"json"}}},
+      {"list", {0, "", {"json", "state", "page_size"}}},
+      {"watch", {1, "ID", {}}},
+      {"cancel", {1, "ID", {"force"}}},
+      {"logs", {1, "ID", {"follow", "rank", "attempt"}}},
   };
   return *grammar;
 }
 
-const std::set<std::string>& GlobalValued() {
+const std::set<std::string>& GlobalFlags() {
   static const auto* globals =
-      new std::set<std::string>{"coordinator", "token", "token-file", "tls-ca"};
+      new std::set<std::string>{"coordinator", "token", "token_file", "tls_ca"};
   return *globals;
 }
 
-void SetGlobal(CtlArgs& args, const std::string& name, std::string value) {
-  if (name == "coordinator") args.coordinator = std::move(value);
-  if (name == "token") args.token = std::move(value);
-  if (name == "token-file") args.token_file = std::move(value);
-  if (name == "tls-ca") args.tls_ca = std::move(value);
+std::string Dashed(absl::string_view name) { return absl::StrReplaceAll(name, {{"_", "-"}}); }
+
+// distillctl's flag `name` (dashes or underscores), or null.
+const absl::CommandLineFlag* CtlFlag(absl::string_view name) {
+  const absl::CommandLineFlag* flag =
+      absl::FindCommandLineFlag(absl::StrReplaceAll(name, {{"-", "_"}}));
+  if (flag == nullptr || !absl::EndsWith(flag->Filename(), kFlagsFile)) return nullptr;
+  return flag;
 }
 
 }  // namespace
@@ -66,55 +103,42 @@ absl::StatusOr<int> CtlArgs::Int(const std::string& flag, int fallback) const {
 
 namespace {
 
-// A flag seen on the command line, before the command's grammar is known.
-struct PendingFlag {
-  std::string name;
-  std::string value;
-  bool has_value = false;
+// The command line split before the command's grammar is known (global
+// options may come first).
+struct SplitArgs {
+  std::vector<std::string> flag_args;  // for ParseFlags: each option with its value
+  std::string unknown;                 // the first option that is none of ours
 };
 
-// First pass: the command, its positionals, the global options (set in
-// `args`) and every other flag (into `pending`); -h/--help sets args.help.
-absl::Status CollectArgs(const std::vector<std::string>& argv, CtlArgs& args,
-                         std::vector<PendingFlag>& pending) {
+// First pass: the command and its positionals (into `args`), -h/--help,
+// and the options with their values (`--name value` when the flag is not a
+// bool) for ParseFlags; `-f` is `--follow`, as in tail.
+absl::Status CollectArgs(const std::vector<std::string>& argv, CtlArgs& args, SplitArgs& split) {
   for (size_t i = 0; i < argv.size(); ++i) {
     const std::string& a = argv[i];
     if (a == "-h" || a == "--help") {
       args.help = true;
-      continue;
-    }
-    if (a == "-f") {  // `logs -f`, as in tail
-      pending.push_back({"follow", "", false});
-      continue;
-    }
-    if (absl::StartsWith(a, "--") && a.size() > 2) {
-      PendingFlag f{a.substr(2), "", false};
-      if (auto eq = f.name.find('='); eq != std::string::npos) {
-        f.value = f.name.substr(eq + 1);
-        f.name = f.name.substr(0, eq);
-        f.has_value = true;
+    } else if (a == "-f") {
+      split.flag_args.push_back("--follow");
+    } else if (absl::StartsWith(a, "--") && a.size() > 2) {
+      const size_t eq = a.find('=');
+      const std::string name = a.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
+      const absl::CommandLineFlag* flag = CtlFlag(name);
+      if (flag == nullptr) {
+        if (split.unknown.empty()) split.unknown = name;
+        continue;
       }
-      const CommandGrammar* grammar = nullptr;
-      if (auto it = Grammar().find(args.command); it != Grammar().end()) grammar = &it->second;
-      const bool takes_value = GlobalValued().count(f.name) > 0 ||
-                               (grammar != nullptr && grammar->valued.count(f.name) > 0);
-      if (takes_value && !f.has_value) {
-        if (i + 1 >= argv.size())
-          return absl::InvalidArgumentError(absl::StrCat("--", f.name, " needs a value"));
-        f.value = argv[++i];
-        f.has_value = true;
+      const bool is_switch = flag->IsOfType<bool>();
+      if (is_switch && eq != std::string::npos) {
+        return absl::InvalidArgumentError(absl::StrCat("--", name, " takes no value"));
       }
-      if (GlobalValued().count(f.name) > 0) {
-        SetGlobal(args, f.name, f.value);
-      } else {
-        pending.push_back(std::move(f));
+      split.flag_args.push_back(a);
+      if (!is_switch && eq == std::string::npos && i + 1 < argv.size()) {
+        split.flag_args.push_back(argv[++i]);
       }
-      continue;
-    }
-    if (absl::StartsWith(a, "-") && a.size() > 1) {
+    } else if (absl::StartsWith(a, "-") && a.size() > 1) {
       return absl::InvalidArgumentError(absl::StrCat("unknown option '", a, "'"));
-    }
-    if (args.command.empty()) {
+    } else if (args.command.empty()) {
       args.command = a;
     } else {
       args.positional.push_back(a);
@@ -123,28 +147,29 @@ absl::Status CollectArgs(const std::vector<std::string>& argv, CtlArgs& args,
   return absl::OkStatus();
 }
 
-// Second pass: the pending flags and the positionals against the command's
-// grammar.
-absl::Status ApplyGrammar(const CommandGrammar& grammar, const std::vector<PendingFlag>& pending,
-                          CtlArgs& args) {
-  for (const PendingFlag& f : pending) {
-    if (grammar.switches.count(f.name) > 0) {
-      if (f.has_value) {
-        return absl::InvalidArgumentError(absl::StrCat("--", f.name, " takes no value"));
-      }
-      args.flags[f.name] = "true";
-    } else if (grammar.valued.count(f.name) > 0) {
-      // A valued flag seen before the command was known took no value yet.
-      if (!f.has_value) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("--", f.name, " needs a value (put it after the command)"));
-      }
-      args.flags[f.name] = f.value;
-    } else {
-      return absl::InvalidArgumentError(
-          absl::StrCat(args.command, ": unknown option '--", f.name, "'"));
-    }
+// Second pass: the options onto the absl flags, then the flags given and the
+// positionals against the command's grammar; the values into `args`.
+absl::Status ApplyGrammar(const CommandGrammar& grammar, const SplitArgs& split, CtlArgs& args) {
+  if (!split.unknown.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(args.command, ": unknown option '--", split.unknown, "'"));
   }
+  std::set<std::string> given;
+  // flag_args holds options and their values only: nothing is left over.
+  RETURN_IF_ERROR(ParseFlags(split.flag_args, kFlagsFile, &given).status());
+  // Only the flags given are read: what an earlier parse left does not count.
+  for (const std::string& name : given) {
+    if (GlobalFlags().count(name) > 0) continue;
+    if (grammar.flags.count(name) == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(args.command, ": unknown option '--", Dashed(name), "'"));
+    }
+    args.flags[Dashed(name)] = absl::FindCommandLineFlag(name)->CurrentValue();
+  }
+  if (given.count("coordinator") > 0) args.coordinator = absl::GetFlag(FLAGS_coordinator);
+  if (given.count("token") > 0) args.token = absl::GetFlag(FLAGS_token);
+  if (given.count("token_file") > 0) args.token_file = absl::GetFlag(FLAGS_token_file);
+  if (given.count("tls_ca") > 0) args.tls_ca = absl::GetFlag(FLAGS_tls_ca);
   if (static_cast<int>(args.positional.size()) != grammar.positional) {
     if (grammar.positional == 0) {
       return absl::InvalidArgumentError(
@@ -163,9 +188,8 @@ absl::Status ApplyGrammar(const CommandGrammar& grammar, const std::vector<Pendi
 
 absl::StatusOr<CtlArgs> ParseArgs(const std::vector<std::string>& argv) {
   CtlArgs args;
-  // Flags are collected before the command is known (globals may come first).
-  std::vector<PendingFlag> pending;
-  RETURN_IF_ERROR(CollectArgs(argv, args, pending));
+  SplitArgs split;
+  RETURN_IF_ERROR(CollectArgs(argv, args, split));
   if (args.command == "help") {
     args.help = true;
     args.command.clear();
@@ -176,36 +200,25 @@ absl::StatusOr<CtlArgs> ParseArgs(const std::vector<std::string>& argv) {
   if (it == Grammar().end()) {
     return absl::InvalidArgumentError(absl::StrCat("unknown command '", args.command, "'"));
   }
-  RETURN_IF_ERROR(ApplyGrammar(it->second, pending, args));
+  RETURN_IF_ERROR(ApplyGrammar(it->second, split, args));
   return args;
 }
 
 std::string UsageText() {
-  return R"(usage: distillctl [GLOBAL OPTIONS] COMMAND [ARGS]
-
-commands:
-  submit SPEC [--watch] [--priority P] [--request-id ID] [--max-retries N]
-                      queue the job in SPEC (YAML or JSON; relative paths are
-                      relative to the file); prints the job id
-  get ID [--json]     one job: a summary, or the Job message as JSON
-  list [--state S] [--page-size N] [--json]
-                      jobs, newest first (S: queued, starting, running,
-                      succeeded, failed, cancelled)
-  watch ID            live progress until the job ends; exit 0 only if it
-                      succeeded
-  cancel ID [--force] graceful (ranks checkpoint and exit) unless --force
-  logs ID [-f] [--rank R] [--attempt A]
-                      the job's worker output (-f: follow until the job ends)
-
-global options:
-  --coordinator ADDR  host:port (env DISTILL_COORDINATOR; default 127.0.0.1:50051)
-  --token TOKEN       bearer token (env DISTILL_TOKEN)
-  --token-file FILE   read the bearer token from FILE
-  --tls-ca FILE       connect with TLS, trusting the CA certificates in FILE
-
-exit status: 0 success; 1 an error (printed as "distillctl: CODE: message") or
-a watched job that did not succeed; 2 a usage error.
-)";
+  return FlagsHelp(
+      "usage: distillctl [OPTIONS] COMMAND [ARGS] [OPTIONS]\n\n"
+      "commands:\n"
+      "  submit SPEC   queue the job in SPEC (YAML or JSON; relative paths are relative\n"
+      "                to the file); prints the job id\n"
+      "  get ID        one job: a summary, or the Job message as JSON\n"
+      "  list          jobs, newest first\n"
+      "  watch ID      live progress until the job ends; exit 0 only if it succeeded\n"
+      "  cancel ID     graceful (ranks checkpoint and exit) unless --force\n"
+      "  logs ID       the job's worker output\n\n"
+      "exit status: 0 success; 1 an error (printed as \"distillctl: CODE: message\") or\n"
+      "a watched job that did not succeed; 2 a usage error.\n\n"
+      "options (\"submit: ...\": only that command takes it; the others go anywhere):",
+      kFlagsFile);
 }
 
 absl::StatusOr<ConnectionOptions> ResolveConnection(

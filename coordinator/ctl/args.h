@@ -1,7 +1,11 @@
 // distillctl's command line: the global connection options and one command
-// with its positional arguments and flags. Parsing is separate from running
-// so the grammar is unit-tested; every error is InvalidArgument, which the
-// caller reports as a usage error (exit 2). Stateless, thread-safe.
+// with its positional arguments and flags. The options are absl flags
+// (ABSL_FLAG in args.cc, put on the command line by coordinator/flag_parse.h,
+// dashed names); the grammar says which command takes which. Parsing is
+// separate from running so the grammar is unit-tested; every error is
+// InvalidArgument, which the caller reports as a usage error (exit 2).
+// Not thread-safe: ParseArgs sets the absl flags (its result depends only on
+// argv), so call it from main() or a single-threaded test.
 #ifndef DISTILL_COORDINATOR_CTL_ARGS_H_
 #define DISTILL_COORDINATOR_CTL_ARGS_H_
 
@@ -27,7 +31,9 @@ struct CtlArgs {
 
   std::string command;  // submit, get, list, watch, cancel, logs
   std::vector<std::string> positional;
-  std::map<std::string, std::string> flags;  // by long name; "true" for switches
+  // The command's flags given on the command line, by dashed name, their
+  // values as absl prints them ("true" for switches).
+  std::map<std::string, std::string> flags;
 
   bool Has(const std::string& flag) const { return flags.count(flag) > 0; }
   std::string Get(const std::string& flag, const std::string& fallback = "") const;
@@ -35,11 +41,15 @@ struct CtlArgs {
   absl::StatusOr<int> Int(const std::string& flag, int fallback) const;
 };
 
-// Parses argv without the program name. Global options may appear before or
-// after the command; `--flag=value` and `--flag value` are both accepted.
+// Parses argv without the program name. Options may appear before or after
+// the command; `--flag=value` and `--flag value` are both accepted, a switch
+// takes no value. Errors name the option: "CMD: unknown option '--x'" (also
+// for an option the command does not take), "--x needs a value",
+// "--x takes no value", "--x: ..." (a bad value).
 absl::StatusOr<CtlArgs> ParseArgs(const std::vector<std::string>& argv);
 
-// The multi-line usage text.
+// The usage line, the commands, and every option with its help and default
+// (generated from the absl flags).
 std::string UsageText();
 
 // Where and how to connect, after applying flags over the environment.

@@ -7,6 +7,8 @@
 #include <map>
 #include <string>
 
+#include "absl/strings/str_cat.h"
+
 namespace distill::coordinator::ctl {
 namespace {
 
@@ -68,12 +70,69 @@ TEST(ParseArgsTest, UsageErrorsAreInvalidArgumentNamingTheProblem) {
   }
 }
 
-TEST(CtlArgsTest, IntRejectsNonNumbers) {
-  auto a = ParseArgs({"list", "--page-size", "ten"});
+TEST(ParseArgsTest, OptionsBeforeTheCommandAndUnderscoredNames) {
+  auto a = ParseArgs({"--priority", "4", "--max_retries=0", "submit", "s.yaml", "--request_id", "r"});
   ASSERT_TRUE(a.ok()) << a.status();
-  auto n = a->Int("page-size", 0);
+  EXPECT_EQ(a->flags, (std::map<std::string, std::string>{
+                          {"priority", "4"}, {"max-retries", "0"}, {"request-id", "r"}}));
+  EXPECT_EQ(a->positional, std::vector<std::string>{"s.yaml"});
+}
+
+TEST(ParseArgsTest, OnlyTheOptionsOfThisCommandLineCount) {
+  ASSERT_TRUE(ParseArgs({"--token", "t", "logs", "j", "--rank", "2", "--follow"}).ok());
+  auto a = ParseArgs({"logs", "j"});
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_TRUE(a->flags.empty());
+  EXPECT_EQ(a->token, "");
+}
+
+TEST(ParseArgsTest, OptionErrorsNameTheOption) {
+  const std::map<std::string, std::vector<std::string>> cases = {
+      {"get: unknown option '--force'", {"get", "j", "--force"}},  // another command's
+      {"get: unknown option '--follow'", {"get", "j", "-f"}},
+      {"list: unknown option '--rank'", {"list", "--rank", "1"}},
+      {"cancel: unknown option '--hard'", {"--hard", "cancel", "j"}},
+      {"--json takes no value", {"get", "j", "--json=true"}},
+      {"--page-size: ", {"list", "--page-size", "ten"}},
+      {"--rank: ", {"logs", "j", "--rank=x"}},
+      {"--priority: ", {"submit", "s.yaml", "--priority", "high"}},
+      {"--max-retries: ", {"submit", "s.yaml", "--max-retries", "1.5"}},
+      {"--attempt: ", {"logs", "j", "--attempt", ""}},
+      {"--token needs a value", {"list", "--token"}},
+  };
+  for (const auto& [want, argv] : cases) {
+    auto a = ParseArgs(argv);
+    ASSERT_FALSE(a.ok()) << want;
+    EXPECT_EQ(a.status().code(), absl::StatusCode::kInvalidArgument) << want;
+    EXPECT_EQ(a.status().message().rfind(want, 0), 0u) << a.status().message();
+  }
+}
+
+TEST(UsageTextTest, NamesTheCommandsAndEveryOptionWithItsHelp) {
+  const std::string usage = UsageText();
+  EXPECT_EQ(usage.rfind("usage: distillctl", 0), 0u);
+  for (const char* command : {"submit SPEC", "get ID", "list", "watch ID", "cancel ID", "logs ID"})
+    EXPECT_NE(usage.find(command), std::string::npos) << command;
+  for (const char* option :
+       {"coordinator", "token", "token-file", "tls-ca", "watch", "priority", "request-id",
+        "max-retries", "json", "state", "page-size", "force", "follow", "rank", "attempt"}) {
+    const size_t at = usage.find(absl::StrCat("\n  --", option, "\n      "));
+    ASSERT_NE(at, std::string::npos) << option << "\n" << usage;
+    const size_t end = usage.find('\n', usage.find("\n      ", at + 1) + 1);
+    EXPECT_NE(usage.find(" (default: ", at), std::string::npos);
+    EXPECT_GT(end - at, 30u) << option << ": no help text";
+  }
+  EXPECT_NE(usage.find("--coordinator\n      host:port"), std::string::npos);
+  EXPECT_NE(usage.find("--page-size\n      list: "), std::string::npos);
+}
+
+TEST(CtlArgsTest, IntRejectsNonNumbers) {
+  CtlArgs a;  // as built by hand (ParseArgs already refuses a bad value)
+  a.flags["page-size"] = "ten";
+  auto n = a.Int("page-size", 0);
   EXPECT_EQ(n.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(n.status().message().find("--page-size"), std::string::npos);
+  EXPECT_EQ(*a.Int("rank", -1), -1);
 }
 
 std::function<std::string(const char*)> Env(std::map<std::string, std::string> vars) {
