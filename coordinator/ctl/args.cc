@@ -108,6 +108,7 @@ namespace {
 struct SplitArgs {
   std::vector<std::string> flag_args;  // for ParseFlags: each option with its value
   std::string unknown;                 // the first option that is none of ours
+  std::string switch_with_value;       // the first switch given `=value`
 };
 
 // First pass: the command and its positionals (into `args`), -h/--help,
@@ -130,7 +131,8 @@ absl::Status CollectArgs(const std::vector<std::string>& argv, CtlArgs& args, Sp
       }
       const bool is_switch = flag->IsOfType<bool>();
       if (is_switch && eq != std::string::npos) {
-        return absl::InvalidArgumentError(absl::StrCat("--", name, " takes no value"));
+        if (split.switch_with_value.empty()) split.switch_with_value = name;
+        continue;
       }
       split.flag_args.push_back(a);
       if (!is_switch && eq == std::string::npos && i + 1 < argv.size()) {
@@ -150,6 +152,11 @@ absl::Status CollectArgs(const std::vector<std::string>& argv, CtlArgs& args, Sp
 // Second pass: the options onto the absl flags, then the flags given and the
 // positionals against the command's grammar; the values into `args`.
 absl::Status ApplyGrammar(const CommandGrammar& grammar, const SplitArgs& split, CtlArgs& args) {
+  // Reported only now, as before: `help` and the command come first.
+  if (!split.switch_with_value.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", split.switch_with_value, " takes no value"));
+  }
   if (!split.unknown.empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat(args.command, ": unknown option '--", split.unknown, "'"));

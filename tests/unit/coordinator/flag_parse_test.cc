@@ -43,8 +43,8 @@ TEST_F(FlagParseTest, DashedAndUnderscoredNamesBothValueFormsAndPositionals) {
 
 TEST_F(FlagParseTest, GivenHoldsTheFlagsSetByTheirDefinedNames) {
   std::set<std::string> given;
-  ASSERT_TRUE(ParseFlags({"--fp-count=1", "x", "--fp_verbose", "--fp-count", "2"}, kHere, &given)
-                  .ok());
+  ASSERT_TRUE(
+      ParseFlags({"--fp-count=1", "x", "--fp_verbose", "--fp-count", "2"}, kHere, &given).ok());
   EXPECT_EQ(given, (std::set<std::string>{"fp_count", "fp_verbose"}));
   EXPECT_EQ(absl::GetFlag(FLAGS_fp_count), 2);  // the last value wins
 }

@@ -42,7 +42,10 @@ TEST(ParseArgsTest, LogsDashFIsFollow) {
 }
 
 TEST(ParseArgsTest, HelpNeedsNoCommand) {
-  for (auto argv : {std::vector<std::string>{"--help"}, {"help"}, {"-h", "submit"}}) {
+  for (auto argv : {std::vector<std::string>{"--help"},
+                    {"help"},
+                    {"-h", "submit"},
+                    {"help", "--force=yes", "--frob"}}) {
     auto a = ParseArgs(argv);
     ASSERT_TRUE(a.ok()) << a.status();
     EXPECT_TRUE(a->help);
@@ -71,7 +74,8 @@ TEST(ParseArgsTest, UsageErrorsAreInvalidArgumentNamingTheProblem) {
 }
 
 TEST(ParseArgsTest, OptionsBeforeTheCommandAndUnderscoredNames) {
-  auto a = ParseArgs({"--priority", "4", "--max_retries=0", "submit", "s.yaml", "--request_id", "r"});
+  auto a =
+      ParseArgs({"--priority", "4", "--max_retries=0", "submit", "s.yaml", "--request_id", "r"});
   ASSERT_TRUE(a.ok()) << a.status();
   EXPECT_EQ(a->flags, (std::map<std::string, std::string>{
                           {"priority", "4"}, {"max-retries", "0"}, {"request-id", "r"}}));
