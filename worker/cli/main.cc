@@ -29,7 +29,7 @@
 #include "worker/data/text_source.h"
 #include "worker/data/token_shard.h"
 #include "worker/distill/distill_trainer.h"
-#include "worker/distill/teacher.h"
+#include "worker/distill/colocated_teacher.h"
 #include "worker/model/hf_io.h"
 #include "worker/model/lora.h"
 #include "worker/runtime/runtime.h"

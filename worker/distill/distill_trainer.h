@@ -21,9 +21,9 @@
 #include "distill/v1/job.pb.h"
 #include "worker/distill/feature_loss.h"
 #include "worker/distill/kd_loss.h"
-#include "worker/distill/teacher.h"
+#include "worker/distill/colocated_teacher.h"
 #include "worker/runtime/rank_layout.h"
-#include "worker/runtime/teacher_pipeline.h"
+#include "worker/distill/teacher_pipeline.h"
 #include "worker/train/trainer.h"
 
 namespace distill::worker {

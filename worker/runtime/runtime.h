@@ -20,7 +20,7 @@
 #include "distill/v1/job.pb.h"
 #include "worker/comm/communicator.h"
 #include "worker/runtime/rank_layout.h"
-#include "worker/runtime/teacher_pipeline.h"
+#include "worker/distill/teacher_pipeline.h"
 #include "worker/train/trainer.h"
 
 namespace distill::worker {

@@ -1,4 +1,4 @@
-#include "worker/runtime/teacher_stream.h"
+#include "worker/distill/teacher_stream.h"
 
 #include <algorithm>
 #include <cstring>

@@ -20,8 +20,8 @@
 // order of every rank's sends and receives and why it cannot deadlock.
 // Every wait after a stage's first request is bounded by runtime.timeout_s
 // (communicator.h; Waits in teacher_pipeline.cc).
-#ifndef DISTILL_WORKER_RUNTIME_TEACHER_PIPELINE_H_
-#define DISTILL_WORKER_RUNTIME_TEACHER_PIPELINE_H_
+#ifndef DISTILL_WORKER_DISTILL_TEACHER_PIPELINE_H_
+#define DISTILL_WORKER_DISTILL_TEACHER_PIPELINE_H_
 
 #include <torch/torch.h>
 
@@ -34,7 +34,7 @@
 #include "absl/status/statusor.h"
 #include "distill/v1/job.pb.h"
 #include "worker/comm/communicator.h"
-#include "worker/distill/teacher.h"
+#include "worker/distill/colocated_teacher.h"
 #include "worker/model/config.h"
 #include "worker/runtime/rank_layout.h"
 
@@ -114,4 +114,4 @@ class RemoteTeacher {
 
 }  // namespace distill::worker
 
-#endif  // DISTILL_WORKER_RUNTIME_TEACHER_PIPELINE_H_
+#endif  // DISTILL_WORKER_DISTILL_TEACHER_PIPELINE_H_

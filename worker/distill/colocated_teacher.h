@@ -9,8 +9,8 @@
 // cut to the student's size V before anything reaches a loss. Any other
 // mismatch is an error before training starts. Thread-compatible: the
 // training thread owns it.
-#ifndef DISTILL_WORKER_DISTILL_TEACHER_H_
-#define DISTILL_WORKER_DISTILL_TEACHER_H_
+#ifndef DISTILL_WORKER_DISTILL_COLOCATED_TEACHER_H_
+#define DISTILL_WORKER_DISTILL_COLOCATED_TEACHER_H_
 
 #include <torch/torch.h>
 
@@ -108,4 +108,4 @@ class Teacher {
 
 }  // namespace distill::worker
 
-#endif  // DISTILL_WORKER_DISTILL_TEACHER_H_
+#endif  // DISTILL_WORKER_DISTILL_COLOCATED_TEACHER_H_

@@ -2,7 +2,7 @@
 // TeacherSplitTest / TeacherStageModelTest need one rank; the pipeline tests
 // skip unless launched with the rank count they are written for (3: one
 // student and two stages; 4: two students and two stages).
-#include "worker/runtime/teacher_pipeline.h"
+#include "worker/distill/teacher_pipeline.h"
 
 #include <gtest/gtest.h>
 
@@ -17,7 +17,7 @@
 #include "worker/distill/feature_loss.h"
 #include "worker/distill/kd_loss.h"
 #include "worker/model/hf_io.h"
-#include "worker/runtime/teacher_stream.h"
+#include "worker/distill/teacher_stream.h"
 
 namespace distill::worker {
 namespace {

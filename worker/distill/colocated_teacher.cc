@@ -1,4 +1,4 @@
-#include "worker/distill/teacher.h"
+#include "worker/distill/colocated_teacher.h"
 
 #include <torch/cuda.h>
 

@@ -2,8 +2,8 @@
 // the teacher -> student stream and the plan both ends derive from the spec,
 // so that every rank agrees on who sends what to whom. Note [Stream order] in
 // teacher_pipeline.cc. Plain functions and value types; thread-compatible.
-#ifndef DISTILL_WORKER_RUNTIME_TEACHER_STREAM_H_
-#define DISTILL_WORKER_RUNTIME_TEACHER_STREAM_H_
+#ifndef DISTILL_WORKER_DISTILL_TEACHER_STREAM_H_
+#define DISTILL_WORKER_DISTILL_TEACHER_STREAM_H_
 
 #include <torch/torch.h>
 
@@ -15,9 +15,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "worker/comm/communicator.h"
-#include "worker/distill/teacher.h"
+#include "worker/distill/colocated_teacher.h"
 #include "worker/model/config.h"
-#include "worker/runtime/teacher_pipeline.h"
+#include "worker/distill/teacher_pipeline.h"
 
 namespace distill::worker::teacher_stream {
 
@@ -100,4 +100,4 @@ class PendingSends {
 
 }  // namespace distill::worker::teacher_stream
 
-#endif  // DISTILL_WORKER_RUNTIME_TEACHER_STREAM_H_
+#endif  // DISTILL_WORKER_DISTILL_TEACHER_STREAM_H_

@@ -1,4 +1,4 @@
-#include "worker/runtime/teacher_pipeline.h"
+#include "worker/distill/teacher_pipeline.h"
 
 #include <algorithm>
 #include <chrono>
@@ -11,7 +11,7 @@
 #include "common/status_macros.h"
 #include "worker/distill/distill_trainer.h"
 #include "worker/model/hf_io.h"
-#include "worker/runtime/teacher_stream.h"
+#include "worker/distill/teacher_stream.h"
 
 // Note [Stream order]: the teacher -> student stream (tags and message layout
 // in teacher_stream.h). S students (world ranks 0..S-1), T stages (ranks

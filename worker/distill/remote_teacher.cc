@@ -9,8 +9,8 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "worker/model/hf_io.h"
-#include "worker/runtime/teacher_pipeline.h"
-#include "worker/runtime/teacher_stream.h"
+#include "worker/distill/teacher_pipeline.h"
+#include "worker/distill/teacher_stream.h"
 
 namespace distill::worker {
 namespace fs = std::filesystem;
