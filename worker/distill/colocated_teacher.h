@@ -1,7 +1,7 @@
-// The colocated teacher (teacher.ranks 0): a Hugging Face model held in the
-// student's process for inference only (frozen, eval mode, no autograd), and
-// its forward for a batch in the job's logit transport plus the hidden states
-// of the mapped layers.
+// The colocated teacher (teacher.ranks 0), one implementation of Teacher
+// (teacher.h): a Hugging Face model held in the student's process for
+// inference only (frozen, eval mode, no autograd), and its forward for a batch
+// in the job's logit transport plus the hidden states of the mapped layers.
 //
 // Note [Shared vocabulary]: teacher and student must share the tokenizer. The
 // teacher may have more vocabulary rows than the student only as padding (as
@@ -24,28 +24,17 @@
 #include "absl/status/statusor.h"
 #include "distill/v1/job.pb.h"
 #include "worker/distill/kd_loss.h"
+#include "worker/distill/teacher.h"
 #include "worker/model/config.h"
 #include "worker/model/llama.h"
 
 namespace distill::worker {
 
-struct TeacherRunConfig {
-  distill::v1::LogitTransport transport = distill::v1::DENSE;
-  int64_t top_k = 64;                   // TOPK: k
-  double temperature = 2.0;             // TOPK: the log-sum-exp is of z / T
-  int64_t chunk_tokens = 1024;          // TOPK: logit rows built at a time (bounds memory)
-  std::vector<int64_t> capture_layers;  // decoder layers (0-based) whose outputs features need
-};
+// The pieces of ColocatedTeacher, shared with the dedicated teacher ranks
+// (teacher_pipeline.h, remote_teacher.h) so both check and compute alike.
 
-struct TeacherBatch {
-  TeacherOutput output;                       // N = B * L rows, vocabulary V
-  std::map<int64_t, torch::Tensor> features;  // layer -> [N, d_t] float32
-  double seconds = 0.0;                       // wall time of the forward (synchronised on CUDA)
-  int64_t bytes = 0;  // size of output + features: what a dedicated teacher would send
-};
-
-// The pieces of Teacher, shared with the dedicated teacher ranks
-// (runtime/teacher_pipeline.h) so both check and compute alike.
+// Transport UNSPECIFIED -> DENSE; capture layers sorted and unique.
+TeacherRunConfig NormalizeRunConfig(TeacherRunConfig run);
 
 // Note [Shared vocabulary] for the teacher config `teacher` read from `dir`
 // against the student's, before any weight is read. InvalidArgument starting
@@ -70,17 +59,17 @@ absl::Status CheckTeacherRunConfig(const TeacherRunConfig& config, int64_t teach
 absl::StatusOr<TeacherOutput> BuildTeacherOutput(LlamaForCausalLM& model, const torch::Tensor& h,
                                                  int64_t vocab, const TeacherRunConfig& config);
 
-class Teacher {
+class ColocatedTeacher : public Teacher {
  public:
   // Loads the model in `dir` onto `device` and checks it against the student
   // (Note [Shared vocabulary]): `student` is the student's config;
   // `student_dir` its model directory (or the directory of its init config),
   // whose tokenizer.json, if both have one, must be byte-identical to the
   // teacher's. Errors are InvalidArgument starting with "teacher.model: ".
-  static absl::StatusOr<std::unique_ptr<Teacher>> Load(const std::string& dir,
-                                                       const ModelConfig& student,
-                                                       const std::string& student_dir,
-                                                       torch::Device device);
+  // `run` is what Next computes.
+  static absl::StatusOr<std::unique_ptr<ColocatedTeacher>> Load(
+      const std::string& dir, const ModelConfig& student, const std::string& student_dir,
+      torch::Device device, TeacherRunConfig run = TeacherRunConfig());
 
   // If the teacher directory has a tokenizer.json and the file
   // `tokenizer_json` exists, they must be byte-identical (the data's tokenizer
@@ -91,18 +80,31 @@ class Teacher {
   // autograd. InvalidArgument for a capture layer out of range or top_k > V.
   absl::StatusOr<TeacherBatch> Run(const torch::Tensor& inputs, const TeacherRunConfig& config);
 
+  // Teacher: Next runs the forward at once (Run with the load's `run`); no
+  // lookahead, nothing to stop.
+  const ModelConfig& config() const override { return model_->config(); }
+  int64_t vocab() const override { return vocab_; }  // the shared size V (the student's)
+  absl::StatusOr<TeacherBatch> Next(const torch::Tensor& inputs) override;
+  absl::StatusOr<TeacherEvalResult> Evaluate(LlamaForCausalLM& student, const TokenDataset& data,
+                                             int64_t seq_len, int64_t batch, int64_t max_windows,
+                                             int64_t chunk_tokens, const torch::Device& device,
+                                             EvalShard shard) override;
+  int Lookahead() const override { return 0; }
+  absl::Status Enqueue(const torch::Tensor&) override { return absl::OkStatus(); }
+  absl::Status Stop() override { return absl::OkStatus(); }
+  std::string Placement() const override { return ""; }
+
   LlamaForCausalLM& model() { return model_; }
-  const ModelConfig& config() const { return model_->config(); }
   const std::string& dir() const { return dir_; }
-  int64_t vocab() const { return vocab_; }  // the shared size V (the student's)
   bool padded() const { return vocab_ < model_->config().vocab_size; }
 
  private:
-  Teacher(std::string dir, LlamaForCausalLM model, int64_t vocab);
+  ColocatedTeacher(std::string dir, LlamaForCausalLM model, int64_t vocab, TeacherRunConfig run);
 
   std::string dir_;
   LlamaForCausalLM model_;
   int64_t vocab_;
+  TeacherRunConfig run_;
   torch::Tensor lm_head_;  // [V, d_t]: the first V rows of the teacher's lm_head
 };
 

@@ -15,9 +15,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "worker/comm/communicator.h"
-#include "worker/distill/colocated_teacher.h"
-#include "worker/model/config.h"
+#include "worker/distill/teacher.h"
 #include "worker/distill/teacher_pipeline.h"
+#include "worker/model/config.h"
 
 namespace distill::worker::teacher_stream {
 
@@ -59,8 +59,6 @@ torch::Tensor MakeHeader(Kind kind, int64_t student, int64_t request, int64_t b,
 // "train request 3 of student 1 [2 x 16]".
 std::string DescribeHeader(const torch::Tensor& header);
 int64_t CaptureHash(const std::vector<int64_t>& layers);
-// Transport UNSPECIFIED -> DENSE; capture layers sorted and unique.
-TeacherRunConfig Normalize(TeacherRunConfig run);
 
 // Parameter counts the split balances (SplitTeacherLayers): each decoder
 // layer; the embeddings (stage 0); final norm + lm_head (the last stage; V*D
