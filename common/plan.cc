@@ -38,7 +38,8 @@ void FillLoss(const DistillSpec& d, LossConfig* loss) {
   loss->chunk_tokens = d.chunk_tokens();
 }
 
-StudentSource SourceOf(const std::string& prefix, const std::string& model, const std::string& init) {
+StudentSource SourceOf(const std::string& prefix, const std::string& model,
+                       const std::string& init) {
   StudentSource s;
   s.model_dir = model;
   s.init_config = init;
@@ -76,10 +77,10 @@ absl::StatusOr<RankLayout> RankLayout::FromSpec(const JobSpec& spec, int world_s
           ? absl::StrCat("student.ranks ", l.students, " + teacher.ranks ", l.teachers)
           : absl::StrCat("ranks ", l.students);
   if (world_size != l.world()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "the spec needs ", l.world(), l.world() == 1 ? " rank" : " ranks", " (", how, ") but ",
-        world_size, world_size == 1 ? " was" : " were", " launched: run mpirun -np ", l.world(),
-        " distill-worker train --spec SPEC"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("the spec needs ", l.world(), l.world() == 1 ? " rank" : " ranks", " (", how,
+                     ") but ", world_size, world_size == 1 ? " was" : " were",
+                     " launched: run mpirun -np ", l.world(), " distill-worker train --spec SPEC"));
   }
   return l;
 }

@@ -31,13 +31,10 @@ class RemoteTeacher : public Teacher {
   // the vocabulary and tokenizer as ColocatedTeacher::Load does (errors start
   // with "teacher.model: "). `run` is the transport and the capture layers
   // (teacher layers whose outputs the feature pairs need).
-  static absl::StatusOr<std::unique_ptr<RemoteTeacher>> Create(const distill::v1::JobSpec& spec,
-                                                               Communicator& world,
-                                                               const common::RankLayout& layout,
-                                                               const ModelConfig& student,
-                                                               const std::string& student_dir,
-                                                               const TeacherRunConfig& run,
-                                                               torch::Device device);
+  static absl::StatusOr<std::unique_ptr<RemoteTeacher>> Create(
+      const distill::v1::JobSpec& spec, Communicator& world, const common::RankLayout& layout,
+      const ModelConfig& student, const std::string& student_dir, const TeacherRunConfig& run,
+      torch::Device device);
   ~RemoteTeacher() override;
 
   // Queues a future training micro-batch's ids [b, L] (int64): sent at once

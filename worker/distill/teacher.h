@@ -56,12 +56,9 @@ class Teacher {
   // `student` evaluated against the teacher (train/eval.h:
   // EvaluateWithTeacher): student loss, KL(teacher || student) at T = 1,
   // top-1 agreement, the teacher's own loss.
-  virtual absl::StatusOr<TeacherEvalResult> Evaluate(LlamaForCausalLM& student,
-                                                     const TokenDataset& data, int64_t seq_len,
-                                                     int64_t batch, int64_t max_windows,
-                                                     int64_t chunk_tokens,
-                                                     const torch::Device& device,
-                                                     EvalShard shard) = 0;
+  virtual absl::StatusOr<TeacherEvalResult> Evaluate(
+      LlamaForCausalLM& student, const TokenDataset& data, int64_t seq_len, int64_t batch,
+      int64_t max_windows, int64_t chunk_tokens, const torch::Device& device, EvalShard shard) = 0;
 
   // How many training micro-batches ahead the student announces (Enqueue)
   // before asking for one (Next); 0 when the teacher computes on demand.

@@ -34,9 +34,10 @@ TEST(PlanTest, DistillRanksAndRoles) {
   EXPECT_EQ(plan.ranks.StageRank(1), 4);
   EXPECT_EQ(plan.ranks.Role(2), "student 2");
   EXPECT_EQ(plan.ranks.Role(3), "teacher stage 0");
-  EXPECT_EQ(plan.ranks.RankNames(),
-            (std::vector<std::string>{"rank 0 (student 0)", "rank 1 (student 1)", "rank 2 (student 2)",
-                                      "rank 3 (teacher stage 0)", "rank 4 (teacher stage 1)"}));
+  EXPECT_EQ(
+      plan.ranks.RankNames(),
+      (std::vector<std::string>{"rank 0 (student 0)", "rank 1 (student 1)", "rank 2 (student 2)",
+                                "rank 3 (teacher stage 0)", "rank 4 (teacher stage 1)"}));
 }
 
 TEST(PlanTest, RanksFollowTheSpecDefaults) {
@@ -49,7 +50,8 @@ output: /o
 )");
   EXPECT_EQ(PlanRanks(distill).students, 1);
   EXPECT_EQ(PlanRanks(distill).teachers, 0);
-  JobSpec finetune = Load("type: finetune\nmodel: /s\ndata: {train: /d.bin}\noutput: /o\nranks: 4\n");
+  JobSpec finetune =
+      Load("type: finetune\nmodel: /s\ndata: {train: /d.bin}\noutput: /o\nranks: 4\n");
   EXPECT_EQ(PlanRanks(finetune).world(), 4);
   EXPECT_EQ(PlanRanks(finetune).teachers, 0);
 }
@@ -74,7 +76,8 @@ TEST(PlanTest, LayoutNamesTheLaunchItNeeds) {
 TEST(PlanTest, PathFieldsListEveryNonEmptyPath) {
   const JobPlan plan = MakePlan(Load(kDistill));
   std::vector<std::string> got;
-  for (const PathField& f : plan.paths) got.push_back(f.field + "=" + f.path + (f.output ? " (out)" : ""));
+  for (const PathField& f : plan.paths)
+    got.push_back(f.field + "=" + f.path + (f.output ? " (out)" : ""));
   EXPECT_EQ(got, (std::vector<std::string>{
                      "teacher.model=/m/teacher", "student.init=/m/student/config.json",
                      "data.train[0]=/d/a.bin", "data.train[1]=/d/b.bin", "data.eval[0]=/d/v.bin",
@@ -102,7 +105,8 @@ TEST(PlanTest, StudentSource) {
   EXPECT_EQ(init.student.config_path, "/m/student/config.json");
   EXPECT_EQ(init.student.dir, "/m/student");
   EXPECT_TRUE(init.student.model_dir.empty());
-  const JobPlan model = MakePlan(Load("type: finetune\nmodel: /s\ndata: {train: /d.bin}\noutput: /o\n"));
+  const JobPlan model =
+      MakePlan(Load("type: finetune\nmodel: /s\ndata: {train: /d.bin}\noutput: /o\n"));
   EXPECT_EQ(model.student.field, "model");
   EXPECT_EQ(model.student.config_path, "/s/config.json");
   EXPECT_EQ(model.student.dir, "/s");
