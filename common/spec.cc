@@ -325,22 +325,44 @@ absl::Status ValidateJobSpec(const JobSpec& spec) {
   return ValidateRanks(spec);
 }
 
-void ResolveSpecPaths(const std::string& base_dir, JobSpec* spec) {
-  auto fix = [&](std::string* p) {
-    if (!p->empty() && fs::path(*p).is_relative()) *p = (fs::path(base_dir) / *p).lexically_normal().string();
-  };
-  fix(spec->mutable_model());
-  fix(spec->mutable_init());
-  fix(spec->mutable_output());
-  // Only present blocks: touching an absent one would create it.
-  if (spec->has_teacher()) fix(spec->mutable_teacher()->mutable_model());
+namespace {
+
+// Calls fn(field, &path, output) for every path field of *spec (SpecPathFields),
+// touching only present blocks: creating an absent one would change the spec.
+template <typename Fn>
+void VisitPathFields(JobSpec* spec, Fn fn) {
+  fn("model", spec->mutable_model(), false);
+  fn("init", spec->mutable_init(), false);
+  if (spec->has_teacher()) fn("teacher.model", spec->mutable_teacher()->mutable_model(), false);
   if (spec->has_student()) {
-    fix(spec->mutable_student()->mutable_model());
-    fix(spec->mutable_student()->mutable_init());
+    fn("student.model", spec->mutable_student()->mutable_model(), false);
+    fn("student.init", spec->mutable_student()->mutable_init(), false);
   }
-  if (spec->data().has_tokenizer() && spec->data().tokenizer() != "bytes") fix(spec->mutable_data()->mutable_tokenizer());
-  for (auto& p : *spec->mutable_data()->mutable_train()) fix(&p);
-  for (auto& p : *spec->mutable_data()->mutable_eval()) fix(&p);
+  auto* data = spec->mutable_data();
+  for (int i = 0; i < data->train_size(); ++i)
+    fn(absl::StrCat("data.train[", i, "]"), data->mutable_train(i), false);
+  for (int i = 0; i < data->eval_size(); ++i)
+    fn(absl::StrCat("data.eval[", i, "]"), data->mutable_eval(i), false);
+  if (data->has_tokenizer() && data->tokenizer() != "bytes")
+    fn("data.tokenizer", data->mutable_tokenizer(), false);
+  fn("output", spec->mutable_output(), true);
+}
+
+}  // namespace
+
+std::vector<PathField> SpecPathFields(const JobSpec& spec) {
+  std::vector<PathField> out;
+  JobSpec copy = spec;
+  VisitPathFields(&copy, [&](const std::string& field, std::string* path, bool output) {
+    if (!path->empty()) out.push_back({field, *path, output});
+  });
+  return out;
+}
+
+void ResolveSpecPaths(const std::string& base_dir, JobSpec* spec) {
+  VisitPathFields(spec, [&](const std::string&, std::string* p, bool) {
+    if (!p->empty() && fs::path(*p).is_relative()) *p = (fs::path(base_dir) / *p).lexically_normal().string();
+  });
 }
 
 absl::StatusOr<JobSpec> LoadJobSpec(const std::string& path) {

@@ -39,6 +39,20 @@ distill::v1::JobSpec WithDefaults(const distill::v1::JobSpec& spec);
 // worker's, before training starts; they name the field too.
 absl::Status ValidateJobSpec(const distill::v1::JobSpec& spec);
 
+// A field of the spec that holds a path (a model directory, a config.json,
+// a data file, the tokenizer.json, the output directory).
+struct PathField {
+  std::string field;    // "data.train[1]"
+  std::string path;
+  bool output = false;  // written (output), not read
+};
+
+// The non-empty path fields of `spec`, in the order model, init,
+// teacher.model, student.model, student.init, data.train[i], data.eval[i],
+// data.tokenizer (unless "bytes"), output. The one list of which fields are
+// paths (ResolveSpecPaths resolves the same fields).
+std::vector<PathField> SpecPathFields(const distill::v1::JobSpec& spec);
+
 // Makes every relative path field of `spec` absolute against `base_dir`.
 void ResolveSpecPaths(const std::string& base_dir, distill::v1::JobSpec* spec);
 

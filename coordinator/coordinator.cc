@@ -13,6 +13,8 @@
 #include "absl/strings/strip.h"
 #include "absl/synchronization/notification.h"
 #include "common/fs_util.h"
+#include "common/plan.h"
+#include "common/spec.h"
 #include "common/status_macros.h"
 #include "coordinator/job_states.h"
 #include "google/protobuf/io/coded_stream.h"
@@ -76,12 +78,7 @@ bool IsTerminal(JobState s) {
 }
 
 int RanksOf(const distill::v1::JobSpec& spec) {
-  if (spec.type() == distill::v1::DISTILL) {
-    int t = spec.teacher().has_ranks() ? spec.teacher().ranks() : 0;
-    int s = spec.student().has_ranks() ? spec.student().ranks() : 1;
-    return t + s;
-  }
-  return spec.has_ranks() ? spec.ranks() : 1;
+  return common::PlanRanks(common::WithDefaults(spec)).world();
 }
 
 Coordinator::Coordinator(CoordinatorOptions options, JobStore* store, Scheduler* scheduler,

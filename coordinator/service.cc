@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "common/plan.h"
 #include "common/spec.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
@@ -76,21 +77,8 @@ struct PathField {
 
 std::vector<PathField> PathFields(const JobSpec& spec) {
   std::vector<PathField> out;
-  auto add = [&](const std::string& field, const std::string& path, bool output = false) {
-    if (!path.empty()) out.push_back({field, path, output});
-  };
-  add("model", spec.model());
-  add("init", spec.init());
-  add("teacher.model", spec.teacher().model());
-  add("student.model", spec.student().model());
-  add("student.init", spec.student().init());
-  for (int i = 0; i < spec.data().train_size(); ++i)
-    add(absl::StrCat("data.train[", i, "]"), spec.data().train(i));
-  for (int i = 0; i < spec.data().eval_size(); ++i)
-    add(absl::StrCat("data.eval[", i, "]"), spec.data().eval(i));
-  if (spec.data().has_tokenizer() && spec.data().tokenizer() != "bytes")
-    add("data.tokenizer", spec.data().tokenizer());
-  add("output", spec.output(), /*output=*/true);
+  for (const common::PathField& f : common::MakePlan(common::WithDefaults(spec)).paths)
+    out.push_back({f.field, f.path, f.output});
   return out;
 }
 

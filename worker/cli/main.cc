@@ -29,7 +29,7 @@
 #include "worker/data/text_source.h"
 #include "worker/data/token_shard.h"
 #include "worker/distill/distill_trainer.h"
-#include "worker/distill/teacher.h"
+#include "worker/distill/colocated_teacher.h"
 #include "worker/model/hf_io.h"
 #include "worker/model/lora.h"
 #include "worker/runtime/runtime.h"
@@ -183,7 +183,8 @@ absl::Status Eval(const Args& args) {
               << std::endl;
     return absl::OkStatus();
   }
-  ASSIGN_OR_RETURN(std::unique_ptr<Teacher> teacher, Teacher::Load(teacher_dir, model->config(), model_dir, torch::kCPU));
+  ASSIGN_OR_RETURN(std::unique_ptr<ColocatedTeacher> teacher,
+                   ColocatedTeacher::Load(teacher_dir, model->config(), model_dir, torch::kCPU));
   const std::string tokenizer = args.Get("tokenizer", "bytes");
   if (tokenizer != "bytes") RETURN_IF_ERROR(teacher->CheckTokenizer(tokenizer, "--tokenizer"));
   ASSIGN_OR_RETURN(TeacherEvalResult r, EvaluateWithTeacher(model, teacher->model(), teacher->vocab(), data, seq_len,

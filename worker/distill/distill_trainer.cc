@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
+#include "worker/distill/colocated_teacher.h"
 #include "worker/model/config.h"
 #include "worker/train/autocast.h"
 #include "worker/train/eval.h"
@@ -53,7 +54,7 @@ absl::StatusOr<std::vector<FeaturePairPlan>> PlanFeaturePairs(const DistillSpec&
                                                               int64_t teacher_layers) {
   std::vector<FeaturePairPlan> pairs;
   if (d.layer_map() == "uniform") {
-    const double weight = d.has_feature_weight() ? d.feature_weight() : 1.0;
+    const double weight = d.feature_weight();
     for (int64_t i = 0; i < student_layers; ++i) {
       // Output of student layer i sits at depth (i + 1) / S; the teacher layer
       // j whose output depth (j + 1) / T is nearest, halves rounded up.
@@ -73,18 +74,22 @@ absl::StatusOr<std::vector<FeaturePairPlan>> PlanFeaturePairs(const DistillSpec&
         return LayerOutOfRange(path + ".teacher_layer", f.teacher_layer(), "teacher",
                                teacher_layers);
       }
-      const auto loss =
-          f.loss() == distill::v1::FEATURE_LOSS_UNSPECIFIED ? distill::v1::MSE : f.loss();
-      pairs.push_back(
-          {f.student_layer(), f.teacher_layer(), loss, f.has_weight() ? f.weight() : 1.0, ""});
+      pairs.push_back({f.student_layer(), f.teacher_layer(), f.loss(), f.weight(), ""});
     }
   }
   for (auto& p : pairs) p.name = absl::StrCat("s", p.student_layer, "_t", p.teacher_layer);
   return pairs;
 }
 
-DistillObjective::DistillObjective(const JobSpec& spec, Communicator* world, const RankLayout* layout)
-    : spec_(spec), world_(world), layout_(layout) {}
+TeacherRunConfig TeacherRunFor(const common::JobPlan& plan,
+                               const std::vector<FeaturePairPlan>& pairs) {
+  TeacherRunConfig run = plan.teacher_run;
+  for (const FeaturePairPlan& p : pairs) run.capture_layers.push_back(p.teacher_layer);
+  return NormalizeRunConfig(std::move(run));
+}
+
+DistillObjective::DistillObjective(const JobSpec& spec, TeacherFactory teacher_factory)
+    : spec_(spec), plan_(common::MakePlan(spec)), teacher_factory_(std::move(teacher_factory)) {}
 DistillObjective::~DistillObjective() = default;
 
 absl::Status DistillObjective::Prepare(LlamaForCausalLM& student, const torch::Device& device,
@@ -93,7 +98,7 @@ absl::Status DistillObjective::Prepare(LlamaForCausalLM& student, const torch::D
   const DistillSpec& d = spec_.distill();
   const ModelConfig& sc = student->config();
   student_vocab_ = sc.vocab_size;
-  const std::string& teacher_dir = spec_.teacher().model();
+  const std::string& teacher_dir = plan_.teacher_dir;
   // The teacher's config first, so spec errors come before loading its weights.
   auto tc = LoadModelConfig((fs::path(teacher_dir) / "config.json").string());
   if (!tc.ok())
@@ -103,33 +108,21 @@ absl::Status DistillObjective::Prepare(LlamaForCausalLM& student, const torch::D
     return absl::InvalidArgumentError(
         absl::StrCat("distill.top_k: ", d.top_k(), " exceeds the vocabulary size ", sc.vocab_size));
   }
-  const std::string student_dir = !spec_.student().model().empty()
-                                      ? spec_.student().model()
-                                      : fs::path(spec_.student().init()).parent_path().string();
-  std::set<int64_t> teacher_layer_set;
-  for (const auto& p : pairs_) teacher_layer_set.insert(p.teacher_layer);
-  run_config_.transport = d.logits();
-  run_config_.top_k = d.top_k();
-  run_config_.temperature = d.temperature();
-  run_config_.chunk_tokens = d.chunk_tokens();
-  run_config_.capture_layers.assign(teacher_layer_set.begin(), teacher_layer_set.end());
-  if (spec_.teacher().ranks() > 0) {
-    if (world_ == nullptr || layout_ == nullptr) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "teacher.ranks: ", spec_.teacher().ranks(), " dedicated teacher ranks need an mpirun launch (",
-          RankLayout::RanksOf(spec_), " ranks)"));
-    }
-    ASSIGN_OR_RETURN(remote_, RemoteTeacher::Create(spec_, *world_, *layout_, sc, student_dir, run_config_, device));
-    teacher_config_ = remote_->config();
-    if (spec_.data().tokenizer() != "bytes") {
-      RETURN_IF_ERROR(CheckSameTokenizer(teacher_dir, spec_.data().tokenizer(), "data.tokenizer"));
-    }
+  if (plan_.ranks.teachers > 0 && !teacher_factory_) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "teacher.ranks: ", plan_.ranks.teachers, " dedicated teacher ranks need an mpirun launch (",
+        plan_.ranks.world(), " ranks)"));
+  }
+  const TeacherSetup setup{sc, plan_.student.dir, TeacherRunFor(plan_, pairs_), device};
+  if (teacher_factory_) {
+    ASSIGN_OR_RETURN(teacher_, teacher_factory_(setup));
   } else {
-    ASSIGN_OR_RETURN(teacher_, Teacher::Load(teacher_dir, sc, student_dir, device));
-    teacher_config_ = teacher_->config();
-    if (spec_.data().tokenizer() != "bytes") {
-      RETURN_IF_ERROR(teacher_->CheckTokenizer(spec_.data().tokenizer(), "data.tokenizer"));
-    }
+    ASSIGN_OR_RETURN(teacher_, ColocatedTeacher::Load(teacher_dir, sc, setup.student_dir, device,
+                                                      setup.run));
+  }
+  teacher_config_ = teacher_->config();
+  if (spec_.data().tokenizer() != "bytes") {
+    RETURN_IF_ERROR(CheckSameTokenizer(teacher_dir, spec_.data().tokenizer(), "data.tokenizer"));
   }
 
   std::set<int64_t> student_layers;
@@ -148,13 +141,7 @@ absl::Status DistillObjective::Prepare(LlamaForCausalLM& student, const torch::D
   }
   student_layers_.assign(student_layers.begin(), student_layers.end());
 
-  kd_config_.loss =
-      d.loss() == distill::v1::DISTILL_LOSS_UNSPECIFIED ? distill::v1::FORWARD_KL : d.loss();
-  kd_config_.temperature = d.temperature();
-  kd_config_.alpha = d.alpha();
-  kd_config_.t2_scale = d.t2_scale();
-  kd_config_.beta = d.beta();
-  kd_config_.chunk_tokens = d.chunk_tokens();
+  kd_config_ = plan_.loss;
   return absl::OkStatus();
 }
 
@@ -174,14 +161,9 @@ absl::StatusOr<LossParts> DistillObjective::Loss(LlamaForCausalLM& student,
   TeacherBatch tb;
   torch::Tensor h;
   std::map<int64_t, torch::Tensor> captured;
-  if (remote_) {
-    ASSIGN_OR_RETURN(tb, remote_->Next(inputs));
-  }
   {
     AutocastGuard autocast(bf16_);
-    if (!remote_) {
-      ASSIGN_OR_RETURN(tb, teacher_->Run(inputs, run_config_));
-    }
+    ASSIGN_OR_RETURN(tb, teacher_->Next(inputs));
     h = student->Hidden(inputs, student_layers_, &captured);
   }
   const int64_t n = targets.numel();
@@ -215,15 +197,9 @@ absl::StatusOr<EvalRecord> DistillObjective::Evaluate(LlamaForCausalLM& student,
                                                       int64_t step, EvalShard shard) {
   AutocastGuard autocast(bf16_);
   const torch::Device device = student->LmHeadWeight().device();
-  TeacherEvalResult r;
-  if (remote_) {
-    auto logits = [this](const torch::Tensor& inputs) { return remote_->EvalLogits(inputs); };
-    ASSIGN_OR_RETURN(r, EvaluateWithTeacherLogits(student, logits, remote_->vocab(), data, seq_len, batch,
-                                                  max_windows, spec_.distill().chunk_tokens(), device, shard));
-  } else {
-    ASSIGN_OR_RETURN(r, EvaluateWithTeacher(student, teacher_->model(), teacher_->vocab(), data, seq_len,
-                                            batch, max_windows, spec_.distill().chunk_tokens(), device, shard));
-  }
+  ASSIGN_OR_RETURN(TeacherEvalResult r,
+                   teacher_->Evaluate(student, data, seq_len, batch, max_windows,
+                                      plan_.loss.chunk_tokens, device, shard));
   EvalRecord rec;
   rec.step = step;
   rec.loss = r.student.loss;
@@ -237,16 +213,16 @@ absl::StatusOr<EvalRecord> DistillObjective::Evaluate(LlamaForCausalLM& student,
   return rec;
 }
 
-int DistillObjective::Lookahead() const { return remote_ ? spec_.runtime().prefetch() : 0; }
+int DistillObjective::Lookahead() const { return teacher_ ? teacher_->Lookahead() : 0; }
 
 absl::Status DistillObjective::Enqueue(const torch::Tensor& inputs) {
-  if (!remote_) return absl::OkStatus();
-  return remote_->Enqueue(inputs);
+  if (!teacher_) return absl::OkStatus();
+  return teacher_->Enqueue(inputs);
 }
 
 absl::Status DistillObjective::Finish() {
-  if (!remote_) return absl::OkStatus();
-  return remote_->Stop();
+  if (!teacher_) return absl::OkStatus();
+  return teacher_->Stop();
 }
 
 std::string DistillObjective::Describe() const {
@@ -260,14 +236,14 @@ std::string DistillObjective::Describe() const {
       spec_.teacher().model(), tc.num_hidden_layers, tc.hidden_size, tc.vocab_size,
       tc.vocab_size > student_vocab_ ? absl::StrCat(" cut to ", student_vocab_) : "", LossName(d.loss()),
       d.temperature(), d.alpha(), logits, pairs_.size()) +
-         (remote_ ? absl::StrFormat(", on %d dedicated teacher ranks", spec_.teacher().ranks()) : "");
+         (teacher_ ? teacher_->Placement() : "");
 }
 
 absl::StatusOr<TrainResult> RunDistill(const JobSpec& spec, const TrainOptions& options,
-                                       Communicator* world, const RankLayout* layout) {
+                                       TeacherFactory teacher_factory) {
   if (spec.type() != distill::v1::DISTILL)
     return absl::InvalidArgumentError("type: RunDistill needs type distill");
-  DistillObjective objective(spec, world, layout);
+  DistillObjective objective(spec, std::move(teacher_factory));
   absl::StatusOr<TrainResult> r = RunTraining(spec, options, objective);
   // On an error the caller aborts every rank (Note [Comm timeout]): stopping
   // the teacher first would wait out its pending replies, and a hung stage

@@ -18,45 +18,51 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/plan.h"
 #include "distill/v1/job.pb.h"
 #include "worker/distill/feature_loss.h"
 #include "worker/distill/kd_loss.h"
 #include "worker/distill/teacher.h"
-#include "worker/runtime/rank_layout.h"
-#include "worker/runtime/teacher_pipeline.h"
 #include "worker/train/trainer.h"
 
 namespace distill::worker {
 
-// One feature pair with its defaults applied.
+// One feature pair of a defaults-filled spec.
 struct FeaturePairPlan {
   int64_t student_layer = 0;
   int64_t teacher_layer = 0;
-  distill::v1::FeatureLoss loss = distill::v1::MSE;
-  double weight = 1.0;
+  distill::v1::FeatureLoss loss = distill::v1::FEATURE_LOSS_UNSPECIFIED;
+  double weight = 0.0;
   std::string name;  // "s<student_layer>_t<teacher_layer>", the key in reports
 };
 
-// The feature pairs of `distill` for a student of `student_layers` and a
-// teacher of `teacher_layers` decoder layers: `features` as given, or with
-// layer_map uniform one pair per student layer i, mapped to the teacher layer
+// The feature pairs of `distill` (defaults-filled: common::WithDefaults) for
+// a student of `student_layers` and a teacher of `teacher_layers` decoder
+// layers: `features` as given, or with layer_map uniform one pair per
+// student layer i (MSE, distill.feature_weight), mapped to the teacher layer
 // at the same relative depth, round((i + 1) * T / S) - 1 (halves up). Layers
 // out of range are InvalidArgument naming the field
 // ("distill.features[1].student_layer: 7 out of range, the student has 4 layers").
 absl::StatusOr<std::vector<FeaturePairPlan>> PlanFeaturePairs(
     const distill::v1::DistillSpec& distill, int64_t student_layers, int64_t teacher_layers);
 
+// The plan's teacher run configuration capturing the teacher layers of
+// `pairs`, normalised: what the students ask for and the stages compute.
+TeacherRunConfig TeacherRunFor(const common::JobPlan& plan,
+                               const std::vector<FeaturePairPlan>& pairs);
+
 // The distillation objective for the shared training loop. Exposed so tests
-// can run one micro-batch's loss against a reference. With teacher.ranks 0
-// the teacher runs in this process; otherwise on dedicated ranks
-// (worker/runtime/teacher_pipeline.h), reached through `world`, and the
-// objective asks the loop for runtime.prefetch micro-batches of lookahead.
+// can run one micro-batch's loss against a reference. It asks its Teacher
+// (teacher.h) for each micro-batch's output: with teacher.ranks 0 the
+// colocated one, loaded in this process; otherwise the one
+// `teacher_factory` builds (worker/runtime: a RemoteTeacher), and the
+// objective asks the loop for the teacher's lookahead.
 class DistillObjective : public TrainObjective {
  public:
-  // `spec` is validated and defaults-filled; it (and `world`) must outlive
-  // the objective. `world` and `layout` are required when teacher.ranks > 0.
-  explicit DistillObjective(const distill::v1::JobSpec& spec, Communicator* world = nullptr,
-                            const RankLayout* layout = nullptr);
+  // `spec` is validated and defaults-filled and must outlive the objective.
+  // `teacher_factory` is required when teacher.ranks > 0.
+  explicit DistillObjective(const distill::v1::JobSpec& spec,
+                            TeacherFactory teacher_factory = nullptr);
   ~DistillObjective() override;
 
   std::string job_type() const override { return "distill"; }
@@ -75,36 +81,35 @@ class DistillObjective : public TrainObjective {
   std::string Describe() const override;
   int Lookahead() const override;
   absl::Status Enqueue(const torch::Tensor& inputs) override;
-  // Dedicated teacher: tells the teacher ranks this student is done. Call
-  // once the training loop has returned (also after an error or a stop).
+  // Stops the teacher (Teacher::Stop: dedicated teacher ranks learn this
+  // student is done). Call once the training loop has returned (also after
+  // an error or a stop).
   absl::Status Finish();
 
-  Teacher& teacher() { return *teacher_; }  // colocated only
+  Teacher& teacher() { return *teacher_; }  // after Prepare
   const std::vector<FeaturePairPlan>& pairs() const { return pairs_; }
 
  private:
   const distill::v1::JobSpec& spec_;
-  Communicator* world_ = nullptr;
-  const RankLayout* layout_ = nullptr;
+  const common::JobPlan plan_;
+  TeacherFactory teacher_factory_;  // null: the colocated teacher
   bool bf16_ = false;
-  std::unique_ptr<Teacher> teacher_;         // colocated (teacher.ranks 0)
-  std::unique_ptr<RemoteTeacher> remote_;    // dedicated teacher ranks
+  std::unique_ptr<Teacher> teacher_;
   ModelConfig teacher_config_;
   int64_t student_vocab_ = 0;
   std::vector<FeaturePairPlan> pairs_;
   // One per pair, null where the widths agree.
   std::vector<std::shared_ptr<FeatureProjection>> projections_;
   std::vector<int64_t> student_layers_;  // to capture, ascending
-  TeacherRunConfig run_config_;
   KdLossConfig kd_config_;
 };
 
 // Runs a validated, defaults-filled distill spec (common::LoadJobSpec) as a
-// student. With teacher.ranks > 0, `world` and `layout` place it among the
-// job's ranks (worker/runtime/runtime.h).
+// student. With teacher.ranks > 0, `teacher_factory` builds its teacher
+// (worker/runtime/runtime.h: the student's end of the dedicated ranks).
 absl::StatusOr<TrainResult> RunDistill(const distill::v1::JobSpec& spec,
-                                       const TrainOptions& options, Communicator* world = nullptr,
-                                       const RankLayout* layout = nullptr);
+                                       const TrainOptions& options,
+                                       TeacherFactory teacher_factory = nullptr);
 
 }  // namespace distill::worker
 

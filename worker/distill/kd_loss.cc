@@ -82,11 +82,12 @@ struct Problem {
   torch::Tensor h;        // [N, d_s] student hidden (detached)
   torch::Tensor w;        // [V, d_s] student lm_head (detached)
   torch::Tensor targets;  // [N] int64
-  v1::DistillLoss loss = v1::FORWARD_KL;
-  v1::LogitTransport transport = v1::DENSE;
-  double temperature = 1.0, alpha = 0.5, beta = 0.5;
-  bool t2_scale = true;
-  int64_t chunk = 1;
+  // Set from the KdLossConfig and the teacher's output (Validate).
+  v1::DistillLoss loss = v1::DISTILL_LOSS_UNSPECIFIED;
+  v1::LogitTransport transport = v1::LOGIT_TRANSPORT_UNSPECIFIED;
+  double temperature = 0, alpha = 0, beta = 0;
+  bool t2_scale = false;
+  int64_t chunk = 0;
   int64_t n = 0, v = 0;
   // DENSE: [N, V'] logits; TOPK: [N, k] logits, [N, k] ids, [N] lse;
   // HIDDEN: [N, d_t] hidden and [V, d_t] lm_head (first V rows).

@@ -46,20 +46,14 @@
 #include <cstdint>
 
 #include "absl/status/statusor.h"
+#include "common/plan.h"
 #include "distill/v1/job.pb.h"
 
 namespace distill::worker {
 
-struct KdLossConfig {
-  distill::v1::DistillLoss loss = distill::v1::FORWARD_KL;
-  double temperature = 2.0;
-  double alpha = 0.5;  // weight of kd; 1 - alpha on ce
-  bool t2_scale = true;
-  double beta = 0.5;  // JSD only
-  // Tokens per chunk: peak memory ~ chunk_tokens * V * 4 bytes * ~6; a good
-  // size keeps chunk_tokens * V near N * d_s (Liger's rule).
-  int64_t chunk_tokens = 1024;
-};
+// The loss, temperature, alpha, t2_scale, beta (JSD only) and chunk_tokens
+// (common/plan.h LossConfig: default-constructed, the spec's defaults).
+using KdLossConfig = common::LossConfig;
 
 // What the teacher sends for N target positions; exactly the tensors of
 // `transport` are defined. The vocabulary V is the student's (the shared

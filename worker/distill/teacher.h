@@ -1,110 +1,92 @@
-// The colocated teacher (teacher.ranks 0): a Hugging Face model held in the
-// student's process for inference only (frozen, eval mode, no autograd), and
-// its forward for a batch in the job's logit transport plus the hidden states
-// of the mapped layers.
-//
-// Note [Shared vocabulary]: teacher and student must share the tokenizer. The
-// teacher may have more vocabulary rows than the student only as padding (as
-// many checkpoints pad to a multiple of 64 or 128); its logits and lm_head are
-// cut to the student's size V before anything reaches a loss. Any other
-// mismatch is an error before training starts. Thread-compatible: the
-// training thread owns it.
+// What a student asks of its teacher, wherever the teacher runs: the
+// teacher's output for each training micro-batch in the job's logit transport
+// (dense logits, top-k, or the final hidden state) with the captured
+// intermediate features, the evaluation against the teacher, and the
+// lookahead and stop of a teacher that runs ahead of the student.
+// Implementations: ColocatedTeacher (colocated_teacher.h, teacher.ranks 0:
+// the teacher in the student's process) and RemoteTeacher (remote_teacher.h:
+// the student's end of the stream from dedicated teacher ranks,
+// teacher_pipeline.h). DistillObjective (distill_trainer.h) holds one.
+// Thread-compatible: the training thread owns it.
 #ifndef DISTILL_WORKER_DISTILL_TEACHER_H_
 #define DISTILL_WORKER_DISTILL_TEACHER_H_
 
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
-#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "distill/v1/job.pb.h"
+#include "common/plan.h"
+#include "worker/data/token_shard.h"
 #include "worker/distill/kd_loss.h"
 #include "worker/model/config.h"
 #include "worker/model/llama.h"
+#include "worker/train/eval.h"
 
 namespace distill::worker {
 
-struct TeacherRunConfig {
-  distill::v1::LogitTransport transport = distill::v1::DENSE;
-  int64_t top_k = 64;                   // TOPK: k
-  double temperature = 2.0;             // TOPK: the log-sum-exp is of z / T
-  int64_t chunk_tokens = 1024;          // TOPK: logit rows built at a time (bounds memory)
-  std::vector<int64_t> capture_layers;  // decoder layers (0-based) whose outputs features need
-};
+// The transport, its parameters and the capture layers (common/plan.h: the
+// defaults are the spec's).
+using TeacherRunConfig = common::TeacherRunConfig;
 
 struct TeacherBatch {
   TeacherOutput output;                       // N = B * L rows, vocabulary V
   std::map<int64_t, torch::Tensor> features;  // layer -> [N, d_t] float32
-  double seconds = 0.0;                       // wall time of the forward (synchronised on CUDA)
-  int64_t bytes = 0;  // size of output + features: what a dedicated teacher would send
+  double seconds = 0.0;  // colocated: the forward (synchronised on CUDA); remote: time blocked
+  int64_t bytes = 0;     // size of output + features: what crosses (or would cross) the wire
 };
-
-// The pieces of Teacher, shared with the dedicated teacher ranks
-// (runtime/teacher_pipeline.h) so both check and compute alike.
-
-// Note [Shared vocabulary] for the teacher config `teacher` read from `dir`
-// against the student's, before any weight is read. InvalidArgument starting
-// with "teacher.model: ".
-absl::Status CheckTeacherVocabulary(const std::string& dir, const ModelConfig& teacher,
-                                    const ModelConfig& student);
-
-// If DIR/tokenizer.json and the file `tokenizer_json` both exist, they must
-// be byte-identical. InvalidArgument starting with "`field`: ".
-absl::Status CheckSameTokenizer(const std::string& teacher_dir, const std::string& tokenizer_json,
-                                const std::string& field);
-
-// InvalidArgument for a capture layer outside [0, teacher_layers) or, for
-// TOPK, top_k outside [1, vocab].
-absl::Status CheckTeacherRunConfig(const TeacherRunConfig& config, int64_t teacher_layers,
-                                   int64_t vocab);
-
-// The transport of `config.transport` from the teacher's final normalised
-// hidden state h [N, d_t], through `model`'s lm_head: DENSE logits cut to
-// `vocab` columns; TOPK built chunk_tokens rows at a time (MakeTopK); HIDDEN
-// h as float32 with `lm_head` left undefined (the caller attaches it).
-absl::StatusOr<TeacherOutput> BuildTeacherOutput(LlamaForCausalLM& model, const torch::Tensor& h,
-                                                 int64_t vocab, const TeacherRunConfig& config);
 
 class Teacher {
  public:
-  // Loads the model in `dir` onto `device` and checks it against the student
-  // (Note [Shared vocabulary]): `student` is the student's config;
-  // `student_dir` its model directory (or the directory of its init config),
-  // whose tokenizer.json, if both have one, must be byte-identical to the
-  // teacher's. Errors are InvalidArgument starting with "teacher.model: ".
-  static absl::StatusOr<std::unique_ptr<Teacher>> Load(const std::string& dir,
-                                                       const ModelConfig& student,
-                                                       const std::string& student_dir,
-                                                       torch::Device device);
+  virtual ~Teacher() = default;
 
-  // If the teacher directory has a tokenizer.json and the file
-  // `tokenizer_json` exists, they must be byte-identical (the data's tokenizer
-  // is checked this way too). InvalidArgument starting with "`field`: ".
-  absl::Status CheckTokenizer(const std::string& tokenizer_json, const std::string& field) const;
+  virtual const ModelConfig& config() const = 0;  // the teacher's
+  virtual int64_t vocab() const = 0;              // the shared size V (the student's)
 
-  // The forward for inputs [B, L] (int64, on the teacher's device), without
-  // autograd. InvalidArgument for a capture layer out of range or top_k > V.
-  absl::StatusOr<TeacherBatch> Run(const torch::Tensor& inputs, const TeacherRunConfig& config);
+  // The teacher's output for the training micro-batch `inputs` [b, L]
+  // (int64, on the student's device): the transport of the run configuration
+  // the teacher was built with, and the outputs of its capture layers.
+  virtual absl::StatusOr<TeacherBatch> Next(const torch::Tensor& inputs) = 0;
 
-  LlamaForCausalLM& model() { return model_; }
-  const ModelConfig& config() const { return model_->config(); }
-  const std::string& dir() const { return dir_; }
-  int64_t vocab() const { return vocab_; }  // the shared size V (the student's)
-  bool padded() const { return vocab_ < model_->config().vocab_size; }
+  // `student` evaluated against the teacher (train/eval.h:
+  // EvaluateWithTeacher): student loss, KL(teacher || student) at T = 1,
+  // top-1 agreement, the teacher's own loss.
+  virtual absl::StatusOr<TeacherEvalResult> Evaluate(
+      LlamaForCausalLM& student, const TokenDataset& data, int64_t seq_len, int64_t batch,
+      int64_t max_windows, int64_t chunk_tokens, const torch::Device& device, EvalShard shard) = 0;
 
- private:
-  Teacher(std::string dir, LlamaForCausalLM model, int64_t vocab);
+  // How many training micro-batches ahead the student announces (Enqueue)
+  // before asking for one (Next); 0 when the teacher computes on demand.
+  virtual int Lookahead() const = 0;
+  // Announces a future training micro-batch, in the order Next will ask for it.
+  virtual absl::Status Enqueue(const torch::Tensor& inputs) = 0;
+  // Called once the training loop has returned: a teacher on other ranks is
+  // told this student is done. Idempotent.
+  virtual absl::Status Stop() = 0;
 
-  std::string dir_;
-  LlamaForCausalLM model_;
-  int64_t vocab_;
-  torch::Tensor lm_head_;  // [V, d_t]: the first V rows of the teacher's lm_head
+  // Where the teacher runs, for the job description: "" (in this process) or
+  // ", on 2 dedicated teacher ranks".
+  virtual std::string Placement() const = 0;
 };
+
+// What a teacher is built from once the student is loaded
+// (DistillObjective::Prepare).
+struct TeacherSetup {
+  const ModelConfig& student;  // the student's config
+  std::string student_dir;     // its model directory, or its init config's (tokenizer check)
+  TeacherRunConfig run;        // normalised (NormalizeRunConfig in colocated_teacher.h)
+  torch::Device device;        // the student's
+};
+
+// Builds the teacher of a distill job; the remote one comes from
+// worker/runtime, which knows the world (RemoteTeacher::Create).
+using TeacherFactory =
+    std::function<absl::StatusOr<std::unique_ptr<Teacher>>(const TeacherSetup& setup)>;
 
 }  // namespace distill::worker
 

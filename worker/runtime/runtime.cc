@@ -9,6 +9,7 @@
 #include "worker/comm/mpi_communicator.h"
 #include "worker/comm/nccl_communicator.h"
 #include "worker/distill/distill_trainer.h"
+#include "worker/distill/remote_teacher.h"
 
 namespace distill::worker {
 using distill::v1::JobSpec;
@@ -30,13 +31,25 @@ bool WantsCuda(const JobSpec& spec) {
   return spec.train().device() != "cpu" && torch::cuda::is_available();
 }
 
+// The students' end of the dedicated teacher ranks; null (the colocated
+// teacher) with teacher.ranks 0.
+TeacherFactory RemoteTeacherFactory(const JobSpec& spec, Communicator& world,
+                                    const common::RankLayout& layout) {
+  if (layout.teachers == 0) return nullptr;
+  return [&spec, &world, &layout](const TeacherSetup& s) -> absl::StatusOr<std::unique_ptr<Teacher>> {
+    ASSIGN_OR_RETURN(std::unique_ptr<RemoteTeacher> remote,
+                     RemoteTeacher::Create(spec, world, layout, s.student, s.student_dir, s.run, s.device));
+    return std::unique_ptr<Teacher>(std::move(remote));
+  };
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Communicator>> MaybeMpiWorld(const JobSpec& spec) {
   if (!LaunchedByMpirun()) {
     // Not under mpirun: one process, so the spec must need one rank (the
     // same message as a wrong -np).
-    RETURN_IF_ERROR(RankLayout::FromSpec(spec, 1, 0).status());
+    RETURN_IF_ERROR(common::RankLayout::FromSpec(spec, 1, 0).status());
     return std::unique_ptr<Communicator>();
   }
   RETURN_IF_ERROR(InitMpi(nullptr, nullptr));
@@ -46,8 +59,9 @@ absl::StatusOr<std::unique_ptr<Communicator>> MaybeMpiWorld(const JobSpec& spec)
 absl::StatusOr<JobRankResult> RunJobRank(const JobSpec& spec_in, const TrainOptions& options_in,
                                          Communicator* world) {
   JobRankResult out;
-  ASSIGN_OR_RETURN(out.layout, RankLayout::FromSpec(spec_in, world ? world->size() : 1, world ? world->rank() : 0));
-  const RankLayout& layout = out.layout;
+  ASSIGN_OR_RETURN(out.layout, common::RankLayout::FromSpec(spec_in, world ? world->size() : 1,
+                                                            world ? world->rank() : 0));
+  const common::RankLayout& layout = out.layout;
   if (layout.world() == 1) {
     if (spec_in.type() == distill::v1::DISTILL) {
       ASSIGN_OR_RETURN(out.train, RunDistill(spec_in, options_in));
@@ -107,7 +121,7 @@ absl::StatusOr<JobRankResult> RunJobRank(const JobSpec& spec_in, const TrainOpti
     out.comm_backend = options.grads->backend();
   }
   if (spec.type() == distill::v1::DISTILL) {
-    ASSIGN_OR_RETURN(out.train, RunDistill(spec, options, world, &layout));
+    ASSIGN_OR_RETURN(out.train, RunDistill(spec, options, RemoteTeacherFactory(spec, *world, layout)));
   } else {
     ASSIGN_OR_RETURN(out.train, RunFinetune(spec, options));
   }

@@ -1,15 +1,16 @@
 // One rank's part of a `distill-worker train` job: a single process, or one
 // of the N = S + T ranks of `mpirun -np N distill-worker train --spec SPEC`
-// (rank_layout.h). The CLI is a thin wrapper around RunJobRank.
+// (common/plan.h RankLayout). The CLI is a thin wrapper around RunJobRank.
 //
 // Multi-rank jobs: the world communicator is MPI. Student ranks form a
 // sub-communicator (MPI) for control values, and reduce gradients over
 // `comm`: mpi, nccl, or auto = NCCL when every student rank has a GPU of its
 // own (CUDA devices on the host >= ranks on the host) and the build has NCCL,
 // else MPI; the students agree on it by an all-reduce. Teacher ranks run
-// their pipeline stage (teacher_pipeline.h). Threads: train.threads 0 means
-// the host's cores divided by the ranks on the host; CUDA ranks take device
-// (local rank mod device count).
+// their pipeline stage (worker/distill/teacher_pipeline.h); students reach
+// them through the RemoteTeacher built here (remote_teacher.h). Threads:
+// train.threads 0 means the host's cores divided by the ranks on the host;
+// CUDA ranks take device (local rank mod device count).
 #ifndef DISTILL_WORKER_RUNTIME_RUNTIME_H_
 #define DISTILL_WORKER_RUNTIME_RUNTIME_H_
 
@@ -18,9 +19,9 @@
 
 #include "absl/status/statusor.h"
 #include "distill/v1/job.pb.h"
+#include "common/plan.h"
 #include "worker/comm/communicator.h"
-#include "worker/runtime/rank_layout.h"
-#include "worker/runtime/teacher_pipeline.h"
+#include "worker/distill/teacher_pipeline.h"
 #include "worker/train/trainer.h"
 
 namespace distill::worker {
@@ -31,7 +32,7 @@ namespace distill::worker {
 absl::StatusOr<std::unique_ptr<Communicator>> MaybeMpiWorld(const distill::v1::JobSpec& spec);
 
 struct JobRankResult {
-  RankLayout layout;
+  common::RankLayout layout;
   bool is_student = true;
   TrainResult train;            // students
   TeacherStageStats teacher;    // teacher ranks

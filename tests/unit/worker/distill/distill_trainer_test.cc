@@ -10,6 +10,7 @@
 #include "tests/reference_util.h"
 #include "tests/test_util.h"
 #include "worker/data/token_shard.h"
+#include "worker/distill/colocated_teacher.h"
 #include "worker/model/hf_io.h"
 #include "worker/model/safetensors.h"
 
@@ -256,6 +257,57 @@ TEST(DistillTrainerTest, ResumeIsBitIdenticalWithFeatureProjections) {
   auto ckpt = ReadAll(straight + "/checkpoints/step_00000008/weights.safetensors");
   ASSERT_TRUE(ckpt.count("distill.projection.s0_t1.weight")) << "checkpoint lacks the projection";
   EXPECT_EQ(ckpt["distill.projection.s1_t2.weight"].sizes(), (std::vector<int64_t>{48, 32}));
+}
+
+// With a TeacherFactory (worker/runtime passes the remote teacher's) the
+// objective uses the teacher it builds, once, from the plan's run
+// configuration capturing the feature pairs' teacher layers (ascending, each
+// once) and the student's directory; a colocated teacher built that way
+// trains exactly as the default. Teacher ranks without a factory are refused.
+TEST(DistillTrainerTest, TeacherComesFromTheFactoryWithThePlansRunConfiguration) {
+  const std::string dir = MakeJobDir();
+  const std::string extra =
+      "student: {init: " + dir +
+      "/config.json}\n"
+      "distill: {logits: topk, top_k: 8, temperature: 3, features: [{student_layer: 1, "
+      "teacher_layer: 2},\n"
+      "  {student_layer: 0, teacher_layer: 2}, {student_layer: 0, teacher_layer: 0}]}\n"
+      "train: {steps: 3, micro_batch: 2, lr: 0.01, log_every: 1, threads: 1, seed: 5}\n";
+  int built = 0;
+  TeacherRunConfig run;
+  std::string student_dir;
+  TeacherFactory factory =
+      [&](const TeacherSetup& s) -> absl::StatusOr<std::unique_ptr<Teacher>> {
+    ++built;
+    run = s.run;
+    student_dir = s.student_dir;
+    auto t = ColocatedTeacher::Load(dir + "/teacher", s.student, s.student_dir, s.device, s.run);
+    if (!t.ok()) return t.status();
+    return std::unique_ptr<Teacher>(std::move(*t));
+  };
+  auto a = RunDistill(MakeSpec(dir, dir + "/factory", extra), {}, factory);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(built, 1);
+  EXPECT_EQ(run.transport, distill::v1::TOPK);
+  EXPECT_EQ(run.top_k, 8);
+  EXPECT_EQ(run.temperature, 3.0);
+  EXPECT_EQ(run.capture_layers, (std::vector<int64_t>{0, 2}));
+  EXPECT_EQ(student_dir, dir);
+  auto b = RunDistill(MakeSpec(dir, dir + "/colocated", extra), {});
+  ASSERT_TRUE(b.ok()) << b.status();
+  auto ta = Records(dir + "/factory", "train"), tb = Records(dir + "/colocated", "train");
+  ASSERT_EQ(ta.size(), 3u);
+  ASSERT_EQ(tb.size(), 3u);
+  for (size_t i = 0; i < ta.size(); ++i) {
+    EXPECT_EQ(ta[i]["loss"].get<double>(), tb[i]["loss"].get<double>()) << "step " << i + 1;
+  }
+
+  distill::v1::JobSpec ranks = MakeSpec(dir, dir + "/ranks", extra);
+  ranks.mutable_teacher()->set_ranks(1);
+  auto refused = RunDistill(ranks, {});
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(refused.status().message(),
+            "teacher.ranks: 1 dedicated teacher ranks need an mpirun launch (2 ranks)");
 }
 
 TEST(DistillTrainerTest, ReportsTheLossSplitAndTeacherMetrics) {

@@ -1,4 +1,4 @@
-#include "worker/distill/teacher.h"
+#include "worker/distill/colocated_teacher.h"
 
 #include <gtest/gtest.h>
 
@@ -40,9 +40,9 @@ void ExpectPrefix(const absl::Status& st, const std::string& prefix) {
 }
 
 TEST(TeacherTest, PaddedVocabularyIsCutToTheStudentsInEveryTransport) {
-  auto teacher = Teacher::Load(TeacherDir(), StudentConfig(), StudentDir(), torch::kCPU);
+  auto teacher = ColocatedTeacher::Load(TeacherDir(), StudentConfig(), StudentDir(), torch::kCPU);
   ASSERT_TRUE(teacher.ok()) << teacher.status();
-  Teacher& t = **teacher;
+  ColocatedTeacher& t = **teacher;
   EXPECT_EQ(t.vocab(), 50);
   EXPECT_TRUE(t.padded());
   for (const auto& p : t.model()->parameters()) EXPECT_FALSE(p.requires_grad());
@@ -87,10 +87,41 @@ TEST(TeacherTest, PaddedVocabularyIsCutToTheStudentsInEveryTransport) {
       torch::allclose((d->output.logits / 2.0).logsumexp(1), k->output.topk_lse, 1e-5, 1e-5));
 }
 
+// Through the Teacher interface (teacher.h): Next computes the run
+// configuration given to Load; no lookahead, nothing to stop.
+TEST(TeacherTest, NextThroughTheInterfaceRunsTheLoadsConfiguration) {
+  TeacherRunConfig topk;
+  topk.transport = distill::v1::TOPK;
+  topk.top_k = 4;
+  topk.capture_layers = {2};
+  auto loaded =
+      ColocatedTeacher::Load(TeacherDir(), StudentConfig(), StudentDir(), torch::kCPU, topk);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  ColocatedTeacher& colocated = **loaded;
+  Teacher& teacher = colocated;
+  EXPECT_EQ(teacher.Lookahead(), 0);
+  EXPECT_EQ(teacher.Placement(), "");
+  EXPECT_EQ(teacher.vocab(), 50);
+  EXPECT_EQ(teacher.config().vocab_size, 56);
+  const torch::Tensor inputs = Inputs();
+  EXPECT_TRUE(teacher.Enqueue(inputs).ok());
+  auto next = teacher.Next(inputs);
+  ASSERT_TRUE(next.ok()) << next.status();
+  auto run = colocated.Run(inputs, topk);
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(next->output.transport, distill::v1::TOPK);
+  ASSERT_EQ(next->output.topk_ids.sizes(), (std::vector<int64_t>{14, 4}));
+  EXPECT_TRUE(torch::equal(next->output.topk_ids, run->output.topk_ids));
+  EXPECT_TRUE(torch::allclose(next->output.topk_logits, run->output.topk_logits));
+  ASSERT_EQ(next->features.size(), 1u);
+  EXPECT_TRUE(torch::allclose(next->features.at(2), run->features.at(2)));
+  EXPECT_TRUE(teacher.Stop().ok());
+}
+
 TEST(TeacherTest, SmallerTeacherVocabularyNamesTeacherModel) {
   ModelConfig student = StudentConfig();
   student.vocab_size = 60;
-  auto t = Teacher::Load(TeacherDir(), student, "", torch::kCPU);
+  auto t = ColocatedTeacher::Load(TeacherDir(), student, "", torch::kCPU);
   ExpectPrefix(t.status(), "teacher.model: ");
   EXPECT_NE(t.status().message().find("smaller than the student's 60"), std::string::npos)
       << t.status();
@@ -106,7 +137,7 @@ TEST(TeacherTest, ExtraRowsUsedByTheTokenizerAreNotPadding) {
   ASSERT_TRUE(fs::exists(qwen)) << qwen
                                 << " is missing (written by tests/reference/hf_tokenizers.py)";
   fs::copy(qwen, dir + "/teacher/tokenizer.json");
-  auto t = Teacher::Load(dir + "/teacher", StudentConfig(), "", torch::kCPU);
+  auto t = ColocatedTeacher::Load(dir + "/teacher", StudentConfig(), "", torch::kCPU);
   ExpectPrefix(t.status(), "teacher.model: ");
   EXPECT_NE(t.status().message().find("not padding"), std::string::npos) << t.status();
 }
@@ -119,10 +150,10 @@ TEST(TeacherTest, TokenizersMustBeIdentical) {
   student.vocab_size = 56;  // no padding: only the tokenizer files are compared
   WriteFile(dir + "/teacher/tokenizer.json", "{\"version\": \"1.0\", \"a\": 1}");
   WriteFile(dir + "/student/tokenizer.json", "{\"version\": \"1.0\", \"a\": 2}");
-  auto t = Teacher::Load(dir + "/teacher", student, dir + "/student", torch::kCPU);
+  auto t = ColocatedTeacher::Load(dir + "/teacher", student, dir + "/student", torch::kCPU);
   ExpectPrefix(t.status(), "student.model: ");
   WriteFile(dir + "/student/tokenizer.json", "{\"version\": \"1.0\", \"a\": 1}");
-  t = Teacher::Load(dir + "/teacher", student, dir + "/student", torch::kCPU);
+  t = ColocatedTeacher::Load(dir + "/teacher", student, dir + "/student", torch::kCPU);
   ASSERT_TRUE(t.ok()) << t.status();
   EXPECT_TRUE((*t)->CheckTokenizer(dir + "/student/missing.json", "data.tokenizer")
                   .ok());  // nothing to compare
@@ -131,7 +162,7 @@ TEST(TeacherTest, TokenizersMustBeIdentical) {
 }
 
 TEST(TeacherTest, BadRunConfigsAreInvalidArgument) {
-  auto teacher = Teacher::Load(TeacherDir(), StudentConfig(), "", torch::kCPU);
+  auto teacher = ColocatedTeacher::Load(TeacherDir(), StudentConfig(), "", torch::kCPU);
   ASSERT_TRUE(teacher.ok()) << teacher.status();
   TeacherRunConfig layers;
   layers.capture_layers = {4};

@@ -1,5 +1,7 @@
-// RemoteTeacher (teacher_pipeline.h): the student's end of the teacher
-// stream. Note [Stream order] in teacher_pipeline.cc.
+// RemoteTeacher: the student's end of the teacher stream. Note [Stream
+// order] in teacher_pipeline.cc.
+#include "worker/distill/remote_teacher.h"
+
 #include <algorithm>
 #include <chrono>
 #include <deque>
@@ -7,10 +9,12 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/status_macros.h"
 #include "worker/model/hf_io.h"
-#include "worker/runtime/teacher_pipeline.h"
-#include "worker/runtime/teacher_stream.h"
+#include "worker/distill/colocated_teacher.h"
+#include "worker/distill/teacher_pipeline.h"
+#include "worker/distill/teacher_stream.h"
 
 namespace distill::worker {
 namespace fs = std::filesystem;
@@ -45,17 +49,18 @@ struct RemoteTeacher::Impl {
     torch::Tensor eval_logits;
   };
 
-  Impl(Communicator& w, const RankLayout& l) : world(w), layout(l) {}
+  Impl(Communicator& w, const common::RankLayout& l) : world(w), layout(l) {}
 
   Communicator& world;
-  RankLayout layout;
+  common::RankLayout layout;
   ModelConfig teacher;
   int64_t vocab = 0;
   TeacherRunConfig run;         // normalised
   std::vector<int> owner_rank;  // world rank sending each capture layer (run.capture_layers order)
   torch::Tensor lm_head;        // HIDDEN: [V, d_t] float32
   torch::Device device = torch::kCPU;
-  int prefetch = 2;
+  int prefetch = 0;   // requests in flight at most: runtime.prefetch, at least 1
+  int lookahead = 0;  // runtime.prefetch
   int64_t next_id = 0;
   std::deque<Request> queue;  // training requests not yet taken; sent ones form a prefix
   bool stopped = false;
@@ -198,7 +203,7 @@ RemoteTeacher::RemoteTeacher(std::unique_ptr<Impl> impl) : impl_(std::move(impl)
 RemoteTeacher::~RemoteTeacher() = default;
 
 absl::StatusOr<std::unique_ptr<RemoteTeacher>> RemoteTeacher::Create(
-    const distill::v1::JobSpec& spec, Communicator& world, const RankLayout& layout,
+    const distill::v1::JobSpec& spec, Communicator& world, const common::RankLayout& layout,
     const ModelConfig& student, const std::string& student_dir, const TeacherRunConfig& run,
     torch::Device device) {
   if (!layout.is_student() || layout.teachers < 1) {
@@ -216,7 +221,7 @@ absl::StatusOr<std::unique_ptr<RemoteTeacher>> RemoteTeacher::Create(
                                        "student.model"));
   }
   impl->vocab = student.vocab_size;
-  impl->run = ts::Normalize(run);
+  impl->run = NormalizeRunConfig(run);
   RETURN_IF_ERROR(CheckTeacherRunConfig(impl->run, tc->num_hidden_layers, impl->vocab));
   ASSIGN_OR_RETURN(std::vector<StageRange> stages, ts::SplitTeacher(*tc, layout.teachers));
   for (int64_t layer : impl->run.capture_layers) {
@@ -228,7 +233,8 @@ absl::StatusOr<std::unique_ptr<RemoteTeacher>> RemoteTeacher::Create(
     impl->lm_head = *head;
   }
   impl->device = device;
-  impl->prefetch = spec.runtime().has_prefetch() ? std::max(1, spec.runtime().prefetch()) : 2;
+  impl->prefetch = std::max(1, spec.runtime().prefetch());
+  impl->lookahead = spec.runtime().prefetch();
   return std::unique_ptr<RemoteTeacher>(new RemoteTeacher(std::move(impl)));
 }
 
@@ -283,6 +289,20 @@ absl::Status RemoteTeacher::Stop() {
   const torch::Tensor header =
       ts::MakeHeader(ts::kStop, impl_->Student(), impl_->next_id++, 0, 0, impl_->run);
   return impl_->world.Send(header, impl_->Stage0(), ts::kTagRequest, "teacher stop");
+}
+
+absl::StatusOr<TeacherEvalResult> RemoteTeacher::Evaluate(
+    LlamaForCausalLM& student, const TokenDataset& data, int64_t seq_len, int64_t batch,
+    int64_t max_windows, int64_t chunk_tokens, const torch::Device& device, EvalShard shard) {
+  auto logits = [this](const torch::Tensor& inputs) { return EvalLogits(inputs); };
+  return EvaluateWithTeacherLogits(student, logits, vocab(), data, seq_len, batch, max_windows,
+                                   chunk_tokens, device, shard);
+}
+
+int RemoteTeacher::Lookahead() const { return impl_->lookahead; }
+
+std::string RemoteTeacher::Placement() const {
+  return absl::StrFormat(", on %d dedicated teacher ranks", impl_->layout.teachers);
 }
 
 const ModelConfig& RemoteTeacher::config() const { return impl_->teacher; }

@@ -1,4 +1,4 @@
-# mpirun runs of the runtime tests (tests/CMakeLists.txt: distill_mpi_test).
+# mpirun runs of the teacher pipeline tests (tests/CMakeLists.txt: distill_mpi_test).
 # Teacher pipeline (teacher_pipeline_test.cc): the split, the partial models
 # and RemoteTeacher's checks on one rank; the stream itself with 1 student +
 # 2 teacher stages (every transport against the colocated teacher) and with

@@ -1,4 +1,4 @@
-#include "worker/runtime/teacher_pipeline.h"
+#include "worker/distill/teacher_pipeline.h"
 
 #include <algorithm>
 #include <chrono>
@@ -9,9 +9,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "common/plan.h"
+#include "worker/distill/colocated_teacher.h"
 #include "worker/distill/distill_trainer.h"
 #include "worker/model/hf_io.h"
-#include "worker/runtime/teacher_stream.h"
+#include "worker/distill/teacher_stream.h"
 
 // Note [Stream order]: the teacher -> student stream (tags and message layout
 // in teacher_stream.h). S students (world ranks 0..S-1), T stages (ranks
@@ -175,7 +177,7 @@ class Backoff {
 // One teacher rank: its part of the model and the serving loop.
 class StageServer {
  public:
-  StageServer(Communicator& world, const RankLayout& layout, LlamaForCausalLM model,
+  StageServer(Communicator& world, const common::RankLayout& layout, LlamaForCausalLM model,
               StageRange range, int64_t vocab, TeacherRunConfig run, torch::Device device, double timeout_s)
       : timeout_s_(timeout_s),
         world_(world),
@@ -390,7 +392,7 @@ class StageServer {
 
   const double timeout_s_;
   Communicator& world_;
-  const RankLayout& layout_;
+  const common::RankLayout& layout_;
   const int stage_;
   const bool last_;
   LlamaForCausalLM model_;
@@ -403,56 +405,32 @@ class StageServer {
   TeacherStageStats stats_;
 };
 
-// The student's config and model directory (for the tokenizer check).
-absl::Status StudentConfig(const distill::v1::JobSpec& spec, ModelConfig* config,
-                           std::string* dir) {
-  const auto& st = spec.student();
-  if (!st.model().empty()) {
-    *dir = st.model();
-    auto c = LoadModelConfig((fs::path(st.model()) / "config.json").string());
-    if (!c.ok()) return WithPrefix(c.status(), "student.model");
-    *config = *c;
-  } else {
-    *dir = fs::path(st.init()).parent_path().string();
-    auto c = LoadModelConfig(st.init());
-    if (!c.ok()) return WithPrefix(c.status(), "student.init");
-    *config = *c;
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace
 
 absl::StatusOr<TeacherStageStats> RunTeacherStage(const distill::v1::JobSpec& spec,
-                                                  Communicator& world, const RankLayout& layout,
+                                                  Communicator& world, const common::RankLayout& layout,
                                                   torch::Device device) {
   if (layout.is_student() || layout.teachers < 1) {
     return absl::FailedPreconditionError(
         absl::StrCat("RunTeacherStage: rank ", layout.rank, " is not a teacher rank"));
   }
-  const std::string& dir = spec.teacher().model();
-  ModelConfig student;
-  std::string student_dir;
-  RETURN_IF_ERROR(StudentConfig(spec, &student, &student_dir));
+  const common::JobPlan plan = common::MakePlan(spec);
+  const std::string& dir = plan.teacher_dir;
+  // The student's config and model directory (for the tokenizer check).
+  auto student = LoadModelConfig(plan.student.config_path);
+  if (!student.ok()) return WithPrefix(student.status(), plan.student.field);
   auto tc = LoadModelConfig((fs::path(dir) / "config.json").string());
   if (!tc.ok()) return WithPrefix(tc.status(), "teacher.model");
-  RETURN_IF_ERROR(CheckTeacherVocabulary(dir, *tc, student));
-  if (!student_dir.empty()) {
-    RETURN_IF_ERROR(CheckSameTokenizer(dir, (fs::path(student_dir) / "tokenizer.json").string(),
-                                       "student.model"));
+  RETURN_IF_ERROR(CheckTeacherVocabulary(dir, *tc, *student));
+  if (!plan.student.dir.empty()) {
+    RETURN_IF_ERROR(CheckSameTokenizer(
+        dir, (fs::path(plan.student.dir) / "tokenizer.json").string(), "student.model"));
   }
 
-  const distill::v1::DistillSpec& d = spec.distill();
   ASSIGN_OR_RETURN(std::vector<FeaturePairPlan> pairs,
-                   PlanFeaturePairs(d, student.num_hidden_layers, tc->num_hidden_layers));
-  TeacherRunConfig run;
-  run.transport = d.logits();
-  run.top_k = d.top_k();
-  run.temperature = d.temperature();
-  run.chunk_tokens = d.chunk_tokens();
-  for (const FeaturePairPlan& p : pairs) run.capture_layers.push_back(p.teacher_layer);
-  run = ts::Normalize(run);
-  const int64_t vocab = student.vocab_size;
+                   PlanFeaturePairs(spec.distill(), student->num_hidden_layers, tc->num_hidden_layers));
+  TeacherRunConfig run = TeacherRunFor(plan, pairs);
+  const int64_t vocab = student->vocab_size;
   RETURN_IF_ERROR(CheckTeacherRunConfig(run, tc->num_hidden_layers, vocab));
 
   ASSIGN_OR_RETURN(std::vector<StageRange> stages, ts::SplitTeacher(*tc, layout.teachers));

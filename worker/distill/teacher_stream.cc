@@ -1,8 +1,7 @@
-#include "worker/runtime/teacher_stream.h"
+#include "worker/distill/teacher_stream.h"
 
 #include <algorithm>
 #include <cstring>
-#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -46,13 +45,6 @@ int64_t CaptureHash(const std::vector<int64_t>& layers) {
     h *= 1099511628211ull;
   }
   return static_cast<int64_t>(h & 0x7fffffffffffffffull);
-}
-
-TeacherRunConfig Normalize(TeacherRunConfig run) {
-  if (run.transport == distill::v1::LOGIT_TRANSPORT_UNSPECIFIED) run.transport = distill::v1::DENSE;
-  std::set<int64_t> layers(run.capture_layers.begin(), run.capture_layers.end());
-  run.capture_layers.assign(layers.begin(), layers.end());
-  return run;
 }
 
 std::vector<int64_t> LayerParams(const ModelConfig& c) {

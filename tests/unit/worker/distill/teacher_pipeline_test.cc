@@ -2,7 +2,7 @@
 // TeacherSplitTest / TeacherStageModelTest need one rank; the pipeline tests
 // skip unless launched with the rank count they are written for (3: one
 // student and two stages; 4: two students and two stages).
-#include "worker/runtime/teacher_pipeline.h"
+#include "worker/distill/teacher_pipeline.h"
 
 #include <gtest/gtest.h>
 
@@ -13,15 +13,19 @@
 
 #include "absl/strings/str_cat.h"
 #include "tests/test_util.h"
+#include "common/plan.h"
 #include "worker/comm/mpi_communicator.h"
+#include "worker/distill/colocated_teacher.h"
 #include "worker/distill/feature_loss.h"
 #include "worker/distill/kd_loss.h"
+#include "worker/distill/remote_teacher.h"
+#include "worker/distill/teacher_stream.h"
 #include "worker/model/hf_io.h"
-#include "worker/runtime/teacher_stream.h"
 
 namespace distill::worker {
 namespace {
 namespace fs = std::filesystem;
+using common::RankLayout;
 using distill::testing::MakeTempDir;
 
 // ---------------------------------------------------------------------------
@@ -381,7 +385,7 @@ void RunStudent(const distill::v1::JobSpec& spec, Communicator& world, const Ran
   StopAtExit stop{remote->get()};
   EXPECT_EQ((*remote)->vocab(), 36);
   EXPECT_EQ((*remote)->config().num_hidden_layers, 4);
-  auto colocated = Teacher::Load(dir + "/teacher", *sc, dir + "/student", torch::kCPU);
+  auto colocated = ColocatedTeacher::Load(dir + "/teacher", *sc, dir + "/student", torch::kCPU);
   ASSERT_TRUE(colocated.ok()) << colocated.status();
   auto student = LoadHfModel(dir + "/student");
   ASSERT_TRUE(student.ok()) << student.status();

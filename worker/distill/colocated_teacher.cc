@@ -1,9 +1,10 @@
-#include "worker/distill/teacher.h"
+#include "worker/distill/colocated_teacher.h"
 
 #include <torch/cuda.h>
 
 #include <chrono>
 #include <filesystem>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "common/fs_util.h"
@@ -46,9 +47,17 @@ absl::Status CheckPadding(const std::string& dir, int64_t teacher_vocab, int64_t
 
 }  // namespace
 
-Teacher::Teacher(std::string dir, LlamaForCausalLM model, int64_t vocab)
-    : dir_(std::move(dir)), model_(std::move(model)), vocab_(vocab) {
+ColocatedTeacher::ColocatedTeacher(std::string dir, LlamaForCausalLM model, int64_t vocab,
+                                   TeacherRunConfig run)
+    : dir_(std::move(dir)), model_(std::move(model)), vocab_(vocab), run_(std::move(run)) {
   lm_head_ = model_->LmHeadWeight().detach().narrow(0, 0, vocab_);
+}
+
+TeacherRunConfig NormalizeRunConfig(TeacherRunConfig run) {
+  if (run.transport == distill::v1::LOGIT_TRANSPORT_UNSPECIFIED) run.transport = distill::v1::DENSE;
+  std::set<int64_t> layers(run.capture_layers.begin(), run.capture_layers.end());
+  run.capture_layers.assign(layers.begin(), layers.end());
+  return run;
 }
 
 absl::Status CheckTeacherVocabulary(const std::string& dir, const ModelConfig& teacher,
@@ -126,17 +135,17 @@ absl::StatusOr<TeacherOutput> BuildTeacherOutput(LlamaForCausalLM& model, const 
   return out;
 }
 
-absl::StatusOr<std::unique_ptr<Teacher>> Teacher::Load(const std::string& dir,
-                                                       const ModelConfig& student,
-                                                       const std::string& student_dir,
-                                                       torch::Device device) {
+absl::StatusOr<std::unique_ptr<ColocatedTeacher>> ColocatedTeacher::Load(
+    const std::string& dir, const ModelConfig& student, const std::string& student_dir,
+    torch::Device device, TeacherRunConfig run) {
   // The config first: a vocabulary mismatch is reported before the weights load.
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig((fs::path(dir) / "config.json").string()));
   RETURN_IF_ERROR(CheckTeacherVocabulary(dir, config, student));
   ASSIGN_OR_RETURN(LlamaForCausalLM model, LoadHfModel(dir, device));
   for (auto& p : model->parameters()) p.set_requires_grad(false);
   model->eval();
-  std::unique_ptr<Teacher> teacher(new Teacher(dir, std::move(model), student.vocab_size));
+  std::unique_ptr<ColocatedTeacher> teacher(
+      new ColocatedTeacher(dir, std::move(model), student.vocab_size, std::move(run)));
   if (!student_dir.empty()) {
     RETURN_IF_ERROR(teacher->CheckTokenizer((fs::path(student_dir) / "tokenizer.json").string(),
                                             "student.model"));
@@ -144,13 +153,24 @@ absl::StatusOr<std::unique_ptr<Teacher>> Teacher::Load(const std::string& dir,
   return teacher;
 }
 
-absl::Status Teacher::CheckTokenizer(const std::string& tokenizer_json,
+absl::Status ColocatedTeacher::CheckTokenizer(const std::string& tokenizer_json,
                                      const std::string& field) const {
   return CheckSameTokenizer(dir_, tokenizer_json, field);
 }
 
-absl::StatusOr<TeacherBatch> Teacher::Run(const torch::Tensor& inputs,
-                                          const TeacherRunConfig& config) {
+absl::StatusOr<TeacherBatch> ColocatedTeacher::Next(const torch::Tensor& inputs) {
+  return Run(inputs, run_);
+}
+
+absl::StatusOr<TeacherEvalResult> ColocatedTeacher::Evaluate(
+    LlamaForCausalLM& student, const TokenDataset& data, int64_t seq_len, int64_t batch,
+    int64_t max_windows, int64_t chunk_tokens, const torch::Device& device, EvalShard shard) {
+  return EvaluateWithTeacher(student, model_, vocab_, data, seq_len, batch, max_windows,
+                             chunk_tokens, device, shard);
+}
+
+absl::StatusOr<TeacherBatch> ColocatedTeacher::Run(const torch::Tensor& inputs,
+                                                   const TeacherRunConfig& config) {
   RETURN_IF_ERROR(CheckTeacherRunConfig(config, model_->config().num_hidden_layers, vocab_));
   const auto start = std::chrono::steady_clock::now();
   torch::NoGradGuard

@@ -1,6 +1,7 @@
 // The teacher on dedicated ranks (teacher.ranks T > 0): T pipeline stages of
 // contiguous decoder layers, balanced by parameters, each in inference mode,
-// serving the S student ranks (rank layout: rank_layout.h).
+// serving the S student ranks (rank layout: common/plan.h RankLayout). The
+// student's end of the stream is RemoteTeacher (remote_teacher.h).
 //
 // Data flow of one request (a student's micro-batch; ../shared/design.md):
 //   student s --ids [b, L]--> stage 0: embed + its layers
@@ -20,23 +21,21 @@
 // order of every rank's sends and receives and why it cannot deadlock.
 // Every wait after a stage's first request is bounded by runtime.timeout_s
 // (communicator.h; Waits in teacher_pipeline.cc).
-#ifndef DISTILL_WORKER_RUNTIME_TEACHER_PIPELINE_H_
-#define DISTILL_WORKER_RUNTIME_TEACHER_PIPELINE_H_
+#ifndef DISTILL_WORKER_DISTILL_TEACHER_PIPELINE_H_
+#define DISTILL_WORKER_DISTILL_TEACHER_PIPELINE_H_
 
 #include <torch/torch.h>
 
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/plan.h"
 #include "distill/v1/job.pb.h"
 #include "worker/comm/communicator.h"
-#include "worker/distill/teacher.h"
 #include "worker/model/config.h"
-#include "worker/runtime/rank_layout.h"
 
 namespace distill::worker {
 
@@ -70,48 +69,8 @@ struct TeacherStageStats {
 // student.model or student.init), then serves requests until every student
 // has sent its stop. `world` is the world communicator.
 absl::StatusOr<TeacherStageStats> RunTeacherStage(const distill::v1::JobSpec& spec, Communicator& world,
-                                                  const RankLayout& layout, torch::Device device);
-
-// A student's end of the stream.
-class RemoteTeacher {
- public:
-  // Reads the teacher's config.json (and for the HIDDEN transport the first
-  // V rows of its lm_head, onto `device`) without its other weights; checks
-  // the vocabulary and tokenizer as Teacher::Load does (errors start with
-  // "teacher.model: "). `run` is the transport and the capture layers (teacher
-  // layers whose outputs the feature pairs need).
-  static absl::StatusOr<std::unique_ptr<RemoteTeacher>> Create(const distill::v1::JobSpec& spec,
-                                                               Communicator& world, const RankLayout& layout,
-                                                               const ModelConfig& student,
-                                                               const std::string& student_dir,
-                                                               const TeacherRunConfig& run,
-                                                               torch::Device device);
-  ~RemoteTeacher();
-
-  // Queues a future training micro-batch's ids [b, L] (int64): sent at once
-  // while fewer than runtime.prefetch requests are in flight, else when an
-  // earlier reply has been taken.
-  absl::Status Enqueue(const torch::Tensor& inputs);
-  // The teacher's output for the oldest queued micro-batch, which must equal
-  // `inputs` (with nothing queued, `inputs` is sent first). `seconds` in the
-  // result is the time blocked waiting for it; `bytes` what was received.
-  absl::StatusOr<TeacherBatch> Next(const torch::Tensor& inputs);
-  // Dense teacher logits [b*L, V] (float32, first V columns) for an eval
-  // batch. Replies to queued training requests received meanwhile are kept.
-  absl::StatusOr<torch::Tensor> EvalLogits(const torch::Tensor& inputs);
-  // Tells stage 0 this student is done (after draining its replies).
-  // Idempotent; the destructor does not call it.
-  absl::Status Stop();
-
-  const ModelConfig& config() const;  // the teacher's
-  int64_t vocab() const;              // the shared V
-
- private:
-  struct Impl;
-  explicit RemoteTeacher(std::unique_ptr<Impl> impl);
-  std::unique_ptr<Impl> impl_;
-};
+                                                  const common::RankLayout& layout, torch::Device device);
 
 }  // namespace distill::worker
 
-#endif  // DISTILL_WORKER_RUNTIME_TEACHER_PIPELINE_H_
+#endif  // DISTILL_WORKER_DISTILL_TEACHER_PIPELINE_H_

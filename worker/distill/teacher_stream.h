@@ -2,8 +2,8 @@
 // the teacher -> student stream and the plan both ends derive from the spec,
 // so that every rank agrees on who sends what to whom. Note [Stream order] in
 // teacher_pipeline.cc. Plain functions and value types; thread-compatible.
-#ifndef DISTILL_WORKER_RUNTIME_TEACHER_STREAM_H_
-#define DISTILL_WORKER_RUNTIME_TEACHER_STREAM_H_
+#ifndef DISTILL_WORKER_DISTILL_TEACHER_STREAM_H_
+#define DISTILL_WORKER_DISTILL_TEACHER_STREAM_H_
 
 #include <torch/torch.h>
 
@@ -16,8 +16,8 @@
 #include "absl/status/statusor.h"
 #include "worker/comm/communicator.h"
 #include "worker/distill/teacher.h"
+#include "worker/distill/teacher_pipeline.h"
 #include "worker/model/config.h"
-#include "worker/runtime/teacher_pipeline.h"
 
 namespace distill::worker::teacher_stream {
 
@@ -59,8 +59,6 @@ torch::Tensor MakeHeader(Kind kind, int64_t student, int64_t request, int64_t b,
 // "train request 3 of student 1 [2 x 16]".
 std::string DescribeHeader(const torch::Tensor& header);
 int64_t CaptureHash(const std::vector<int64_t>& layers);
-// Transport UNSPECIFIED -> DENSE; capture layers sorted and unique.
-TeacherRunConfig Normalize(TeacherRunConfig run);
 
 // Parameter counts the split balances (SplitTeacherLayers): each decoder
 // layer; the embeddings (stage 0); final norm + lm_head (the last stage; V*D
@@ -100,4 +98,4 @@ class PendingSends {
 
 }  // namespace distill::worker::teacher_stream
 
-#endif  // DISTILL_WORKER_RUNTIME_TEACHER_STREAM_H_
+#endif  // DISTILL_WORKER_DISTILL_TEACHER_STREAM_H_
