@@ -9,6 +9,8 @@
 #include "common/spec.h"
 #include "tests/test_util.h"
 #include "worker/data/token_shard.h"
+#include "worker/model/config.h"
+#include "worker/model/hf_io.h"
 #include "worker/model/safetensors.h"
 
 namespace distill::worker {
@@ -151,6 +153,89 @@ TEST(TrainerTest, LossFallsAndOutputsAreWritten) {
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again->resumed_from, 40);
   EXPECT_TRUE(again->finished);
+}
+
+// transformers' learning rates of the case in hf_schedule/schedules.json
+// (tests/reference/hf_schedule.py) with these parameters: lrs[s] is what the
+// optimizer runs 0-based step s with.
+std::vector<double> TransformersSchedule(const std::string& schedule, int64_t warmup, int64_t total, double lr,
+                                         double min_lr) {
+  const std::string path = distill::testing::ReferenceDir() + "/hf_schedule/schedules.json";
+  const nlohmann::json j = nlohmann::json::parse(ReadFile(path), nullptr, /*allow_exceptions=*/false);
+  EXPECT_TRUE(j.is_object()) << "cannot read " << path;
+  if (!j.is_object()) return {};
+  for (const auto& c : j.at("cases")) {
+    if (c.at("schedule") == schedule && c.at("warmup") == warmup && c.at("total_steps") == total &&
+        c.at("lr").get<double>() == lr && c.at("min_lr").get<double>() == min_lr) {
+      return c.at("lrs").get<std::vector<double>>();
+    }
+  }
+  ADD_FAILURE() << "no " << schedule << " case with warmup " << warmup << " in " << path;
+  return {};
+}
+
+// The learning rate AdamW actually ran a step with, recovered from the
+// weights before (`before`) and after it and the optimizer state after it
+// (weight decay 0): p_before - p_after = lr * m_hat / (sqrt(v_hat) + eps),
+// fitted by least squares over every parameter.
+double EffectiveLr(const std::map<std::string, torch::Tensor>& before,
+                   const std::map<std::string, torch::Tensor>& after,
+                   const std::map<std::string, torch::Tensor>& optimizer) {
+  const int64_t t = optimizer.at("step").item<int64_t>();
+  const double bias1 = 1 - std::pow(0.9, static_cast<double>(t));
+  const double bias2 = 1 - std::pow(0.999, static_cast<double>(t));
+  double num = 0, den = 0;
+  for (const auto& [name, p] : after) {
+    EXPECT_TRUE(before.count(name)) << name;
+    if (!before.count(name)) continue;
+    const torch::Tensor m = optimizer.at(name + ".exp_avg").to(torch::kDouble) / bias1;
+    const torch::Tensor v = optimizer.at(name + ".exp_avg_sq").to(torch::kDouble) / bias2;
+    const torch::Tensor u = m / (v.sqrt() + 1e-8);
+    const torch::Tensor d = before.at(name).to(torch::kDouble) - p.to(torch::kDouble);
+    num += (d * u).sum().item<double>();
+    den += (u * u).sum().item<double>();
+  }
+  return den > 0 ? num / den : 0;
+}
+
+// The spec's schedule drives the optimizer: every logged step's lr, and the
+// lr each update really used (from the checkpoints), are transformers'
+// values (warmup from lr 0, then the cosine decay).
+TEST(TrainerTest, EveryStepRunsWithTransformersScheduleLr) {
+  const std::string data = MakeData();
+  auto config = LoadModelConfig(data + "/config.json");
+  ASSERT_TRUE(config.ok()) << config.status();
+  LlamaForCausalLM base = InitModel(*config, 11);
+  ASSERT_TRUE(SaveHfModel(base, data + "/base").ok());
+  const std::vector<double> want = TransformersSchedule("cosine", 3, 7, 0.01, 0.0);
+  ASSERT_GE(want.size(), 7u);
+
+  const std::string out = data + "/sched";
+  std::string text = "type: finetune\nmodel: " + data + "/base\n" + "data: {train: " + data +
+                     "/train.bin, seq_len: 16}\noutput: " + out + "\n" +
+                     "train: {steps: 7, micro_batch: 2, lr: 0.01, min_lr: 0, warmup: 3, schedule: cosine, "
+                     "weight_decay: 0, clip: 0, log_every: 1, threads: 1, seed: 3}\n"
+                     "checkpoint: {every: 1, keep: 7}\n";
+  auto spec = common::ParseJobSpec(text, "test");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  ASSERT_TRUE(common::ValidateJobSpec(*spec).ok()) << common::ValidateJobSpec(*spec);
+  auto r = RunFinetune(common::WithDefaults(*spec), {});
+  ASSERT_TRUE(r.ok()) << r.status();
+
+  const auto logged = LossTrace(out, "lr");
+  ASSERT_EQ(logged.size(), 7u);
+  std::map<std::string, torch::Tensor> before = ReadAll(data + "/base/model.safetensors");
+  for (int64_t s = 0; s < 7; ++s) {
+    EXPECT_NEAR(logged.at(s + 1), want[s], 1e-12 * want[2]) << "logged lr of step " << s + 1;
+    char dir[64];
+    std::snprintf(dir, sizeof(dir), "/checkpoints/step_%08lld/", static_cast<long long>(s + 1));
+    const auto after = ReadAll(out + dir + "weights.safetensors");
+    ASSERT_EQ(after.size(), before.size()) << dir;
+    // float32 weights: the fit is good to ~1e-6 of the peak lr.
+    EXPECT_NEAR(EffectiveLr(before, after, ReadAll(out + dir + "optimizer.safetensors")), want[s], 1e-4 * 0.01)
+        << "lr the update of step " << s + 1 << " used";
+    before = after;
+  }
 }
 
 TEST(TrainerTest, LoraTrainsOnlyAdaptersAndLeavesBaseUntouched) {
