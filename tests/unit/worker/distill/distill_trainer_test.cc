@@ -36,11 +36,12 @@ distill::v1::JobSpec ParseSpec(const std::string& text) {
 
 std::string RefDir() { return ReferenceDir() + "/distill"; }
 
-distill::v1::JobSpec ReferenceSpec(const std::string& logits) {
+// `extra`: more distill: fields ("loss: jsd, beta: 0.3, ").
+distill::v1::JobSpec ReferenceSpec(const std::string& logits, const std::string& extra) {
   return ParseSpec(
       "type: distill\nteacher: {model: " + RefDir() + "/teacher}\nstudent: {model: " + RefDir() +
       "/student}\ndata: {train: /unused.bin}\noutput: /unused\n"
-      "distill: {temperature: 2, alpha: 0.5, logits: " +
+      "distill: {" + extra + "temperature: 2, alpha: 0.5, logits: " +
       logits +
       ", top_k: 8, chunk_tokens: 5,\n"
       "  features: [{student_layer: 0, teacher_layer: 1, loss: mse, weight: 0.5},\n"
@@ -52,8 +53,8 @@ struct Step {
   std::map<std::string, torch::Tensor> grads;  // student and projection grads by name
 };
 
-Step RunReferenceStep(const std::string& logits) {
-  const distill::v1::JobSpec spec = ReferenceSpec(logits);
+Step RunReferenceStep(const std::string& logits, const std::string& extra = "") {
+  const distill::v1::JobSpec spec = ReferenceSpec(logits, extra);
   auto golden = SafetensorsFile::Open(RefDir() + "/golden.safetensors");
   EXPECT_TRUE(golden.ok()) << golden.status();
   auto student = LoadHfModel(RefDir() + "/student");
@@ -121,6 +122,33 @@ TEST(DistillTrainerTest, TopKLossMatchesTheReference) {
   ExpectAllClose(step.parts.total.detach().reshape({}), Golden(**golden, "topk.loss"), kRelTol, 0,
                  "topk loss");
   EXPECT_NEAR(step.parts.kd, Golden(**golden, "topk.kd").item<double>(), kRelTol * step.parts.kd);
+}
+
+// The spec's soft loss reaches the step: reverse KL, JSD with its beta and
+// forward KL without T^2, each against the float64 step of
+// make_distill_reference.py (VARIANTS), loss, kd and every student gradient.
+TEST(DistillTrainerTest, SpecLossKindsMatchTheReferenceStep) {
+  auto golden = SafetensorsFile::Open(RefDir() + "/golden.safetensors");
+  ASSERT_TRUE(golden.ok()) << golden.status();
+  const std::pair<std::string, std::string> variants[] = {
+      {"reverse_kl", "loss: reverse_kl, "}, {"jsd_b0.3", "loss: jsd, beta: 0.3, "}, {"no_t2", "t2_scale: false, "}};
+  for (const auto& [name, yaml] : variants) {
+    SCOPED_TRACE(name);
+    const std::string prefix = "variant." + name + ".";
+    Step step = RunReferenceStep("dense", yaml);
+    ASSERT_TRUE(step.parts.total.defined());
+    ExpectAllClose(step.parts.total.detach().reshape({}), Golden(**golden, prefix + "loss"), kRelTol, 0,
+                   prefix + "loss");
+    const double kd = Golden(**golden, prefix + "kd").item<double>();
+    EXPECT_NEAR(step.parts.kd, kd, kRelTol * kd);
+    int compared = 0;
+    for (const auto& [param, grad] : step.grads) {
+      if (param.rfind("distill.", 0) == 0) continue;
+      ExpectAllClose(grad, Golden(**golden, prefix + "grad." + param), kGradRelTol, 1e-7, prefix + param);
+      ++compared;
+    }
+    EXPECT_EQ(compared, 21);
+  }
 }
 
 // HIDDEN sends the teacher's final hidden state and (cut) lm_head instead of
