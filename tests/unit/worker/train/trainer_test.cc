@@ -11,6 +11,7 @@
 #include "worker/data/token_shard.h"
 #include "worker/model/config.h"
 #include "worker/model/hf_io.h"
+#include "worker/model/lora.h"
 #include "worker/model/safetensors.h"
 
 namespace distill::worker {
@@ -248,6 +249,26 @@ TEST(TrainerTest, LoraTrainsOnlyAdaptersAndLeavesBaseUntouched) {
   auto adapter = ReadAll(data + "/lora/adapter/adapter_model.safetensors");
   EXPECT_EQ(adapter.size(), 8u);
   EXPECT_TRUE(adapter.count("base_model.model.model.layers.1.mlp.down_proj.lora_B.weight"));
+}
+
+// The spec's lora.rslora reaches the adapter the run trains and writes: peft
+// reads use_rslora from it (alpha / sqrt(r); the peft forward of such an
+// adapter is LoraPeftTest's), and the run resumes from it with that scaling.
+TEST(TrainerTest, SpecRsloraReachesTheTrainedAdapter) {
+  const std::string data = MakeData();
+  for (const bool rslora : {true, false}) {
+    SCOPED_TRACE(rslora ? "rslora" : "plain");
+    const std::string out = data + (rslora ? "/rslora" : "/plain");
+    auto r = RunFinetune(Spec(data, out, std::string("method: lora\nlora: {rank: 4, alpha: 8, rslora: ") +
+                                             (rslora ? "true" : "false") +
+                                             "}\ntrain: {steps: 2, micro_batch: 2, threads: 1}\n"),
+                         {});
+    ASSERT_TRUE(r.ok()) << r.status();
+    auto adapter = LoadAdapterConfig(out + "/adapter");
+    ASSERT_TRUE(adapter.ok()) << adapter.status();
+    EXPECT_EQ(adapter->rslora, rslora);
+    EXPECT_DOUBLE_EQ(adapter->Scaling(), rslora ? 8.0 / 2.0 : 8.0 / 4.0);
+  }
 }
 
 TEST(TrainerTest, TrainsDirectlyOnJsonlText) {
