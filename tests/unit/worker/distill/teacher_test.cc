@@ -34,6 +34,13 @@ torch::Tensor Inputs() {
   return Golden(**golden, "input_ids");
 }
 
+// ||actual - expected|| / ||expected||, in double.
+double RelativeError(const torch::Tensor& actual, const torch::Tensor& expected) {
+  torch::Tensor a = actual.detach().to(torch::kCPU, torch::kDouble);
+  torch::Tensor b = expected.detach().to(torch::kCPU, torch::kDouble);
+  return (a - b).norm().item<double>() / b.norm().item<double>();
+}
+
 void ExpectPrefix(const absl::Status& st, const std::string& prefix) {
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
   EXPECT_EQ(std::string(st.message()).rfind(prefix, 0), 0u) << st.message();
@@ -140,6 +147,46 @@ TEST(TeacherTest, BadRunConfigsAreInvalidArgument) {
   topk.transport = distill::v1::TOPK;
   topk.top_k = 51;
   ExpectPrefix((*teacher)->Run(Inputs(), topk).status(), "distill.top_k: ");
+}
+
+// The captured features are the teacher's decoder-layer outputs, against
+// transformers' output_hidden_states of the same model (hf_models.py):
+// hidden_states[i + 1] is layer i's output, except the last entry, which is
+// the last layer's output after the final norm (the HIDDEN transport's
+// hidden state). Note [HF tolerance] of llama_hf_test: 1e-5 in norm.
+TEST(TeacherTest, CapturedFeaturesAreTransformersHiddenStates) {
+  for (const std::string name : {"llama_plain", "qwen3"}) {
+    SCOPED_TRACE(name);
+    const std::string dir = ReferenceDir() + "/hf_models/" + name;
+    auto golden = SafetensorsFile::Open(dir + "/golden.safetensors");
+    ASSERT_TRUE(golden.ok()) << golden.status();
+    auto config = LoadModelConfig(dir + "/config.json");
+    ASSERT_TRUE(config.ok()) << config.status();
+    const int64_t layers = config->num_hidden_layers;
+    ASSERT_GE(layers, 2);
+    auto teacher = Teacher::Load(dir, *config, "", torch::kCPU);
+    ASSERT_TRUE(teacher.ok()) << teacher.status();
+    const torch::Tensor ids = Golden(**golden, "input_ids");
+    const int64_t n = ids.numel();
+    auto want = [&](int64_t i) { return Golden(**golden, "hidden_states." + std::to_string(i)).reshape({n, -1}); };
+
+    TeacherRunConfig run;
+    run.transport = distill::v1::HIDDEN;
+    for (int64_t l = 0; l < layers; ++l) run.capture_layers.push_back(l);
+    auto batch = (*teacher)->Run(ids, run);
+    ASSERT_TRUE(batch.ok()) << batch.status();
+    ASSERT_EQ(batch->features.size(), static_cast<size_t>(layers));
+    for (int64_t l = 0; l + 1 < layers; ++l) {
+      EXPECT_LE(RelativeError(batch->features.at(l), want(l + 1)), 1e-5) << "layer " << l;
+    }
+    torch::Tensor last;
+    {
+      torch::NoGradGuard no_grad;
+      last = (*teacher)->model()->FinalNorm(batch->features.at(layers - 1));
+    }
+    EXPECT_LE(RelativeError(last, want(layers)), 1e-5) << "last layer, final norm applied";
+    EXPECT_LE(RelativeError(batch->output.hidden, want(layers)), 1e-5) << "the HIDDEN transport's state";
+  }
 }
 
 }  // namespace
