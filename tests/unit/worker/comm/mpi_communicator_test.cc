@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "tests/test_util/mpi_fixture.h"
 
 namespace distill::worker {
 namespace internal {
@@ -28,29 +29,9 @@ namespace {
   return ::testing::AssertionFailure() << status << " does not contain \"" << part << "\"";
 }
 
-constexpr double kTimeoutS = 60.0;
+constexpr double kTimeoutS = distill::testing::kMpiTimeoutS;
 
-class MpiCommunicatorTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    auto world = MpiWorld(kTimeoutS);
-    ASSERT_TRUE(world.ok()) << world.status();
-    world_ = std::move(world).value();
-    rank_ = world_->rank();
-    n_ = world_->size();
-    ASSERT_GE(n_, 2) << "run under mpirun -np 2 or more";
-  }
-  void TearDown() override {
-    // Keeps a failing test from bleeding into the next one.
-    if (world_ != nullptr) {
-      EXPECT_TRUE(world_->Barrier("end of test").ok());
-    }
-  }
-
-  std::unique_ptr<Communicator> world_;
-  int rank_ = 0;
-  int n_ = 0;
-};
+class MpiCommunicatorTest : public distill::testing::MpiTest {};
 
 TEST_F(MpiCommunicatorTest, ReportsRankSizeAndBackend) {
   EXPECT_EQ(world_->backend(), "mpi");

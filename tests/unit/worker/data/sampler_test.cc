@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "tests/test_util.h"
+#include "tests/test_util/test_util.h"
 
 namespace distill::worker {
 namespace {
@@ -92,10 +92,8 @@ TEST(WindowSamplerTest, DifferentSeedDifferentOrder) {
 // Note [Portable shuffle] in sampler.cc): the order must not change with the
 // compiler or standard library. Every rank of each case, across epochs.
 TEST(WindowSamplerTest, OrderMatchesReferenceImplementation) {
-  const std::string path = distill::testing::ReferenceDir() + "/sampler/orders.json";
-  const nlohmann::json j =
-      nlohmann::json::parse(distill::testing::ReadFile(path), nullptr, /*allow_exceptions=*/false);
-  ASSERT_TRUE(j.is_object()) << "cannot read " << path;
+  const nlohmann::json j = distill::testing::ReadJson(distill::testing::ReferencePath("sampler/orders.json"));
+  ASSERT_TRUE(j.is_object());
   int cases = 0;
   for (const auto& c : j.at("cases")) {
     SCOPED_TRACE(c.at("name").get<std::string>());

@@ -7,8 +7,9 @@
 #include <sstream>
 
 #include "common/spec.h"
-#include "tests/reference_util.h"
-#include "tests/test_util.h"
+#include "tests/test_util/reference_util.h"
+#include "tests/test_util/test_util.h"
+#include "tests/test_util/tiny_models.h"
 #include "worker/data/token_shard.h"
 #include "worker/model/hf_io.h"
 #include "worker/model/safetensors.h"
@@ -189,10 +190,6 @@ TEST(DistillTrainerTest, UniformLayerMapPairsEqualRelativeDepths) {
 // Whole jobs: a student from a config, a wider teacher with a padded
 // vocabulary (72 rows for the student's 64).
 
-constexpr char kStudentConfig[] =
-    R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 64, "hidden_size": 32,
-  "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-  "hidden_act": "silu", "tie_word_embeddings": false})";
 constexpr char kTeacherConfig[] =
     R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 72, "hidden_size": 48,
   "intermediate_size": 96, "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2,
@@ -201,17 +198,12 @@ constexpr char kTeacherConfig[] =
 // A directory with the student's config.json, a teacher model and token streams.
 std::string MakeJobDir() {
   std::string dir = MakeTempDir("distill_trainer_test");
-  WriteFile(dir + "/config.json", kStudentConfig);
+  WriteFile(dir + "/config.json", distill::testing::kTinyStudentConfigJson);
   auto tc = ParseModelConfig(kTeacherConfig, "teacher");
   EXPECT_TRUE(tc.ok()) << tc.status();
   LlamaForCausalLM teacher = InitModel(*tc, 11);
   EXPECT_TRUE(SaveHfModel(teacher, dir + "/teacher").ok());
-  std::vector<uint32_t> ids;
-  uint32_t x = 1;
-  for (int i = 0; i < 6000; ++i) {
-    x = (x * 1103515245u + 12345u) & 0x7fffffffu;
-    ids.push_back(i % 3 == 0 ? (x >> 8) % 64 : (ids.empty() ? 0 : (ids.back() + 1) % 64));
-  }
+  std::vector<uint32_t> ids = distill::testing::StructuredTokens(6000);
   EXPECT_TRUE(WriteTokenShard(dir + "/train.bin", ids).ok());
   ids.resize(1500);
   EXPECT_TRUE(WriteTokenShard(dir + "/val.bin", ids).ok());
@@ -386,7 +378,7 @@ INSTANTIATE_TEST_SUITE_P(
 
 TEST(DistillTrainerTest, TeacherWithASmallerVocabularyIsRejected) {
   const std::string dir = MakeJobDir();
-  std::string config = kStudentConfig;
+  std::string config = distill::testing::kTinyStudentConfigJson;
   config.replace(config.find("64"), 2, "80");  // the student's vocab_size
   WriteFile(dir + "/config.json", config);
   auto r = RunDistill(MakeSpec(dir, dir + "/out",

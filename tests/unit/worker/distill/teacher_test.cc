@@ -4,8 +4,8 @@
 
 #include <filesystem>
 
-#include "tests/reference_util.h"
-#include "tests/test_util.h"
+#include "tests/test_util/reference_util.h"
+#include "tests/test_util/test_util.h"
 #include "worker/model/hf_io.h"
 #include "worker/model/safetensors.h"
 
@@ -15,6 +15,7 @@ namespace fs = std::filesystem;
 using distill::testing::Golden;
 using distill::testing::MakeTempDir;
 using distill::testing::ReferenceDir;
+using distill::testing::RelativeError;
 using distill::testing::WriteFile;
 
 // tests/reference/make_distill_reference.py: a student of vocabulary 50 and a
@@ -32,13 +33,6 @@ torch::Tensor Inputs() {
   auto golden = SafetensorsFile::Open(ReferenceDir() + "/distill/golden.safetensors");
   EXPECT_TRUE(golden.ok()) << golden.status();
   return Golden(**golden, "input_ids");
-}
-
-// ||actual - expected|| / ||expected||, in double.
-double RelativeError(const torch::Tensor& actual, const torch::Tensor& expected) {
-  torch::Tensor a = actual.detach().to(torch::kCPU, torch::kDouble);
-  torch::Tensor b = expected.detach().to(torch::kCPU, torch::kDouble);
-  return (a - b).norm().item<double>() / b.norm().item<double>();
 }
 
 void ExpectPrefix(const absl::Status& st, const std::string& prefix) {

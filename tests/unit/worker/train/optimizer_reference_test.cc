@@ -15,8 +15,8 @@
 #include <utility>
 #include <vector>
 
-#include "tests/reference_util.h"
-#include "tests/test_util.h"
+#include "tests/test_util/reference_util.h"
+#include "tests/test_util/test_util.h"
 #include "worker/model/hf_io.h"
 #include "worker/model/llama.h"
 #include "worker/model/safetensors.h"
@@ -44,13 +44,8 @@ void ExpectAllClose(const torch::Tensor& actual, const torch::Tensor& expected,
 
 const char* const kConfigs[] = {"llama_gqa", "llama_tied", "qwen2", "qwen3", "llama_bias"};
 
-std::string RefPath(const std::string& rel) { return distill::testing::ReferenceDir() + "/" + rel; }
-
-nlohmann::json ReadJson(const std::string& path) {
-  const std::string text = distill::testing::ReadFile(path);
-  EXPECT_FALSE(text.empty()) << "cannot read " << path;
-  return nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-}
+std::string RefPath(const std::string& rel) { return distill::testing::ReferencePath(rel); }
+using distill::testing::ReadJson;
 
 AdamWOptions ReferenceOptions(const std::string& name, double* lr) {
   const nlohmann::json j = ReadJson(RefPath(name + "/adamw.json"));

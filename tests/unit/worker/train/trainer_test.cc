@@ -7,7 +7,8 @@
 #include <sstream>
 
 #include "common/spec.h"
-#include "tests/test_util.h"
+#include "tests/test_util/test_util.h"
+#include "tests/test_util/tiny_models.h"
 #include "worker/data/token_shard.h"
 #include "worker/model/config.h"
 #include "worker/model/hf_io.h"
@@ -21,20 +22,11 @@ using distill::testing::MakeTempDir;
 using distill::testing::ReadFile;
 using distill::testing::WriteFile;
 
-constexpr char kConfig[] = R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 64, "hidden_size": 32,
-  "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-  "hidden_act": "silu", "tie_word_embeddings": false})";
-
 // A directory with config.json and a token stream with some structure to learn.
 std::string MakeData() {
   std::string dir = MakeTempDir("trainer_test");
-  WriteFile(dir + "/config.json", kConfig);
-  std::vector<uint32_t> ids;
-  uint32_t x = 1;
-  for (int i = 0; i < 6000; ++i) {
-    x = (x * 1103515245u + 12345u) & 0x7fffffffu;
-    ids.push_back(i % 3 == 0 ? (x >> 8) % 64 : (ids.empty() ? 0 : (ids.back() + 1) % 64));
-  }
+  WriteFile(dir + "/config.json", distill::testing::kTinyStudentConfigJson);
+  std::vector<uint32_t> ids = distill::testing::StructuredTokens(6000);
   EXPECT_TRUE(WriteTokenShard(dir + "/train.bin", ids).ok());
   ids.resize(1500);
   EXPECT_TRUE(WriteTokenShard(dir + "/val.bin", ids).ok());
@@ -161,9 +153,8 @@ TEST(TrainerTest, LossFallsAndOutputsAreWritten) {
 // optimizer runs 0-based step s with.
 std::vector<double> TransformersSchedule(const std::string& schedule, int64_t warmup, int64_t total, double lr,
                                          double min_lr) {
-  const std::string path = distill::testing::ReferenceDir() + "/hf_schedule/schedules.json";
-  const nlohmann::json j = nlohmann::json::parse(ReadFile(path), nullptr, /*allow_exceptions=*/false);
-  EXPECT_TRUE(j.is_object()) << "cannot read " << path;
+  const std::string path = distill::testing::ReferencePath("hf_schedule/schedules.json");
+  const nlohmann::json j = distill::testing::ReadJson(path);
   if (!j.is_object()) return {};
   for (const auto& c : j.at("cases")) {
     if (c.at("schedule") == schedule && c.at("warmup") == warmup && c.at("total_steps") == total &&
