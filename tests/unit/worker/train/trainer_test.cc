@@ -11,7 +11,6 @@
 #include "tests/test_util/tiny_models.h"
 #include "worker/data/token_shard.h"
 #include "worker/model/config.h"
-#include "worker/model/hf_io.h"
 #include "worker/model/lora.h"
 #include "worker/model/safetensors.h"
 
@@ -197,8 +196,7 @@ TEST(TrainerTest, EveryStepRunsWithTransformersScheduleLr) {
   const std::string data = MakeData();
   auto config = LoadModelConfig(data + "/config.json");
   ASSERT_TRUE(config.ok()) << config.status();
-  LlamaForCausalLM base = InitModel(*config, 11);
-  ASSERT_TRUE(SaveHfModel(base, data + "/base").ok());
+  ASSERT_NO_FATAL_FAILURE(distill::testing::SaveRandomModel(*config, 11, data + "/base"));
   const std::vector<double> want = TransformersSchedule("cosine", 3, 7, 0.01, 0.0);
   ASSERT_GE(want.size(), 7u);
 
