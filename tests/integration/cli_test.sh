@@ -2,31 +2,8 @@
 # End-to-end checks of the distill-worker command-line contract: init, train
 # (full and LoRA), eval, merge, tokenize, and that every bad input exits
 # non-zero with exactly one clear line on stderr naming the culprit.
-set -uo pipefail
-W="${DISTILL_WORKER_BIN:?}"
-PY="${DISTILL_PYTHON:-python3}"
-T=$(mktemp -d /tmp/distill_cli.XXXXXX)
-trap 'rm -rf "$T"' EXIT
-failures=0
-pass=0
-ok() { pass=$((pass + 1)); }
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
-
-# expect_error NAME EXPECTED_SUBSTRING CMD...: non-zero exit, one stderr line
-# containing the substring, no LibTorch backtrace or abort.
-expect_error() {
-  local name=$1 want=$2
-  shift 2
-  "$@" >"$T/out" 2>"$T/err"
-  local rc=$?
-  local lines
-  lines=$(wc -l <"$T/err")
-  if [ "$rc" -eq 0 ]; then fail "$name: exit 0"; return; fi
-  if [ "$rc" -ge 128 ]; then fail "$name: crashed (exit $rc): $(cat "$T/err")"; return; fi
-  if [ "$lines" -ne 1 ]; then fail "$name: $lines stderr lines: $(cat "$T/err")"; return; fi
-  if ! grep -qF -- "$want" "$T/err"; then fail "$name: stderr lacks '$want': $(cat "$T/err")"; return; fi
-  ok
-}
+source "$(dirname "$0")/lib.sh"
+lib_init cli
 
 # --version names the LibTorch and CUDA of the torch wheel in DISTILL_PYTHON
 # (the one CMake built against), as torch itself reports them.
@@ -42,15 +19,11 @@ if [ -n "$C" ]; then
     || fail "distill-coordinator --version: '$got'"
 fi
 
-cat >"$T/config.json" <<'JSON'
-{"architectures": ["LlamaForCausalLM"], "vocab_size": 256, "hidden_size": 32, "intermediate_size": 64,
- "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "hidden_act": "silu",
- "tie_word_embeddings": true}
-JSON
-for i in $(seq 1 40); do echo "The quick brown fox $i jumps over the lazy dog; pack my box with five dozen liquor jugs."; done >"$T/text.txt"
-"$W" tokenize --tokenizer bytes --input "$T/text.txt" --output "$T/train.bin" >/dev/null || fail "tokenize"
+write_tiny_config "$T/config.json"
+write_text "$T/text.txt" 40
+tokenize_bytes "$T/text.txt" "$T/train.bin" || fail "tokenize"
 head -c 2000 "$T/text.txt" >"$T/val.txt"
-"$W" tokenize --tokenizer bytes --input "$T/val.txt" --output "$T/val.bin" >/dev/null || fail "tokenize val"
+tokenize_bytes "$T/val.txt" "$T/val.bin" || fail "tokenize val"
 [ "$(stat -c %s "$T/train.bin")" -eq $((4 * $(stat -c %s "$T/text.txt"))) ] && ok || fail "tokenize size"
 
 # init
@@ -170,5 +143,4 @@ expect_error "missing init config" "/nonexistent/config.json" "$W" init --config
 expect_error "merge with missing adapter" "adapter_config.json" "$W" merge --base "$T/base" --adapter "$T/nothing" --out "$T/y"
 "$W" eval --model "$T/base" --bogus 1 >/dev/null 2>&1; [ $? -eq 2 ] && ok || fail "usage error exits 2"
 
-echo "cli_test: $pass passed, $failures failed"
-[ "$failures" -eq 0 ]
+finish cli_test

@@ -7,50 +7,24 @@
 #      checkpoint and succeeds on attempt 2;
 #   4. kill -9 the coordinator with one job running and one queued, restart
 #      it: no job is lost, both finish; SIGTERM then exits 0.
-set -uo pipefail
-W="${DISTILL_WORKER_BIN:?}"
+source "$(dirname "$0")/lib.sh"
 C="${DISTILL_COORDINATOR_BIN:?}"
 SRC="${DISTILL_SOURCE_DIR:?}"
-PY="${DISTILL_PYTHON:-python3}"
-T=$(mktemp -d /tmp/distill_coord.XXXXXX)
-COORD_PID=
-cleanup() {
-  [ -n "$COORD_PID" ] && kill -9 "$COORD_PID" 2>/dev/null
-  # Jobs of this test run in sessions of their own: stop them by their pid files.
-  for p in "$T"/var/jobs/*/attempt-*/pid; do
-    [ -f "$p" ] && pkill -9 -s "$(cat "$p")" 2>/dev/null
-  done
-  rm -rf "$T"
-}
-trap cleanup EXIT
-failures=0
-pass=0
-ok() { pass=$((pass + 1)); }
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+lib_init coord
+on_exit stop_coordinator_and_jobs
 
 # Python stubs of the API.
-mkdir -p "$T/py"
-$PY -m grpc_tools.protoc -I "$SRC/proto" --python_out="$T/py" --grpc_python_out="$T/py" \
-  distill/v1/job.proto distill/v1/coordinator.proto || { echo "protoc failed"; exit 1; }
-export PYTHONPATH="$T/py"
+python_stubs
 CLIENT="$SRC/tests/integration/coordinator_client.py"
 
-read -r PORT MPORT < <($PY -c '
-import socket
-s = [socket.socket() for _ in range(2)]
-for x in s: x.bind(("127.0.0.1", 0))
-print(*[x.getsockname()[1] for x in s])')
+read -r PORT MPORT < <(free_ports 2)
 ADDR="127.0.0.1:$PORT"
 cli() { $PY "$CLIENT" "$ADDR" "$@"; }
 
 # A tiny model and data (as in cli_test.sh).
-cat >"$T/config.json" <<'JSON'
-{"architectures": ["LlamaForCausalLM"], "vocab_size": 256, "hidden_size": 32, "intermediate_size": 64,
- "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "hidden_act": "silu",
- "tie_word_embeddings": true}
-JSON
-for i in $(seq 1 40); do echo "The quick brown fox $i jumps over the lazy dog; pack my box with five dozen liquor jugs."; done >"$T/text.txt"
-"$W" tokenize --tokenizer bytes --input "$T/text.txt" --output "$T/train.bin" >/dev/null || { echo "tokenize failed"; exit 1; }
+write_tiny_config "$T/config.json"
+write_text "$T/text.txt" 40
+tokenize_bytes "$T/text.txt" "$T/train.bin" || die "tokenize failed"
 
 # spec NAME STEPS [CKPT_EVERY]: writes $T/NAME.json
 spec() {
@@ -95,10 +69,6 @@ start_coordinator() {
   exit 1
 }
 rank_log() { echo "$T/var/jobs/$1/attempt-$2/logs/1/rank.0/stdout"; }
-wait_log() {  # wait_log FILE PATTERN SECONDS
-  for _ in $(seq 1 $(($3 * 10))); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
-  return 1
-}
 
 start_coordinator
 
@@ -157,6 +127,4 @@ wait "$COORD_PID"; rc=$?
 COORD_PID=
 [ "$rc" -eq 0 ] && ok || fail "SIGTERM exit code $rc"
 
-echo "coordinator_test: $pass passed, $failures failed"
-[ "$failures" -eq 0 ] || { echo "--- coordinator log"; tail -40 "$T/coordinator.log"; }
-[ "$failures" -eq 0 ]
+finish coordinator_test || { echo "--- coordinator log"; tail -40 "$T/coordinator.log"; false; }

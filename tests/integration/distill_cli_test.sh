@@ -4,30 +4,8 @@
 # tiny `type: distill` job through `train --spec` (progress line, metrics,
 # resume, outputs, the student moving towards its teacher), and bad distill
 # specs: non-zero exit with exactly one stderr line naming the field.
-set -uo pipefail
-W="${DISTILL_WORKER_BIN:?}"
-PY="${DISTILL_PYTHON:-python3}"
-T=$(mktemp -d /tmp/distill_kd_cli.XXXXXX)
-trap 'rm -rf "$T"' EXIT
-failures=0
-pass=0
-ok() { pass=$((pass + 1)); }
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
-
-# expect_error NAME EXPECTED_SUBSTRING CMD...: as in cli_test.sh.
-expect_error() {
-  local name=$1 want=$2
-  shift 2
-  "$@" >"$T/out" 2>"$T/err"
-  local rc=$?
-  local lines
-  lines=$(wc -l <"$T/err")
-  if [ "$rc" -eq 0 ]; then fail "$name: exit 0"; return; fi
-  if [ "$rc" -ge 128 ]; then fail "$name: crashed (exit $rc): $(cat "$T/err")"; return; fi
-  if [ "$lines" -ne 1 ]; then fail "$name: $lines stderr lines: $(cat "$T/err")"; return; fi
-  if ! grep -qF -- "$want" "$T/err"; then fail "$name: stderr lacks '$want': $(cat "$T/err")"; return; fi
-  ok
-}
+source "$(dirname "$0")/lib.sh"
+lib_init kd_cli
 
 # --- eval --teacher against tests/reference/make_distill_reference.py ------
 REF="${DISTILL_REFERENCE_DIR:?}/distill"
@@ -55,21 +33,17 @@ expect_error "eval teacher smaller vocab" "teacher.model" \
   "$W" eval --model "$REF/teacher" --teacher "$REF/student" --tokens "$REF/eval_tokens.bin" --seq-len 16
 
 # --- a tiny distill job ------------------------------------------------------
-cat >"$T/student.json" <<'JSON'
-{"architectures": ["LlamaForCausalLM"], "vocab_size": 256, "hidden_size": 32, "intermediate_size": 64,
- "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "hidden_act": "silu",
- "tie_word_embeddings": true}
-JSON
+write_tiny_config "$T/student.json"
 # The teacher: wider, deeper, its vocabulary padded to 264 rows.
 cat >"$T/teacher.json" <<'JSON'
 {"architectures": ["LlamaForCausalLM"], "vocab_size": 264, "hidden_size": 48, "intermediate_size": 96,
  "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2, "hidden_act": "silu",
  "tie_word_embeddings": true}
 JSON
-for i in $(seq 1 60); do echo "The quick brown fox $i jumps over the lazy dog; pack my box with five dozen liquor jugs."; done >"$T/text.txt"
-"$W" tokenize --tokenizer bytes --input "$T/text.txt" --output "$T/train.bin" >/dev/null || fail "tokenize"
+write_text "$T/text.txt" 60
+tokenize_bytes "$T/text.txt" "$T/train.bin" || fail "tokenize"
 head -c 3000 "$T/text.txt" >"$T/val.txt"
-"$W" tokenize --tokenizer bytes --input "$T/val.txt" --output "$T/val.bin" >/dev/null || fail "tokenize val"
+tokenize_bytes "$T/val.txt" "$T/val.bin" || fail "tokenize val"
 "$W" init --config "$T/teacher.json" --out "$T/teacher0" --seed 1 >/dev/null || fail "init teacher"
 "$W" init --config "$T/student.json" --out "$T/student0" --seed 2 >/dev/null || fail "init student"
 # Train the teacher a little (finetune) so it has something to teach.
@@ -144,5 +118,4 @@ sed 's/"vocab_size": 264/"vocab_size": 200/' "$T/teacher.json" >"$T/small.json"
 sed 's#teacher: {model: teacher_out/model}#teacher: {model: small}#' "$T/distill.yaml" >"$T/bad.yaml"
 expect_error "teacher vocabulary smaller" "smaller than the student's 256" "$W" train --spec "$T/bad.yaml"
 
-echo "distill_cli_test: $pass passed, $failures failed"
-[ "$failures" -eq 0 ]
+finish distill_cli_test

@@ -3,37 +3,18 @@
 # launching the real worker: submit --watch, list, get, get --json, logs,
 # cancel, watch of a cancelled and of a failed job, watch across a coordinator
 # restart; exit codes 0/1/2 and the "distillctl: CODE: message" error line.
-set -uo pipefail
-W="${DISTILL_WORKER_BIN:?}"
+source "$(dirname "$0")/lib.sh"
 C="${DISTILL_COORDINATOR_BIN:?}"
 CTL="${DISTILL_CTL_BIN:?}"
-PY="${DISTILL_PYTHON:-python3}"
-T=$(mktemp -d /tmp/distill_ctl.XXXXXX)
-COORD_PID=
-cleanup() {
-  [ -n "$COORD_PID" ] && kill -9 "$COORD_PID" 2>/dev/null
-  # Each attempt runs in a session of its own, led by the pid in its pid file.
-  for p in "$T"/var/jobs/*/attempt-*/pid; do
-    [ -f "$p" ] && kill -9 -- "-$(cat "$p")" 2>/dev/null
-  done
-  rm -rf "$T"
-}
-trap cleanup EXIT
-failures=0
-pass=0
-ok() { pass=$((pass + 1)); }
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+lib_init ctl
+on_exit stop_coordinator_and_jobs
 
 # A tiny model and data (as in cli_test.sh), and specs in their own directory
 # with paths relative to it: distillctl must resolve them against the file.
 mkdir -p "$T/specs" "$T/elsewhere"
-cat >"$T/specs/config.json" <<'JSON'
-{"architectures": ["LlamaForCausalLM"], "vocab_size": 256, "hidden_size": 32, "intermediate_size": 64,
- "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "hidden_act": "silu",
- "tie_word_embeddings": true}
-JSON
-for i in $(seq 1 40); do echo "The quick brown fox $i jumps over the lazy dog; pack my box with five dozen liquor jugs."; done >"$T/text.txt"
-"$W" tokenize --tokenizer bytes --input "$T/text.txt" --output "$T/specs/train.bin" >/dev/null || { echo "tokenize failed"; exit 1; }
+write_tiny_config "$T/specs/config.json"
+write_text "$T/text.txt" 40
+tokenize_bytes "$T/text.txt" "$T/specs/train.bin" || die "tokenize failed"
 spec() {  # spec NAME STEPS [INIT]
   cat >"$T/specs/$1.yaml" <<YAML
 type: finetune
@@ -176,6 +157,4 @@ wait "$COORD_PID"
 [ $? -eq 0 ] && ok || fail "coordinator exit after SIGTERM"
 COORD_PID=
 
-echo "distillctl_test: $pass passed, $failures failed"
-[ "$failures" -eq 0 ] || { echo "--- coordinator log"; tail -30 "$T/coordinator.log"; }
-[ "$failures" -eq 0 ]
+finish distillctl_test || { echo "--- coordinator log"; tail -30 "$T/coordinator.log"; false; }

@@ -9,31 +9,21 @@
 # - 2 teacher + 2 student ranks train, checkpoint, resume (= uninterrupted);
 # - a rank killed with kill -9, or hung (SIGSTOP), ends the job non-zero
 #   within the timeout, naming the rank; a wrong -np is a clear error.
-set -uo pipefail
-W="${DISTILL_WORKER_BIN:?}"
-PY="${DISTILL_PYTHON:-python3}"
-T=$(mktemp -d /tmp/distill_dist.XXXXXX)
-trap 'pkill -KILL -f "$T/" 2>/dev/null; rm -rf "$T"' EXIT
-failures=0
-pass=0
-ok() { pass=$((pass + 1)); }
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
-MPIRUN=(mpirun --allow-run-as-root --oversubscribe --bind-to none -x OMP_NUM_THREADS=1 -x OMP_WAIT_POLICY=PASSIVE)
+source "$(dirname "$0")/lib.sh"
+lib_init dist
+# Ranks left behind by a failed check: every process of this test names $T.
+on_exit 'pkill -KILL -f "$T/" 2>/dev/null'
 
-cat >"$T/student.json" <<'JSON'
-{"architectures": ["LlamaForCausalLM"], "vocab_size": 256, "hidden_size": 32, "intermediate_size": 64,
- "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "hidden_act": "silu",
- "tie_word_embeddings": true}
-JSON
+write_tiny_config "$T/student.json"
 cat >"$T/teacher.json" <<'JSON'
 {"architectures": ["LlamaForCausalLM"], "vocab_size": 264, "hidden_size": 48, "intermediate_size": 96,
  "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2, "hidden_act": "silu",
  "tie_word_embeddings": false}
 JSON
-for i in $(seq 1 80); do echo "The quick brown fox $i jumps over the lazy dog; pack my box with five dozen liquor jugs."; done >"$T/text.txt"
-"$W" tokenize --tokenizer bytes --input "$T/text.txt" --output "$T/train.bin" >/dev/null || fail "tokenize"
+write_text "$T/text.txt" 80
+tokenize_bytes "$T/text.txt" "$T/train.bin" || fail "tokenize"
 head -c 2000 "$T/text.txt" >"$T/val.txt"
-"$W" tokenize --tokenizer bytes --input "$T/val.txt" --output "$T/val.bin" >/dev/null || fail "tokenize val"
+tokenize_bytes "$T/val.txt" "$T/val.bin" || fail "tokenize val"
 "$W" init --config "$T/teacher.json" --out "$T/teacher" --seed 1 >/dev/null || fail "init teacher"
 "$W" init --config "$T/student.json" --out "$T/student" --seed 2 >/dev/null || fail "init student"
 
@@ -196,7 +186,7 @@ run_and_break() {
   distill_spec "$name" 1 2 dense 100000 "runtime: {timeout_s: 5}"
   "${MPIRUN[@]}" -np 3 "$W" train --spec "$T/$name.yaml" >"$T/$name.log" 2>&1 &
   local mpirun_pid=$!
-  for _ in $(seq 1 300); do grep -q '^step 2/' "$T/$name.log" 2>/dev/null && break; sleep 0.2; done
+  wait_log "$T/$name.log" '^step 2/' 60
   local victim=""
   for p in $(pgrep -f "train --spec $T/$name.yaml"); do
     if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$rank"; then victim=$p; fi
@@ -222,5 +212,4 @@ run_and_break hung STOP 2
 grep -q "timed out after 5 s waiting for .*rank 2 (teacher stage 1)" "$LAST_LOG" && ok \
   || fail "hung rank: message: $(tail -8 "$LAST_LOG")"
 
-echo "distributed_test: $pass passed, $failures failed"
-[ "$failures" -eq 0 ]
+finish distributed_test

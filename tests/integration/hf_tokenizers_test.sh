@@ -6,16 +6,11 @@
 # cases), the .bin must hold exactly tokenizers' encode(text).ids followed by
 # the separator, whole (1 thread) and cut into small chunks on 2 threads.
 # (Decoded text and add_special_tokens: worker_tests HfTokenizerReferenceTest.)
-set -uo pipefail
-W="${DISTILL_WORKER_BIN:?}"
+source "$(dirname "$0")/lib.sh"
 REF="${DISTILL_REFERENCE_DIR:?}/hf_tokenizers"
-PY="${DISTILL_PYTHON:-python3}"
-T=$(mktemp -d /tmp/distill_hf_tok.XXXXXX)
-trap 'rm -rf "$T"' EXIT
-[ -f "$REF/manifest.json" ] || { echo "FAIL: $REF/manifest.json missing (reference.hf_tokenizers)"; exit 1; }
-failures=0
+lib_init hf_tok
+[ -f "$REF/manifest.json" ] || die "$REF/manifest.json missing (reference.hf_tokenizers)"
 checked=0
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 
 # "CASE EOS_ID" lines, then "TEXT" lines after a "--".
 mapfile -t lines < <("$PY" -c '
@@ -28,7 +23,7 @@ cases=() texts=() seen_sep=0
 for l in "${lines[@]}"; do
   if [ "$l" = "--" ]; then seen_sep=1; elif [ $seen_sep = 0 ]; then cases+=("$l"); else texts+=("$l"); fi
 done
-[ ${#cases[@]} -gt 0 ] && [ ${#texts[@]} -gt 0 ] || { echo "FAIL: empty manifest"; exit 1; }
+[ ${#cases[@]} -gt 0 ] && [ ${#texts[@]} -gt 0 ] || die "empty manifest"
 
 for c in "${cases[@]}"; do
   read -r name eos <<<"$c"

@@ -9,18 +9,11 @@
 #   - an adapter with a feature we lack is one clear error line.
 # Losses 1e-5 relative (fp32 forward on both sides, sums in double); merged
 # weights 1e-6 relative to each tensor's max |w| (the same fp32 W + BA*s).
-set -uo pipefail
-W="${DISTILL_WORKER_BIN:?}"
-PY="${DISTILL_PYTHON:-python3}"
+source "$(dirname "$0")/lib.sh"
 SRC="${DISTILL_SOURCE_DIR:?}"
 REF="${DISTILL_REFERENCE_DIR:?}/hf_peft"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TRANSFORMERS_VERBOSITY=error HF_HUB_DISABLE_PROGRESS_BARS=1
-T=$(mktemp -d /tmp/distill_peft.XXXXXX)
-trap 'rm -rf "$T"' EXIT
-failures=0
-pass=0
-ok() { pass=$((pass + 1)); }
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+lib_init peft
 L=16  # hf_peft.py's EVAL_SEQ_LEN
 
 # close GOT_JSON WANT_JSON: same token count, loss within 1e-5 relative.
@@ -55,7 +48,7 @@ base=$("$W" eval --model "$REF/base" --tokens "$REF/tokens.bin" --seq-len $L | t
 
 # 2. Adapters our train writes, loaded by PeftModel.from_pretrained.
 printf 'The quick brown fox jumps over the lazy dog %s. ' $(seq 1 60) >"$T/text.txt"
-"$W" tokenize --tokenizer bytes --input "$T/text.txt" --output "$T/bytes.bin" >/dev/null || fail "tokenize"
+tokenize_bytes "$T/text.txt" "$T/bytes.bin" || fail "tokenize"
 # Byte ids reach 121; the tiny model has 64 tokens.
 $PY -c "import numpy as np,sys; np.fromfile(sys.argv[1],'<u4').__mod__(64).astype('<u4').tofile(sys.argv[2])" \
   "$T/bytes.bin" "$T/train.bin" || fail "train tokens"
@@ -98,5 +91,4 @@ else
   ok
 fi
 
-echo "peft_test: $pass passed, $failures failed"
-[ "$failures" -eq 0 ]
+finish peft_test

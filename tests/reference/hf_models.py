@@ -9,6 +9,10 @@ OUT/<case>/golden.safetensors with
   loss        []                  transformers' loss with labels = input_ids
                                   (it shifts them itself)
   grad.<name> the gradient of every parameter after loss.backward()
+  hidden_states.<i>  [B, T, D]    transformers' output_hidden_states: 0 the
+                                  embeddings, i + 1 decoder layer i's output,
+                                  except the last entry, which has the final
+                                  norm applied
 Every case is written twice: OUT/<case> with the config.json transformers 5
 writes (rope_parameters), and OUT/<case>_v4 with the same weights and the
 config.json rewritten as transformers 4.x writes it (rope_theta and
@@ -166,12 +170,13 @@ def build(config, seed):
 
 def run(model, ids):
     model.zero_grad(set_to_none=True)
-    out = model(input_ids=ids, labels=ids)
+    out = model(input_ids=ids, labels=ids, output_hidden_states=True)
     out.loss.backward()
     grads = {
         "grad." + n: p.grad.detach().clone() for n, p in model.named_parameters()
     }
-    return out.logits.detach().clone(), out.loss.detach().clone(), grads
+    hidden = {"hidden_states.%d" % i: h.detach().clone() for i, h in enumerate(out.hidden_states)}
+    return out.logits.detach().clone(), out.loss.detach().clone(), grads, hidden
 
 
 def v4_config(config_path, out_path):
@@ -211,7 +216,7 @@ def make_case(out, name, factory, seq, without, seed):
     model = build(config, seed)
     gen = torch.Generator().manual_seed(seed + 1000)
     ids = torch.randint(0, config.vocab_size, (BATCH, seq), generator=gen)
-    logits, loss, grads = run(model, ids)
+    logits, loss, grads, hidden = run(model, ids)
 
     if without is not None:
         # The feature must change the logits at this length, or the case
@@ -225,7 +230,7 @@ def make_case(out, name, factory, seq, without, seed):
 
     path = os.path.join(out, name)
     model.save_pretrained(path, safe_serialization=True)
-    golden = {"input_ids": ids, "logits": logits, "loss": loss, **grads}
+    golden = {"input_ids": ids, "logits": logits, "loss": loss, **grads, **hidden}
     save_file({k: v.contiguous() for k, v in golden.items()},
               os.path.join(path, "golden.safetensors"))
 

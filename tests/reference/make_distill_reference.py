@@ -11,6 +11,10 @@ beyond the student's 50, its embeddings tied), a batch, and in float64:
   teacher layer 3 (cosine, weight 2.0), each through a given projection
   [48, 32]), its parts, and the gradient of every student parameter and of
   both projections; the same loss for top-k (k = 8) logits;
+- golden.safetensors also holds, under "variant.NAME.", the same dense step
+  (features included) with another soft loss from the spec (VARIANTS):
+  reverse KL(q||p), the generalised JSD with beta 0.3, and forward KL
+  without the T^2 factor: loss, kd and every student gradient;
 - eval.json: the teacher-aware evaluation on a token stream: the student's
   and the teacher's mean cross-entropy, mean KL(p_teacher || p_student) at
   T = 1 and top-1 agreement, over the non-overlapping windows of
@@ -72,10 +76,37 @@ def forward_capture(w, c, input_ids):
     return h @ head.t(), layers
 
 
-def forward_kl_dense(zs, zt, t):
+# The spec's other soft losses (job.proto DistillLoss, t2_scale): the
+# distill: fields each variant sets, and its golden name.
+VARIANTS = [
+    ("reverse_kl", {"loss": "reverse_kl"}),
+    ("jsd_b0.3", {"loss": "jsd", "beta": 0.3}),
+    ("no_t2", {"t2_scale": False}),
+]
+
+
+def kl_rows(log_a, log_b):
+    """KL(a||b) per row, from log-probabilities."""
+    return (log_a.exp() * (log_a - log_b)).sum(-1)
+
+
+def divergence_dense(zs, zt, t, loss="forward_kl", beta=0.5):
+    """Mean over tokens of the soft loss between teacher p and student q at T
+    (job.proto): forward KL(p||q), reverse KL(q||p) or
+    JSD(beta) = beta KL(p||m) + (1 - beta) KL(q||m), m = beta p + (1 - beta) q."""
     log_p = F.log_softmax(zt / t, dim=-1)
     log_q = F.log_softmax(zs / t, dim=-1)
-    return (log_p.exp() * (log_p - log_q)).sum(-1).mean()
+    if loss == "forward_kl":
+        return kl_rows(log_p, log_q).mean()
+    if loss == "reverse_kl":
+        return kl_rows(log_q, log_p).mean()
+    assert loss == "jsd", loss
+    log_m = (beta * log_p.exp() + (1 - beta) * log_q.exp()).log()
+    return (beta * kl_rows(log_p, log_m) + (1 - beta) * kl_rows(log_q, log_m)).mean()
+
+
+def forward_kl_dense(zs, zt, t):
+    return divergence_dense(zs, zt, t)
 
 
 def forward_kl_topk(zs, zt, t, k):
@@ -97,7 +128,7 @@ def feature_loss(hs, ht, proj, kind):
     return (1 - F.cosine_similarity(x, ht, dim=-1, eps=1e-8)).mean()
 
 
-def distill_loss(ws, wt, projs, input_ids, targets, topk=None):
+def distill_loss(ws, wt, projs, input_ids, targets, topk=None, variant=None):
     zs, ls = forward_capture(ws, STUDENT, input_ids)
     with torch.no_grad():
         zt, lt = forward_capture(wt, TEACHER, input_ids)
@@ -107,11 +138,13 @@ def distill_loss(ws, wt, projs, input_ids, targets, topk=None):
     y = targets.reshape(n)
     t = KD["temperature"]
     ce = F.cross_entropy(zs, y)
+    variant = variant or {}
     if topk is None:
-        kd = forward_kl_dense(zs, zt, t)
+        kd = divergence_dense(zs, zt, t, variant.get("loss", "forward_kl"), variant.get("beta", 0.5))
     else:
         kd = forward_kl_topk(zs, zt, t, topk)
-    kd = kd * t * t
+    if variant.get("t2_scale", KD["t2_scale"]):
+        kd = kd * t * t
     total = KD["alpha"] * kd + (1 - KD["alpha"]) * ce
     feats = []
     for f, proj in zip(FEATURES, projs):
@@ -163,6 +196,16 @@ def make_step(d, ws32, wt32, gen):
         topk_total, _, topk_kd, _ = distill_loss(ws, wt, projs, input_ids, targets, topk=KD["top_k"])
     golden["topk.loss"] = topk_total.float()
     golden["topk.kd"] = topk_kd.float()
+    for name, variant in VARIANTS:
+        for t in list(ws.values()) + projs:
+            t.grad = None
+        v_total, _, v_kd, _ = distill_loss(ws, wt, projs, input_ids, targets, variant=variant)
+        v_total.backward()
+        prefix = "variant.%s." % name
+        golden[prefix + "loss"] = v_total.detach().float()
+        golden[prefix + "kd"] = v_kd.detach().float()
+        for n, t in ws.items():
+            golden[prefix + "grad." + n] = t.grad.float()
     ref.write_safetensors(os.path.join(d, "golden.safetensors"), golden)
     ref.write_json(os.path.join(d, "step.json"), {"kd": KD, "features": FEATURES})
 

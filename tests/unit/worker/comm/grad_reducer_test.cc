@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "tests/test_util/mpi_fixture.h"
 #include "worker/comm/mpi_communicator.h"
 
 namespace distill::worker {
@@ -83,25 +84,7 @@ void ExpectGradsEqual(const std::vector<torch::Tensor>& params,
   }
 }
 
-class GradReducerTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    auto world = MpiWorld(60.0);
-    ASSERT_TRUE(world.ok()) << world.status();
-    world_ = std::move(world).value();
-    rank_ = world_->rank();
-    n_ = world_->size();
-  }
-  void TearDown() override {
-    if (world_ != nullptr) {
-      EXPECT_TRUE(world_->Barrier("end of test").ok());
-    }
-  }
-
-  std::unique_ptr<Communicator> world_;
-  int rank_ = 0;
-  int n_ = 0;
-};
+class GradReducerTest : public distill::testing::MpiTest {};
 
 TEST_F(GradReducerTest, AveragesEveryRanksGradients) {
   Net net = Net::Make();

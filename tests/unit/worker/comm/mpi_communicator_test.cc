@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "tests/test_util/mpi_fixture.h"
 
 namespace distill::worker {
 namespace internal {
@@ -28,29 +29,9 @@ namespace {
   return ::testing::AssertionFailure() << status << " does not contain \"" << part << "\"";
 }
 
-constexpr double kTimeoutS = 60.0;
+constexpr double kTimeoutS = distill::testing::kMpiTimeoutS;
 
-class MpiCommunicatorTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    auto world = MpiWorld(kTimeoutS);
-    ASSERT_TRUE(world.ok()) << world.status();
-    world_ = std::move(world).value();
-    rank_ = world_->rank();
-    n_ = world_->size();
-    ASSERT_GE(n_, 2) << "run under mpirun -np 2 or more";
-  }
-  void TearDown() override {
-    // Keeps a failing test from bleeding into the next one.
-    if (world_ != nullptr) {
-      EXPECT_TRUE(world_->Barrier("end of test").ok());
-    }
-  }
-
-  std::unique_ptr<Communicator> world_;
-  int rank_ = 0;
-  int n_ = 0;
-};
+class MpiCommunicatorTest : public distill::testing::MpiTest {};
 
 TEST_F(MpiCommunicatorTest, ReportsRankSizeAndBackend) {
   EXPECT_EQ(world_->backend(), "mpi");
@@ -354,6 +335,30 @@ TEST_F(MpiCommunicatorTest, LargeTensorsGoInChunks) {
 
 TEST_F(MpiCommunicatorTest, BarrierCompletes) {
   for (int i = 0; i < 5; ++i) ASSERT_TRUE(world_->Barrier(absl::StrCat("barrier ", i)).ok());
+}
+
+// Seconds on the host's monotonic clock (CLOCK_MONOTONIC: one clock for all
+// processes of a host; mpi_tests.cmake runs every rank on this host).
+double MonotonicNow() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// A barrier holds every rank until the last one has entered: a late rank
+// (it sleeps first) records when it entered, and no rank may have left
+// before that. A barrier that returned at once would let the others out
+// ~0.3 s early. Late rank first 0, then the last.
+TEST_F(MpiCommunicatorTest, NoRankLeavesTheBarrierBeforeTheLastEnters) {
+  for (const int late : {0, n_ - 1}) {
+    SCOPED_TRACE(absl::StrCat("late rank ", late));
+    if (rank_ == late) std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    const double entered = MonotonicNow();
+    ASSERT_TRUE(world_->Barrier("late entry").ok());
+    const double left = MonotonicNow();
+    torch::Tensor late_entered = torch::full({1}, entered, torch::kFloat64);
+    ASSERT_TRUE(world_->Broadcast(late_entered, late, "late rank's entry time").ok());
+    EXPECT_GE(left, late_entered.item<double>()) << "rank " << rank_ << " left the barrier before rank "
+                                                  << late << " entered it";
+  }
 }
 
 // Ends the whole job, so it is disabled: only the mpi.comm_abort_np2 entry

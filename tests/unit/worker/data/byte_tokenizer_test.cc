@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "tests/test_util.h"
+#include "tests/test_util/test_util.h"
 #include "worker/data/token_shard.h"
 
 namespace distill::worker {

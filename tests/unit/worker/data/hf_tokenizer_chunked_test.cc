@@ -15,7 +15,7 @@
 #include <iterator>
 #include <nlohmann/json.hpp>
 
-#include "tests/test_util.h"
+#include "tests/test_util/test_util.h"
 #include "worker/data/hf_tokenizer.h"
 #include "worker/data/hf_tokenizer_internal.h"
 

@@ -11,7 +11,7 @@
 #include <sstream>
 #include <type_traits>
 
-#include "tests/test_util.h"
+#include "tests/test_util/test_util.h"
 #include "worker/data/hf_tokenizer_internal.h"
 
 namespace distill::worker {

@@ -4,7 +4,11 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
 #include <vector>
+
+#include "tests/test_util/test_util.h"
 
 namespace distill::worker {
 namespace {
@@ -83,15 +87,38 @@ TEST(WindowSamplerTest, DifferentSeedDifferentOrder) {
   EXPECT_NE(Draw(a, 50, 1), Draw(b, 50, 1));
 }
 
-// Golden orders from an independent Python transcription of splitmix64 +
-// Fisher-Yates (see Note [Portable shuffle] in sampler.cc): the order must
-// not change with the compiler or standard library.
+// Golden orders from tests/reference/make_sampler_reference.py, a pure-Python
+// transcription of splitmix64 + Fisher-Yates and the global dealing (see
+// Note [Portable shuffle] in sampler.cc): the order must not change with the
+// compiler or standard library. Every rank of each case, across epochs.
 TEST(WindowSamplerTest, OrderMatchesReferenceImplementation) {
-  WindowSampler sampler = MakeSampler(10, 42);
-  EXPECT_EQ(Draw(sampler, 10, 2), (std::vector<int64_t>{5, 9, 0, 3, 1, 2, 6, 4, 7, 8}));
-  EXPECT_EQ(Draw(sampler, 10, 2), (std::vector<int64_t>{9, 7, 6, 0, 4, 8, 3, 2, 5, 1}));
-  WindowSampler seed0 = MakeSampler(10, 0);
-  EXPECT_EQ(Draw(seed0, 10, 5), (std::vector<int64_t>{0, 1, 4, 6, 3, 9, 8, 7, 2, 5}));
+  const nlohmann::json j = distill::testing::ReadJson(distill::testing::ReferencePath("sampler/orders.json"));
+  ASSERT_TRUE(j.is_object());
+  int cases = 0;
+  for (const auto& c : j.at("cases")) {
+    SCOPED_TRACE(c.at("name").get<std::string>());
+    SamplerOptions options;
+    options.seq_len = c.at("seq_len").get<int64_t>();
+    options.seed = std::stoull(c.at("seed").get<std::string>());
+    options.rank = c.at("rank").get<int>();
+    options.world = c.at("world").get<int>();
+    const int64_t num_windows = c.at("num_windows").get<int64_t>();
+    // + seq_len - 1 tokens: still num_windows windows (the floor).
+    auto sampler = WindowSampler::Create(num_windows * options.seq_len + options.seq_len, options);
+    ASSERT_TRUE(sampler.ok()) << sampler.status();
+    ASSERT_EQ(sampler->num_windows(), num_windows);
+    const int64_t b = c.at("b").get<int64_t>();
+    std::vector<int64_t> windows;
+    for (int64_t k = 0; k < c.at("draws").get<int64_t>(); ++k) {
+      for (int64_t offset : sampler->Next(b)) {
+        EXPECT_EQ(offset % options.seq_len, 0);
+        windows.push_back(offset / options.seq_len);
+      }
+    }
+    EXPECT_EQ(windows, c.at("windows").get<std::vector<int64_t>>());
+    ++cases;
+  }
+  EXPECT_GE(cases, 10);
 }
 
 TEST(WindowSamplerTest, ResumeContinuesLikeAnUninterruptedRun) {

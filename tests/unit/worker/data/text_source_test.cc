@@ -5,7 +5,7 @@
 #include <filesystem>
 #include <thread>
 
-#include "tests/test_util.h"
+#include "tests/test_util/test_util.h"
 #include "worker/data/token_shard.h"
 
 namespace distill::worker {

@@ -4,8 +4,8 @@
 
 #include <filesystem>
 
-#include "tests/reference_util.h"
-#include "tests/test_util.h"
+#include "tests/test_util/reference_util.h"
+#include "tests/test_util/test_util.h"
 #include "worker/model/hf_io.h"
 #include "worker/model/safetensors.h"
 
@@ -15,6 +15,7 @@ namespace fs = std::filesystem;
 using distill::testing::Golden;
 using distill::testing::MakeTempDir;
 using distill::testing::ReferenceDir;
+using distill::testing::RelativeError;
 using distill::testing::WriteFile;
 
 // tests/reference/make_distill_reference.py: a student of vocabulary 50 and a
@@ -171,6 +172,46 @@ TEST(TeacherTest, BadRunConfigsAreInvalidArgument) {
   topk.transport = distill::v1::TOPK;
   topk.top_k = 51;
   ExpectPrefix((*teacher)->Run(Inputs(), topk).status(), "distill.top_k: ");
+}
+
+// The captured features are the teacher's decoder-layer outputs, against
+// transformers' output_hidden_states of the same model (hf_models.py):
+// hidden_states[i + 1] is layer i's output, except the last entry, which is
+// the last layer's output after the final norm (the HIDDEN transport's
+// hidden state). Note [HF tolerance] of llama_hf_test: 1e-5 in norm.
+TEST(TeacherTest, CapturedFeaturesAreTransformersHiddenStates) {
+  for (const std::string name : {"llama_plain", "qwen3"}) {
+    SCOPED_TRACE(name);
+    const std::string dir = ReferenceDir() + "/hf_models/" + name;
+    auto golden = SafetensorsFile::Open(dir + "/golden.safetensors");
+    ASSERT_TRUE(golden.ok()) << golden.status();
+    auto config = LoadModelConfig(dir + "/config.json");
+    ASSERT_TRUE(config.ok()) << config.status();
+    const int64_t layers = config->num_hidden_layers;
+    ASSERT_GE(layers, 2);
+    auto teacher = Teacher::Load(dir, *config, "", torch::kCPU);
+    ASSERT_TRUE(teacher.ok()) << teacher.status();
+    const torch::Tensor ids = Golden(**golden, "input_ids");
+    const int64_t n = ids.numel();
+    auto want = [&](int64_t i) { return Golden(**golden, "hidden_states." + std::to_string(i)).reshape({n, -1}); };
+
+    TeacherRunConfig run;
+    run.transport = distill::v1::HIDDEN;
+    for (int64_t l = 0; l < layers; ++l) run.capture_layers.push_back(l);
+    auto batch = (*teacher)->Run(ids, run);
+    ASSERT_TRUE(batch.ok()) << batch.status();
+    ASSERT_EQ(batch->features.size(), static_cast<size_t>(layers));
+    for (int64_t l = 0; l + 1 < layers; ++l) {
+      EXPECT_LE(RelativeError(batch->features.at(l), want(l + 1)), 1e-5) << "layer " << l;
+    }
+    torch::Tensor last;
+    {
+      torch::NoGradGuard no_grad;
+      last = (*teacher)->model()->FinalNorm(batch->features.at(layers - 1));
+    }
+    EXPECT_LE(RelativeError(last, want(layers)), 1e-5) << "last layer, final norm applied";
+    EXPECT_LE(RelativeError(batch->output.hidden, want(layers)), 1e-5) << "the HIDDEN transport's state";
+  }
 }
 
 }  // namespace

@@ -7,8 +7,9 @@
 #include <sstream>
 
 #include "common/spec.h"
-#include "tests/reference_util.h"
-#include "tests/test_util.h"
+#include "tests/test_util/reference_util.h"
+#include "tests/test_util/test_util.h"
+#include "tests/test_util/tiny_models.h"
 #include "worker/data/token_shard.h"
 #include "worker/distill/colocated_teacher.h"
 #include "worker/model/hf_io.h"
@@ -37,11 +38,12 @@ distill::v1::JobSpec ParseSpec(const std::string& text) {
 
 std::string RefDir() { return ReferenceDir() + "/distill"; }
 
-distill::v1::JobSpec ReferenceSpec(const std::string& logits) {
+// `extra`: more distill: fields ("loss: jsd, beta: 0.3, ").
+distill::v1::JobSpec ReferenceSpec(const std::string& logits, const std::string& extra) {
   return ParseSpec(
       "type: distill\nteacher: {model: " + RefDir() + "/teacher}\nstudent: {model: " + RefDir() +
       "/student}\ndata: {train: /unused.bin}\noutput: /unused\n"
-      "distill: {temperature: 2, alpha: 0.5, logits: " +
+      "distill: {" + extra + "temperature: 2, alpha: 0.5, logits: " +
       logits +
       ", top_k: 8, chunk_tokens: 5,\n"
       "  features: [{student_layer: 0, teacher_layer: 1, loss: mse, weight: 0.5},\n"
@@ -53,8 +55,8 @@ struct Step {
   std::map<std::string, torch::Tensor> grads;  // student and projection grads by name
 };
 
-Step RunReferenceStep(const std::string& logits) {
-  const distill::v1::JobSpec spec = ReferenceSpec(logits);
+Step RunReferenceStep(const std::string& logits, const std::string& extra = "") {
+  const distill::v1::JobSpec spec = ReferenceSpec(logits, extra);
   auto golden = SafetensorsFile::Open(RefDir() + "/golden.safetensors");
   EXPECT_TRUE(golden.ok()) << golden.status();
   auto student = LoadHfModel(RefDir() + "/student");
@@ -124,6 +126,33 @@ TEST(DistillTrainerTest, TopKLossMatchesTheReference) {
   EXPECT_NEAR(step.parts.kd, Golden(**golden, "topk.kd").item<double>(), kRelTol * step.parts.kd);
 }
 
+// The spec's soft loss reaches the step: reverse KL, JSD with its beta and
+// forward KL without T^2, each against the float64 step of
+// make_distill_reference.py (VARIANTS), loss, kd and every student gradient.
+TEST(DistillTrainerTest, SpecLossKindsMatchTheReferenceStep) {
+  auto golden = SafetensorsFile::Open(RefDir() + "/golden.safetensors");
+  ASSERT_TRUE(golden.ok()) << golden.status();
+  const std::pair<std::string, std::string> variants[] = {
+      {"reverse_kl", "loss: reverse_kl, "}, {"jsd_b0.3", "loss: jsd, beta: 0.3, "}, {"no_t2", "t2_scale: false, "}};
+  for (const auto& [name, yaml] : variants) {
+    SCOPED_TRACE(name);
+    const std::string prefix = "variant." + name + ".";
+    Step step = RunReferenceStep("dense", yaml);
+    ASSERT_TRUE(step.parts.total.defined());
+    ExpectAllClose(step.parts.total.detach().reshape({}), Golden(**golden, prefix + "loss"), kRelTol, 0,
+                   prefix + "loss");
+    const double kd = Golden(**golden, prefix + "kd").item<double>();
+    EXPECT_NEAR(step.parts.kd, kd, kRelTol * kd);
+    int compared = 0;
+    for (const auto& [param, grad] : step.grads) {
+      if (param.rfind("distill.", 0) == 0) continue;
+      ExpectAllClose(grad, Golden(**golden, prefix + "grad." + param), kGradRelTol, 1e-7, prefix + param);
+      ++compared;
+    }
+    EXPECT_EQ(compared, 21);
+  }
+}
+
 // HIDDEN sends the teacher's final hidden state and (cut) lm_head instead of
 // its logits: the same loss and gradients as DENSE.
 TEST(DistillTrainerTest, HiddenTransportEqualsDense) {
@@ -162,10 +191,6 @@ TEST(DistillTrainerTest, UniformLayerMapPairsEqualRelativeDepths) {
 // Whole jobs: a student from a config, a wider teacher with a padded
 // vocabulary (72 rows for the student's 64).
 
-constexpr char kStudentConfig[] =
-    R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 64, "hidden_size": 32,
-  "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-  "hidden_act": "silu", "tie_word_embeddings": false})";
 constexpr char kTeacherConfig[] =
     R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 72, "hidden_size": 48,
   "intermediate_size": 96, "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2,
@@ -174,17 +199,12 @@ constexpr char kTeacherConfig[] =
 // A directory with the student's config.json, a teacher model and token streams.
 std::string MakeJobDir() {
   std::string dir = MakeTempDir("distill_trainer_test");
-  WriteFile(dir + "/config.json", kStudentConfig);
+  WriteFile(dir + "/config.json", distill::testing::kTinyStudentConfigJson);
   auto tc = ParseModelConfig(kTeacherConfig, "teacher");
   EXPECT_TRUE(tc.ok()) << tc.status();
   LlamaForCausalLM teacher = InitModel(*tc, 11);
   EXPECT_TRUE(SaveHfModel(teacher, dir + "/teacher").ok());
-  std::vector<uint32_t> ids;
-  uint32_t x = 1;
-  for (int i = 0; i < 6000; ++i) {
-    x = (x * 1103515245u + 12345u) & 0x7fffffffu;
-    ids.push_back(i % 3 == 0 ? (x >> 8) % 64 : (ids.empty() ? 0 : (ids.back() + 1) % 64));
-  }
+  std::vector<uint32_t> ids = distill::testing::StructuredTokens(6000);
   EXPECT_TRUE(WriteTokenShard(dir + "/train.bin", ids).ok());
   ids.resize(1500);
   EXPECT_TRUE(WriteTokenShard(dir + "/val.bin", ids).ok());
@@ -410,7 +430,7 @@ INSTANTIATE_TEST_SUITE_P(
 
 TEST(DistillTrainerTest, TeacherWithASmallerVocabularyIsRejected) {
   const std::string dir = MakeJobDir();
-  std::string config = kStudentConfig;
+  std::string config = distill::testing::kTinyStudentConfigJson;
   config.replace(config.find("64"), 2, "80");  // the student's vocab_size
   WriteFile(dir + "/config.json", config);
   auto r = RunDistill(MakeSpec(dir, dir + "/out",

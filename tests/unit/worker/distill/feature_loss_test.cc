@@ -10,8 +10,8 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "tests/reference_util.h"
-#include "tests/test_util.h"
+#include "tests/test_util/reference_util.h"
+#include "tests/test_util/test_util.h"
 #include "worker/model/safetensors.h"
 
 namespace distill::worker {

@@ -21,8 +21,9 @@
 #include <string>
 #include <vector>
 
-#include "tests/reference_util.h"
-#include "tests/test_util.h"
+#include "tests/test_util/counting_allocator.h"
+#include "tests/test_util/reference_util.h"
+#include "tests/test_util/test_util.h"
 #include "worker/model/safetensors.h"
 
 namespace distill::worker {
@@ -484,48 +485,7 @@ TEST(KdLossTest, BadInputsAreInvalidArgument) {
             absl::StatusCode::kInvalidArgument);
 }
 
-// Counts the bytes LibTorch allocates on the CPU while installed (the live
-// total and its peak). Allocations made before installation are freed
-// through their own deleters and never counted.
-class CountingCpuAllocator final : public c10::Allocator {
- public:
-  explicit CountingCpuAllocator(c10::Allocator* base) : base_(base) {}
-
-  c10::DataPtr allocate(size_t n) override { return Allocate(n); }
-  void copy_data(void* dest, const void* src, std::size_t count) const override {
-    default_copy_data(dest, src, count);
-  }
-
-  void Reset() { peak_ = live_.load(); }
-  int64_t peak() const { return peak_.load(); }
-
- private:
-  struct Block {
-    c10::DataPtr inner;
-    int64_t bytes;
-    const CountingCpuAllocator* owner;
-  };
-
-  c10::DataPtr Allocate(size_t n) const {
-    auto* block = new Block{base_->allocate(n), static_cast<int64_t>(n), this};
-    const int64_t live = live_.fetch_add(block->bytes) + block->bytes;
-    int64_t peak = peak_.load();
-    while (live > peak && !peak_.compare_exchange_weak(peak, live)) {
-    }
-    void* data = block->inner.get();
-    return c10::DataPtr(data, block, &Free, c10::Device(c10::DeviceType::CPU));
-  }
-
-  static void Free(void* ctx) {
-    auto* block = static_cast<Block*>(ctx);
-    block->owner->live_.fetch_sub(block->bytes);
-    delete block;
-  }
-
-  c10::Allocator* base_;
-  mutable std::atomic<int64_t> live_{0};
-  mutable std::atomic<int64_t> peak_{0};
-};
+using distill::testing::CountingCpuAllocator;
 
 // Note [KD memory bound]: with a 32k vocabulary and 2048 tokens the [N, V]
 // float32 logits alone are 262 MB. The chunked loss's forward + backward may

@@ -12,8 +12,9 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
-#include "tests/test_util.h"
 #include "common/plan.h"
+#include "tests/test_util/mpi_fixture.h"
+#include "tests/test_util/test_util.h"
 #include "worker/comm/mpi_communicator.h"
 #include "worker/distill/colocated_teacher.h"
 #include "worker/distill/feature_loss.h"
@@ -228,23 +229,8 @@ TEST(TeacherStageModelTest, SplitCountsAreTheModelsParameters) {
 // ---------------------------------------------------------------------------
 // The pipeline on real ranks
 
-std::unique_ptr<Communicator> World() {
-  auto w = MpiWorld(60.0);
-  EXPECT_TRUE(w.ok()) << w.status();
-  return w.ok() ? std::move(*w) : nullptr;
-}
-
-// A temp dir made on rank 0, its name broadcast to every rank.
-std::string SharedTempDir(Communicator& world) {
-  std::string dir = world.rank() == 0 ? MakeTempDir("teacher_pipeline") : "";
-  torch::Tensor len = torch::tensor({static_cast<int64_t>(dir.size())}, torch::kLong);
-  EXPECT_TRUE(world.Broadcast(len, 0, "temp dir length").ok());
-  torch::Tensor bytes = torch::zeros({len.item<int64_t>()}, torch::kUInt8);
-  if (world.rank() == 0) std::memcpy(bytes.data_ptr(), dir.data(), dir.size());
-  EXPECT_TRUE(world.Broadcast(bytes, 0, "temp dir").ok());
-  return std::string(static_cast<const char*>(bytes.data_ptr()),
-                     static_cast<size_t>(bytes.numel()));
-}
+std::unique_ptr<Communicator> World() { return distill::testing::MpiWorldOrFail(); }
+std::string SharedTempDir(Communicator& world) { return distill::testing::SharedTempDir(world, "teacher_pipeline"); }
 
 distill::v1::JobSpec Spec(const std::string& dir, distill::v1::LogitTransport transport,
                           int students, int teachers) {

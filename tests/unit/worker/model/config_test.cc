@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "tests/test_util.h"
+#include "tests/test_util/test_util.h"
 
 namespace distill::worker {
 namespace {

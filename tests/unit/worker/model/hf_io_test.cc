@@ -5,7 +5,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
-#include "tests/test_util.h"
+#include "tests/test_util/test_util.h"
 #include "worker/model/safetensors.h"
 
 namespace distill::worker {

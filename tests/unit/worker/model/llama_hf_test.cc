@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "tests/reference_util.h"
-#include "tests/test_util.h"
+#include "tests/test_util/reference_util.h"
+#include "tests/test_util/test_util.h"
 #include "worker/model/hf_io.h"
 #include "worker/model/llama.h"
 #include "worker/model/safetensors.h"
@@ -20,6 +20,7 @@
 namespace distill::worker {
 namespace {
 using distill::testing::Golden;
+using distill::testing::RelativeError;
 
 // Note [HF tolerance]: both sides run float32 on the same weights and differ
 // only in summation order (matmul blocking, attention kernels), ~1e-7
@@ -49,13 +50,6 @@ const char* const kCases[] = {
 
 std::string CaseDir(const std::string& name) {
   return distill::testing::ReferenceDir() + "/hf_models/" + name;
-}
-
-// ||actual - expected|| / ||expected||, in double.
-double RelativeError(const torch::Tensor& actual, const torch::Tensor& expected) {
-  torch::Tensor a = actual.detach().to(torch::kCPU, torch::kDouble);
-  torch::Tensor b = expected.detach().to(torch::kCPU, torch::kDouble);
-  return (a - b).norm().item<double>() / b.norm().item<double>();
 }
 
 std::vector<std::string> AllCases() {

@@ -10,8 +10,8 @@
 #include <set>
 #include <string>
 
-#include "tests/reference_util.h"
-#include "tests/test_util.h"
+#include "tests/test_util/reference_util.h"
+#include "tests/test_util/test_util.h"
 #include "worker/model/config.h"
 #include "worker/model/hf_io.h"
 #include "worker/model/llama.h"

@@ -5,8 +5,9 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
-#include "tests/reference_util.h"
-#include "tests/test_util.h"
+#include "tests/test_util/reference_util.h"
+#include "tests/test_util/test_util.h"
+#include "tests/test_util/tiny_models.h"
 #include "worker/model/hf_io.h"
 #include "worker/model/safetensors.h"
 
@@ -18,17 +19,7 @@ using distill::testing::MakeTempDir;
 using distill::testing::ReadFile;
 using distill::testing::WriteFile;
 
-ModelConfig TinyConfig() {
-  ModelConfig c;
-  c.vocab_size = 40;
-  c.hidden_size = 16;
-  c.intermediate_size = 24;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 4;
-  return c;
-}
+ModelConfig TinyConfig() { return distill::testing::TinyLlamaConfig(); }
 
 // Gives every adapter non-zero B so that the adapter changes the output.
 void RandomizeAdapters(LlamaForCausalLM& model) {
@@ -207,11 +198,7 @@ const char* const kPeftAdapters[] = {"rslora", "plain"};
 
 std::string PeftDir() { return distill::testing::ReferenceDir() + "/hf_peft"; }
 
-LlamaForCausalLM LoadPeftBase() {
-  auto base = LoadHfModel(PeftDir() + "/base");
-  EXPECT_TRUE(base.ok()) << base.status();
-  return base.ok() ? *std::move(base) : LlamaForCausalLM(nullptr);
-}
+LlamaForCausalLM LoadPeftBase() { return distill::testing::LoadModelOrFail(PeftDir() + "/base"); }
 
 TEST(LoraPeftTest, PeftAdapterGivesPeftLogitsAndLoss) {
   for (const std::string name : kPeftAdapters) {

@@ -9,7 +9,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
-#include "tests/test_util.h"
+#include "tests/test_util/test_util.h"
 
 namespace distill::worker {
 namespace {

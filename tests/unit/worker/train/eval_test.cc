@@ -4,7 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "tests/test_util.h"
+#include "tests/test_util/test_util.h"
 #include "worker/data/token_shard.h"
 #include "worker/model/hf_io.h"
 

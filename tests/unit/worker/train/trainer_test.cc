@@ -7,8 +7,11 @@
 #include <sstream>
 
 #include "common/spec.h"
-#include "tests/test_util.h"
+#include "tests/test_util/test_util.h"
+#include "tests/test_util/tiny_models.h"
 #include "worker/data/token_shard.h"
+#include "worker/model/config.h"
+#include "worker/model/lora.h"
 #include "worker/model/safetensors.h"
 
 namespace distill::worker {
@@ -18,20 +21,11 @@ using distill::testing::MakeTempDir;
 using distill::testing::ReadFile;
 using distill::testing::WriteFile;
 
-constexpr char kConfig[] = R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 64, "hidden_size": 32,
-  "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-  "hidden_act": "silu", "tie_word_embeddings": false})";
-
 // A directory with config.json and a token stream with some structure to learn.
 std::string MakeData() {
   std::string dir = MakeTempDir("trainer_test");
-  WriteFile(dir + "/config.json", kConfig);
-  std::vector<uint32_t> ids;
-  uint32_t x = 1;
-  for (int i = 0; i < 6000; ++i) {
-    x = (x * 1103515245u + 12345u) & 0x7fffffffu;
-    ids.push_back(i % 3 == 0 ? (x >> 8) % 64 : (ids.empty() ? 0 : (ids.back() + 1) % 64));
-  }
+  WriteFile(dir + "/config.json", distill::testing::kTinyStudentConfigJson);
+  std::vector<uint32_t> ids = distill::testing::StructuredTokens(6000);
   EXPECT_TRUE(WriteTokenShard(dir + "/train.bin", ids).ok());
   ids.resize(1500);
   EXPECT_TRUE(WriteTokenShard(dir + "/val.bin", ids).ok());
@@ -153,6 +147,87 @@ TEST(TrainerTest, LossFallsAndOutputsAreWritten) {
   EXPECT_TRUE(again->finished);
 }
 
+// transformers' learning rates of the case in hf_schedule/schedules.json
+// (tests/reference/hf_schedule.py) with these parameters: lrs[s] is what the
+// optimizer runs 0-based step s with.
+std::vector<double> TransformersSchedule(const std::string& schedule, int64_t warmup, int64_t total, double lr,
+                                         double min_lr) {
+  const std::string path = distill::testing::ReferencePath("hf_schedule/schedules.json");
+  const nlohmann::json j = distill::testing::ReadJson(path);
+  if (!j.is_object()) return {};
+  for (const auto& c : j.at("cases")) {
+    if (c.at("schedule") == schedule && c.at("warmup") == warmup && c.at("total_steps") == total &&
+        c.at("lr").get<double>() == lr && c.at("min_lr").get<double>() == min_lr) {
+      return c.at("lrs").get<std::vector<double>>();
+    }
+  }
+  ADD_FAILURE() << "no " << schedule << " case with warmup " << warmup << " in " << path;
+  return {};
+}
+
+// The learning rate AdamW actually ran a step with, recovered from the
+// weights before (`before`) and after it and the optimizer state after it
+// (weight decay 0): p_before - p_after = lr * m_hat / (sqrt(v_hat) + eps),
+// fitted by least squares over every parameter.
+double EffectiveLr(const std::map<std::string, torch::Tensor>& before,
+                   const std::map<std::string, torch::Tensor>& after,
+                   const std::map<std::string, torch::Tensor>& optimizer) {
+  const int64_t t = optimizer.at("step").item<int64_t>();
+  const double bias1 = 1 - std::pow(0.9, static_cast<double>(t));
+  const double bias2 = 1 - std::pow(0.999, static_cast<double>(t));
+  double num = 0, den = 0;
+  for (const auto& [name, p] : after) {
+    EXPECT_TRUE(before.count(name)) << name;
+    if (!before.count(name)) continue;
+    const torch::Tensor m = optimizer.at(name + ".exp_avg").to(torch::kDouble) / bias1;
+    const torch::Tensor v = optimizer.at(name + ".exp_avg_sq").to(torch::kDouble) / bias2;
+    const torch::Tensor u = m / (v.sqrt() + 1e-8);
+    const torch::Tensor d = before.at(name).to(torch::kDouble) - p.to(torch::kDouble);
+    num += (d * u).sum().item<double>();
+    den += (u * u).sum().item<double>();
+  }
+  return den > 0 ? num / den : 0;
+}
+
+// The spec's schedule drives the optimizer: every logged step's lr, and the
+// lr each update really used (from the checkpoints), are transformers'
+// values (warmup from lr 0, then the cosine decay).
+TEST(TrainerTest, EveryStepRunsWithTransformersScheduleLr) {
+  const std::string data = MakeData();
+  auto config = LoadModelConfig(data + "/config.json");
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_NO_FATAL_FAILURE(distill::testing::SaveRandomModel(*config, 11, data + "/base"));
+  const std::vector<double> want = TransformersSchedule("cosine", 3, 7, 0.01, 0.0);
+  ASSERT_GE(want.size(), 7u);
+
+  const std::string out = data + "/sched";
+  std::string text = "type: finetune\nmodel: " + data + "/base\n" + "data: {train: " + data +
+                     "/train.bin, seq_len: 16}\noutput: " + out + "\n" +
+                     "train: {steps: 7, micro_batch: 2, lr: 0.01, min_lr: 0, warmup: 3, schedule: cosine, "
+                     "weight_decay: 0, clip: 0, log_every: 1, threads: 1, seed: 3}\n"
+                     "checkpoint: {every: 1, keep: 7}\n";
+  auto spec = common::ParseJobSpec(text, "test");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  ASSERT_TRUE(common::ValidateJobSpec(*spec).ok()) << common::ValidateJobSpec(*spec);
+  auto r = RunFinetune(common::WithDefaults(*spec), {});
+  ASSERT_TRUE(r.ok()) << r.status();
+
+  const auto logged = LossTrace(out, "lr");
+  ASSERT_EQ(logged.size(), 7u);
+  std::map<std::string, torch::Tensor> before = ReadAll(data + "/base/model.safetensors");
+  for (int64_t s = 0; s < 7; ++s) {
+    EXPECT_NEAR(logged.at(s + 1), want[s], 1e-12 * want[2]) << "logged lr of step " << s + 1;
+    char dir[64];
+    std::snprintf(dir, sizeof(dir), "/checkpoints/step_%08lld/", static_cast<long long>(s + 1));
+    const auto after = ReadAll(out + dir + "weights.safetensors");
+    ASSERT_EQ(after.size(), before.size()) << dir;
+    // float32 weights: the fit is good to ~1e-6 of the peak lr.
+    EXPECT_NEAR(EffectiveLr(before, after, ReadAll(out + dir + "optimizer.safetensors")), want[s], 1e-4 * 0.01)
+        << "lr the update of step " << s + 1 << " used";
+    before = after;
+  }
+}
+
 TEST(TrainerTest, LoraTrainsOnlyAdaptersAndLeavesBaseUntouched) {
   const std::string data = MakeData();
   auto r = RunFinetune(Spec(data, data + "/lora", "method: lora\nlora: {rank: 2, target_modules: [q_proj, down_proj]}\n"
@@ -163,6 +238,26 @@ TEST(TrainerTest, LoraTrainsOnlyAdaptersAndLeavesBaseUntouched) {
   auto adapter = ReadAll(data + "/lora/adapter/adapter_model.safetensors");
   EXPECT_EQ(adapter.size(), 8u);
   EXPECT_TRUE(adapter.count("base_model.model.model.layers.1.mlp.down_proj.lora_B.weight"));
+}
+
+// The spec's lora.rslora reaches the adapter the run trains and writes: peft
+// reads use_rslora from it (alpha / sqrt(r); the peft forward of such an
+// adapter is LoraPeftTest's), and the run resumes from it with that scaling.
+TEST(TrainerTest, SpecRsloraReachesTheTrainedAdapter) {
+  const std::string data = MakeData();
+  for (const bool rslora : {true, false}) {
+    SCOPED_TRACE(rslora ? "rslora" : "plain");
+    const std::string out = data + (rslora ? "/rslora" : "/plain");
+    auto r = RunFinetune(Spec(data, out, std::string("method: lora\nlora: {rank: 4, alpha: 8, rslora: ") +
+                                             (rslora ? "true" : "false") +
+                                             "}\ntrain: {steps: 2, micro_batch: 2, threads: 1}\n"),
+                         {});
+    ASSERT_TRUE(r.ok()) << r.status();
+    auto adapter = LoadAdapterConfig(out + "/adapter");
+    ASSERT_TRUE(adapter.ok()) << adapter.status();
+    EXPECT_EQ(adapter->rslora, rslora);
+    EXPECT_DOUBLE_EQ(adapter->Scaling(), rslora ? 8.0 / 2.0 : 8.0 / 4.0);
+  }
 }
 
 TEST(TrainerTest, TrainsDirectlyOnJsonlText) {

@@ -1,7 +1,7 @@
 // Comparing C++ tensors with golden values written by the independent
-// reference (tests/reference/make_reference.py). Worker tests only.
-#ifndef DISTILL_TESTS_REFERENCE_UTIL_H_
-#define DISTILL_TESTS_REFERENCE_UTIL_H_
+// references (tests/reference/*.py). Worker tests only (LibTorch).
+#ifndef DISTILL_TESTS_TEST_UTIL_REFERENCE_UTIL_H_
+#define DISTILL_TESTS_TEST_UTIL_REFERENCE_UTIL_H_
 
 #include <torch/torch.h>
 
@@ -18,6 +18,9 @@ torch::Tensor Golden(const distill::worker::SafetensorsFile& file, const std::st
 void ExpectAllClose(const torch::Tensor& actual, const torch::Tensor& expected, double rel_tol,
                     double abs_floor, const std::string& what);
 
+// ||actual - expected|| / ||expected|| (Frobenius, whole tensors), in double.
+double RelativeError(const torch::Tensor& actual, const torch::Tensor& expected);
+
 }  // namespace distill::testing
 
-#endif  // DISTILL_TESTS_REFERENCE_UTIL_H_
+#endif  // DISTILL_TESTS_TEST_UTIL_REFERENCE_UTIL_H_

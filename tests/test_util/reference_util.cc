@@ -1,4 +1,4 @@
-#include "tests/reference_util.h"
+#include "tests/test_util/reference_util.h"
 
 #include <gtest/gtest.h>
 
@@ -23,6 +23,12 @@ void ExpectAllClose(const torch::Tensor& actual, const torch::Tensor& expected, 
   const double scale = b.abs().max().item<double>();
   EXPECT_LE(err, std::max(rel_tol * scale, abs_floor))
       << what << ": max |diff| " << err << ", max |reference| " << scale;
+}
+
+double RelativeError(const torch::Tensor& actual, const torch::Tensor& expected) {
+  torch::Tensor a = actual.detach().to(torch::kCPU, torch::kDouble);
+  torch::Tensor b = expected.detach().to(torch::kCPU, torch::kDouble);
+  return (a - b).norm().item<double>() / b.norm().item<double>();
 }
 
 }  // namespace distill::testing

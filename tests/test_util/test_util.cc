@@ -1,12 +1,13 @@
-#include "tests/test_util.h"
+#include "tests/test_util/test_util.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
-
-#include <unistd.h>
 
 namespace distill::testing {
 
@@ -25,6 +26,8 @@ std::string ReferenceDir() {
   return d ? d : "build/reference";
 }
 
+std::string ReferencePath(const std::string& rel) { return ReferenceDir() + "/" + rel; }
+
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   std::stringstream ss;
@@ -35,6 +38,14 @@ std::string ReadFile(const std::string& path) {
 void WriteFile(const std::string& path, const std::string& contents) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out << contents;
+}
+
+nlohmann::json ReadJson(const std::string& path) {
+  const std::string text = ReadFile(path);
+  EXPECT_FALSE(text.empty()) << "cannot read " << path;
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  EXPECT_FALSE(j.is_discarded()) << path << " is not JSON";
+  return j;
 }
 
 }  // namespace distill::testing

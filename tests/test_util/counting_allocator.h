@@ -1,0 +1,47 @@
+// A LibTorch CPU allocator that counts the bytes allocated while it is
+// installed (the live total and its peak), for tests that bound a
+// computation's peak memory; install it with c10::SetCPUAllocator(a, 255)
+// (above the default allocator's priority) and put the previous one back the
+// same way. Allocations made before installation are freed through their own
+// deleters and never counted. Counting is thread-safe.
+#ifndef DISTILL_TESTS_TEST_UTIL_COUNTING_ALLOCATOR_H_
+#define DISTILL_TESTS_TEST_UTIL_COUNTING_ALLOCATOR_H_
+
+#include <c10/core/Allocator.h>
+
+#include <atomic>
+#include <cstdint>
+
+namespace distill::testing {
+
+class CountingCpuAllocator final : public c10::Allocator {
+ public:
+  explicit CountingCpuAllocator(c10::Allocator* base) : base_(base) {}
+
+  c10::DataPtr allocate(size_t n) override { return Allocate(n); }
+  void copy_data(void* dest, const void* src, std::size_t count) const override {
+    default_copy_data(dest, src, count);
+  }
+
+  // Restarts the peak from the bytes live now.
+  void Reset() { peak_ = live_.load(); }
+  int64_t peak() const { return peak_.load(); }
+
+ private:
+  struct Block {
+    c10::DataPtr inner;
+    int64_t bytes;
+    const CountingCpuAllocator* owner;
+  };
+
+  c10::DataPtr Allocate(size_t n) const;
+  static void Free(void* ctx);
+
+  c10::Allocator* base_;
+  mutable std::atomic<int64_t> live_{0};
+  mutable std::atomic<int64_t> peak_{0};
+};
+
+}  // namespace distill::testing
+
+#endif  // DISTILL_TESTS_TEST_UTIL_COUNTING_ALLOCATOR_H_
