@@ -34,7 +34,7 @@
 #include "worker/model/lora.h"
 #include "worker/runtime/runtime.h"
 #include "worker/train/eval.h"
-#include "worker/train/report_grpc.h"
+#include "worker/report/report_grpc.h"
 #include "worker/train/trainer.h"
 
 namespace distill::worker {
