@@ -142,5 +142,18 @@ expect_error "missing training data" "missing.bin" "$W" train --spec "$T/nodata.
 expect_error "missing init config" "/nonexistent/config.json" "$W" init --config /nonexistent/config.json --out "$T/x"
 expect_error "merge with missing adapter" "adapter_config.json" "$W" merge --base "$T/base" --adapter "$T/nothing" --out "$T/y"
 "$W" eval --model "$T/base" --bogus 1 >/dev/null 2>&1; [ $? -eq 2 ] && ok || fail "usage error exits 2"
+# Options (absl/flags): a bad one is named; another command's option is unknown;
+# --opt=value is the same as --opt value; COMMAND --help lists the command's
+# options, generated from the flags.
+err=$("$W" eval --model "$T/base" --bogus 1 2>&1 >/dev/null)
+echo "$err" | grep -qF "distill-worker eval: unknown option --bogus" && ok || fail "unknown option named: $err"
+"$W" train --spec "$T/lora.yaml" --seed 1 >/dev/null 2>&1; [ $? -eq 2 ] && ok || fail "another command's option exits 2"
+expect_error "missing required option" "missing required option --spec" "$W" train
+expect_error "non-integer value" "option --seq-len: expected an integer, got 'abc'" \
+  "$W" eval --model "$T/base" --tokens "$T/val.bin" --seq-len abc
+expect_error "--opt=value" "--seq-len must be >= 1, got 0" "$W" eval --model="$T/base" --tokens "$T/val.bin" --seq-len=0
+help=$("$W" eval --help) && echo "$help" | grep -qE -- '--seq-len L +required; tokens per sequence' \
+  && echo "$help" | grep -qE -- '--batch B +sequences per batch \(default 8\)' && ok || fail "eval --help: $help"
+"$W" --help | grep -qE -- '--chunk-bytes N ' && ok || fail "--help lists every command's options"
 
 finish cli_test

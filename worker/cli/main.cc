@@ -3,24 +3,32 @@
 //
 //   distill-worker train --spec SPEC.yaml [--max-steps-this-run N]
 //       (multi-rank jobs: mpirun -np N distill-worker train --spec SPEC.yaml)
-//   distill-worker eval --model DIR [--adapter DIR] [--teacher DIR] --tokens FILE.bin --seq-len L [--batch B]
-//       [--threads N]
+//   distill-worker eval --model DIR [--adapter DIR] [--teacher DIR] --tokens FILE.bin
+//       --seq-len L [--batch B] [--threads N]
 //   distill-worker init --config CONFIG.json --out DIR [--seed S]
 //   distill-worker merge --base DIR --adapter DIR --out DIR
 //   distill-worker tokenize --tokenizer bytes|tokenizer.json --input FILE --output FILE.bin
 //       [--text-field F] [--threads N] [--separator TOKEN] [--chunk-bytes N]
+//   distill-worker COMMAND --help: the command's options (generated from the flags).
+#include <unistd.h>
+
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <iostream>
-#include <map>
+#include <set>
 #include <string>
 #include <thread>
-#include <unistd.h>
+#include <vector>
 
-#include "absl/strings/numbers.h"
+#include "absl/flags/commandlineflag.h"
+#include "absl/flags/flag.h"
+#include "absl/flags/reflection.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_replace.h"
 #include "common/spec.h"
 #include "common/status_macros.h"
 #include "common/version.h"
@@ -32,68 +40,52 @@
 #include "worker/distill/colocated_teacher.h"
 #include "worker/model/hf_io.h"
 #include "worker/model/lora.h"
+#include "worker/report/report_grpc.h"
 #include "worker/runtime/runtime.h"
 #include "worker/train/eval.h"
-#include "worker/train/report_grpc.h"
 #include "worker/train/trainer.h"
+
+// The options of every command (absl/flags). On the command line a flag's
+// '_' is written '-' (--seq-len); each command accepts only its own (Commands()).
+// Help: "PLACEHOLDER: what it is"; the usage is generated from it.
+ABSL_FLAG(std::string, spec, "", "SPEC.yaml: the job spec (mpirun -np N for a multi-rank job)");
+ABSL_FLAG(int64_t, max_steps_this_run, 0,
+          "N: stop after N steps of this run, with a checkpoint (0: run to the end)");
+ABSL_FLAG(std::string, model, "", "DIR: the model (Hugging Face directory)");
+ABSL_FLAG(std::string, adapter, "", "DIR: a LoRA adapter (peft directory) on the model");
+ABSL_FLAG(std::string, teacher, "",
+          "DIR: a teacher model: adds kl = KL(teacher || model) at T=1, top1_agreement, "
+          "teacher_loss, teacher_ppl");
+ABSL_FLAG(std::string, tokens, "",
+          "FILE: tokens (.bin), or text (.jsonl, .txt) tokenized and cached as FILE.<tag>.bin");
+ABSL_FLAG(int64_t, seq_len, 0, "L: tokens per sequence");
+ABSL_FLAG(int64_t, batch, 8, "B: sequences per batch");
+ABSL_FLAG(int64_t, threads, 0,
+          "N: threads (eval: LibTorch's, 0 = all cores; tokenize: encoder threads, 1..256, "
+          "default 1)");
+ABSL_FLAG(std::string, tokenizer, "",
+          "bytes|PATH/tokenizer.json: the tokenizer (eval: of a text file; default bytes)");
+ABSL_FLAG(std::string, text_field, "text", "F: the field of a .jsonl record that holds its text");
+ABSL_FLAG(std::string, config, "", "CONFIG.json: a Hugging Face model config");
+ABSL_FLAG(std::string, out, "", "DIR: the model directory to write");
+ABSL_FLAG(int64_t, seed, 0, "S: the seed of the initial weights");
+ABSL_FLAG(std::string, base, "", "DIR: the base model");
+ABSL_FLAG(std::string, input, "", "FILE: the text (.txt: one document; .jsonl: one per line)");
+ABSL_FLAG(std::string, output, "", "FILE.bin: the token shard to write");
+ABSL_FLAG(std::string, separator, "",
+          "TOKEN: the token after each document (default: the EOS token)");
+ABSL_FLAG(int64_t, chunk_bytes, 65536,
+          "N: a large text is encoded in chunks of about N bytes on the threads");
 
 namespace distill::worker {
 namespace {
 
-constexpr char kUsage[] =
-    "usage: distill-worker COMMAND [options]   (distill-worker --version: version, LibTorch, CUDA)\n"
-    "  train    --spec SPEC.yaml [--max-steps-this-run N]\n"
-    "  eval     --model DIR [--adapter DIR] --tokens FILE(.bin|.jsonl|.txt) --seq-len L [--batch B] [--threads N]\n"
-    "           [--tokenizer bytes|tokenizer.json] [--text-field text]   (text is tokenized and cached as FILE.<tag>.bin)\n"
-    "           [--teacher DIR]   (adds kl = KL(teacher || model) at T=1, top1_agreement, teacher_loss, teacher_ppl)\n"
-    "  init     --config CONFIG.json --out DIR [--seed S]\n"
-    "  merge    --base DIR --adapter DIR --out DIR\n"
-    "  tokenize --tokenizer bytes|PATH/tokenizer.json --input FILE(.txt|.jsonl) --output FILE.bin\n"
-    "           [--text-field text] [--threads N] [--separator TOKEN (default: the EOS token)]\n"
-    "           [--chunk-bytes N (a large text is encoded in chunks of about N bytes; default 65536)]\n";
-
 std::atomic<bool> g_stop{false};
 void OnSignal(int) { g_stop.store(true); }
 
-// --key value pairs after the command. Usage errors exit 2.
-class Args {
- public:
-  static absl::StatusOr<Args> Parse(int argc, char** argv, int first, const std::vector<std::string>& allowed) {
-    Args a;
-    for (int i = first; i < argc; ++i) {
-      std::string k = argv[i];
-      if (k.rfind("--", 0) != 0) return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", k, "'"));
-      k = k.substr(2);
-      if (std::find(allowed.begin(), allowed.end(), k) == allowed.end()) {
-        return absl::InvalidArgumentError(absl::StrCat("unknown option --", k));
-      }
-      if (i + 1 >= argc) return absl::InvalidArgumentError(absl::StrCat("option --", k, " needs a value"));
-      a.values_[k] = argv[++i];
-    }
-    return a;
-  }
-  absl::StatusOr<std::string> Required(const std::string& k) const {
-    auto it = values_.find(k);
-    if (it == values_.end()) return absl::InvalidArgumentError(absl::StrCat("missing required option --", k));
-    return it->second;
-  }
-  std::string Get(const std::string& k, const std::string& def = "") const {
-    auto it = values_.find(k);
-    return it == values_.end() ? def : it->second;
-  }
-  absl::StatusOr<int64_t> Int(const std::string& k, int64_t def) const {
-    auto it = values_.find(k);
-    if (it == values_.end()) return def;
-    int64_t v;
-    if (!absl::SimpleAtoi(it->second, &v)) {
-      return absl::InvalidArgumentError(absl::StrCat("option --", k, ": expected an integer, got '", it->second, "'"));
-    }
-    return v;
-  }
-
- private:
-  std::map<std::string, std::string> values_;
-};
+// The options given on the command line, by their command-line names
+// ("seq-len"); their values are in the flags.
+using Given = std::set<std::string>;
 
 absl::Status TrainRank(const distill::v1::JobSpec& spec, int64_t max_steps, Communicator* world) {
   std::signal(SIGTERM, OnSignal);
@@ -116,38 +108,43 @@ absl::Status TrainRank(const distill::v1::JobSpec& spec, int64_t max_steps, Comm
     const TeacherStageStats& t = job.teacher;
     std::cout << absl::StrFormat("%s done: %d requests, busy %.1f%% of %.1f s, sent %.1f MB",
                                  job.layout.Role(job.layout.rank), t.requests,
-                                 t.total_s > 0 ? 100.0 * t.busy_s / t.total_s : 0.0, t.total_s, t.bytes_sent / 1e6)
+                                 t.total_s > 0 ? 100.0 * t.busy_s / t.total_s : 0.0, t.total_s,
+                                 t.bytes_sent / 1e6)
               << std::endl;
     return absl::OkStatus();
   }
   const TrainResult& r = job.train;
   if (coordinator) coordinator->Finish(r.finished);
   if (!r.finished && g_stop.load()) {
-    return absl::CancelledError(absl::StrCat("stopped by signal at step ", r.steps_done, "; checkpoint saved"));
+    return absl::CancelledError(
+        absl::StrCat("stopped by signal at step ", r.steps_done, "; checkpoint saved"));
   }
   if (!rank0) return absl::OkStatus();
   if (r.finished && r.resumed_from < r.steps_done) {
     std::string eval;
     if (r.has_eval) eval = absl::StrFormat(", eval loss %.4f ppl %.3f", r.eval_loss, r.eval_ppl);
     if (r.eval_has_teacher) {
-      eval += absl::StrFormat(" kl %.4f top1 %.1f%% (teacher ppl %.3f)", r.eval_kl, 100.0 * r.eval_top1_agreement,
-                              r.teacher_ppl);
+      eval += absl::StrFormat(" kl %.4f top1 %.1f%% (teacher ppl %.3f)", r.eval_kl,
+                              100.0 * r.eval_top1_agreement, r.teacher_ppl);
     }
-    std::cout << absl::StrFormat("done: %d steps, train loss %.4f%s, %.0f tok/s, %d trainable params, %s (%d bytes)",
-                                 r.steps_done, r.final_train_loss, eval,
-                                 r.tokens_per_s, r.trainable_params, r.output_path, r.output_bytes)
-              << std::endl;
+    std::cout
+        << absl::StrFormat(
+               "done: %d steps, train loss %.4f%s, %.0f tok/s, %d trainable params, %s (%d bytes)",
+               r.steps_done, r.final_train_loss, eval, r.tokens_per_s, r.trainable_params,
+               r.output_path, r.output_bytes)
+        << std::endl;
   }
   return absl::OkStatus();
 }
 
-absl::Status Train(const Args& args) {
-  ASSIGN_OR_RETURN(std::string spec_path, args.Required("spec"));
-  ASSIGN_OR_RETURN(int64_t max_steps, args.Int("max-steps-this-run", 0));
-  ASSIGN_OR_RETURN(distill::v1::JobSpec spec, common::LoadJobSpec(spec_path));
+absl::Status Train(const Given&) {
+  const int64_t max_steps = absl::GetFlag(FLAGS_max_steps_this_run);
+  ASSIGN_OR_RETURN(distill::v1::JobSpec spec, common::LoadJobSpec(absl::GetFlag(FLAGS_spec)));
   ASSIGN_OR_RETURN(std::unique_ptr<Communicator> world, MaybeMpiWorld(spec));
   absl::Status st = TrainRank(spec, max_steps, world.get());
-  if (st.ok() || world == nullptr || world->size() == 1 || st.code() == absl::StatusCode::kCancelled) return st;
+  if (st.ok() || world == nullptr || world->size() == 1 ||
+      st.code() == absl::StatusCode::kCancelled)
+    return st;
   // Note [Comm timeout]: one rank's error ends every rank, at once.
   std::string msg(st.message());
   std::replace(msg.begin(), msg.end(), '\n', ' ');
@@ -156,139 +153,277 @@ absl::Status Train(const Args& args) {
 }
 
 void SetThreads(int64_t threads) {
-  at::set_num_threads(static_cast<int>(threads > 0 ? threads : std::max(1u, std::thread::hardware_concurrency())));
+  at::set_num_threads(
+      static_cast<int>(threads > 0 ? threads : std::max(1u, std::thread::hardware_concurrency())));
 }
 
-absl::Status Eval(const Args& args) {
-  ASSIGN_OR_RETURN(std::string model_dir, args.Required("model"));
-  ASSIGN_OR_RETURN(std::string tokens_path, args.Required("tokens"));
-  RETURN_IF_ERROR(args.Required("seq-len").status());
-  ASSIGN_OR_RETURN(int64_t seq_len, args.Int("seq-len", 0));
-  ASSIGN_OR_RETURN(int64_t batch, args.Int("batch", 8));
-  ASSIGN_OR_RETURN(int64_t threads, args.Int("threads", 0));
-  if (seq_len < 1) return absl::InvalidArgumentError(absl::StrCat("--seq-len must be >= 1, got ", seq_len));
-  if (batch < 1) return absl::InvalidArgumentError(absl::StrCat("--batch must be >= 1, got ", batch));
+absl::Status Eval(const Given& given) {
+  const std::string model_dir = absl::GetFlag(FLAGS_model);
+  const std::string tokens_path = absl::GetFlag(FLAGS_tokens);
+  const int64_t seq_len = absl::GetFlag(FLAGS_seq_len);
+  const int64_t batch = absl::GetFlag(FLAGS_batch);
+  const int64_t threads = absl::GetFlag(FLAGS_threads);
+  const std::string tokenizer = given.count("tokenizer") ? absl::GetFlag(FLAGS_tokenizer) : "bytes";
+  if (seq_len < 1)
+    return absl::InvalidArgumentError(absl::StrCat("--seq-len must be >= 1, got ", seq_len));
+  if (batch < 1)
+    return absl::InvalidArgumentError(absl::StrCat("--batch must be >= 1, got ", batch));
   SetThreads(threads);
   ASSIGN_OR_RETURN(LlamaForCausalLM model, LoadHfModel(model_dir));
-  const std::string adapter = args.Get("adapter");
+  const std::string adapter = absl::GetFlag(FLAGS_adapter);
   if (!adapter.empty()) RETURN_IF_ERROR(LoadAdapter(model, adapter));
-  ASSIGN_OR_RETURN(std::string shard, EnsureTokenShard(tokens_path, args.Get("tokenizer", "bytes"),
-                                                       args.Get("text-field", "text"), at::get_num_threads()));
+  ASSIGN_OR_RETURN(std::string shard,
+                   EnsureTokenShard(tokens_path, tokenizer, absl::GetFlag(FLAGS_text_field),
+                                    at::get_num_threads()));
   ASSIGN_OR_RETURN(TokenDataset data, TokenDataset::Open({shard}));
   RETURN_IF_ERROR(data.CheckVocab(model->config().vocab_size));
-  const std::string teacher_dir = args.Get("teacher");
+  const std::string teacher_dir = absl::GetFlag(FLAGS_teacher);
   if (teacher_dir.empty()) {
     ASSIGN_OR_RETURN(EvalResult r, EvaluateLm(model, data, seq_len, batch, 0, torch::kCPU));
-    std::cout << absl::StrFormat("{\"loss\": %.9g, \"ppl\": %.9g, \"tokens\": %d}", r.loss, r.ppl, r.tokens)
+    std::cout << absl::StrFormat("{\"loss\": %.9g, \"ppl\": %.9g, \"tokens\": %d}", r.loss, r.ppl,
+                                 r.tokens)
               << std::endl;
     return absl::OkStatus();
   }
   ASSIGN_OR_RETURN(std::unique_ptr<ColocatedTeacher> teacher,
                    ColocatedTeacher::Load(teacher_dir, model->config(), model_dir, torch::kCPU));
-  const std::string tokenizer = args.Get("tokenizer", "bytes");
   if (tokenizer != "bytes") RETURN_IF_ERROR(teacher->CheckTokenizer(tokenizer, "--tokenizer"));
-  ASSIGN_OR_RETURN(TeacherEvalResult r, EvaluateWithTeacher(model, teacher->model(), teacher->vocab(), data, seq_len,
-                                                            batch, 0, /*chunk_tokens=*/1024, torch::kCPU));
+  ASSIGN_OR_RETURN(TeacherEvalResult r,
+                   EvaluateWithTeacher(model, teacher->model(), teacher->vocab(), data, seq_len,
+                                       batch, 0, /*chunk_tokens=*/1024, torch::kCPU));
   std::cout << absl::StrFormat(
-                   "{\"loss\": %.9g, \"ppl\": %.9g, \"tokens\": %d, \"kl\": %.9g, \"top1_agreement\": %.9g, "
+                   "{\"loss\": %.9g, \"ppl\": %.9g, \"tokens\": %d, \"kl\": %.9g, "
+                   "\"top1_agreement\": %.9g, "
                    "\"teacher_loss\": %.9g, \"teacher_ppl\": %.9g}",
-                   r.student.loss, r.student.ppl, r.student.tokens, r.kl, r.top1_agreement, r.teacher.loss,
-                   r.teacher.ppl)
+                   r.student.loss, r.student.ppl, r.student.tokens, r.kl, r.top1_agreement,
+                   r.teacher.loss, r.teacher.ppl)
             << std::endl;
   return absl::OkStatus();
 }
 
-absl::Status Init(const Args& args) {
-  ASSIGN_OR_RETURN(std::string config_path, args.Required("config"));
-  ASSIGN_OR_RETURN(std::string out, args.Required("out"));
-  ASSIGN_OR_RETURN(int64_t seed, args.Int("seed", 0));
-  ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(config_path));
-  LlamaForCausalLM model = InitModel(config, static_cast<uint64_t>(seed));
+absl::Status Init(const Given&) {
+  const std::string out = absl::GetFlag(FLAGS_out);
+  ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(absl::GetFlag(FLAGS_config)));
+  LlamaForCausalLM model = InitModel(config, static_cast<uint64_t>(absl::GetFlag(FLAGS_seed)));
   RETURN_IF_ERROR(SaveHfModel(model, out));
-  std::cout << absl::StrFormat("wrote %s: %d parameters", out, CountParameters(config)) << std::endl;
+  std::cout << absl::StrFormat("wrote %s: %d parameters", out, CountParameters(config))
+            << std::endl;
   return absl::OkStatus();
 }
 
-absl::Status Merge(const Args& args) {
-  ASSIGN_OR_RETURN(std::string base, args.Required("base"));
-  ASSIGN_OR_RETURN(std::string adapter, args.Required("adapter"));
-  ASSIGN_OR_RETURN(std::string out, args.Required("out"));
-  ASSIGN_OR_RETURN(LlamaForCausalLM model, LoadHfModel(base));
-  RETURN_IF_ERROR(LoadAdapter(model, adapter));
+absl::Status Merge(const Given&) {
+  const std::string out = absl::GetFlag(FLAGS_out);
+  ASSIGN_OR_RETURN(LlamaForCausalLM model, LoadHfModel(absl::GetFlag(FLAGS_base)));
+  RETURN_IF_ERROR(LoadAdapter(model, absl::GetFlag(FLAGS_adapter)));
   MergeLora(model);
   RETURN_IF_ERROR(SaveHfModel(model, out));
   std::cout << "wrote " << out << std::endl;
   return absl::OkStatus();
 }
 
-absl::Status Tokenize(const Args& args) {
-  ASSIGN_OR_RETURN(std::string tokenizer, args.Required("tokenizer"));
-  ASSIGN_OR_RETURN(std::string input, args.Required("input"));
-  ASSIGN_OR_RETURN(std::string output, args.Required("output"));
+absl::Status Tokenize(const Given& given) {
+  const std::string tokenizer = absl::GetFlag(FLAGS_tokenizer);
+  const std::string input = absl::GetFlag(FLAGS_input);
+  const std::string output = absl::GetFlag(FLAGS_output);
   if (tokenizer == "bytes") {
-    if (!args.Get("separator", "").empty() || !args.Get("threads", "").empty() ||
-        !args.Get("chunk-bytes", "").empty()) {
+    if (!absl::GetFlag(FLAGS_separator).empty() || given.count("threads") ||
+        given.count("chunk-bytes")) {
       return absl::InvalidArgumentError(
           "--separator, --threads and --chunk-bytes need a tokenizer.json");
     }
-    return TokenizeFileBytes(input, output, args.Get("text-field", "text"));
+    return TokenizeFileBytes(input, output, absl::GetFlag(FLAGS_text_field));
   }
   TokenizeFileOptions options;
-  options.text_field = args.Get("text-field", "text");
-  options.separator = args.Get("separator", "");
+  options.text_field = absl::GetFlag(FLAGS_text_field);
+  options.separator = absl::GetFlag(FLAGS_separator);
   options.progress = isatty(STDERR_FILENO) != 0;  // no bar of \r updates in log files
-  const std::string threads = args.Get("threads", "1");
-  if (!absl::SimpleAtoi(threads, &options.threads) || options.threads < 1 || options.threads > 256) {
+  const int64_t threads = given.count("threads") ? absl::GetFlag(FLAGS_threads) : 1;
+  if (threads < 1 || threads > 256) {
     return absl::InvalidArgumentError(absl::StrCat("--threads ", threads, ": expected 1..256"));
   }
-  const std::string chunk = args.Get("chunk-bytes", "65536");
-  if (!absl::SimpleAtoi(chunk, &options.chunk_bytes) || options.chunk_bytes < 1) {
+  options.threads = static_cast<int>(threads);
+  const int64_t chunk = absl::GetFlag(FLAGS_chunk_bytes);
+  if (chunk < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("--chunk-bytes ", chunk, ": expected a positive number of bytes"));
   }
+  options.chunk_bytes = static_cast<size_t>(chunk);
   ASSIGN_OR_RETURN(std::unique_ptr<HfTokenizer> hf, HfTokenizer::Load(tokenizer));
   return TokenizeFile(*hf, input, output, options);
 }
 
+// A command: its options by command-line name, required ones first.
+struct Command {
+  const char* name;
+  const char* what;  // one line, for the usage
+  std::vector<std::string> required;
+  std::vector<std::string> optional;
+  absl::Status (*run)(const Given&);
+};
+
+const std::vector<Command>& Commands() {
+  static const std::vector<Command> kCommands = {
+      {"train",
+       "trains a job spec's student (mpirun -np N for a multi-rank job)",
+       {"spec"},
+       {"max-steps-this-run"},
+       &Train},
+      {"eval",
+       "loss and perplexity of a model on tokens (and agreement with a teacher)",
+       {"model", "tokens", "seq-len"},
+       {"adapter", "teacher", "batch", "threads", "tokenizer", "text-field"},
+       &Eval},
+      {"init", "writes a randomly initialised model", {"config", "out"}, {"seed"}, &Init},
+      {"merge",
+       "merges a LoRA adapter into its base model",
+       {"base", "adapter", "out"},
+       {},
+       &Merge},
+      {"tokenize",
+       "tokenizes a text file into a token shard",
+       {"tokenizer", "input", "output"},
+       {"text-field", "threads", "separator", "chunk-bytes"},
+       &Tokenize},
+  };
+  return kCommands;
+}
+
+// The flag behind a command-line option: absl names it with '_'.
+absl::CommandLineFlag* FlagOf(const std::string& option) {
+  return absl::FindCommandLineFlag(absl::StrReplaceAll(option, {{"-", "_"}}));
+}
+
+// "  --seq-len L    tokens per sequence" from the flag's help ("L: tokens per sequence").
+std::string OptionHelp(const std::string& option, bool required) {
+  const absl::CommandLineFlag* flag = FlagOf(option);
+  std::string help = flag->Help();
+  std::string value = "VALUE";
+  if (const size_t colon = help.find(": "); colon != std::string::npos) {
+    value = help.substr(0, colon);
+    help = help.substr(colon + 2);
+  }
+  if (required) help = absl::StrCat("required; ", help);
+  const std::string def = flag->DefaultValue();
+  if (!required && !def.empty() && !absl::StrContains(help, "default")) {
+    absl::StrAppend(&help, " (default ", def, ")");
+  }
+  return absl::StrFormat("    %-30s %s\n", absl::StrCat("--", option, " ", value), help);
+}
+
+std::string CommandUsage(const Command& c) {
+  std::string out = absl::StrFormat("  %-9s %s\n", c.name, c.what);
+  for (const std::string& o : c.required) out += OptionHelp(o, true);
+  for (const std::string& o : c.optional) out += OptionHelp(o, false);
+  return out;
+}
+
+std::string Usage() {
+  std::string out =
+      "usage: distill-worker COMMAND [--option VALUE | --option=VALUE]...\n"
+      "       distill-worker COMMAND --help   (the command's options)\n"
+      "       distill-worker --version        (version, LibTorch, CUDA)\n";
+  for (const Command& c : Commands()) out += CommandUsage(c);
+  return out;
+}
+
+// The options after the command, as (command-line name, value), checked
+// against the command's: an argument that is not an option, an option of
+// another command or one without its value is a usage error.
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> SplitOptions(const Command& c,
+                                                                              int argc,
+                                                                              char** argv) {
+  std::vector<std::pair<std::string, std::string>> options;
+  for (int i = 2; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg.rfind("--", 0) != 0)
+      return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", arg, "'"));
+    const size_t eq = arg.find('=');
+    const std::string name = arg.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
+    if (std::find(c.required.begin(), c.required.end(), name) == c.required.end() &&
+        std::find(c.optional.begin(), c.optional.end(), name) == c.optional.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("unknown option --", name));
+    }
+    if (eq != std::string::npos) {
+      options.emplace_back(name, arg.substr(eq + 1));
+    } else if (i + 1 < argc) {
+      options.emplace_back(name, argv[++i]);
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat("option --", name, " needs a value"));
+    }
+  }
+  return options;
+}
+
+// Sets the flags (absl parses and checks each value) and checks that the
+// command's required options are all given.
+absl::StatusOr<Given> SetFlags(const Command& c,
+                               const std::vector<std::pair<std::string, std::string>>& options) {
+  Given given;
+  for (const auto& [name, value] : options) {
+    absl::CommandLineFlag* flag = FlagOf(name);
+    std::string error;
+    if (!flag->ParseFrom(value, &error)) {
+      if (flag->IsOfType<int64_t>()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("option --", name, ": expected an integer, got '", value, "'"));
+      }
+      return absl::InvalidArgumentError(absl::StrCat("option --", name, ": ", error));
+    }
+    given.insert(name);
+  }
+  for (const std::string& r : c.required) {
+    if (!given.count(r))
+      return absl::InvalidArgumentError(absl::StrCat("missing required option --", r));
+  }
+  return given;
+}
+
+// Runs the command; LibTorch's exceptions become errors.
+absl::Status Run(const Command& c,
+                 const std::vector<std::pair<std::string, std::string>>& options) {
+  try {
+    ASSIGN_OR_RETURN(Given given, SetFlags(c, options));
+    return c.run(given);
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("LibTorch: ", e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    return absl::InternalError(e.what());
+  }
+}
+
 int Main(int argc, char** argv) {
-  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "help") {
-    std::cout << kUsage;
+  const std::string first = argc < 2 ? "" : argv[1];
+  if (argc < 2 || first == "--help" || first == "help") {
+    std::cout << Usage();
     return argc < 2 ? 2 : 0;
   }
-  const std::string cmd = argv[1];
-  if (cmd == "--version") {
+  if (first == "--version") {
     std::cout << common::VersionLine("distill-worker") << "\n";
     return 0;
   }
-  static const std::map<std::string, std::pair<std::vector<std::string>, absl::Status (*)(const Args&)>> kCommands = {
-      {"train", {{"spec", "max-steps-this-run"}, &Train}},
-      {"eval", {{"model", "adapter", "teacher", "tokens", "seq-len", "batch", "threads", "tokenizer", "text-field"}, &Eval}},
-      {"init", {{"config", "out", "seed"}, &Init}},
-      {"merge", {{"base", "adapter", "out"}, &Merge}},
-      {"tokenize", {{"tokenizer", "input", "output", "text-field", "threads", "separator", "chunk-bytes"}, &Tokenize}},
-  };
-  auto it = kCommands.find(cmd);
-  if (it == kCommands.end()) {
-    std::cerr << "distill-worker: unknown command '" << cmd << "'\n" << kUsage;
+  auto it = std::find_if(Commands().begin(), Commands().end(),
+                         [&](const Command& c) { return first == c.name; });
+  if (it == Commands().end()) {
+    std::cerr << "distill-worker: unknown command '" << first << "'\n" << Usage();
     return 2;
   }
-  auto args = Args::Parse(argc, argv, 2, it->second.first);
-  if (!args.ok()) {
-    std::cerr << "distill-worker " << cmd << ": " << args.status().message() << "\n" << kUsage;
+  const Command& cmd = *it;
+  if (argc == 3 && std::string(argv[2]) == "--help") {
+    std::cout << "usage: distill-worker " << cmd.name << " [--option VALUE]...\n"
+              << CommandUsage(cmd);
+    return 0;
+  }
+  auto options = SplitOptions(cmd, argc, argv);
+  if (!options.ok()) {
+    std::cerr << "distill-worker " << cmd.name << ": " << options.status().message() << "\n"
+              << CommandUsage(cmd);
     return 2;
   }
-  absl::Status st;
-  try {
-    st = it->second.second(*args);
-  } catch (const c10::Error& e) {
-    st = absl::InternalError(absl::StrCat("LibTorch: ", e.what_without_backtrace()));
-  } catch (const std::exception& e) {
-    st = absl::InternalError(e.what());
-  }
+  const absl::Status st = Run(cmd, *options);
   if (!st.ok()) {
     std::string msg(st.message());
     std::replace(msg.begin(), msg.end(), '\n', ' ');
-    std::cerr << "distill-worker " << cmd << ": error: " << msg << std::endl;
+    std::cerr << "distill-worker " << cmd.name << ": error: " << msg << std::endl;
     return st.code() == absl::StatusCode::kCancelled ? 130 : 1;
   }
   return 0;

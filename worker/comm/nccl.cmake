@@ -1,9 +1,11 @@
 # NCCL detection for the NCCL backend of Communicator (included by
-# worker/CMakeLists.txt once distill_worker exists). Sets DISTILL_WITH_NCCL
-# when nccl.h, libnccl and the CUDA runtime are all found, and then gives
-# distill_worker their include dirs and libraries and the PUBLIC definition
-# DISTILL_WITH_NCCL=1 (PUBLIC: the test binaries share distill_worker's
-# flags, and mpi_tests reuses worker_tests' precompiled header).
+# worker/CMakeLists.txt once distill_worker_torch exists). Sets
+# DISTILL_WITH_NCCL when nccl.h, libnccl and the CUDA runtime are all found,
+# and then gives distill_worker_torch (what every LibTorch layer links) their
+# include dirs and libraries and the definition DISTILL_WITH_NCCL=1 (on all of
+# them: they share one precompiled header, Note [One torch PCH], and the test
+# binaries share their flags: mpi_tests reuses worker_tests' precompiled
+# header).
 #
 # DISTILL_NCCL: AUTO (default: use NCCL when found), ON (fail when not
 # found), OFF (never; comm/nccl_unavailable.cc). NCCL_HOME is searched first.
@@ -88,9 +90,9 @@ if(NCCL_INCLUDE_DIR AND NCCL_LIBRARY AND (_distill_cudart_target OR _distill_cud
   message(STATUS "distill: NCCL backend ON: NCCL ${_distill_nccl_version} (${NCCL_INCLUDE_DIR}/nccl.h, "
                  "${NCCL_LIBRARY}), CUDA runtime ${_distill_cudart_desc}")
 
-  target_include_directories(distill_worker SYSTEM PUBLIC ${NCCL_INCLUDE_DIR} ${_distill_cudart_inc})
-  target_link_libraries(distill_worker PUBLIC ${NCCL_LIBRARY} ${_distill_cudart_target} ${_distill_cudart_lib})
-  target_compile_definitions(distill_worker PUBLIC DISTILL_WITH_NCCL=1)
+  target_include_directories(distill_worker_torch SYSTEM INTERFACE ${NCCL_INCLUDE_DIR} ${_distill_cudart_inc})
+  target_link_libraries(distill_worker_torch INTERFACE ${NCCL_LIBRARY} ${_distill_cudart_target} ${_distill_cudart_lib})
+  target_compile_definitions(distill_worker_torch INTERFACE DISTILL_WITH_NCCL=1)
 else()
   set(_distill_nccl_missing "")
   if(NOT NCCL_INCLUDE_DIR)

@@ -10,6 +10,7 @@
 #include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "common/status_macros.h"
 #include "worker/data/hf_tokenizer_internal.h"
 
 namespace distill::worker::hf {
@@ -21,12 +22,8 @@ uint64_t PairKey(uint32_t a, uint32_t b) { return (static_cast<uint64_t>(a) << 3
 // addresses).
 std::atomic<uint64_t> next_instance_id{1};
 
-}  // namespace
-
-BpeModel::BpeModel() : instance_id_(next_instance_id.fetch_add(1)) {}
-
-absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Make(const nlohmann::json& j,
-                                                         const std::string& where) {
+// The model's type and the options it does not support.
+absl::Status CheckModelOptions(const nlohmann::json& j, const std::string& where) {
   if (!j.is_object()) return JsonError(where, "expected an object");
   if (j.contains("type") && j["type"] != "BPE") {
     return JsonError(where + ".type",
@@ -44,6 +41,33 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Make(const nlohmann::json& j
       return JsonError(absl::StrCat(where, ".", key), "a non-empty value is not supported");
     }
   }
+  return absl::OkStatus();
+}
+
+// One merge, "a b" or [a, b], as its two tokens.
+absl::StatusOr<std::pair<std::string, std::string>> ParseMerge(const nlohmann::json& m,
+                                                               const std::string& at) {
+  if (m.is_string()) {
+    const std::string s = m.get<std::string>();
+    const size_t space = s.find(' ');
+    if (space == std::string::npos || s.find(' ', space + 1) != std::string::npos) {
+      return JsonError(at, absl::StrCat("expected \"a b\", got \"", s, "\""));
+    }
+    return std::make_pair(s.substr(0, space), s.substr(space + 1));
+  }
+  if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
+    return std::make_pair(m[0].get<std::string>(), m[1].get<std::string>());
+  }
+  return JsonError(at, absl::StrCat("expected \"a b\" or [a, b], got ", m.dump()));
+}
+
+}  // namespace
+
+BpeModel::BpeModel() : instance_id_(next_instance_id.fetch_add(1)) {}
+
+absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Make(const nlohmann::json& j,
+                                                         const std::string& where) {
+  RETURN_IF_ERROR(CheckModelOptions(j, where));
   auto model = std::unique_ptr<BpeModel>(new BpeModel());
   for (const auto& [token, id] : j["vocab"].items()) {
     if (!id.is_number_unsigned() || id.get<uint64_t>() > 0x7FFFFFFFu) {
@@ -62,21 +86,9 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Make(const nlohmann::json& j
   for (size_t rank = 0; rank < merges.size(); ++rank) {
     const nlohmann::json& m = merges[rank];
     const std::string at = absl::StrCat(where, ".merges[", rank, "]");
-    std::string a, b;
-    if (m.is_string()) {
-      const std::string s = m.get<std::string>();
-      const size_t space = s.find(' ');
-      if (space == std::string::npos || s.find(' ', space + 1) != std::string::npos) {
-        return JsonError(at, absl::StrCat("expected \"a b\", got \"", s, "\""));
-      }
-      a = s.substr(0, space);
-      b = s.substr(space + 1);
-    } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
-      a = m[0].get<std::string>();
-      b = m[1].get<std::string>();
-    } else {
-      return JsonError(at, absl::StrCat("expected \"a b\" or [a, b], got ", m.dump()));
-    }
+    ASSIGN_OR_RETURN(const auto merge, ParseMerge(m, at));
+    const std::string& a = merge.first;
+    const std::string& b = merge.second;
     auto ia = model->vocab_.find(a), ib = model->vocab_.find(b), ab = model->vocab_.find(a + b);
     if (ia == model->vocab_.end() || ib == model->vocab_.end() || ab == model->vocab_.end()) {
       const std::string& missing = ia == model->vocab_.end()   ? a

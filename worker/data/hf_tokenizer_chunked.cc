@@ -80,6 +80,157 @@ struct ChunkResult {
   bool ok = true;
 };
 
+// The text the chunks are cut from, and the cuts: the raw text, normalized
+// per chunk when the normalizer is local, else whole (Note [Chunked encoding]).
+// `*normalized` holds the text when it is not `raw`.
+std::string_view NormalizeForChunks(const Normalizer* normalizer, std::string_view raw, int threads,
+                                    size_t chunk_bytes, bool is_normalized, std::string* normalized,
+                                    std::vector<size_t>* cuts) {
+  if (normalizer == nullptr || is_normalized) {
+    *cuts = CutBeforeNewlines(raw, chunk_bytes);
+    return raw;
+  }
+  if (!normalizer->local()) {
+    *normalized = std::string(raw);
+    normalizer->Normalize(normalized);
+    *cuts = CutBeforeNewlines(*normalized, chunk_bytes);
+    return *normalized;
+  }
+  const std::vector<size_t> raw_cuts = CutBeforeNewlines(raw, chunk_bytes);
+  std::vector<std::string> parts(raw_cuts.size() - 1);
+  ParallelFor(parts.size(), threads, [&](size_t k) {
+    parts[k] = std::string(raw.substr(raw_cuts[k], raw_cuts[k + 1] - raw_cuts[k]));
+    normalizer->Normalize(&parts[k]);
+  });
+  size_t total = 0;
+  for (const std::string& part : parts) total += part.size();
+  normalized->reserve(total);
+  *cuts = {0};
+  for (std::string& part : parts) {
+    *normalized += part;
+    std::string().swap(part);
+    if (cuts->back() < normalized->size()) cuts->push_back(normalized->size());
+  }
+  return *normalized;
+}
+
+// Encodes chunk k of `text` (between cuts[k] and cuts[k+1]), running on past
+// its end until its search chain joins chunk k+1's (Note [Chunked encoding]).
+class ChunkEncoder {
+ public:
+  ChunkEncoder(const Pipeline& pipeline, std::string_view text, const std::vector<size_t>& cuts,
+               std::atomic<uint64_t>* progress)
+      : pipeline_(pipeline),
+        regex_(*pipeline.pre_tokenizer->LeadingSplit()),
+        identity_(pipeline.pre_tokenizer->RestIsIdentity()),
+        text_(text),
+        cuts_(cuts),
+        progress_(progress) {}
+
+  ChunkResult Encode(size_t k) const {
+    ChunkResult out;
+    const size_t n = cuts_.size() - 1;
+    const bool last = k + 1 == n;
+    const size_t next_cut = cuts_[k + 1];
+    const size_t limit = k + 2 < cuts_.size() ? cuts_[k + 2] : text_.size();
+    out.ids.reserve((next_cut - cuts_[k]) / 3 + 16);
+    Pieces scratch;
+    uint64_t reported = cuts_[k];
+    auto emit = [&](size_t begin, size_t end) {
+      Emit(begin, end, next_cut, &scratch, &reported, &out);
+    };
+    // Chunk k+1's search positions from its cut on, found as needed.
+    std::vector<size_t> theirs = {next_cut};
+    size_t pos = cuts_[k];  // our search position: the end of the last piece emitted
+    while (true) {
+      if (!last && pos >= next_cut) {
+        while (theirs.back() < pos) {
+          size_t p = theirs.back(), b = 0, e = 0;
+          theirs.push_back(regex_.Next(text_, &p, &b, &e) ? p : std::string_view::npos);
+        }
+        if (theirs.back() == pos) {
+          out.next_join = pos;
+          break;
+        }
+        if (pos >= limit) {
+          out.ok = false;
+          break;
+        }
+      }
+      size_t search = pos, begin = 0, end = 0;
+      if (!regex_.Next(text_, &search, &begin, &end)) {
+        if (pos < text_.size()) emit(pos, text_.size());
+        out.next_join = text_.size();  // chunk k+1 (if any) is one gap: all dropped
+        out.ok = last || pos <= next_cut;
+        break;
+      }
+      if (!last && pos <= next_cut && begin >= next_cut) {
+        if (begin > pos) emit(pos, begin);
+        out.next_join = begin;  // chunk k+1's first match
+        break;
+      }
+      if (begin > pos) emit(pos, begin);
+      emit(begin, end);
+      pos = end;
+    }
+    if (progress_ != nullptr) progress_->fetch_add(next_cut - reported);
+    return out;
+  }
+
+ private:
+  // Encodes the piece [begin, end) through the rest of the pre-tokenizer and
+  // the model; reports progress up to `next_cut`.
+  void Emit(size_t begin, size_t end, size_t next_cut, Pieces* scratch, uint64_t* reported,
+            ChunkResult* out) const {
+    const std::string_view piece = text_.substr(begin, end - begin);
+    if (identity_) {
+      pipeline_.model->Encode(piece, pipeline_.lazy_byte_level, &out->ids);
+    } else {
+      scratch->clear();
+      scratch->emplace_back(piece);
+      pipeline_.pre_tokenizer->PreTokenizeRest(scratch);
+      for (const std::string& word : *scratch)
+        pipeline_.model->Encode(word, pipeline_.lazy_byte_level, &out->ids);
+    }
+    if (out->head.size() < kJoinWindow) out->head.emplace_back(end, out->ids.size());
+    if (progress_ != nullptr && std::min(end, next_cut) >= *reported + kProgressStep) {
+      progress_->fetch_add(std::min(end, next_cut) - *reported);
+      *reported = std::min(end, next_cut);
+    }
+  }
+
+  const Pipeline& pipeline_;
+  const Regex& regex_;
+  const bool identity_;
+  const std::string_view text_;
+  const std::vector<size_t>& cuts_;
+  std::atomic<uint64_t>* const progress_;
+};
+
+// Join: chunk k keeps its pieces that end after chunk k-1's join point.
+// Fills skip[k] (the ids of chunk k to drop); false when a join fails.
+bool JoinChunks(const std::vector<ChunkResult>& results, const std::vector<size_t>& cuts,
+                size_t text_size, std::vector<size_t>* skip) {
+  const size_t n = results.size();
+  for (size_t k = 0; k < n; ++k) {
+    if (!results[k].ok) return false;
+    if (k == 0) continue;
+    const size_t at = results[k - 1].next_join;
+    if (k + 1 < n && at >= results[k].next_join) return false;
+    if (at == cuts[k]) continue;
+    const auto& head = results[k].head;
+    auto it = std::find_if(head.begin(), head.end(),
+                           [at](const std::pair<size_t, size_t>& h) { return h.first == at; });
+    if (it == head.end()) {
+      if (!(k + 1 == n && at == text_size && head.size() < kJoinWindow)) return false;
+      (*skip)[k] = results[k].ids.size();  // every piece of the last chunk ends by the text's end
+    } else {
+      (*skip)[k] = it->second;
+    }
+  }
+  return true;
+}
+
 }  // namespace
 
 void Pipeline::EncodeSection(std::string_view text, bool first_section, int threads,
@@ -98,124 +249,19 @@ void Pipeline::EncodeSection(std::string_view text, bool first_section, int thre
 bool Pipeline::EncodeChunked(std::string_view raw, int threads, size_t chunk_bytes,
                              std::atomic<uint64_t>* progress, std::vector<uint32_t>* ids,
                              bool is_normalized) const {
-  // Normalize: per chunk when local, else whole (Note [Chunked encoding]).
   std::string normalized;
-  std::string_view text = raw;
   std::vector<size_t> cuts;
-  if (normalizer == nullptr || is_normalized) {
-    cuts = CutBeforeNewlines(raw, chunk_bytes);
-  } else if (normalizer->local()) {
-    const std::vector<size_t> raw_cuts = CutBeforeNewlines(raw, chunk_bytes);
-    std::vector<std::string> parts(raw_cuts.size() - 1);
-    ParallelFor(parts.size(), threads, [&](size_t k) {
-      parts[k] = std::string(raw.substr(raw_cuts[k], raw_cuts[k + 1] - raw_cuts[k]));
-      normalizer->Normalize(&parts[k]);
-    });
-    size_t total = 0;
-    for (const std::string& part : parts) total += part.size();
-    normalized.reserve(total);
-    cuts = {0};
-    for (std::string& part : parts) {
-      normalized += part;
-      std::string().swap(part);
-      if (cuts.back() < normalized.size()) cuts.push_back(normalized.size());
-    }
-    text = normalized;
-  } else {
-    normalized = std::string(raw);
-    normalizer->Normalize(&normalized);
-    text = normalized;
-    cuts = CutBeforeNewlines(text, chunk_bytes);
-  }
+  const std::string_view text = NormalizeForChunks(normalizer.get(), raw, threads, chunk_bytes,
+                                                   is_normalized, &normalized, &cuts);
   if (text.empty()) return true;
 
-  const Regex& regex = *pre_tokenizer->LeadingSplit();
-  const bool identity = pre_tokenizer->RestIsIdentity();
   const size_t n = cuts.size() - 1;
   std::vector<ChunkResult> results(n);
-  ParallelFor(n, threads, [&](size_t k) {
-    ChunkResult& out = results[k];
-    const bool last = k + 1 == n;
-    const size_t next_cut = cuts[k + 1];
-    const size_t limit = k + 2 < cuts.size() ? cuts[k + 2] : text.size();
-    out.ids.reserve((next_cut - cuts[k]) / 3 + 16);
-    Pieces scratch;
-    uint64_t reported = cuts[k];
-    auto emit = [&](size_t begin, size_t end) {
-      const std::string_view piece = text.substr(begin, end - begin);
-      if (identity) {
-        model->Encode(piece, lazy_byte_level, &out.ids);
-      } else {
-        scratch.clear();
-        scratch.emplace_back(piece);
-        pre_tokenizer->PreTokenizeRest(&scratch);
-        for (const std::string& word : scratch) model->Encode(word, lazy_byte_level, &out.ids);
-      }
-      if (out.head.size() < kJoinWindow) out.head.emplace_back(end, out.ids.size());
-      if (progress != nullptr && std::min(end, next_cut) >= reported + kProgressStep) {
-        progress->fetch_add(std::min(end, next_cut) - reported);
-        reported = std::min(end, next_cut);
-      }
-    };
-    // Chunk k+1's search positions from its cut on, found as needed.
-    std::vector<size_t> theirs = {next_cut};
-    size_t pos = cuts[k];  // our search position: the end of the last piece emitted
-    while (true) {
-      if (!last && pos >= next_cut) {
-        while (theirs.back() < pos) {
-          size_t p = theirs.back(), b = 0, e = 0;
-          theirs.push_back(regex.Next(text, &p, &b, &e) ? p : std::string_view::npos);
-        }
-        if (theirs.back() == pos) {
-          out.next_join = pos;
-          break;
-        }
-        if (pos >= limit) {
-          out.ok = false;
-          break;
-        }
-      }
-      size_t search = pos, begin = 0, end = 0;
-      if (!regex.Next(text, &search, &begin, &end)) {
-        if (pos < text.size()) emit(pos, text.size());
-        out.next_join = text.size();  // chunk k+1 (if any) is one gap: all dropped
-        out.ok = last || pos <= next_cut;
-        break;
-      }
-      if (!last && pos <= next_cut && begin >= next_cut) {
-        if (begin > pos) emit(pos, begin);
-        out.next_join = begin;  // chunk k+1's first match
-        break;
-      }
-      if (begin > pos) emit(pos, begin);
-      emit(begin, end);
-      pos = end;
-    }
-    if (progress != nullptr) progress->fetch_add(next_cut - reported);
-  });
+  const ChunkEncoder encoder(*this, text, cuts, progress);
+  ParallelFor(n, threads, [&](size_t k) { results[k] = encoder.Encode(k); });
 
-  // Join: chunk k keeps its pieces that end after chunk k-1's join point.
   std::vector<size_t> skip(n, 0);
-  auto join = [&] {
-    for (size_t k = 0; k < n; ++k) {
-      if (!results[k].ok) return false;
-      if (k == 0) continue;
-      const size_t at = results[k - 1].next_join;
-      if (k + 1 < n && at >= results[k].next_join) return false;
-      if (at == cuts[k]) continue;
-      const auto& head = results[k].head;
-      auto it = std::find_if(head.begin(), head.end(),
-                             [at](const std::pair<size_t, size_t>& h) { return h.first == at; });
-      if (it == head.end()) {
-        if (!(k + 1 == n && at == text.size() && head.size() < kJoinWindow)) return false;
-        skip[k] = results[k].ids.size();  // every piece of the last chunk ends by the text's end
-      } else {
-        skip[k] = it->second;
-      }
-    }
-    return true;
-  };
-  if (!join()) {
+  if (!JoinChunks(results, cuts, text.size(), &skip)) {
     // Every chunk reported its bytes; the caller's retry reports them again.
     if (progress != nullptr) progress->fetch_sub(text.size());
     return false;

@@ -100,112 +100,143 @@ void RunWithProgress(bool show, const std::atomic<uint64_t>& done, uint64_t tota
   std::fprintf(stderr, "\n");
 }
 
-}  // namespace
-
-absl::Status TokenizeFile(const HfTokenizer& tokenizer, const std::string& input,
-                          const std::string& output, const TokenizeFileOptions& options) {
-  uint32_t separator = 0;
-  if (options.separator.empty()) {
+// The id that ends each document: --separator's, or the EOS token's.
+absl::StatusOr<uint32_t> SeparatorId(const HfTokenizer& tokenizer, const std::string& separator) {
+  if (separator.empty()) {
     if (!tokenizer.eos_id().has_value()) {
       return absl::FailedPreconditionError(
           "the tokenizer has no EOS token to separate documents; pass --separator TOKEN");
     }
-    separator = *tokenizer.eos_id();
-  } else {
-    std::optional<uint32_t> id = tokenizer.TokenToId(options.separator);
-    if (!id.has_value()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--separator ", options.separator, ": not a token of the tokenizer"));
-    }
-    separator = *id;
+    return *tokenizer.eos_id();
   }
+  std::optional<uint32_t> id = tokenizer.TokenToId(separator);
+  if (!id.has_value()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--separator ", separator, ": not a token of the tokenizer"));
+  }
+  return *id;
+}
+
+// What one file is encoded with, and how its progress is shown.
+struct EncodeJob {
+  const HfTokenizer& tokenizer;
+  const std::string& input;     // the file's path, for errors
+  const std::string& contents;  // the file
+  const TokenizeFileOptions& options;
+  uint32_t separator = 0;
+  int threads = 1;
+  bool show = false;                          // draw the progress bar
+  std::atomic<uint64_t>* done = nullptr;      // bytes of the file (of the text for .txt) done
+  std::function<double()> elapsed = nullptr;  // seconds since the work began
+};
+
+// The ids of the documents, each followed by the separator.
+struct EncodedDocs {
+  std::vector<uint32_t> ids;
+  size_t n_docs = 0;
+  uint64_t text_bytes = 0;
+};
+
+// A .txt file: one document, its chunks spread over the threads (Note
+// [Chunked encoding] in hf_tokenizer_chunked.cc).
+absl::StatusOr<EncodedDocs> EncodeText(const EncodeJob& job) {
+  EncodeOptions encode;
+  encode.threads = job.threads;
+  encode.chunk_bytes = job.options.chunk_bytes;
+  encode.progress = job.done;
+  absl::StatusOr<std::vector<uint32_t>> encoded;
+  RunWithProgress(job.show, *job.done, job.contents.size(), job.elapsed,
+                  [&] { encoded = job.tokenizer.Encode(job.contents, encode); });
+  if (!encoded.ok()) {
+    return absl::Status(encoded.status().code(),
+                        absl::StrCat(job.input, ": ", encoded.status().message()));
+  }
+  EncodedDocs docs;
+  docs.ids = *std::move(encoded);
+  docs.ids.push_back(job.separator);
+  docs.n_docs = 1;
+  docs.text_bytes = job.contents.size();
+  return docs;
+}
+
+// A .jsonl file: one document per line, lines parsed and encoded on the threads.
+absl::StatusOr<EncodedDocs> EncodeJsonl(const EncodeJob& job) {
+  const std::vector<Line> lines = NonBlankLines(job.contents);
+  std::vector<std::vector<uint32_t>> encoded(lines.size());
+  std::vector<absl::Status> errors(lines.size());
+  std::atomic<uint64_t> text_done{0};
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t i; (i = next.fetch_add(1)) < lines.size();) {
+      const std::string_view line =
+          std::string_view(job.contents).substr(lines[i].begin, lines[i].end - lines[i].begin);
+      absl::StatusOr<std::string> text = DocumentText(line, job.options.text_field);
+      absl::StatusOr<std::vector<uint32_t>> doc_ids =
+          text.ok() ? job.tokenizer.Encode(*text, /*add_special_tokens=*/false)
+                    : absl::StatusOr<std::vector<uint32_t>>(text.status());
+      if (doc_ids.ok()) {
+        encoded[i] = *std::move(doc_ids);
+        encoded[i].push_back(job.separator);
+        text_done += text->size();
+      } else {
+        errors[i] = doc_ids.status();
+      }
+      *job.done += line.size() + 1;
+    }
+  };
+  RunWithProgress(job.show, *job.done, job.contents.size(), job.elapsed, [&] {
+    std::vector<std::thread> pool;
+    for (int t = 1; t < job.threads; ++t) pool.emplace_back(work);
+    work();
+    for (std::thread& t : pool) t.join();
+  });
+  for (size_t i = 0; i < lines.size(); ++i) {  // the first error in file order
+    if (!errors[i].ok()) {
+      return absl::Status(errors[i].code(),
+                          absl::StrCat(job.input, ":", lines[i].number, ": ", errors[i].message()));
+    }
+  }
+  EncodedDocs docs;
+  size_t total_ids = 0;
+  for (const auto& e : encoded) total_ids += e.size();
+  docs.ids.reserve(total_ids);
+  for (auto& e : encoded) {
+    docs.ids.insert(docs.ids.end(), e.begin(), e.end());
+    std::vector<uint32_t>().swap(e);
+  }
+  docs.n_docs = lines.size();
+  docs.text_bytes = text_done.load();
+  return docs;
+}
+
+}  // namespace
+
+absl::Status TokenizeFile(const HfTokenizer& tokenizer, const std::string& input,
+                          const std::string& output, const TokenizeFileOptions& options) {
+  ASSIGN_OR_RETURN(const uint32_t separator, SeparatorId(tokenizer, options.separator));
   ASSIGN_OR_RETURN(const std::string contents, ReadFile(input));
   const bool jsonl = absl::EndsWith(input, ".jsonl");
 
   // Timed from here: JSONL parsing counts as part of the work.
   const auto start = std::chrono::steady_clock::now();
-  const std::function<double()> elapsed = [&start] {
+  std::atomic<uint64_t> done{0};
+  EncodeJob job{tokenizer, input, contents, options};
+  job.separator = separator;
+  job.threads = std::max(1, options.threads);
+  job.show = options.progress && contents.size() >= options.progress_min_bytes;
+  job.done = &done;
+  job.elapsed = [&start] {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   };
-  const int threads = std::max(1, options.threads);
-  const bool show = options.progress && contents.size() >= options.progress_min_bytes;
-  std::atomic<uint64_t> done{0};  // bytes of the file (of the text for .txt) done
-  std::vector<uint32_t> ids;
-  size_t n_docs = 0;
-  uint64_t text_bytes = 0;
-  if (!jsonl) {
-    // One document: its chunks are spread over the threads (Note [Chunked
-    // encoding] in hf_tokenizer_chunked.cc).
-    EncodeOptions encode;
-    encode.threads = threads;
-    encode.chunk_bytes = options.chunk_bytes;
-    encode.progress = &done;
-    absl::StatusOr<std::vector<uint32_t>> encoded;
-    RunWithProgress(show, done, contents.size(), elapsed,
-                    [&] { encoded = tokenizer.Encode(contents, encode); });
-    if (!encoded.ok()) {
-      return absl::Status(encoded.status().code(),
-                          absl::StrCat(input, ": ", encoded.status().message()));
-    }
-    ids = *std::move(encoded);
-    ids.push_back(separator);
-    n_docs = 1;
-    text_bytes = contents.size();
-  } else {
-    // One document per line: lines are parsed and encoded on the threads.
-    const std::vector<Line> lines = NonBlankLines(contents);
-    std::vector<std::vector<uint32_t>> encoded(lines.size());
-    std::vector<absl::Status> errors(lines.size());
-    std::atomic<uint64_t> text_done{0};
-    std::atomic<size_t> next{0};
-    auto work = [&] {
-      for (size_t i; (i = next.fetch_add(1)) < lines.size();) {
-        const std::string_view line =
-            std::string_view(contents).substr(lines[i].begin, lines[i].end - lines[i].begin);
-        absl::StatusOr<std::string> text = DocumentText(line, options.text_field);
-        absl::StatusOr<std::vector<uint32_t>> doc_ids =
-            text.ok() ? tokenizer.Encode(*text, /*add_special_tokens=*/false)
-                      : absl::StatusOr<std::vector<uint32_t>>(text.status());
-        if (doc_ids.ok()) {
-          encoded[i] = *std::move(doc_ids);
-          encoded[i].push_back(separator);
-          text_done += text->size();
-        } else {
-          errors[i] = doc_ids.status();
-        }
-        done += line.size() + 1;
-      }
-    };
-    RunWithProgress(show, done, contents.size(), elapsed, [&] {
-      std::vector<std::thread> pool;
-      for (int t = 1; t < threads; ++t) pool.emplace_back(work);
-      work();
-      for (std::thread& t : pool) t.join();
-    });
-    for (size_t i = 0; i < lines.size(); ++i) {  // the first error in file order
-      if (!errors[i].ok()) {
-        return absl::Status(errors[i].code(),
-                            absl::StrCat(input, ":", lines[i].number, ": ", errors[i].message()));
-      }
-    }
-    size_t total_ids = 0;
-    for (const auto& e : encoded) total_ids += e.size();
-    ids.reserve(total_ids);
-    for (auto& e : encoded) {
-      ids.insert(ids.end(), e.begin(), e.end());
-      std::vector<uint32_t>().swap(e);
-    }
-    n_docs = lines.size();
-    text_bytes = text_done.load();
-  }
-  const double seconds = elapsed();
-  if (ids.empty()) return absl::InvalidArgumentError(absl::StrCat(input, ": no documents"));
-  RETURN_IF_ERROR(WriteTokenShard(output, ids));
+  ASSIGN_OR_RETURN(const EncodedDocs docs, jsonl ? EncodeJsonl(job) : EncodeText(job));
+  const double seconds = job.elapsed();
+  if (docs.ids.empty()) return absl::InvalidArgumentError(absl::StrCat(input, ": no documents"));
+  RETURN_IF_ERROR(WriteTokenShard(output, docs.ids));
   std::fprintf(stderr, "%s",
                absl::StrFormat("tokenized %s: %d docs, %.2f MB -> %d tokens in %.2f s "
                                "(%.2f MB/s, %d threads)\n",
-                               input, n_docs, text_bytes / 1e6, ids.size(), seconds,
-                               text_bytes / 1e6 / std::max(seconds, 1e-9), threads)
+                               input, docs.n_docs, docs.text_bytes / 1e6, docs.ids.size(), seconds,
+                               docs.text_bytes / 1e6 / std::max(seconds, 1e-9), job.threads)
                    .c_str());
   return absl::OkStatus();
 }

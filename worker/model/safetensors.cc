@@ -105,9 +105,13 @@ absl::Status WriteAll(int fd, const char* data, size_t n, const std::string& pat
   return absl::OkStatus();
 }
 
-}  // namespace
+// The file mapped read-only: the whole file, unmapped when the last user is gone.
+struct Mapping {
+  std::shared_ptr<void> addr;
+  size_t size = 0;
+};
 
-absl::StatusOr<std::shared_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
+absl::StatusOr<Mapping> MapReadOnly(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return ErrnoError(errno, path, "cannot open");
   struct stat st;
@@ -130,97 +134,144 @@ absl::StatusOr<std::shared_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
   int map_err = errno;
   ::close(fd);
   if (addr == MAP_FAILED) return ErrnoError(map_err, path, "mmap failed");
+  Mapping m;
+  m.addr = std::shared_ptr<void>(addr, [size](void* p) { ::munmap(p, size); });
+  m.size = size;
+  return m;
+}
 
-  std::shared_ptr<SafetensorsFile> file(new SafetensorsFile());
-  file->path_ = path;
-  file->size_ = size;
-  file->mapping_ = std::shared_ptr<void>(addr, [size](void* p) { ::munmap(p, size); });
-  const auto* bytes = static_cast<const unsigned char*>(addr);
-
-  uint64_t header_len = 0;
-  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | bytes[i];
-  if (header_len == 0) return Invalid(path, "header length is 0");
-  if (header_len > size - 8) {
-    return Invalid(path, absl::StrCat("header length ", header_len, " exceeds file size ", size));
+// The JSON header of a mapped file (8-byte little-endian length, then the
+// header); `*header_len` receives its length.
+absl::StatusOr<json> ParseHeader(const std::string& path, const Mapping& m, uint64_t* header_len) {
+  const auto* bytes = static_cast<const unsigned char*>(m.addr.get());
+  uint64_t len = 0;
+  for (int i = 7; i >= 0; --i) len = (len << 8) | bytes[i];
+  if (len == 0) return Invalid(path, "header length is 0");
+  if (len > m.size - 8) {
+    return Invalid(path, absl::StrCat("header length ", len, " exceeds file size ", m.size));
   }
-  file->data_start_ = 8 + static_cast<size_t>(header_len);
-  const size_t data_size = size - file->data_start_;
-
+  *header_len = len;
   json header;
   try {
     const char* begin = reinterpret_cast<const char*>(bytes + 8);
-    header = json::parse(begin, begin + header_len);
+    header = json::parse(begin, begin + len);
   } catch (const json::exception& e) {
     return Invalid(path, absl::StrCat("header is not valid JSON: ", e.what()));
   }
   if (!header.is_object()) return Invalid(path, "header is not a JSON object");
+  return header;
+}
+
+absl::Status ParseMetadata(const std::string& path, const json& value,
+                           std::map<std::string, std::string>* metadata) {
+  if (!value.is_object()) return Invalid(path, "__metadata__ is not an object");
+  for (auto m = value.begin(); m != value.end(); ++m) {
+    if (!m.value().is_string()) {
+      return Invalid(path, absl::StrCat("__metadata__ value for '", m.key(), "' is not a string"));
+    }
+    (*metadata)[m.key()] = m.value().get<std::string>();
+  }
+  return absl::OkStatus();
+}
+
+// One tensor's header entry, checked: a known dtype, a shape of non-negative
+// dimensions, and data_offsets inside the data section matching shape x dtype.
+struct TensorEntry {
+  const DtypeInfo* info = nullptr;
+  std::vector<int64_t> shape;
+  uint64_t begin = 0;
+  uint64_t end = 0;
+};
+
+// The shape of `where`, and its size in bytes in `*nbytes` (which holds the
+// dtype's size on entry).
+absl::StatusOr<std::vector<int64_t>> ParseShape(const std::string& path, const std::string& where,
+                                                const json& value, uint64_t* nbytes) {
+  auto sh = value.find("shape");
+  if (sh == value.end() || !sh->is_array()) {
+    return Invalid(path, absl::StrCat(where, " has no 'shape' array"));
+  }
+  std::vector<int64_t> shape;
+  for (const json& d : *sh) {
+    std::optional<uint64_t> dim = AsUnsigned(d);
+    if (!dim || *dim > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+      return Invalid(path, absl::StrCat(where, " has invalid shape ", sh->dump(),
+                                        " (dimensions must be non-negative integers)"));
+    }
+    if (__builtin_mul_overflow(*nbytes, *dim, nbytes)) {
+      return Invalid(path, absl::StrCat(where, " shape ", sh->dump(), " is too large"));
+    }
+    shape.push_back(static_cast<int64_t>(*dim));
+  }
+  return shape;
+}
+
+absl::StatusOr<TensorEntry> ParseTensorEntry(const std::string& path, const std::string& name,
+                                             const json& value, size_t data_size) {
+  const std::string where = absl::StrCat("tensor '", name, "'");
+  if (!value.is_object()) return Invalid(path, absl::StrCat(where, " is not an object"));
+  auto dt = value.find("dtype");
+  if (dt == value.end() || !dt->is_string()) {
+    return Invalid(path, absl::StrCat(where, " has no string 'dtype'"));
+  }
+  TensorEntry entry;
+  entry.info = FindDtype(dt->get<std::string>());
+  if (entry.info == nullptr) {
+    return Invalid(path, absl::StrCat("unknown dtype '", dt->get<std::string>(), "' for ", where));
+  }
+  uint64_t nbytes = entry.info->size;
+  ASSIGN_OR_RETURN(entry.shape, ParseShape(path, where, value, &nbytes));
+  auto off = value.find("data_offsets");
+  std::optional<uint64_t> begin, end;
+  if (off != value.end() && off->is_array() && off->size() == 2) {
+    begin = AsUnsigned((*off)[0]);
+    end = AsUnsigned((*off)[1]);
+  }
+  if (!begin || !end || *begin > *end) {
+    return Invalid(path, absl::StrCat(where,
+                                      " has invalid data_offsets (expected [begin, end] with "
+                                      "0 <= begin <= end)"));
+  }
+  const std::string offsets = absl::StrCat("[", *begin, ", ", *end, "]");
+  if (*end > data_size) {
+    return Invalid(path, absl::StrCat(where, " data_offsets ", offsets,
+                                      " lie outside the data section (", data_size, " bytes)"));
+  }
+  if (*end - *begin != nbytes) {
+    return Invalid(path, absl::StrCat(where, " data_offsets ", offsets, " do not match shape ",
+                                      ShapeString(entry.shape), " x ", entry.info->name, " (",
+                                      nbytes, " bytes)"));
+  }
+  entry.begin = *begin;
+  entry.end = *end;
+  return entry;
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
+  ASSIGN_OR_RETURN(Mapping mapping, MapReadOnly(path));
+  std::shared_ptr<SafetensorsFile> file(new SafetensorsFile());
+  file->path_ = path;
+  file->size_ = mapping.size;
+  file->mapping_ = mapping.addr;
+  uint64_t header_len = 0;
+  ASSIGN_OR_RETURN(json header, ParseHeader(path, mapping, &header_len));
+  file->data_start_ = 8 + static_cast<size_t>(header_len);
+  const size_t data_size = mapping.size - file->data_start_;
 
   for (auto it = header.begin(); it != header.end(); ++it) {
     const std::string& name = it.key();
-    const json& value = it.value();
     if (name == "__metadata__") {
-      if (!value.is_object()) return Invalid(path, "__metadata__ is not an object");
-      for (auto m = value.begin(); m != value.end(); ++m) {
-        if (!m.value().is_string()) {
-          return Invalid(path,
-                         absl::StrCat("__metadata__ value for '", m.key(), "' is not a string"));
-        }
-        file->metadata_[m.key()] = m.value().get<std::string>();
-      }
+      RETURN_IF_ERROR(ParseMetadata(path, it.value(), &file->metadata_));
       continue;
     }
-    const std::string where = absl::StrCat("tensor '", name, "'");
-    if (!value.is_object()) return Invalid(path, absl::StrCat(where, " is not an object"));
-    auto dt = value.find("dtype");
-    if (dt == value.end() || !dt->is_string()) {
-      return Invalid(path, absl::StrCat(where, " has no string 'dtype'"));
-    }
-    const DtypeInfo* info = FindDtype(dt->get<std::string>());
-    if (info == nullptr) {
-      return Invalid(path,
-                     absl::StrCat("unknown dtype '", dt->get<std::string>(), "' for ", where));
-    }
-    auto sh = value.find("shape");
-    if (sh == value.end() || !sh->is_array()) {
-      return Invalid(path, absl::StrCat(where, " has no 'shape' array"));
-    }
+    ASSIGN_OR_RETURN(TensorEntry parsed, ParseTensorEntry(path, name, it.value(), data_size));
     Entry entry;
-    entry.dtype = info->dtype;
-    uint64_t nbytes = info->size;
-    for (const json& d : *sh) {
-      std::optional<uint64_t> dim = AsUnsigned(d);
-      if (!dim || *dim > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-        return Invalid(path, absl::StrCat(where, " has invalid shape ", sh->dump(),
-                                          " (dimensions must be non-negative integers)"));
-      }
-      if (__builtin_mul_overflow(nbytes, *dim, &nbytes)) {
-        return Invalid(path, absl::StrCat(where, " shape ", sh->dump(), " is too large"));
-      }
-      entry.shape.push_back(static_cast<int64_t>(*dim));
-    }
-    auto off = value.find("data_offsets");
-    std::optional<uint64_t> begin, end;
-    if (off != value.end() && off->is_array() && off->size() == 2) {
-      begin = AsUnsigned((*off)[0]);
-      end = AsUnsigned((*off)[1]);
-    }
-    if (!begin || !end || *begin > *end) {
-      return Invalid(path, absl::StrCat(where,
-                                        " has invalid data_offsets (expected [begin, end] with "
-                                        "0 <= begin <= end)"));
-    }
-    const std::string offsets = absl::StrCat("[", *begin, ", ", *end, "]");
-    if (*end > data_size) {
-      return Invalid(path, absl::StrCat(where, " data_offsets ", offsets,
-                                        " lie outside the data section (", data_size, " bytes)"));
-    }
-    if (*end - *begin != nbytes) {
-      return Invalid(
-          path, absl::StrCat(where, " data_offsets ", offsets, " do not match shape ",
-                             ShapeString(entry.shape), " x ", info->name, " (", nbytes, " bytes)"));
-    }
-    entry.begin = static_cast<size_t>(*begin);
-    entry.end = static_cast<size_t>(*end);
+    entry.dtype = parsed.info->dtype;
+    entry.shape = std::move(parsed.shape);
+    entry.begin = static_cast<size_t>(parsed.begin);
+    entry.end = static_cast<size_t>(parsed.end);
     file->names_.push_back(name);
     file->entries_.emplace(name, std::move(entry));
   }

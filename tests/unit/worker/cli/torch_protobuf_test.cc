@@ -27,7 +27,7 @@
 #include "distill/v1/coordinator.grpc.pb.h"
 #include "worker/model/config.h"
 #include "worker/model/llama.h"
-#include "worker/train/report_grpc.h"
+#include "worker/report/report_grpc.h"
 
 namespace distill::worker {
 namespace {

@@ -189,7 +189,7 @@ TEST(TeacherTest, CapturedFeaturesAreTransformersHiddenStates) {
     ASSERT_TRUE(config.ok()) << config.status();
     const int64_t layers = config->num_hidden_layers;
     ASSERT_GE(layers, 2);
-    auto teacher = Teacher::Load(dir, *config, "", torch::kCPU);
+    auto teacher = ColocatedTeacher::Load(dir, *config, "", torch::kCPU);
     ASSERT_TRUE(teacher.ok()) << teacher.status();
     const torch::Tensor ids = Golden(**golden, "input_ids");
     const int64_t n = ids.numel();

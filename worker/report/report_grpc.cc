@@ -1,4 +1,4 @@
-#include "worker/train/report_grpc.h"
+#include "worker/report/report_grpc.h"
 
 #include <algorithm>
 #include <cstdlib>

@@ -6,8 +6,8 @@
 // backoff when the stream breaks (the coordinator may restart); a heartbeat is
 // a report without progress. An unreachable coordinator never blocks or fails
 // training: it is logged once to stderr.
-#ifndef DISTILL_WORKER_TRAIN_REPORT_GRPC_H_
-#define DISTILL_WORKER_TRAIN_REPORT_GRPC_H_
+#ifndef DISTILL_WORKER_REPORT_REPORT_GRPC_H_
+#define DISTILL_WORKER_REPORT_REPORT_GRPC_H_
 
 #include <grpcpp/grpcpp.h>
 
@@ -113,4 +113,4 @@ absl::StatusOr<std::unique_ptr<CoordinatorSink>> MakeCoordinatorSinkFromEnv();
 
 }  // namespace distill::worker
 
-#endif  // DISTILL_WORKER_TRAIN_REPORT_GRPC_H_
+#endif  // DISTILL_WORKER_REPORT_REPORT_GRPC_H_
