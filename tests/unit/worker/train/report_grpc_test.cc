@@ -144,7 +144,7 @@ TEST(CoordinatorSinkTest, ReportsCarryTheStepRecordAndTheLastOneIsFinal) {
   r.step_s = 0.5;
   r.peak_rss_bytes = 1 << 30;
   (*sink)->OnStep(r);
-  (*sink)->OnEval(EvalRecord{5, 2.75, 15.6, 1000});
+  (*sink)->OnEval(EvalRecord{5, 2.75, 15.6, 1000, {}});
   ASSERT_TRUE(server.service.WaitFor([](const auto& rs) { return HasStep(rs, 5); }));
   EXPECT_TRUE((*sink)->Finish(/*training_finished=*/true));
 

@@ -49,7 +49,7 @@ TEST(JsonLinesSinkTest, WritesTheObjectiveFieldsAsKeysBesideTheGenericOnes) {
   auto sink = JsonLinesSink::Open(path, 0);
   ASSERT_TRUE(sink.ok()) << sink.status();
   (*sink)->OnStep(DistillLikeStep());
-  EvalRecord e{3, 2.0, std::exp(2.0), 100};
+  EvalRecord e{3, 2.0, std::exp(2.0), 100, {}};
   e.fields.scalars["kl"] = 0.5;
   (*sink)->OnEval(e);
   std::istringstream in(ReadFile(path));
@@ -84,7 +84,7 @@ TEST(ConsoleSinkTest, PlacesTheObjectivePiecesInTheProgressLine) {
   EXPECT_EQ(Captured([&] { console.OnStep(r); }),
             "step 3/10 | loss 2.5000 (ce 1.500 kd 0.750 feat 0.250) | lr 3.00e-04 | 1.2k tok/s | compute 50% "
             "teacher 25% allreduce 25% | 96 B/tok | eta 1m10s\n");
-  EvalRecord e{3, 2.0, 7.389, 100};
+  EvalRecord e{3, 2.0, 7.389, 100, {}};
   e.fields.console_after_loss = " | kl 0.5000";
   EXPECT_EQ(Captured([&] { console.OnEval(e); }), "eval step 3 | loss 2.0000 | ppl 7.389 | kl 0.5000 | 100 tokens\n");
 }
