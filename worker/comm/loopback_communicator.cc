@@ -17,12 +17,16 @@ class DoneWork : public Work {
   absl::Status Wait() override { return absl::OkStatus(); }
 };
 
-absl::StatusOr<std::unique_ptr<Work>> Done() { return std::unique_ptr<Work>(std::make_unique<DoneWork>()); }
+absl::StatusOr<std::unique_ptr<Work>> Done() {
+  return std::unique_ptr<Work>(std::make_unique<DoneWork>());
+}
 
 absl::Status CheckTensor(const torch::Tensor& t, const char* op, const std::string& what) {
-  if (!t.defined()) return absl::InvalidArgumentError(absl::StrCat(op, " of ", what, ": undefined tensor"));
+  if (!t.defined())
+    return absl::InvalidArgumentError(absl::StrCat(op, " of ", what, ": undefined tensor"));
   if (!t.is_contiguous()) {
-    return absl::InvalidArgumentError(absl::StrCat(op, " of ", what, ": the tensor must be contiguous"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(op, " of ", what, ": the tensor must be contiguous"));
   }
   return absl::OkStatus();
 }
@@ -34,9 +38,10 @@ absl::Status NoPeer(int peer, const char* op, const std::string& what, const cha
     return absl::InvalidArgumentError(
         absl::StrCat(op, " of ", what, ": ", role, " rank ", peer, " out of range [0, 1)"));
   }
-  return absl::InvalidArgumentError(absl::StrCat(op, " of ", what, " (tag ", tag,
-                                                 "): rank 0 is the only rank of a loopback "
-                                                 "communicator; point-to-point to self is not supported"));
+  return absl::InvalidArgumentError(
+      absl::StrCat(op, " of ", what, " (tag ", tag,
+                   "): rank 0 is the only rank of a loopback "
+                   "communicator; point-to-point to self is not supported"));
 }
 
 class LoopbackCommunicator : public Communicator {
@@ -49,9 +54,9 @@ class LoopbackCommunicator : public Communicator {
                                                        const std::string& what) override {
     RETURN_IF_ERROR(CheckTensor(t, "allreduce", what));
     if (op == ReduceOp::kAvg && c10::isIntegralType(t.scalar_type(), /*includeBool=*/true)) {
-      return absl::InvalidArgumentError(absl::StrCat("allreduce of ", what, ": avg of an integer tensor (",
-                                                     c10::toString(t.scalar_type()),
-                                                     ") is not supported; sum and divide"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("allreduce of ", what, ": avg of an integer tensor (",
+                       c10::toString(t.scalar_type()), ") is not supported; sum and divide"));
     }
     return Done();  // the sum (and the mean) of one contribution is itself
   }
@@ -94,6 +99,8 @@ class LoopbackCommunicator : public Communicator {
 
 }  // namespace
 
-std::unique_ptr<Communicator> MakeLoopbackCommunicator() { return std::make_unique<LoopbackCommunicator>(); }
+std::unique_ptr<Communicator> MakeLoopbackCommunicator() {
+  return std::make_unique<LoopbackCommunicator>();
+}
 
 }  // namespace distill::worker

@@ -43,7 +43,8 @@ absl::StatusOr<std::unique_ptr<JsonLinesSink>> JsonLinesSink::Open(const std::st
     while (std::getline(in, line)) {
       json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
       if (j.is_discarded()) continue;  // a line cut short by a crash
-      if (j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() > truncate_after_step) {
+      if (j.contains("step") && j["step"].is_number_integer() &&
+          j["step"].get<int64_t>() > truncate_after_step) {
         continue;
       }
       kept += line + "\n";
@@ -57,18 +58,31 @@ absl::StatusOr<std::unique_ptr<JsonLinesSink>> JsonLinesSink::Open(const std::st
 }
 
 void JsonLinesSink::OnStep(const StepRecord& r) {
-  json j = {{"event", "train"},      {"step", r.step},         {"total_steps", r.total_steps},
-            {"loss", Num(r.loss)},   {"lr", r.lr},             {"grad_norm", Num(r.grad_norm)},
-            {"tokens", r.tokens},    {"tokens_per_s", r.tokens_per_s}, {"elapsed_s", r.elapsed_s},
-            {"step_s", r.step_s},    {"peak_rss_bytes", r.peak_rss_bytes},
-            {"compute_s", r.compute_s}, {"allreduce_s", r.allreduce_s}, {"ranks", r.ranks}};
+  json j = {{"event", "train"},
+            {"step", r.step},
+            {"total_steps", r.total_steps},
+            {"loss", Num(r.loss)},
+            {"lr", r.lr},
+            {"grad_norm", Num(r.grad_norm)},
+            {"tokens", r.tokens},
+            {"tokens_per_s", r.tokens_per_s},
+            {"elapsed_s", r.elapsed_s},
+            {"step_s", r.step_s},
+            {"peak_rss_bytes", r.peak_rss_bytes},
+            {"compute_s", r.compute_s},
+            {"allreduce_s", r.allreduce_s},
+            {"ranks", r.ranks}};
   AddFields(r.fields, &j);
   out_ << j.dump() << "\n";
   out_.flush();
 }
 
 void JsonLinesSink::OnEval(const EvalRecord& r) {
-  json j = {{"event", "eval"}, {"step", r.step}, {"loss", Num(r.loss)}, {"ppl", Num(r.ppl)}, {"tokens", r.tokens}};
+  json j = {{"event", "eval"},
+            {"step", r.step},
+            {"loss", Num(r.loss)},
+            {"ppl", Num(r.ppl)},
+            {"tokens", r.tokens}};
   AddFields(r.fields, &j);
   out_ << j.dump() << "\n";
   out_.flush();
@@ -102,19 +116,20 @@ void ConsoleSink::OnStep(const StepRecord& r) {
   // all-reduce.
   std::string time;
   if (r.step_s > 0 && (!f.console_time_share.empty() || r.ranks > 1)) {
-    time = absl::StrFormat(" | compute %.0f%%", 100.0 * r.compute_s / r.step_s) + f.console_time_share;
+    time =
+        absl::StrFormat(" | compute %.0f%%", 100.0 * r.compute_s / r.step_s) + f.console_time_share;
     if (r.ranks > 1) time += absl::StrFormat(" allreduce %.0f%%", 100.0 * r.allreduce_s / r.step_s);
     time += f.console_time_tail;
   }
-  std::cout << absl::StrFormat("step %d/%d | loss %.4f%s | lr %.2e | %s tok/s%s | eta %s", r.step, r.total_steps,
-                               r.loss, f.console_after_loss, r.lr, FormatRate(r.tokens_per_s), time,
-                               FormatDuration(r.eta_s))
+  std::cout << absl::StrFormat("step %d/%d | loss %.4f%s | lr %.2e | %s tok/s%s | eta %s", r.step,
+                               r.total_steps, r.loss, f.console_after_loss, r.lr,
+                               FormatRate(r.tokens_per_s), time, FormatDuration(r.eta_s))
             << std::endl;
 }
 
 void ConsoleSink::OnEval(const EvalRecord& r) {
-  std::cout << absl::StrFormat("eval step %d | loss %.4f | ppl %.3f%s | %d tokens", r.step, r.loss, r.ppl,
-                               r.fields.console_after_loss, r.tokens)
+  std::cout << absl::StrFormat("eval step %d | loss %.4f | ppl %.3f%s | %d tokens", r.step, r.loss,
+                               r.ppl, r.fields.console_after_loss, r.tokens)
             << std::endl;
 }
 

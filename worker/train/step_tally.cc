@@ -18,7 +18,9 @@ void StepTally::Add(const LossParts& parts) {
   ++micro_batches_;
 }
 
-void StepTally::Finish(int64_t micro_batches) { loss_ = loss_sum_.item<double>() / static_cast<double>(micro_batches); }
+void StepTally::Finish(int64_t micro_batches) {
+  loss_ = loss_sum_.item<double>() / static_cast<double>(micro_batches);
+}
 
 absl::Status StepTally::AverageOver(Communicator& students) {
   std::vector<double> x = {loss_, wait_s_};

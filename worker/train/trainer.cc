@@ -65,8 +65,10 @@ uint64_t StepSeed(uint64_t seed, int64_t step) {
 // Its randomness is a function of (seed, step) (Note [Deterministic resume]).
 absl::Status Trainer::Step(StepTally* tally) {
   // Rank 0 draws what a single process draws; other ranks their own masks.
-  torch::manual_seed(StepSeed(t_.seed(), step_) ^ (static_cast<uint64_t>(rank_) * 0xD1B54A32D192ED03ull));
-  const double lr = LearningRate(step_, t_.steps(), t_.warmup(), t_.lr(), t_.min_lr(), ScheduleOf(t_.schedule()));
+  torch::manual_seed(StepSeed(t_.seed(), step_) ^
+                     (static_cast<uint64_t>(rank_) * 0xD1B54A32D192ED03ull));
+  const double lr =
+      LearningRate(step_, t_.steps(), t_.warmup(), t_.lr(), t_.min_lr(), ScheduleOf(t_.schedule()));
   optimizer_->ZeroGrad();
   for (int32_t micro = 0; micro < t_.grad_accum(); ++micro) {
     ASSIGN_OR_RETURN(Batch batch, NextBatch());
@@ -87,7 +89,8 @@ absl::Status Trainer::Step(StepTally* tally) {
 // The next micro-batch, drawing ahead what the objective's lookahead asks.
 absl::StatusOr<Trainer::Batch> Trainer::NextBatch() {
   while (micro_left_ > 0 && static_cast<int>(ahead_.size()) < 1 + objective_.Lookahead()) {
-    auto [inputs, targets] = MakeBatch(*train_data_, sampler_->Next(t_.micro_batch()), seq_len_, device_);
+    auto [inputs, targets] =
+        MakeBatch(*train_data_, sampler_->Next(t_.micro_batch()), seq_len_, device_);
     --micro_left_;
     if (objective_.Lookahead() > 0) RETURN_IF_ERROR(objective_.Enqueue(inputs));
     ahead_.push_back({inputs, targets});
@@ -118,7 +121,8 @@ absl::StatusOr<bool> Trainer::AgreeToStop() {
 
 absl::StatusOr<TrainResult> Trainer::Run() {
   if (start_step_ >= t_.steps() && fs::exists(final_output_)) {
-    report_.OnMessage(absl::StrCat("already complete at step ", start_step_, "; output in ", final_output_));
+    report_.OnMessage(
+        absl::StrCat("already complete at step ", start_step_, "; output in ", final_output_));
     result_.steps_done = start_step_;
     result_.finished = true;
     result_.output_path = final_output_;
@@ -142,7 +146,8 @@ absl::Status Trainer::AfterStep(const StepTally& tally) {
   wait_s_since_ += tally.wait_s();
   result_.final_train_loss = tally.loss();
   if (!std::isfinite(tally.loss())) {
-    return absl::InternalError(absl::StrCat("training diverged: loss is ", tally.loss(), " at step ", step_,
+    return absl::InternalError(absl::StrCat("training diverged: loss is ", tally.loss(),
+                                            " at step ", step_,
                                             " (lower train.lr or enable train.clip)"));
   }
   if (ranks_ > 1 && options_.sync_check_every > 0 && step_ % options_.sync_check_every == 0) {
@@ -167,9 +172,11 @@ void Trainer::ReportStep(const StepTally& tally) {
   r.lr = tally.lr();
   r.grad_norm = tally.grad_norm();
   r.tokens = tokens_;
-  r.tokens_per_s = dt > 0 ? static_cast<double>((step_ - last_log_step_) * tokens_per_step_) / dt : 0;
+  r.tokens_per_s =
+      dt > 0 ? static_cast<double>((step_ - last_log_step_) * tokens_per_step_) / dt : 0;
   r.elapsed_s = Seconds(run_start_, now);
-  r.eta_s = r.elapsed_s / static_cast<double>(step_ - start_step_) * static_cast<double>(t_.steps() - step_);
+  r.eta_s = r.elapsed_s / static_cast<double>(step_ - start_step_) *
+            static_cast<double>(t_.steps() - step_);
   r.step_s = dt / steps_since;
   r.peak_rss_bytes = PeakRssBytes();
   r.ranks = ranks_;
@@ -186,9 +193,11 @@ void Trainer::ReportStep(const StepTally& tally) {
 
 absl::Status Trainer::Evaluate() {
   if (!eval_data_) return absl::OkStatus();
-  const int64_t max_windows = t_.eval_batches() > 0 ? int64_t{t_.eval_batches()} * t_.micro_batch() : 0;
-  ASSIGN_OR_RETURN(EvalRecord r, objective_.Evaluate(model_, *eval_data_, seq_len_, t_.micro_batch(), max_windows,
-                                                     step_, EvalShard{rank_, ranks_}));
+  const int64_t max_windows =
+      t_.eval_batches() > 0 ? int64_t{t_.eval_batches()} * t_.micro_batch() : 0;
+  ASSIGN_OR_RETURN(EvalRecord r,
+                   objective_.Evaluate(model_, *eval_data_, seq_len_, t_.micro_batch(), max_windows,
+                                       step_, EvalShard{rank_, ranks_}));
   RETURN_IF_ERROR(CombineEval(*students_, &r));
   objective_.FinishEval(&r);
   report_.OnEval(r);
@@ -202,10 +211,13 @@ absl::Status Trainer::Evaluate() {
 absl::Status Trainer::SaveCheckpoint() {
   if (!writer_) return absl::OkStatus();
   // Windows drawn ahead for the lookahead are not consumed yet.
-  const int64_t consumed = sampler_->position() - static_cast<int64_t>(ahead_.size()) * t_.micro_batch() * ranks_;
-  CheckpointState st{step_, consumed, tokens_, t_.seed(), lora_ ? "lora" : "full", objective_.job_type()};
-  ASSIGN_OR_RETURN(std::string dir, distill::worker::SaveCheckpoint(ckpt_root_, st, params_, *optimizer_,
-                                                                    spec_.checkpoint().keep()));
+  const int64_t consumed =
+      sampler_->position() - static_cast<int64_t>(ahead_.size()) * t_.micro_batch() * ranks_;
+  CheckpointState st{
+      step_, consumed, tokens_, t_.seed(), lora_ ? "lora" : "full", objective_.job_type()};
+  ASSIGN_OR_RETURN(std::string dir,
+                   distill::worker::SaveCheckpoint(ckpt_root_, st, params_, *optimizer_,
+                                                   spec_.checkpoint().keep()));
   report_.OnMessage(absl::StrCat("checkpoint ", dir));
   return absl::OkStatus();
 }
@@ -217,7 +229,8 @@ absl::StatusOr<TrainResult> Trainer::Finish() {
   const double run_seconds = Seconds(run_start_, Clock::now());
   result_.steps_done = step_;
   result_.tokens_per_s =
-      run_seconds > 0 ? static_cast<double>((step_ - start_step_) * tokens_per_step_) / run_seconds : 0;
+      run_seconds > 0 ? static_cast<double>((step_ - start_step_) * tokens_per_step_) / run_seconds
+                      : 0;
   result_.finished = step_ >= t_.steps();
   if (!result_.finished) {
     if (step_ > start_step_) RETURN_IF_ERROR(SaveCheckpoint());
@@ -247,12 +260,14 @@ absl::Status Trainer::SaveOutput() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<TrainResult> RunTraining(const JobSpec& spec, const TrainOptions& options, TrainObjective& objective) {
+absl::StatusOr<TrainResult> RunTraining(const JobSpec& spec, const TrainOptions& options,
+                                        TrainObjective& objective) {
   try {
     ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer, Trainer::Create(spec, options, objective));
     return trainer->Run();
   } catch (const c10::Error& e) {
-    return absl::InternalError(absl::StrCat("LibTorch error during training: ", e.what_without_backtrace()));
+    return absl::InternalError(
+        absl::StrCat("LibTorch error during training: ", e.what_without_backtrace()));
   }
 }
 

@@ -22,12 +22,15 @@ namespace {
 absl::StatusOr<torch::Device> PickDevice(const std::string& name, int index) {
   const bool cuda = torch::cuda::is_available();
   if (name == "cpu" || (name == "auto" && !cuda)) return torch::Device(torch::kCPU);
-  if (!cuda) return absl::FailedPreconditionError("train.device: cuda requested but no CUDA device is available");
+  if (!cuda)
+    return absl::FailedPreconditionError(
+        "train.device: cuda requested but no CUDA device is available");
   return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
 }
 
 void SetThreads(int threads) {
-  int n = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  int n =
+      threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   at::set_num_threads(n);
 }
 
@@ -64,7 +67,8 @@ Trainer::Trainer(const JobSpec& spec, const TrainOptions& options, TrainObjectiv
 
 Trainer::~Trainer() = default;
 
-absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const JobSpec& spec, const TrainOptions& options,
+absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const JobSpec& spec,
+                                                         const TrainOptions& options,
                                                          TrainObjective& objective) {
   std::unique_ptr<Trainer> t(new Trainer(spec, options, objective));
   RETURN_IF_ERROR(t->SetUpDevice());
@@ -117,8 +121,9 @@ absl::Status Trainer::OpenData() {
   auto open = [&](const auto& paths) -> absl::StatusOr<TokenDataset> {
     std::vector<std::string> shards;
     for (const std::string& p : paths) {
-      ASSIGN_OR_RETURN(std::string shard, EnsureTokenShard(p, spec_.data().tokenizer(), spec_.data().text_field(),
-                                                           at::get_num_threads()));
+      ASSIGN_OR_RETURN(std::string shard,
+                       EnsureTokenShard(p, spec_.data().tokenizer(), spec_.data().text_field(),
+                                        at::get_num_threads()));
       shards.push_back(shard);
     }
     ASSIGN_OR_RETURN(TokenDataset data, TokenDataset::Open(shards));
@@ -151,7 +156,9 @@ absl::Status Trainer::BuildOptimizer() {
   if (ranks_ == 1) return absl::OkStatus();  // nothing to average (Note [Data-parallel step])
   GradReducerOptions ropt;
   ropt.bucket_bytes = options_.bucket_bytes;
-  ASSIGN_OR_RETURN(reducer_, GradReducer::Create(param_tensors_, options_.grads ? *options_.grads : *students_, ropt));
+  ASSIGN_OR_RETURN(
+      reducer_,
+      GradReducer::Create(param_tensors_, options_.grads ? *options_.grads : *students_, ropt));
   return absl::OkStatus();
 }
 
@@ -171,12 +178,14 @@ absl::Status Trainer::Resume() {
   if (!latest) return absl::OkStatus();
   ASSIGN_OR_RETURN(CheckpointState st, LoadCheckpoint(*latest, params_, *optimizer_));
   if (st.job_type != objective_.job_type()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(*latest, ": checkpoint is of a ", st.job_type, " job, the spec is type ", objective_.job_type()));
+    return absl::FailedPreconditionError(absl::StrCat(*latest, ": checkpoint is of a ", st.job_type,
+                                                      " job, the spec is type ",
+                                                      objective_.job_type()));
   }
   if (st.method != (lora_ ? "lora" : "full")) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(*latest, ": checkpoint is for method ", st.method, ", the spec says ", lora_ ? "lora" : "full"));
+    return absl::FailedPreconditionError(absl::StrCat(*latest, ": checkpoint is for method ",
+                                                      st.method, ", the spec says ",
+                                                      lora_ ? "lora" : "full"));
   }
   start_step_ = st.step;
   tokens_ = st.tokens;
@@ -189,26 +198,31 @@ absl::Status Trainer::Resume() {
 // run's extent.
 absl::Status Trainer::OpenReporting() {
   if (writer_) {
-    ASSIGN_OR_RETURN(jsonl_, JsonLinesSink::Open((fs::path(spec_.output()) / "metrics.jsonl").string(), start_step_));
+    ASSIGN_OR_RETURN(
+        jsonl_,
+        JsonLinesSink::Open((fs::path(spec_.output()) / "metrics.jsonl").string(), start_step_));
     std::vector<ReportSink*> sinks = options_.sinks;
     sinks.push_back(jsonl_.get());
     report_ = Fanout(std::move(sinks));
   }
   result_.trainable_params = CountTrainableParameters(*model_);
   for (const auto& p : model_->parameters()) result_.total_params += p.numel();
-  if (start_step_ > 0) report_.OnMessage(absl::StrCat("resumed from checkpoint at step ", start_step_));
+  if (start_step_ > 0)
+    report_.OnMessage(absl::StrCat("resumed from checkpoint at step ", start_step_));
   std::string dp;
   if (ranks_ > 1) {
     dp = absl::StrFormat(", %d data-parallel ranks (%s all-reduce, %d buckets)", ranks_,
-                         options_.grads ? options_.grads->backend() : students_->backend(), reducer_->stats().buckets);
+                         options_.grads ? options_.grads->backend() : students_->backend(),
+                         reducer_->stats().buckets);
   }
-  report_.OnMessage(absl::StrFormat("training %s: %d parameters, %d trainable, %d train tokens, device %s, %d threads%s%s",
-                                    lora_ ? "lora" : "full", result_.total_params, result_.trainable_params,
-                                    train_data_->size(), device_.str(), at::get_num_threads(), dp,
-                                    objective_.Describe()));
+  report_.OnMessage(absl::StrFormat(
+      "training %s: %d parameters, %d trainable, %d train tokens, device %s, %d threads%s%s",
+      lora_ ? "lora" : "full", result_.total_params, result_.trainable_params, train_data_->size(),
+      device_.str(), at::get_num_threads(), dp, objective_.Describe()));
   tokens_per_step_ = int64_t{t_.micro_batch()} * t_.grad_accum() * seq_len_ * ranks_;
-  end_step_ = options_.max_steps_this_run > 0 ? std::min<int64_t>(t_.steps(), start_step_ + options_.max_steps_this_run)
-                                              : t_.steps();
+  end_step_ = options_.max_steps_this_run > 0
+                  ? std::min<int64_t>(t_.steps(), start_step_ + options_.max_steps_this_run)
+                  : t_.steps();
   micro_left_ = (end_step_ - start_step_) * t_.grad_accum();
   return absl::OkStatus();
 }

@@ -12,7 +12,8 @@ namespace distill::worker {
 namespace {
 
 ::testing::AssertionResult MessageHas(const absl::Status& status, const std::string& part) {
-  if (std::string(status.message()).find(part) != std::string::npos) return ::testing::AssertionSuccess();
+  if (std::string(status.message()).find(part) != std::string::npos)
+    return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure() << status << " does not contain \"" << part << "\"";
 }
 
@@ -105,7 +106,8 @@ TEST(LoopbackCommunicatorTest, SplitGivesOneRankOrNothing) {
 
 TEST(LoopbackCommunicatorDeathTest, AbortEndsTheProcessWithTheCodeAndMessage) {
   std::unique_ptr<Communicator> c = MakeLoopbackCommunicator();
-  EXPECT_EXIT(c->Abort("deliberate abort", 3), ::testing::ExitedWithCode(3), "rank 0: deliberate abort");
+  EXPECT_EXIT(c->Abort("deliberate abort", 3), ::testing::ExitedWithCode(3),
+              "rank 0: deliberate abort");
 }
 
 }  // namespace

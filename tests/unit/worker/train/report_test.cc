@@ -63,30 +63,38 @@ TEST(JsonLinesSinkTest, WritesTheObjectiveFieldsAsKeysBesideTheGenericOnes) {
   EXPECT_TRUE(j["bad"].is_null());  // JSON has no NaN
   EXPECT_EQ(j["feature_losses"], nlohmann::json({{"s1_t2", 0.25}}));
   EXPECT_FALSE(j.contains("wait_s"));  // the objective names it (teacher_s)
-  for (const char* key : {"total_steps", "loss", "lr", "grad_norm", "tokens", "tokens_per_s", "elapsed_s", "step_s",
-                          "peak_rss_bytes", "compute_s", "allreduce_s", "ranks"}) {
+  for (const char* key :
+       {"total_steps", "loss", "lr", "grad_norm", "tokens", "tokens_per_s", "elapsed_s", "step_s",
+        "peak_rss_bytes", "compute_s", "allreduce_s", "ranks"}) {
     EXPECT_TRUE(j.contains(key)) << key;
   }
   ASSERT_TRUE(std::getline(in, line));
   const auto k = nlohmann::json::parse(line);
-  EXPECT_EQ(k, nlohmann::json({{"event", "eval"}, {"step", 3}, {"loss", 2.0}, {"ppl", std::exp(2.0)},
-                               {"tokens", 100}, {"kl", 0.5}}));
+  EXPECT_EQ(k, nlohmann::json({{"event", "eval"},
+                               {"step", 3},
+                               {"loss", 2.0},
+                               {"ppl", std::exp(2.0)},
+                               {"tokens", 100},
+                               {"kl", 0.5}}));
 }
 
 TEST(ConsoleSinkTest, PlacesTheObjectivePiecesInTheProgressLine) {
   ConsoleSink console;
   EXPECT_EQ(Captured([&] { console.OnStep(DistillLikeStep()); }),
-            "step 3/10 | loss 2.5000 (ce 1.500 kd 0.750 feat 0.250) | lr 3.00e-04 | 1.2k tok/s | compute 50% "
+            "step 3/10 | loss 2.5000 (ce 1.500 kd 0.750 feat 0.250) | lr 3.00e-04 | 1.2k tok/s | "
+            "compute 50% "
             "teacher 25% | 96 B/tok | eta 1m10s\n");
   StepRecord r = DistillLikeStep();
   r.ranks = 2;
   r.allreduce_s = 0.125;
   EXPECT_EQ(Captured([&] { console.OnStep(r); }),
-            "step 3/10 | loss 2.5000 (ce 1.500 kd 0.750 feat 0.250) | lr 3.00e-04 | 1.2k tok/s | compute 50% "
+            "step 3/10 | loss 2.5000 (ce 1.500 kd 0.750 feat 0.250) | lr 3.00e-04 | 1.2k tok/s | "
+            "compute 50% "
             "teacher 25% allreduce 25% | 96 B/tok | eta 1m10s\n");
   EvalRecord e{3, 2.0, 7.389, 100, {}};
   e.fields.console_after_loss = " | kl 0.5000";
-  EXPECT_EQ(Captured([&] { console.OnEval(e); }), "eval step 3 | loss 2.0000 | ppl 7.389 | kl 0.5000 | 100 tokens\n");
+  EXPECT_EQ(Captured([&] { console.OnEval(e); }),
+            "eval step 3 | loss 2.0000 | ppl 7.389 | kl 0.5000 | 100 tokens\n");
 }
 
 TEST(ConsoleSinkTest, OneRankWithoutObjectivePiecesShowsNoTimeShares) {
@@ -99,12 +107,14 @@ TEST(ConsoleSinkTest, OneRankWithoutObjectivePiecesShowsNoTimeShares) {
   r.tokens_per_s = 500;
   r.step_s = 0.5;
   r.eta_s = 5;
-  EXPECT_EQ(Captured([&] { console.OnStep(r); }), "step 1/2 | loss 1.2500 | lr 1.00e-03 | 500 tok/s | eta 5s\n");
+  EXPECT_EQ(Captured([&] { console.OnStep(r); }),
+            "step 1/2 | loss 1.2500 | lr 1.00e-03 | 500 tok/s | eta 5s\n");
   r.ranks = 2;
   r.compute_s = 0.25;
   r.allreduce_s = 0.25;
-  EXPECT_EQ(Captured([&] { console.OnStep(r); }),
-            "step 1/2 | loss 1.2500 | lr 1.00e-03 | 500 tok/s | compute 50% allreduce 50% | eta 5s\n");
+  EXPECT_EQ(
+      Captured([&] { console.OnStep(r); }),
+      "step 1/2 | loss 1.2500 | lr 1.00e-03 | 500 tok/s | compute 50% allreduce 50% | eta 5s\n");
 }
 
 }  // namespace
