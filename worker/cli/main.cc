@@ -123,9 +123,10 @@ absl::Status TrainRank(const distill::v1::JobSpec& spec, int64_t max_steps, Comm
   if (r.finished && r.resumed_from < r.steps_done) {
     std::string eval;
     if (r.has_eval) eval = absl::StrFormat(", eval loss %.4f ppl %.3f", r.eval_loss, r.eval_ppl);
-    if (r.eval_has_teacher) {
-      eval += absl::StrFormat(" kl %.4f top1 %.1f%% (teacher ppl %.3f)", r.eval_kl,
-                              100.0 * r.eval_top1_agreement, r.teacher_ppl);
+    const ObjectiveFields& f = r.eval_fields;  // distill: the student against its teacher
+    if (f.scalars.count("kl") > 0) {
+      eval += absl::StrFormat(" kl %.4f top1 %.1f%% (teacher ppl %.3f)", f.Scalar("kl"),
+                              100.0 * f.Scalar("top1_agreement"), f.Scalar("teacher_ppl"));
     }
     std::cout
         << absl::StrFormat(

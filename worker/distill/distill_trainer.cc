@@ -1,7 +1,9 @@
 #include "worker/distill/distill_trainer.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
+#include <map>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -173,11 +175,10 @@ absl::StatusOr<LossParts> DistillObjective::Loss(LlamaForCausalLM& student,
                    KdLoss(h.reshape({n, h.size(-1)}).to(torch::kFloat), student->LmHeadWeight(),
                           targets.reshape({n}), tb.output, kd_config_));
   LossParts parts;
-  parts.has_split = true;
-  parts.ce = kd.ce;
-  parts.kd = kd.kd;
-  parts.teacher_s = tb.seconds;
-  parts.stream_bytes = static_cast<double>(tb.bytes);
+  parts.values[kCe] = kd.ce;
+  parts.values[kKd] = kd.kd;
+  parts.values[kStreamBytes] = static_cast<double>(tb.bytes);
+  parts.wait_s = tb.seconds;
   parts.total = kd.total;
   for (size_t i = 0; i < pairs_.size(); ++i) {
     const FeaturePairPlan& p = pairs_[i];
@@ -185,7 +186,7 @@ absl::StatusOr<LossParts> DistillObjective::Loss(LlamaForCausalLM& student,
     ASSIGN_OR_RETURN(torch::Tensor f,
                      FeatureLoss(hs.reshape({n, hs.size(-1)}).to(torch::kFloat),
                                  tb.features.at(p.teacher_layer), projections_[i].get(), p.loss));
-    parts.features[p.name] = f.item<double>();
+    parts.values[kFeaturePrefix + p.name] = f.item<double>();
     parts.total = parts.total + p.weight * f;
   }
   return parts;
@@ -205,12 +206,38 @@ absl::StatusOr<EvalRecord> DistillObjective::Evaluate(LlamaForCausalLM& student,
   rec.loss = r.student.loss;
   rec.ppl = r.student.ppl;
   rec.tokens = r.student.tokens;
-  rec.has_teacher = true;
-  rec.kl = r.kl;
-  rec.top1_agreement = r.top1_agreement;
-  rec.teacher_loss = r.teacher.loss;
-  rec.teacher_ppl = r.teacher.ppl;
+  rec.fields.scalars = {{"kl", r.kl}, {"top1_agreement", r.top1_agreement}, {"teacher_loss", r.teacher.loss}};
   return rec;
+}
+
+// metrics.jsonl's distill keys and the console's split (Note [Objective fields]).
+void DistillObjective::AddStepFields(const StepValues& v, StepRecord* r) const {
+  const double micro = static_cast<double>(std::max<int64_t>(1, v.micro_batches));
+  ObjectiveFields& f = r->fields;
+  f.scalars["ce_loss"] = v.sums.at(kCe) / micro;
+  f.scalars["kd_loss"] = v.sums.at(kKd) / micro;
+  f.scalars["teacher_s"] = r->wait_s;
+  f.scalars["stream_bytes_per_token"] =
+      v.sums.at(kStreamBytes) / (micro * static_cast<double>(v.micro_batch_targets));
+  std::map<std::string, double>& features = f.groups["feature_losses"];
+  double feature_sum = 0;
+  for (const auto& [key, sum] : v.sums) {
+    if (key.rfind(kFeaturePrefix, 0) != 0) continue;
+    features[key.substr(kFeaturePrefix.size())] = sum / micro;
+    feature_sum += sum / micro;
+  }
+  f.console_after_loss =
+      absl::StrFormat(" (ce %.3f kd %.3f%s)", f.scalars["ce_loss"], f.scalars["kd_loss"],
+                      features.empty() ? "" : absl::StrFormat(" feat %.3f", feature_sum));
+  if (r->step_s > 0) f.console_time_share = absl::StrFormat(" teacher %.0f%%", 100.0 * r->wait_s / r->step_s);
+  f.console_time_tail = absl::StrFormat(" | %.0f B/tok", f.scalars["stream_bytes_per_token"]);
+}
+
+void DistillObjective::FinishEval(EvalRecord* r) const {
+  ObjectiveFields& f = r->fields;
+  f.scalars["teacher_ppl"] = std::exp(f.scalars["teacher_loss"]);
+  f.console_after_loss = absl::StrFormat(" | kl %.4f | top1 %.1f%% | teacher ppl %.3f", f.scalars["kl"],
+                                         100.0 * f.scalars["top1_agreement"], f.scalars["teacher_ppl"]);
 }
 
 int DistillObjective::Lookahead() const { return teacher_ ? teacher_->Lookahead() : 0; }

@@ -71,13 +71,24 @@ class DistillObjective : public TrainObjective {
   absl::Status Prepare(LlamaForCausalLM& student, const torch::Device& device, bool bf16) override;
   // The projections' weights, "distill.projection.<pair name>.weight".
   std::vector<NamedParam> ExtraParams() override;
+  // Values: kCe, kKd (unweighted), kStreamBytes (teacher output bytes), and
+  // kFeaturePrefix + pair name (each unweighted); wait_s: the teacher's.
   absl::StatusOr<LossParts> Loss(LlamaForCausalLM& student, const torch::Tensor& inputs,
                                  const torch::Tensor& targets) override;
-  // Student loss/ppl, KL(teacher || student) at T = 1, top-1 agreement and
-  // the teacher's own loss/ppl (EvaluateWithTeacher).
+  static constexpr const char* kCe = "ce";
+  static constexpr const char* kKd = "kd";
+  static constexpr const char* kStreamBytes = "stream_bytes";
+  static inline const std::string kFeaturePrefix = "feature:";
+  // ce_loss, kd_loss, teacher_s, stream_bytes_per_token and feature_losses
+  // (per target token, per pair), and the console's split and teacher share.
+  void AddStepFields(const StepValues& values, StepRecord* record) const override;
+  // Student loss/ppl, and as fields KL(teacher || student) at T = 1, top-1
+  // agreement and the teacher's own loss (EvaluateWithTeacher); FinishEval
+  // adds the teacher's ppl and the console piece.
   absl::StatusOr<EvalRecord> Evaluate(LlamaForCausalLM& student, const TokenDataset& data,
                                       int64_t seq_len, int64_t batch, int64_t max_windows,
                                       int64_t step, EvalShard shard) override;
+  void FinishEval(EvalRecord* record) const override;
   std::string Describe() const override;
   int Lookahead() const override;
   absl::Status Enqueue(const torch::Tensor& inputs) override;

@@ -66,15 +66,19 @@ void CoordinatorSink::OnStep(const StepRecord& r) {
   p.set_step(r.step);
   p.set_total_steps(r.total_steps);
   p.set_loss(r.loss);
-  p.set_ce_loss(r.ce_loss);
-  p.set_kd_loss(r.kd_loss);
+  // The objective's fields by the names metrics.jsonl gives them (Note [Objective fields]).
+  const ObjectiveFields& f = r.fields;
+  p.set_ce_loss(f.Scalar("ce_loss"));
+  p.set_kd_loss(f.Scalar("kd_loss"));
   p.mutable_feature_losses()->clear();
-  for (const auto& [name, value] : r.feature_losses) (*p.mutable_feature_losses())[name] = value;
+  if (auto it = f.groups.find("feature_losses"); it != f.groups.end()) {
+    for (const auto& [name, value] : it->second) (*p.mutable_feature_losses())[name] = value;
+  }
   p.set_tokens_per_second(r.tokens_per_s);
   p.set_step_seconds(r.step_s);
   p.set_eta_seconds(r.eta_s);
-  p.set_teacher_seconds(r.teacher_s);
-  p.set_stream_bytes_per_token(r.stream_bytes_per_token);
+  p.set_teacher_seconds(f.Scalar("teacher_s"));
+  p.set_stream_bytes_per_token(f.Scalar("stream_bytes_per_token"));
   p.set_memory_bytes(r.peak_rss_bytes);
   p.set_lr(r.lr);
   dirty_ = true;

@@ -17,7 +17,22 @@ using nlohmann::json;
 namespace {
 // JSON has no NaN or infinity: write null for them.
 json Num(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
+
+// The objective's fields as keys of `j` (Note [Objective fields]).
+void AddFields(const ObjectiveFields& f, json* j) {
+  for (const auto& [name, v] : f.scalars) (*j)[name] = Num(v);
+  for (const auto& [name, group] : f.groups) {
+    json g = json::object();
+    for (const auto& [key, v] : group) g[key] = Num(v);
+    (*j)[name] = g;
+  }
+}
 }  // namespace
+
+double ObjectiveFields::Scalar(const std::string& name) const {
+  auto it = scalars.find(name);
+  return it == scalars.end() ? 0.0 : it->second;
+}
 
 absl::StatusOr<std::unique_ptr<JsonLinesSink>> JsonLinesSink::Open(const std::string& path,
                                                                    int64_t truncate_after_step) {
@@ -28,7 +43,8 @@ absl::StatusOr<std::unique_ptr<JsonLinesSink>> JsonLinesSink::Open(const std::st
     while (std::getline(in, line)) {
       json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
       if (j.is_discarded()) continue;  // a line cut short by a crash
-      if (j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() > truncate_after_step) {
+      if (j.contains("step") && j["step"].is_number_integer() &&
+          j["step"].get<int64_t>() > truncate_after_step) {
         continue;
       }
       kept += line + "\n";
@@ -42,31 +58,32 @@ absl::StatusOr<std::unique_ptr<JsonLinesSink>> JsonLinesSink::Open(const std::st
 }
 
 void JsonLinesSink::OnStep(const StepRecord& r) {
-  json j = {{"event", "train"},      {"step", r.step},         {"total_steps", r.total_steps},
-            {"loss", Num(r.loss)},   {"lr", r.lr},             {"grad_norm", Num(r.grad_norm)},
-            {"tokens", r.tokens},    {"tokens_per_s", r.tokens_per_s}, {"elapsed_s", r.elapsed_s},
-            {"ce_loss", Num(r.ce_loss)}, {"step_s", r.step_s}, {"peak_rss_bytes", r.peak_rss_bytes},
-            {"compute_s", r.compute_s}, {"allreduce_s", r.allreduce_s}, {"ranks", r.ranks}};
-  if (r.distill) {
-    j["kd_loss"] = Num(r.kd_loss);
-    json features = json::object();
-    for (const auto& [name, v] : r.feature_losses) features[name] = Num(v);
-    j["feature_losses"] = features;
-    j["teacher_s"] = r.teacher_s;
-    j["stream_bytes_per_token"] = r.stream_bytes_per_token;
-  }
+  json j = {{"event", "train"},
+            {"step", r.step},
+            {"total_steps", r.total_steps},
+            {"loss", Num(r.loss)},
+            {"lr", r.lr},
+            {"grad_norm", Num(r.grad_norm)},
+            {"tokens", r.tokens},
+            {"tokens_per_s", r.tokens_per_s},
+            {"elapsed_s", r.elapsed_s},
+            {"step_s", r.step_s},
+            {"peak_rss_bytes", r.peak_rss_bytes},
+            {"compute_s", r.compute_s},
+            {"allreduce_s", r.allreduce_s},
+            {"ranks", r.ranks}};
+  AddFields(r.fields, &j);
   out_ << j.dump() << "\n";
   out_.flush();
 }
 
 void JsonLinesSink::OnEval(const EvalRecord& r) {
-  json j = {{"event", "eval"}, {"step", r.step}, {"loss", Num(r.loss)}, {"ppl", Num(r.ppl)}, {"tokens", r.tokens}};
-  if (r.has_teacher) {
-    j["kl"] = Num(r.kl);
-    j["top1_agreement"] = Num(r.top1_agreement);
-    j["teacher_loss"] = Num(r.teacher_loss);
-    j["teacher_ppl"] = Num(r.teacher_ppl);
-  }
+  json j = {{"event", "eval"},
+            {"step", r.step},
+            {"loss", Num(r.loss)},
+            {"ppl", Num(r.ppl)},
+            {"tokens", r.tokens}};
+  AddFields(r.fields, &j);
   out_ << j.dump() << "\n";
   out_.flush();
 }
@@ -93,34 +110,26 @@ std::string FormatRate(double r) {
 }  // namespace
 
 void ConsoleSink::OnStep(const StepRecord& r) {
-  std::string split, teacher;
-  if (r.distill) {
-    double feature = 0;
-    for (const auto& [name, v] : r.feature_losses) feature += v;
-    split = absl::StrFormat(" (ce %.3f kd %.3f%s)", r.ce_loss, r.kd_loss,
-                            r.feature_losses.empty() ? "" : absl::StrFormat(" feat %.3f", feature));
+  const ObjectiveFields& f = r.fields;
+  // Where the step's time went: the student's compute, the objective's share
+  // (distill: the teacher's forward, or waiting for dedicated teacher ranks),
+  // all-reduce.
+  std::string time;
+  if (r.step_s > 0 && (!f.console_time_share.empty() || r.ranks > 1)) {
+    time =
+        absl::StrFormat(" | compute %.0f%%", 100.0 * r.compute_s / r.step_s) + f.console_time_share;
+    if (r.ranks > 1) time += absl::StrFormat(" allreduce %.0f%%", 100.0 * r.allreduce_s / r.step_s);
+    time += f.console_time_tail;
   }
-  // Where the step's time went: the student's compute, the teacher (its
-  // forward, or waiting for dedicated teacher ranks), all-reduce.
-  if (r.step_s > 0 && (r.distill || r.ranks > 1)) {
-    teacher = absl::StrFormat(" | compute %.0f%%", 100.0 * r.compute_s / r.step_s);
-    if (r.distill) teacher += absl::StrFormat(" teacher %.0f%%", 100.0 * r.teacher_s / r.step_s);
-    if (r.ranks > 1) teacher += absl::StrFormat(" allreduce %.0f%%", 100.0 * r.allreduce_s / r.step_s);
-    if (r.distill) teacher += absl::StrFormat(" | %.0f B/tok", r.stream_bytes_per_token);
-  }
-  std::cout << absl::StrFormat("step %d/%d | loss %.4f%s | lr %.2e | %s tok/s%s | eta %s", r.step, r.total_steps,
-                               r.loss, split, r.lr, FormatRate(r.tokens_per_s), teacher, FormatDuration(r.eta_s))
+  std::cout << absl::StrFormat("step %d/%d | loss %.4f%s | lr %.2e | %s tok/s%s | eta %s", r.step,
+                               r.total_steps, r.loss, f.console_after_loss, r.lr,
+                               FormatRate(r.tokens_per_s), time, FormatDuration(r.eta_s))
             << std::endl;
 }
 
 void ConsoleSink::OnEval(const EvalRecord& r) {
-  std::string teacher;
-  if (r.has_teacher) {
-    teacher = absl::StrFormat(" | kl %.4f | top1 %.1f%% | teacher ppl %.3f", r.kl, 100.0 * r.top1_agreement,
-                              r.teacher_ppl);
-  }
-  std::cout << absl::StrFormat("eval step %d | loss %.4f | ppl %.3f%s | %d tokens", r.step, r.loss, r.ppl, teacher,
-                               r.tokens)
+  std::cout << absl::StrFormat("eval step %d | loss %.4f | ppl %.3f%s | %d tokens", r.step, r.loss,
+                               r.ppl, r.fields.console_after_loss, r.tokens)
             << std::endl;
 }
 

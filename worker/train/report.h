@@ -10,12 +10,33 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
 namespace distill::worker {
+
+// Note [Objective fields]: the training loop fills a record's generic fields;
+// the objective adds its own (TrainObjective::AddStepFields / FinishEval), so
+// train/ names none of them. The sinks write them without knowing them:
+// `scalars` and `groups` as keys of the JSON record (and the gRPC reporter
+// reads the Progress fields of the same names), the console pieces where the
+// progress line has room for them. A distill objective adds its loss split,
+// teacher share and stream bytes, and its eval KL and agreement.
+struct ObjectiveFields {
+  std::map<std::string, double> scalars;  // "kd_loss" -> 1.95: JSON keys beside the generic ones
+  // "feature_losses" -> {"s3_t6": 0.31}: JSON objects of named values
+  std::map<std::string, std::map<std::string, double>> groups;
+  // Console pieces, each empty or starting with a space:
+  std::string console_after_loss;  // after "loss 2.3456" (eval: after "ppl 9.876")
+  std::string console_time_share;  // step line, after "compute 57%": " teacher 41%"
+  std::string console_time_tail;   // step line, after the time shares: " | 420 B/tok"
+
+  // The scalar `name`, 0 if the objective did not add it.
+  double Scalar(const std::string& name) const;
+};
 
 struct StepRecord {
   int64_t step = 0;         // 1-based optimizer step just finished
@@ -27,20 +48,13 @@ struct StepRecord {
   int64_t tokens = 0;       // training tokens consumed so far
   double elapsed_s = 0.0;   // wall time of this run so far
   double eta_s = 0.0;       // estimated time to the last step
-  // The loss split (distill jobs; finetune jobs report ce_loss == loss).
-  bool distill = false;     // a distill job: kd_loss, feature_losses, teacher_s, stream bytes apply
-  double ce_loss = 0.0;     // cross-entropy part (unweighted mean)
-  double kd_loss = 0.0;     // soft loss (with T^2 when t2_scale), 0 for finetune
-  std::map<std::string, double> feature_losses;  // per feature pair ("s3_t6"), unweighted
   double step_s = 0.0;           // wall seconds per step over the steps since the previous record
-  double teacher_s = 0.0;        // of which in the teacher forward (dedicated teacher ranks: waiting for it), per step
+  double wait_s = 0.0;           // of which the objective waited outside the student (LossParts::wait_s), per step
   double allreduce_s = 0.0;      // of which in gradient/loss all-reduce not hidden by backward, per step
   double compute_s = 0.0;        // the rest: the student's own compute, per step
   int ranks = 1;                 // data-parallel student ranks
-  // teacher -> student bytes per target token (colocated teacher: the size of
-  // the teacher output handed to the loss, what a dedicated teacher would send)
-  double stream_bytes_per_token = 0.0;
   int64_t peak_rss_bytes = 0;    // peak resident memory of this process
+  ObjectiveFields fields;        // the objective's (Note [Objective fields])
 };
 
 struct EvalRecord {
@@ -48,12 +62,9 @@ struct EvalRecord {
   double loss = 0.0;
   double ppl = 0.0;
   int64_t tokens = 0;
-  // Distill jobs: the student against the teacher on the same targets.
-  bool has_teacher = false;
-  double kl = 0.0;              // mean KL(p_teacher || p_student) at T = 1, nats
-  double top1_agreement = 0.0;  // fraction of targets where both argmaxes agree
-  double teacher_loss = 0.0;    // the teacher's own cross-entropy (constant over a run)
-  double teacher_ppl = 0.0;
+  // The objective's. Data-parallel ranks' scalars are combined as means
+  // weighted by `tokens` before TrainObjective::FinishEval.
+  ObjectiveFields fields;
 };
 
 class ReportSink {
@@ -62,6 +73,25 @@ class ReportSink {
   virtual void OnStep(const StepRecord& r) = 0;
   virtual void OnEval(const EvalRecord& r) = 0;
   virtual void OnMessage(const std::string& text) = 0;  // checkpoints, resume, ...
+};
+
+// Every sink of a list at once (none: reports go nowhere).
+class Fanout : public ReportSink {
+ public:
+  Fanout() = default;
+  explicit Fanout(std::vector<ReportSink*> sinks) : sinks_(std::move(sinks)) {}
+  void OnStep(const StepRecord& r) override {
+    for (auto* s : sinks_) s->OnStep(r);
+  }
+  void OnEval(const EvalRecord& r) override {
+    for (auto* s : sinks_) s->OnEval(r);
+  }
+  void OnMessage(const std::string& text) override {
+    for (auto* s : sinks_) s->OnMessage(text);
+  }
+
+ private:
+  std::vector<ReportSink*> sinks_;
 };
 
 // Appends one JSON object per record to a file. Records of steps after
@@ -81,9 +111,11 @@ class JsonLinesSink : public ReportSink {
 };
 
 // The human-readable progress line on stdout:
-// "step 40/200 | loss 2.3456 | lr 3.00e-04 | 12.3k tok/s | eta 1m05s"; distill
-// jobs add the split after the loss, "(ce 2.71 kd 1.95 feat 0.31)", and the
-// teacher's share of the step time, "teacher 41%".
+// "step 40/200 | loss 2.3456 | lr 3.00e-04 | 12.3k tok/s | eta 1m05s", with
+// the objective's pieces (Note [Objective fields]; distill: the split after
+// the loss, "(ce 2.710 kd 1.950 feat 0.310)", and the teacher's share of the
+// step time, "teacher 41%"). The shares of the step time are shown with
+// several ranks or when the objective adds one.
 class ConsoleSink : public ReportSink {
  public:
   void OnStep(const StepRecord& r) override;

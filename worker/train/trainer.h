@@ -1,36 +1,44 @@
-// The fine-tuning loop of one process: model (HF dir or random init), optional
-// LoRA, AdamW with warmup + cosine, gradient accumulation and clipping, eval
-// every N steps, checkpoints every N steps with resume, and the final model
-// (HF dir) or adapter (PEFT dir) in the output directory.
+// The training loop of one process: the student (HF dir or random init),
+// optional LoRA, AdamW with warmup and a schedule, gradient accumulation and
+// clipping, data-parallel students, eval every N steps, checkpoints every N
+// steps with resume, and the final model (HF dir) or adapter (PEFT dir) in
+// the output directory. Job types differ by their TrainObjective
+// (objective.h): finetune trains on cross-entropy (RunFinetune), distill
+// (worker/distill/distill_trainer.h) on the teacher.
 //
 // Note [Deterministic resume]: everything random in step s is a function of
 // (seed, s): the data order comes from the sampler position and dropout from a
 // generator reseeded at every step. So a run resumed from a checkpoint at step
 // k repeats the uninterrupted run's steps k+1.. bit for bit on CPU.
-// The loop is shared by job types through TrainObjective: finetune trains on
-// cross-entropy, distill (worker/distill/distill_trainer.h) on the teacher.
 // Runs on the calling thread; LibTorch errors are turned into Status here.
 #ifndef DISTILL_WORKER_TRAIN_TRAINER_H_
 #define DISTILL_WORKER_TRAIN_TRAINER_H_
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
-
-#include <map>
 
 #include "absl/status/statusor.h"
 #include "distill/v1/job.pb.h"
 #include "worker/comm/communicator.h"
+#include "worker/data/sampler.h"
 #include "worker/data/token_shard.h"
 #include "worker/model/llama.h"
-#include "worker/train/optimizer.h"
+#include "worker/model/lora.h"
 #include "worker/train/eval.h"
+#include "worker/train/objective.h"
+#include "worker/train/optimizer.h"
 #include "worker/train/report.h"
+#include "worker/train/step_tally.h"
 
 namespace distill::worker {
+
+class GradReducer;
 
 struct TrainOptions {
   // Stop (with a checkpoint) after this many steps of this run; 0 = run to
@@ -42,11 +50,13 @@ struct TrainOptions {
   // Extra sinks besides OUTPUT/metrics.jsonl (e.g. the console).
   std::vector<ReportSink*> sinks;
 
-  // Data-parallel students (worker/runtime/runtime.h); null: one process.
+  // Data-parallel students (worker/runtime/runtime.h); null: this process
+  // trains alone (a loopback communicator of one rank stands in).
   // `students` (MPI) carries the control values (stop flag, reported losses,
   // eval sums, weight checksums), `grads` the gradient all-reduce (NCCL or
-  // MPI). Student 0 writes metrics.jsonl, checkpoints and the output; every
-  // student restores the checkpoint. Note [Data-parallel step] in trainer.cc.
+  // MPI; null: `students`). Student 0 writes metrics.jsonl, checkpoints and
+  // the output; every student restores the checkpoint. Note [Data-parallel
+  // step] in trainer.cc.
   Communicator* students = nullptr;
   Communicator* grads = nullptr;
   int64_t bucket_bytes = 25ll << 20;
@@ -61,8 +71,7 @@ struct TrainResult {
   double final_train_loss = 0;  // loss of the last step
   bool has_eval = false;
   double eval_loss = 0, eval_ppl = 0;
-  bool eval_has_teacher = false;  // distill: the fields below are set
-  double eval_kl = 0, eval_top1_agreement = 0, teacher_ppl = 0;
+  ObjectiveFields eval_fields;  // the objective's fields of the last eval (distill: "kl", "teacher_ppl"...)
   double tokens_per_s = 0;      // training tokens per second over this run
   int64_t trainable_params = 0;
   int64_t total_params = 0;
@@ -73,56 +82,93 @@ struct TrainResult {
 // Runs a validated, defaults-filled finetune spec (common::LoadJobSpec).
 absl::StatusOr<TrainResult> RunFinetune(const distill::v1::JobSpec& spec, const TrainOptions& options);
 
-// One micro-batch's loss. `total` is the scalar to backpropagate; the rest is
-// for reporting.
-struct LossParts {
-  torch::Tensor total;
-  bool has_split = false;  // false: the whole loss is cross-entropy (finetune)
-  double ce = 0.0;         // unweighted mean cross-entropy
-  double kd = 0.0;         // soft loss (with T^2 when t2_scale)
-  std::map<std::string, double> features;  // per pair, unweighted
-  double teacher_s = 0.0;     // wall seconds in the teacher forward (dedicated teacher: waiting for it)
-  double stream_bytes = 0.0;  // bytes of teacher output for this micro-batch
-};
-
-// What differs between job types. The loop owns the student (built from the
-// spec's model/init or student block, LoRA applied), data, AdamW, schedule,
-// accumulation, clipping, checkpoints and output; the objective owns the loss,
-// evaluation and any parameters it trains besides the student. Called on the
-// training thread only.
-class TrainObjective {
- public:
-  virtual ~TrainObjective() = default;
-  // "finetune" or "distill": recorded in checkpoints.
-  virtual std::string job_type() const = 0;
-  // Once, after the student is built and moved to `device`, before data,
-  // optimizer and resume. Spec errors found here name the field.
-  virtual absl::Status Prepare(LlamaForCausalLM& student, const torch::Device& device, bool bf16) = 0;
-  // Trained with the student (optimizer and checkpoints), never exported.
-  virtual std::vector<NamedParam> ExtraParams() { return {}; }
-  // inputs and targets [B, L] int64 on the device.
-  virtual absl::StatusOr<LossParts> Loss(LlamaForCausalLM& student, const torch::Tensor& inputs,
-                                         const torch::Tensor& targets) = 0;
-  // Evaluation over this rank's `shard` of `data` (EvaluateLm's window
-  // contract); `step` is copied. The loop combines the shards.
-  virtual absl::StatusOr<EvalRecord> Evaluate(LlamaForCausalLM& student, const TokenDataset& data, int64_t seq_len,
-                                              int64_t batch, int64_t max_windows, int64_t step,
-                                              EvalShard shard) = 0;
-  // Micro-batches the loop hands to Enqueue before their Loss (a teacher on
-  // other ranks computes them meanwhile); 0 = none.
-  virtual int Lookahead() const { return 0; }
-  // inputs [B, L] of a micro-batch whose Loss comes later, in order.
-  virtual absl::Status Enqueue(const torch::Tensor& inputs) { return absl::OkStatus(); }
-  // Appended to the "training ..." start line.
-  virtual std::string Describe() const { return ""; }
-};
-
 // Runs a validated, defaults-filled spec of either type with `objective`.
 absl::StatusOr<TrainResult> RunTraining(const distill::v1::JobSpec& spec, const TrainOptions& options,
                                         TrainObjective& objective);
 
 // Peak resident set size of this process in bytes (0 if unknown).
 int64_t PeakRssBytes();
+
+// One run of the loop. Create() builds the student, opens the data, makes
+// the optimizer and resumes from the newest checkpoint; Run() steps to the
+// end (or a stop) with reporting, evaluation, checkpoints and the stop
+// agreement around each Step(), then saves the output. `spec`, `options` and
+// `objective` must outlive the trainer. LibTorch may throw (RunTraining
+// catches).
+class Trainer {
+ public:
+  static absl::StatusOr<std::unique_ptr<Trainer>> Create(const distill::v1::JobSpec& spec,
+                                                         const TrainOptions& options, TrainObjective& objective);
+  ~Trainer();
+  absl::StatusOr<TrainResult> Run();
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  struct Batch {
+    torch::Tensor inputs, targets;  // [B, L] int64 on the device
+  };
+
+  Trainer(const distill::v1::JobSpec& spec, const TrainOptions& options, TrainObjective& objective);
+  // Create's parts, in this order (the seeds they draw depend on it).
+  absl::Status SetUpDevice();
+  absl::Status BuildStudent();
+  absl::Status OpenData();
+  absl::Status BuildOptimizer();
+  absl::Status Resume();
+  absl::Status OpenReporting();
+
+  // The loop and what goes around each step.
+  absl::StatusOr<bool> AgreeToStop();
+  absl::Status Step(StepTally* tally);
+  absl::StatusOr<Batch> NextBatch();
+  absl::Status Reduce(StepTally* tally);
+  absl::Status AfterStep(const StepTally& tally);
+  void ReportStep(const StepTally& tally);
+  absl::Status Evaluate();
+  absl::Status SaveCheckpoint();
+  absl::StatusOr<TrainResult> Finish();
+  absl::Status SaveOutput();
+
+  const distill::v1::JobSpec& spec_;
+  const distill::v1::TrainSpec& t_;
+  const TrainOptions& options_;
+  TrainObjective& objective_;
+
+  // Ranks: options_.students, or `loopback_` for a process alone.
+  std::unique_ptr<Communicator> loopback_;
+  Communicator* students_ = nullptr;
+  int ranks_ = 1, rank_ = 0;
+  bool writer_ = true;  // rank 0: metrics, checkpoints, output
+  torch::Device device_{torch::kCPU};
+  bool bf16_ = false;
+
+  LlamaForCausalLM model_{nullptr};
+  bool lora_ = false;
+  LoraConfig lora_config_;
+  std::string base_model_;  // the adapter's base (PEFT's base_model_name_or_path)
+  int64_t seq_len_ = 0;
+  std::optional<TokenDataset> train_data_, eval_data_;
+  std::optional<WindowSampler> sampler_;
+  std::deque<Batch> ahead_;    // drawn for the objective's lookahead, not yet trained on
+  int64_t micro_left_ = 0;     // micro-batches of this run not yet drawn
+
+  std::vector<NamedParam> params_;
+  std::vector<torch::Tensor> param_tensors_;
+  std::unique_ptr<AdamW> optimizer_;
+  std::unique_ptr<GradReducer> reducer_;  // null for one rank (nothing to average)
+
+  std::string out_dir_, ckpt_root_, final_output_;
+  int64_t start_step_ = 0, step_ = 0, end_step_ = 0;
+  int64_t tokens_ = 0, tokens_per_step_ = 0;
+  TrainResult result_;
+  std::unique_ptr<JsonLinesSink> jsonl_;
+  Fanout report_;  // rank 0: options_.sinks and jsonl_; other ranks none
+
+  // Timing since the last step record.
+  Clock::time_point run_start_, last_log_;
+  int64_t last_log_step_ = 0;
+  double allreduce_s_since_ = 0, wait_s_since_ = 0;
+};
 
 }  // namespace distill::worker
 

@@ -136,18 +136,15 @@ TEST(CoordinatorSinkTest, ReportsCarryTheStepRecordAndTheLastOneIsFinal) {
   r.step = 5;
   r.total_steps = 40;
   r.loss = 2.5;
-  r.ce_loss = 1.5;
-  r.kd_loss = 0.75;
-  r.feature_losses = {{"s1_t2", 0.25}};
+  r.fields.scalars = {{"ce_loss", 1.5}, {"kd_loss", 0.75}, {"teacher_s", 0.125}, {"stream_bytes_per_token", 96}};
+  r.fields.groups["feature_losses"] = {{"s1_t2", 0.25}};
   r.lr = 3e-4;
   r.tokens_per_s = 1234.5;
   r.eta_s = 70;
   r.step_s = 0.5;
-  r.teacher_s = 0.125;
-  r.stream_bytes_per_token = 96;
   r.peak_rss_bytes = 1 << 30;
   (*sink)->OnStep(r);
-  (*sink)->OnEval(EvalRecord{5, 2.75, 15.6, 1000});
+  (*sink)->OnEval(EvalRecord{5, 2.75, 15.6, 1000, {}});
   ASSERT_TRUE(server.service.WaitFor([](const auto& rs) { return HasStep(rs, 5); }));
   EXPECT_TRUE((*sink)->Finish(/*training_finished=*/true));
 

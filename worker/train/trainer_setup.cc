@@ -1,0 +1,230 @@
+// Trainer::Create: the student, the data, the optimizer, resume and
+// reporting, before the first step (trainer.h).
+#include <filesystem>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/status_macros.h"
+#include "worker/comm/grad_reducer.h"
+#include "worker/comm/loopback_communicator.h"
+#include "worker/data/text_source.h"
+#include "worker/model/hf_io.h"
+#include "worker/train/checkpoint.h"
+#include "worker/train/trainer.h"
+
+namespace distill::worker {
+namespace fs = std::filesystem;
+using distill::v1::JobSpec;
+
+namespace {
+
+absl::StatusOr<torch::Device> PickDevice(const std::string& name, int index) {
+  const bool cuda = torch::cuda::is_available();
+  if (name == "cpu" || (name == "auto" && !cuda)) return torch::Device(torch::kCPU);
+  if (!cuda)
+    return absl::FailedPreconditionError(
+        "train.device: cuda requested but no CUDA device is available");
+  return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
+}
+
+void SetThreads(int threads) {
+  int n =
+      threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  at::set_num_threads(n);
+}
+
+// The trained model's source: finetune keeps it at the top level, distill
+// under `student`.
+struct StudentSource {
+  std::string model, init;
+  bool lora = false;
+  distill::v1::LoraSpec lora_spec;
+};
+
+StudentSource GetStudentSource(const JobSpec& spec) {
+  if (spec.type() == distill::v1::DISTILL) {
+    const auto& st = spec.student();
+    return {st.model(), st.init(), st.method() == distill::v1::LORA, st.lora()};
+  }
+  return {spec.model(), spec.init(), spec.method() == distill::v1::LORA, spec.lora()};
+}
+
+LoraConfig LoraConfigOf(const distill::v1::LoraSpec& spec) {
+  LoraConfig c;
+  c.rank = spec.rank();
+  c.alpha = spec.alpha();
+  c.dropout = spec.dropout();
+  c.target_modules.assign(spec.target_modules().begin(), spec.target_modules().end());
+  c.rslora = spec.rslora();
+  return c;
+}
+
+}  // namespace
+
+Trainer::Trainer(const JobSpec& spec, const TrainOptions& options, TrainObjective& objective)
+    : spec_(spec), t_(spec.train()), options_(options), objective_(objective) {}
+
+Trainer::~Trainer() = default;
+
+absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const JobSpec& spec,
+                                                         const TrainOptions& options,
+                                                         TrainObjective& objective) {
+  std::unique_ptr<Trainer> t(new Trainer(spec, options, objective));
+  RETURN_IF_ERROR(t->SetUpDevice());
+  RETURN_IF_ERROR(t->BuildStudent());
+  RETURN_IF_ERROR(t->OpenData());
+  RETURN_IF_ERROR(t->BuildOptimizer());
+  RETURN_IF_ERROR(t->Resume());
+  RETURN_IF_ERROR(t->OpenReporting());
+  return t;
+}
+
+absl::Status Trainer::SetUpDevice() {
+  SetThreads(t_.threads());
+  ASSIGN_OR_RETURN(device_, PickDevice(t_.device(), options_.cuda_device));
+  if (options_.students == nullptr) loopback_ = MakeLoopbackCommunicator();
+  students_ = options_.students ? options_.students : loopback_.get();
+  ranks_ = students_->size();
+  rank_ = students_->rank();
+  writer_ = rank_ == 0;
+  bf16_ = t_.precision() == distill::v1::BF16 ||
+          (t_.precision() == distill::v1::PRECISION_UNSPECIFIED && device_.is_cuda());
+  if (bf16_ && !device_.is_cuda()) {
+    return absl::InvalidArgumentError("train.precision: bf16 needs a CUDA device; use fp32 on cpu");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::BuildStudent() {
+  const StudentSource source = GetStudentSource(spec_);
+  if (!source.model.empty()) {
+    ASSIGN_OR_RETURN(model_, LoadHfModel(source.model));
+  } else {
+    ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(source.init));
+    model_ = InitModel(config, t_.seed());
+  }
+  base_model_ = source.model.empty() ? source.init : source.model;
+  lora_ = source.lora;
+  if (lora_) {
+    lora_config_ = LoraConfigOf(source.lora_spec);
+    RETURN_IF_ERROR(ApplyLora(model_, lora_config_, t_.seed()));
+  }
+  model_->to(device_);
+  model_->train();
+  return objective_.Prepare(model_, device_, bf16_);
+}
+
+absl::Status Trainer::OpenData() {
+  seq_len_ = spec_.data().seq_len();
+  const int64_t vocab = model_->config().vocab_size;
+  auto open = [&](const auto& paths) -> absl::StatusOr<TokenDataset> {
+    std::vector<std::string> shards;
+    for (const std::string& p : paths) {
+      ASSIGN_OR_RETURN(std::string shard,
+                       EnsureTokenShard(p, spec_.data().tokenizer(), spec_.data().text_field(),
+                                        at::get_num_threads()));
+      shards.push_back(shard);
+    }
+    ASSIGN_OR_RETURN(TokenDataset data, TokenDataset::Open(shards));
+    RETURN_IF_ERROR(data.CheckVocab(vocab));
+    return data;
+  };
+  ASSIGN_OR_RETURN(train_data_, open(spec_.data().train()));
+  if (spec_.data().eval_size() > 0) {
+    ASSIGN_OR_RETURN(eval_data_, open(spec_.data().eval()));
+  }
+  SamplerOptions sopt;
+  sopt.seq_len = seq_len_;
+  sopt.seed = t_.seed();
+  sopt.rank = rank_;
+  sopt.world = ranks_;
+  ASSIGN_OR_RETURN(sampler_, WindowSampler::Create(train_data_->size(), sopt));
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::BuildOptimizer() {
+  params_ = TrainableParams(*model_);
+  for (NamedParam& p : objective_.ExtraParams()) params_.push_back(std::move(p));
+  AdamWOptions aopt;
+  aopt.beta1 = t_.beta1();
+  aopt.beta2 = t_.beta2();
+  aopt.eps = t_.eps();
+  aopt.weight_decay = t_.weight_decay();
+  optimizer_ = std::make_unique<AdamW>(params_, aopt);
+  for (const NamedParam& p : params_) param_tensors_.push_back(p.param);
+  if (ranks_ == 1) return absl::OkStatus();  // nothing to average (Note [Data-parallel step])
+  GradReducerOptions ropt;
+  ropt.bucket_bytes = options_.bucket_bytes;
+  ASSIGN_OR_RETURN(
+      reducer_,
+      GradReducer::Create(param_tensors_, options_.grads ? *options_.grads : *students_, ropt));
+  return absl::OkStatus();
+}
+
+// The newest checkpoint under OUTPUT/checkpoints, when the spec resumes.
+absl::Status Trainer::Resume() {
+  const fs::path out_dir(spec_.output());
+  std::error_code ec;
+  fs::create_directories(out_dir, ec);
+  if (ec) {
+    return absl::PermissionDeniedError(
+        absl::StrCat(spec_.output(), ": cannot create output directory: ", ec.message()));
+  }
+  ckpt_root_ = (out_dir / "checkpoints").string();
+  final_output_ = (out_dir / (lora_ ? "adapter" : "model")).string();
+  if (!spec_.checkpoint().resume()) return absl::OkStatus();
+  std::optional<std::string> latest = LatestCheckpoint(ckpt_root_);
+  if (!latest) return absl::OkStatus();
+  ASSIGN_OR_RETURN(CheckpointState st, LoadCheckpoint(*latest, params_, *optimizer_));
+  if (st.job_type != objective_.job_type()) {
+    return absl::FailedPreconditionError(absl::StrCat(*latest, ": checkpoint is of a ", st.job_type,
+                                                      " job, the spec is type ",
+                                                      objective_.job_type()));
+  }
+  if (st.method != (lora_ ? "lora" : "full")) {
+    return absl::FailedPreconditionError(absl::StrCat(*latest, ": checkpoint is for method ",
+                                                      st.method, ", the spec says ",
+                                                      lora_ ? "lora" : "full"));
+  }
+  start_step_ = st.step;
+  tokens_ = st.tokens;
+  sampler_->set_position(st.sampler_position);
+  result_.resumed_from = st.step;
+  return absl::OkStatus();
+}
+
+// metrics.jsonl and the other sinks (rank 0), the start lines, and the
+// run's extent.
+absl::Status Trainer::OpenReporting() {
+  if (writer_) {
+    ASSIGN_OR_RETURN(
+        jsonl_,
+        JsonLinesSink::Open((fs::path(spec_.output()) / "metrics.jsonl").string(), start_step_));
+    std::vector<ReportSink*> sinks = options_.sinks;
+    sinks.push_back(jsonl_.get());
+    report_ = Fanout(std::move(sinks));
+  }
+  result_.trainable_params = CountTrainableParameters(*model_);
+  for (const auto& p : model_->parameters()) result_.total_params += p.numel();
+  if (start_step_ > 0)
+    report_.OnMessage(absl::StrCat("resumed from checkpoint at step ", start_step_));
+  std::string dp;
+  if (ranks_ > 1) {
+    dp = absl::StrFormat(", %d data-parallel ranks (%s all-reduce, %d buckets)", ranks_,
+                         options_.grads ? options_.grads->backend() : students_->backend(),
+                         reducer_->stats().buckets);
+  }
+  report_.OnMessage(absl::StrFormat(
+      "training %s: %d parameters, %d trainable, %d train tokens, device %s, %d threads%s%s",
+      lora_ ? "lora" : "full", result_.total_params, result_.trainable_params, train_data_->size(),
+      device_.str(), at::get_num_threads(), dp, objective_.Describe()));
+  tokens_per_step_ = int64_t{t_.micro_batch()} * t_.grad_accum() * seq_len_ * ranks_;
+  end_step_ = options_.max_steps_this_run > 0
+                  ? std::min<int64_t>(t_.steps(), start_step_ + options_.max_steps_this_run)
+                  : t_.steps();
+  micro_left_ = (end_step_ - start_step_) * t_.grad_accum();
+  return absl::OkStatus();
+}
+
+}  // namespace distill::worker
