@@ -9,7 +9,7 @@
 #include <sstream>
 #include <string>
 
-#include "tests/test_util.h"
+#include "tests/test_util/test_util.h"
 
 namespace distill::worker {
 namespace {
