@@ -39,8 +39,11 @@ void FillLoss(const DistillSpec& d, LossConfig* loss) {
 }
 
 StudentSource SourceOf(const std::string& prefix, const std::string& model,
-                       const std::string& init) {
+                       const std::string& init, distill::v1::TrainMethod method,
+                       const distill::v1::LoraSpec& lora) {
   StudentSource s;
+  s.lora = method == distill::v1::LORA;
+  s.lora_spec = lora;
   s.model_dir = model;
   s.init_config = init;
   if (!model.empty()) {
@@ -108,12 +111,13 @@ JobPlan MakePlan(const JobSpec& spec) {
   p.ranks = PlanRanks(spec);
   p.paths = SpecPathFields(spec);
   if (spec.type() == distill::v1::DISTILL) {
-    p.student = SourceOf("student.", spec.student().model(), spec.student().init());
+    const distill::v1::StudentSpec& st = spec.student();
+    p.student = SourceOf("student.", st.model(), st.init(), st.method(), st.lora());
     p.teacher_dir = spec.teacher().model();
     p.teacher_run = TeacherRunConfig(spec.distill());
     p.loss = LossConfig(spec.distill());
   } else {
-    p.student = SourceOf("", spec.model(), spec.init());
+    p.student = SourceOf("", spec.model(), spec.init(), spec.method(), spec.lora());
   }
   return p;
 }

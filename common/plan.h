@@ -60,6 +60,8 @@ struct StudentSource {
   std::string init_config;  // the config.json, or empty
   std::string config_path;  // the config.json to read: model_dir's, or init_config
   std::string dir;          // model_dir, or init_config's directory (its tokenizer.json)
+  bool lora = false;        // method lora: only the adapters train
+  distill::v1::LoraSpec lora_spec;
 };
 
 // What the teacher computes for a training micro-batch (distill.logits,

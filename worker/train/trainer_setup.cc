@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/plan.h"
 #include "common/status_macros.h"
 #include "worker/comm/grad_reducer.h"
 #include "worker/comm/loopback_communicator.h"
@@ -32,22 +33,6 @@ void SetThreads(int threads) {
   int n =
       threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   at::set_num_threads(n);
-}
-
-// The trained model's source: finetune keeps it at the top level, distill
-// under `student`.
-struct StudentSource {
-  std::string model, init;
-  bool lora = false;
-  distill::v1::LoraSpec lora_spec;
-};
-
-StudentSource GetStudentSource(const JobSpec& spec) {
-  if (spec.type() == distill::v1::DISTILL) {
-    const auto& st = spec.student();
-    return {st.model(), st.init(), st.method() == distill::v1::LORA, st.lora()};
-  }
-  return {spec.model(), spec.init(), spec.method() == distill::v1::LORA, spec.lora()};
 }
 
 LoraConfig LoraConfigOf(const distill::v1::LoraSpec& spec) {
@@ -97,14 +82,14 @@ absl::Status Trainer::SetUpDevice() {
 }
 
 absl::Status Trainer::BuildStudent() {
-  const StudentSource source = GetStudentSource(spec_);
-  if (!source.model.empty()) {
-    ASSIGN_OR_RETURN(model_, LoadHfModel(source.model));
+  const common::StudentSource source = common::MakePlan(spec_).student;
+  if (!source.model_dir.empty()) {
+    ASSIGN_OR_RETURN(model_, LoadHfModel(source.model_dir));
   } else {
-    ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(source.init));
+    ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(source.init_config));
     model_ = InitModel(config, t_.seed());
   }
-  base_model_ = source.model.empty() ? source.init : source.model;
+  base_model_ = source.model_dir.empty() ? source.init_config : source.model_dir;
   lora_ = source.lora;
   if (lora_) {
     lora_config_ = LoraConfigOf(source.lora_spec);
