@@ -85,6 +85,11 @@ expect("layers with a transitive dependency configure" PASS
 expect("their layer checks build" PASS
   COMMAND ${CMAKE_COMMAND} --build ${WORK}/build --target distill_worker_train_layer_check distill_worker_comm_layer_check)
 file(APPEND ${P}/worker/comm/c.cc "#include \"worker/train/t.h\"\n")
+# The edit lands within the file system's timestamp tick of the last build's
+# stamp now and then, and ninja would see nothing new: date it a minute ahead.
+string(TIMESTAMP now "%s" UTC)
+math(EXPR later "${now} + 60")
+execute_process(COMMAND touch -d @${later} ${P}/worker/comm/c.cc COMMAND_ERROR_IS_FATAL ANY)
 expect("an upward include added after configuring fails the build" FAIL
   MESSAGE "worker/comm/c.cc includes worker/train/t.h, but comm does not depend on train"
   COMMAND ${CMAKE_COMMAND} --build ${WORK}/build --target distill_worker_comm_layer_check)
