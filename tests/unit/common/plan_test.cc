@@ -110,6 +110,21 @@ TEST(PlanTest, StudentSource) {
   EXPECT_EQ(model.student.field, "model");
   EXPECT_EQ(model.student.config_path, "/s/config.json");
   EXPECT_EQ(model.student.dir, "/s");
+  EXPECT_FALSE(model.student.lora);
+}
+
+TEST(PlanTest, StudentMethodIsTheJobTypes) {
+  const JobPlan finetune = MakePlan(
+      Load("type: finetune\nmodel: /s\nmethod: lora\nlora: {rank: 4}\ndata: {train: /d.bin}\n"
+           "output: /o\n"));
+  EXPECT_TRUE(finetune.student.lora);
+  EXPECT_EQ(finetune.student.lora_spec.rank(), 4);
+  const JobPlan distill = MakePlan(Load(
+      "type: distill\nteacher: {model: /t}\nstudent: {model: /s, method: lora, lora: {rank: 2}}\n"
+      "data: {train: /d.bin}\noutput: /o\n"));
+  EXPECT_TRUE(distill.student.lora);
+  EXPECT_EQ(distill.student.lora_spec.rank(), 2);
+  EXPECT_FALSE(MakePlan(Load(kDistill)).student.lora);  // student.method defaults to full
 }
 
 TEST(PlanTest, TeacherAndLossConfigurationFromTheSpec) {
