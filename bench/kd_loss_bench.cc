@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/test_util/counting_allocator.h"
 #include "worker/distill/kd_loss.h"
 
 namespace {
@@ -30,51 +31,7 @@ namespace {
 using distill::worker::KdLossConfig;
 using distill::worker::TeacherOutput;
 
-// Counts the live bytes LibTorch allocates on the CPU and their peak (the
-// same as the one in tests/unit/worker/distill/kd_loss_test.cc).
-class CountingCpuAllocator final : public c10::Allocator {
- public:
-  explicit CountingCpuAllocator(c10::Allocator* base) : base_(base) {}
-
-  c10::DataPtr allocate(size_t n) override { return Allocate(n); }
-  void copy_data(void* dest, const void* src, std::size_t count) const override {
-    default_copy_data(dest, src, count);
-  }
-
-  // Starts a new peak measurement; returns the bytes live now.
-  int64_t Reset() {
-    peak_ = live_.load();
-    return peak_;
-  }
-  int64_t peak() const { return peak_.load(); }
-
- private:
-  struct Block {
-    c10::DataPtr inner;
-    int64_t bytes;
-    const CountingCpuAllocator* owner;
-  };
-
-  c10::DataPtr Allocate(size_t n) const {
-    auto* block = new Block{base_->allocate(n), static_cast<int64_t>(n), this};
-    const int64_t live = live_.fetch_add(block->bytes) + block->bytes;
-    int64_t peak = peak_.load();
-    while (live > peak && !peak_.compare_exchange_weak(peak, live)) {
-    }
-    void* data = block->inner.get();
-    return c10::DataPtr(data, block, &Free, c10::Device(c10::DeviceType::CPU));
-  }
-
-  static void Free(void* ctx) {
-    auto* block = static_cast<Block*>(ctx);
-    block->owner->live_.fetch_sub(block->bytes);
-    delete block;
-  }
-
-  c10::Allocator* base_;
-  mutable std::atomic<int64_t> live_{0};
-  mutable std::atomic<int64_t> peak_{0};
-};
+using distill::testing::CountingCpuAllocator;
 
 struct Options {
   int64_t tokens = 4096, vocab = 32000, dim = 512, chunk = 128;

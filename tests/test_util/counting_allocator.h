@@ -23,8 +23,11 @@ class CountingCpuAllocator final : public c10::Allocator {
     default_copy_data(dest, src, count);
   }
 
-  // Restarts the peak from the bytes live now.
-  void Reset() { peak_ = live_.load(); }
+  // Restarts the peak from the bytes live now, and returns them.
+  int64_t Reset() {
+    peak_ = live_.load();
+    return peak_;
+  }
   int64_t peak() const { return peak_.load(); }
 
  private:
