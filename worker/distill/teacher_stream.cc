@@ -48,15 +48,7 @@ int64_t CaptureHash(const std::vector<int64_t>& layers) {
 }
 
 std::vector<int64_t> LayerParams(const ModelConfig& c) {
-  const int64_t d = c.hidden_size, hd = c.head_dim;
-  const int64_t q = c.num_attention_heads * hd, kv = c.num_key_value_heads * hd;
-  int64_t attn = d * q + 2 * d * kv + q * d;
-  if (c.qkv_bias) attn += q + 2 * kv;
-  if (c.o_bias) attn += d;
-  if (c.qk_norm) attn += 2 * hd;
-  int64_t mlp = 3 * d * c.intermediate_size;
-  if (c.mlp_bias) mlp += 2 * c.intermediate_size + d;
-  return std::vector<int64_t>(static_cast<size_t>(c.num_hidden_layers), attn + mlp + 2 * d);
+  return std::vector<int64_t>(static_cast<size_t>(c.num_hidden_layers), DecoderLayerParameters(c));
 }
 
 int64_t EmbedParams(const ModelConfig& c) { return c.vocab_size * c.hidden_size; }

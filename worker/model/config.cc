@@ -536,7 +536,7 @@ std::string ModelConfigToJson(const ModelConfig& c) {
   return j.dump(2) + "\n";
 }
 
-int64_t CountParameters(const ModelConfig& c) {
+int64_t DecoderLayerParameters(const ModelConfig& c) {
   const int64_t d = c.hidden_size, hd = c.head_dim;
   const int64_t q = c.num_attention_heads * hd, kv = c.num_key_value_heads * hd;
   int64_t attn = d * q + 2 * d * kv + q * d;
@@ -545,9 +545,12 @@ int64_t CountParameters(const ModelConfig& c) {
   if (c.qk_norm) attn += 2 * hd;
   int64_t mlp = 3 * d * c.intermediate_size;
   if (c.mlp_bias) mlp += 2 * c.intermediate_size + d;
-  const int64_t layer = attn + mlp + 2 * d;
-  const int64_t embeddings = c.vocab_size * d * (c.tie_word_embeddings ? 1 : 2);
-  return embeddings + c.num_hidden_layers * layer + d;
+  return attn + mlp + 2 * d;
+}
+
+int64_t CountParameters(const ModelConfig& c) {
+  const int64_t embeddings = c.vocab_size * c.hidden_size * (c.tie_word_embeddings ? 1 : 2);
+  return embeddings + c.num_hidden_layers * DecoderLayerParameters(c) + c.hidden_size;
 }
 
 }  // namespace distill::worker

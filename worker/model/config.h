@@ -97,6 +97,10 @@ absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& path);
 // read back to the same model.
 std::string ModelConfigToJson(const ModelConfig& config);
 
+// Parameter count of one decoder layer (attention, MLP, their biases and
+// norms), the same for every layer.
+int64_t DecoderLayerParameters(const ModelConfig& config);
+
 // Parameter count of the model the config describes (embeddings included once
 // when tied).
 int64_t CountParameters(const ModelConfig& config);

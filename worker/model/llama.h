@@ -87,7 +87,7 @@ class DecoderLayerImpl : public torch::nn::Module {
 TORCH_MODULE(DecoderLayer);
 
 // Which parts of the model a process holds. The default is the whole model;
-// a teacher pipeline stage (runtime/teacher_pipeline.h) holds a contiguous
+// a teacher pipeline stage (distill/teacher_pipeline.h) holds a contiguous
 // block of decoder layers, the embeddings only on the first stage and the
 // final norm and lm_head only on the last. An absent decoder layer is an empty
 // placeholder module in `layers`, so parameter names stay Hugging Face's
