@@ -93,8 +93,9 @@ class DistillObjective : public TrainObjective {
   int Lookahead() const override;
   absl::Status Enqueue(const torch::Tensor& inputs) override;
   // Stops the teacher (Teacher::Stop: dedicated teacher ranks learn this
-  // student is done). Call once the training loop has returned (also after
-  // an error or a stop).
+  // student is done). Call once the training loop has returned: finished,
+  // stopped or cancelled. After any other error RunDistill skips it, since the
+  // caller aborts every rank (a hung teacher would only delay the report).
   absl::Status Finish();
 
   Teacher& teacher() { return *teacher_; }  // after Prepare

@@ -65,8 +65,9 @@ class Teacher {
   virtual int Lookahead() const = 0;
   // Announces a future training micro-batch, in the order Next will ask for it.
   virtual absl::Status Enqueue(const torch::Tensor& inputs) = 0;
-  // Called once the training loop has returned: a teacher on other ranks is
-  // told this student is done. Idempotent.
+  // Called once the training loop has returned without an error (finished,
+  // stopped or cancelled): a teacher on other ranks is told this student is
+  // done. Idempotent.
   virtual absl::Status Stop() = 0;
 
   // Where the teacher runs, for the job description: "" (in this process) or
