@@ -1,0 +1,30 @@
+#include "worker/data/sequence_data.h"
+
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+
+namespace distill::worker {
+
+absl::StatusOr<std::unique_ptr<TextWindows>> TextWindows::Create(TokenDataset data, int64_t seq_len) {
+  if (seq_len < 1) return absl::InvalidArgumentError(absl::StrCat("seq_len must be >= 1, got ", seq_len));
+  const int64_t rows = (data.size() - 1) / seq_len;
+  if (rows < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("the token stream has ", data.size(),
+                                                   " tokens, fewer than seq_len + 1 = ", seq_len + 1));
+  }
+  return std::unique_ptr<TextWindows>(new TextWindows(std::move(data), seq_len, rows));
+}
+
+void TextWindows::Read(int64_t row, int64_t* inputs, int64_t* targets, int64_t* positions) const {
+  std::vector<int64_t> window(static_cast<size_t>(seq_len_ + 1));
+  data_.Read(row * seq_len_, seq_len_ + 1, window.data());
+  for (int64_t j = 0; j < seq_len_; ++j) {
+    inputs[j] = window[static_cast<size_t>(j)];
+    targets[j] = window[static_cast<size_t>(j + 1)];
+    positions[j] = j;
+  }
+}
+
+}  // namespace distill::worker
