@@ -16,15 +16,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// FNV-1a 64 of the file's bytes: names the cache by tokenizer content.
-absl::StatusOr<std::string> TokenizerTag(const std::string& tokenizer) {
-  if (tokenizer == "bytes") return std::string("bytes");
-  ASSIGN_OR_RETURN(std::string text, common::ReadFileToString(tokenizer));
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : text) h = (h ^ c) * 1099511628211ull;
-  return absl::StrFormat("tok-%08x", static_cast<uint32_t>(h >> 32));
-}
-
 bool NotOlderThan(const fs::path& a, const fs::path& b) {
   std::error_code ec1, ec2;
   auto ta = fs::last_write_time(a, ec1), tb = fs::last_write_time(b, ec2);
@@ -33,15 +24,37 @@ bool NotOlderThan(const fs::path& a, const fs::path& b) {
 
 }  // namespace
 
+// FNV-1a 64 of the files' bytes: names the cache by tokenizer content.
+absl::StatusOr<std::string> TokenizerTag(const std::string& tokenizer,
+                                         const std::vector<std::string>& also) {
+  if (tokenizer == "bytes") return std::string("bytes");
+  uint64_t h = 1469598103934665603ull;
+  std::vector<std::string> files = {tokenizer};
+  files.insert(files.end(), also.begin(), also.end());
+  for (const std::string& file : files) {
+    ASSIGN_OR_RETURN(std::string text, common::ReadFileToString(file));
+    for (unsigned char c : text) h = (h ^ c) * 1099511628211ull;
+  }
+  return absl::StrFormat("tok-%08x", static_cast<uint32_t>(h >> 32));
+}
+
+bool CacheIsFresh(const std::string& cache, const std::vector<std::string>& sources) {
+  if (!fs::exists(cache)) return false;
+  for (const std::string& source : sources) {
+    if (!NotOlderThan(cache, source)) return false;
+  }
+  return true;
+}
+
 absl::StatusOr<std::string> EnsureTokenShard(const std::string& path, const std::string& tokenizer,
                                              const std::string& text_field, int threads) {
   if (absl::EndsWith(path, ".bin")) return path;
   if (!fs::exists(path)) return absl::NotFoundError(absl::StrCat(path, ": no such data file"));
   ASSIGN_OR_RETURN(std::string tag, TokenizerTag(tokenizer));
   const std::string shard = absl::StrCat(path, ".", tag, ".bin");
-  if (fs::exists(shard) && NotOlderThan(shard, path) && (tokenizer == "bytes" || NotOlderThan(shard, tokenizer))) {
-    return shard;
-  }
+  std::vector<std::string> sources = {path};
+  if (tokenizer != "bytes") sources.push_back(tokenizer);
+  if (CacheIsFresh(shard, sources)) return shard;
   if (tokenizer == "bytes") {
     RETURN_IF_ERROR(TokenizeFileBytes(path, shard, text_field));
   } else {

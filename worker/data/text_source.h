@@ -5,10 +5,22 @@
 #define DISTILL_WORKER_DATA_TEXT_SOURCE_H_
 
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
 namespace distill::worker {
+
+// The tag that names a cache by the tokenizer it was built with: "bytes" for
+// "bytes"; else "tok-" + the first 8 hex digits of FNV-1a 64 over the bytes
+// of `tokenizer` (a tokenizer.json) and then of each of `also` (files beside
+// it that change what it encodes, e.g. tokenizer_config.json). NotFound
+// naming a file that cannot be read.
+absl::StatusOr<std::string> TokenizerTag(const std::string& tokenizer,
+                                         const std::vector<std::string>& also = {});
+
+// True when `cache` exists and is not older than any of `sources`.
+bool CacheIsFresh(const std::string& cache, const std::vector<std::string>& sources);
 
 // The .bin shard for `path`: `path` itself when it ends in .bin; otherwise
 // PATH.<tag>.bin, built with `tokenizer` ("bytes", or a tokenizer.json path;
