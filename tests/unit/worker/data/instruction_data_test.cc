@@ -189,6 +189,25 @@ TEST(InstructionDataTest, SeveralFilesInOrderAndCheckVocabNamesFileAndLine) {
       << s;
 }
 
+TEST(InstructionDataTest, OptionsApplyWhenRowsAreBuiltSoTheCacheServesThemAll) {
+  const std::string path = MakeTempDir("instruction_data") + "/d.jsonl";
+  WriteFile(path, kOverflowData);
+  auto first = PackedExamples::Open({path}, BytesOptions(5));
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ((*first)->stats().files_from_cache, 0);
+  InstructionOptions options = BytesOptions(3);
+  options.loss_on = "all";
+  options.overflow = "drop";
+  options.pack = false;
+  auto second = PackedExamples::Open({path}, options);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ((*second)->stats().files_from_cache, 1);
+  EXPECT_EQ((*second)->stats().dropped_overflow, 2);
+  ASSERT_EQ((*second)->rows(), 1);  // "pccc": 4 tokens = L + 1, all 3 targets counted
+  EXPECT_EQ((*second)->counted_targets(), 3);
+  EXPECT_EQ(ReadRow(**second, 0).targets, (std::vector<int64_t>{'c', 'c', 'c'}));
+}
+
 TEST(InstructionDataTest, BadOptionsAreInvalidArgument) {
   for (auto change : std::vector<void (*)(InstructionOptions&)>{
            [](InstructionOptions& o) { o.format = "text"; },
