@@ -88,8 +88,9 @@ absl::Status WriteExampleCache(const std::string& path, const TokenizedExamples&
 }
 
 absl::StatusOr<TokenizedExamples> ReadExampleCache(const std::string& path) {
-  ASSIGN_OR_RETURN(const std::string bytes, common::ReadFileToString(path));
-  Reader in(bytes);
+  absl::StatusOr<std::string> bytes = common::ReadFileToString(path);
+  if (!bytes.ok()) return bytes.status();
+  Reader in(*bytes);
   char magic[8];
   uint32_t version[2];
   uint64_t counts[2];
