@@ -73,6 +73,8 @@ CONVERSATIONS = [
     ("reasoning_multi_turn", [u("1+1?"), a("2", reasoning_content="Add."), u("2+2?"),
                               a("<think>Add again.</think>4"), u("3+3?"),
                               a("6", reasoning_content="Once more.")]),
+    # transformers drops null-valued keys (Llama 3.1 tests `'tool_calls' in message`).
+    ("null_keys", [u("Hi"), a("Hello", tool_calls=None, reasoning_content=None)]),
     ("prompt_only", [s("Be brief."), u("Tell me a joke.")]),
     ("user_twice", [u("One."), u("Two."), a("Three.")]),
 ]

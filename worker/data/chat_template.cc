@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/fs_util.h"
@@ -35,7 +36,7 @@ std::string EngineError(const std::exception& e) {
   const std::string tag = "Jinja Exception: ";
   const size_t at = what.rfind(tag);
   if (at != std::string::npos) return what.substr(at + tag.size());
-  return what;
+  return std::string(absl::StripAsciiWhitespace(what));
 }
 
 // transformers' message normalization before rendering

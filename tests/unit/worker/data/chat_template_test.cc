@@ -186,7 +186,7 @@ std::string Qwen3Response(const json& messages, size_t i) {
   const json& m = messages[i];
   std::string content = m["content"].get<std::string>();
   std::string reasoning;
-  if (m.contains("reasoning_content")) {
+  if (m.contains("reasoning_content") && m["reasoning_content"].is_string()) {
     reasoning = m["reasoning_content"].get<std::string>();
   } else if (content.find("</think>") != std::string::npos) {
     const std::string before = content.substr(0, content.find("</think>"));
