@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <set>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/fs_util.h"
@@ -266,6 +267,10 @@ JobSpec WithDefaults(const JobSpec& in) {
   if (!data->has_seq_len()) data->set_seq_len(256);
   if (!data->has_tokenizer()) data->set_tokenizer("bytes");
   if (!data->has_text_field()) data->set_text_field("text");
+  if (data->format() == distill::v1::DATA_FORMAT_UNSPECIFIED) data->set_format(distill::v1::TEXT);
+  if (data->loss_on() == distill::v1::LOSS_ON_UNSPECIFIED) data->set_loss_on(distill::v1::ASSISTANT);
+  if (data->overflow() == distill::v1::OVERFLOW_UNSPECIFIED) data->set_overflow(distill::v1::TRUNCATE);
+  if (!data->has_packing()) data->set_packing(true);
   auto* t = s.mutable_train();
   if (!t->has_steps()) t->set_steps(100);
   if (!t->has_micro_batch()) t->set_micro_batch(8);
@@ -292,6 +297,38 @@ JobSpec WithDefaults(const JobSpec& in) {
   return s;
 }
 
+namespace {
+
+// The instruction-data fields: only with chat or prompt_completion data;
+// chat needs a tokenizer with a chat template; instruction data is JSONL.
+absl::Status ValidateDataFormat(const distill::v1::DataSpec& data) {
+  const bool instruction = data.format() == distill::v1::CHAT || data.format() == distill::v1::PROMPT_COMPLETION;
+  if (!instruction) {
+    // Their defaults are harmless (WithDefaults fills them in for text too).
+    const char* only = "applies to chat and prompt_completion data only (data.format)";
+    if (data.loss_on() == distill::v1::ALL) return Bad("data.loss_on", only);
+    if (data.overflow() == distill::v1::DROP) return Bad("data.overflow", only);
+    if (data.has_packing() && !data.packing()) return Bad("data.packing", only);
+    return absl::OkStatus();
+  }
+  if (data.format() == distill::v1::CHAT && (!data.has_tokenizer() || data.tokenizer() == "bytes")) {
+    return Bad("data.tokenizer",
+               "chat data needs a tokenizer with a chat template: the path of a tokenizer.json or of its "
+               "directory (with tokenizer_config.json), not bytes");
+  }
+  for (const auto* files : {&data.train(), &data.eval()}) {
+    for (const std::string& path : *files) {
+      if (!absl::EndsWith(path, ".jsonl")) {
+        return Bad(files == &data.train() ? "data.train" : "data.eval",
+                   absl::StrCat("'", path, "': chat and prompt_completion data are .jsonl files"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status ValidateJobSpec(const JobSpec& spec) {
   switch (spec.type()) {
     case distill::v1::FINETUNE:
@@ -314,6 +351,7 @@ absl::Status ValidateJobSpec(const JobSpec& spec) {
     return Bad("data.tokenizer", "empty: use bytes or the path of a tokenizer.json");
   }
   if (spec.data().has_text_field() && spec.data().text_field().empty()) return Bad("data.text_field", "empty");
+  RETURN_IF_ERROR(ValidateDataFormat(spec.data()));
   if (spec.data().has_seq_len()) RETURN_IF_ERROR(AtLeast<int32_t>("data.seq_len", spec.data().seq_len(), 1));
   RETURN_IF_ERROR(ValidateTrain(spec.train()));
   if (spec.train().precision() == distill::v1::BF16 && spec.train().device() == "cpu") {

@@ -6,7 +6,7 @@
 #   docker build -f docker/worker.Dockerfile -t distill-worker .
 #   docker run --rm -v $PWD/data:/data distill-worker train --spec /data/job.yaml
 FROM debian:12
-COPY scripts/setup.sh /src/scripts/setup.sh
+COPY scripts/setup.sh scripts/fetch_jinja.sh /src/scripts/
 COPY requirements.txt requirements.lock /src/
 RUN bash /src/scripts/setup.sh && rm -rf /var/lib/apt/lists/* /root/.cache/pip
 COPY . /src

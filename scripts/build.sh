@@ -7,6 +7,9 @@ export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/distill-ccache}"
 # Paths relative to the checkout, so another clone (CI's) reuses the cache.
 export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$PWD}"
 BUILD_DIR="${BUILD_DIR:-build}"
+# llama.cpp's Jinja engine (chat templates) is fetched from PyPI, not kept in
+# the repository; on the GPU machine (no PyPI) it comes with `carry`.
+if [ ! -f third_party/llama-jinja/.stamp ]; then bash scripts/fetch_jinja.sh; fi
 if [ ! -f "$BUILD_DIR/build.ninja" ]; then
   cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@"
 fi

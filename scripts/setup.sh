@@ -53,3 +53,7 @@ else
   "$VENV/bin/pip" install -q --disable-pip-version-check -r requirements.txt -c requirements.lock
   echo "$want" >"$VENV/.distill-requirements"
 fi
+
+# llama.cpp's C++ Jinja engine (chat templates) from PyPI's pinned
+# llama-cpp-python sdist into third_party/llama-jinja/ (a no-op when present).
+DISTILL_PYTHON="$PWD/$VENV/bin/python" bash scripts/fetch_jinja.sh

@@ -134,7 +134,38 @@ INSTANTIATE_TEST_SUITE_P(
                       BadCase{"output: out", "output: ''", "output"},
                       BadCase{"init: model/config.json", "init: ''", "model"},
                       BadCase{"init: model/config.json", "init: c.json\nmodel: m", "init"},
-                      BadCase{"data:\n", "data: 5\nx:\n", "data"}));
+                      BadCase{"data:\n", "data: 5\nx:\n", "data"},
+                      BadCase{"seq_len: 64", "seq_len: 64\n  format: markdown", "data.format"},
+                      BadCase{"seq_len: 64", "seq_len: 64\n  loss_on: all", "data.loss_on"},
+                      BadCase{"seq_len: 64", "seq_len: 64\n  overflow: drop", "data.overflow"},
+                      BadCase{"seq_len: 64", "seq_len: 64\n  packing: false", "data.packing"},
+                      BadCase{"seq_len: 64", "seq_len: 64\n  format: chat", "data.tokenizer"},
+                      BadCase{"seq_len: 64", "seq_len: 64\n  format: chat\n  tokenizer: bytes", "data.tokenizer"},
+                      BadCase{"seq_len: 64", "seq_len: 64\n  format: prompt_completion", "data.train"},
+                      BadCase{"seq_len: 64", "seq_len: 64\n  format: chat\n  tokenizer: t/", "data.train"},
+                      BadCase{"seq_len: 64", "seq_len: 64\n  format: chat\n  loss_on: responses", "data.loss_on"}));
+
+TEST(SpecTest, InstructionDataFieldsAndDefaults) {
+  auto spec = ParseJobSpec(
+      "type: finetune\nmodel: /m\noutput: /o\n"
+      "data: {format: prompt_completion, train: /t.jsonl, eval: [/e.jsonl], loss_on: all, overflow: drop}\n",
+      "s");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_TRUE(ValidateJobSpec(*spec).ok()) << ValidateJobSpec(*spec);
+  JobSpec s = WithDefaults(*spec);
+  EXPECT_EQ(s.data().format(), distill::v1::PROMPT_COMPLETION);
+  EXPECT_EQ(s.data().loss_on(), distill::v1::ALL);
+  EXPECT_EQ(s.data().overflow(), distill::v1::DROP);
+  EXPECT_TRUE(s.data().packing());
+  EXPECT_TRUE(ValidateJobSpec(s).ok()) << ValidateJobSpec(s);
+  JobSpec text = WithDefaults(*ParseJobSpec("type: finetune\nmodel: /m\noutput: /o\ndata: {train: /t.bin}\n", "s"));
+  EXPECT_EQ(text.data().format(), distill::v1::TEXT);
+  EXPECT_EQ(text.data().loss_on(), distill::v1::ASSISTANT);
+  EXPECT_EQ(text.data().overflow(), distill::v1::TRUNCATE);
+  EXPECT_TRUE(text.data().packing());
+  // The defaulted text spec still validates (the coordinator stores defaulted specs).
+  EXPECT_TRUE(ValidateJobSpec(text).ok()) << ValidateJobSpec(text);
+}
 
 TEST(SpecTest, LoraBlockWithFullMethodIsRejected) {
   absl::Status st = ParseAndValidate(GoodWith("method: lora", "method: full"));
