@@ -2,8 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "tests/test_util/test_util.h"
@@ -103,6 +105,60 @@ TEST(InstructionDataTest, UnpackedIsOneExamplePerRowInFileOrder) {
   EXPECT_EQ(ReadRow(*data, 1).inputs, (std::vector<int64_t>{'d', 'e', 'f', 'g', 0}));
   EXPECT_EQ(data->stats().Summary(),
             "2 examples, 0 truncated, 0 dropped, one per row in 2 rows of 5 (efficiency 60.0%)");
+}
+
+// The example segments of a row (split where a position is 0), without the
+// padding (no counted target, inputs 0).
+std::vector<Row> Segments(const Row& r) {
+  std::vector<Row> segments;
+  for (size_t j = 0; j < r.inputs.size(); ++j) {
+    if (r.positions[j] == 0) segments.emplace_back();
+    segments.back().inputs.push_back(r.inputs[j]);
+    segments.back().targets.push_back(r.targets[j]);
+    segments.back().positions.push_back(r.positions[j]);
+  }
+  std::vector<Row> examples;
+  for (Row& segment : segments) {
+    const bool padding =
+        std::all_of(segment.targets.begin(), segment.targets.end(),
+                    [](int64_t t) { return t == kIgn; }) &&
+        std::all_of(segment.inputs.begin(), segment.inputs.end(), [](int64_t i) { return i == 0; });
+    if (!padding) examples.push_back(std::move(segment));
+  }
+  return examples;
+}
+
+// Every example's slots are the same packed or alone in a row.
+TEST(InstructionDataTest, PackedRowsHoldTheUnpackedExamplesSlotForSlot) {
+  std::string contents;
+  for (int i = 0; i < 40; ++i) {
+    contents += Pc(std::string(1 + (i * 7) % 11, static_cast<char>('a' + i % 26)),
+                   std::string(1 + (i * 5) % 13, static_cast<char>('A' + i % 26)));
+  }
+  const std::string path = MakeTempDir("instruction_data") + "/d.jsonl";
+  WriteFile(path, contents);
+  InstructionOptions options = BytesOptions(32);
+  std::vector<std::vector<Row>> by_packing;
+  for (bool pack : {true, false}) {
+    options.pack = pack;
+    auto data = PackedExamples::Open({path}, options);
+    ASSERT_TRUE(data.ok()) << data.status();
+    std::vector<Row> examples;
+    for (int64_t row = 0; row < (*data)->rows(); ++row) {
+      for (Row& segment : Segments(ReadRow(**data, row))) examples.push_back(std::move(segment));
+    }
+    std::sort(examples.begin(), examples.end(), [](const Row& a, const Row& b) {
+      return std::tie(a.inputs, a.targets) < std::tie(b.inputs, b.targets);
+    });
+    by_packing.push_back(std::move(examples));
+  }
+  ASSERT_EQ(by_packing[0].size(), 40u);
+  ASSERT_EQ(by_packing[1].size(), 40u);
+  for (size_t i = 0; i < 40; ++i) {
+    EXPECT_EQ(by_packing[0][i].inputs, by_packing[1][i].inputs);
+    EXPECT_EQ(by_packing[0][i].targets, by_packing[1][i].targets);
+    EXPECT_EQ(by_packing[0][i].positions, by_packing[1][i].positions);
+  }
 }
 
 TEST(InstructionDataTest, LossOnAllCountsEveryTarget) {
