@@ -4,6 +4,8 @@
 #include <cmath>
 #include <limits>
 
+#include "worker/data/sequence_data.h"
+
 namespace distill::worker {
 namespace F = torch::nn::functional;
 
@@ -79,7 +81,8 @@ namespace {
 // commutes, so the RoPE result is bit-identical), written so that the output
 // is contiguous [B, H, T, hd]. Attention is at::scaled_dot_product_attention:
 // is_causal when every key up to the query is visible, an explicit boolean
-// mask when a sliding window hides some (Note [Sliding window] in config.h).
+// mask when a sliding window hides some (Note [Sliding window] in config.h) or
+// the row packs several examples (Note [Packed attention]).
 
 // The sin table with the sign of rotate_half folded in: cat(-sin1, sin2).
 torch::Tensor SignedSin(const torch::Tensor& sin) {
@@ -95,8 +98,8 @@ torch::Tensor ApplyRope(const torch::Tensor& x, const torch::Tensor& cos,
 }
 
 // q, k, v: [B, H, T, hd]; k/v already expanded to H heads. `visible`: a
-// boolean [T, T] mask (true = attend) for a sliding window, or undefined for
-// plain causal attention (the is_causal fast path).
+// boolean [T, T] or [B, 1, T, T] mask (true = attend), or undefined for plain
+// causal attention (the is_causal fast path).
 torch::Tensor CausalAttention(const torch::Tensor& q, const torch::Tensor& k,
                               const torch::Tensor& v, const torch::Tensor& visible) {
   if (!visible.defined()) {
@@ -333,6 +336,42 @@ torch::Tensor SlidingWindowMask(int64_t t, int64_t window, const torch::Device& 
   return back.ge(0).logical_and(back.lt(window));
 }
 
+// Note [Packed attention]: with positions (Note [Packed rows] in
+// worker/data/sequence_data.h), slot j of a row belongs to segment
+// cumsum(positions == 0)[j] (an example, or the padding after the last one).
+// Query q sees key k when both lie in one segment and k <= q, and on a
+// sliding-window layer also q - k < window: within a segment slots and
+// positions advance together, so the slot distance is the position distance.
+// Each slot's q and k are rotated by the cos/sin row of its own position
+// (RoPE scores depend on q - k only, so rotating by slot index would agree in
+// exact arithmetic; the example's own positions give the rounding it has alone
+// and keep the angles small in long rows). The masks ([B, 1, T, T], shared
+// by the heads) are built once per RunLayers call.
+// A batch whose rows are all 0..T-1 is one segment per row and takes the
+// unpacked path (is_causal), so it matches undefined positions bit for bit.
+
+// True when every row of `positions` [B, T] is 0..T-1.
+bool SingleSegmentRows(const torch::Tensor& positions) {
+  torch::Tensor plain = torch::arange(positions.size(1), positions.options());
+  return torch::equal(positions, plain.expand_as(positions));
+}
+
+// [B, 1, T, T] bool: query q may attend key k of its own segment, k <= q.
+torch::Tensor PackedCausalMask(const torch::Tensor& positions) {
+  torch::Tensor segment = positions.eq(0).cumsum(1);                   // [B, T]
+  torch::Tensor same = segment.unsqueeze(2).eq(segment.unsqueeze(1));  // [B, q, k]
+  torch::Tensor slot = torch::arange(positions.size(1), positions.options());
+  torch::Tensor causal = slot.unsqueeze(1).ge(slot.unsqueeze(0));  // [q, k]: k <= q
+  return same.logical_and(causal).unsqueeze(1);
+}
+
+// The rows of a cos or sin table [N, hd] at each slot's position:
+// [B, 1, T, hd], broadcasting over the heads.
+torch::Tensor AtPositions(const torch::Tensor& table, const torch::Tensor& positions) {
+  return table.index_select(0, positions.reshape({-1}))
+      .view({positions.size(0), 1, positions.size(1), table.size(1)});
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------
@@ -397,13 +436,14 @@ std::pair<torch::Tensor, torch::Tensor> LlamaForCausalLMImpl::Rope(int64_t seq_l
 
 torch::Tensor LlamaForCausalLMImpl::Hidden(const torch::Tensor& input_ids,
                                            const std::vector<int64_t>& capture_layers,
-                                           std::map<int64_t, torch::Tensor>* capture) {
+                                           std::map<int64_t, torch::Tensor>* capture,
+                                           const torch::Tensor& positions) {
   torch::Tensor h = Embed(input_ids);
   if (capture != nullptr &&
       std::find(capture_layers.begin(), capture_layers.end(), -1) != capture_layers.end()) {
     (*capture)[-1] = h;
   }
-  h = RunLayers(h, 0, config_.num_hidden_layers, capture_layers, capture);
+  h = RunLayers(h, 0, config_.num_hidden_layers, capture_layers, capture, positions);
   return FinalNorm(h);
 }
 
@@ -413,24 +453,48 @@ torch::Tensor LlamaForCausalLMImpl::Embed(const torch::Tensor& input_ids) {
 
 torch::Tensor LlamaForCausalLMImpl::RunLayers(const torch::Tensor& x, int64_t begin, int64_t end,
                                               const std::vector<int64_t>& capture_layers,
-                                              std::map<int64_t, torch::Tensor>* capture) {
+                                              std::map<int64_t, torch::Tensor>* capture,
+                                              const torch::Tensor& positions) {
   auto want = [&](int64_t layer) {
     return capture != nullptr &&
            std::find(capture_layers.begin(), capture_layers.end(), layer) != capture_layers.end();
   };
   const int64_t t = x.size(1);
+  // Dynamic NTK RoPE scales by the row length T, packed or not. Run alone, an
+  // example would be scaled by its own length (Hugging Face scales a packed
+  // row by its largest position + 1): the base differs only for lengths past
+  // max_position_embeddings, below which it is rope_theta for every length.
   auto [cos, sin] = Rope(t, x.device());
-  std::map<int64_t, torch::Tensor> masks;  // per window size
+  torch::Tensor packed;  // Note [Packed attention]; undefined: one sequence per row
+  if (positions.defined()) {
+    TORCH_CHECK(positions.dim() == 2 && positions.size(0) == x.size(0) && positions.size(1) == t &&
+                    positions.scalar_type() == torch::kLong,
+                "positions must be int64 [", x.size(0), ", ", t, "], got ", positions.scalar_type(),
+                " ", positions.sizes());
+    torch::Tensor pos = positions.to(x.device());
+    if (!SingleSegmentRows(pos)) {
+      cos = AtPositions(cos, pos);
+      sin = AtPositions(sin, pos);
+      packed = PackedCausalMask(pos);
+    }
+  }
+  std::map<int64_t, torch::Tensor> windowed;  // per window size
   torch::Tensor h = x;
   for (int64_t i = begin; i < end; ++i) {
     auto* layer = model->layers->ptr(static_cast<size_t>(i))->as<DecoderLayerImpl>();
     TORCH_CHECK(layer != nullptr, "decoder layer ", i, " is not part of this model (layers ",
                 part_.layer_begin, " to ", part_.layer_end - 1, ")");
     const int64_t window = AttentionWindow(config_, i);
-    if (window > 0 && window < t && masks.count(window) == 0) {
-      masks[window] = SlidingWindowMask(t, window, x.device());
+    torch::Tensor visible = packed;
+    if (window > 0 && window < t) {
+      torch::Tensor& mask = windowed[window];
+      if (!mask.defined()) {
+        mask = SlidingWindowMask(t, window, x.device());
+        if (packed.defined()) mask = packed.logical_and(mask);
+      }
+      visible = mask;
     }
-    h = layer->forward(h, cos, sin, window > 0 && window < t ? masks[window] : torch::Tensor());
+    h = layer->forward(h, cos, sin, visible);
     if (want(i)) (*capture)[i] = h;
   }
   return h;
@@ -446,13 +510,23 @@ torch::Tensor LlamaForCausalLMImpl::Logits(const torch::Tensor& hidden) {
   return torch::nn::functional::linear(hidden, LmHeadWeight()).to(torch::kFloat);
 }
 
-torch::Tensor LlamaForCausalLMImpl::forward(const torch::Tensor& input_ids) {
-  return Logits(Hidden(input_ids));
+torch::Tensor LlamaForCausalLMImpl::forward(const torch::Tensor& input_ids,
+                                            const torch::Tensor& positions) {
+  return Logits(Hidden(input_ids, {}, nullptr, positions));
 }
 
 torch::Tensor CausalLmLoss(const torch::Tensor& logits, const torch::Tensor& targets) {
-  return torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}),
-                                              targets.reshape({-1}));
+  // cross_entropy's ignore_index defaults to -100 too; it is named here so
+  // that the rule does not hang on a default. The sum over the counted
+  // targets, then one division by their count (at least 1): what the mean
+  // reduction computes when some target counts (the same sum, divided by the
+  // same count), 0 rather than 0 / 0 when none does.
+  torch::Tensor flat = targets.reshape({-1});
+  torch::Tensor sum = F::cross_entropy(
+      logits.reshape({-1, logits.size(-1)}), flat,
+      F::CrossEntropyFuncOptions().ignore_index(kIgnoreTarget).reduction(torch::kSum));
+  torch::Tensor counted = flat.ne(kIgnoreTarget).sum().clamp_min(1).to(sum.scalar_type());
+  return sum / counted;
 }
 
 std::vector<std::pair<std::string, Linear>> NamedLinears(LlamaForCausalLM& model) {

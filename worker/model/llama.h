@@ -55,8 +55,10 @@ TORCH_MODULE(RMSNorm);
 class AttentionImpl : public torch::nn::Module {
  public:
   explicit AttentionImpl(const ModelConfig& c);
-  // x [B, T, D]; cos/sin [T, head_dim]. Causal; `visible` ([T, T] bool, true
-  // = attend) narrows it to a sliding window when defined.
+  // x [B, T, D]; cos/sin [T, head_dim], or [B, 1, T, head_dim] for per-slot
+  // positions. Causal when `visible` is undefined; otherwise `visible` ([T, T]
+  // or [B, 1, T, T] bool, true = attend) says which keys each query sees (a
+  // sliding window, packed examples: Note [Packed attention] in llama.cc).
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                         const torch::Tensor& visible = {});
 
@@ -115,26 +117,35 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   // `part`: the whole model by default (ModelPart).
   explicit LlamaForCausalLMImpl(const ModelConfig& config, const ModelPart& part = {});
 
-  // input_ids [B, T] (int64) -> logits [B, T, V] in fp32.
-  torch::Tensor forward(const torch::Tensor& input_ids);
+  // input_ids [B, T] (int64) -> logits [B, T, V] in fp32. `positions`
+  // ([B, T] int64, each row as Note [Packed rows] in worker/data/
+  // sequence_data.h says) packs several examples into a row: each slot is
+  // rotated by its own position and attends only to the earlier slots of its
+  // example. Undefined: one sequence per row, positions 0..T-1.
+  torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& positions = {});
 
   // The final normalised hidden state [B, T, D]. When `capture` is given,
   // (*capture)[i] receives the output of decoder layer i (0-based) for every
-  // i in `capture_layers` (the input embedding is layer -1).
+  // i in `capture_layers` (the input embedding is layer -1). `positions` as
+  // in forward().
   torch::Tensor Hidden(const torch::Tensor& input_ids,
                        const std::vector<int64_t>& capture_layers = {},
-                       std::map<int64_t, torch::Tensor>* capture = nullptr);
+                       std::map<int64_t, torch::Tensor>* capture = nullptr,
+                       const torch::Tensor& positions = {});
   // The pieces of Hidden(), for a model split over processes (every piece
   // needs its part held): Hidden(ids) is
   // FinalNorm(RunLayers(Embed(ids), 0, num_hidden_layers)), op for op.
   // input_ids [B, T] (int64) -> the input embedding [B, T, D].
   torch::Tensor Embed(const torch::Tensor& input_ids);
-  // Decoder layers [begin, end) on x [B, T, D] (positions 0..T-1); captures
-  // the outputs of the layers in `capture_layers` within [begin, end) as
-  // Hidden() does.
+  // Decoder layers [begin, end) on x [B, T, D] at `positions` (as in
+  // forward(); undefined = 0..T-1 on every row); captures the outputs of the
+  // layers in `capture_layers` within [begin, end) as Hidden() does. Rows
+  // whose positions are all 0..T-1 give what undefined positions give, bit for
+  // bit (telling costs one comparison, a host sync on a GPU).
   torch::Tensor RunLayers(const torch::Tensor& x, int64_t begin, int64_t end,
                           const std::vector<int64_t>& capture_layers = {},
-                          std::map<int64_t, torch::Tensor>* capture = nullptr);
+                          std::map<int64_t, torch::Tensor>* capture = nullptr,
+                          const torch::Tensor& positions = {});
   // The final RMSNorm.
   torch::Tensor FinalNorm(const torch::Tensor& x);
   // hidden [.., D] -> logits [.., V] through lm_head (or the tied embedding).
@@ -166,6 +177,9 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
 TORCH_MODULE(LlamaForCausalLM);
 
 // Mean next-token cross-entropy: logits [B, T, V], targets [B, T] (int64).
+// Targets equal to kIgnoreTarget (worker/data/sequence_data.h, Hugging Face's
+// -100) count in no average; with no counted target the loss is 0 (and so is
+// its gradient), not NaN.
 torch::Tensor CausalLmLoss(const torch::Tensor& logits, const torch::Tensor& targets);
 
 // Every Linear of the model with its Hugging Face module path
