@@ -37,6 +37,14 @@ size_t FindInvalidUtf8(std::string_view text) {
   return std::string_view::npos;
 }
 
+absl::Status CheckUtf8(std::string_view text) {
+  const size_t bad = FindInvalidUtf8(text);
+  if (bad == std::string_view::npos) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "text is not valid UTF-8: bad byte 0x",
+      absl::Hex(static_cast<unsigned char>(text[bad]), absl::kZeroPad2), " at byte offset ", bad));
+}
+
 std::string Utf8Lossy(std::string_view bytes) {
   if (FindInvalidUtf8(bytes) == std::string_view::npos) return std::string(bytes);
   std::string out;
@@ -334,8 +342,19 @@ bool IsAscii(std::string_view text) {
 
 class UnicodeForm : public Normalizer {
  public:
-  explicit UnicodeForm(const UNormalizer2* form) : form_(form) {}
+  UnicodeForm(const UNormalizer2* form, std::string type) : form_(form), type_(std::move(type)) {}
   bool local() const override { return true; }
+  absl::Status NormalizeAligned(AlignedText* text) const override {
+    if (IsAscii(text->text)) return absl::OkStatus();
+    const std::u16string in = ToUtf16(text->text);
+    UErrorCode err = U_ZERO_ERROR;
+    if (unorm2_isNormalized(form_, reinterpret_cast<const UChar*>(in.data()),
+                            static_cast<int32_t>(in.size()), &err) &&
+        U_SUCCESS(err)) {
+      return absl::OkStatus();
+    }
+    return NormalizeFormAligned(type_, text);
+  }
   void Normalize(std::string* text) const override {
     if (IsAscii(*text)) return;  // ASCII is invariant under every form
     const std::u16string in = ToUtf16(*text);
@@ -354,6 +373,7 @@ class UnicodeForm : public Normalizer {
 
  private:
   const UNormalizer2* form_;
+  std::string type_;  // NFC, NFD, NFKC or NFKD
 };
 
 // As Rust's char::to_lowercase, which Hugging Face applies to each character
@@ -361,6 +381,20 @@ class UnicodeForm : public Normalizer {
 class Lowercase : public Normalizer {
  public:
   bool local() const override { return true; }
+  // Every character's lowercase takes its range (Note [Offsets]).
+  absl::Status NormalizeAligned(AlignedText* text) const override {
+    AlignedText out;
+    for (size_t i = 0; i < text->text.size();) {
+      const size_t len = Utf8Len(static_cast<unsigned char>(text->text[i]));
+      std::string lowered = text->text.substr(i, len);
+      Normalize(&lowered);
+      out.text += lowered;
+      out.align.insert(out.align.end(), lowered.size(), text->align[i]);
+      i += len;
+    }
+    *text = std::move(out);
+    return absl::OkStatus();
+  }
   void Normalize(std::string* text) const override {
     if (IsAscii(*text)) {
       for (char& c : *text) {
@@ -398,23 +432,34 @@ class Strip : public Normalizer {
  public:
   Strip(bool left, bool right) : left_(left), right_(right) {}
   void Normalize(std::string* text) const override {
-    size_t begin = 0, end = text->size();
+    const auto [begin, end] = Kept(*text);
+    *text = text->substr(begin, end - begin);
+  }
+  absl::Status NormalizeAligned(AlignedText* text) const override {
+    const auto [begin, end] = Kept(text->text);
+    *text = SubText(*text, begin, end);
+    return absl::OkStatus();
+  }
+
+ private:
+  // The bytes [begin, end) that stripping keeps.
+  std::pair<size_t, size_t> Kept(const std::string& text) const {
+    size_t begin = 0, end = text.size();
     if (left_) {
-      while (begin < end && IsRustSpace(CodePointAt(*text, begin))) {
-        begin += Utf8Len(static_cast<unsigned char>((*text)[begin]));
+      while (begin < end && IsRustSpace(CodePointAt(text, begin))) {
+        begin += Utf8Len(static_cast<unsigned char>(text[begin]));
       }
     }
     if (right_) {
       while (end > begin) {
-        const size_t prev = PrevCodePointStart(*text, end);
-        if (!IsRustSpace(CodePointAt(*text, prev))) break;
+        const size_t prev = PrevCodePointStart(text, end);
+        if (!IsRustSpace(CodePointAt(text, prev))) break;
         end = prev;
       }
     }
-    *text = text->substr(begin, end - begin);
+    return {begin, end};
   }
 
- private:
   bool left_, right_;
 };
 
@@ -432,6 +477,20 @@ class StripAccents : public Normalizer {
     }
     *text = std::move(out);
   }
+  absl::Status NormalizeAligned(AlignedText* text) const override {
+    AlignedText out;
+    for (size_t i = 0; i < text->text.size();) {
+      const size_t len = Utf8Len(static_cast<unsigned char>(text->text[i]));
+      if ((U_GET_GC_MASK(CodePointAt(text->text, i)) & U_GC_M_MASK) == 0) {
+        out.text.append(text->text, i, len);
+        out.align.insert(out.align.end(), text->align.begin() + static_cast<std::ptrdiff_t>(i),
+                         text->align.begin() + static_cast<std::ptrdiff_t>(i + len));
+      }
+      i += len;
+    }
+    *text = std::move(out);
+    return absl::OkStatus();
+  }
 };
 
 class Prepend : public Normalizer {
@@ -439,6 +498,10 @@ class Prepend : public Normalizer {
   explicit Prepend(std::string prefix) : prefix_(std::move(prefix)) {}
   void Normalize(std::string* text) const override {
     if (!text->empty()) text->insert(0, prefix_);
+  }
+  absl::Status NormalizeAligned(AlignedText* text) const override {
+    PrependAligned(prefix_, text);
+    return absl::OkStatus();
   }
 
  private:
@@ -463,6 +526,10 @@ class Replace : public Normalizer {
     out.append(*text, last, std::string::npos);
     *text = std::move(out);
   }
+  absl::Status NormalizeAligned(AlignedText* text) const override {
+    ReplaceAligned(*regex_, content_, text);
+    return absl::OkStatus();
+  }
 
  private:
   std::unique_ptr<Regex> regex_;
@@ -475,6 +542,10 @@ class SequenceNormalizer : public Normalizer {
       : steps_(std::move(steps)) {}
   void Normalize(std::string* text) const override {
     for (const auto& step : steps_) step->Normalize(text);
+  }
+  absl::Status NormalizeAligned(AlignedText* text) const override {
+    for (const auto& step : steps_) RETURN_IF_ERROR(step->NormalizeAligned(text));
+    return absl::OkStatus();
   }
   bool local() const override {
     return std::all_of(steps_.begin(), steps_.end(), [](const auto& s) { return s->local(); });
@@ -513,7 +584,7 @@ absl::StatusOr<std::unique_ptr<Normalizer>> MakeNormalizer(const nlohmann::json&
   }
   const std::string type = j["type"].get<std::string>();
   if (type == "NFC" || type == "NFD" || type == "NFKC" || type == "NFKD") {
-    return std::make_unique<UnicodeForm>(Form(type));
+    return std::make_unique<UnicodeForm>(Form(type), type);
   }
   if (type == "Lowercase") return std::make_unique<Lowercase>();
   if (type == "StripAccents") return std::make_unique<StripAccents>();
