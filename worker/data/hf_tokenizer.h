@@ -26,6 +26,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -46,6 +47,18 @@ struct EncodeOptions {
   size_t chunk_bytes = 64 << 10;  // chunk size of a long text (a balance of threads)
   // When set, advanced by the bytes of text encoded so far, as the work goes.
   std::atomic<uint64_t>* progress = nullptr;
+};
+
+// Ids with the bytes of the input text each covers (HfTokenizer::EncodeWithOffsets).
+struct Encoding {
+  std::vector<uint32_t> ids;
+  // offsets[i] = [begin, end) in BYTES of the input text covered by token i
+  // (Note [Offsets] in hf_tokenizer_internal.h): an added token covers its
+  // match and the spaces its lstrip / rstrip took; a token made only by the
+  // post-processor (BOS added by add_special_tokens) is [0, 0). Untrimmed: a
+  // byte-level token " hello" covers its leading space; a token cut inside a
+  // multi-byte character covers the whole character, as in Hugging Face.
+  std::vector<std::pair<size_t, size_t>> offsets;
 };
 
 class HfTokenizer {
@@ -70,6 +83,14 @@ class HfTokenizer {
                                                const EncodeOptions& options) const;
   absl::StatusOr<std::vector<uint32_t>> Encode(std::string_view text, bool add_special_tokens,
                                                int threads = 1) const;
+  // As Encode, plus offsets: the ids equal Encode's for the same text and
+  // options, the offsets are Hugging Face's `encode(text).offsets` in bytes
+  // (with trim_offsets off). Runs on the calling thread whatever `threads`
+  // (kept for symmetry with Encode), apart from Encode's fast paths, for
+  // short texts such as one conversation. InvalidArgument on invalid UTF-8,
+  // or naming a component that cannot give offsets for `text`.
+  absl::StatusOr<Encoding> EncodeWithOffsets(std::string_view text, bool add_special_tokens,
+                                             int threads = 1) const;
   // Ids back to text. InvalidArgument naming the position of an id that is
   // not in the vocabulary.
   absl::StatusOr<std::string> Decode(const std::vector<uint32_t>& ids,

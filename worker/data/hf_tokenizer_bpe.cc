@@ -172,26 +172,40 @@ void BpeModel::Encode(std::string_view word, bool byte_level, std::vector<uint32
   cache.map.emplace(std::string(word), std::move(value));
 }
 
+std::optional<uint32_t> BpeModel::WholeWordId(std::string_view word, bool byte_level) const {
+  std::string token;
+  if (byte_level) {
+    for (unsigned char c : word) token += ByteToUnicode()[c];
+  } else {
+    token = std::string(word);
+  }
+  auto it = vocab_.find(token);
+  if (it == vocab_.end()) return std::nullopt;
+  return it->second;
+}
+
 void BpeModel::EncodeUncached(std::string_view word, bool byte_level,
                               std::vector<uint32_t>* ids) const {
   if (ignore_merges_) {
-    std::string token;
-    if (byte_level) {
-      for (unsigned char c : word) token += ByteToUnicode()[c];
-    } else {
-      token = std::string(word);
-    }
-    auto it = vocab_.find(token);
-    if (it != vocab_.end()) {
-      ids->push_back(it->second);
+    if (std::optional<uint32_t> id = WholeWordId(word, byte_level)) {
+      ids->push_back(*id);
       return;
     }
   }
   std::vector<Symbol> symbols;
+  InitialSymbols(word, byte_level, &symbols, /*spans=*/nullptr);
+  if (symbols.empty()) return;
+  Merge(&symbols, ids);
+}
+
+void BpeModel::InitialSymbols(std::string_view word, bool byte_level,
+                              std::vector<Symbol>* symbols_out, std::vector<Span>* spans) const {
+  std::vector<Symbol>& symbols = *symbols_out;
   symbols.reserve(word.size());
-  auto add = [&symbols](uint32_t id) {
+  auto add = [&symbols, spans](uint32_t id, size_t begin, size_t end) {
     const int32_t n = static_cast<int32_t>(symbols.size());
     symbols.push_back({id, n - 1, n + 1, true});
+    if (spans != nullptr) spans->emplace_back(begin, end);
   };
   bool last_was_unk = false;
   for (size_t i = 0; i < word.size();) {
@@ -206,25 +220,51 @@ void BpeModel::EncodeUncached(std::string_view word, bool byte_level,
       if (it != vocab_.end()) id = it->second;
     }
     if (id.has_value()) {
-      add(*id);
+      add(*id, i, i + len);
       last_was_unk = false;
     } else if (byte_fallback_ &&
                std::all_of(word.begin() + i, word.begin() + i + len, [this](char c) {
                  return byte_fallback_ids_[static_cast<unsigned char>(c)] >= 0;
                })) {
       for (size_t k = i; k < i + len; ++k) {
-        add(static_cast<uint32_t>(byte_fallback_ids_[static_cast<unsigned char>(word[k])]));
+        add(static_cast<uint32_t>(byte_fallback_ids_[static_cast<unsigned char>(word[k])]), k,
+            k + 1);
       }
       last_was_unk = false;
     } else if (unk_id_.has_value()) {
-      if (!(fuse_unk_ && last_was_unk)) add(*unk_id_);
+      if (!(fuse_unk_ && last_was_unk)) {
+        add(*unk_id_, i, i + len);
+      } else if (spans != nullptr) {
+        spans->back().second = i + len;  // the fused unk covers this character too
+      }
       last_was_unk = true;
     }  // else: no unk token, the character is dropped (as Hugging Face does)
     i += len;
   }
+  if (!symbols.empty()) symbols.back().next = -1;
+}
+
+// A merged symbol at position i covers the initial symbols i .. next - 1
+// (Merge joins a symbol with the one after it into the left one).
+void BpeModel::EncodeWithSpans(std::string_view word, bool byte_level, std::vector<uint32_t>* ids,
+                               std::vector<Span>* spans) const {
+  if (ignore_merges_) {
+    if (std::optional<uint32_t> id = WholeWordId(word, byte_level)) {
+      ids->push_back(*id);
+      spans->emplace_back(0, word.size());
+      return;
+    }
+  }
+  std::vector<Symbol> symbols;
+  std::vector<Span> initial;
+  InitialSymbols(word, byte_level, &symbols, &initial);
   if (symbols.empty()) return;
-  symbols.back().next = -1;
   Merge(&symbols, ids);
+  for (int32_t i = 0; i >= 0; i = symbols[i].next) {
+    const int32_t last =
+        symbols[i].next >= 0 ? symbols[i].next - 1 : static_cast<int32_t>(symbols.size()) - 1;
+    spans->emplace_back(initial[i].first, initial[last].second);
+  }
 }
 
 void BpeModel::Merge(std::vector<Symbol>* symbols_ptr, std::vector<uint32_t>* ids) const {

@@ -33,6 +33,9 @@ absl::Status JsonError(const std::string& where, const std::string& what);
 
 // Offset of the first byte that is not part of valid UTF-8, or npos.
 size_t FindInvalidUtf8(std::string_view text);
+// InvalidArgument naming the first bad byte and its offset, if `text` is not
+// valid UTF-8 (Note [Invalid UTF-8 policy]).
+absl::Status CheckUtf8(std::string_view text);
 // Replaces invalid UTF-8 sequences with U+FFFD.
 std::string Utf8Lossy(std::string_view bytes);
 // Rust regex's Unicode \w (Alphabetic, marks, decimal digits, connector
@@ -85,10 +88,49 @@ absl::StatusOr<std::unique_ptr<Regex>> MakePattern(const nlohmann::json& j,
 // A run of text during pre-tokenization.
 using Pieces = std::vector<std::string>;
 
+// Note [Offsets]: HfTokenizer::EncodeWithOffsets runs the pipeline on text
+// that carries, for every byte, the original byte range [begin, end) of the
+// character it came from (all bytes of a character carry the same range), as
+// Hugging Face's NormalizedString does. A rewrite gives its output the range
+// that NormalizedString::transform gives: a character that replaces another
+// takes the replaced one's range, an inserted character the range of the
+// character before it (Prepend and a prefix space: the first character's;
+// Replace: the range of the match's last character), a removed character's
+// range is lost. A token covers from its first byte's begin to its last
+// byte's end, so a token cut inside a multi-byte character (byte-level BPE,
+// byte fallback) covers the whole character, as in Hugging Face. Encode()
+// never runs this code (hf_tokenizer_offsets.cc).
+using Span = std::pair<size_t, size_t>;
+struct AlignedText {
+  std::string text;
+  std::vector<Span> align;  // one per byte of `text`
+};
+using AlignedPieces = std::vector<AlignedText>;
+// `text` (valid UTF-8) whose bytes are at original offset `base` onwards.
+AlignedText MakeAligned(std::string_view text, size_t base);
+// Bytes [begin, end) of `t`.
+AlignedText SubText(const AlignedText& t, size_t begin, size_t end);
+// The original range of bytes [begin, end) (begin < end) of `t`.
+Span OriginalSpan(const AlignedText& t, size_t begin, size_t end);
+// Replaces every match of `regex` in `t` by `content`, aligned as Hugging
+// Face's NormalizedString::replace.
+void ReplaceAligned(const Regex& regex, const std::string& content, AlignedText* t);
+// Inserts `prefix` before non-empty `t` (NormalizedString::prepend).
+void PrependAligned(const std::string& prefix, AlignedText* t);
+// Normalizes `t` to Unicode form `type` (NFC, NFD, NFKC or NFKD) with the
+// alignment of Rust's unicode-normalization-alignments, which Hugging Face
+// uses: each character decomposed alone, marks reordered, composed
+// (Note [Offsets]). InvalidArgument naming `type` if that simulation does not
+// give ICU's text.
+absl::Status NormalizeFormAligned(const std::string& type, AlignedText* t);
+
 class Normalizer {
  public:
   virtual ~Normalizer() = default;
   virtual void Normalize(std::string* text) const = 0;
+  // Same text as Normalize, with offsets (Note [Offsets]). InvalidArgument
+  // naming the normalizer when it cannot give them.
+  virtual absl::Status NormalizeAligned(AlignedText* text) const = 0;
   // True if normalizing a text cut just before any '\n' part by part gives
   // the whole text's result (Note [Chunked encoding]).
   virtual bool local() const { return false; }
@@ -103,6 +145,8 @@ class PreTokenizer {
   // the first added token (Metaspace prepend_scheme "first"). `threads` > 1
   // may run a regex split of a long piece on that many threads.
   virtual void PreTokenize(Pieces* pieces, bool first_section, int threads) const = 0;
+  // Same pieces as PreTokenize, with offsets (Note [Offsets]).
+  virtual void PreTokenizeAligned(AlignedPieces* pieces, bool first_section) const = 0;
   // True for ByteLevel: its byte->character mapping may be left to the model
   // (Note [Lazy byte level]).
   virtual bool is_byte_level() const { return false; }
@@ -154,6 +198,10 @@ class BpeModel {
   // `byte_level`: `word` holds raw bytes to map through the byte-level
   // alphabet (Note [Lazy byte level]).
   void Encode(std::string_view word, bool byte_level, std::vector<uint32_t>* ids) const;
+  // The ids Encode appends, and for each the bytes [begin, end) of `word` it
+  // covers (a fused unk covers its whole run). Uncached: for offsets only.
+  void EncodeWithSpans(std::string_view word, bool byte_level, std::vector<uint32_t>* ids,
+                       std::vector<Span>* spans) const;
   std::optional<uint32_t> TokenToId(const std::string& token) const;
   const std::vector<std::string>& id_to_token() const { return id_to_token_; }
   std::optional<uint32_t> byte_fallback_id(unsigned char byte) const;
@@ -166,7 +214,13 @@ class BpeModel {
   };
   void Merge(std::vector<Symbol>* symbols, std::vector<uint32_t>* ids) const;
   void EncodeUncached(std::string_view word, bool byte_level, std::vector<uint32_t>* ids) const;
+  // The initial symbols of `word` (one per character or byte, before
+  // merges); with `spans`, the bytes of `word` each covers.
+  void InitialSymbols(std::string_view word, bool byte_level, std::vector<Symbol>* symbols,
+                      std::vector<Span>* spans) const;
   std::optional<uint32_t> CharId(std::string_view ch) const;
+  // ignore_merges: the id of the whole word when it is in the vocabulary.
+  std::optional<uint32_t> WholeWordId(std::string_view word, bool byte_level) const;
 
   absl::flat_hash_map<std::string, uint32_t> vocab_;
   std::vector<std::string> id_to_token_;  // "" for unused ids
@@ -256,6 +310,11 @@ class Pipeline {
   void EncodeSection(std::string_view text, bool first_section, int threads, size_t chunk_bytes,
                      std::atomic<uint64_t>* progress, std::vector<uint32_t>* ids,
                      bool is_normalized = false) const;
+  // EncodeSection with offsets, whole (Note [Offsets]): the ids are
+  // EncodeSection's (chunking never changes them, Note [Chunked encoding]).
+  // `text` is aligned to the original; normalized first unless `is_normalized`.
+  absl::Status EncodeSectionAligned(AlignedText text, bool first_section, bool is_normalized,
+                                    std::vector<uint32_t>* ids, std::vector<Span>* offsets) const;
 
  private:
   // EncodeSection by chunks; false (and `ids` untouched) when the chunks

@@ -14,9 +14,12 @@ namespace {
 
 enum class Behavior { kRemoved, kIsolated, kMergedWithPrevious, kMergedWithNext, kContiguous };
 
-// Splits `s` at the regex matches per `behavior` (tokenizers' SplitDelimiterBehavior).
-void SplitByMatches(const std::string& s, const std::vector<std::pair<size_t, size_t>>& matches,
-                    Behavior behavior, bool invert, Pieces* out) {
+// The [begin, end) byte ranges of a piece of `size` bytes that a split at the
+// regex matches keeps per `behavior` (tokenizers' SplitDelimiterBehavior);
+// some may be empty.
+std::vector<std::pair<size_t, size_t>> KeptRanges(
+    size_t size, const std::vector<std::pair<size_t, size_t>>& matches, Behavior behavior,
+    bool invert) {
   struct Segment {
     size_t begin, end;
     bool is_match;
@@ -28,7 +31,7 @@ void SplitByMatches(const std::string& s, const std::vector<std::pair<size_t, si
     segments.push_back({begin, end, true});
     last = end;
   }
-  if (last < s.size()) segments.push_back({last, s.size(), false});
+  if (last < size) segments.push_back({last, size, false});
   if (invert) {
     for (Segment& seg : segments) seg.is_match = !seg.is_match;
   }
@@ -75,9 +78,29 @@ void SplitByMatches(const std::string& s, const std::vector<std::pair<size_t, si
       }
       break;
   }
-  for (const auto& [begin, end] : kept) {
+  return kept;
+}
+
+// Splits `s` at the regex matches per `behavior`.
+void SplitByMatches(const std::string& s, const std::vector<std::pair<size_t, size_t>>& matches,
+                    Behavior behavior, bool invert, Pieces* out) {
+  for (const auto& [begin, end] : KeptRanges(s.size(), matches, behavior, invert)) {
     if (end > begin) out->push_back(s.substr(begin, end - begin));
   }
+}
+
+// SplitAll with offsets (Note [Offsets]).
+void SplitAllAligned(const Regex& regex, Behavior behavior, bool invert, AlignedPieces* pieces) {
+  AlignedPieces out;
+  std::vector<std::pair<size_t, size_t>> matches;
+  for (const AlignedText& piece : *pieces) {
+    matches.clear();
+    regex.FindAll(piece.text, &matches);
+    for (const auto& [begin, end] : KeptRanges(piece.text.size(), matches, behavior, invert)) {
+      if (end > begin) out.push_back(SubText(piece, begin, end));
+    }
+  }
+  *pieces = std::move(out);
 }
 
 constexpr size_t kParallelMinBytes = 1 << 20;
@@ -123,6 +146,18 @@ void SplitAll(const Regex& regex, Behavior behavior, bool invert, Pieces* pieces
   *pieces = std::move(out);
 }
 
+// Each byte as its byte-level character, which takes the byte's range.
+void ToByteLevelAligned(AlignedText* piece) {
+  const auto& table = ByteToUnicode();
+  AlignedText out;
+  for (size_t i = 0; i < piece->text.size(); ++i) {
+    const std::string& ch = table[static_cast<unsigned char>(piece->text[i])];
+    out.text += ch;
+    out.align.insert(out.align.end(), ch.size(), piece->align[i]);
+  }
+  *piece = std::move(out);
+}
+
 std::string ToByteLevel(const std::string& piece) {
   const auto& table = ByteToUnicode();
   std::string out;
@@ -137,6 +172,9 @@ class SplitPreTokenizer : public PreTokenizer {
       : regex_(std::move(regex)), behavior_(behavior), invert_(invert) {}
   void PreTokenize(Pieces* pieces, bool, int threads) const override {
     SplitAll(*regex_, behavior_, invert_, pieces, threads);
+  }
+  void PreTokenizeAligned(AlignedPieces* pieces, bool) const override {
+    SplitAllAligned(*regex_, behavior_, invert_, pieces);
   }
   const Regex* LeadingSplit() const override {
     return behavior_ == Behavior::kIsolated && !invert_ ? regex_.get() : nullptr;
@@ -166,6 +204,18 @@ class ByteLevelPreTokenizer : public PreTokenizer {
       for (std::string& piece : *pieces) piece = ToByteLevel(piece);
     }
   }
+  // Lazy: the pieces keep their raw bytes, which the model's spans count.
+  void PreTokenizeAligned(AlignedPieces* pieces, bool) const override {
+    if (add_prefix_space_) {
+      for (AlignedText& piece : *pieces) {
+        if (!piece.text.empty() && piece.text[0] != ' ') PrependAligned(" ", &piece);
+      }
+    }
+    if (regex_ != nullptr) SplitAllAligned(*regex_, Behavior::kIsolated, false, pieces);
+    if (!lazy_) {
+      for (AlignedText& piece : *pieces) ToByteLevelAligned(&piece);
+    }
+  }
   bool is_byte_level() const override { return true; }
   // With add_prefix_space the space goes before the whole text, not each chunk.
   const Regex* LeadingSplit() const override { return add_prefix_space_ ? nullptr : regex_.get(); }
@@ -186,11 +236,12 @@ class ByteLevelPreTokenizer : public PreTokenizer {
 class MetaspacePreTokenizer : public PreTokenizer {
  public:
   MetaspacePreTokenizer(std::string replacement, PrependScheme scheme, bool split,
-                        std::unique_ptr<Regex> replacement_regex)
+                        std::unique_ptr<Regex> replacement_regex, std::unique_ptr<Regex> space)
       : replacement_(std::move(replacement)),
         scheme_(scheme),
         split_(split),
-        replacement_regex_(std::move(replacement_regex)) {}
+        replacement_regex_(std::move(replacement_regex)),
+        space_(std::move(space)) {}
   void PreTokenize(Pieces* pieces, bool first_section, int threads) const override {
     for (size_t i = 0; i < pieces->size(); ++i) {
       std::string& piece = (*pieces)[i];
@@ -211,6 +262,18 @@ class MetaspacePreTokenizer : public PreTokenizer {
     }
     if (split_) SplitAll(*replacement_regex_, Behavior::kMergedWithNext, false, pieces, threads);
   }
+  void PreTokenizeAligned(AlignedPieces* pieces, bool first_section) const override {
+    for (size_t i = 0; i < pieces->size(); ++i) {
+      AlignedText& piece = (*pieces)[i];
+      ReplaceAligned(*space_, replacement_, &piece);
+      const bool starts = piece.text.compare(0, replacement_.size(), replacement_) == 0;
+      if (!starts && (scheme_ == PrependScheme::kAlways ||
+                      (scheme_ == PrependScheme::kFirst && first_section && i == 0))) {
+        PrependAligned(replacement_, &piece);
+      }
+    }
+    if (split_) SplitAllAligned(*replacement_regex_, Behavior::kMergedWithNext, false, pieces);
+  }
   bool PieceLocal() const override { return scheme_ != PrependScheme::kFirst; }
 
  private:
@@ -218,6 +281,7 @@ class MetaspacePreTokenizer : public PreTokenizer {
   PrependScheme scheme_;
   bool split_;
   std::unique_ptr<Regex> replacement_regex_;
+  std::unique_ptr<Regex> space_;  // " ", for PreTokenizeAligned
 };
 
 class ReplacePreTokenizer : public PreTokenizer {
@@ -241,6 +305,9 @@ class ReplacePreTokenizer : public PreTokenizer {
       piece = std::move(out);
     }
   }
+  void PreTokenizeAligned(AlignedPieces* pieces, bool) const override {
+    for (AlignedText& piece : *pieces) ReplaceAligned(*regex_, content_, &piece);
+  }
 
  private:
   std::unique_ptr<Regex> regex_;
@@ -253,6 +320,9 @@ class SequencePreTokenizer : public PreTokenizer {
       : steps_(std::move(steps)) {}
   void PreTokenize(Pieces* pieces, bool first_section, int threads) const override {
     for (const auto& step : steps_) step->PreTokenize(pieces, first_section, threads);
+  }
+  void PreTokenizeAligned(AlignedPieces* pieces, bool first_section) const override {
+    for (const auto& step : steps_) step->PreTokenizeAligned(pieces, first_section);
   }
   const Regex* LeadingSplit() const override {
     if (steps_.empty()) return nullptr;
@@ -345,8 +415,9 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> MakePreTokenizer(const nlohmann::j
     ASSIGN_OR_RETURN(PrependScheme scheme, ParsePrependScheme(j, where));
     const std::string replacement = MetaspaceReplacement(j);
     ASSIGN_OR_RETURN(std::unique_ptr<Regex> regex, Regex::Compile(replacement, /*literal=*/true));
+    ASSIGN_OR_RETURN(std::unique_ptr<Regex> space, Regex::Compile(" ", /*literal=*/true));
     return std::make_unique<MetaspacePreTokenizer>(replacement, scheme, j.value("split", true),
-                                                   std::move(regex));
+                                                   std::move(regex), std::move(space));
   }
   if (type == "Digits") {
     const bool individual = j.value("individual_digits", false);

@@ -1,10 +1,8 @@
 // Text utilities of the Hugging Face tokenizer: UTF-8 checks, the byte-level
-// alphabet, PCRE2 regexes and the normalizers (Unicode forms through ICU).
+// alphabet, PCRE2 regexes (the normalizers are in hf_tokenizer_normalizer.cc).
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 #include <unicode/uchar.h>
-#include <unicode/unorm2.h>
-#include <unicode/ustring.h>
 #include <unicode/utf8.h>
 
 #include <algorithm>
@@ -35,6 +33,14 @@ size_t FindInvalidUtf8(std::string_view text) {
     if (c < 0) return static_cast<size_t>(start);
   }
   return std::string_view::npos;
+}
+
+absl::Status CheckUtf8(std::string_view text) {
+  const size_t bad = FindInvalidUtf8(text);
+  if (bad == std::string_view::npos) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "text is not valid UTF-8: bad byte 0x",
+      absl::Hex(static_cast<unsigned char>(text[bad]), absl::kZeroPad2), " at byte offset ", bad));
 }
 
 std::string Utf8Lossy(std::string_view bytes) {
@@ -301,199 +307,6 @@ void Regex::FindAllParallel(std::string_view text, int threads,
   }
 }
 
-// ---------------------------------------------------------------- Normalizers
-
-namespace {
-
-std::u16string ToUtf16(std::string_view text) {
-  std::u16string out(text.size(), u'\0');
-  int32_t len = 0;
-  UErrorCode err = U_ZERO_ERROR;
-  u_strFromUTF8(reinterpret_cast<UChar*>(out.data()), static_cast<int32_t>(out.size()), &len,
-                text.data(), static_cast<int32_t>(text.size()), &err);
-  out.resize(U_SUCCESS(err) ? len : 0);
-  return out;
-}
-
-std::string ToUtf8(const std::u16string& text) {
-  std::string out(text.size() * 3, '\0');
-  int32_t len = 0;
-  UErrorCode err = U_ZERO_ERROR;
-  u_strToUTF8(out.data(), static_cast<int32_t>(out.size()), &len,
-              reinterpret_cast<const UChar*>(text.data()), static_cast<int32_t>(text.size()), &err);
-  out.resize(U_SUCCESS(err) ? len : 0);
-  return out;
-}
-
-bool IsAscii(std::string_view text) {
-  for (char c : text) {
-    if (static_cast<unsigned char>(c) >= 0x80) return false;
-  }
-  return true;
-}
-
-class UnicodeForm : public Normalizer {
- public:
-  explicit UnicodeForm(const UNormalizer2* form) : form_(form) {}
-  bool local() const override { return true; }
-  void Normalize(std::string* text) const override {
-    if (IsAscii(*text)) return;  // ASCII is invariant under every form
-    const std::u16string in = ToUtf16(*text);
-    UErrorCode err = U_ZERO_ERROR;
-    const auto* src = reinterpret_cast<const UChar*>(in.data());
-    const int32_t n = static_cast<int32_t>(in.size());
-    if (unorm2_isNormalized(form_, src, n, &err) && U_SUCCESS(err)) return;
-    err = U_ZERO_ERROR;
-    std::u16string out(in.size() * 4 + 16, u'\0');
-    const int32_t len = unorm2_normalize(form_, src, n, reinterpret_cast<UChar*>(out.data()),
-                                         static_cast<int32_t>(out.size()), &err);
-    if (U_FAILURE(err)) return;
-    out.resize(len);
-    *text = ToUtf8(out);
-  }
-
- private:
-  const UNormalizer2* form_;
-};
-
-// As Rust's char::to_lowercase, which Hugging Face applies to each character
-// alone: full mappings (U+0130 -> "i\u0307") but no context (no final sigma).
-class Lowercase : public Normalizer {
- public:
-  bool local() const override { return true; }
-  void Normalize(std::string* text) const override {
-    if (IsAscii(*text)) {
-      for (char& c : *text) {
-        if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-      }
-      return;
-    }
-    std::string out;
-    out.reserve(text->size());
-    for (size_t i = 0; i < text->size();) {
-      const auto lead = static_cast<unsigned char>((*text)[i]);
-      const size_t len = Utf8Len(lead);
-      if (lead < 0x80) {
-        out += static_cast<char>(lead >= 'A' && lead <= 'Z' ? lead - 'A' + 'a' : lead);
-      } else {
-        const std::u16string in = ToUtf16(std::string_view(*text).substr(i, len));
-        char16_t lowered[8];
-        UErrorCode err = U_ZERO_ERROR;
-        const int32_t n = u_strToLower(reinterpret_cast<UChar*>(lowered), 8,
-                                       reinterpret_cast<const UChar*>(in.data()),
-                                       static_cast<int32_t>(in.size()), "", &err);
-        if (U_SUCCESS(err)) {
-          out += ToUtf8(std::u16string(lowered, n));
-        } else {
-          out.append(*text, i, len);
-        }
-      }
-      i += len;
-    }
-    *text = std::move(out);
-  }
-};
-
-class Strip : public Normalizer {
- public:
-  Strip(bool left, bool right) : left_(left), right_(right) {}
-  void Normalize(std::string* text) const override {
-    size_t begin = 0, end = text->size();
-    if (left_) {
-      while (begin < end && IsRustSpace(CodePointAt(*text, begin))) {
-        begin += Utf8Len(static_cast<unsigned char>((*text)[begin]));
-      }
-    }
-    if (right_) {
-      while (end > begin) {
-        const size_t prev = PrevCodePointStart(*text, end);
-        if (!IsRustSpace(CodePointAt(*text, prev))) break;
-        end = prev;
-      }
-    }
-    *text = text->substr(begin, end - begin);
-  }
-
- private:
-  bool left_, right_;
-};
-
-// Removes every mark (Mn, Mc, Me), as Hugging Face's StripAccents does.
-class StripAccents : public Normalizer {
- public:
-  bool local() const override { return true; }
-  void Normalize(std::string* text) const override {
-    if (IsAscii(*text)) return;
-    std::string out;
-    for (size_t i = 0; i < text->size();) {
-      const size_t len = Utf8Len(static_cast<unsigned char>((*text)[i]));
-      if ((U_GET_GC_MASK(CodePointAt(*text, i)) & U_GC_M_MASK) == 0) out.append(*text, i, len);
-      i += len;
-    }
-    *text = std::move(out);
-  }
-};
-
-class Prepend : public Normalizer {
- public:
-  explicit Prepend(std::string prefix) : prefix_(std::move(prefix)) {}
-  void Normalize(std::string* text) const override {
-    if (!text->empty()) text->insert(0, prefix_);
-  }
-
- private:
-  std::string prefix_;
-};
-
-class Replace : public Normalizer {
- public:
-  Replace(std::unique_ptr<Regex> regex, std::string content)
-      : regex_(std::move(regex)), content_(std::move(content)) {}
-  void Normalize(std::string* text) const override {
-    std::vector<std::pair<size_t, size_t>> matches;
-    regex_->FindAll(*text, &matches);
-    if (matches.empty()) return;
-    std::string out;
-    size_t last = 0;
-    for (const auto& [begin, end] : matches) {
-      out.append(*text, last, begin - last);
-      out += content_;
-      last = end;
-    }
-    out.append(*text, last, std::string::npos);
-    *text = std::move(out);
-  }
-
- private:
-  std::unique_ptr<Regex> regex_;
-  std::string content_;
-};
-
-class SequenceNormalizer : public Normalizer {
- public:
-  explicit SequenceNormalizer(std::vector<std::unique_ptr<Normalizer>> steps)
-      : steps_(std::move(steps)) {}
-  void Normalize(std::string* text) const override {
-    for (const auto& step : steps_) step->Normalize(text);
-  }
-  bool local() const override {
-    return std::all_of(steps_.begin(), steps_.end(), [](const auto& s) { return s->local(); });
-  }
-
- private:
-  std::vector<std::unique_ptr<Normalizer>> steps_;
-};
-
-const UNormalizer2* Form(const std::string& type) {
-  UErrorCode err = U_ZERO_ERROR;
-  if (type == "NFC") return unorm2_getNFCInstance(&err);
-  if (type == "NFD") return unorm2_getNFDInstance(&err);
-  if (type == "NFKC") return unorm2_getNFKCInstance(&err);
-  return unorm2_getNFKDInstance(&err);
-}
-
-}  // namespace
-
 // A {"String": s} or {"Regex": r} pattern of Split, Replace.
 absl::StatusOr<std::unique_ptr<Regex>> MakePattern(const nlohmann::json& j,
                                                    const std::string& where) {
@@ -504,50 +317,6 @@ absl::StatusOr<std::unique_ptr<Regex>> MakePattern(const nlohmann::json& j,
     return regex;
   }
   return JsonError(where, "expected {\"String\": ...} or {\"Regex\": ...}");
-}
-
-absl::StatusOr<std::unique_ptr<Normalizer>> MakeNormalizer(const nlohmann::json& j,
-                                                           const std::string& where) {
-  if (!j.is_object() || !j.contains("type") || !j["type"].is_string()) {
-    return JsonError(where, "expected an object with a string \"type\"");
-  }
-  const std::string type = j["type"].get<std::string>();
-  if (type == "NFC" || type == "NFD" || type == "NFKC" || type == "NFKD") {
-    return std::make_unique<UnicodeForm>(Form(type));
-  }
-  if (type == "Lowercase") return std::make_unique<Lowercase>();
-  if (type == "StripAccents") return std::make_unique<StripAccents>();
-  if (type == "Strip") {
-    return std::make_unique<Strip>(j.value("strip_left", true), j.value("strip_right", true));
-  }
-  if (type == "Prepend") {
-    if (!j.contains("prepend") || !j["prepend"].is_string()) {
-      return JsonError(where + ".prepend", "expected a string");
-    }
-    return std::make_unique<Prepend>(j["prepend"].get<std::string>());
-  }
-  if (type == "Replace") {
-    ASSIGN_OR_RETURN(std::unique_ptr<Regex> regex,
-                     MakePattern(j.value("pattern", nlohmann::json()), where + ".pattern"));
-    if (!j.contains("content") || !j["content"].is_string()) {
-      return JsonError(where + ".content", "expected a string");
-    }
-    return std::make_unique<Replace>(std::move(regex), j["content"].get<std::string>());
-  }
-  if (type == "Sequence") {
-    if (!j.contains("normalizers") || !j["normalizers"].is_array()) {
-      return JsonError(where + ".normalizers", "expected an array");
-    }
-    std::vector<std::unique_ptr<Normalizer>> steps;
-    for (size_t i = 0; i < j["normalizers"].size(); ++i) {
-      ASSIGN_OR_RETURN(
-          std::unique_ptr<Normalizer> step,
-          MakeNormalizer(j["normalizers"][i], absl::StrCat(where, ".normalizers[", i, "]")));
-      steps.push_back(std::move(step));
-    }
-    return std::make_unique<SequenceNormalizer>(std::move(steps));
-  }
-  return JsonError(where + ".type", absl::StrCat("unsupported normalizer type \"", type, "\""));
 }
 
 }  // namespace distill::worker::hf

@@ -37,13 +37,7 @@ class SplitMix64 {
   uint64_t state_;
 };
 
-}  // namespace
-
-absl::StatusOr<WindowSampler> WindowSampler::Create(int64_t num_tokens,
-                                                    const SamplerOptions& options) {
-  if (options.seq_len < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("seq_len must be >= 1, got ", options.seq_len));
-  }
+absl::Status CheckLayout(const SamplerOptions& options) {
   if (options.world < 1) {
     return absl::InvalidArgumentError(absl::StrCat("world must be >= 1, got ", options.world));
   }
@@ -51,6 +45,17 @@ absl::StatusOr<WindowSampler> WindowSampler::Create(int64_t num_tokens,
     return absl::InvalidArgumentError(
         absl::StrCat("rank ", options.rank, " is outside [0, ", options.world, ")"));
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<WindowSampler> WindowSampler::Create(int64_t num_tokens,
+                                                    const SamplerOptions& options) {
+  if (options.seq_len < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("seq_len must be >= 1, got ", options.seq_len));
+  }
+  if (absl::Status s = CheckLayout(options); !s.ok()) return s;
   if (num_tokens < options.seq_len + 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("token stream has ", num_tokens,
@@ -59,17 +64,29 @@ absl::StatusOr<WindowSampler> WindowSampler::Create(int64_t num_tokens,
   return WindowSampler((num_tokens - 1) / options.seq_len, options);
 }
 
+absl::StatusOr<WindowSampler> WindowSampler::ForRows(int64_t num_rows, const SamplerOptions& options) {
+  if (absl::Status s = CheckLayout(options); !s.ok()) return s;
+  if (num_rows < 1) return absl::InvalidArgumentError(absl::StrCat("no rows to sample (", num_rows, ")"));
+  return WindowSampler(num_rows, options);
+}
+
 WindowSampler::WindowSampler(int64_t num_windows, const SamplerOptions& options)
     : num_windows_(num_windows), options_(options) {}
 
 std::vector<int64_t> WindowSampler::Next(int64_t b) {
-  std::vector<int64_t> offsets;
-  if (b < 1) return offsets;
-  offsets.reserve(static_cast<size_t>(b));
-  const int64_t first = position_ + static_cast<int64_t>(options_.rank) * b;
-  for (int64_t i = 0; i < b; ++i) offsets.push_back(WindowAt(first + i) * options_.seq_len);
-  position_ += b * options_.world;
+  std::vector<int64_t> offsets = NextRows(b);
+  for (int64_t& o : offsets) o *= options_.seq_len;
   return offsets;
+}
+
+std::vector<int64_t> WindowSampler::NextRows(int64_t b) {
+  std::vector<int64_t> rows;
+  if (b < 1) return rows;
+  rows.reserve(static_cast<size_t>(b));
+  const int64_t first = position_ + static_cast<int64_t>(options_.rank) * b;
+  for (int64_t i = 0; i < b; ++i) rows.push_back(WindowAt(first + i));
+  position_ += b * options_.world;
+  return rows;
 }
 
 int64_t WindowSampler::WindowAt(int64_t global_position) {

@@ -30,11 +30,17 @@ class WindowSampler {
   // InvalidArgument if the stream holds no full window (N < L + 1) or the
   // rank layout is wrong.
   static absl::StatusOr<WindowSampler> Create(int64_t num_tokens, const SamplerOptions& options);
+  // The same order over `num_rows` rows of a SequenceData (sequence_data.h:
+  // for plain text, row i is window i); options.seq_len is not used.
+  // InvalidArgument if num_rows < 1 or the rank layout is wrong.
+  static absl::StatusOr<WindowSampler> ForRows(int64_t num_rows, const SamplerOptions& options);
 
   int64_t num_windows() const { return num_windows_; }
   // Token offsets of this rank's next micro-batch of `b` windows; advances the
   // global position by b * world.
   std::vector<int64_t> Next(int64_t b);
+  // The same, as window (row) indices: Next(b)[i] == NextRows(b)[i] * L.
+  std::vector<int64_t> NextRows(int64_t b);
 
   // Global windows consumed so far (all ranks); the whole resumable state.
   int64_t position() const { return position_; }

@@ -17,6 +17,10 @@ absl::StatusOr<std::unique_ptr<TextWindows>> TextWindows::Create(TokenDataset da
   return std::unique_ptr<TextWindows>(new TextWindows(std::move(data), seq_len, rows));
 }
 
+std::string TextWindows::Describe() const {
+  return absl::StrCat(data_.size(), " tokens in ", rows_, " windows of ", seq_len_);
+}
+
 void TextWindows::Read(int64_t row, int64_t* inputs, int64_t* targets, int64_t* positions) const {
   std::vector<int64_t> window(static_cast<size_t>(seq_len_ + 1));
   data_.Read(row * seq_len_, seq_len_ + 1, window.data());

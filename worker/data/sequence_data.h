@@ -19,6 +19,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "absl/status/status.h"
 #include "worker/data/token_shard.h"
@@ -43,6 +44,8 @@ class SequenceData {
   virtual absl::Status CheckVocab(int64_t vocab_size) const = 0;
   // Counted targets over all rows (the tokens an eval of everything scores).
   virtual int64_t counted_targets() const = 0;
+  // For the job's start line: "120000 tokens in 468 windows of 256".
+  virtual std::string Describe() const = 0;
 };
 
 // Plain text: row i holds tokens [i*L, i*L + L + 1) of the stream (inputs
@@ -58,6 +61,7 @@ class TextWindows : public SequenceData {
   void Read(int64_t row, int64_t* inputs, int64_t* targets, int64_t* positions) const override;
   absl::Status CheckVocab(int64_t vocab_size) const override { return data_.CheckVocab(vocab_size); }
   int64_t counted_targets() const override { return rows_ * seq_len_; }
+  std::string Describe() const override;
   const TokenDataset& tokens() const { return data_; }
 
  private:

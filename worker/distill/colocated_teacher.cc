@@ -158,25 +158,24 @@ absl::Status ColocatedTeacher::CheckTokenizer(const std::string& tokenizer_json,
   return CheckSameTokenizer(dir_, tokenizer_json, field);
 }
 
-absl::StatusOr<TeacherBatch> ColocatedTeacher::Next(const torch::Tensor& inputs) {
-  return Run(inputs, run_);
+absl::StatusOr<TeacherBatch> ColocatedTeacher::Next(const TokenBatch& batch) {
+  return Run(batch.inputs, run_, batch.positions);
 }
 
-absl::StatusOr<TeacherEvalResult> ColocatedTeacher::Evaluate(
-    LlamaForCausalLM& student, const TokenDataset& data, int64_t seq_len, int64_t batch,
-    int64_t max_windows, int64_t chunk_tokens, const torch::Device& device, EvalShard shard) {
-  return EvaluateWithTeacher(student, model_, vocab_, data, seq_len, batch, max_windows,
-                             chunk_tokens, device, shard);
+absl::StatusOr<TeacherEvalResult> ColocatedTeacher::Evaluate(LlamaForCausalLM& student, const SequenceData& data,
+                                                             int64_t batch, int64_t max_rows, int64_t chunk_tokens,
+                                                             const torch::Device& device, EvalShard shard) {
+  return EvaluateWithTeacher(student, model_, vocab_, data, batch, max_rows, chunk_tokens, device, shard);
 }
 
-absl::StatusOr<TeacherBatch> ColocatedTeacher::Run(const torch::Tensor& inputs,
-                                                   const TeacherRunConfig& config) {
+absl::StatusOr<TeacherBatch> ColocatedTeacher::Run(const torch::Tensor& inputs, const TeacherRunConfig& config,
+                                                   const torch::Tensor& positions) {
   RETURN_IF_ERROR(CheckTeacherRunConfig(config, model_->config().num_hidden_layers, vocab_));
   const auto start = std::chrono::steady_clock::now();
   torch::NoGradGuard
       no_grad;  // not InferenceMode: feature targets may be saved for the student's backward
   std::map<int64_t, torch::Tensor> captured;
-  torch::Tensor h = model_->Hidden(inputs, config.capture_layers, &captured);
+  torch::Tensor h = model_->Hidden(inputs, config.capture_layers, &captured, positions);
   const int64_t n = h.size(0) * h.size(1);
   h = h.reshape({n, h.size(-1)});
   TeacherBatch batch;

@@ -76,21 +76,22 @@ class ColocatedTeacher : public Teacher {
   // is checked this way too). InvalidArgument starting with "`field`: ".
   absl::Status CheckTokenizer(const std::string& tokenizer_json, const std::string& field) const;
 
-  // The forward for inputs [B, L] (int64, on the teacher's device), without
-  // autograd. InvalidArgument for a capture layer out of range or top_k > V.
-  absl::StatusOr<TeacherBatch> Run(const torch::Tensor& inputs, const TeacherRunConfig& config);
+  // The forward for inputs [B, L] (int64, on the teacher's device; positions
+  // [B, L] for packed rows, llama.h), without autograd. InvalidArgument for a
+  // capture layer out of range or top_k > V.
+  absl::StatusOr<TeacherBatch> Run(const torch::Tensor& inputs, const TeacherRunConfig& config,
+                                   const torch::Tensor& positions = {});
 
   // Teacher: Next runs the forward at once (Run with the load's `run`); no
   // lookahead, nothing to stop.
   const ModelConfig& config() const override { return model_->config(); }
   int64_t vocab() const override { return vocab_; }  // the shared size V (the student's)
-  absl::StatusOr<TeacherBatch> Next(const torch::Tensor& inputs) override;
-  absl::StatusOr<TeacherEvalResult> Evaluate(LlamaForCausalLM& student, const TokenDataset& data,
-                                             int64_t seq_len, int64_t batch, int64_t max_windows,
-                                             int64_t chunk_tokens, const torch::Device& device,
-                                             EvalShard shard) override;
+  absl::StatusOr<TeacherBatch> Next(const TokenBatch& batch) override;
+  absl::StatusOr<TeacherEvalResult> Evaluate(LlamaForCausalLM& student, const SequenceData& data,
+                                             int64_t batch, int64_t max_rows, int64_t chunk_tokens,
+                                             const torch::Device& device, EvalShard shard) override;
   int Lookahead() const override { return 0; }
-  absl::Status Enqueue(const torch::Tensor&) override { return absl::OkStatus(); }
+  absl::Status Enqueue(const TokenBatch&) override { return absl::OkStatus(); }
   absl::Status Stop() override { return absl::OkStatus(); }
   std::string Placement() const override { return ""; }
 

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
+#include "worker/data/open_data.h"
 #include "worker/distill/colocated_teacher.h"
 #include "worker/model/config.h"
 #include "worker/train/autocast.h"
@@ -124,7 +125,7 @@ absl::Status DistillObjective::Prepare(LlamaForCausalLM& student, const torch::D
   }
   teacher_config_ = teacher_->config();
   if (spec_.data().tokenizer() != "bytes") {
-    RETURN_IF_ERROR(CheckSameTokenizer(teacher_dir, spec_.data().tokenizer(), "data.tokenizer"));
+    RETURN_IF_ERROR(CheckSameTokenizer(teacher_dir, TokenizerJsonPath(spec_.data().tokenizer()), "data.tokenizer"));
   }
 
   std::set<int64_t> student_layers;
@@ -157,23 +158,39 @@ std::vector<NamedParam> DistillObjective::ExtraParams() {
   return out;
 }
 
-absl::StatusOr<LossParts> DistillObjective::Loss(LlamaForCausalLM& student,
-                                                 const torch::Tensor& inputs,
-                                                 const torch::Tensor& targets) {
+namespace {
+
+// The teacher's rows of the batch's counted targets (all rows for plain text).
+TeacherOutput CountedOutput(const TokenBatch& batch, TeacherOutput out) {
+  auto rows = [&](torch::Tensor& t) {
+    if (t.defined()) t = CountedOnly(batch, t);
+  };
+  rows(out.logits);
+  rows(out.topk_logits);
+  rows(out.topk_ids);
+  rows(out.topk_lse);
+  rows(out.hidden);
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<LossParts> DistillObjective::Loss(LlamaForCausalLM& student, const TokenBatch& batch) {
   TeacherBatch tb;
   torch::Tensor h;
   std::map<int64_t, torch::Tensor> captured;
   {
     AutocastGuard autocast(bf16_);
-    ASSIGN_OR_RETURN(tb, teacher_->Next(inputs));
-    h = student->Hidden(inputs, student_layers_, &captured);
+    ASSIGN_OR_RETURN(tb, teacher_->Next(batch));
+    h = student->Hidden(batch.inputs, student_layers_, &captured, batch.positions);
   }
-  const int64_t n = targets.numel();
+  const int64_t n = batch.targets.numel();
   // The losses run in fp32 outside autocast: their gradients are formed by
   // hand chunk by chunk (kd_loss.h) and must match the fp32 master weights.
   ASSIGN_OR_RETURN(KdLossResult kd,
-                   KdLoss(h.reshape({n, h.size(-1)}).to(torch::kFloat), student->LmHeadWeight(),
-                          targets.reshape({n}), tb.output, kd_config_));
+                   KdLoss(CountedOnly(batch, h.reshape({n, h.size(-1)}).to(torch::kFloat)),
+                          student->LmHeadWeight(), CountedOnly(batch, batch.targets.reshape({n})),
+                          CountedOutput(batch, tb.output), kd_config_));
   LossParts parts;
   parts.values[kCe] = kd.ce;
   parts.values[kKd] = kd.kd;
@@ -184,23 +201,22 @@ absl::StatusOr<LossParts> DistillObjective::Loss(LlamaForCausalLM& student,
     const FeaturePairPlan& p = pairs_[i];
     const torch::Tensor& hs = captured.at(p.student_layer);
     ASSIGN_OR_RETURN(torch::Tensor f,
-                     FeatureLoss(hs.reshape({n, hs.size(-1)}).to(torch::kFloat),
-                                 tb.features.at(p.teacher_layer), projections_[i].get(), p.loss));
+                     FeatureLoss(CountedOnly(batch, hs.reshape({n, hs.size(-1)}).to(torch::kFloat)),
+                                 CountedOnly(batch, tb.features.at(p.teacher_layer)), projections_[i].get(),
+                                 p.loss));
     parts.values[kFeaturePrefix + p.name] = f.item<double>();
     parts.total = parts.total + p.weight * f;
   }
   return parts;
 }
 
-absl::StatusOr<EvalRecord> DistillObjective::Evaluate(LlamaForCausalLM& student,
-                                                      const TokenDataset& data, int64_t seq_len,
-                                                      int64_t batch, int64_t max_windows,
-                                                      int64_t step, EvalShard shard) {
+absl::StatusOr<EvalRecord> DistillObjective::Evaluate(LlamaForCausalLM& student, const SequenceData& data,
+                                                      int64_t batch, int64_t max_rows, int64_t step,
+                                                      EvalShard shard) {
   AutocastGuard autocast(bf16_);
   const torch::Device device = student->LmHeadWeight().device();
   ASSIGN_OR_RETURN(TeacherEvalResult r,
-                   teacher_->Evaluate(student, data, seq_len, batch, max_windows,
-                                      plan_.loss.chunk_tokens, device, shard));
+                   teacher_->Evaluate(student, data, batch, max_rows, plan_.loss.chunk_tokens, device, shard));
   EvalRecord rec;
   rec.step = step;
   rec.loss = r.student.loss;
@@ -242,9 +258,9 @@ void DistillObjective::FinishEval(EvalRecord* r) const {
 
 int DistillObjective::Lookahead() const { return teacher_ ? teacher_->Lookahead() : 0; }
 
-absl::Status DistillObjective::Enqueue(const torch::Tensor& inputs) {
+absl::Status DistillObjective::Enqueue(const TokenBatch& batch) {
   if (!teacher_) return absl::OkStatus();
-  return teacher_->Enqueue(inputs);
+  return teacher_->Enqueue(batch);
 }
 
 absl::Status DistillObjective::Finish() {

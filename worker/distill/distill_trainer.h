@@ -73,8 +73,9 @@ class DistillObjective : public TrainObjective {
   std::vector<NamedParam> ExtraParams() override;
   // Values: kCe, kKd (unweighted), kStreamBytes (teacher output bytes), and
   // kFeaturePrefix + pair name (each unweighted); wait_s: the teacher's.
-  absl::StatusOr<LossParts> Loss(LlamaForCausalLM& student, const torch::Tensor& inputs,
-                                 const torch::Tensor& targets) override;
+  // Every term counts the batch's counted targets only (instruction data:
+  // the responses), teacher and student seeing the same packed rows.
+  absl::StatusOr<LossParts> Loss(LlamaForCausalLM& student, const TokenBatch& batch) override;
   static constexpr const char* kCe = "ce";
   static constexpr const char* kKd = "kd";
   static constexpr const char* kStreamBytes = "stream_bytes";
@@ -85,13 +86,12 @@ class DistillObjective : public TrainObjective {
   // Student loss/ppl, and as fields KL(teacher || student) at T = 1, top-1
   // agreement and the teacher's own loss (EvaluateWithTeacher); FinishEval
   // adds the teacher's ppl and the console piece.
-  absl::StatusOr<EvalRecord> Evaluate(LlamaForCausalLM& student, const TokenDataset& data,
-                                      int64_t seq_len, int64_t batch, int64_t max_windows,
-                                      int64_t step, EvalShard shard) override;
+  absl::StatusOr<EvalRecord> Evaluate(LlamaForCausalLM& student, const SequenceData& data, int64_t batch,
+                                      int64_t max_rows, int64_t step, EvalShard shard) override;
   void FinishEval(EvalRecord* record) const override;
   std::string Describe() const override;
   int Lookahead() const override;
-  absl::Status Enqueue(const torch::Tensor& inputs) override;
+  absl::Status Enqueue(const TokenBatch& batch) override;
   // Stops the teacher (Teacher::Stop: dedicated teacher ranks learn this
   // student is done). Call once the training loop has returned: finished,
   // stopped or cancelled. After any other error RunDistill skips it, since the

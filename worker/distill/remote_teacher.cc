@@ -40,7 +40,7 @@ struct RemoteTeacher::Impl {
   struct Request {
     int64_t id = 0;
     ts::Kind kind = ts::kTrain;
-    torch::Tensor ids;     // [b, L] int64, a private copy (sent from it)
+    torch::Tensor ids;     // [b, L] int64, or [2, b, L] with the positions of packed rows; a private copy (sent from it)
     torch::Tensor header;  // kept alive while sending
     std::vector<std::unique_ptr<Work>> sends;
     bool sent = false;
@@ -74,17 +74,22 @@ struct RemoteTeacher::Impl {
     return absl::FailedPreconditionError(absl::StrCat("RemoteTeacher::", op, " after Stop"));
   }
 
-  static absl::StatusOr<torch::Tensor> Ids(const torch::Tensor& inputs, const char* op) {
+  // The request's ids message: inputs [b, L], stacked over the positions of
+  // packed rows.
+  static absl::StatusOr<torch::Tensor> Ids(const TokenBatch& batch, const char* op) {
+    const torch::Tensor& inputs = batch.inputs;
     if (!inputs.defined() || inputs.dim() != 2 || inputs.size(0) < 1 || inputs.size(1) < 1) {
       return absl::InvalidArgumentError(
           absl::StrCat("RemoteTeacher::", op, ": inputs must be [b, L] token ids, got ",
                        inputs.defined() ? Shape(inputs) : "undefined"));
     }
-    return inputs.detach().to(torch::kLong).contiguous().clone();
+    torch::Tensor ids = inputs.detach().to(torch::kLong);
+    if (batch.positions.defined()) ids = torch::stack({ids, batch.positions.detach().to(ids.device(), torch::kLong)});
+    return ids.contiguous().clone();
   }
 
   absl::Status Send(Request& r) {
-    r.header = ts::MakeHeader(r.kind, Student(), r.id, r.ids.size(0), r.ids.size(1), run);
+    r.header = ts::MakeHeader(r.kind, Student(), r.id, r.ids.size(-2), r.ids.size(-1), run, r.ids.dim() == 3);
     ASSIGN_OR_RETURN(
         auto h, world.SendAsync(r.header, Stage0(), ts::kTagRequest, "teacher request header"));
     r.sends.push_back(std::move(h));
@@ -117,7 +122,7 @@ struct RemoteTeacher::Impl {
     // be saved for the student's backward.
     c10::InferenceMode normal_tensors(false);
     torch::NoGradGuard no_grad;
-    const int64_t n = r.ids.numel(), d = teacher.hidden_size;
+    const int64_t n = r.ids.size(-2) * r.ids.size(-1), d = teacher.hidden_size;
     const auto f32 = torch::TensorOptions().dtype(torch::kFloat).device(device);
     std::vector<std::unique_ptr<Work>> works;
     auto recv = [&](torch::Tensor t, int src, int tag, const std::string& what) -> absl::Status {
@@ -175,7 +180,7 @@ struct RemoteTeacher::Impl {
     // A bug guard: the reply must be the one to this request.
     auto got = reply.accessor<int64_t, 1>();
     auto want = r.header.accessor<int64_t, 1>();
-    for (int f : {ts::kKind, ts::kStudent, ts::kRequest, ts::kBatch, ts::kLength}) {
+    for (int f : {ts::kKind, ts::kStudent, ts::kRequest, ts::kBatch, ts::kLength, ts::kPacked}) {
       if (got[f] != want[f]) {
         return absl::InternalError(absl::StrCat(
             layout.Role(layout.rank), ": the teacher replied to ", ts::DescribeHeader(reply),
@@ -238,20 +243,20 @@ absl::StatusOr<std::unique_ptr<RemoteTeacher>> RemoteTeacher::Create(
   return std::unique_ptr<RemoteTeacher>(new RemoteTeacher(std::move(impl)));
 }
 
-absl::Status RemoteTeacher::Enqueue(const torch::Tensor& inputs) {
+absl::Status RemoteTeacher::Enqueue(const TokenBatch& batch) {
   RETURN_IF_ERROR(impl_->CheckOpen("Enqueue"));
   Impl::Request r;
-  ASSIGN_OR_RETURN(r.ids, Impl::Ids(inputs, "Enqueue"));
+  ASSIGN_OR_RETURN(r.ids, Impl::Ids(batch, "Enqueue"));
   r.id = impl_->next_id++;
   impl_->queue.push_back(std::move(r));
   return impl_->Pump();
 }
 
-absl::StatusOr<TeacherBatch> RemoteTeacher::Next(const torch::Tensor& inputs) {
+absl::StatusOr<TeacherBatch> RemoteTeacher::Next(const TokenBatch& batch) {
   RETURN_IF_ERROR(impl_->CheckOpen("Next"));
-  if (impl_->queue.empty()) RETURN_IF_ERROR(Enqueue(inputs));
+  if (impl_->queue.empty()) RETURN_IF_ERROR(Enqueue(batch));
   Impl::Request& front = impl_->queue.front();
-  ASSIGN_OR_RETURN(torch::Tensor ids, Impl::Ids(inputs, "Next"));
+  ASSIGN_OR_RETURN(torch::Tensor ids, Impl::Ids(batch, "Next"));
   if (!ids.sizes().equals(front.ids.sizes()) ||
       !torch::equal(ids.to(front.ids.device()), front.ids)) {
     return absl::InternalError(absl::StrCat("RemoteTeacher::Next: inputs ", Shape(ids),
@@ -262,17 +267,17 @@ absl::StatusOr<TeacherBatch> RemoteTeacher::Next(const torch::Tensor& inputs) {
   const auto start = std::chrono::steady_clock::now();
   RETURN_IF_ERROR(impl_->Pump());
   if (!front.received) RETURN_IF_ERROR(impl_->Receive(front));
-  TeacherBatch batch = std::move(front.batch);
-  batch.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  TeacherBatch out = std::move(front.batch);
+  out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   impl_->queue.pop_front();
   RETURN_IF_ERROR(impl_->Pump());
-  return batch;
+  return out;
 }
 
-absl::StatusOr<torch::Tensor> RemoteTeacher::EvalLogits(const torch::Tensor& inputs) {
+absl::StatusOr<torch::Tensor> RemoteTeacher::EvalLogits(const TokenBatch& batch) {
   RETURN_IF_ERROR(impl_->CheckOpen("EvalLogits"));
   Impl::Request r;
-  ASSIGN_OR_RETURN(r.ids, Impl::Ids(inputs, "EvalLogits"));
+  ASSIGN_OR_RETURN(r.ids, Impl::Ids(batch, "EvalLogits"));
   r.kind = ts::kEval;
   r.id = impl_->next_id++;
   RETURN_IF_ERROR(impl_->Send(r));
@@ -291,12 +296,11 @@ absl::Status RemoteTeacher::Stop() {
   return impl_->world.Send(header, impl_->Stage0(), ts::kTagRequest, "teacher stop");
 }
 
-absl::StatusOr<TeacherEvalResult> RemoteTeacher::Evaluate(
-    LlamaForCausalLM& student, const TokenDataset& data, int64_t seq_len, int64_t batch,
-    int64_t max_windows, int64_t chunk_tokens, const torch::Device& device, EvalShard shard) {
-  auto logits = [this](const torch::Tensor& inputs) { return EvalLogits(inputs); };
-  return EvaluateWithTeacherLogits(student, logits, vocab(), data, seq_len, batch, max_windows,
-                                   chunk_tokens, device, shard);
+absl::StatusOr<TeacherEvalResult> RemoteTeacher::Evaluate(LlamaForCausalLM& student, const SequenceData& data,
+                                                          int64_t batch, int64_t max_rows, int64_t chunk_tokens,
+                                                          const torch::Device& device, EvalShard shard) {
+  auto logits = [this](const TokenBatch& b) { return EvalLogits(b); };
+  return EvaluateWithTeacherLogits(student, logits, vocab(), data, batch, max_rows, chunk_tokens, device, shard);
 }
 
 int RemoteTeacher::Lookahead() const { return impl_->lookahead; }

@@ -37,22 +37,21 @@ class RemoteTeacher : public Teacher {
       torch::Device device);
   ~RemoteTeacher() override;
 
-  // Queues a future training micro-batch's ids [b, L] (int64): sent at once
-  // while fewer than runtime.prefetch requests are in flight, else when an
-  // earlier reply has been taken.
-  absl::Status Enqueue(const torch::Tensor& inputs) override;
+  // Queues a future training micro-batch (its ids [b, L], with the positions
+  // of packed rows): sent at once while fewer than runtime.prefetch requests
+  // are in flight, else when an earlier reply has been taken.
+  absl::Status Enqueue(const TokenBatch& batch) override;
   // The teacher's output for the oldest queued micro-batch, which must equal
-  // `inputs` (with nothing queued, `inputs` is sent first). `seconds` in the
+  // `batch` (with nothing queued, `batch` is sent first). `seconds` in the
   // result is the time blocked waiting for it; `bytes` what was received.
-  absl::StatusOr<TeacherBatch> Next(const torch::Tensor& inputs) override;
+  absl::StatusOr<TeacherBatch> Next(const TokenBatch& batch) override;
   // Dense teacher logits [b*L, V] (float32, first V columns) for an eval
   // batch. Replies to queued training requests received meanwhile are kept.
-  absl::StatusOr<torch::Tensor> EvalLogits(const torch::Tensor& inputs);
+  absl::StatusOr<torch::Tensor> EvalLogits(const TokenBatch& batch);
   // EvaluateWithTeacherLogits (train/eval.h) over EvalLogits.
-  absl::StatusOr<TeacherEvalResult> Evaluate(LlamaForCausalLM& student, const TokenDataset& data,
-                                             int64_t seq_len, int64_t batch, int64_t max_windows,
-                                             int64_t chunk_tokens, const torch::Device& device,
-                                             EvalShard shard) override;
+  absl::StatusOr<TeacherEvalResult> Evaluate(LlamaForCausalLM& student, const SequenceData& data,
+                                             int64_t batch, int64_t max_rows, int64_t chunk_tokens,
+                                             const torch::Device& device, EvalShard shard) override;
   // Tells stage 0 this student is done (after draining its replies).
   // Idempotent; the destructor does not call it.
   absl::Status Stop() override;

@@ -22,7 +22,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/plan.h"
-#include "worker/data/token_shard.h"
+#include "worker/data/sequence_data.h"
 #include "worker/distill/kd_loss.h"
 #include "worker/model/config.h"
 #include "worker/model/llama.h"
@@ -48,23 +48,25 @@ class Teacher {
   virtual const ModelConfig& config() const = 0;  // the teacher's
   virtual int64_t vocab() const = 0;              // the shared size V (the student's)
 
-  // The teacher's output for the training micro-batch `inputs` [b, L]
-  // (int64, on the student's device): the transport of the run configuration
-  // the teacher was built with, and the outputs of its capture layers.
-  virtual absl::StatusOr<TeacherBatch> Next(const torch::Tensor& inputs) = 0;
+  // The teacher's output for the training micro-batch `batch` (inputs
+  // [b, L] int64 on the student's device, and the positions of packed rows:
+  // the teacher sees the same packing): the transport of the run
+  // configuration the teacher was built with, and the outputs of its capture
+  // layers, for all b * L slots.
+  virtual absl::StatusOr<TeacherBatch> Next(const TokenBatch& batch) = 0;
 
   // `student` evaluated against the teacher (train/eval.h:
   // EvaluateWithTeacher): student loss, KL(teacher || student) at T = 1,
   // top-1 agreement, the teacher's own loss.
   virtual absl::StatusOr<TeacherEvalResult> Evaluate(
-      LlamaForCausalLM& student, const TokenDataset& data, int64_t seq_len, int64_t batch,
-      int64_t max_windows, int64_t chunk_tokens, const torch::Device& device, EvalShard shard) = 0;
+      LlamaForCausalLM& student, const SequenceData& data, int64_t batch, int64_t max_rows,
+      int64_t chunk_tokens, const torch::Device& device, EvalShard shard) = 0;
 
   // How many training micro-batches ahead the student announces (Enqueue)
   // before asking for one (Next); 0 when the teacher computes on demand.
   virtual int Lookahead() const = 0;
   // Announces a future training micro-batch, in the order Next will ask for it.
-  virtual absl::Status Enqueue(const torch::Tensor& inputs) = 0;
+  virtual absl::Status Enqueue(const TokenBatch& batch) = 0;
   // Called once the training loop has returned without an error (finished,
   // stopped or cancelled): a teacher on other ranks is told this student is
   // done. Idempotent.

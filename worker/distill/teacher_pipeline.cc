@@ -38,7 +38,10 @@
 //   and, unless it is the last stage, header + hidden to stage 1. STOP marks
 //   s stopped; after all S, stage 0 sends STOP to stage 1 and finishes.
 // Stage j > 0: waits for a header from stage j - 1, then the hidden state
-//   behind it; serves requests in stage 0's order; forwards STOP and finishes.
+//   behind it (and for packed rows, header field kPacked, the positions on
+//   kTagStagePositions right after it); serves requests in stage 0's order;
+//   forwards STOP and finishes. A packed request's ids message is [2, b, L]:
+//   the ids and their positions in one send.
 // Every stage reaps its completed sends on each loop turn and waits for the
 //   rest before returning (stats).
 //
@@ -256,10 +259,12 @@ class StageServer {
         --live;
         continue;
       }
-      torch::Tensor ids =
-          torch::empty({h[ts::kBatch], h[ts::kLength]}, torch::dtype(torch::kLong).device(device_));
+      const bool packed = h[ts::kPacked] == 1;
+      torch::Tensor ids = torch::empty(packed ? std::vector<int64_t>{2, h[ts::kBatch], h[ts::kLength]}
+                                              : std::vector<int64_t>{h[ts::kBatch], h[ts::kLength]},
+                                       torch::dtype(torch::kLong).device(device_));
       RETURN_IF_ERROR(world_.Recv(ids, src, ts::kTagIds, "teacher request token ids"));
-      RETURN_IF_ERROR(Process(header, ids));
+      RETURN_IF_ERROR(packed ? Process(header, ids[0], ids[1]) : Process(header, ids, torch::Tensor()));
     }
     if (last_) return absl::OkStatus();
     return Forward(ts::MakeHeader(ts::kStop, -1, -1, 0, 0, run_), torch::Tensor());
@@ -294,7 +299,12 @@ class StageServer {
           torch::empty({h[ts::kBatch], h[ts::kLength], model_->config().hidden_size},
                        torch::dtype(torch::kFloat).device(device_));
       RETURN_IF_ERROR(world_.Recv(hidden, src, ts::kTagStageHidden, "teacher hidden state"));
-      RETURN_IF_ERROR(Process(header, hidden));
+      torch::Tensor positions;
+      if (h[ts::kPacked] == 1) {
+        positions = torch::empty({h[ts::kBatch], h[ts::kLength]}, torch::dtype(torch::kLong).device(device_));
+        RETURN_IF_ERROR(world_.Recv(positions, src, ts::kTagStagePositions, "teacher positions"));
+      }
+      RETURN_IF_ERROR(Process(header, hidden, positions));
     }
   }
 
@@ -326,8 +336,9 @@ class StageServer {
     return absl::OkStatus();
   }
 
-  // Runs this stage's part of one request and sends what follows from it.
-  absl::Status Process(const torch::Tensor& header, const torch::Tensor& input) {
+  // Runs this stage's part of one request and sends what follows from it;
+  // `positions` [b, L] for packed rows, else undefined.
+  absl::Status Process(const torch::Tensor& header, const torch::Tensor& input, const torch::Tensor& positions) {
     const auto start = Clock::now();
     auto h = header.accessor<int64_t, 1>();
     const bool train = h[ts::kKind] == ts::kTrain;
@@ -338,13 +349,13 @@ class StageServer {
       torch::Tensor x = stage_ == 0 ? model_->Embed(input) : input;
       std::map<int64_t, torch::Tensor> captured;
       static const std::vector<int64_t> kNone;
-      x = model_->RunLayers(x, range_.begin, range_.end, train ? mine_ : kNone, &captured);
+      x = model_->RunLayers(x, range_.begin, range_.end, train ? mine_ : kNone, &captured, positions);
       for (const auto& [layer, t] : captured) {
         RETURN_IF_ERROR(sends_.Send(t.reshape({n, d}).to(torch::kFloat), student, ts::kTagFeature,
                                     absl::StrCat("teacher layer ", layer, " output")));
       }
       if (!last_) {
-        RETURN_IF_ERROR(Forward(header.clone(), x.to(torch::kFloat)));
+        RETURN_IF_ERROR(Forward(header.clone(), x.to(torch::kFloat), positions));
       } else {
         RETURN_IF_ERROR(Reply(header, model_->FinalNorm(x).reshape({n, d}), train, student));
       }
@@ -360,11 +371,14 @@ class StageServer {
     return absl::OkStatus();
   }
 
-  absl::Status Forward(const torch::Tensor& header, const torch::Tensor& hidden) {
+  absl::Status Forward(const torch::Tensor& header, const torch::Tensor& hidden,
+                       const torch::Tensor& positions = torch::Tensor()) {
     const int dst = layout_.StageRank(stage_ + 1);
     RETURN_IF_ERROR(sends_.Send(header, dst, ts::kTagStageHeader, "teacher stage header"));
     if (!hidden.defined()) return absl::OkStatus();
-    return sends_.Send(hidden, dst, ts::kTagStageHidden, "teacher hidden state");
+    RETURN_IF_ERROR(sends_.Send(hidden, dst, ts::kTagStageHidden, "teacher hidden state"));
+    if (!positions.defined()) return absl::OkStatus();
+    return sends_.Send(positions, dst, ts::kTagStagePositions, "teacher positions");
   }
 
   absl::Status Reply(const torch::Tensor& header, const torch::Tensor& h, bool train, int student) {

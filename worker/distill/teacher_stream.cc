@@ -9,7 +9,7 @@
 namespace distill::worker::teacher_stream {
 
 torch::Tensor MakeHeader(Kind kind, int64_t student, int64_t request, int64_t b, int64_t l,
-                         const TeacherRunConfig& run) {
+                         const TeacherRunConfig& run, bool packed) {
   torch::Tensor h = torch::zeros({kHeaderLen}, torch::kLong);
   auto a = h.accessor<int64_t, 1>();
   a[kKind] = kind;
@@ -17,6 +17,7 @@ torch::Tensor MakeHeader(Kind kind, int64_t student, int64_t request, int64_t b,
   a[kRequest] = request;
   a[kBatch] = b;
   a[kLength] = l;
+  a[kPacked] = packed ? 1 : 0;
   a[kTransport] = run.transport;
   a[kTopK] = run.top_k;
   int64_t bits = 0;
@@ -34,7 +35,7 @@ std::string DescribeHeader(const torch::Tensor& header) {
                      : a[kKind] == kStop ? "stop"
                                          : "bad";
   return absl::StrCat(kind, " request ", a[kRequest], " of student ", a[kStudent], " [", a[kBatch],
-                      " x ", a[kLength], "]");
+                      " x ", a[kLength], a[kPacked] == 1 ? ", packed" : "", "]");
 }
 
 int64_t CaptureHash(const std::vector<int64_t>& layers) {

@@ -35,6 +35,7 @@ enum Tag : int {
   kTagTopkLse = 7109,      // TOPK: [N] float32
   kTagHidden = 7110,       // HIDDEN: final normalised hidden state [N, d_t] float32
   kTagEvalLogits = 7111,   // EVAL: dense logits [N, V] float32
+  kTagStagePositions = 7112,  // packed: stage j -> j + 1: positions [b, L] int64, after the hidden state
 };
 
 enum Kind : int64_t { kTrain = 1, kEval = 2, kStop = 3 };
@@ -51,11 +52,15 @@ enum Field : int {
   kTopK = 6,
   kTemperatureBits = 7,  // the double's bits
   kCaptureHash = 8,      // CaptureHash(capture layers)
+  // 1 for packed rows (Note [Packed rows] in sequence_data.h): the student's
+  // ids message is [2, b, L], the ids then their positions, and each stage
+  // passes the positions on after the hidden state.
+  kPacked = 9,
   kHeaderLen = 10,
 };
 
 torch::Tensor MakeHeader(Kind kind, int64_t student, int64_t request, int64_t b, int64_t l,
-                         const TeacherRunConfig& run);
+                         const TeacherRunConfig& run, bool packed = false);
 // "train request 3 of student 1 [2 x 16]".
 std::string DescribeHeader(const torch::Tensor& header);
 int64_t CaptureHash(const std::vector<int64_t>& layers);

@@ -8,39 +8,54 @@
 
 namespace distill::worker {
 
-std::pair<torch::Tensor, torch::Tensor> MakeBatch(const TokenDataset& data, const std::vector<int64_t>& starts,
-                                                  int64_t seq_len, const torch::Device& device) {
-  const int64_t b = static_cast<int64_t>(starts.size());
-  torch::Tensor buf = torch::empty({b, seq_len + 1}, torch::kLong);
-  int64_t* p = buf.data_ptr<int64_t>();
-  for (int64_t i = 0; i < b; ++i) data.Read(starts[i], seq_len + 1, p + i * (seq_len + 1));
-  torch::Tensor inputs = buf.narrow(1, 0, seq_len).contiguous();
-  torch::Tensor targets = buf.narrow(1, 1, seq_len).contiguous();
-  if (device.is_cpu()) return {inputs, targets};
-  return {inputs.to(device, /*non_blocking=*/true), targets.to(device, /*non_blocking=*/true)};
+TokenBatch MakeBatch(const SequenceData& data, const std::vector<int64_t>& rows, const torch::Device& device) {
+  const int64_t b = static_cast<int64_t>(rows.size()), l = data.seq_len();
+  torch::Tensor inputs = torch::empty({b, l}, torch::kLong), targets = torch::empty({b, l}, torch::kLong);
+  torch::Tensor positions = torch::empty({b, l}, torch::kLong);
+  for (int64_t i = 0; i < b; ++i) {
+    data.Read(rows[static_cast<size_t>(i)], inputs.data_ptr<int64_t>() + i * l,
+              targets.data_ptr<int64_t>() + i * l, positions.data_ptr<int64_t>() + i * l);
+  }
+  TokenBatch batch;
+  if (data.packed()) {
+    batch.counted = targets.reshape({-1}).ne(kIgnoreTarget).nonzero().reshape({-1});
+    batch.positions = positions;
+  }
+  auto to_device = [&](const torch::Tensor& t) {
+    return !t.defined() || device.is_cpu() ? t : t.to(device, /*non_blocking=*/true);
+  };
+  batch.inputs = to_device(inputs);
+  batch.targets = to_device(targets);
+  batch.positions = to_device(batch.positions);
+  batch.counted = to_device(batch.counted);
+  return batch;
+}
+
+torch::Tensor CountedOnly(const TokenBatch& batch, const torch::Tensor& flat) {
+  TORCH_CHECK(flat.dim() >= 1 && flat.size(0) == batch.targets.numel(), "CountedOnly: ", flat.sizes(),
+              " does not have one row per target of a ", batch.targets.sizes(), " batch");
+  if (!batch.counted.defined()) return flat;
+  return flat.index_select(0, batch.counted.to(flat.device()));
 }
 
 namespace {
 
-// The number of windows EvaluateLm's contract evaluates.
-absl::StatusOr<int64_t> CountWindows(const TokenDataset& data, int64_t seq_len, int64_t batch, int64_t max_windows) {
-  if (seq_len < 1 || batch < 1) return absl::InvalidArgumentError("eval: seq_len and batch must be >= 1");
-  int64_t windows = (data.size() - 1) / seq_len;
-  if (windows < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("eval: the token stream has ", data.size(),
-                                                   " tokens, fewer than seq_len + 1 = ", seq_len + 1));
-  }
-  if (max_windows > 0) windows = std::min(windows, max_windows);
-  return windows;
+// The number of rows EvaluateLm's contract evaluates.
+absl::StatusOr<int64_t> CountRows(const SequenceData& data, int64_t batch, int64_t max_rows) {
+  if (batch < 1) return absl::InvalidArgumentError("eval: batch must be >= 1");
+  int64_t rows = data.rows();
+  if (rows < 1) return absl::InvalidArgumentError("eval: the data has no rows");
+  if (max_rows > 0) rows = std::min(rows, max_rows);
+  return rows;
 }
 
-// The start offsets of this shard's windows, in batches of `batch`.
-std::vector<std::vector<int64_t>> ShardBatches(int64_t windows, int64_t batch, int64_t seq_len, EvalShard shard) {
+// This shard's rows, in batches of `batch`.
+std::vector<std::vector<int64_t>> ShardBatches(int64_t rows, int64_t batch, EvalShard shard) {
   std::vector<std::vector<int64_t>> out;
   const int world = std::max(1, shard.world);
-  for (int64_t i = shard.rank; i < windows; i += world) {
+  for (int64_t i = shard.rank; i < rows; i += world) {
     if (out.empty() || static_cast<int64_t>(out.back().size()) == batch) out.emplace_back();
-    out.back().push_back(i * seq_len);
+    out.back().push_back(i);
   }
   return out;
 }
@@ -97,32 +112,51 @@ struct TeacherSums {
 
 }  // namespace
 
-absl::StatusOr<EvalResult> EvaluateLm(LlamaForCausalLM& model, const TokenDataset& data, int64_t seq_len,
-                                      int64_t batch, int64_t max_windows, const torch::Device& device,
-                                      EvalShard shard) {
-  ASSIGN_OR_RETURN(const int64_t windows, CountWindows(data, seq_len, batch, max_windows));
+absl::StatusOr<EvalResult> EvaluateLm(LlamaForCausalLM& model, const SequenceData& data, int64_t batch,
+                                      int64_t max_rows, const torch::Device& device, EvalShard shard) {
+  ASSIGN_OR_RETURN(const int64_t rows, CountRows(data, batch, max_rows));
   torch::InferenceMode guard;
   EvalModeScope mode(*model);
   double total = 0.0;
   int64_t count = 0;
-  for (const auto& starts : ShardBatches(windows, batch, seq_len, shard)) {
-    auto [inputs, targets] = MakeBatch(data, starts, seq_len, device);
-    torch::Tensor logits = model->forward(inputs);
+  for (const auto& ids : ShardBatches(rows, batch, shard)) {
+    TokenBatch b = MakeBatch(data, ids, device);
+    torch::Tensor logits = model->forward(b.inputs, b.positions);
+    torch::Tensor y = CountedOnly(b, b.targets.reshape({-1}));
     torch::Tensor loss = torch::nn::functional::cross_entropy(
-        logits.reshape({-1, logits.size(-1)}), targets.reshape({-1}),
+        CountedOnly(b, logits.reshape({-1, logits.size(-1)})), y,
         torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
     total += loss.item<double>();
-    count += targets.numel();
+    count += y.numel();
   }
   return Finish(total, count);
 }
 
+namespace {
+
+// Adds the student's and teacher's log-softmax rows of the counted targets of
+// `b`, chunk by chunk: hs [n, d_s] the student's final hidden rows, and
+// `teacher_logits(begin, len)` the teacher's logits of counted rows
+// [begin, begin + len) (V' >= vocab columns).
+void AddTeacherSums(LlamaForCausalLM& student, const torch::Tensor& hs, const torch::Tensor& y, int64_t vocab,
+                    int64_t chunk_tokens, const std::function<torch::Tensor(int64_t, int64_t)>& teacher_logits,
+                    TeacherSums* sums) {
+  const int64_t n = y.size(0);
+  for (int64_t c = 0; c < n; c += chunk_tokens) {
+    const int64_t len = std::min(chunk_tokens, n - c);
+    torch::Tensor ls = torch::log_softmax(student->Logits(hs.narrow(0, c, len)), -1);
+    torch::Tensor lt = torch::log_softmax(teacher_logits(c, len).narrow(1, 0, vocab), -1);
+    sums->Add(ls, lt, y.narrow(0, c, len));
+  }
+}
+
+}  // namespace
 
 absl::StatusOr<TeacherEvalResult> EvaluateWithTeacher(LlamaForCausalLM& student, LlamaForCausalLM& teacher,
-                                                      int64_t vocab, const TokenDataset& data, int64_t seq_len,
-                                                      int64_t batch, int64_t max_windows, int64_t chunk_tokens,
+                                                      int64_t vocab, const SequenceData& data, int64_t batch,
+                                                      int64_t max_rows, int64_t chunk_tokens,
                                                       const torch::Device& device, EvalShard shard) {
-  ASSIGN_OR_RETURN(const int64_t windows, CountWindows(data, seq_len, batch, max_windows));
+  ASSIGN_OR_RETURN(const int64_t rows, CountRows(data, batch, max_rows));
   if (chunk_tokens < 1) return absl::InvalidArgumentError("eval: chunk_tokens must be >= 1");
   if (student->config().vocab_size != vocab || teacher->config().vocab_size < vocab) {
     return absl::InvalidArgumentError(absl::StrCat("eval: vocabularies do not fit: student ",
@@ -132,30 +166,25 @@ absl::StatusOr<TeacherEvalResult> EvaluateWithTeacher(LlamaForCausalLM& student,
   torch::InferenceMode guard;
   EvalModeScope student_mode(*student), teacher_mode(*teacher);
   TeacherSums sums(device);
-  for (const auto& starts : ShardBatches(windows, batch, seq_len, shard)) {
-    auto [inputs, targets] = MakeBatch(data, starts, seq_len, device);
-    torch::Tensor hs = student->Hidden(inputs);
-    torch::Tensor ht = teacher->Hidden(inputs);
-    hs = hs.reshape({-1, hs.size(-1)});
-    ht = ht.reshape({-1, ht.size(-1)});
-    torch::Tensor y = targets.reshape({-1, 1});
-    const int64_t n = y.size(0);
-    for (int64_t c = 0; c < n; c += chunk_tokens) {
-      const int64_t len = std::min(chunk_tokens, n - c);
-      torch::Tensor ls = torch::log_softmax(student->Logits(hs.narrow(0, c, len)), -1);
-      torch::Tensor lt = torch::log_softmax(teacher->Logits(ht.narrow(0, c, len)).narrow(1, 0, vocab), -1);
-      sums.Add(ls, lt, y.narrow(0, c, len));
-    }
+  for (const auto& ids : ShardBatches(rows, batch, shard)) {
+    TokenBatch b = MakeBatch(data, ids, device);
+    torch::Tensor hs = student->Hidden(b.inputs, {}, nullptr, b.positions);
+    torch::Tensor ht = teacher->Hidden(b.inputs, {}, nullptr, b.positions);
+    hs = CountedOnly(b, hs.reshape({-1, hs.size(-1)}));
+    ht = CountedOnly(b, ht.reshape({-1, ht.size(-1)}));
+    torch::Tensor y = CountedOnly(b, b.targets.reshape({-1})).reshape({-1, 1});
+    AddTeacherSums(student, hs, y, vocab, chunk_tokens,
+                   [&](int64_t c, int64_t len) { return teacher->Logits(ht.narrow(0, c, len)); }, &sums);
   }
   return sums.Result();
 }
 
 absl::StatusOr<TeacherEvalResult> EvaluateWithTeacherLogits(LlamaForCausalLM& student,
                                                             const TeacherLogitsFn& teacher_logits, int64_t vocab,
-                                                            const TokenDataset& data, int64_t seq_len, int64_t batch,
-                                                            int64_t max_windows, int64_t chunk_tokens,
+                                                            const SequenceData& data, int64_t batch,
+                                                            int64_t max_rows, int64_t chunk_tokens,
                                                             const torch::Device& device, EvalShard shard) {
-  ASSIGN_OR_RETURN(const int64_t windows, CountWindows(data, seq_len, batch, max_windows));
+  ASSIGN_OR_RETURN(const int64_t rows, CountRows(data, batch, max_rows));
   if (chunk_tokens < 1) return absl::InvalidArgumentError("eval: chunk_tokens must be >= 1");
   if (student->config().vocab_size != vocab) {
     return absl::InvalidArgumentError(
@@ -163,27 +192,22 @@ absl::StatusOr<TeacherEvalResult> EvaluateWithTeacherLogits(LlamaForCausalLM& st
   }
   EvalModeScope student_mode(*student);
   TeacherSums sums(device);
-  for (const auto& starts : ShardBatches(windows, batch, seq_len, shard)) {
-    auto [inputs, targets] = MakeBatch(data, starts, seq_len, device);
+  for (const auto& ids : ShardBatches(rows, batch, shard)) {
+    TokenBatch b = MakeBatch(data, ids, device);
     // Outside inference mode: a remote teacher may receive (and keep)
     // replies to training requests meanwhile, which later enter autograd.
-    ASSIGN_OR_RETURN(torch::Tensor zt, teacher_logits(inputs));
+    ASSIGN_OR_RETURN(torch::Tensor zt, teacher_logits(b));
     torch::InferenceMode guard;
-    if (zt.dim() != 2 || zt.size(0) != targets.numel() || zt.size(1) < vocab) {
+    if (zt.dim() != 2 || zt.size(0) != b.targets.numel() || zt.size(1) < vocab) {
       return absl::InternalError(absl::StrCat("eval: teacher logits of shape [", absl::StrJoin(zt.sizes(), ", "),
-                                              "] do not fit ", targets.numel(), " targets x ", vocab));
+                                              "] do not fit ", b.targets.numel(), " targets x ", vocab));
     }
-    torch::Tensor hs = student->Hidden(inputs);
-    hs = hs.reshape({-1, hs.size(-1)});
-    torch::Tensor y = targets.reshape({-1, 1});
-    const int64_t n = y.size(0);
-    for (int64_t c = 0; c < n; c += chunk_tokens) {
-      const int64_t len = std::min(chunk_tokens, n - c);
-      torch::Tensor ls = torch::log_softmax(student->Logits(hs.narrow(0, c, len)), -1);
-      torch::Tensor lt =
-          torch::log_softmax(zt.narrow(0, c, len).narrow(1, 0, vocab).to(ls.device(), torch::kFloat), -1);
-      sums.Add(ls, lt, y.narrow(0, c, len));
-    }
+    zt = CountedOnly(b, zt);
+    torch::Tensor hs = student->Hidden(b.inputs, {}, nullptr, b.positions);
+    hs = CountedOnly(b, hs.reshape({-1, hs.size(-1)}));
+    torch::Tensor y = CountedOnly(b, b.targets.reshape({-1})).reshape({-1, 1});
+    AddTeacherSums(student, hs, y, vocab, chunk_tokens,
+                   [&](int64_t c, int64_t len) { return zt.narrow(0, c, len).to(hs.device(), torch::kFloat); }, &sums);
   }
   return sums.Result();
 }

@@ -1,9 +1,11 @@
-// Evaluation of a causal LM on a token stream: mean next-token cross-entropy
-// and perplexity over non-overlapping windows (the `distill-worker eval`
+// Evaluation of a causal LM on rows of a SequenceData (sequence_data.h):
+// mean next-token cross-entropy and perplexity over the counted targets. For
+// plain text the rows are non-overlapping windows (the `distill-worker eval`
 // contract: inputs t[i*L : i*L+L], targets t[i*L+1 : i*L+L+1] for
-// i in 0 .. floor((N-1)/L)-1), and the same for a student against its teacher
-// (KL, top-1 agreement, the teacher's own loss). Runs in inference mode;
-// thread-compatible.
+// i in 0 .. floor((N-1)/L)-1); for instruction data packed examples whose
+// targets outside the responses count in no average. The same for a student
+// against its teacher (KL, top-1 agreement, the teacher's own loss). Runs in
+// inference mode; thread-compatible.
 #ifndef DISTILL_WORKER_TRAIN_EVAL_H_
 #define DISTILL_WORKER_TRAIN_EVAL_H_
 
@@ -13,19 +15,36 @@
 #include <functional>
 
 #include "absl/status/statusor.h"
-#include "worker/data/token_shard.h"
+#include "worker/data/sequence_data.h"
 #include "worker/model/llama.h"
 
 namespace distill::worker {
 
 struct EvalResult {
-  double loss = 0.0;   // mean cross-entropy (nats) over all targets
+  double loss = 0.0;   // mean cross-entropy (nats) over the counted targets
   double ppl = 0.0;    // exp(loss)
-  int64_t tokens = 0;  // number of targets
+  int64_t tokens = 0;  // number of counted targets
 };
 
-// Data-parallel evaluation: rank r of `world` evaluates windows i with
-// i % world == r (of the windows the contract selects); the callers combine
+// A micro-batch of rows on the device.
+struct TokenBatch {
+  torch::Tensor inputs;     // [B, L] int64
+  torch::Tensor targets;    // [B, L] int64; kIgnoreTarget where no loss counts
+  torch::Tensor positions;  // [B, L] int64 for packed data (Note [Packed rows]); undefined for plain text
+  // The flat indices (into B * L) of the counted targets; undefined when every
+  // target counts (plain text).
+  torch::Tensor counted;
+};
+
+// Rows `rows` of `data` as a batch on `device`.
+TokenBatch MakeBatch(const SequenceData& data, const std::vector<int64_t>& rows, const torch::Device& device);
+
+// x [B*L, ...] (or [B, L, ...], flattened first) restricted to the batch's
+// counted targets, in order; x itself when every target counts.
+torch::Tensor CountedOnly(const TokenBatch& batch, const torch::Tensor& x);
+
+// Data-parallel evaluation: rank r of `world` evaluates rows i with
+// i % world == r (of the rows the contract selects); the callers combine
 // the ranks' results weighted by their target counts. A rank may get none
 // (tokens 0, loss 0).
 struct EvalShard {
@@ -33,11 +52,10 @@ struct EvalShard {
   int world = 1;
 };
 
-// `batch` windows per forward; `max_windows` > 0 evaluates only the first
-// max_windows windows. InvalidArgument if the stream has no full window.
-absl::StatusOr<EvalResult> EvaluateLm(LlamaForCausalLM& model, const TokenDataset& data, int64_t seq_len,
-                                      int64_t batch, int64_t max_windows, const torch::Device& device,
-                                      EvalShard shard = {});
+// `batch` rows per forward; `max_rows` > 0 evaluates only the first
+// max_rows rows.
+absl::StatusOr<EvalResult> EvaluateLm(LlamaForCausalLM& model, const SequenceData& data, int64_t batch,
+                                      int64_t max_rows, const torch::Device& device, EvalShard shard = {});
 
 struct TeacherEvalResult {
   EvalResult student;           // the student's loss, ppl and target count
@@ -46,32 +64,27 @@ struct TeacherEvalResult {
   EvalResult teacher;           // the teacher's own loss and ppl on the same targets
 };
 
-// EvaluateLm for `student` and `teacher` on the same windows. `vocab` is the
+// EvaluateLm for `student` and `teacher` on the same rows. `vocab` is the
 // shared vocabulary (the student's): teacher logits beyond it (padding rows)
 // are dropped before its softmax. Logits exist for at most `chunk_tokens`
 // targets at a time. InvalidArgument as EvaluateLm, or if the student's
 // vocabulary is not `vocab` or the teacher's is smaller.
 absl::StatusOr<TeacherEvalResult> EvaluateWithTeacher(LlamaForCausalLM& student, LlamaForCausalLM& teacher,
-                                                      int64_t vocab, const TokenDataset& data, int64_t seq_len,
-                                                      int64_t batch, int64_t max_windows, int64_t chunk_tokens,
+                                                      int64_t vocab, const SequenceData& data, int64_t batch,
+                                                      int64_t max_rows, int64_t chunk_tokens,
                                                       const torch::Device& device, EvalShard shard = {});
 
-// Dense teacher logits [b*L, V' >= V] for inputs [b, L] (a teacher on other
-// ranks: RemoteTeacher::EvalLogits).
-using TeacherLogitsFn = std::function<absl::StatusOr<torch::Tensor>(const torch::Tensor& inputs)>;
+// Dense teacher logits [b*L, V' >= V] for a batch's inputs [b, L] (and
+// positions) (a teacher on other ranks: RemoteTeacher::EvalLogits).
+using TeacherLogitsFn = std::function<absl::StatusOr<torch::Tensor>(const TokenBatch& batch)>;
 
 // EvaluateWithTeacher with the teacher's logits from `teacher_logits`; the
 // teacher result is the same given the same logits.
 absl::StatusOr<TeacherEvalResult> EvaluateWithTeacherLogits(LlamaForCausalLM& student,
                                                             const TeacherLogitsFn& teacher_logits, int64_t vocab,
-                                                            const TokenDataset& data, int64_t seq_len, int64_t batch,
-                                                            int64_t max_windows, int64_t chunk_tokens,
+                                                            const SequenceData& data, int64_t batch,
+                                                            int64_t max_rows, int64_t chunk_tokens,
                                                             const torch::Device& device, EvalShard shard = {});
-
-// Copies the windows starting at `starts` (each L + 1 tokens) into inputs and
-// targets [b, L] (int64) on `device`.
-std::pair<torch::Tensor, torch::Tensor> MakeBatch(const TokenDataset& data, const std::vector<int64_t>& starts,
-                                                  int64_t seq_len, const torch::Device& device);
 
 }  // namespace distill::worker
 

@@ -10,12 +10,10 @@ absl::Status CrossEntropyObjective::Prepare(LlamaForCausalLM&, const torch::Devi
   return absl::OkStatus();
 }
 
-absl::StatusOr<LossParts> CrossEntropyObjective::Loss(LlamaForCausalLM& student,
-                                                      const torch::Tensor& inputs,
-                                                      const torch::Tensor& targets) {
+absl::StatusOr<LossParts> CrossEntropyObjective::Loss(LlamaForCausalLM& student, const TokenBatch& batch) {
   AutocastGuard autocast(bf16_);
   LossParts parts;
-  parts.total = CausalLmLoss(student->forward(inputs), targets);
+  parts.total = CausalLmLoss(student->forward(batch.inputs, batch.positions), batch.targets);
   return parts;
 }
 
@@ -24,14 +22,12 @@ void CrossEntropyObjective::AddStepFields(const StepValues&, StepRecord* record)
 }
 
 absl::StatusOr<EvalRecord> CrossEntropyObjective::Evaluate(LlamaForCausalLM& student,
-                                                           const TokenDataset& data,
-                                                           int64_t seq_len, int64_t batch,
-                                                           int64_t max_windows, int64_t step,
-                                                           EvalShard shard) {
+                                                           const SequenceData& data, int64_t batch,
+                                                           int64_t max_rows, int64_t step, EvalShard shard) {
   AutocastGuard autocast(bf16_);
   const torch::Device device = student->LmHeadWeight().device();
   ASSIGN_OR_RETURN(EvalResult r,
-                   EvaluateLm(student, data, seq_len, batch, max_windows, device, shard));
+                   EvaluateLm(student, data, batch, max_rows, device, shard));
   EvalRecord rec;
   rec.step = step;
   rec.loss = r.loss;

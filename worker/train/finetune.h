@@ -14,11 +14,10 @@ class CrossEntropyObjective : public TrainObjective {
  public:
   std::string job_type() const override { return "finetune"; }
   absl::Status Prepare(LlamaForCausalLM& student, const torch::Device& device, bool bf16) override;
-  absl::StatusOr<LossParts> Loss(LlamaForCausalLM& student, const torch::Tensor& inputs,
-                                 const torch::Tensor& targets) override;
+  absl::StatusOr<LossParts> Loss(LlamaForCausalLM& student, const TokenBatch& batch) override;
   void AddStepFields(const StepValues& values, StepRecord* record) const override;
-  absl::StatusOr<EvalRecord> Evaluate(LlamaForCausalLM& student, const TokenDataset& data, int64_t seq_len,
-                                      int64_t batch, int64_t max_windows, int64_t step, EvalShard shard) override;
+  absl::StatusOr<EvalRecord> Evaluate(LlamaForCausalLM& student, const SequenceData& data, int64_t batch,
+                                      int64_t max_rows, int64_t step, EvalShard shard) override;
 
  private:
   bool bf16_ = false;

@@ -18,7 +18,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "worker/data/token_shard.h"
+#include "worker/data/sequence_data.h"
 #include "worker/model/llama.h"
 #include "worker/train/eval.h"
 #include "worker/train/optimizer.h"
@@ -56,26 +56,26 @@ class TrainObjective {
   virtual absl::Status Prepare(LlamaForCausalLM& student, const torch::Device& device, bool bf16) = 0;
   // Trained with the student (optimizer and checkpoints), never exported.
   virtual std::vector<NamedParam> ExtraParams() { return {}; }
-  // inputs and targets [B, L] int64 on the device.
-  virtual absl::StatusOr<LossParts> Loss(LlamaForCausalLM& student, const torch::Tensor& inputs,
-                                         const torch::Tensor& targets) = 0;
+  // One micro-batch on the device (eval.h TokenBatch: targets outside the
+  // responses of instruction data count in no average, positions of packed
+  // rows go to every forward).
+  virtual absl::StatusOr<LossParts> Loss(LlamaForCausalLM& student, const TokenBatch& batch) = 0;
   // Adds the objective's fields to a step record whose generic fields are
   // set, from the step's `values` (Note [Objective fields]).
   virtual void AddStepFields(const StepValues& values, StepRecord* record) const = 0;
-  // Evaluation over this rank's `shard` of `data` (EvaluateLm's window
+  // Evaluation over this rank's `shard` of `data` (EvaluateLm's row
   // contract); `step` is copied. Its fields' scalars are per-target means: the
   // loop combines the shards (weighted by tokens) and then calls FinishEval.
-  virtual absl::StatusOr<EvalRecord> Evaluate(LlamaForCausalLM& student, const TokenDataset& data, int64_t seq_len,
-                                              int64_t batch, int64_t max_windows, int64_t step,
-                                              EvalShard shard) = 0;
+  virtual absl::StatusOr<EvalRecord> Evaluate(LlamaForCausalLM& student, const SequenceData& data, int64_t batch,
+                                              int64_t max_rows, int64_t step, EvalShard shard) = 0;
   // Completes a combined eval record: what is not a mean (a perplexity), the
   // console piece.
   virtual void FinishEval(EvalRecord* record) const {}
   // Micro-batches the loop hands to Enqueue before their Loss (a teacher on
   // other ranks computes them meanwhile); 0 = none.
   virtual int Lookahead() const { return 0; }
-  // inputs [B, L] of a micro-batch whose Loss comes later, in order.
-  virtual absl::Status Enqueue(const torch::Tensor& inputs) { return absl::OkStatus(); }
+  // A micro-batch whose Loss comes later, in order.
+  virtual absl::Status Enqueue(const TokenBatch& batch) { return absl::OkStatus(); }
   // Appended to the "training ..." start line.
   virtual std::string Describe() const { return ""; }
 };

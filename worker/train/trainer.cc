@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <numeric>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -70,11 +71,16 @@ absl::Status Trainer::Step(StepTally* tally) {
   const double lr =
       LearningRate(step_, t_.steps(), t_.warmup(), t_.lr(), t_.min_lr(), ScheduleOf(t_.schedule()));
   optimizer_->ZeroGrad();
+  ASSIGN_OR_RETURN(const std::vector<double> weights, MicroBatchWeights());
   for (int32_t micro = 0; micro < t_.grad_accum(); ++micro) {
     ASSIGN_OR_RETURN(Batch batch, NextBatch());
-    ASSIGN_OR_RETURN(LossParts loss, objective_.Loss(model_, batch.inputs, batch.targets));
+    ASSIGN_OR_RETURN(LossParts loss, objective_.Loss(model_, batch));
     if (reducer_ && micro + 1 == t_.grad_accum()) reducer_->Arm();  // this backward reduces
-    (loss.total / t_.grad_accum()).backward();
+    if (weights.empty()) {
+      (loss.total / t_.grad_accum()).backward();
+    } else {
+      (loss.total * weights[static_cast<size_t>(micro)]).backward();
+    }
     tally->Add(loss);
   }
   RETURN_IF_ERROR(Reduce(tally));
@@ -86,15 +92,44 @@ absl::Status Trainer::Step(StepTally* tally) {
   return absl::OkStatus();
 }
 
+// Note [Token-weighted accumulation]: a micro-batch's loss is the mean over
+// its counted targets. Plain text windows count every target, so each
+// micro-batch weighs 1 / grad_accum. Packed instruction data counts a varying
+// number n_i: the step's gradient is that of the sum over all its counted
+// targets, on every rank, divided by their total C (as transformers' Trainer
+// does with num_items_in_batch), so micro-batch i weighs n_i * S / C (the
+// gradient all-reduce then averages over the S ranks). C costs one small
+// all-reduce per step; the step's micro-batches are drawn first to count it.
+// Empty: the plain 1 / grad_accum.
+absl::StatusOr<std::vector<double>> Trainer::MicroBatchWeights() {
+  if (!train_data_->packed()) return std::vector<double>();
+  RETURN_IF_ERROR(DrawAhead(static_cast<size_t>(t_.grad_accum())));
+  std::vector<double> counts;
+  for (size_t i = 0; i < ahead_.size() && i < static_cast<size_t>(t_.grad_accum()); ++i) {
+    counts.push_back(static_cast<double>(ahead_[i].counted.numel()));
+  }
+  torch::Tensor total = torch::tensor({std::accumulate(counts.begin(), counts.end(), 0.0)}, torch::kDouble);
+  RETURN_IF_ERROR(students_->AllReduce(total, ReduceOp::kSum, "counted targets of the step"));
+  const double c = total.item<double>();
+  for (double& n : counts) n = c > 0 ? n * ranks_ / c : 0.0;
+  counts.resize(static_cast<size_t>(t_.grad_accum()), 0.0);
+  return counts;
+}
+
+// Draws micro-batches until `n` are ahead (or this run's are all drawn).
+absl::Status Trainer::DrawAhead(size_t n) {
+  while (micro_left_ > 0 && ahead_.size() < n) {
+    Batch batch = MakeBatch(*train_data_, sampler_->NextRows(t_.micro_batch()), device_);
+    --micro_left_;
+    if (objective_.Lookahead() > 0) RETURN_IF_ERROR(objective_.Enqueue(batch));
+    ahead_.push_back(std::move(batch));
+  }
+  return absl::OkStatus();
+}
+
 // The next micro-batch, drawing ahead what the objective's lookahead asks.
 absl::StatusOr<Trainer::Batch> Trainer::NextBatch() {
-  while (micro_left_ > 0 && static_cast<int>(ahead_.size()) < 1 + objective_.Lookahead()) {
-    auto [inputs, targets] =
-        MakeBatch(*train_data_, sampler_->Next(t_.micro_batch()), seq_len_, device_);
-    --micro_left_;
-    if (objective_.Lookahead() > 0) RETURN_IF_ERROR(objective_.Enqueue(inputs));
-    ahead_.push_back({inputs, targets});
-  }
+  RETURN_IF_ERROR(DrawAhead(static_cast<size_t>(1 + objective_.Lookahead())));
   Batch batch = std::move(ahead_.front());
   ahead_.pop_front();
   return batch;
@@ -193,11 +228,9 @@ void Trainer::ReportStep(const StepTally& tally) {
 
 absl::Status Trainer::Evaluate() {
   if (!eval_data_) return absl::OkStatus();
-  const int64_t max_windows =
-      t_.eval_batches() > 0 ? int64_t{t_.eval_batches()} * t_.micro_batch() : 0;
-  ASSIGN_OR_RETURN(EvalRecord r,
-                   objective_.Evaluate(model_, *eval_data_, seq_len_, t_.micro_batch(), max_windows,
-                                       step_, EvalShard{rank_, ranks_}));
+  const int64_t max_rows = t_.eval_batches() > 0 ? int64_t{t_.eval_batches()} * t_.micro_batch() : 0;
+  ASSIGN_OR_RETURN(EvalRecord r, objective_.Evaluate(model_, *eval_data_, t_.micro_batch(), max_rows, step_,
+                                                     EvalShard{rank_, ranks_}));
   RETURN_IF_ERROR(CombineEval(*students_, &r));
   objective_.FinishEval(&r);
   report_.OnEval(r);

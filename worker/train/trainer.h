@@ -27,7 +27,7 @@
 #include "distill/v1/job.pb.h"
 #include "worker/comm/communicator.h"
 #include "worker/data/sampler.h"
-#include "worker/data/token_shard.h"
+#include "worker/data/sequence_data.h"
 #include "worker/model/llama.h"
 #include "worker/model/lora.h"
 #include "worker/train/eval.h"
@@ -104,9 +104,7 @@ class Trainer {
 
  private:
   using Clock = std::chrono::steady_clock;
-  struct Batch {
-    torch::Tensor inputs, targets;  // [B, L] int64 on the device
-  };
+  using Batch = TokenBatch;
 
   Trainer(const distill::v1::JobSpec& spec, const TrainOptions& options, TrainObjective& objective);
   // Create's parts, in this order (the seeds they draw depend on it).
@@ -121,6 +119,8 @@ class Trainer {
   absl::StatusOr<bool> AgreeToStop();
   absl::Status Step(StepTally* tally);
   absl::StatusOr<Batch> NextBatch();
+  absl::Status DrawAhead(size_t n);
+  absl::StatusOr<std::vector<double>> MicroBatchWeights();
   absl::Status Reduce(StepTally* tally);
   absl::Status AfterStep(const StepTally& tally);
   void ReportStep(const StepTally& tally);
@@ -147,7 +147,7 @@ class Trainer {
   LoraConfig lora_config_;
   std::string base_model_;  // the adapter's base (PEFT's base_model_name_or_path)
   int64_t seq_len_ = 0;
-  std::optional<TokenDataset> train_data_, eval_data_;
+  std::unique_ptr<SequenceData> train_data_, eval_data_;
   std::optional<WindowSampler> sampler_;
   std::deque<Batch> ahead_;    // drawn for the objective's lookahead, not yet trained on
   int64_t micro_left_ = 0;     // micro-batches of this run not yet drawn

@@ -3,13 +3,14 @@
 #include <filesystem>
 #include <thread>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/plan.h"
 #include "common/status_macros.h"
 #include "worker/comm/grad_reducer.h"
 #include "worker/comm/loopback_communicator.h"
-#include "worker/data/text_source.h"
+#include "worker/data/open_data.h"
 #include "worker/model/hf_io.h"
 #include "worker/train/checkpoint.h"
 #include "worker/train/trainer.h"
@@ -33,6 +34,20 @@ void SetThreads(int threads) {
   int n =
       threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   at::set_num_threads(n);
+}
+
+// The spec's data block (defaults filled) for OpenSequenceData.
+DataOptions DataOptionsOf(const distill::v1::DataSpec& d, int threads) {
+  DataOptions o;
+  o.format = absl::AsciiStrToLower(distill::v1::DataFormat_Name(d.format()));
+  o.tokenizer = d.tokenizer();
+  o.text_field = d.text_field();
+  o.loss_on = absl::AsciiStrToLower(distill::v1::LossOn_Name(d.loss_on()));
+  o.overflow = absl::AsciiStrToLower(distill::v1::Overflow_Name(d.overflow()));
+  o.pack = d.packing();
+  o.seq_len = d.seq_len();
+  o.threads = threads;
+  return o;
 }
 
 LoraConfig LoraConfigOf(const distill::v1::LoraSpec& spec) {
@@ -103,16 +118,10 @@ absl::Status Trainer::BuildStudent() {
 absl::Status Trainer::OpenData() {
   seq_len_ = spec_.data().seq_len();
   const int64_t vocab = model_->config().vocab_size;
-  auto open = [&](const auto& paths) -> absl::StatusOr<TokenDataset> {
-    std::vector<std::string> shards;
-    for (const std::string& p : paths) {
-      ASSIGN_OR_RETURN(std::string shard,
-                       EnsureTokenShard(p, spec_.data().tokenizer(), spec_.data().text_field(),
-                                        at::get_num_threads()));
-      shards.push_back(shard);
-    }
-    ASSIGN_OR_RETURN(TokenDataset data, TokenDataset::Open(shards));
-    RETURN_IF_ERROR(data.CheckVocab(vocab));
+  auto open = [&](const auto& paths) -> absl::StatusOr<std::unique_ptr<SequenceData>> {
+    ASSIGN_OR_RETURN(std::unique_ptr<SequenceData> data,
+                     OpenSequenceData({paths.begin(), paths.end()}, DataOptionsOf(spec_.data(), at::get_num_threads())));
+    RETURN_IF_ERROR(data->CheckVocab(vocab));
     return data;
   };
   ASSIGN_OR_RETURN(train_data_, open(spec_.data().train()));
@@ -124,7 +133,7 @@ absl::Status Trainer::OpenData() {
   sopt.seed = t_.seed();
   sopt.rank = rank_;
   sopt.world = ranks_;
-  ASSIGN_OR_RETURN(sampler_, WindowSampler::Create(train_data_->size(), sopt));
+  ASSIGN_OR_RETURN(sampler_, WindowSampler::ForRows(train_data_->rows(), sopt));
   return absl::OkStatus();
 }
 
@@ -201,8 +210,8 @@ absl::Status Trainer::OpenReporting() {
                          reducer_->stats().buckets);
   }
   report_.OnMessage(absl::StrFormat(
-      "training %s: %d parameters, %d trainable, %d train tokens, device %s, %d threads%s%s",
-      lora_ ? "lora" : "full", result_.total_params, result_.trainable_params, train_data_->size(),
+      "training %s: %d parameters, %d trainable, train data %s, device %s, %d threads%s%s",
+      lora_ ? "lora" : "full", result_.total_params, result_.trainable_params, train_data_->Describe(),
       device_.str(), at::get_num_threads(), dp, objective_.Describe()));
   tokens_per_step_ = int64_t{t_.micro_batch()} * t_.grad_accum() * seq_len_ * ranks_;
   end_step_ = options_.max_steps_this_run > 0

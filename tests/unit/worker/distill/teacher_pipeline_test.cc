@@ -377,10 +377,17 @@ void RunStudent(const distill::v1::JobSpec& spec, Communicator& world, const Ran
   ASSERT_TRUE(student.ok()) << student.status();
 
   torch::manual_seed(seed);
-  std::vector<torch::Tensor> batches;
+  // Every third batch is packed: two examples per row (Note [Packed rows]),
+  // whose positions travel with the ids through every stage.
+  std::vector<TokenBatch> batches;
   for (int i = 0; i < train; ++i) {
-    batches.push_back(
-        torch::randint(0, 36, {i % 2 == 0 ? 2 : 3, i % 2 == 0 ? 6 : 5}, torch::kLong));
+    const int64_t b = i % 2 == 0 ? 2 : 3, l = i % 2 == 0 ? 6 : 5;
+    TokenBatch batch{torch::randint(0, 36, {b, l}, torch::kLong), {}, {}, {}};
+    if (i % 3 == 2) {
+      batch.positions =
+          torch::cat({torch::arange(2, torch::kLong), torch::arange(l - 2, torch::kLong)}).repeat({b, 1});
+    }
+    batches.push_back(batch);
   }
   const std::string name =
       absl::StrCat(layout.Role(layout.rank), " ", distill::v1::LogitTransport_Name(run.transport));
@@ -392,14 +399,15 @@ void RunStudent(const distill::v1::JobSpec& spec, Communicator& world, const Ran
     auto got = (*remote)->Next(batches[i]);  // the last one: nothing queued, sent by Next
     ASSERT_TRUE(got.ok()) << got.status();
     EXPECT_GE(got->seconds, 0.0);
-    auto want = (*colocated)->Run(batches[i], run);
+    auto want = (*colocated)->Run(batches[i].inputs, run, batches[i].positions);
     ASSERT_TRUE(want.ok()) << want.status();
-    ExpectSameBatch(*got, *want, *student, batches[i], absl::StrCat(name, " batch ", i));
+    ExpectSameBatch(*got, *want, *student, batches[i].inputs, absl::StrCat(name, " batch ", i));
     if (i == 0 && eval) {
       const torch::Tensor ids = torch::randint(0, 36, {2, 4}, torch::kLong);
-      auto logits = (*remote)->EvalLogits(ids);
+      const torch::Tensor positions = torch::tensor({0, 1, 0, 1}, torch::kLong).repeat({2, 1});
+      auto logits = (*remote)->EvalLogits({ids, torch::Tensor(), positions, {}});
       ASSERT_TRUE(logits.ok()) << logits.status();
-      auto dense = (*colocated)->Run(ids, TeacherRunConfig());
+      auto dense = (*colocated)->Run(ids, TeacherRunConfig(), positions);
       ASSERT_TRUE(dense.ok()) << dense.status();
       ExpectClose(*logits, dense->output.logits, name + " eval logits");
     }
