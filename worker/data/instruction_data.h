@@ -74,6 +74,9 @@ class PackedExamples : public SequenceData {
   // Names the file and line of the example holding the first bad id.
   absl::Status CheckVocab(int64_t vocab_size) const override;
   int64_t counted_targets() const override { return counted_targets_; }
+  // stats().Summary(): "1200 examples, 3 truncated, 1 dropped (...), packed
+  // into 410 rows of 256 (efficiency 97.2%)".
+  std::string Describe() const override { return stats_.Summary(); }
 
   const PackingStats& stats() const { return stats_; }
 
