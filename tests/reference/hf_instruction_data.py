@@ -8,6 +8,14 @@ Writes under OUT (= --out):
       transformers' AutoTokenizer on tokenizer/: ids =
       encode(prompt, add_special_tokens=False) + encode(completion, ...) +
       [eos_token_id]; response 0 for the prompt's ids, 1 for the rest
+  chat.jsonl   conversations {"messages": [{"role", "content"}]}
+  chat.json    [{"line", "text", "ids", "response"}] per conversation: text =
+      apply_chat_template(messages, tokenize=False), ids = its encoding
+      without special tokens (checked equal to apply_chat_template's own
+      tokenize=True ids), response 1 for the tokens whose characters lie in
+      an assistant span: from the end of apply_chat_template(messages[:i],
+      add_generation_prompt=True) through the "<|im_end|>" after message i's
+      content (Note [Response spans] in worker/data/chat_template.h)
   bfd.json   [{"name", "capacity", "sizes", "rows"}]: the rows (item indices
       in placement order) of trl.pack_dataset(strategy="bfd") on sequences
       of those sizes, packed into rows of `capacity`
@@ -58,6 +66,53 @@ def write_prompt_completion(out, tok):
         json.dump(golden, f)
 
 
+CHAT = [
+    [{"role": "user", "content": "What is the capital of France?"},
+     {"role": "assistant", "content": "Paris."}],
+    [{"role": "system", "content": "You answer in one word."},
+     {"role": "user", "content": "Colour of the sky?"},
+     {"role": "assistant", "content": "Blue."},
+     {"role": "user", "content": "And grass?"},
+     {"role": "assistant", "content": "Green."}],
+    [{"role": "user", "content": "\u00c9t\u00e9 en chinois ?\n"},
+     {"role": "assistant", "content": "\u590f\u5929 \U0001F31E  \n"}],
+]
+IM_END = "<|im_end|>"
+
+
+def assistant_spans(tok, messages, text):
+    spans = []
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        prefix = tok.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True)
+        if not text.startswith(prefix):
+            raise RuntimeError("the rendering of messages[:%d] is not a prefix" % i)
+        content_end = text.index(m["content"].strip(), len(prefix)) + len(m["content"].strip())
+        spans.append((len(prefix), text.index(IM_END, content_end) + len(IM_END)))
+    return spans
+
+
+def write_chat(out, tok):
+    lines, golden = [], []
+    for messages in CHAT:
+        lines.append(json.dumps({"messages": messages}))
+        text = tok.apply_chat_template(messages, tokenize=False)
+        enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+        templated = tok.apply_chat_template(messages, tokenize=True)
+        if not isinstance(templated, list):  # transformers 5 returns a BatchEncoding
+            templated = templated["input_ids"]
+        if enc["input_ids"] != templated:
+            raise RuntimeError("apply_chat_template(tokenize=True) differs from encoding its text")
+        spans = assistant_spans(tok, messages, text)
+        response = [int(any(b <= s and e <= end for b, end in spans)) for s, e in enc["offset_mapping"]]
+        golden.append({"line": len(lines), "text": text, "ids": enc["input_ids"], "response": response})
+    with open(os.path.join(out, "chat.jsonl"), "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    with open(os.path.join(out, "chat.json"), "w") as f:
+        json.dump(golden, f)
+
+
 def trl_bfd_rows(sizes, capacity):
     # Each sequence's tokens are its index, so the packed rows name the items.
     data = Dataset.from_dict({"input_ids": [[i] * s for i, s in enumerate(sizes)]})
@@ -99,6 +154,7 @@ def main():
     if tok.eos_token_id is None:
         raise RuntimeError("the Qwen3 tokenizer has no EOS token")
     write_prompt_completion(args.out, tok)
+    write_chat(args.out, tok)
     write_bfd(args.out)
 
 

@@ -10,6 +10,7 @@
 #include "common/fs_util.h"
 #include "common/status_macros.h"
 #include "worker/data/byte_tokenizer.h"
+#include "worker/data/chat_template.h"
 #include "worker/data/hf_tokenizer.h"
 #include "worker/data/hf_tokenizer_internal.h"
 #include "worker/data/text_source.h"
@@ -81,18 +82,23 @@ absl::StatusOr<std::string_view> StringField(const nlohmann::json& object, const
   return std::string_view(field->get_ref<const std::string&>());
 }
 
-// The tokenizer calls one example needs.
+// The tokenizer calls one example needs. One per thread: a ChatTemplate
+// must not render on two threads at once.
 class Encoder {
  public:
-  explicit Encoder(const HfTokenizer* hf) : hf_(hf) {}
+  Encoder(const HfTokenizer* hf, const ChatTemplate* chat_template)
+      : hf_(hf), chat_template_(chat_template) {}
   absl::StatusOr<std::vector<uint32_t>> Encode(std::string_view text) const {
     if (hf_ == nullptr) return ByteTokenizer().Encode(text);
     return hf_->Encode(text, /*add_special_tokens=*/false);
   }
   std::optional<uint32_t> eos_id() const { return hf_ == nullptr ? std::nullopt : hf_->eos_id(); }
+  const HfTokenizer* hf() const { return hf_; }
+  const ChatTemplate* chat_template() const { return chat_template_; }
 
  private:
-  const HfTokenizer* hf_;  // null: bytes
+  const HfTokenizer* hf_;              // null: bytes
+  const ChatTemplate* chat_template_;  // null unless the format is chat
 };
 
 absl::StatusOr<Example> PromptCompletion(const Encoder& encoder, const nlohmann::json& record) {
@@ -109,17 +115,47 @@ absl::StatusOr<Example> PromptCompletion(const Encoder& encoder, const nlohmann:
   return example;
 }
 
+// 1 for each token whose bytes [begin, end) lie inside one of `spans`; both
+// lists run forward through the text (spans disjoint, token ends ascending).
+std::vector<uint8_t> InSpans(const std::vector<std::pair<size_t, size_t>>& offsets,
+                             const std::vector<std::pair<size_t, size_t>>& spans) {
+  std::vector<uint8_t> mask(offsets.size(), 0);
+  size_t s = 0;
+  for (size_t k = 0; k < offsets.size(); ++k) {
+    while (s < spans.size() && spans[s].second < offsets[k].second) ++s;
+    if (s == spans.size()) break;
+    mask[k] = spans[s].first <= offsets[k].first ? 1 : 0;
+  }
+  return mask;
+}
+
+// The conversation rendered once and encoded without special tokens (the
+// template writes BOS itself, as apply_chat_template(tokenize=True) does).
+absl::StatusOr<Example> Chat(const Encoder& encoder, const nlohmann::json& record) {
+  auto messages = record.find("messages");
+  if (messages == record.end()) return absl::InvalidArgumentError("missing field \"messages\"");
+  ASSIGN_OR_RETURN(ChatRendering rendering, RenderWithSpans(*encoder.chat_template(), *messages));
+  ASSIGN_OR_RETURN(Encoding encoding,
+                   encoder.hf()->EncodeWithOffsets(rendering.text, /*add_special_tokens=*/false));
+  Example example;
+  example.ids = std::move(encoding.ids);
+  example.response = InSpans(encoding.offsets, rendering.spans);
+  return example;
+}
+
 // What Tokenize() encodes every line with.
 struct FileJob {
   const std::string& path;
   const std::string& format;
-  const Encoder& encoder;
+  const HfTokenizer* hf;              // null: bytes
+  const ChatTemplate* chat_template;  // chat only
 };
 
-absl::StatusOr<Example> EncodeLine(const FileJob& job, const Line& line) {
+absl::StatusOr<Example> EncodeLine(const FileJob& job, const Encoder& encoder, const Line& line) {
   absl::StatusOr<Example> example = [&]() -> absl::StatusOr<Example> {
     ASSIGN_OR_RETURN(nlohmann::json record, ParseRecord(line.text));
-    return PromptCompletion(job.encoder, record);
+    if (job.format == kFormatChat) return Chat(encoder, record);
+    return PromptCompletion(encoder, record);
   }();
   if (!example.ok()) {
     return absl::InvalidArgumentError(
@@ -128,26 +164,47 @@ absl::StatusOr<Example> EncodeLine(const FileJob& job, const Line& line) {
   return example;
 }
 
+// Encodes lines[begin, end) into encoded[begin, end), stopping at the first
+// error. Threads other than the first render with their own template copy.
+void EncodeBlock(const FileJob& job, const std::vector<Line>& lines, size_t begin, size_t end,
+                 bool first_thread, std::vector<absl::StatusOr<Example>>& encoded) {
+  if (begin == end) return;
+  const ChatTemplate* chat_template = job.chat_template;
+  absl::StatusOr<std::unique_ptr<ChatTemplate>> own = std::unique_ptr<ChatTemplate>();
+  if (chat_template != nullptr && !first_thread) {
+    own = ChatTemplate::FromSource(chat_template->source(), chat_template->special_tokens(),
+                                   chat_template->name());
+    if (!own.ok()) {
+      encoded[begin] = own.status();
+      return;
+    }
+    chat_template = own->get();
+  }
+  const Encoder encoder(job.hf, chat_template);
+  for (size_t i = begin; i < end; ++i) {
+    encoded[i] = EncodeLine(job, encoder, lines[i]);
+    if (!encoded[i].ok()) return;  // later lines of this block are not needed
+  }
+}
+
 // Encodes `lines` on `threads` threads (contiguous blocks) into examples in
 // line order, or the error of the first line that fails.
 absl::StatusOr<TokenizedExamples> EncodeLines(const FileJob& job, const std::vector<Line>& lines,
                                               int threads) {
   std::vector<absl::StatusOr<Example>> encoded(lines.size());
-  const size_t n_threads = std::clamp<size_t>(threads, 1, std::max<size_t>(1, lines.size()));
-  auto work = [&](size_t t) {
-    const size_t begin = lines.size() * t / n_threads, end = lines.size() * (t + 1) / n_threads;
-    for (size_t i = begin; i < end; ++i) {
-      encoded[i] = EncodeLine(job, lines[i]);
-      if (!encoded[i].ok()) return;  // later lines of this block are not needed
-    }
-  };
+  const size_t n = lines.size();
+  const size_t n_threads = std::clamp<size_t>(threads, 1, std::max<size_t>(1, n));
   std::vector<std::thread> pool;
-  for (size_t t = 1; t < n_threads; ++t) pool.emplace_back(work, t);
-  work(0);
+  for (size_t t = 1; t < n_threads; ++t) {
+    pool.emplace_back([&, t] {
+      EncodeBlock(job, lines, n * t / n_threads, n * (t + 1) / n_threads, false, encoded);
+    });
+  }
+  EncodeBlock(job, lines, 0, n / n_threads, true, encoded);
   for (std::thread& thread : pool) thread.join();
 
   TokenizedExamples examples;
-  for (size_t i = 0; i < lines.size(); ++i) {
+  for (size_t i = 0; i < n; ++i) {
     if (!encoded[i].ok()) return encoded[i].status();
     examples.Add(encoded[i]->ids, encoded[i]->response, lines[i].number);
   }
@@ -187,19 +244,39 @@ absl::Status ExampleTokenizer::LoadHf() {
   return absl::OkStatus();
 }
 
+absl::Status ExampleTokenizer::LoadChatTemplate(const std::string& where) {
+  if (chat_template_ != nullptr) return absl::OkStatus();
+  if (name_ == "bytes") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        where,
+        "chat data needs a Hugging Face tokenizer with a chat template; \"bytes\" has none"));
+  }
+  absl::StatusOr<std::unique_ptr<ChatTemplate>> loaded = ChatTemplate::Load(name_);
+  if (!loaded.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, "chat data needs a chat template: ", loaded.status().message()));
+  }
+  chat_template_ = *std::move(loaded);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<TokenizedExamples> ExampleTokenizer::Tokenize(const std::string& path,
                                                              const std::string& format,
                                                              int threads) {
-  if (format != kFormatPromptCompletion) {
+  if (format != kFormatPromptCompletion && format != kFormatChat) {
     return absl::InvalidArgumentError(absl::StrCat(
         "data format \"", format, "\" is not instruction data (chat or prompt_completion)"));
   }
   ASSIGN_OR_RETURN(const std::string contents, common::ReadFileToString(path));
   const std::vector<Line> lines = NonBlankLines(contents);
   if (lines.empty()) return absl::InvalidArgumentError(absl::StrCat(path, ": no examples"));
+  if (format == kFormatChat) {
+    RETURN_IF_ERROR(LoadChatTemplate(absl::StrCat(path, ":", lines[0].number, ": ")));
+  }
   RETURN_IF_ERROR(LoadHf());
-  const Encoder encoder(hf_.get());
-  return EncodeLines(FileJob{path, format, encoder}, lines, threads);
+  const FileJob job{path, format, hf_.get(),
+                    format == kFormatChat ? chat_template_.get() : nullptr};
+  return EncodeLines(job, lines, threads);
 }
 
 std::string ExampleCachePath(const std::string& path, const std::string& format,

@@ -27,6 +27,7 @@
 
 namespace distill::worker {
 
+class ChatTemplate;
 class HfTokenizer;
 
 // The data formats of instruction data (data.format).
@@ -36,7 +37,8 @@ inline constexpr char kFormatPromptCompletion[] = "prompt_completion";
 // What examples are encoded with: "bytes" (ByteTokenizer; prompt_completion
 // only) or a Hugging Face tokenizer given as its tokenizer.json or the
 // directory holding it (tokenizer_config.json beside it gives EOS and the
-// chat template). The Hugging Face files are loaded on first use.
+// chat template). The Hugging Face files (and the template) are loaded on
+// first use.
 class ExampleTokenizer {
  public:
   // NotFound when the tokenizer.json (or a file beside it) cannot be read.
@@ -60,10 +62,13 @@ class ExampleTokenizer {
  private:
   ExampleTokenizer() = default;
   absl::Status LoadHf();
+  // `where` ("FILE:LINE: ") starts the error when there is no template.
+  absl::Status LoadChatTemplate(const std::string& where);
   std::string name_;  // "bytes" or the tokenizer.json path
   std::string tag_;
   std::vector<std::string> files_;
   std::unique_ptr<HfTokenizer> hf_;
+  std::unique_ptr<ChatTemplate> chat_template_;
 };
 
 // PATH.<tag>.<format>.examples

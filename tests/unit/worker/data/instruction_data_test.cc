@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -13,6 +15,8 @@
 namespace distill::worker {
 namespace {
 using distill::testing::MakeTempDir;
+using distill::testing::ReadJson;
+using distill::testing::ReferencePath;
 using distill::testing::WriteFile;
 
 constexpr int64_t kIgn = kIgnoreTarget;
@@ -262,6 +266,37 @@ TEST(InstructionDataTest, OptionsApplyWhenRowsAreBuiltSoTheCacheServesThemAll) {
   ASSERT_EQ((*second)->rows(), 1);  // "pccc": 4 tokens = L + 1, all 3 targets counted
   EXPECT_EQ((*second)->counted_targets(), 3);
   EXPECT_EQ(ReadRow(**second, 0).targets, (std::vector<int64_t>{'c', 'c', 'c'}));
+}
+
+// Qwen3 conversations one per row: the rendered ids shifted by one, and only
+// the targets transformers' spans mark (tests/reference/hf_instruction_data.py).
+TEST(InstructionDataTest, ChatRowsTrainOnTheAssistantTokensOnly) {
+  const std::string dir = MakeTempDir("instruction_data_chat");
+  std::filesystem::copy_file(ReferencePath("hf_instruction_data/chat.jsonl"), dir + "/chat.jsonl");
+  const nlohmann::json golden = ReadJson(ReferencePath("hf_instruction_data/chat.json"));
+  ASSERT_TRUE(golden.is_array());
+  InstructionOptions options;
+  options.format = "chat";
+  options.tokenizer = ReferencePath("hf_instruction_data/tokenizer");
+  options.seq_len = 64;
+  options.pack = false;
+  auto data = PackedExamples::Open({dir + "/chat.jsonl"}, options);
+  ASSERT_TRUE(data.ok()) << data.status();
+  ASSERT_EQ((*data)->rows(), static_cast<int64_t>(golden.size()));
+  int64_t counted = 0;
+  for (size_t i = 0; i < golden.size(); ++i) {
+    const auto ids = golden[i]["ids"].get<std::vector<int64_t>>();
+    const auto response = golden[i]["response"].get<std::vector<int>>();
+    const Row r = ReadRow(**data, static_cast<int64_t>(i));
+    for (size_t k = 0; k + 1 < ids.size(); ++k) {
+      EXPECT_EQ(r.inputs[k], ids[k]) << "conversation " << i << " slot " << k;
+      EXPECT_EQ(r.targets[k], response[k + 1] ? ids[k + 1] : kIgn)
+          << "conversation " << i << " slot " << k;
+      EXPECT_EQ(r.positions[k], static_cast<int64_t>(k));
+      counted += response[k + 1];
+    }
+  }
+  EXPECT_EQ((*data)->counted_targets(), counted);
 }
 
 TEST(InstructionDataTest, BadOptionsAreInvalidArgument) {

@@ -90,6 +90,83 @@ TEST(InstructionExamplesTest, PromptCompletionMatchesTransformersWithQwen3) {
   }
 }
 
+// transformers' apply_chat_template on the real Qwen3 template: the ids of
+// the rendered text, and the tokens inside the assistant spans
+// (tests/reference/hf_instruction_data.py).
+TEST(InstructionExamplesTest, ChatMatchesTransformersWithQwen3) {
+  const std::string dir = MakeTempDir("instruction_examples_chat");
+  fs::copy_file(ReferencePath("hf_instruction_data/chat.jsonl"), dir + "/chat.jsonl");
+  const nlohmann::json golden = ReadJson(ReferencePath("hf_instruction_data/chat.json"));
+  ASSERT_TRUE(golden.is_array());
+  auto ex = Load(dir + "/chat.jsonl", ReferencePath("hf_instruction_data/tokenizer"), "chat",
+                 nullptr, /*threads=*/2);
+  ASSERT_TRUE(ex.ok()) << ex.status();
+  ASSERT_EQ(ex->size(), static_cast<int64_t>(golden.size()));
+  for (size_t i = 0; i < golden.size(); ++i) {
+    EXPECT_EQ(Ids(*ex, i), golden[i]["ids"].get<std::vector<uint32_t>>()) << "conversation " << i;
+    EXPECT_EQ(Response(*ex, i), golden[i]["response"].get<std::vector<uint8_t>>())
+        << "conversation " << i;
+    EXPECT_EQ(ex->lines[i], golden[i]["line"].get<uint32_t>());
+  }
+}
+
+TEST(InstructionExamplesTest, BadConversationNamesFileAndLine) {
+  auto tok = ExampleTokenizer::Resolve(ReferencePath("hf_instruction_data/tokenizer"));
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  const std::string ok =
+      R"({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]})";
+  struct Case {
+    std::string line;
+    std::string expect;
+  };
+  const std::vector<Case> cases = {
+      {R"({"messages": [{"role": "user", "content": "hi"}]})", "no assistant turn"},
+      {R"({"messages": [{"role": "user", "content": "hi"}, {"role": "robot", "content": "x"}, )"
+       R"({"role": "assistant", "content": "yo"}]})",
+       "unknown role 'robot'"},
+      {R"({"conversation": []})", "missing field \"messages\""},
+      {R"({"messages": "hi"})", ""},
+      {R"({"messages": [{"role": "user", "content": 3}, {"role": "assistant", "content": "x"}]})",
+       ""},
+  };
+  for (const Case& c : cases) {
+    const std::string dir = MakeTempDir("instruction_examples_bad_chat");
+    const std::string path = dir + "/d.jsonl";
+    WriteFile(path, ok + "\n" + ok + "\n" + c.line + "\n");
+    auto ex = tok->Tokenize(path, "chat", 1);
+    ASSERT_EQ(ex.status().code(), absl::StatusCode::kInvalidArgument) << c.line;
+    EXPECT_EQ(ex.status().message().rfind(path + ":3: ", 0), 0u) << ex.status();
+    EXPECT_NE(ex.status().message().find(c.expect), std::string::npos) << ex.status();
+  }
+}
+
+TEST(InstructionExamplesTest, ChatWithoutATemplateNamesFileAndLine) {
+  const std::string dir = MakeTempDir("instruction_examples_no_template");
+  const std::string path = dir + "/d.jsonl";
+  WriteFile(
+      path,
+      "\n"
+      R"({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]})"
+      "\n");
+  auto ex = Load(path, "bytes", "chat");
+  ASSERT_EQ(ex.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(ex.status().message().find(path + ":2: chat data needs a Hugging Face tokenizer"),
+            std::string::npos)
+      << ex.status();
+
+  const std::string tok = Qwen3TokenizerCopy();
+  nlohmann::json config = ReadJson(tok + "/tokenizer_config.json");
+  config.erase("chat_template");
+  WriteFile(tok + "/tokenizer_config.json", config.dump());
+  ex = Load(path, tok, "chat");
+  ASSERT_EQ(ex.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(ex.status().message().find(path + ":2: chat data needs a chat template: "),
+            std::string::npos)
+      << ex.status();
+  EXPECT_NE(ex.status().message().find("chat_template"), std::string::npos) << ex.status();
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir), fs::directory_iterator()), 1);
+}
+
 // Each bad line is InvalidArgument naming FILE:LINE and what is wrong, and
 // leaves no cache.
 TEST(InstructionExamplesTest, BadInputNamesFileAndLine) {
