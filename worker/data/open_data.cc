@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "worker/data/instruction_data.h"
 #include "worker/data/text_source.h"
 
 namespace distill::worker {
@@ -20,8 +21,21 @@ std::string TokenizerJsonPath(const std::string& tokenizer) {
 
 absl::StatusOr<std::unique_ptr<SequenceData>> OpenSequenceData(const std::vector<std::string>& paths,
                                                                const DataOptions& options) {
+  if (options.format == "chat" || options.format == "prompt_completion") {
+    InstructionOptions o;
+    o.format = options.format;
+    o.tokenizer = options.tokenizer;
+    o.loss_on = options.loss_on;
+    o.overflow = options.overflow;
+    o.pack = options.pack;
+    o.seq_len = options.seq_len;
+    o.threads = options.threads;
+    ASSIGN_OR_RETURN(std::unique_ptr<PackedExamples> examples, PackedExamples::Open(paths, o));
+    return std::unique_ptr<SequenceData>(std::move(examples));
+  }
   if (options.format != "text") {
-    return absl::UnimplementedError(absl::StrCat("data.format ", options.format, ": not yet wired"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("data.format: unknown format '", options.format, "', expected text, chat or prompt_completion"));
   }
   std::vector<std::string> shards;
   for (const std::string& p : paths) {
