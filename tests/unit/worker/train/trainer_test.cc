@@ -124,6 +124,43 @@ TEST(TrainerTest, GradAccumulationEqualsOneLargerMicroBatch) {
   }
 }
 
+// Note [Token-weighted accumulation]: on packed prompt/completion data, whose
+// micro-batches count different numbers of targets, two micro-batches of 2
+// rows give the gradient of one micro-batch of the same 4 rows. Averaging the
+// two micro-batch means instead (1 / grad_accum) would not.
+TEST(TrainerTest, PackedGradAccumulationWeighsMicroBatchesByCountedTargets) {
+  const std::string dir = MakeTempDir("trainer_packed");
+  auto config = nlohmann::json::parse(distill::testing::kTinyStudentConfigJson);
+  config["vocab_size"] = 256;  // byte ids
+  WriteFile(dir + "/config.json", config.dump());
+  std::string jsonl;
+  for (int i = 0; i < 24; ++i) {
+    const std::string prompt(static_cast<size_t>(3 + (i * 7) % 11), static_cast<char>('a' + i % 26));
+    const std::string completion(static_cast<size_t>(1 + (i * 5) % 9), static_cast<char>('z' - i % 26));
+    jsonl += nlohmann::json{{"prompt", prompt}, {"completion", completion}}.dump() + "\n";
+  }
+  WriteFile(dir + "/train.jsonl", jsonl);
+  auto spec = [&](const std::string& out, int micro, int accum) {
+    std::string text = "type: finetune\ninit: " + dir + "/config.json\noutput: " + dir + "/" + out + "\n" +
+                       "data: {format: prompt_completion, train: " + dir + "/train.jsonl, seq_len: 16}\n" +
+                       "train: {steps: 2, micro_batch: " + std::to_string(micro) + ", grad_accum: " +
+                       std::to_string(accum) + ", lr: 0.01, log_every: 1, threads: 1, seed: 5, clip: 0}\n";
+    auto parsed = common::ParseJobSpec(text, "test");
+    EXPECT_TRUE(parsed.ok()) << parsed.status();
+    EXPECT_TRUE(common::ValidateJobSpec(*parsed).ok()) << common::ValidateJobSpec(*parsed);
+    return common::WithDefaults(*parsed);
+  };
+  auto a = RunFinetune(spec("a", 4, 1), {});
+  auto b = RunFinetune(spec("b", 2, 2), {});
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
+  auto ga = LossTrace(dir + "/a", "grad_norm"), gb = LossTrace(dir + "/b", "grad_norm");
+  ASSERT_EQ(ga.size(), 2u);
+  for (const auto& [step, norm] : ga) EXPECT_NEAR(norm, gb[step], 1e-5 * norm) << step;
+  auto wa = ReadAll(dir + "/a/model/model.safetensors"), wb = ReadAll(dir + "/b/model/model.safetensors");
+  for (const auto& [name, t] : wa) EXPECT_LE((t - wb[name]).abs().max().item<double>(), 5e-5) << name;
+}
+
 TEST(TrainerTest, LossFallsAndOutputsAreWritten) {
   const std::string data = MakeData();
   const std::string out = data + "/out";
