@@ -2,7 +2,9 @@
 # The GPU checks, in one run on the GPU machine (Ubuntu 24.04, pip LibTorch
 # with CUDA, NCCL, Open MPI; no gRPC/protobuf/abseil/yaml-cpp/...: those come
 # as Debian .debs from scripts/fetch_gpu_debs.sh in .deps/debs, so carry
-# `.deps`; unpacked under /opt/deb, never into /). No network there.
+# `.deps`; unpacked under /opt/deb, never into /), and the chat template
+# engine from scripts/fetch_jinja.sh in third_party/llama-jinja, so carry
+# `third_party/llama-jinja` too. No network there.
 #
 # Builds the worker, its tests and benchmarks against pip LibTorch, then runs
 # each check as a step: output to $OUT/<step>.log (its tail to stdout), exit
@@ -79,6 +81,8 @@ unpack_debs() {
   echo "$(nproc) cores; $(python3 -c 'import torch;print("torch", torch.__version__, "cuda", torch.version.cuda, "nccl", torch.cuda.nccl.version())' 2>&1)"
 } | tee "$OUT/gpu.txt" "$SUMMARY"
 
+[ -f third_party/llama-jinja/.stamp ] || [ -d third_party/llama-jinja/common ] ||
+  echo "no third_party/llama-jinja: run scripts/fetch_jinja.sh here and carry it" | tee -a "$SUMMARY"
 step debs 120 unpack_debs
 export PATH=$DEB/usr/bin:$PATH
 export LD_LIBRARY_PATH=$DEB/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
