@@ -2,8 +2,12 @@
 # fetch_jinja.sh: puts llama.cpp's C++ Jinja engine (MIT; the chat-template
 # renderer of worker/data/chat_template.cc) into third_party/llama-jinja/
 # (ignored by git; built by cmake/jinja.cmake as distill_jinja). Debian has no
-# C++ Jinja; PyPI's llama-cpp-python sdist (pinned below, sha256 checked by
-# pip --require-hashes) carries llama.cpp's sources. Only what the build and
+# C++ Jinja; PyPI's llama-cpp-python sdist (pinned below, sha256 checked)
+# carries llama.cpp's sources. It is fetched as a file from PyPI's file host
+# (DISTILL_PYPI_FILES: a mirror of files.pythonhosted.org), not with `pip
+# download`, which would prepare the sdist's metadata by building its build
+# dependencies from source. The download is kept in DISTILL_CACHE (default
+# ~/.cache/distill) so fresh clones do not fetch it again. Only what the build and
 # tests need is extracted: common/jinja/*.{h,cpp}, common/{json,unicode}.{h,cpp}
 # (json.cpp wraps Debian's nlohmann json), llama.cpp's LICENSE, a ggml.h that
 # defines the one macro json.cpp uses, and the chat templates the tests render
@@ -12,7 +16,7 @@
 # The GPU machine has no PyPI: the folder travels there with the working tree
 # (run's `carry: ["third_party/llama-jinja"]`), like the build folder.
 #
-# Usage: scripts/fetch_jinja.sh   (DISTILL_PYTHON: the pip to use, default .venv)
+# Usage: scripts/fetch_jinja.sh
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 dest="$root/third_party/llama-jinja"
@@ -21,17 +25,22 @@ sha256=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
 stamp_text="llama-cpp-python $version sha256:$sha256"
 if [ "$(cat "$dest/.stamp" 2>/dev/null)" = "$stamp_text" ]; then exit 0; fi
 
-python="${DISTILL_PYTHON:-$root/.venv/bin/python}"
-[ -x "$python" ] || python=python3
 mkdir -p "$root/third_party"
 stage="$(mktemp -d "$root/third_party/.llama-jinja.XXXXXX")"
 trap 'rm -rf "$stage"' EXIT
-echo "llama-cpp-python==$version --hash=sha256:$sha256" >"$stage/requirements.txt"
-echo "fetch_jinja: downloading llama-cpp-python $version (sdist, 77 MB) for its C++ Jinja engine" >&2
-"$python" -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: \
-  --require-hashes -r "$stage/requirements.txt" -d "$stage/dl" >&2
-sdist="$stage/dl/llama_cpp_python-$version.tar.gz"
-echo "$sha256  $sdist" | sha256sum -c --quiet -  # pip checked it too; the file we extract is this one
+cache="${DISTILL_CACHE:-$HOME/.cache/distill}"
+sdist="$cache/llama_cpp_python-$version.tar.gz"
+if ! echo "$sha256  $sdist" | sha256sum -c --quiet - >/dev/null 2>&1; then
+  files="${DISTILL_PYPI_FILES:-https://files.pythonhosted.org}"
+  url="$files/packages/ec/e9/e7de2b0463ea3ffbf0ede6cb21b58c1258a8f6521aae45ca773a59fe7cf3/llama_cpp_python-$version.tar.gz"
+  echo "fetch_jinja: downloading llama-cpp-python $version (sdist, 77 MB) for its C++ Jinja engine" >&2
+  mkdir -p "$cache"
+  curl -fsSL --retry 3 -o "$stage/sdist.tar.gz" "$url" ||
+    { echo "fetch_jinja: cannot download $url" >&2; exit 1; }
+  echo "$sha256  $stage/sdist.tar.gz" | sha256sum -c --quiet - ||
+    { echo "fetch_jinja: $url does not have sha256 $sha256" >&2; exit 1; }
+  mv -f "$stage/sdist.tar.gz" "$sdist"
+fi
 
 top="llama_cpp_python-$version/vendor/llama.cpp"
 templates=(Qwen-Qwen2.5-7B-Instruct meta-llama-Llama-3.1-8B-Instruct mistralai-Mistral-Nemo-Instruct-2407)

@@ -16,6 +16,7 @@ PACKAGES=(
   nlohmann-json3-dev libyaml-cpp-dev libpcre2-dev libicu-dev   # PCRE2 regexes, ICU normalization (tokenizer.json)
   libsqlite3-dev sqlite3
   python3 python3-venv                        # .venv (pip torch, transformers, peft, tokenizers, TRL)
+  curl ca-certificates                        # scripts/fetch_jinja.sh (the chat-template engine from PyPI)
 )
 
 missing=()
@@ -56,4 +57,4 @@ fi
 
 # llama.cpp's C++ Jinja engine (chat templates) from PyPI's pinned
 # llama-cpp-python sdist into third_party/llama-jinja/ (a no-op when present).
-DISTILL_PYTHON="$PWD/$VENV/bin/python" bash scripts/fetch_jinja.sh
+bash scripts/fetch_jinja.sh
