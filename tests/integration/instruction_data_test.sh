@@ -84,6 +84,40 @@ assert len(steps) == 3 and steps[-1]["loss"] < first["loss"], [s["loss"] for s i
 PY
 grep -q "efficiency" "$T/train.log" && ok || fail "the job log lacks the packing line: $(head -5 "$T/train.log")"
 
+# 2b. Data parallel on packed chat data: 2 student ranks of micro-batch 2 and
+# a teacher rank give the weights one colocated process of micro-batch 4 gets
+# (the same rows per step; Note [Token-weighted accumulation] weighs each
+# rank's micro-batches by their counted targets over the step's total).
+for run in dp single; do
+  if [ $run = dp ]; then ranks="teacher: {model: $T/teacher, ranks: 1}"; students=2; micro=2; else
+    ranks="teacher: {model: $T/teacher, ranks: 0}"; students=1; micro=4; fi
+  cat >"$T/$run.yaml" <<YAML
+type: distill
+$ranks
+student: {model: $T/student, method: full, ranks: $students}
+distill: {temperature: 2, alpha: 0.5, loss: forward_kl, logits: topk, top_k: 8}
+data: {format: chat, tokenizer: $QWEN3, train: [$T/chat.jsonl], seq_len: 32}
+train: {steps: 2, micro_batch: $micro, grad_accum: 2, lr: 1e-3, log_every: 1, threads: 1, device: cpu}
+output: $T/$run
+YAML
+done
+"${MPIRUN[@]}" -np 3 "$W" train --spec "$T/dp.yaml" >"$T/dp.log" 2>&1 || fail "data-parallel chat job: $(tail -5 "$T/dp.log")"
+"$W" train --spec "$T/single.yaml" >"$T/single.log" 2>&1 || fail "single chat job: $(tail -5 "$T/single.log")"
+$PY - "$T/dp" "$T/single" <<'PY' 2>"$T/dp.err" && ok ||
+import json, sys
+from safetensors.torch import load_file
+# The gradient (its norm before clipping) of every step, to fp32 summation order.
+norms = [[json.loads(l)["grad_norm"] for l in open(d + "/metrics.jsonl") if '"train"' in l] for d in sys.argv[1:]]
+assert len(norms[0]) == 2 and all(abs(x - y) <= 1e-5 * y for x, y in zip(*norms)), norms
+# Adam normalises near-zero gradients, so summation-order rounding can reach
+# ~1e-4 in a weight after 2 steps at lr 1e-3; a wrong weighting moves them O(lr).
+a, b = (load_file(d + "/model/model.safetensors") for d in sys.argv[1:])
+for k, w in b.items():
+    err = (a[k] - w).abs().max().item()
+    assert err <= 1e-4, (k, err)
+PY
+  fail "2 student ranks differ from one process on the same rows: $(tail -2 "$T/dp.err")"
+
 # 3. Bad input: one error line naming the file and line.
 bad() {  # bad NAME EXPECTED FORMAT LINE...
   local name=$1 want=$2 fmt=$3
