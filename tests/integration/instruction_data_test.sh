@@ -109,12 +109,12 @@ from safetensors.torch import load_file
 # The gradient (its norm before clipping) of every step, to fp32 summation order.
 norms = [[json.loads(l)["grad_norm"] for l in open(d + "/metrics.jsonl") if '"train"' in l] for d in sys.argv[1:]]
 assert len(norms[0]) == 2 and all(abs(x - y) <= 1e-5 * y for x, y in zip(*norms)), norms
-# Adam normalises near-zero gradients, so summation-order rounding can reach
-# ~1e-4 in a weight after 2 steps at lr 1e-3; a wrong weighting moves them O(lr).
+# The weights on average: Adam normalises near-zero gradients, so a few single
+# weights may differ by summation-order rounding blown up to O(lr); the mean
+# difference stays ~1e-10, while the training moves weights ~1e-3 on average.
 a, b = (load_file(d + "/model/model.safetensors") for d in sys.argv[1:])
-for k, w in b.items():
-    err = (a[k] - w).abs().max().item()
-    assert err <= 1e-4, (k, err)
+diff = sum((a[k] - w).abs().sum().item() for k, w in b.items()) / sum(w.numel() for w in b.values())
+assert diff <= 1e-7, diff
 PY
   fail "2 student ranks differ from one process on the same rows: $(tail -2 "$T/dp.err")"
 
