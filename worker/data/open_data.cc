@@ -6,7 +6,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
-#include "worker/data/instruction_data.h"
 #include "worker/data/text_source.h"
 
 namespace distill::worker {
@@ -22,15 +21,7 @@ std::string TokenizerJsonPath(const std::string& tokenizer) {
 absl::StatusOr<std::unique_ptr<SequenceData>> OpenSequenceData(const std::vector<std::string>& paths,
                                                                const DataOptions& options) {
   if (options.format == "chat" || options.format == "prompt_completion") {
-    InstructionOptions o;
-    o.format = options.format;
-    o.tokenizer = options.tokenizer;
-    o.loss_on = options.loss_on;
-    o.overflow = options.overflow;
-    o.pack = options.pack;
-    o.seq_len = options.seq_len;
-    o.threads = options.threads;
-    ASSIGN_OR_RETURN(std::unique_ptr<PackedExamples> examples, PackedExamples::Open(paths, o));
+    ASSIGN_OR_RETURN(std::unique_ptr<PackedExamples> examples, PackedExamples::Open(paths, options));
     return std::unique_ptr<SequenceData>(std::move(examples));
   }
   if (options.format != "text") {

@@ -11,20 +11,17 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "worker/data/instruction_data.h"
 #include "worker/data/sequence_data.h"
 
 namespace distill::worker {
 
-// The spec's data fields (proto/distill/v1/job.proto DataSpec), as plain values.
-struct DataOptions {
-  std::string format = "text";  // text, chat or prompt_completion
-  std::string tokenizer = "bytes";
+// The spec's data fields (proto/distill/v1/job.proto DataSpec), as plain
+// values: the instruction data's options (format may also be "text"), and the
+// JSONL field of plain text.
+struct DataOptions : InstructionOptions {
+  DataOptions() { format = "text"; tokenizer = "bytes"; }
   std::string text_field = "text";
-  std::string loss_on = "assistant";  // assistant or all
-  std::string overflow = "truncate";  // truncate or drop
-  bool pack = true;
-  int64_t seq_len = 256;
-  int threads = 1;  // tokenizer threads
 };
 
 // The tokenizer.json of a data.tokenizer value: `tokenizer` itself, or

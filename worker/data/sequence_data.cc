@@ -1,7 +1,6 @@
 #include "worker/data/sequence_data.h"
 
 #include <utility>
-#include <vector>
 
 #include "absl/strings/str_cat.h"
 
@@ -22,13 +21,9 @@ std::string TextWindows::Describe() const {
 }
 
 void TextWindows::Read(int64_t row, int64_t* inputs, int64_t* targets, int64_t* positions) const {
-  std::vector<int64_t> window(static_cast<size_t>(seq_len_ + 1));
-  data_.Read(row * seq_len_, seq_len_ + 1, window.data());
-  for (int64_t j = 0; j < seq_len_; ++j) {
-    inputs[j] = window[static_cast<size_t>(j)];
-    targets[j] = window[static_cast<size_t>(j + 1)];
-    positions[j] = j;
-  }
+  data_.Read(row * seq_len_, seq_len_, inputs);
+  data_.Read(row * seq_len_ + 1, seq_len_, targets);
+  for (int64_t j = 0; j < seq_len_; ++j) positions[j] = j;
 }
 
 }  // namespace distill::worker
