@@ -159,6 +159,9 @@ absl::Status ValidateRanks(const JobSpec& spec) {
   if (r.has_bucket_mb()) RETURN_IF_ERROR(Positive("runtime.bucket_mb", r.bucket_mb()));
   if (r.has_prefetch()) RETURN_IF_ERROR(at_least("runtime.prefetch", r.prefetch(), 1));
   if (r.has_sync_check_every()) RETURN_IF_ERROR(at_least("runtime.sync_check_every", r.sync_check_every(), 0));
+  if (r.has_zero() && (r.zero() < 0 || r.zero() > 2)) {
+    return Bad("runtime.zero", absl::StrCat("must be 0, 1 or 2, got ", r.zero()));
+  }
   if (spec.comm() == distill::v1::COMM_NCCL && spec.train().device() == "cpu") {
     return Bad("comm", "nccl needs GPU tensors; with train.device cpu use mpi or auto");
   }
@@ -264,6 +267,7 @@ JobSpec WithDefaults(const JobSpec& in) {
   if (!rt->has_bucket_mb()) rt->set_bucket_mb(25.0);
   if (!rt->has_prefetch()) rt->set_prefetch(2);
   if (!rt->has_sync_check_every()) rt->set_sync_check_every(50);
+  if (!rt->has_zero()) rt->set_zero(0);
   if (!data->has_seq_len()) data->set_seq_len(256);
   if (!data->has_tokenizer()) data->set_tokenizer("bytes");
   if (!data->has_text_field()) data->set_text_field("text");
@@ -286,6 +290,7 @@ JobSpec WithDefaults(const JobSpec& in) {
   if (!t->has_log_every()) t->set_log_every(10);
   if (!t->has_eval_batches()) t->set_eval_batches(0);
   if (!t->has_threads()) t->set_threads(0);
+  if (!t->has_activation_checkpointing()) t->set_activation_checkpointing(false);
   if (!t->has_device()) t->set_device("auto");
   if (!t->has_beta1()) t->set_beta1(0.9);
   if (!t->has_beta2()) t->set_beta2(0.999);

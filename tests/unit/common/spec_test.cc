@@ -343,6 +343,7 @@ TEST(SpecTest, MultiRankJobsValidateAndBadRankFieldsAreNamed) {
                         Case{std::string(kGood) + "runtime: {bucket_mb: -1}\n", "runtime.bucket_mb"},
                         Case{std::string(kGood) + "runtime: {prefetch: 0}\n", "runtime.prefetch"},
                         Case{std::string(kGood) + "runtime: {sync_check_every: -2}\n", "runtime.sync_check_every"},
+                        Case{std::string(kGood) + "runtime: {zero: 3}\n", "runtime.zero"},
                         Case{std::string(kGood) + "comm: gloo\n", "comm"}}) {
     absl::Status st = ParseAndValidate(c.text);
     EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
@@ -359,6 +360,8 @@ TEST(SpecTest, RuntimeDefaults) {
   EXPECT_EQ(s.runtime().bucket_mb(), 25.0);
   EXPECT_EQ(s.runtime().prefetch(), 2);
   EXPECT_EQ(s.runtime().sync_check_every(), 50);
+  EXPECT_EQ(s.runtime().zero(), 0);
+  EXPECT_FALSE(s.train().activation_checkpointing());
 }
 
 TEST(SpecTest, LoadResolvesTeacherAndStudentPaths) {
