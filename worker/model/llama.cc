@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 
 #include "worker/data/sequence_data.h"
+#include "worker/model/activation_checkpoint.h"
 
 namespace distill::worker {
 namespace F = torch::nn::functional;
@@ -372,6 +374,20 @@ torch::Tensor AtPositions(const torch::Tensor& table, const torch::Tensor& posit
       .view({positions.size(0), 1, positions.size(1), table.size(1)});
 }
 
+// Decoder layer `layer` on h, through CheckpointedCall when `checkpoint`
+// (Note [Activation checkpointing] in activation_checkpoint.cc): the lambda
+// keeps the layer and its other inputs (none requires grad) until backward.
+torch::Tensor CallLayer(const std::shared_ptr<DecoderLayerImpl>& layer, const torch::Tensor& h,
+                        const torch::Tensor& cos, const torch::Tensor& sin,
+                        const torch::Tensor& visible, bool checkpoint) {
+  if (!checkpoint) return layer->forward(h, cos, sin, visible);
+  return CheckpointedCall(
+      [layer, cos, sin, visible](const torch::Tensor& x) {
+        return layer->forward(x, cos, sin, visible);
+      },
+      h);
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------
@@ -478,10 +494,13 @@ torch::Tensor LlamaForCausalLMImpl::RunLayers(const torch::Tensor& x, int64_t be
       packed = PackedCausalMask(pos);
     }
   }
+  const bool checkpoint =
+      activation_checkpointing_ && is_training() && torch::GradMode::is_enabled();
   std::map<int64_t, torch::Tensor> windowed;  // per window size
   torch::Tensor h = x;
   for (int64_t i = begin; i < end; ++i) {
-    auto* layer = model->layers->ptr(static_cast<size_t>(i))->as<DecoderLayerImpl>();
+    auto layer =
+        std::dynamic_pointer_cast<DecoderLayerImpl>(model->layers->ptr(static_cast<size_t>(i)));
     TORCH_CHECK(layer != nullptr, "decoder layer ", i, " is not part of this model (layers ",
                 part_.layer_begin, " to ", part_.layer_end - 1, ")");
     const int64_t window = AttentionWindow(config_, i);
@@ -494,7 +513,7 @@ torch::Tensor LlamaForCausalLMImpl::RunLayers(const torch::Tensor& x, int64_t be
       }
       visible = mask;
     }
-    h = layer->forward(h, cos, sin, visible);
+    h = CallLayer(layer, h, cos, sin, visible, checkpoint);
     if (want(i)) (*capture)[i] = h;
   }
   return h;

@@ -160,6 +160,14 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   const ModelConfig& config() const { return config_; }
   const ModelPart& part() const { return part_; }
 
+  // When on, RunLayers (so forward and Hidden) keeps only each decoder
+  // layer's input and recomputes the layer in backward (Note [Activation
+  // checkpointing] in activation_checkpoint.cc): same gradients, less memory,
+  // one more forward of the layers per step. Applies only in training mode
+  // with grad mode on; eval and no-grad calls run as without. Off by default.
+  void set_activation_checkpointing(bool on) { activation_checkpointing_ = on; }
+  bool activation_checkpointing() const { return activation_checkpointing_; }
+
   LlamaBackbone model{nullptr};
   torch::Tensor lm_head;  // [V, D], "lm_head.weight"; undefined when tied or not held
 
@@ -173,6 +181,7 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   ModelPart part_;  // layer_end resolved (never -1)
   torch::Tensor rope_cos_, rope_sin_;
   int64_t rope_key_ = 0;  // the length dynamic RoPE was scaled for; 0 = unscaled
+  bool activation_checkpointing_ = false;
 };
 TORCH_MODULE(LlamaForCausalLM);
 
