@@ -6,12 +6,15 @@
 //   - NCCL (nccl_communicator.h): CUDA tensors, one GPU per rank, collectives
 //     on a dedicated stream ordered after the caller's current stream.
 //
-// Every operation is asynchronous and returns a Work handle; the blocking
-// forms wait on it. Tensors must be contiguous and stay alive (and unchanged,
-// for sends) until the handle completes. Collectives must be issued in the
-// same order on every rank of the communicator (MPI and NCCL both match them
-// by order); sends and receives match by (peer, tag) on MPI and by order on
-// NCCL.
+// Operations: all-reduce (sum or avg), reduce-scatter and all-gather (each
+// rank holds one block of the whole: the sharded state of ZeRO), broadcast,
+// tagged send / recv, probe, barrier and split. Every operation is
+// asynchronous and returns a Work handle; the blocking forms wait on it.
+// Tensors must be contiguous and stay alive (and unchanged, for sends and
+// the inputs of reduce-scatter and all-gather) until the handle completes.
+// Collectives must be issued in the same order on every rank of the
+// communicator (MPI and NCCL both match them by order); sends and receives
+// match by (peer, tag) on MPI and by order on NCCL.
 //
 // Note [Comm timeout]: no wait is endless. Each Wait polls until the
 // communicator's timeout (runtime.timeout_s, default 60 s) and then returns
@@ -63,6 +66,20 @@ class Communicator {
   // ("gradient bucket 3", "teacher logits").
   virtual absl::StatusOr<std::unique_ptr<Work>> AllReduceAsync(torch::Tensor& t, ReduceOp op,
                                                                const std::string& what) = 0;
+  // Reduce-scatter: `input` (contiguous, numel = size() * output.numel()) is
+  // reduced over the ranks with `op` and rank r receives elements
+  // [r * n, (r + 1) * n) of the result in `output` (n = output.numel()).
+  // Same dtype and device; `input` and `output` must not overlap.
+  virtual absl::StatusOr<std::unique_ptr<Work>> ReduceScatterAsync(const torch::Tensor& input,
+                                                                   torch::Tensor& output,
+                                                                   ReduceOp op,
+                                                                   const std::string& what) = 0;
+  // All-gather: rank r's `input` (n elements) lands at [r * n, (r + 1) * n) of
+  // every rank's `output` (contiguous, numel = size() * n). Same dtype and
+  // device; no overlap.
+  virtual absl::StatusOr<std::unique_ptr<Work>> AllGatherAsync(const torch::Tensor& input,
+                                                               torch::Tensor& output,
+                                                               const std::string& what) = 0;
   virtual absl::StatusOr<std::unique_ptr<Work>> BroadcastAsync(torch::Tensor& t, int root,
                                                                const std::string& what) = 0;
   virtual absl::StatusOr<std::unique_ptr<Work>> SendAsync(const torch::Tensor& t, int dst, int tag,
@@ -85,10 +102,23 @@ class Communicator {
 
   // Blocking forms.
   absl::Status AllReduce(torch::Tensor& t, ReduceOp op, const std::string& what);
+  absl::Status ReduceScatter(const torch::Tensor& input, torch::Tensor& output, ReduceOp op,
+                             const std::string& what);
+  absl::Status AllGather(const torch::Tensor& input, torch::Tensor& output,
+                         const std::string& what);
   absl::Status Broadcast(torch::Tensor& t, int root, const std::string& what);
   absl::Status Send(const torch::Tensor& t, int dst, int tag, const std::string& what);
   absl::Status Recv(torch::Tensor& t, int src, int tag, const std::string& what);
 };
+
+// For the backends: the pair of tensors of a reduce-scatter (`whole` is the
+// input, `block` the output) or of an all-gather (`block` is the input,
+// `whole` the output), each already checked on its own: the same dtype and
+// device, `whole` of `ranks` times block's elements, and no shared memory.
+// InvalidArgument starting with `context` ("reducescatter of gradient bucket
+// 3") and naming what is wrong.
+absl::Status CheckWholeAndBlock(const torch::Tensor& whole, const torch::Tensor& block, int ranks,
+                                bool whole_is_input, const std::string& context);
 
 }  // namespace distill::worker
 

@@ -21,6 +21,14 @@ absl::StatusOr<std::unique_ptr<Work>> Done() {
   return std::unique_ptr<Work>(std::make_unique<DoneWork>());
 }
 
+// Copies `from` into `to` (same numel, any shapes; outside autograd, like
+// the MPI backend's write-back) and is done.
+absl::StatusOr<std::unique_ptr<Work>> CopyDone(const torch::Tensor& from, torch::Tensor& to) {
+  torch::NoGradGuard no_grad;
+  to.view({-1}).copy_(from.view({-1}));
+  return Done();
+}
+
 absl::Status CheckTensor(const torch::Tensor& t, const char* op, const std::string& what) {
   if (!t.defined())
     return absl::InvalidArgumentError(absl::StrCat(op, " of ", what, ": undefined tensor"));
@@ -59,6 +67,29 @@ class LoopbackCommunicator : public Communicator {
                        c10::toString(t.scalar_type()), ") is not supported; sum and divide"));
     }
     return Done();  // the sum (and the mean) of one contribution is itself
+  }
+  absl::StatusOr<std::unique_ptr<Work>> ReduceScatterAsync(const torch::Tensor& input,
+                                                           torch::Tensor& output, ReduceOp op,
+                                                           const std::string& what) override {
+    const std::string context = absl::StrCat("reducescatter of ", what);
+    RETURN_IF_ERROR(CheckTensor(input, "reducescatter", absl::StrCat(what, " (input)")));
+    RETURN_IF_ERROR(CheckTensor(output, "reducescatter", absl::StrCat(what, " (output)")));
+    RETURN_IF_ERROR(CheckWholeAndBlock(input, output, 1, /*whole_is_input=*/true, context));
+    if (op == ReduceOp::kAvg && c10::isIntegralType(input.scalar_type(), /*includeBool=*/true)) {
+      return absl::InvalidArgumentError(absl::StrCat(context, ": avg of an integer tensor (",
+                                                     c10::toString(input.scalar_type()),
+                                                     ") is not supported; sum and divide"));
+    }
+    return CopyDone(input, output);  // the one block is the whole
+  }
+  absl::StatusOr<std::unique_ptr<Work>> AllGatherAsync(const torch::Tensor& input,
+                                                       torch::Tensor& output,
+                                                       const std::string& what) override {
+    RETURN_IF_ERROR(CheckTensor(input, "allgather", absl::StrCat(what, " (input)")));
+    RETURN_IF_ERROR(CheckTensor(output, "allgather", absl::StrCat(what, " (output)")));
+    RETURN_IF_ERROR(CheckWholeAndBlock(output, input, 1, /*whole_is_input=*/false,
+                                       absl::StrCat("allgather of ", what)));
+    return CopyDone(input, output);
   }
   absl::StatusOr<std::unique_ptr<Work>> BroadcastAsync(torch::Tensor& t, int root,
                                                        const std::string& what) override {

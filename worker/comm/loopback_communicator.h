@@ -2,6 +2,7 @@
 // alone: code written for S data-parallel ranks runs unchanged with S = 1.
 // All-reduce (sum or avg), broadcast from root 0 and barrier are identities
 // that complete at once (the caller's tensor already holds the result);
+// reduce-scatter and all-gather copy the input into the output at once;
 // point-to-point messages have no peer, so send, recv and probe are errors,
 // worded like the MPI backend's ("send of teacher logits: ..."), as are a
 // peer or root out of range. The same tensor checks as MPI (defined,

@@ -152,19 +152,51 @@ torch::Tensor HostStaging(const torch::Tensor& t, torch::ScalarType dtype, bool 
   return buf;
 }
 
-// Issues `issue(offset, count)` for each chunk of `numel` elements (one call
-// for an empty tensor, so that both sides of a message still match).
-template <typename F>
-absl::Status ForEachChunk(int64_t numel, std::vector<int>* counts, F issue) {
+// The chunks of `numel` elements, as (offset, count): one (0, 0) for none,
+// so that both sides of a message still match.
+using Chunks = std::vector<std::pair<int64_t, int>>;
+Chunks ChunksOf(int64_t numel) {
+  Chunks chunks;
   int64_t offset = 0;
   do {
     const int count = static_cast<int>(std::min(numel - offset, MaxChunk()));
+    chunks.emplace_back(offset, count);
+    offset += count;
+  } while (offset < numel);
+  return chunks;
+}
+
+// Issues `issue(offset, count)` for each chunk of `numel` elements.
+template <typename F>
+absl::Status ForEachChunk(int64_t numel, std::vector<int>* counts, F issue) {
+  for (const auto& [offset, count] : ChunksOf(numel)) {
     counts->push_back(count);
     const int rc = issue(offset, count);
     if (rc != MPI_SUCCESS) return absl::InternalError(MpiErrorString(rc));
-    offset += count;
-  } while (offset < numel);
+  }
   return absl::OkStatus();
+}
+
+// Note [Block chunks]: a reduce-scatter or all-gather moves one block of n
+// elements per rank, and one call moves the same chunk (offset, count) of
+// every block, so with n > MaxChunk() the whole tensor travels chunk-major:
+// chunk (offset, count) of the blocks [size, n] as [size, count] at element
+// size * offset. One chunk is the tensor's own layout.
+torch::Tensor ToChunkMajor(const torch::Tensor& blocks, const Chunks& chunks) {
+  std::vector<torch::Tensor> parts;
+  for (const auto& [offset, count] : chunks) {
+    parts.push_back(blocks.narrow(1, offset, count).reshape({-1}));
+  }
+  return torch::cat(parts);
+}
+
+// The inverse of ToChunkMajor: `chunk_major` back into `blocks` [size, n].
+void FromChunkMajor(const torch::Tensor& chunk_major, torch::Tensor blocks, const Chunks& chunks) {
+  const int64_t size = blocks.size(0);
+  for (const auto& [offset, count] : chunks) {
+    blocks.narrow(1, offset, count)
+        .copy_(chunk_major.narrow(0, size * offset, size * count).view({size, count}));
+  }
 }
 
 // "rank 2 (student 0)": this process, for messages.
@@ -267,6 +299,95 @@ class MpiCommunicator : public Communicator {
       if (op == ReduceOp::kAvg) buf.div_(size);
       if (staged) t.copy_(buf);
     };
+    return std::unique_ptr<Work>(std::move(work));
+  }
+
+  // Sums like AllReduceAsync (bfloat16 in float32, avg divides after), in
+  // chunks of every rank's block (Note [Block chunks]).
+  absl::StatusOr<std::unique_ptr<Work>> ReduceScatterAsync(const torch::Tensor& input,
+                                                           torch::Tensor& output, ReduceOp op,
+                                                           const std::string& what) override {
+    const std::string context = absl::StrCat("reducescatter of ", what);
+    RETURN_IF_ERROR(CheckTensor(input, "reducescatter", absl::StrCat(what, " (input)")));
+    RETURN_IF_ERROR(CheckTensor(output, "reducescatter", absl::StrCat(what, " (output)")));
+    RETURN_IF_ERROR(CheckWholeAndBlock(input, output, size_, /*whole_is_input=*/true, context));
+    if (op == ReduceOp::kAvg && c10::isIntegralType(input.scalar_type(), /*includeBool=*/true)) {
+      return absl::InvalidArgumentError(absl::StrCat(context, ": avg of an integer tensor (",
+                                                     c10::toString(input.scalar_type()),
+                                                     ") is not supported; sum and divide"));
+    }
+    const bool bf16 = input.scalar_type() == torch::kBFloat16;
+    const bool staged = bf16 || !input.device().is_cpu();
+    const torch::ScalarType wire = bf16 ? torch::kFloat32 : input.scalar_type();
+    const int64_t n = output.numel();
+    const Chunks chunks = ChunksOf(n);
+    torch::Tensor send = staged ? HostStaging(input, wire, /*copy_values=*/true) : input;
+    if (chunks.size() > 1) send = ToChunkMajor(send.view({size_, n}), chunks);
+    torch::Tensor recv = staged ? HostStaging(output, wire, /*copy_values=*/false) : output;
+    ASSIGN_OR_RETURN(MPI_Datatype type, MpiType(wire, what));
+    auto work = std::make_unique<MpiWork>(
+        timeout_s_, absl::StrCat(context, " among ranks ", FormatRankList(world_ranks_)),
+        /*collective=*/true);
+    work->buffers = {send, recv, input, output};
+    const char* send_base = static_cast<const char*>(send.data_ptr());
+    char* recv_base = static_cast<char*>(recv.data_ptr());
+    const int64_t elem = recv.element_size();
+    for (const auto& [offset, count] : chunks) {
+      work->requests.emplace_back();
+      const int rc =
+          MPI_Ireduce_scatter_block(send_base + size_ * offset * elem, recv_base + offset * elem,
+                                    count, type, MPI_SUM, comm_, &work->requests.back());
+      if (rc != MPI_SUCCESS) return absl::InternalError(MpiErrorString(rc));
+    }
+    const int size = size_;
+    work->on_complete = [recv, output, staged, op, size]() mutable {
+      if (op == ReduceOp::kAvg) recv.div_(size);
+      if (staged) output.copy_(recv);
+    };
+    return std::unique_ptr<Work>(std::move(work));
+  }
+
+  // bfloat16 moves as raw 16-bit words; in chunks of every rank's block
+  // (Note [Block chunks]).
+  absl::StatusOr<std::unique_ptr<Work>> AllGatherAsync(const torch::Tensor& input,
+                                                       torch::Tensor& output,
+                                                       const std::string& what) override {
+    const std::string context = absl::StrCat("allgather of ", what);
+    RETURN_IF_ERROR(CheckTensor(input, "allgather", absl::StrCat(what, " (input)")));
+    RETURN_IF_ERROR(CheckTensor(output, "allgather", absl::StrCat(what, " (output)")));
+    RETURN_IF_ERROR(CheckWholeAndBlock(output, input, size_, /*whole_is_input=*/false, context));
+    const bool staged = !output.device().is_cpu();
+    const int64_t n = input.numel();
+    const Chunks chunks = ChunksOf(n);
+    const bool chunked = chunks.size() > 1;
+    torch::Tensor send =
+        staged ? HostStaging(input, input.scalar_type(), /*copy_values=*/true) : input;
+    torch::Tensor recv = staged || chunked
+                             ? HostStaging(output, output.scalar_type(), /*copy_values=*/false)
+                             : output;
+    ASSIGN_OR_RETURN(MPI_Datatype type, MpiType(input.scalar_type(), what));
+    auto work = std::make_unique<MpiWork>(
+        timeout_s_, absl::StrCat(context, " among ranks ", FormatRankList(world_ranks_)),
+        /*collective=*/true);
+    work->buffers = {send, recv, input, output};
+    const char* send_base = static_cast<const char*>(send.data_ptr());
+    char* recv_base = static_cast<char*>(recv.data_ptr());
+    const int64_t elem = recv.element_size();
+    for (const auto& [offset, count] : chunks) {
+      work->requests.emplace_back();
+      const int rc =
+          MPI_Iallgather(send_base + offset * elem, count, type, recv_base + size_ * offset * elem,
+                         count, type, comm_, &work->requests.back());
+      if (rc != MPI_SUCCESS) return absl::InternalError(MpiErrorString(rc));
+    }
+    const int size = size_;
+    if (chunked) {
+      work->on_complete = [recv, output, chunks, size, n]() {
+        FromChunkMajor(recv.view({-1}), output.detach().view({size, n}), chunks);
+      };
+    } else if (staged) {
+      work->on_complete = [recv, output]() mutable { output.copy_(recv); };
+    }
     return std::unique_ptr<Work>(std::move(work));
   }
 

@@ -1,10 +1,11 @@
 // The MPI backend of Communicator (Open MPI): CPU tensors directly, CUDA
 // tensors through host staging. Nonblocking MPI calls (MPI_Iallreduce,
-// MPI_Ibcast, MPI_Isend, MPI_Irecv) behind Work handles whose Wait polls
-// MPI_Test with a short sleep between polls, so an oversubscribed machine is
-// not burnt by spinning, until the timeout (Note [Comm timeout] in
-// communicator.h). float32/float64/bfloat16/int64/int32/uint8 tensors; sum
-// and avg (avg divides after the sum).
+// MPI_Ireduce_scatter_block, MPI_Iallgather, MPI_Ibcast, MPI_Isend,
+// MPI_Irecv) behind Work handles whose Wait polls MPI_Test with a short sleep
+// between polls, so an oversubscribed machine is not burnt by spinning, until
+// the timeout (Note [Comm timeout] in communicator.h).
+// float32/float64/bfloat16/int64/int32/uint8 tensors; sum and avg (avg
+// divides after the sum).
 #ifndef DISTILL_WORKER_COMM_MPI_COMMUNICATOR_H_
 #define DISTILL_WORKER_COMM_MPI_COMMUNICATOR_H_
 

@@ -301,6 +301,48 @@ class NcclCommunicator final : public Communicator {
     });
   }
 
+  absl::StatusOr<std::unique_ptr<Work>> ReduceScatterAsync(const torch::Tensor& input,
+                                                           torch::Tensor& output, ReduceOp op,
+                                                           const std::string& what) override {
+    const std::string desc = absl::StrCat("reducescatter of ", what);
+    ASSIGN_OR_RETURN(ncclDataType_t type, CheckTensor(input, absl::StrCat(desc, " (input)")));
+    RETURN_IF_ERROR(CheckTensor(output, absl::StrCat(desc, " (output)")).status());
+    RETURN_IF_ERROR(CheckWholeAndBlock(input, output, size(), /*whole_is_input=*/true,
+                                       absl::StrCat("comm: nccl: ", desc)));
+    ncclRedOp_t nccl_op = ncclSum;
+    int divide_by = 1;
+    if (op == ReduceOp::kAvg) {
+#if NCCL_VERSION_CODE >= NCCL_VERSION(2, 10, 0)
+      nccl_op = ncclAvg;
+#else
+      divide_by = state_->size;
+#endif
+    }
+    return Enqueue(
+        desc, output, divide_by,
+        [&](ncclComm_t comm, cudaStream_t s) {
+          return ncclReduceScatter(input.data_ptr(), output.data_ptr(), output.numel(), type,
+                                   nccl_op, comm, s);
+        },
+        input);
+  }
+
+  absl::StatusOr<std::unique_ptr<Work>> AllGatherAsync(const torch::Tensor& input,
+                                                       torch::Tensor& output,
+                                                       const std::string& what) override {
+    const std::string desc = absl::StrCat("allgather of ", what);
+    ASSIGN_OR_RETURN(ncclDataType_t type, CheckTensor(input, absl::StrCat(desc, " (input)")));
+    RETURN_IF_ERROR(CheckTensor(output, absl::StrCat(desc, " (output)")).status());
+    RETURN_IF_ERROR(CheckWholeAndBlock(output, input, size(), /*whole_is_input=*/false,
+                                       absl::StrCat("comm: nccl: ", desc)));
+    return Enqueue(
+        desc, output, 1,
+        [&](ncclComm_t comm, cudaStream_t s) {
+          return ncclAllGather(input.data_ptr(), output.data_ptr(), input.numel(), type, comm, s);
+        },
+        input);
+  }
+
   absl::StatusOr<std::unique_ptr<Work>> BroadcastAsync(torch::Tensor& t, int root,
                                                        const std::string& what) override {
     const std::string desc = absl::StrCat("broadcast of ", what, " from rank ", root);
@@ -405,10 +447,13 @@ class NcclCommunicator final : public Communicator {
   }
 
   // Orders our stream after the caller's, enqueues `launch` on it, and
-  // returns a handle on its completion event.
+  // returns a handle on its completion event. `t` is the tensor written (or
+  // the only one), `source` a separate tensor read (reduce-scatter,
+  // all-gather); both are kept from reuse until the operation is done.
   template <typename Launch>
   absl::StatusOr<std::unique_ptr<Work>> Enqueue(const std::string& desc, const torch::Tensor& t,
-                                                int divide_by, Launch&& launch) {
+                                                int divide_by, Launch&& launch,
+                                                const torch::Tensor& source = torch::Tensor()) {
     RETURN_IF_ERROR(CheckUsable(desc));
     NcclState& st = *state_;
     DeviceGuard guard(st.device);
@@ -434,11 +479,13 @@ class NcclCommunicator final : public Communicator {
     if (!s.ok()) return fail(s);
 #if DISTILL_WITH_CUDA
     // The caching allocator must not hand the memory out again (when the
-    // caller frees the tensor) before our stream is done with it.
-    if (t.defined() && t.numel() > 0) {
-      c10::cuda::CUDACachingAllocator::recordStream(
-          t.storage().data_ptr(),
-          c10::cuda::getStreamFromExternal(st.stream, static_cast<c10::DeviceIndex>(st.device)));
+    // caller frees a tensor) before our stream is done with it.
+    for (const torch::Tensor* used : {&t, &source}) {
+      if (used->defined() && used->numel() > 0) {
+        c10::cuda::CUDACachingAllocator::recordStream(
+            used->storage().data_ptr(),
+            c10::cuda::getStreamFromExternal(st.stream, static_cast<c10::DeviceIndex>(st.device)));
+      }
     }
 #endif
     return std::unique_ptr<Work>(std::make_unique<NcclWork>(state_, done, t, desc, divide_by));

@@ -4,9 +4,10 @@
 // an event recorded on the caller's current stream, and Wait() makes the
 // caller's current stream wait on the operation's completion event (and polls
 // cudaEventQuery with the communicator's timeout; on timeout the NCCL
-// communicator is aborted, Note [Comm timeout]). Send/Recv use
-// ncclSend/ncclRecv (matched by order; the tag only appears in messages);
-// Probe is Unimplemented.
+// communicator is aborted, Note [Comm timeout]). Reduce-scatter and
+// all-gather are ncclReduceScatter / ncclAllGather (avg: ncclAvg, as
+// all-reduce). Send/Recv use ncclSend/ncclRecv (matched by order; the tag
+// only appears in messages); Probe is Unimplemented.
 //
 // Built whenever nccl.h and libnccl are found (CMake option
 // DISTILL_WITH_NCCL): here against CUDA 13 under /usr/local/cuda with CPU

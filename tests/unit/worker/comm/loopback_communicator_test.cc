@@ -68,6 +68,64 @@ TEST(LoopbackCommunicatorTest, ChecksTensorsLikeMpi) {
   EXPECT_TRUE(MessageHas(s, "allreduce of counts: avg of an integer tensor"));
 }
 
+TEST(LoopbackCommunicatorTest, ReduceScatterAndAllGatherCopyTheValuesBitForBit) {
+  std::unique_ptr<Communicator> c = MakeLoopbackCommunicator();
+  const torch::Tensor input = torch::tensor({0.1, -3.0e-300, 7.0 / 3.0, 1e300}, torch::kDouble);
+  torch::Tensor out = torch::zeros({2, 2}, torch::kDouble);  // any shape of the same numel
+  ASSERT_TRUE(c->ReduceScatter(input, out, ReduceOp::kSum, "sum").ok());
+  EXPECT_TRUE(torch::equal(out.reshape({-1}), input));
+  out.zero_();
+  ASSERT_TRUE(c->ReduceScatter(input, out, ReduceOp::kAvg, "avg").ok());
+  EXPECT_TRUE(torch::equal(out.reshape({-1}), input));
+  torch::Tensor gathered = torch::zeros({4}, torch::kDouble);
+  ASSERT_TRUE(c->AllGather(out, gathered, "gather").ok());
+  EXPECT_TRUE(torch::equal(gathered, input));
+
+  // Async: complete at once, also into a parameter (outside autograd).
+  const torch::Tensor shard = torch::arange(3).to(torch::kBFloat16);
+  torch::Tensor param = torch::zeros({3}, torch::kBFloat16).requires_grad_();
+  auto w = c->AllGatherAsync(shard, param, "weights");
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_TRUE((*w)->Test());
+  EXPECT_TRUE(torch::equal(param.detach(), shard));
+  torch::Tensor ints = torch::zeros({3}, torch::kInt64);
+  w = c->ReduceScatterAsync(torch::tensor({4, 5, 6}, torch::kInt64), ints, ReduceOp::kSum, "n");
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_TRUE((*w)->Test());
+  EXPECT_TRUE(torch::equal(ints, torch::tensor({4, 5, 6}, torch::kInt64)));
+}
+
+TEST(LoopbackCommunicatorTest, ReduceScatterAndAllGatherCheckTensorsLikeMpi) {
+  std::unique_ptr<Communicator> c = MakeLoopbackCommunicator();
+  torch::Tensor out = torch::zeros({4});
+  absl::Status s = c->ReduceScatter(torch::zeros({5}), out, ReduceOp::kSum, "bucket 1");
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(MessageHas(s,
+                         "reducescatter of bucket 1: the input has 5 elements, expected 4 (1 "
+                         "ranks x the output's 4)"));
+  s = c->ReduceScatter(torch::zeros({4}, torch::kInt32), out, ReduceOp::kSum, "bucket 2");
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(MessageHas(s, "reducescatter of bucket 2: the input is Int but the output is Float"));
+  torch::Tensor ints = torch::zeros({4}, torch::kInt32);
+  s = c->ReduceScatter(torch::ones({4}, torch::kInt32), ints, ReduceOp::kAvg, "counts");
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(MessageHas(s, "reducescatter of counts: avg of an integer tensor"));
+  s = c->ReduceScatter(out, out, ReduceOp::kSum, "in place");
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(MessageHas(s, "reducescatter of in place: the input and the output overlap"));
+
+  torch::Tensor strided = torch::zeros({2, 2}).t();
+  s = c->AllGather(torch::zeros({4}), strided, "shard");
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(MessageHas(s, "allgather of shard (output): the tensor must be contiguous"));
+  torch::Tensor undefined;
+  s = c->AllGather(undefined, out, "shard");
+  EXPECT_TRUE(MessageHas(s, "allgather of shard (input): undefined tensor"));
+  s = c->AllGather(torch::zeros({2}), out, "shard");
+  EXPECT_TRUE(MessageHas(s, "allgather of shard: the output has 4 elements, expected 2"));
+  EXPECT_TRUE(torch::equal(out, torch::zeros({4})));  // nothing written on errors
+}
+
 TEST(LoopbackCommunicatorTest, BroadcastFromAnotherRootIsOutOfRange) {
   std::unique_ptr<Communicator> c = MakeLoopbackCommunicator();
   torch::Tensor t = torch::ones({2});

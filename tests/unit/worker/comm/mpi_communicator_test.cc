@@ -113,6 +113,129 @@ TEST_F(MpiCommunicatorTest, RejectsBadTensorsNamingWhat) {
   EXPECT_EQ(world_->RecvAsync(f, 0, -1, "x").status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+// The reduce-scatter and all-gather expectations below: rank r's block of
+// a whole tensor of n_ blocks of `n` elements.
+torch::Tensor Block(const torch::Tensor& whole, int r, int64_t n) {
+  return whole.reshape({-1}).narrow(0, r * n, n);
+}
+
+TEST_F(MpiCommunicatorTest, ReduceScatterSumAndAvgEveryDtype) {
+  // Rank r contributes arange(n_ * 5) + r, a block of 5 (odd) per rank: the
+  // sum at i is n_ * i + n_ (n_ - 1) / 2, the avg i + (n_ - 1) / 2.
+  const int64_t n = 5;
+  for (torch::ScalarType dtype : {torch::kFloat32, torch::kFloat64, torch::kBFloat16, torch::kInt64,
+                                  torch::kInt32, torch::kUInt8}) {
+    SCOPED_TRACE(c10::toString(dtype));
+    const torch::Tensor input = (torch::arange(n_ * n, torch::kInt64) + rank_).to(dtype);
+    torch::Tensor out = torch::full({n}, 77, dtype);
+    ASSERT_TRUE(world_->ReduceScatter(input, out, ReduceOp::kSum, "sum test").ok());
+    torch::Tensor sum = torch::arange(n_ * n, torch::kInt64) * n_ + n_ * (n_ - 1) / 2;
+    EXPECT_TRUE(torch::equal(out, Block(sum, rank_, n).to(dtype))) << out;
+    EXPECT_TRUE(torch::equal(input, (torch::arange(n_ * n, torch::kInt64) + rank_).to(dtype)));
+    if (c10::isIntegralType(dtype, true)) continue;
+    // Exact in every float dtype for n_ <= 8; the output may have any shape.
+    torch::Tensor avg = torch::zeros({1, n}, dtype);
+    ASSERT_TRUE(world_->ReduceScatter(input, avg, ReduceOp::kAvg, "avg test").ok());
+    torch::Tensor want = torch::arange(n_ * n, torch::kFloat64) + (n_ - 1) / 2.0;
+    EXPECT_TRUE(torch::equal(avg.reshape({-1}), Block(want, rank_, n).to(dtype))) << avg;
+  }
+}
+
+TEST_F(MpiCommunicatorTest, ReduceScatterBFloat16SumsInFloat32) {
+  // As AllReduceBFloat16SumsInFloat32: one rounding of the float32 sum.
+  torch::manual_seed(4321);
+  const int64_t n = 129;
+  torch::Tensor all = torch::randn({n_, n_ * n}).to(torch::kBFloat16);
+  torch::Tensor out = torch::empty({n}, torch::kBFloat16);
+  ASSERT_TRUE(world_->ReduceScatter(all[rank_], out, ReduceOp::kSum, "bf16 test").ok());
+  torch::Tensor want = Block(all.to(torch::kFloat32).sum(0), rank_, n).to(torch::kBFloat16);
+  EXPECT_TRUE(torch::allclose(out.to(torch::kFloat32), want.to(torch::kFloat32), 8e-3, 1e-6));
+}
+
+// What ZeRO relies on: its shard of a reduce-scatter avg is the matching
+// slice of the all-reduce avg it replaces. Bit for bit on two ranks (a sum
+// of two is one addition); with more ranks MPI may add in another order.
+TEST_F(MpiCommunicatorTest, ReduceScatterAvgIsTheSliceOfAllReduceAvg) {
+  torch::manual_seed(99);
+  const int64_t n = 1001;
+  for (torch::ScalarType dtype : {torch::kFloat32, torch::kBFloat16, torch::kFloat64}) {
+    SCOPED_TRACE(c10::toString(dtype));
+    torch::Tensor all = torch::randn({n_, n_ * n}, torch::kFloat64).to(dtype);
+    torch::Tensor reduced = all[rank_].clone();
+    ASSERT_TRUE(world_->AllReduce(reduced, ReduceOp::kAvg, "allreduce avg").ok());
+    torch::Tensor shard = torch::empty({n}, dtype);
+    ASSERT_TRUE(world_->ReduceScatter(all[rank_], shard, ReduceOp::kAvg, "reducescatter avg").ok());
+    if (n_ == 2) {
+      EXPECT_TRUE(torch::equal(shard, Block(reduced, rank_, n)));
+    } else {
+      const double rtol = dtype == torch::kBFloat16 ? 8e-3 : 1e-6;
+      EXPECT_TRUE(torch::allclose(shard.to(torch::kFloat64),
+                                  Block(reduced, rank_, n).to(torch::kFloat64), rtol, 1e-12));
+    }
+  }
+}
+
+TEST_F(MpiCommunicatorTest, AllGatherEveryDtype) {
+  // Rank r's block of 7 (odd) is arange(7) * 3 + 10 r (bfloat16-exact).
+  const int64_t n = 7;
+  for (torch::ScalarType dtype : {torch::kFloat32, torch::kFloat64, torch::kBFloat16, torch::kInt64,
+                                  torch::kInt32, torch::kUInt8}) {
+    SCOPED_TRACE(c10::toString(dtype));
+    const torch::Tensor input = (torch::arange(n, torch::kInt64) * 3 + 10 * rank_).to(dtype);
+    torch::Tensor out = torch::full({n_, n}, 1, dtype);
+    ASSERT_TRUE(world_->AllGather(input, out, "gather test").ok());
+    torch::Tensor want = (torch::arange(n, torch::kInt64).unsqueeze(0) * 3 +
+                          torch::arange(n_, torch::kInt64).unsqueeze(1) * 10)
+                             .to(dtype);
+    EXPECT_TRUE(torch::equal(out, want)) << out;
+  }
+}
+
+TEST_F(MpiCommunicatorTest, ReduceScatterAndAllGatherRejectBadTensorsNamingWhat) {
+  torch::Tensor out = torch::zeros({4});
+  auto w = world_->ReduceScatterAsync(torch::zeros({n_ * 4 + 1}), out, ReduceOp::kSum, "bucket 1");
+  ASSERT_EQ(w.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(MessageHas(w.status(), absl::StrCat("reducescatter of bucket 1: the input has ",
+                                                  n_ * 4 + 1, " elements, expected ", n_ * 4, " (",
+                                                  n_, " ranks x the output's 4)")));
+  w = world_->ReduceScatterAsync(torch::zeros({n_ * 4}, torch::kFloat64), out, ReduceOp::kSum,
+                                 "bucket 2");
+  ASSERT_EQ(w.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(MessageHas(w.status(), "reducescatter of bucket 2: the input is Double but the "
+                                     "output is Float (the dtypes must match)"));
+  w = world_->ReduceScatterAsync(torch::zeros({4, n_}).t(), out, ReduceOp::kSum, "bucket 3");
+  ASSERT_EQ(w.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(MessageHas(w.status(), "reducescatter of bucket 3 (input): the tensor must be "));
+  torch::Tensor ints = torch::zeros({4}, torch::kInt32);
+  w = world_->ReduceScatterAsync(torch::zeros({n_ * 4}, torch::kInt32), ints, ReduceOp::kAvg, "n");
+  ASSERT_EQ(w.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(MessageHas(w.status(), "reducescatter of n: avg of an integer tensor (Int)"));
+  torch::Tensor whole = torch::zeros({n_ * 4});
+  torch::Tensor inside = whole.narrow(0, 4, 4);
+  w = world_->ReduceScatterAsync(whole, inside, ReduceOp::kSum, "bucket 4");
+  ASSERT_EQ(w.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(MessageHas(w.status(), "reducescatter of bucket 4: the input and the output overlap"));
+
+  torch::Tensor gathered = torch::zeros({n_ * 4 - 1});
+  w = world_->AllGatherAsync(torch::zeros({4}), gathered, "shard 1");
+  ASSERT_EQ(w.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(MessageHas(w.status(), absl::StrCat("allgather of shard 1: the output has ",
+                                                  n_ * 4 - 1, " elements, expected ", n_ * 4)));
+  torch::Tensor halves = torch::zeros({n_ * 4}, torch::kFloat16);
+  w = world_->AllGatherAsync(torch::zeros({4}, torch::kFloat16), halves, "shard 2");
+  ASSERT_EQ(w.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(MessageHas(w.status(), "allgather of shard 2 (input): dtype Half is not supported"));
+  w = world_->AllGatherAsync(torch::zeros({4}, torch::kBFloat16), whole, "shard 3");
+  ASSERT_EQ(w.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(MessageHas(w.status(), "allgather of shard 3: the input is BFloat16 but the output"));
+  w = world_->AllGatherAsync(inside, whole, "shard 4");
+  ASSERT_EQ(w.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(MessageHas(w.status(), "allgather of shard 4: the input and the output overlap"));
+  // Nothing above reached MPI: the ranks are still in step.
+  ASSERT_TRUE(world_->AllGather(torch::ones({4}), whole, "after errors").ok());
+  EXPECT_TRUE(torch::equal(whole, torch::ones({n_ * 4})));
+}
+
 TEST_F(MpiCommunicatorTest, BroadcastFromLastRank) {
   const int root = n_ - 1;
   for (torch::ScalarType dtype :
@@ -331,6 +454,90 @@ TEST_F(MpiCommunicatorTest, LargeTensorsGoInChunks) {
   EXPECT_TRUE(torch::equal(seven, torch::full({7}, n_, torch::kInt32)));
   torch::Tensor empty = torch::zeros({0});
   ASSERT_TRUE(world_->AllReduce(empty, ReduceOp::kSum, "empty").ok());
+}
+
+// Note [Block chunks]: blocks of 23 in chunks of 7 (7, 7, 7, 2) move
+// chunk-major and land in each rank's block.
+TEST_F(MpiCommunicatorTest, LargeBlocksGoInChunks) {
+  internal::SetMpiMaxChunkForTesting(7);
+  struct Restore {
+    ~Restore() { internal::SetMpiMaxChunkForTesting(0); }
+  } restore;
+  for (const int64_t n : {23, 7, 0}) {  // several chunks, exactly one, none
+    SCOPED_TRACE(absl::StrCat("block of ", n));
+    // Rank r contributes arange(n_ * n) * (r + 1): avg arange * (n_ + 1) / 2.
+    const torch::Tensor input = torch::arange(n_ * n, torch::kFloat32) * (rank_ + 1);
+    torch::Tensor avg = torch::empty({n});
+    ASSERT_TRUE(world_->ReduceScatter(input, avg, ReduceOp::kAvg, "chunked avg").ok());
+    torch::Tensor want = torch::arange(n_ * n, torch::kFloat32) * ((n_ + 1) / 2.0f);
+    EXPECT_TRUE(torch::allclose(avg, Block(want, rank_, n)));
+    torch::Tensor sum = torch::empty({n}, torch::kBFloat16);
+    ASSERT_TRUE(
+        world_->ReduceScatter(input.to(torch::kBFloat16), sum, ReduceOp::kSum, "chunked bf16").ok());
+    want = torch::arange(n_ * n, torch::kFloat32) * (n_ * (n_ + 1) / 2.0f);
+    EXPECT_TRUE(torch::equal(sum, Block(want, rank_, n).to(torch::kBFloat16)));
+
+    // Gathered into a parameter: written outside autograd.
+    const torch::Tensor shard = torch::arange(n, torch::kInt64) + 100 * rank_;
+    torch::Tensor whole = torch::zeros({n_ * n}, torch::kInt64);
+    ASSERT_TRUE(world_->AllGather(shard, whole, "chunked gather").ok());
+    torch::Tensor param = torch::zeros({n_, n}, torch::kFloat64).requires_grad_();
+    ASSERT_TRUE(world_->AllGather(shard.to(torch::kFloat64), param, "chunked parameter").ok());
+    for (int r = 0; r < n_; ++r) {
+      EXPECT_TRUE(torch::equal(Block(whole, r, n), torch::arange(n, torch::kInt64) + 100 * r));
+      EXPECT_TRUE(torch::equal(param.detach()[r], torch::arange(n, torch::kFloat64) + 100 * r));
+    }
+  }
+}
+
+TEST_F(MpiCommunicatorTest, ReduceScatterAndAllGatherOverlapOtherOperations) {
+  // Issued together, waited on in reverse order.
+  const int64_t n = 1000;
+  const torch::Tensor input = torch::full({n_ * n}, static_cast<float>(rank_ + 1));
+  torch::Tensor scattered = torch::empty({n});
+  torch::Tensor reduced = torch::full({10}, static_cast<double>(rank_), torch::kFloat64);
+  const torch::Tensor shard = torch::full({n}, static_cast<int32_t>(rank_), torch::kInt32);
+  torch::Tensor gathered = torch::empty({n_, n}, torch::kInt32);
+  std::vector<std::unique_ptr<Work>> works;
+  auto rs = world_->ReduceScatterAsync(input, scattered, ReduceOp::kSum, "overlap scatter");
+  auto ar = world_->AllReduceAsync(reduced, ReduceOp::kSum, "overlap reduce");
+  auto ag = world_->AllGatherAsync(shard, gathered, "overlap gather");
+  ASSERT_TRUE(rs.ok() && ar.ok() && ag.ok());
+  works.push_back(std::move(rs).value());
+  works.push_back(std::move(ar).value());
+  works.push_back(std::move(ag).value());
+  for (auto it = works.rbegin(); it != works.rend(); ++it) ASSERT_TRUE((*it)->Wait().ok());
+  for (auto& w : works) EXPECT_TRUE(w->Test());
+  EXPECT_TRUE(torch::equal(scattered, torch::full({n}, n_ * (n_ + 1) / 2.0f)));
+  EXPECT_TRUE(torch::equal(reduced, torch::full({10}, n_ * (n_ - 1) / 2.0, torch::kFloat64)));
+  EXPECT_TRUE(torch::equal(gathered, torch::arange(n_, torch::kInt32).unsqueeze(1).expand({n_, n})));
+}
+
+TEST_F(MpiCommunicatorTest, ReduceScatterTimeoutNamesWhat) {
+  auto short_or = MpiWorld(0.5);
+  ASSERT_TRUE(short_or.ok()) << short_or.status();
+  std::unique_ptr<Communicator> fast = std::move(short_or).value();
+  // Rank 0 comes early: its wait times out naming the operation; a second
+  // wait (everyone is in then) completes it.
+  if (rank_ != 0) std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  const torch::Tensor input = torch::ones({n_ * 3});
+  torch::Tensor out = torch::zeros({3});
+  auto w = fast->ReduceScatterAsync(input, out, ReduceOp::kSum, "gradient shard 2");
+  ASSERT_TRUE(w.ok()) << w.status();
+  if (rank_ == 0) {
+    absl::Status st = (*w)->Wait();
+    ASSERT_EQ(st.code(), absl::StatusCode::kDeadlineExceeded) << st;
+    EXPECT_EQ(st.message(), absl::StrCat("rank 0: timed out after 0.5 s waiting for reducescatter "
+                                         "of gradient shard 2 among ranks ",
+                                         n_ == 2 ? "0, 1" : absl::StrCat("0-", n_ - 1)));
+  }
+  absl::Status st;
+  for (int i = 0; i < 20; ++i) {
+    st = (*w)->Wait();
+    if (st.ok()) break;
+  }
+  ASSERT_TRUE(st.ok()) << st;
+  EXPECT_TRUE(torch::equal(out, torch::full({3}, static_cast<float>(n_))));
 }
 
 TEST_F(MpiCommunicatorTest, BarrierCompletes) {

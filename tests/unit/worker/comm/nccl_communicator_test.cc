@@ -169,6 +169,92 @@ TEST_F(NcclCommunicatorGpuTest, AllReduceOtherDtypes) {
   EXPECT_TRUE(torch::equal(b, torch::full({7}, n_ + 1.0f, Cuda(torch::kBFloat16))));
 }
 
+TEST_F(NcclCommunicatorGpuTest, ReduceScatterSumAndAvg) {
+  // Rank r contributes ramp + r (ramp = arange(n_ * n) % 25), a block of n
+  // (odd) per rank: the sum is n_ ramp + n_ (n_ - 1) / 2 (exact in every
+  // dtype here for n_ <= 8), the avg ramp + (n_ - 1) / 2 (to a rounding of
+  // ncclAvg's division).
+  const int64_t n = 4097;
+  for (torch::ScalarType dt : {torch::kFloat32, torch::kBFloat16, torch::kFloat64, torch::kInt32}) {
+    SCOPED_TRACE(c10::toString(dt));
+    const torch::Tensor ramp = torch::arange(n_ * n, Cuda(torch::kInt64)).remainder(25);
+    const torch::Tensor input = (ramp + rank_).to(dt);
+    torch::Tensor out = torch::full({n}, 7, Cuda(dt));
+    ASSERT_TRUE(comm_->ReduceScatter(input, out, ReduceOp::kSum, "sum test").ok());
+    torch::Tensor sum = (ramp * n_ + n_ * (n_ - 1) / 2).narrow(0, rank_ * n, n);
+    EXPECT_TRUE(torch::equal(out, sum.to(dt)));
+    if (dt == torch::kInt32) continue;
+    ASSERT_TRUE(comm_->ReduceScatter(input, out, ReduceOp::kAvg, "avg test").ok());
+    torch::Tensor avg = (ramp.to(torch::kFloat64) + (n_ - 1) / 2.0).narrow(0, rank_ * n, n);
+    const double rtol = dt == torch::kBFloat16 ? 8e-3 : 1e-6;
+    EXPECT_TRUE(torch::allclose(out.to(torch::kFloat64), avg, rtol, 0.0));
+  }
+}
+
+TEST_F(NcclCommunicatorGpuTest, AllGather) {
+  // Rank r's block of n is arange(n) % 100 + 10 r (exact in uint8 and
+  // bfloat16 for n_ <= 8).
+  const int64_t n = 4097;
+  for (torch::ScalarType dt : {torch::kFloat32, torch::kBFloat16, torch::kInt64, torch::kUInt8}) {
+    SCOPED_TRACE(c10::toString(dt));
+    const torch::Tensor block = torch::arange(n, Cuda(torch::kInt64)).remainder(100);
+    torch::Tensor out = torch::zeros({n_, n}, Cuda(dt));
+    ASSERT_TRUE(comm_->AllGather((block + 10 * rank_).to(dt), out, "gather test").ok());
+    torch::Tensor want =
+        block.unsqueeze(0) + torch::arange(n_, Cuda(torch::kInt64)).unsqueeze(1) * 10;
+    EXPECT_TRUE(torch::equal(out, want.to(dt)));
+  }
+}
+
+TEST_F(NcclCommunicatorGpuTest, ReduceScatterAndAllGatherRejectBadTensorsNamingWhat) {
+  torch::Tensor out = torch::zeros({4}, Cuda());
+  auto w = comm_->ReduceScatterAsync(torch::zeros({n_ * 4 + 1}, Cuda()), out, ReduceOp::kSum,
+                                     "long thing");
+  EXPECT_EQ(w.status().code(), absl::StatusCode::kInvalidArgument) << w.status();
+  EXPECT_THAT(Message(w.status()),
+              HasSubstr(absl::StrCat("comm: nccl: reducescatter of long thing: the input has ",
+                                     n_ * 4 + 1, " elements, expected ", n_ * 4)));
+  w = comm_->ReduceScatterAsync(torch::zeros({n_ * 4}), out, ReduceOp::kSum, "cpu thing");
+  EXPECT_EQ(w.status().code(), absl::StatusCode::kInvalidArgument) << w.status();
+  EXPECT_THAT(Message(w.status()), HasSubstr("reducescatter of cpu thing (input)"));
+  EXPECT_THAT(Message(w.status()), HasSubstr("CUDA tensor"));
+  w = comm_->ReduceScatterAsync(torch::zeros({n_ * 4}, Cuda(torch::kFloat64)), out, ReduceOp::kSum,
+                                "mixed thing");
+  EXPECT_EQ(w.status().code(), absl::StatusCode::kInvalidArgument) << w.status();
+  EXPECT_THAT(Message(w.status()), HasSubstr("the input is Double but the output is Float"));
+
+  torch::Tensor whole = torch::zeros({n_ * 4}, Cuda());
+  w = comm_->AllGatherAsync(whole.narrow(0, 0, 4), whole, "overlapping thing");
+  EXPECT_EQ(w.status().code(), absl::StatusCode::kInvalidArgument) << w.status();
+  EXPECT_THAT(Message(w.status()), HasSubstr("allgather of overlapping thing: the input and the "
+                                             "output overlap"));
+  torch::Tensor strided = torch::zeros({4, n_}, Cuda()).t();
+  w = comm_->AllGatherAsync(out, strided, "strided thing");
+  EXPECT_EQ(w.status().code(), absl::StatusCode::kInvalidArgument) << w.status();
+  EXPECT_THAT(Message(w.status()), HasSubstr("allgather of strided thing (output)"));
+  EXPECT_THAT(Message(w.status()), HasSubstr("contiguous"));
+  // Nothing above reached NCCL: the communicator still works.
+  EXPECT_TRUE(comm_->AllGather(out, whole, "after errors").ok());
+}
+
+// Both run on the communicator's stream after the caller's work, and Wait
+// orders the caller's stream after them.
+TEST_F(NcclCommunicatorGpuTest, ReduceScatterThenAllGatherFollowTheCallersStream) {
+  const int64_t n = 1 << 18;
+  torch::Tensor input = torch::zeros({n_ * n}, Cuda());
+  input.add_(rank_ + 1);  // Enqueued on the caller's stream just before.
+  torch::Tensor shard = torch::empty({n}, Cuda());
+  auto rs = comm_->ReduceScatterAsync(input, shard, ReduceOp::kAvg, "grad shard");
+  ASSERT_TRUE(rs.ok()) << rs.status();
+  ASSERT_TRUE((*rs)->Wait().ok());
+  shard.mul_(2);  // The "update" of this rank's shard, on the caller's stream.
+  torch::Tensor whole = torch::empty({n_ * n}, Cuda());
+  auto ag = comm_->AllGatherAsync(shard, whole, "param shards");
+  ASSERT_TRUE(ag.ok()) << ag.status();
+  ASSERT_TRUE((*ag)->Wait().ok());
+  EXPECT_TRUE(torch::allclose(whole, torch::full({n_ * n}, n_ + 1.0f, Cuda()), 1e-6, 0.0));
+}
+
 TEST_F(NcclCommunicatorGpuTest, BroadcastFromRootZero) {
   torch::Tensor expected =
       torch::arange(1000, Cuda(torch::kInt64)).remainder(251).to(torch::kUInt8);
