@@ -105,9 +105,9 @@ bool ParseArgs(int argc, char** argv, Options* o) {
     else
       return false;
   }
-  return o->hidden > 0 && o->intermediate > 0 && o->layers > 0 && o->heads > 0 &&
-         o->kv_heads > 0 && o->heads % o->kv_heads == 0 && o->hidden % o->heads == 0 &&
-         o->vocab > 0 && o->seq > 0 && o->batch > 0 && o->threads > 0 && o->reps > 0;
+  return o->hidden > 0 && o->intermediate > 0 && o->layers > 0 && o->heads > 0 && o->kv_heads > 0 &&
+         o->heads % o->kv_heads == 0 && o->hidden % o->heads == 0 && o->vocab > 0 && o->seq > 0 &&
+         o->batch > 0 && o->threads > 0 && o->reps > 0;
 }
 
 distill::worker::ModelConfig MakeConfig(const Options& o) {
