@@ -337,7 +337,8 @@ class MpiCommunicator : public Communicator {
       const int rc =
           MPI_Ireduce_scatter_block(send_base + size_ * offset * elem, recv_base + offset * elem,
                                     count, type, MPI_SUM, comm_, &work->requests.back());
-      if (rc != MPI_SUCCESS) return absl::InternalError(MpiErrorString(rc));
+      if (rc != MPI_SUCCESS)
+        return absl::InternalError(absl::StrCat(context, ": ", MpiErrorString(rc)));
     }
     const int size = size_;
     work->on_complete = [recv, output, staged, op, size]() mutable {
@@ -378,7 +379,8 @@ class MpiCommunicator : public Communicator {
       const int rc =
           MPI_Iallgather(send_base + offset * elem, count, type, recv_base + size_ * offset * elem,
                          count, type, comm_, &work->requests.back());
-      if (rc != MPI_SUCCESS) return absl::InternalError(MpiErrorString(rc));
+      if (rc != MPI_SUCCESS)
+        return absl::InternalError(absl::StrCat(context, ": ", MpiErrorString(rc)));
     }
     const int size = size_;
     if (chunked) {

@@ -153,8 +153,8 @@ class CheckpointFunction : public torch::autograd::Function<CheckpointFunction> 
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    auto state = c10::static_intrusive_pointer_cast<CheckpointState>(
-        ctx->saved_data["state"].toCapsule());
+    auto state =
+        c10::static_intrusive_pointer_cast<CheckpointState>(ctx->saved_data["state"].toCapsule());
     const torch::Tensor x = ctx->get_saved_variables()[0];
     torch::Tensor input = x.detach().requires_grad_(x.requires_grad());
     torch::Tensor out;
@@ -179,7 +179,8 @@ torch::Tensor CheckpointedCall(const std::function<torch::Tensor(const torch::Te
   if (!torch::GradMode::is_enabled()) return fn(x);
   auto state = c10::make_intrusive<CheckpointState>();
   state->fn = fn;
-  const torch::Tensor dummy = torch::empty({0}, x.options().dtype(torch::kFloat).requires_grad(true));
+  const torch::Tensor dummy =
+      torch::empty({0}, x.options().dtype(torch::kFloat).requires_grad(true));
   return CheckpointFunction::apply(x, dummy, std::move(state));
 }
 

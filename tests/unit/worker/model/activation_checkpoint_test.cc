@@ -1,11 +1,13 @@
 #include "worker/model/activation_checkpoint.h"
 
+#include <ATen/autocast_mode.h>
 #include <c10/core/CPUAllocator.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -55,26 +57,59 @@ Batch MakeBatch(int64_t b, int64_t t, int64_t vocab, bool packed) {
 struct StepResult {
   torch::Tensor loss;
   std::map<std::string, torch::Tensor> grads;  // by parameter name; undefined when none
+  torch::Tensor next_draw;  // the RNG's next numbers after the step (CPU, then the model's device)
 };
 
-// One forward + backward from cleared gradients, the RNG seeded with
-// `rng_seed` (LoRA dropout). The loss is the LM loss plus, for each layer in
-// `capture_layers`, the mean square of its captured output (a stand-in for a
-// feature-distillation loss).
-StepResult Step(LlamaForCausalLM& model, const Batch& batch,
-                const std::vector<int64_t>& capture_layers = {}, uint64_t rng_seed = 5) {
+struct StepOptions {
+  // The loss adds, for each layer here, the mean square of its captured output
+  // (a stand-in for a feature-distillation loss).
+  std::vector<int64_t> capture_layers;
+  uint64_t rng_seed = 5;  // seeds the draws of LoRA dropout
+  // When set, the forward runs under bf16 autocast on this device type (the
+  // backward outside it, as the trainer does).
+  std::optional<at::DeviceType> autocast;
+};
+
+// bf16 autocast on `device` for its lifetime (then off, its cache cleared).
+class ScopedAutocast {
+ public:
+  explicit ScopedAutocast(std::optional<at::DeviceType> device) : device_(device) {
+    if (!device_) return;
+    at::autocast::set_autocast_dtype(*device_, at::kBFloat16);
+    at::autocast::set_autocast_enabled(*device_, true);
+  }
+  ~ScopedAutocast() {
+    if (!device_) return;
+    at::autocast::set_autocast_enabled(*device_, false);
+    at::autocast::clear_cache();
+  }
+
+ private:
+  std::optional<at::DeviceType> device_;
+};
+
+// One forward + backward from cleared gradients; batch on the model's device.
+StepResult Step(LlamaForCausalLM& model, const Batch& batch, const StepOptions& o = {}) {
   for (auto& p : model->parameters()) p.mutable_grad() = torch::Tensor();
-  torch::manual_seed(rng_seed);
-  std::map<int64_t, torch::Tensor> captured;
-  torch::Tensor hidden = model->Hidden(batch.ids, capture_layers, &captured, batch.positions);
-  torch::Tensor loss = CausalLmLoss(model->Logits(hidden), batch.targets);
-  for (int64_t layer : capture_layers) loss = loss + captured.at(layer).pow(2).mean();
+  torch::manual_seed(o.rng_seed);
+  torch::Tensor loss;
+  {
+    ScopedAutocast autocast(o.autocast);
+    std::map<int64_t, torch::Tensor> captured;
+    torch::Tensor hidden = model->Hidden(batch.ids, o.capture_layers, &captured, batch.positions);
+    loss = CausalLmLoss(model->Logits(hidden), batch.targets);
+    for (int64_t layer : o.capture_layers) {
+      loss = loss + captured.at(layer).to(torch::kFloat).pow(2).mean();
+    }
+  }
   loss.backward();
   StepResult r;
   r.loss = loss.detach();
   for (const auto& p : model->named_parameters()) {
     r.grads[p.key()] = p.value().grad().defined() ? p.value().grad().clone() : torch::Tensor();
   }
+  const auto device = torch::TensorOptions().device(batch.ids.device());
+  r.next_draw = torch::cat({torch::rand({8}), torch::rand({8}, device).cpu()});
   return r;
 }
 
@@ -83,6 +118,8 @@ StepResult Step(LlamaForCausalLM& model, const Batch& batch,
 void ExpectSameStep(const StepResult& plain, const StepResult& ckpt) {
   EXPECT_TRUE(torch::equal(plain.loss, ckpt.loss))
       << plain.loss.item<double>() << " vs " << ckpt.loss.item<double>();
+  // The recompute's draws are undone: the rest of the step sees the same RNG.
+  EXPECT_TRUE(torch::equal(plain.next_draw, ckpt.next_draw));
   ASSERT_EQ(plain.grads.size(), ckpt.grads.size());
   for (const auto& [name, g] : plain.grads) {
     const torch::Tensor& c = ckpt.grads.at(name);
@@ -98,6 +135,7 @@ void ExpectSameStep(const StepResult& plain, const StepResult& ckpt) {
 void ExpectCloseStep(const StepResult& plain, const StepResult& ckpt, double rtol,
                      const std::vector<std::string>& exact) {
   EXPECT_TRUE(torch::equal(plain.loss, ckpt.loss));
+  EXPECT_TRUE(torch::equal(plain.next_draw, ckpt.next_draw));
   ASSERT_EQ(plain.grads.size(), ckpt.grads.size());
   for (const auto& [name, g] : plain.grads) {
     const torch::Tensor& c = ckpt.grads.at(name);
@@ -113,18 +151,19 @@ void ExpectCloseStep(const StepResult& plain, const StepResult& ckpt, double rto
 }
 
 // Plain, then checkpointed, on one model (same weights, same RNG seed).
-std::pair<StepResult, StepResult> PlainAndCheckpointed(
-    LlamaForCausalLM& model, const Batch& batch, const std::vector<int64_t>& capture_layers = {}) {
+std::pair<StepResult, StepResult> PlainAndCheckpointed(LlamaForCausalLM& model, const Batch& batch,
+                                                       const StepOptions& o = {}) {
   model->set_activation_checkpointing(false);
-  StepResult plain = Step(model, batch, capture_layers);
+  StepResult plain = Step(model, batch, o);
   model->set_activation_checkpointing(true);
-  StepResult ckpt = Step(model, batch, capture_layers);
+  StepResult ckpt = Step(model, batch, o);
   model->set_activation_checkpointing(false);
   return {plain, ckpt};
 }
 
 bool IsCheckpointNode(const torch::Tensor& t) {
-  return t.grad_fn() != nullptr && t.grad_fn()->name().find("CheckpointFunction") != std::string::npos;
+  return t.grad_fn() != nullptr &&
+         t.grad_fn()->name().find("CheckpointFunction") != std::string::npos;
 }
 
 TEST(ActivationCheckpointTest, OnlyTrainingWithGradModeIsCheckpointed) {
@@ -180,7 +219,8 @@ TEST(ActivationCheckpointTest, CapturedHiddenStatesCarryGradients) {
   LlamaForCausalLM model = InitModel(FourLayerConfig(), 3);
   model->train();
   const Batch batch = MakeBatch(2, 16, 40, /*packed=*/true);
-  const std::vector<int64_t> capture = {-1, 1, 2};
+  StepOptions capture;
+  capture.capture_layers = {-1, 1, 2};
   auto [plain, ckpt] = PlainAndCheckpointed(model, batch, capture);
   std::vector<std::string> exact = {"lm_head.weight", "model.norm.weight"};
   for (const auto& [name, g] : plain.grads) {
@@ -193,23 +233,28 @@ TEST(ActivationCheckpointTest, CapturedHiddenStatesCarryGradients) {
   EXPECT_FALSE(torch::equal(without.grads.at(name), ckpt.grads.at(name)));
 }
 
+// `config` initialised, with rank-4 LoRA adapters (`dropout`) on q, v, up
+// and down whose B is non-zero (so A gets gradients).
+LlamaForCausalLM LoraModel(const ModelConfig& config, double dropout) {
+  LlamaForCausalLM model = InitModel(config, 4);
+  LoraConfig lora;
+  lora.rank = 4;
+  lora.dropout = dropout;
+  lora.target_modules = {"q_proj", "v_proj", "up_proj", "down_proj"};
+  EXPECT_TRUE(ApplyLora(model, lora, 0).ok());
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(11);
+  for (auto& [path, lin] : NamedLinears(model)) {
+    if (lin->has_lora()) lin->lora_B.normal_(0, 0.5);
+  }
+  return model;
+}
+
 // LoRA: the embedding is frozen, so layer 0's input needs no grad (the dummy
 // input gets the node recorded); dropout draws in forward and again in the
 // recompute, equal only because the RNG state is restored.
 TEST(ActivationCheckpointTest, LoraWithDropoutGradientsEqualPlain) {
-  LlamaForCausalLM model = InitModel(FourLayerConfig(), 4);
-  LoraConfig lora;
-  lora.rank = 4;
-  lora.dropout = 0.3;
-  lora.target_modules = {"q_proj", "v_proj", "up_proj", "down_proj"};
-  ASSERT_TRUE(ApplyLora(model, lora, 0).ok());
-  {
-    torch::NoGradGuard no_grad;
-    torch::manual_seed(11);
-    for (auto& [path, lin] : NamedLinears(model)) {
-      if (lin->has_lora()) lin->lora_B.normal_(0, 0.5);  // non-zero B: A gets gradients
-    }
-  }
+  LlamaForCausalLM model = LoraModel(FourLayerConfig(), /*dropout=*/0.3);
   model->train();
   const Batch batch = MakeBatch(2, 16, 40, /*packed=*/true);
   auto [plain, ckpt] = PlainAndCheckpointed(model, batch);
@@ -222,8 +267,27 @@ TEST(ActivationCheckpointTest, LoraWithDropoutGradientsEqualPlain) {
   const std::string a0 = "model.layers.0.self_attn.q_proj.lora_A";
   EXPECT_GT(ckpt.grads.at(a0).abs().sum().item<double>(), 0);
   // Other dropout masks give other gradients: equality above needs the same masks.
-  const StepResult other_masks = Step(model, batch, {}, /*rng_seed=*/6);
+  StepOptions other_seed;
+  other_seed.rng_seed = 6;
+  const StepResult other_masks = Step(model, batch, other_seed);
   EXPECT_FALSE(torch::equal(other_masks.grads.at(a0), plain.grads.at(a0)));
+}
+
+// The recompute runs under the autocast state of the forward, not of the
+// backward (outside the trainer's autocast region): bf16 again, so the
+// gradients equal plain bit for bit, and differ from an fp32 step.
+TEST(ActivationCheckpointTest, AutocastOfTheForwardIsRestoredForTheRecompute) {
+  LlamaForCausalLM model = LoraModel(FourLayerConfig(), /*dropout=*/0.1);
+  model->train();
+  const Batch batch = MakeBatch(2, 16, 40, /*packed=*/true);
+  StepOptions bf16;
+  bf16.autocast = at::kCPU;
+  auto [plain, ckpt] = PlainAndCheckpointed(model, batch, bf16);
+  ExpectSameStep(plain, ckpt);
+  EXPECT_FALSE(at::autocast::is_autocast_enabled(at::kCPU));  // put back after the recompute
+  const StepResult fp32 = Step(model, batch);
+  const std::string a0 = "model.layers.0.self_attn.q_proj.lora_A";
+  EXPECT_FALSE(torch::equal(fp32.grads.at(a0), plain.grads.at(a0)));
 }
 
 // GradReducer launches buckets from parameter hooks: with checkpointing each
@@ -281,8 +345,8 @@ TEST(ActivationCheckpointTest, PeakMemoryIsLowerByTheLayersActivations) {
   for (const auto& p : model->parameters()) param_bytes += p.numel() * 4;
   const int64_t mlp_saved = 16 * kB * kT * c.intermediate_size;
   const int64_t layer_input = 4 * kB * kT * c.hidden_size;
-  const int64_t saving = (c.num_hidden_layers - 1) * mlp_saved -
-                         c.num_hidden_layers * layer_input - param_bytes;
+  const int64_t saving =
+      (c.num_hidden_layers - 1) * mlp_saved - c.num_hidden_layers * layer_input - param_bytes;
   ASSERT_GT(saving, 0);
 
   static CountingCpuAllocator* counting = new CountingCpuAllocator(c10::GetCPUAllocator());
@@ -303,11 +367,47 @@ TEST(ActivationCheckpointTest, PeakMemoryIsLowerByTheLayersActivations) {
   };
   const int64_t plain = peak_of(false);
   const int64_t ckpt = peak_of(true);
-  std::printf("peak: plain %.2f MB, checkpointed %.2f MB, guaranteed saving %.2f MB\n",
-              plain / 1e6, ckpt / 1e6, saving / 1e6);
+  std::printf("peak: plain %.2f MB, checkpointed %.2f MB, guaranteed saving %.2f MB\n", plain / 1e6,
+              ckpt / 1e6, saving / 1e6);
   RecordProperty("plain_peak_bytes", std::to_string(plain));
   RecordProperty("checkpointed_peak_bytes", std::to_string(ckpt));
   EXPECT_LE(ckpt, plain - saving) << "plain " << plain << " checkpointed " << ckpt;
+}
+
+// On CUDA (skipped without a device; scripts/gpu_check.sh runs it): the CUDA
+// generator's state is restored for the recompute (LoRA dropout on the GPU)
+// and put back after it, under the trainer's bf16 autocast. Not bit for bit:
+// the attention backward kernels may accumulate in a different order from
+// run to run, so within 2e-2 of the largest gradient element (bf16 rounding
+// carried through 4 layers; other dropout masks move the gradients by tens
+// of percent). The RNG draws after the step are exact.
+TEST(ActivationCheckpointCudaTest, LoraDropoutUnderBf16AutocastMatchesPlain) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  ModelConfig c = FourLayerConfig();
+  c.vocab_size = 512;
+  c.hidden_size = 256;
+  c.intermediate_size = 688;
+  c.num_attention_heads = 8;
+  c.num_key_value_heads = 4;
+  c.head_dim = 32;
+  LlamaForCausalLM model = LoraModel(c, /*dropout=*/0.1);
+  model->to(torch::kCUDA);
+  model->train();
+  Batch batch = MakeBatch(2, 16, c.vocab_size, /*packed=*/true);
+  batch.ids = batch.ids.to(torch::kCUDA);
+  batch.targets = batch.targets.to(torch::kCUDA);
+  batch.positions = batch.positions.to(torch::kCUDA);
+  StepOptions bf16;
+  bf16.autocast = at::kCUDA;
+  auto [plain, ckpt] = PlainAndCheckpointed(model, batch, bf16);
+  EXPECT_TRUE(torch::equal(plain.next_draw, ckpt.next_draw));
+  EXPECT_LE((plain.loss - ckpt.loss).abs().item<double>(), 1e-5 * plain.loss.abs().item<double>());
+  for (const auto& [name, g] : plain.grads) {
+    if (!g.defined()) continue;
+    const double scale = g.abs().max().item<double>();
+    const double diff = (g - ckpt.grads.at(name)).abs().max().item<double>();
+    EXPECT_LE(diff, 2e-2 * scale) << name << ": max |diff| " << diff << ", max |grad| " << scale;
+  }
 }
 
 }  // namespace
