@@ -10,6 +10,7 @@
 #include <initializer_list>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 
 namespace distill::worker {
 
@@ -108,36 +109,74 @@ AdamW::AdamW(std::vector<NamedParam> params, const AdamWOptions& options)
   }
 }
 
-void AdamW::Step(double lr) {
+void AdamWUpdate(torch::Tensor& p, const torch::Tensor& g, torch::Tensor& m, torch::Tensor& v,
+                 double lr, int64_t step, bool decay, const AdamWOptions& o) {
   torch::NoGradGuard no_grad;
-  ++step_;
-  const double b1 = options_.beta1, b2 = options_.beta2;
-  const double bias1 = 1.0 - std::pow(b1, static_cast<double>(step_));
-  const double bias2_sqrt = std::sqrt(1.0 - std::pow(b2, static_cast<double>(step_)));
+  const double b1 = o.beta1, b2 = o.beta2;
+  const double bias1 = 1.0 - std::pow(b1, static_cast<double>(step));
+  const double bias2_sqrt = std::sqrt(1.0 - std::pow(b2, static_cast<double>(step)));
   const double step_size = lr / bias1;
+  decay = decay && o.weight_decay != 0;
+  if (Fusable({&p, &g, &m, &v})) {
+    const AdamWCoefficients c{decay ? static_cast<float>(1.0 - lr * o.weight_decay) : 1.0f,
+                              static_cast<float>(b1),
+                              static_cast<float>(1.0 - b1),
+                              static_cast<float>(b2),
+                              static_cast<float>(1.0 - b2),
+                              static_cast<float>(bias2_sqrt),
+                              static_cast<float>(o.eps),
+                              static_cast<float>(-step_size)};
+    FusedAdamWStep(p, g, m, v, c);
+    return;
+  }
+  if (decay) p.mul_(1.0 - lr * o.weight_decay);
+  m.mul_(b1).add_(g, 1.0 - b1);
+  v.mul_(b2).addcmul_(g, g, 1.0 - b2);
+  torch::Tensor denom = (v.sqrt() / bias2_sqrt).add_(o.eps);
+  p.addcdiv_(m, denom, -step_size);
+}
+
+void AdamW::Step(double lr) {
+  ++step_;
   for (size_t i = 0; i < params_.size(); ++i) {
     torch::Tensor& p = params_[i].param;
     const torch::Tensor& g = p.grad();
     if (!g.defined()) continue;
-    const bool decay = params_[i].decay && options_.weight_decay != 0;
-    if (Fusable({&p, &g, &exp_avg_[i], &exp_avg_sq_[i]})) {
-      const AdamWCoefficients c{decay ? static_cast<float>(1.0 - lr * options_.weight_decay) : 1.0f,
-                                static_cast<float>(b1),
-                                static_cast<float>(1.0 - b1),
-                                static_cast<float>(b2),
-                                static_cast<float>(1.0 - b2),
-                                static_cast<float>(bias2_sqrt),
-                                static_cast<float>(options_.eps),
-                                static_cast<float>(-step_size)};
-      FusedAdamWStep(p, g, exp_avg_[i], exp_avg_sq_[i], c);
-      continue;
-    }
-    if (decay) p.mul_(1.0 - lr * options_.weight_decay);
-    exp_avg_[i].mul_(b1).add_(g, 1.0 - b1);
-    exp_avg_sq_[i].mul_(b2).addcmul_(g, g, 1.0 - b2);
-    torch::Tensor denom = (exp_avg_sq_[i].sqrt() / bias2_sqrt).add_(options_.eps);
-    p.addcdiv_(exp_avg_[i], denom, -step_size);
+    AdamWUpdate(p, g, exp_avg_[i], exp_avg_sq_[i], lr, step_, params_[i].decay, options_);
   }
+}
+
+absl::StatusOr<double> AdamW::ClipGradients(double max_norm) { return ClipGradNorm(params_, max_norm); }
+
+absl::Status AdamW::Update(double lr) {
+  Step(lr);
+  return absl::OkStatus();
+}
+
+int64_t AdamW::StateBytes() const {
+  int64_t bytes = 0;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    bytes += exp_avg_[i].nbytes() + exp_avg_sq_[i].nbytes();
+  }
+  return bytes;
+}
+
+// Only rank 0 writes: every rank holds the same state.
+std::string AdamW::StateFile(int rank) const { return rank == 0 ? kPlainStateFile : ""; }
+
+absl::Status AdamW::LoadState(const OptimizerStateReader& reader) {
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const std::string& name = params_[i].name;
+    const int64_t n = params_[i].param.numel();
+    for (auto [kind, dst] : {std::pair<const char*, torch::Tensor*>{"exp_avg", &exp_avg_[i]},
+                             {"exp_avg_sq", &exp_avg_sq_[i]}}) {
+      ASSIGN_OR_RETURN(torch::Tensor t, reader.Read(kind, name, 0, n));
+      dst->copy_(t.view(dst->sizes()));
+    }
+  }
+  step_ = reader.step();
+  return absl::OkStatus();
 }
 
 void AdamW::ZeroGrad() {

@@ -14,6 +14,8 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "worker/train/optimizer_state.h"
 
 namespace distill::worker {
 
@@ -30,17 +32,58 @@ struct NamedParam {
   bool decay = true;
 };
 
-class AdamW {
+// One AdamW update of `p` (in place) from gradient `g` with moments `m`, `v`
+// (float32 like p, updated in place) at the 1-based step `step`; `decay`
+// applies options.weight_decay. The one implementation of the math above,
+// for whole parameters (AdamW) and for shards of them (ShardedAdamW).
+void AdamWUpdate(torch::Tensor& p, const torch::Tensor& g, torch::Tensor& m, torch::Tensor& v,
+                 double lr, int64_t step, bool decay, const AdamWOptions& options);
+
+// What the trainer steps: plain AdamW, where every rank holds all the state,
+// or ShardedAdamW (sharded_adamw.h), where each of S ranks holds 1/S of it
+// (ZeRO) and, with bf16 weights, fp32 master weights.
+class Optimizer {
+ public:
+  virtual ~Optimizer() = default;
+  // Drops the gradients of the step before.
+  virtual void ZeroGrad() = 0;
+  // Scales the gradients so that their global L2 norm is at most max_norm
+  // (0 = no clipping) and returns the norm before, as ClipGradNorm.
+  virtual absl::StatusOr<double> ClipGradients(double max_norm) = 0;
+  // One update with learning rate `lr`; after it every rank holds the
+  // updated weights.
+  virtual absl::Status Update(double lr) = 0;
+  virtual int64_t step_count() const = 0;
+  // Bytes of optimizer state (moments, master weights) this rank holds.
+  virtual int64_t StateBytes() const = 0;
+
+  // Checkpoints (Note [Optimizer state files]): the file this rank writes
+  // into a checkpoint directory, or "" when only rank 0 writes, and its
+  // tensors.
+  virtual std::string StateFile(int rank) const = 0;
+  virtual std::vector<std::pair<std::string, torch::Tensor>> StateTensors() const = 0;
+  // Restores this rank's state from a checkpoint of any rank count.
+  virtual absl::Status LoadState(const OptimizerStateReader& reader) = 0;
+};
+
+class AdamW : public Optimizer {
  public:
   AdamW(std::vector<NamedParam> params, const AdamWOptions& options);
 
   // One update with learning rate `lr` for every parameter that has a grad.
   void Step(double lr);
   // Sets every grad to zero (keeps the buffers).
-  void ZeroGrad();
+  void ZeroGrad() override;
 
-  int64_t step_count() const { return step_; }
+  int64_t step_count() const override { return step_; }
   const std::vector<NamedParam>& params() const { return params_; }
+
+  absl::StatusOr<double> ClipGradients(double max_norm) override;
+  absl::Status Update(double lr) override;
+  int64_t StateBytes() const override;
+  std::string StateFile(int rank) const override;
+  std::vector<std::pair<std::string, torch::Tensor>> StateTensors() const override { return StateDict(); }
+  absl::Status LoadState(const OptimizerStateReader& reader) override;
 
   // "NAME.exp_avg" and "NAME.exp_avg_sq" for every parameter, plus the step
   // count as a 0-dim int64 tensor "step".
