@@ -27,19 +27,27 @@ namespace distill::worker {
 struct GradReducer::Impl {
   struct Bucket {
     std::vector<int64_t> params;  // parameter indices, in slot order
-    torch::Tensor flat;           // every slot, one after another
+    int64_t numel = 0;            // of the slots
+    int64_t padded = 0;           // numel rounded up to a multiple of the ranks (reduce_scatter)
+    torch::Tensor flat;           // every slot, one after another (reduce_scatter: while in use)
     int64_t filled = 0;           // slots filled in this synchronised step
-    std::unique_ptr<Work> work;   // the all-reduce, once launched
+    std::unique_ptr<Work> work;   // the all-reduce or reduce-scatter, once launched
+    torch::Tensor recv;           // reduce_scatter: this rank's chunk of the result
+    torch::Tensor chunk;          // reduce_scatter: float32 sum of recv since ZeroChunks()
+    bool folded = false;          // reduce_scatter: recv added into chunk in this backward
   };
 
-  Impl(std::vector<torch::Tensor> p, Communicator& c) : params(std::move(p)), comm(c) {}
+  Impl(std::vector<torch::Tensor> p, Communicator& c, bool rs)
+      : params(std::move(p)), comm(c), reduce_scatter(rs) {}
 
   std::vector<torch::Tensor> params;
   Communicator& comm;
+  const bool reduce_scatter;
   std::vector<Bucket> buckets;
   std::vector<int64_t> bucket_of;   // by parameter
   std::vector<torch::Tensor> slot;  // by parameter: a view of its bucket's flat buffer
   std::vector<char> filled;         // by parameter
+  std::vector<int64_t> drop_grad;   // reduce_scatter: filled parameters whose .grad is to go
   std::vector<unsigned> hooks;      // by parameter
   std::shared_ptr<bool> alive = std::make_shared<bool>(true);  // read by the hooks
 
@@ -54,6 +62,14 @@ struct GradReducer::Impl {
 
   // Puts .grad (accumulated micro-steps) + `grad` into parameter i's slot.
   void OnGrad(int64_t i, const torch::Tensor& grad);
+  // reduce_scatter: gives bucket b its flat buffer and its parameters' slots.
+  void Allocate(Bucket& b);
+  // reduce_scatter: waits for bucket b's reduce-scatter, adds its chunk, frees the buffers.
+  absl::Status Fold(Bucket& b);
+  // reduce_scatter: folds the oldest buckets in flight beyond kMaxInFlight.
+  void BoundInFlight();
+  // After the buckets are done: .grad from the slots (or dropped).
+  void WriteGrads();
   // Launches every complete bucket that is next in index order.
   void LaunchReady(bool from_hook);
   // Lets MPI progress the buckets in flight.
@@ -72,6 +88,12 @@ void GradReducer::Impl::OnGrad(int64_t i, const torch::Tensor& grad) {
                      bucket_of[i], " was launched (more than one backward after Arm()?)"));
     return;
   }
+  if (reduce_scatter) {
+    // The .grad that AccumulateGrad stored after the previous hooks.
+    for (int64_t j : drop_grad) params[j].mutable_grad().reset();
+    drop_grad.clear();
+    if (!b.flat.defined()) Allocate(b);
+  }
   const torch::Tensor& accumulated = params[i].grad();
   torch::Tensor g = grad.is_sparse() ? grad.to_dense() : grad;
   slot[i].copy_(g);
@@ -80,6 +102,7 @@ void GradReducer::Impl::OnGrad(int64_t i, const torch::Tensor& grad) {
     filled[i] = 1;
     ++b.filled;
   }
+  if (reduce_scatter) drop_grad.push_back(i);
   // Note [Hook thread].
   const bool may_launch = comm.backend() != "mpi" || std::this_thread::get_id() == arm_thread;
   if (may_launch) {
@@ -92,8 +115,9 @@ void GradReducer::Impl::LaunchReady(bool from_hook) {
   while (error.ok() && next_launch < static_cast<int64_t>(buckets.size())) {
     Bucket& b = buckets[next_launch];
     if (b.filled < static_cast<int64_t>(b.params.size())) return;
-    auto work =
-        comm.AllReduceAsync(b.flat, ReduceOp::kAvg, absl::StrCat("gradient bucket ", next_launch));
+    const std::string what = absl::StrCat("gradient bucket ", next_launch);
+    auto work = reduce_scatter ? comm.ReduceScatterAsync(b.flat, b.recv, ReduceOp::kAvg, what)
+                               : comm.AllReduceAsync(b.flat, ReduceOp::kAvg, what);
     if (!work.ok()) {
       error = work.status();
       return;
@@ -102,6 +126,41 @@ void GradReducer::Impl::LaunchReady(bool from_hook) {
     ++next_launch;
     if (from_hook) ++launched_by_hooks;
   }
+  if (reduce_scatter) BoundInFlight();
+}
+
+// Two buckets in flight keep the network busy while backward fills the next;
+// more would only hold more full-size gradient buffers.
+constexpr int64_t kMaxInFlight = 2;
+
+void GradReducer::Impl::BoundInFlight() {
+  int64_t in_flight = 0;
+  for (int64_t k = next_launch - 1; k >= 0 && error.ok(); --k) {
+    Bucket& b = buckets[k];
+    if (b.folded) continue;
+    if (++in_flight > kMaxInFlight || b.work->Test()) error = Fold(b);
+  }
+}
+
+void GradReducer::Impl::Allocate(Bucket& b) {
+  const torch::Tensor& head = params[b.params.front()];
+  b.flat = torch::zeros({b.padded}, torch::TensorOptions().dtype(head.scalar_type()).device(head.device()));
+  b.recv = torch::empty({b.padded / comm.size()}, b.flat.options());
+  int64_t offset = 0;
+  for (int64_t i : b.params) {
+    slot[i] = b.flat.narrow(0, offset, params[i].numel()).view(params[i].sizes());
+    offset += params[i].numel();
+  }
+}
+
+absl::Status GradReducer::Impl::Fold(Bucket& b) {
+  RETURN_IF_ERROR(b.work->Wait());
+  b.chunk.add_(b.recv);
+  b.folded = true;
+  b.flat = torch::Tensor();
+  b.recv = torch::Tensor();
+  for (int64_t i : b.params) slot[i] = torch::Tensor();
+  return absl::OkStatus();
 }
 
 void GradReducer::Impl::Poll() {
@@ -116,6 +175,7 @@ void GradReducer::Impl::Reset() {
   std::fill(filled.begin(), filled.end(), 0);
   for (Bucket& b : buckets) {
     b.filled = 0;
+    b.folded = false;
     b.work.reset();  // a Work still in flight keeps its buffer (MpiWork)
   }
 }
@@ -138,39 +198,26 @@ absl::StatusOr<std::unique_ptr<GradReducer>> GradReducer::Create(
           absl::StrCat("gradient reducer: parameter ", i, " is listed twice"));
     }
   }
-  auto impl = std::make_unique<Impl>(std::move(params), comm);
+  auto impl = std::make_unique<Impl>(std::move(params), comm, options.reduce_scatter);
   const int64_t n = static_cast<int64_t>(impl->params.size());
   impl->bucket_of.assign(n, -1);
   impl->slot.resize(n);
   impl->filled.assign(n, 0);
-
-  // Reverse order; a bucket takes parameters while it stays within
-  // bucket_bytes (a larger parameter gets a bucket of its own) and while dtype
-  // and device stay the same.
-  int64_t bucket_bytes = 0;
-  for (int64_t i = n - 1; i >= 0; --i) {
-    const torch::Tensor& p = impl->params[i];
-    const int64_t bytes = p.numel() * static_cast<int64_t>(p.element_size());
-    bool cut = impl->buckets.empty();
-    if (!cut) {
-      const torch::Tensor& head = impl->params[impl->buckets.back().params.front()];
-      cut = bucket_bytes + bytes > options.bucket_bytes || head.scalar_type() != p.scalar_type() ||
-            head.device() != p.device();
+  const int64_t ranks = comm.size();
+  for (std::vector<int64_t>& members : Plan(impl->params, options.bucket_bytes)) {
+    Impl::Bucket& b = impl->buckets.emplace_back();
+    b.params = std::move(members);
+    for (int64_t i : b.params) {
+      impl->bucket_of[i] = static_cast<int64_t>(impl->buckets.size()) - 1;
+      b.numel += impl->params[i].numel();
     }
-    if (cut) {
-      impl->buckets.emplace_back();
-      bucket_bytes = 0;
-    }
-    impl->buckets.back().params.push_back(i);
-    impl->bucket_of[i] = static_cast<int64_t>(impl->buckets.size()) - 1;
-    bucket_bytes += bytes;
-  }
-  for (Impl::Bucket& b : impl->buckets) {
+    b.padded = (b.numel + ranks - 1) / ranks * ranks;
     const torch::Tensor& head = impl->params[b.params.front()];
-    int64_t numel = 0;
-    for (int64_t i : b.params) numel += impl->params[i].numel();
-    b.flat = torch::zeros({numel},
-                          torch::TensorOptions().dtype(head.scalar_type()).device(head.device()));
+    if (options.reduce_scatter) {
+      b.chunk = torch::zeros({b.padded / ranks}, torch::TensorOptions().dtype(torch::kFloat).device(head.device()));
+      continue;
+    }
+    b.flat = torch::zeros({b.numel}, torch::TensorOptions().dtype(head.scalar_type()).device(head.device()));
     int64_t offset = 0;
     for (int64_t i : b.params) {
       const torch::Tensor& p = impl->params[i];
@@ -189,9 +236,41 @@ absl::StatusOr<std::unique_ptr<GradReducer>> GradReducer::Create(
   std::unique_ptr<GradReducer> reducer(new GradReducer(std::move(impl)));
   reducer->stats_.buckets = static_cast<int64_t>(reducer->impl_->buckets.size());
   for (const Impl::Bucket& b : reducer->impl_->buckets) {
-    reducer->stats_.bytes += b.flat.numel() * static_cast<int64_t>(b.flat.element_size());
+    reducer->stats_.bytes += b.numel * static_cast<int64_t>(reducer->impl_->params[b.params.front()].element_size());
   }
   return reducer;
+}
+
+std::vector<std::vector<int64_t>> GradReducer::Plan(const std::vector<torch::Tensor>& params,
+                                                    int64_t bucket_bytes) {
+  // Reverse order; a bucket takes parameters while it stays within
+  // bucket_bytes (a larger parameter gets a bucket of its own) and while dtype
+  // and device stay the same.
+  std::vector<std::vector<int64_t>> buckets;
+  int64_t bytes_in = 0;
+  for (int64_t i = static_cast<int64_t>(params.size()) - 1; i >= 0; --i) {
+    const torch::Tensor& p = params[i];
+    const int64_t bytes = p.numel() * static_cast<int64_t>(p.element_size());
+    bool cut = buckets.empty();
+    if (!cut) {
+      const torch::Tensor& head = params[buckets.back().front()];
+      cut = bytes_in + bytes > bucket_bytes || head.scalar_type() != p.scalar_type() ||
+            head.device() != p.device();
+    }
+    if (cut) {
+      buckets.emplace_back();
+      bytes_in = 0;
+    }
+    buckets.back().push_back(i);
+    bytes_in += bytes;
+  }
+  return buckets;
+}
+
+const torch::Tensor& GradReducer::chunk(int64_t k) const { return impl_->buckets[k].chunk; }
+
+void GradReducer::ZeroChunks() {
+  for (Impl::Bucket& b : impl_->buckets) b.chunk.zero_();
 }
 
 GradReducer::GradReducer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -225,6 +304,8 @@ absl::Status GradReducer::Finish() {
   // accumulated, or zeros.
   for (size_t i = 0; i < m.params.size(); ++i) {
     if (m.filled[i]) continue;
+    Impl::Bucket& b = m.buckets[m.bucket_of[i]];
+    if (m.reduce_scatter && !b.flat.defined()) m.Allocate(b);
     const torch::Tensor& g = m.params[i].grad();
     if (g.defined()) {
       m.slot[i].copy_(g);
@@ -232,28 +313,42 @@ absl::Status GradReducer::Finish() {
       m.slot[i].zero_();
     }
     m.filled[i] = 1;
-    ++m.buckets[m.bucket_of[i]].filled;
+    ++b.filled;
   }
   m.LaunchReady(/*from_hook=*/false);
   stats_.launched_in_backward = m.launched_by_hooks;
   const auto start = std::chrono::steady_clock::now();
   absl::Status status = m.error;
-  for (size_t k = 0; status.ok() && k < m.buckets.size(); ++k) status = m.buckets[k].work->Wait();
-  stats_.finish_wait_s =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  if (status.ok()) {
-    for (size_t i = 0; i < m.params.size(); ++i) {
-      torch::Tensor& g = m.params[i].mutable_grad();
-      if (g.defined()) {
-        g.copy_(m.slot[i]);
-      } else {
-        g = m.slot[i].clone();
-      }
+  for (size_t k = 0; status.ok() && k < m.buckets.size(); ++k) {
+    Impl::Bucket& b = m.buckets[k];
+    if (!m.reduce_scatter) {
+      status = b.work->Wait();
+    } else if (!b.folded) {
+      status = m.Fold(b);
     }
   }
+  stats_.finish_wait_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (status.ok()) m.WriteGrads();
   m.Reset();
   if (!status.ok()) m.broken = status;
   return status;
+}
+
+// The averaged gradients into .grad; with reduce_scatter there are none (the
+// chunks hold this rank's part).
+void GradReducer::Impl::WriteGrads() {
+  for (size_t i = 0; i < params.size(); ++i) {
+    torch::Tensor& g = params[i].mutable_grad();
+    if (reduce_scatter) {
+      g.reset();
+    } else if (g.defined()) {
+      g.copy_(slot[i]);
+    } else {
+      g = slot[i].clone();
+    }
+  }
+  drop_grad.clear();
 }
 
 std::vector<std::vector<int64_t>> GradReducer::BucketLayout() const {

@@ -15,6 +15,16 @@
 // no gradient contribute their .grad, or zeros), waits for every bucket, and
 // writes the averaged gradients into .grad.
 //
+// With reduce_scatter (ZeRO stage 2, Note [ZeRO layout] in
+// worker/train/sharded_adamw.h) every backward is armed and each bucket, padded
+// to a multiple of S elements, is reduce-scattered instead: rank r gets its
+// chunk of the averaged bucket, which Finish() adds into a float32 chunk
+// buffer (ZeroChunks() starts a step). The full gradient is never kept:
+// a parameter's .grad is dropped once its bucket slot holds it, a bucket's flat
+// buffer exists only from its first gradient until its reduce-scatter is done
+// (at most kMaxInFlight buckets in flight while backward runs), and .grad is
+// left undefined.
+//
 // CheckInSync compares a float64 checksum of the parameters across ranks
 // (every rank ends an optimizer step with identical weights) and fails
 // loudly, on every rank, naming the step and the ranks that differ.
@@ -36,6 +46,7 @@ namespace distill::worker {
 
 struct GradReducerOptions {
   int64_t bucket_bytes = 25ll << 20;
+  bool reduce_scatter = false;  // ZeRO stage 2
 };
 
 struct GradReducerStats {
@@ -56,6 +67,12 @@ class GradReducer {
                                                              const GradReducerOptions& options);
   ~GradReducer();
 
+  // The bucket layout Create() makes for `params` (parameter indices, reverse
+  // registration order; a bucket is cut at bucket_bytes or where dtype or
+  // device changes).
+  static std::vector<std::vector<int64_t>> Plan(const std::vector<torch::Tensor>& params,
+                                                int64_t bucket_bytes);
+
   // The next backward is the step's last micro-step: hooks launch buckets.
   void Arm();
   // After that backward: completes every bucket and writes the averaged
@@ -63,6 +80,11 @@ class GradReducer {
   // .grad). Errors (timeouts) name the bucket; after an error the reducer
   // refuses further use (FailedPrecondition): end the job with Abort().
   absl::Status Finish();
+
+  // reduce_scatter: bucket k's averaged gradient chunk summed since
+  // ZeroChunks() (float32, P_k / S elements), and the reset.
+  const torch::Tensor& chunk(int64_t k) const;
+  void ZeroChunks();
 
   const GradReducerStats& stats() const { return stats_; }
   // Bucket layout, for tests: the parameter indices of each bucket.
