@@ -359,9 +359,6 @@ absl::Status ValidateJobSpec(const JobSpec& spec) {
   RETURN_IF_ERROR(ValidateDataFormat(spec.data()));
   if (spec.data().has_seq_len()) RETURN_IF_ERROR(AtLeast<int32_t>("data.seq_len", spec.data().seq_len(), 1));
   RETURN_IF_ERROR(ValidateTrain(spec.train()));
-  if (spec.train().precision() == distill::v1::BF16 && spec.train().device() == "cpu") {
-    return Bad("train.precision", "bf16 needs a CUDA device; use fp32 on cpu");
-  }
   if (spec.checkpoint().has_every()) RETURN_IF_ERROR(AtLeast<int64_t>("checkpoint.every", spec.checkpoint().every(), 0));
   if (spec.checkpoint().has_keep()) RETURN_IF_ERROR(AtLeast<int32_t>("checkpoint.keep", spec.checkpoint().keep(), 1));
   if (spec.output().empty()) return Bad("output", "required: the output directory");

@@ -27,44 +27,6 @@ tokenize_bytes "$T/val.txt" "$T/val.bin" || fail "tokenize val"
 "$W" init --config "$T/teacher.json" --out "$T/teacher" --seed 1 >/dev/null || fail "init teacher"
 "$W" init --config "$T/student.json" --out "$T/student" --seed 2 >/dev/null || fail "init student"
 
-# compare_runs A B TOL [STEP1_TOL]: metrics.jsonl loss traces and final weights
-# of two output dirs agree within TOL relative (0: bit for bit); the first
-# logged step's loss and grad_norm within STEP1_TOL (default TOL).
-compare_runs() {
-  $PY - "$1" "$2" "$3" "${4:-$3}" <<'PY'
-import json, struct, sys, os, math
-a, b, tol, tol1 = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
-def trace(d):
-    return [json.loads(l) for l in open(os.path.join(d, "metrics.jsonl")) if '"event":"train"' in l.replace(" ", "")]
-ta, tb = trace(a), trace(b)
-assert len(ta) == len(tb) and ta, (len(ta), len(tb))
-for i, (x, y) in enumerate(zip(ta, tb)):
-    assert x["step"] == y["step"], (x, y)
-    for k in ("loss", "ce_loss", "kd_loss", "grad_norm"):
-        if k in x:
-            t = tol1 if i == 0 and k in ("loss", "grad_norm") else tol
-            assert abs(x[k] - y[k]) <= t * max(1.0, abs(x[k])), (k, x["step"], x[k], y[k])
-    for k, v in x.get("feature_losses", {}).items():
-        assert abs(v - y["feature_losses"][k]) <= tol * max(1.0, abs(v)), (k, v, y["feature_losses"][k])
-def weights(d):
-    for sub, f in (("model", "model.safetensors"), ("adapter", "adapter_model.safetensors")):
-        p = os.path.join(d, sub, f)
-        if os.path.exists(p):
-            data = open(p, "rb").read()
-            n = struct.unpack("<Q", data[:8])[0]
-            h = json.loads(data[8:8 + n])
-            return {k: struct.unpack("<%df" % ((v["data_offsets"][1] - v["data_offsets"][0]) // 4),
-                                     data[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]])
-                    for k, v in h.items() if k != "__metadata__"}
-    raise AssertionError("no output weights in " + d)
-wa, wb = weights(a), weights(b)
-assert wa.keys() == wb.keys()
-worst = max(abs(p - q) for k in wa for p, q in zip(wa[k], wb[k]))
-assert worst <= tol, worst
-print("max weight diff", worst, "steps", len(ta))
-PY
-}
-
 # --- data-parallel students ---------------------------------------------------
 # finetune_spec NAME RANKS MICRO ACCUM EXTRA
 finetune_spec() {

@@ -480,7 +480,10 @@ torch::Tensor LlamaForCausalLMImpl::RunLayers(const torch::Tensor& x, int64_t be
   // example would be scaled by its own length (Hugging Face scales a packed
   // row by its largest position + 1): the base differs only for lengths past
   // max_position_embeddings, below which it is rope_theta for every length.
-  auto [cos, sin] = Rope(t, x.device());
+  // The tables are fp32; as Hugging Face, they take the hidden states' dtype
+  // (a no-op in fp32; bf16 weights keep q and k in bf16).
+  auto [cos32, sin32] = Rope(t, x.device());
+  torch::Tensor cos = cos32.to(x.scalar_type()), sin = sin32.to(x.scalar_type());
   torch::Tensor packed;  // Note [Packed attention]; undefined: one sequence per row
   if (positions.defined()) {
     TORCH_CHECK(positions.dim() == 2 && positions.size(0) == x.size(0) && positions.size(1) == t &&

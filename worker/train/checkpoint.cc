@@ -36,31 +36,64 @@ std::vector<std::pair<int64_t, fs::path>> ListCheckpoints(const std::string& roo
 
 }  // namespace
 
-absl::StatusOr<std::string> SaveCheckpoint(const std::string& root, const CheckpointState& state,
-                                           const std::vector<NamedParam>& params, const AdamW& optimizer,
-                                           int keep) {
+namespace {
+
+std::vector<std::pair<std::string, torch::Tensor>> OnCpu(std::vector<std::pair<std::string, torch::Tensor>> tensors) {
+  for (auto& [name, t] : tensors) t = t.detach().to(torch::kCPU);
+  return tensors;
+}
+
+// Rank 0's part: weights, the optimizer files, state.json, the rename and
+// the pruning.
+absl::StatusOr<std::string> Commit(const std::string& root, const std::string& pending, const CheckpointState& state,
+                                   const std::vector<NamedParam>& params, const Optimizer& optimizer, int keep,
+                                   int ranks) {
   const std::string dir = (fs::path(root) / absl::StrFormat("%s%08d", kPrefix, state.step)).string();
   ASSIGN_OR_RETURN(std::string staging, common::MakeStagingDir(dir));
   std::vector<std::pair<std::string, torch::Tensor>> weights;
-  for (const auto& p : params) weights.emplace_back(p.name, p.param.detach().to(torch::kCPU));
-  std::vector<std::pair<std::string, torch::Tensor>> opt;
-  for (auto& [name, t] : optimizer.StateDict()) opt.emplace_back(name, t.to(torch::kCPU));
-  RETURN_IF_ERROR(WriteSafetensors((fs::path(staging) / "weights.safetensors").string(), weights));
-  RETURN_IF_ERROR(WriteSafetensors((fs::path(staging) / "optimizer.safetensors").string(), opt));
-  json j = {{"format_version", 1},
-            {"step", state.step},
-            {"sampler_position", state.sampler_position},
-            {"tokens", state.tokens},
-            {"seed", state.seed},
-            {"method", state.method},
-            {"job_type", state.job_type}};
+  for (const auto& p : params) weights.emplace_back(p.name, p.param);
+  RETURN_IF_ERROR(WriteSafetensors((fs::path(staging) / "weights.safetensors").string(), OnCpu(weights)));
+  int files = 0;
+  for (int r = 0; r < ranks; ++r) {
+    const std::string file = optimizer.StateFile(r);
+    if (file.empty()) continue;
+    ++files;
+    std::error_code ec;
+    fs::rename(fs::path(pending) / file, fs::path(staging) / file, ec);
+    if (ec) return absl::InternalError(absl::StrCat(pending, "/", file, ": cannot move into ", staging, ": ", ec.message()));
+  }
+  json j = {{"format_version", 1},          {"step", state.step},     {"sampler_position", state.sampler_position},
+            {"tokens", state.tokens},       {"seed", state.seed},     {"method", state.method},
+            {"job_type", state.job_type},   {"optimizer_files", files}};
   RETURN_IF_ERROR(common::WriteFileAtomically((fs::path(staging) / "state.json").string(), j.dump(2) + "\n"));
   RETURN_IF_ERROR(common::CommitStagingDir(staging, dir));
+  std::error_code ec;
+  fs::remove_all(pending, ec);
   auto all = ListCheckpoints(root);
-  for (size_t i = 0; i + static_cast<size_t>(std::max(1, keep)) < all.size(); ++i) {
+  for (size_t i = 0; i + static_cast<size_t>(std::max(1, keep)) < all.size(); ++i) fs::remove_all(all[i].second, ec);
+  return dir;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> SaveCheckpoint(const std::string& root, const CheckpointState& state,
+                                           const std::vector<NamedParam>& params, const Optimizer& optimizer,
+                                           int keep, Communicator& ranks) {
+  const std::string pending = (fs::path(root) / absl::StrFormat(".pending_%s%08d", kPrefix, state.step)).string();
+  const std::string mine = optimizer.StateFile(ranks.rank());
+  if (!mine.empty()) {
     std::error_code ec;
-    fs::remove_all(all[i].second, ec);
+    fs::create_directories(pending, ec);
+    if (ec) return absl::PermissionDeniedError(absl::StrCat(pending, ": cannot create: ", ec.message()));
+    RETURN_IF_ERROR(WriteSafetensors((fs::path(pending) / mine).string(), OnCpu(optimizer.StateTensors())));
   }
+  if (ranks.size() > 1) RETURN_IF_ERROR(ranks.Barrier(absl::StrCat("checkpoint of step ", state.step)));
+  absl::StatusOr<std::string> dir =
+      (fs::path(root) / absl::StrFormat("%s%08d", kPrefix, state.step)).string();
+  if (ranks.rank() == 0) dir = Commit(root, pending, state, params, optimizer, keep, ranks.size());
+  // No rank writes the next checkpoint's shards (perhaps of the same step,
+  // into the same pending dir) before rank 0 has cleared this one's.
+  if (dir.ok() && ranks.size() > 1) RETURN_IF_ERROR(ranks.Barrier(absl::StrCat("checkpoint of step ", state.step, " committed")));
   return dir;
 }
 
@@ -71,7 +104,7 @@ std::optional<std::string> LatestCheckpoint(const std::string& root) {
 }
 
 absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& dir, const std::vector<NamedParam>& params,
-                                               AdamW& optimizer) {
+                                               Optimizer& optimizer) {
   const std::string state_path = (fs::path(dir) / "state.json").string();
   ASSIGN_OR_RETURN(std::string text, common::ReadFileToString(state_path));
   json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
@@ -99,14 +132,8 @@ absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& dir, const std
     }
     p.param.copy_(*t);
   }
-  const std::string opt_path = (fs::path(dir) / "optimizer.safetensors").string();
-  ASSIGN_OR_RETURN(auto opt_file, SafetensorsFile::Open(opt_path));
-  std::map<std::string, torch::Tensor> opt;
-  for (const auto& name : opt_file->names()) {
-    ASSIGN_OR_RETURN(opt[name], opt_file->Get(name));
-  }
-  absl::Status st = optimizer.LoadStateDict(opt);
-  if (!st.ok()) return absl::InvalidArgumentError(absl::StrCat(opt_path, ": ", st.message()));
+  ASSIGN_OR_RETURN(std::unique_ptr<OptimizerStateReader> reader, OptimizerStateReader::Open(dir));
+  RETURN_IF_ERROR(optimizer.LoadState(*reader));
   return s;
 }
 

@@ -1,11 +1,15 @@
 // Training checkpoints: OUTPUT/checkpoints/step_<8 digits>/ holding
 // weights.safetensors (the trainable parameters, plus a distill job's feature
-// projections), optimizer.safetensors (AdamW state) and state.json (step, data
-// position, seed, method, job type).
+// projections), the optimizer state (optimizer.safetensors, or one shard file
+// per rank under ZeRO: Note [Optimizer state files]) and state.json (step,
+// data position, seed, method, job type, optimizer files).
 //
 // Note [Checkpoint atomicity]: a checkpoint is written into a staging dir and
 // renamed into place, so a step_* directory is always complete; readers take
-// the newest one. Thread-compatible.
+// the newest one. Ranks that write optimizer shards put them into
+// checkpoints/.pending_step_<8 digits>/ first; after a barrier rank 0 moves the
+// expected files into its staging dir before the rename, and a second
+// barrier holds every rank until the pending dir is gone. Thread-compatible.
 #ifndef DISTILL_WORKER_TRAIN_CHECKPOINT_H_
 #define DISTILL_WORKER_TRAIN_CHECKPOINT_H_
 
@@ -19,6 +23,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "worker/comm/communicator.h"
 #include "worker/train/optimizer.h"
 
 namespace distill::worker {
@@ -35,20 +40,22 @@ struct CheckpointState {
   std::string job_type = "finetune";
 };
 
-// Writes a checkpoint of `params` (by name) and `optimizer` for `state.step`
-// under `checkpoint_root`, then deletes all but the newest `keep`.
-// Returns the checkpoint's directory.
+// Collective over `ranks` (the students): writes a checkpoint of `params`
+// (by name, from rank 0) and `optimizer` (each rank its StateFile) for
+// `state.step` under `checkpoint_root`; rank 0 then deletes all but the
+// newest `keep`. Returns the checkpoint's directory.
 absl::StatusOr<std::string> SaveCheckpoint(const std::string& checkpoint_root, const CheckpointState& state,
-                                           const std::vector<NamedParam>& params, const AdamW& optimizer,
-                                           int keep);
+                                           const std::vector<NamedParam>& params, const Optimizer& optimizer,
+                                           int keep, Communicator& ranks);
 
 // The newest complete checkpoint directory under `checkpoint_root`, if any.
 std::optional<std::string> LatestCheckpoint(const std::string& checkpoint_root);
 
 // Restores parameters (by name; every one must be present with its shape) and
-// optimizer state; returns the saved state. Errors name the file.
+// this rank's optimizer state (from a checkpoint of any rank count); returns
+// the saved state. Errors name the file.
 absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& dir, const std::vector<NamedParam>& params,
-                                               AdamW& optimizer);
+                                               Optimizer& optimizer);
 
 }  // namespace distill::worker
 

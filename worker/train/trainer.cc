@@ -60,6 +60,13 @@ uint64_t StepSeed(uint64_t seed, int64_t step) {
 // (those all-reduces are identities) and no gradient reducer: its gradient is
 // already the average, and the reducer's buckets would double its gradient
 // memory and give parameters without a gradient a zero one.
+//
+// With runtime.zero the update is sharded (Note [ZeRO layout] in
+// sharded_adamw.h): each rank updates its 1/S of the parameters' elements with
+// its 1/S of the AdamW state and all-gathers the result. Stage 1 reduces as
+// above; stage 2 reduce-scatters every micro-step's buckets, so a rank keeps
+// only its chunk of the gradient. bf16 weights (train.precision bf16) take the
+// same optimizer, with fp32 master weights in the shard, on one rank too.
 
 // One optimizer step, as llm.c reads: next batch, forward and loss, backward
 // (accumulated over micro-batches), reduce over the students, clip, update.
@@ -75,20 +82,33 @@ absl::Status Trainer::Step(StepTally* tally) {
   for (int32_t micro = 0; micro < t_.grad_accum(); ++micro) {
     ASSIGN_OR_RETURN(Batch batch, NextBatch());
     ASSIGN_OR_RETURN(LossParts loss, objective_.Loss(model_, batch));
-    if (reducer_ && micro + 1 == t_.grad_accum()) reducer_->Arm();  // this backward reduces
-    if (weights.empty()) {
-      (loss.total / t_.grad_accum()).backward();
-    } else {
-      (loss.total * weights[static_cast<size_t>(micro)]).backward();
-    }
+    const bool last = micro + 1 == t_.grad_accum();
+    RETURN_IF_ERROR(Backward(weights.empty() ? loss.total / t_.grad_accum()
+                                             : loss.total * weights[static_cast<size_t>(micro)],
+                             last));
     tally->Add(loss);
   }
   RETURN_IF_ERROR(Reduce(tally));
-  const double grad_norm = ClipGradNorm(params_, t_.clip());
-  optimizer_->Step(lr);
+  ASSIGN_OR_RETURN(const double grad_norm, optimizer_->ClipGradients(t_.clip()));
+  RETURN_IF_ERROR(optimizer_->Update(lr));
   ++step_;
   tokens_ += tokens_per_step_;
   tally->SetUpdate(lr, grad_norm);
+  return absl::OkStatus();
+}
+
+// One micro-step's backward. The last one of the step is armed: its backward
+// hands finished buckets to the reducer. ZeRO-2 reduce-scatters every
+// micro-step's gradient (a rank never holds the full gradient, so it cannot
+// accumulate one); Reduce() finishes the last.
+absl::Status Trainer::Backward(const torch::Tensor& loss, bool last_micro) {
+  const bool reduce = reducer_ != nullptr && (last_micro || zero_ == 2);
+  if (reduce) reducer_->Arm();
+  loss.backward();
+  if (!reduce || last_micro) return absl::OkStatus();
+  const auto start = Clock::now();
+  RETURN_IF_ERROR(reducer_->Finish());
+  allreduce_s_since_ += Seconds(start, Clock::now());
   return absl::OkStatus();
 }
 
@@ -241,8 +261,8 @@ absl::Status Trainer::Evaluate() {
   return absl::OkStatus();
 }
 
+// Collective over the students: each writes its optimizer shard, if any.
 absl::Status Trainer::SaveCheckpoint() {
-  if (!writer_) return absl::OkStatus();
   // Windows drawn ahead for the lookahead are not consumed yet.
   const int64_t consumed =
       sampler_->position() - static_cast<int64_t>(ahead_.size()) * t_.micro_batch() * ranks_;
@@ -250,8 +270,8 @@ absl::Status Trainer::SaveCheckpoint() {
       step_, consumed, tokens_, t_.seed(), lora_ ? "lora" : "full", objective_.job_type()};
   ASSIGN_OR_RETURN(std::string dir,
                    distill::worker::SaveCheckpoint(ckpt_root_, st, params_, *optimizer_,
-                                                   spec_.checkpoint().keep()));
-  report_.OnMessage(absl::StrCat("checkpoint ", dir));
+                                                   spec_.checkpoint().keep(), *students_));
+  if (writer_) report_.OnMessage(absl::StrCat("checkpoint ", dir));
   return absl::OkStatus();
 }
 
@@ -272,9 +292,9 @@ absl::StatusOr<TrainResult> Trainer::Finish() {
   }
   RETURN_IF_ERROR(Evaluate());
   result_.output_path = final_output_;
+  RETURN_IF_ERROR(SaveCheckpoint());
   if (!writer_) return result_;
   RETURN_IF_ERROR(SaveOutput());
-  RETURN_IF_ERROR(SaveCheckpoint());
   report_.OnMessage(absl::StrCat("saved ", result_.output_path));
   return result_;
 }
@@ -287,7 +307,8 @@ absl::Status Trainer::SaveOutput() {
     RETURN_IF_ERROR(SaveAdapter(model_, lora_config_, final_output_, base_model_));
     result_.output_bytes = static_cast<int64_t>(fs::file_size(out / "adapter_model.safetensors"));
   } else {
-    RETURN_IF_ERROR(SaveHfModel(model_, final_output_));
+    // bf16 weights give a bf16 model (config torch_dtype bfloat16).
+    RETURN_IF_ERROR(SaveHfModel(model_, final_output_, bf16_ ? torch::kBFloat16 : torch::kFloat));
     result_.output_bytes = static_cast<int64_t>(fs::file_size(out / "model.safetensors"));
   }
   return absl::OkStatus();

@@ -121,6 +121,7 @@ class Trainer {
   absl::StatusOr<Batch> NextBatch();
   absl::Status DrawAhead(size_t n);
   absl::StatusOr<std::vector<double>> MicroBatchWeights();
+  absl::Status Backward(const torch::Tensor& loss, bool last_micro);
   absl::Status Reduce(StepTally* tally);
   absl::Status AfterStep(const StepTally& tally);
   void ReportStep(const StepTally& tally);
@@ -154,8 +155,11 @@ class Trainer {
 
   std::vector<NamedParam> params_;
   std::vector<torch::Tensor> param_tensors_;
-  std::unique_ptr<AdamW> optimizer_;
+  std::unique_ptr<Optimizer> optimizer_;  // AdamW, or ShardedAdamW (ZeRO, bf16 weights)
   std::unique_ptr<GradReducer> reducer_;  // null for one rank (nothing to average)
+  Communicator* grads_ = nullptr;         // options_.grads, else students_
+  std::unique_ptr<Communicator> optimizer_loopback_;  // bf16 without ZeRO: unsharded master weights
+  int zero_ = 0;                          // runtime.zero in effect (0 for one rank)
 
   std::string out_dir_, ckpt_root_, final_output_;
   int64_t start_step_ = 0, step_ = 0, end_step_ = 0;

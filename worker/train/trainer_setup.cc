@@ -13,6 +13,7 @@
 #include "worker/data/open_data.h"
 #include "worker/model/hf_io.h"
 #include "worker/train/checkpoint.h"
+#include "worker/train/sharded_adamw.h"
 #include "worker/train/trainer.h"
 
 namespace distill::worker {
@@ -90,9 +91,6 @@ absl::Status Trainer::SetUpDevice() {
   writer_ = rank_ == 0;
   bf16_ = t_.precision() == distill::v1::BF16 ||
           (t_.precision() == distill::v1::PRECISION_UNSPECIFIED && device_.is_cuda());
-  if (bf16_ && !device_.is_cuda()) {
-    return absl::InvalidArgumentError("train.precision: bf16 needs a CUDA device; use fp32 on cpu");
-  }
   return absl::OkStatus();
 }
 
@@ -111,6 +109,10 @@ absl::Status Trainer::BuildStudent() {
     RETURN_IF_ERROR(ApplyLora(model_, lora_config_, t_.seed()));
   }
   model_->to(device_);
+  // bf16 weights (2 bytes per parameter); the optimizer keeps fp32 master
+  // weights (BuildOptimizer).
+  if (bf16_) model_->to(torch::kBFloat16);
+  model_->set_activation_checkpointing(t_.activation_checkpointing());
   model_->train();
   return objective_.Prepare(model_, device_, bf16_);
 }
@@ -137,22 +139,36 @@ absl::Status Trainer::OpenData() {
   return absl::OkStatus();
 }
 
+// AdamW, or ShardedAdamW for ZeRO across ranks or bf16 weights (Note
+// [Data-parallel step]); the gradient reducer when there are ranks to average.
 absl::Status Trainer::BuildOptimizer() {
   params_ = TrainableParams(*model_);
   for (NamedParam& p : objective_.ExtraParams()) params_.push_back(std::move(p));
+  for (const NamedParam& p : params_) param_tensors_.push_back(p.param);
   AdamWOptions aopt;
   aopt.beta1 = t_.beta1();
   aopt.beta2 = t_.beta2();
   aopt.eps = t_.eps();
   aopt.weight_decay = t_.weight_decay();
-  optimizer_ = std::make_unique<AdamW>(params_, aopt);
-  for (const NamedParam& p : params_) param_tensors_.push_back(p.param);
-  if (ranks_ == 1) return absl::OkStatus();  // nothing to average (Note [Data-parallel step])
-  GradReducerOptions ropt;
-  ropt.bucket_bytes = options_.bucket_bytes;
-  ASSIGN_OR_RETURN(
-      reducer_,
-      GradReducer::Create(param_tensors_, options_.grads ? *options_.grads : *students_, ropt));
+  grads_ = options_.grads ? options_.grads : students_;
+  zero_ = ranks_ > 1 ? spec_.runtime().zero() : 0;
+  if (ranks_ > 1) {  // else nothing to average (Note [Data-parallel step])
+    GradReducerOptions ropt;
+    ropt.bucket_bytes = options_.bucket_bytes;
+    ropt.reduce_scatter = zero_ == 2;
+    ASSIGN_OR_RETURN(reducer_, GradReducer::Create(param_tensors_, *grads_, ropt));
+  }
+  if (zero_ == 0 && !bf16_) {
+    optimizer_ = std::make_unique<AdamW>(params_, aopt);
+    return absl::OkStatus();
+  }
+  const std::vector<std::vector<int64_t>> buckets =
+      reducer_ ? reducer_->BucketLayout() : GradReducer::Plan(param_tensors_, options_.bucket_bytes);
+  // Without ZeRO each rank keeps all the master weights: a shard of one.
+  if (zero_ == 0) optimizer_loopback_ = MakeLoopbackCommunicator();
+  Communicator& shards = zero_ == 0 ? *optimizer_loopback_ : *grads_;
+  ASSIGN_OR_RETURN(optimizer_, ShardedAdamW::Create(params_, buckets, shards,
+                                                    zero_ == 2 ? reducer_.get() : nullptr, aopt));
   return absl::OkStatus();
 }
 
@@ -205,10 +221,12 @@ absl::Status Trainer::OpenReporting() {
     report_.OnMessage(absl::StrCat("resumed from checkpoint at step ", start_step_));
   std::string dp;
   if (ranks_ > 1) {
-    dp = absl::StrFormat(", %d data-parallel ranks (%s all-reduce, %d buckets)", ranks_,
-                         options_.grads ? options_.grads->backend() : students_->backend(),
-                         reducer_->stats().buckets);
+    dp = absl::StrFormat(", %d data-parallel ranks (%s %s, %d buckets)", ranks_, grads_->backend(),
+                         zero_ == 2 ? "reduce-scatter" : "all-reduce", reducer_->stats().buckets);
   }
+  if (zero_ > 0) absl::StrAppendFormat(&dp, ", ZeRO-%d across %d ranks", zero_, ranks_);
+  if (bf16_) absl::StrAppend(&dp, ", bf16 weights with fp32 master weights");
+  absl::StrAppendFormat(&dp, ", optimizer state %d bytes per rank", optimizer_->StateBytes());
   report_.OnMessage(absl::StrFormat(
       "training %s: %d parameters, %d trainable, train data %s, device %s, %d threads%s%s",
       lora_ ? "lora" : "full", result_.total_params, result_.trainable_params, train_data_->Describe(),

@@ -62,11 +62,12 @@ std::map<std::string, torch::Tensor> ReadAll(const std::string& path) {
   return out;
 }
 
-void ExpectResumeIsBitIdentical(const std::string& method_yaml, const std::string& weights_file) {
+void ExpectResumeIsBitIdentical(const std::string& method_yaml, const std::string& weights_file,
+                                const std::string& train_extra = "") {
   const std::string data = MakeData();
   const std::string extra = method_yaml +
                             "train: {steps: 8, micro_batch: 2, grad_accum: 2, lr: 0.01, warmup: 2, "
-                            "weight_decay: 0.1, log_every: 1, threads: 1, seed: 3}\n"
+                            "weight_decay: 0.1, log_every: 1, threads: 1, seed: 3" + train_extra + "}\n"
                             "checkpoint: {every: 4, keep: 1}\n";
   const std::string straight = data + "/straight", resumed = data + "/resumed";
   auto a = RunFinetune(Spec(data, straight, extra), {});
@@ -100,6 +101,39 @@ TEST(TrainerTest, ResumeIsBitIdenticalForFullFineTuning) {
 TEST(TrainerTest, ResumeIsBitIdenticalForLoraWithDropout) {
   ExpectResumeIsBitIdentical("method: lora\nlora: {rank: 4, alpha: 8, dropout: 0.2}\n",
                              "adapter/adapter_model.safetensors");
+}
+
+// bf16 weights: the fp32 master weights and moments are in the checkpoint
+// (optimizer-00000-of-00001.safetensors), so resuming repeats the run exactly.
+TEST(TrainerTest, ResumeIsBitIdenticalWithBf16WeightsAndMasterWeights) {
+  ExpectResumeIsBitIdentical("method: full\n", "model/model.safetensors", ", precision: bf16");
+}
+
+// Note [Activation checkpointing] (worker/model/activation_checkpoint.cc):
+// recomputing each layer in backward runs the same ops on the same inputs
+// with the same dropout draws, so training is unchanged bit for bit.
+void ExpectCheckpointingChangesNothing(const std::string& method_yaml, const std::string& weights_file) {
+  const std::string data = MakeData();
+  const std::string train = "train: {steps: 4, micro_batch: 2, grad_accum: 2, lr: 0.01, log_every: 1, threads: 1, seed: 4";
+  auto a = RunFinetune(Spec(data, data + "/plain", method_yaml + train + "}\n"), {});
+  auto b = RunFinetune(Spec(data, data + "/ckpt", method_yaml + train + ", activation_checkpointing: true}\n"), {});
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
+  auto ta = LossTrace(data + "/plain"), tb = LossTrace(data + "/ckpt");
+  ASSERT_EQ(ta.size(), 4u);
+  for (const auto& [step, loss] : ta) EXPECT_EQ(loss, tb[step]) << "step " << step;
+  auto wa = ReadAll(data + "/plain/" + weights_file), wb = ReadAll(data + "/ckpt/" + weights_file);
+  ASSERT_EQ(wa.size(), wb.size());
+  for (const auto& [name, t] : wa) EXPECT_TRUE(torch::equal(t, wb[name])) << name;
+}
+
+TEST(TrainerTest, ActivationCheckpointingTrainsTheSameFullModel) {
+  ExpectCheckpointingChangesNothing("method: full\n", "model/model.safetensors");
+}
+
+TEST(TrainerTest, ActivationCheckpointingTrainsTheSameLoraWithDropout) {
+  ExpectCheckpointingChangesNothing("method: lora\nlora: {rank: 4, alpha: 8, dropout: 0.2}\n",
+                                    "adapter/adapter_model.safetensors");
 }
 
 TEST(TrainerTest, GradAccumulationEqualsOneLargerMicroBatch) {
