@@ -7,6 +7,8 @@
 # - zero 2 stopped and resumed on the same ranks equals the uninterrupted run
 #   bit for bit; zero 1 stopped on 2 ranks and resumed on 3 re-shards: the
 #   same as resuming those shards with zero 0 (which reads the global state);
+# - a distill job (LoRA students and a feature projection) with a teacher
+#   rank: zero 2 as zero 0;
 # - precision bf16: bf16 weights (the output is BF16) with fp32 master
 #   weights in the checkpoint; zero 1 equals zero 0 bit for bit, and the loss
 #   follows the fp32 run within bf16 rounding.
@@ -88,6 +90,24 @@ run acc_z0 2
 run acc_z2 2
 out=$(compare_runs "$T/acc_z0_out" "$T/acc_z2_out" 1e-3 1e-6 2>&1) && ok \
   || fail "accumulation: zero 2 != zero 0 within rounding: $out"
+
+# --- distill: 2 ZeRO-2 students beside a teacher rank --------------------------
+"$W" init --config "$T/student.json" --out "$T/teacher" --seed 1 >/dev/null || die "init teacher"
+for z in 0 2; do
+  cat >"$T/kd_z$z.yaml" <<YAML
+type: distill
+teacher: {model: teacher, ranks: 1}
+student: {model: student, ranks: 2, method: lora, lora: {rank: 4, alpha: 8, dropout: 0}}
+distill: {temperature: 2, alpha: 0.5, logits: topk, top_k: 16, features: [{student_layer: 1, teacher_layer: 1}]}
+data: {train: train.bin, seq_len: 24}
+train: {steps: 4, micro_batch: 2, grad_accum: 2, lr: 0.01, log_every: 1, threads: 1}
+runtime: {bucket_mb: 0.01, zero: $z}
+output: kd_z${z}_out
+YAML
+  run "kd_z$z" 3
+done
+out=$(compare_runs "$T/kd_z0_out" "$T/kd_z2_out" 1e-3 1e-6 2>&1) && ok \
+  || fail "distill with a teacher rank: zero 2 != zero 0 within rounding: $out"
 
 # --- resume -------------------------------------------------------------------
 spec half_z2 2 2 1 ""

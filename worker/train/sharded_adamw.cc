@@ -92,12 +92,13 @@ void ShardedAdamW::ZeroGrad() {
 // Stage 2 sums the squares of this rank's chunks (in float64) over the ranks.
 absl::StatusOr<double> ShardedAdamW::ClipGradients(double max_norm) {
   if (reducer_ == nullptr) return ClipGradNorm(params_, max_norm);
+  if (layout_.chunk.empty()) return 0.0;
   torch::NoGradGuard no_grad;
-  double squares = 0;
+  // On the chunks' device: one host sync, after the all-reduce.
+  torch::Tensor total = torch::zeros({1}, reducer_->chunk(0).options().dtype(torch::kDouble));
   for (size_t k = 0; k < layout_.chunk.size(); ++k) {
-    squares += reducer_->chunk(static_cast<int64_t>(k)).to(torch::kDouble).square().sum().item<double>();
+    total += reducer_->chunk(static_cast<int64_t>(k)).to(torch::kDouble).square().sum();
   }
-  torch::Tensor total = torch::tensor({squares}, torch::kDouble);
   RETURN_IF_ERROR(comm_.AllReduce(total, ReduceOp::kSum, "gradient norm"));
   const double norm = std::sqrt(total.item<double>());
   if (max_norm > 0) {
