@@ -11,8 +11,10 @@
 # code and seconds to $OUT/summary.txt; a failing step does not stop the
 # others, and the build keeps going past errors (-k) so partial results come
 # back. Steps: nccl (NCCL backend tests, 1 rank), nccl2 (2 ranks sharing the
-# GPU), reference + models (model tests, CUDA ones included), dist_bench
-# (bench/gpu_dist_bench.sh, when present). Aim: under 7 minutes on 16 cores.
+# GPU), reference + models (model tests, CUDA ones included), bf16_train (a
+# CUDA fine-tune with bf16 weights, fp32 master weights and activation
+# checkpointing, stopped and resumed), dist_bench (bench/gpu_dist_bench.sh,
+# when present). Aim: under 7 minutes on 16 cores.
 #
 #   OUT=dir bash scripts/gpu_check.sh                     (all steps)
 #   STEPS="nccl nccl2" OUT=dir bash scripts/gpu_check.sh  (the build, then these)
@@ -22,7 +24,7 @@ ROOT=$PWD
 OUT="${OUT:-$ROOT/gpu-out}"
 DEB=${DEB_ROOT:-/opt/deb}
 BUILD=${BUILD_DIR:-$ROOT/build-gpu}
-STEPS=${STEPS:-"nccl nccl2 models dist_bench"}
+STEPS=${STEPS:-"nccl nccl2 models bf16_train dist_bench"}
 JOBS=${JOBS:-$(nproc)}
 mkdir -p "$OUT" "$DEB"
 SUMMARY=$OUT/summary.txt
@@ -121,6 +123,9 @@ if want models; then
   # with_test_env.sh: the environment ctest gives the tests (reference dir...).
   step models 300 "$BUILD/tests/with_test_env.sh" "$BUILD/tests/worker_tests" \
     --gtest_filter='LlamaCuda*:LlamaReference*:AdamWReference*:Lora*:HfIo*:ActivationCheckpoint*'
+fi
+if want bf16_train; then
+  step bf16_train 240 bash scripts/gpu_bf16_train.sh "$BUILD/worker/distill-worker" "$OUT/bf16_train"
 fi
 if want dist_bench && [ -f bench/gpu_dist_bench.sh ]; then
   step dist_bench 420 env WORKER="$BUILD/worker/distill-worker" OUT="$OUT" bash bench/gpu_dist_bench.sh
