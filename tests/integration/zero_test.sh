@@ -8,7 +8,7 @@
 #   bit for bit; zero 1 stopped on 2 ranks and resumed on 3 re-shards: the
 #   same as resuming those shards with zero 0 (which reads the global state);
 # - a distill job (LoRA students and a feature projection) with a teacher
-#   rank: zero 2 as zero 0;
+#   rank: zero 2 as zero 0, and with bf16 student weights near fp32;
 # - precision bf16: bf16 weights (the output is BF16) with fp32 master
 #   weights in the checkpoint; zero 1 equals zero 0 bit for bit, and the loss
 #   follows the fp32 run within bf16 rounding.
@@ -93,21 +93,31 @@ out=$(compare_runs "$T/acc_z0_out" "$T/acc_z2_out" 1e-3 1e-6 2>&1) && ok \
 
 # --- distill: 2 ZeRO-2 students beside a teacher rank --------------------------
 "$W" init --config "$T/student.json" --out "$T/teacher" --seed 1 >/dev/null || die "init teacher"
-for z in 0 2; do
+for z in 0 2 bf16; do
+  zero=${z#bf16}
   cat >"$T/kd_z$z.yaml" <<YAML
 type: distill
 teacher: {model: teacher, ranks: 1}
 student: {model: student, ranks: 2, method: lora, lora: {rank: 4, alpha: 8, dropout: 0}}
 distill: {temperature: 2, alpha: 0.5, logits: topk, top_k: 16, features: [{student_layer: 1, teacher_layer: 1}]}
 data: {train: train.bin, seq_len: 24}
-train: {steps: 4, micro_batch: 2, grad_accum: 2, lr: 0.01, log_every: 1, threads: 1}
-runtime: {bucket_mb: 0.01, zero: $z}
+train: {steps: 4, micro_batch: 2, grad_accum: 2, lr: 0.01, log_every: 1, threads: 1$([ $z = bf16 ] && echo ", precision: bf16")}
+runtime: {bucket_mb: 0.01, zero: ${zero:-2}}
 output: kd_z${z}_out
 YAML
   run "kd_z$z" 3
 done
 out=$(compare_runs "$T/kd_z0_out" "$T/kd_z2_out" 1e-3 1e-6 2>&1) && ok \
   || fail "distill with a teacher rank: zero 2 != zero 0 within rounding: $out"
+# bf16 student weights (ZeRO-2, fp32 master) against the fp32 run: the
+# losses within bf16 rounding (see the bf16 block below).
+$PY - "$T/kd_z0_out" "$T/kd_zbf16_out" <<'PY' && ok || fail "distill bf16 loss trace vs fp32"
+import json, sys
+def trace(d):
+    return [json.loads(l)["loss"] for l in open(d + "/metrics.jsonl") if '"train"' in l]
+a, b = trace(sys.argv[1]), trace(sys.argv[2])
+assert len(a) == len(b) == 4 and all(abs(x - y) <= 5e-2 * x for x, y in zip(a, b)), (a, b)
+PY
 
 # --- resume -------------------------------------------------------------------
 spec half_z2 2 2 1 ""

@@ -185,11 +185,14 @@ absl::StatusOr<LossParts> DistillObjective::Loss(LlamaForCausalLM& student, cons
     h = student->Hidden(batch.inputs, student_layers_, &captured, batch.positions);
   }
   const int64_t n = batch.targets.numel();
-  // The losses run in fp32 outside autocast: their gradients are formed by
-  // hand chunk by chunk (kd_loss.h) and must match the fp32 master weights.
+  // The losses run outside autocast in the weights' dtype: their gradients
+  // are formed by hand chunk by chunk (kd_loss.h) and must match the weights
+  // (fp32; with bf16 weights the chunk matmuls run in bf16, the softmax and
+  // the sums in fp32).
+  const torch::Tensor& head = student->LmHeadWeight();
   ASSIGN_OR_RETURN(KdLossResult kd,
-                   KdLoss(CountedOnly(batch, h.reshape({n, h.size(-1)}).to(torch::kFloat)),
-                          student->LmHeadWeight(), CountedOnly(batch, batch.targets.reshape({n})),
+                   KdLoss(CountedOnly(batch, h.reshape({n, h.size(-1)}).to(head.scalar_type())), head,
+                          CountedOnly(batch, batch.targets.reshape({n})),
                           CountedOutput(batch, tb.output), kd_config_));
   LossParts parts;
   parts.values[kCe] = kd.ce;
