@@ -160,8 +160,13 @@ absl::Status Coordinator::Transition(Active& a, JobState to, FailureReason reaso
   if (to == distill::v1::STARTING && !a.rec.job.has_start_time()) {
     *a.rec.job.mutable_start_time() = TimeUtil::GetCurrentTime();
   }
+  // Leaving the queue: out of the queue index before the store says so, so
+  // that a listing read off the lock (Note [Reads off the lock]) never
+  // counts a started job ahead of the queued ones.
+  if (from == distill::v1::QUEUED) QueueEraseLocked(a.rec.job.priority(), a.rec.seq);
   absl::Status st = WriteLocked(a, EventInfo{JobEvent::STATE_CHANGED, message});
   if (!st.ok()) {
+    if (from == distill::v1::QUEUED) QueueInsertLocked(before.rec.job.priority(), before.rec.seq);
     a = std::move(before);
     LogLine(absl::StrCat("job ", a.rec.job.id(), ": cannot record ", StateName(from), " -> ",
                          StateName(to), ": ", st.message()));
@@ -169,7 +174,6 @@ absl::Status Coordinator::Transition(Active& a, JobState to, FailureReason reaso
   }
   LogLine(absl::StrCat("job ", a.rec.job.id(), " ", StateName(from), " -> ", StateName(to),
                        message.empty() ? "" : ": ", message));
-  if (from == distill::v1::QUEUED) QueueEraseLocked(a.rec.job.priority(), a.rec.seq);
   if (to == distill::v1::QUEUED) QueueInsertLocked(a.rec.job.priority(), a.rec.seq);
   counts_[from]--;
   counts_[to]++;
