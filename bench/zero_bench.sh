@@ -102,17 +102,17 @@ for name in order:
 
 # (3) The largest model in a budget. Model family: Llama-shaped, D = 128 L,
 # I = 8/3 D, V = 32000, untied embeddings; per rank seq 2048 x micro 1.
-# Per setting: persistent bytes/param at S = 8 (a + b/S through the measured
-# rank counts). Activations per token, from the zero-0 setting of the same
-# dtype without checkpointing (its step peak less its persistent bytes):
-# the logits phase c V (LogitsPeak: logits, their gradient, the softmax) plus
-# a L D for the layers' saved activations. With checkpointing a layer keeps
-# only its input (w = 4 or 2 bytes per hidden unit) and the peak is the
-# larger of the logits phase and one layer's recompute: w L D + max(c V, a D);
-# the script checks that prediction against the measured checkpointed peak.
-# The setting's own transient (its peak less persistent less those
-# activations: reducer buckets in flight, all-gather buffers) is kept as
-# measured, since it is bounded by the bucket size, not the model.
+# Per setting, bytes/param at S = 8 from a + b/S through the measured rank
+# counts, for the persistent bytes and for the step peak. Activations per
+# token, from the zero-0 setting of the same dtype without checkpointing (its
+# step peak less its persistent bytes): the logits phase c V (LogitsPeak:
+# logits, their gradient, the softmax) plus a L D for the layers' saved
+# activations. With checkpointing a layer keeps only its input (w = 4 or 2
+# bytes per hidden unit) and the peak is the larger of the logits phase and
+# one layer's recompute: w L D + max(c V, a D); the script checks that
+# prediction against the measured checkpointed peak. A model fits when both
+# persistent + activations and the measured peak bytes/param times N (a peak
+# that grows with the model, not the activations, as ZeRO-2's does) fit.
 S8, V, T = 8, 32000, 2048
 def params_of(L):
     D = 128 * L; I = 8 * D / 3
@@ -122,28 +122,28 @@ def act_per_token(r, c, L, D, Vo):  # c: the plain zero-0 setting of r's dtype
     cv = c["logits_peak"] / c["tokens"] / vocab
     w = 2 if r["bf16"] else 4
     return w * L * D + max(cv * Vo, a * D) if r["ckpt"] else a * L * D + cv * Vo
+def at_s8(rs, key):  # bytes/param of `key` at S8, a + b/S through the measured points
+    pts = [(1.0 / r["ranks"], r[key] / r["params"]) for r in rs]
+    if len(pts) < 2: return pts[0][1]
+    (x0, y0), (x1, y1) = pts[0], pts[-1]
+    b = (y1 - y0) / (x1 - x0)
+    return y0 - b * x0 + b / S8
 print("\n### Largest model per rank, S = %d ranks, %d tokens per rank (seq %d x micro 1), V = %d\n" % (S8, T, T, V))
-print("| setting | persistent B/param at S=8 | act. MB at bench size: predicted / measured | transient MB | 80 GB | 141 GB |")
+print("| setting | persistent B/param at S=8 | peak B/param at S=8 | act. MB at bench size: predicted / measured | 80 GB | 141 GB |")
 print("|---|---|---|---|---|---|")
 for name in order:
     rs = [by[(name, s)] for s in ranks if (name, s) in by]
     if not rs: continue
-    pts = [(1.0 / r["ranks"], r["persistent"] / r["params"]) for r in rs]
-    if len(pts) >= 2:
-        (x0, y0), (x1, y1) = pts[0], pts[-1]
-        b = (y1 - y0) / (x1 - x0); a = y0 - b * x0
-    else:
-        a, b = pts[0][1], 0.0
-    bpp = a + b / S8
+    bpp, pbpp = at_s8(rs, "persistent"), at_s8(rs, "peak")
     r = rs[-1]
     c = by.get((("bf16_" if r["bf16"] else "") + "zero0", r["ranks"]))
     d = by.get((("bf16_" if r["bf16"] else "") + "zero0" + ("_ckpt" if r["ckpt"] else ""), r["ranks"]))
     if not c or not d: continue
     predicted = r["tokens"] * act_per_token(r, c, layers, hidden, vocab)
     measured = d["peak"] - d["persistent"]
-    transient = max(0.0, r["peak"] - r["persistent"] - measured)
     def fits(L, budget):
-        return bpp * params_of(L) + T * act_per_token(r, c, L, 128 * L, V) + transient <= budget
+        n = params_of(L)
+        return max(bpp * n + T * act_per_token(r, c, L, 128 * L, V), pbpp * n) <= budget
     cells = []
     for budget in (80e9, 141e9):
         lo, hi = 0.0, 512.0
@@ -151,6 +151,6 @@ for name in order:
             mid = (lo + hi) / 2
             lo, hi = (mid, hi) if fits(mid, budget) else (lo, mid)
         cells.append("%.1fB (L=%.0f, D=%.0f)" % (params_of(lo) / 1e9, lo, 128 * lo))
-    print("| %s | %.2f | %.1f / %.1f | %.0f | %s |" % (name, bpp, predicted / 1e6, measured / 1e6, transient / 1e6,
+    print("| %s | %.2f | %.2f | %.1f / %.1f | %s |" % (name, bpp, pbpp, predicted / 1e6, measured / 1e6,
           " | ".join(cells)))
 PY
