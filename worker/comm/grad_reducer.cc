@@ -55,6 +55,7 @@ struct GradReducer::Impl {
   std::thread::id arm_thread;
   int64_t next_launch = 0;        // buckets [0, next_launch) are launched
   int64_t launched_by_hooks = 0;  // in this synchronised step
+  int64_t live = 0, max_live = 0;  // reduce_scatter: bucket buffers alive now, and the step's most
   absl::Status error;             // the first error of this step
   // Set when a Finish failed with buckets possibly still in flight (MPI may
   // still write their buffers): the reducer refuses further use.
@@ -114,7 +115,7 @@ void GradReducer::Impl::OnGrad(int64_t i, const torch::Tensor& grad) {
 void GradReducer::Impl::LaunchReady(bool from_hook) {
   while (error.ok() && next_launch < static_cast<int64_t>(buckets.size())) {
     Bucket& b = buckets[next_launch];
-    if (b.filled < static_cast<int64_t>(b.params.size())) return;
+    if (b.filled < static_cast<int64_t>(b.params.size())) break;
     const std::string what = absl::StrCat("gradient bucket ", next_launch);
     auto work = reduce_scatter ? comm.ReduceScatterAsync(b.flat, b.recv, ReduceOp::kAvg, what)
                                : comm.AllReduceAsync(b.flat, ReduceOp::kAvg, what);
@@ -146,6 +147,7 @@ void GradReducer::Impl::Allocate(Bucket& b) {
   const torch::Tensor& head = params[b.params.front()];
   b.flat = torch::zeros({b.padded}, torch::TensorOptions().dtype(head.scalar_type()).device(head.device()));
   b.recv = torch::empty({b.padded / comm.size()}, b.flat.options());
+  max_live = std::max(max_live, ++live);
   int64_t offset = 0;
   for (int64_t i : b.params) {
     slot[i] = b.flat.narrow(0, offset, params[i].numel()).view(params[i].sizes());
@@ -157,6 +159,7 @@ absl::Status GradReducer::Impl::Fold(Bucket& b) {
   RETURN_IF_ERROR(b.work->Wait());
   b.chunk.add_(b.recv);
   b.folded = true;
+  --live;
   b.flat = torch::Tensor();
   b.recv = torch::Tensor();
   for (int64_t i : b.params) slot[i] = torch::Tensor();
@@ -171,6 +174,7 @@ void GradReducer::Impl::Reset() {
   armed = false;
   next_launch = 0;
   launched_by_hooks = 0;
+  max_live = live;
   error = absl::OkStatus();
   std::fill(filled.begin(), filled.end(), 0);
   for (Bucket& b : buckets) {
@@ -317,6 +321,7 @@ absl::Status GradReducer::Finish() {
   }
   m.LaunchReady(/*from_hook=*/false);
   stats_.launched_in_backward = m.launched_by_hooks;
+  stats_.max_live_buckets = m.max_live;
   const auto start = std::chrono::steady_clock::now();
   absl::Status status = m.error;
   for (size_t k = 0; status.ok() && k < m.buckets.size(); ++k) {

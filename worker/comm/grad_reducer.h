@@ -22,7 +22,7 @@
 // buffer (ZeroChunks() starts a step). The full gradient is never kept:
 // a parameter's .grad is dropped once its bucket slot holds it, a bucket's flat
 // buffer exists only from its first gradient until its reduce-scatter is done
-// (at most kMaxInFlight buckets in flight while backward runs), and .grad is
+// (at most two buckets in flight while backward runs), and .grad is
 // left undefined.
 //
 // CheckInSync compares a float64 checksum of the parameters across ranks
@@ -52,6 +52,7 @@ struct GradReducerOptions {
 struct GradReducerStats {
   int64_t buckets = 0;           // number of buckets
   int64_t launched_in_backward = 0;  // buckets of the last Finish launched by hooks (overlapped)
+  int64_t max_live_buckets = 0;      // reduce_scatter: most bucket buffers alive at once in the last step
   double finish_wait_s = 0.0;    // seconds Finish() spent waiting (communication not hidden)
   int64_t bytes = 0;             // bytes reduced per synchronised step
 };

@@ -195,6 +195,54 @@ TEST_F(GradReducerTest, RejectsParametersThatCannotBeReduced) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// reduce_scatter (ZeRO-2) on a chain of 8 layers, one bucket each: the
+// buckets are reduce-scattered while backward runs, at most two in flight,
+// so at most three bucket buffers are ever alive (a buffer per layer alive at
+// the end of backward was the bug this catches); each chunk is this rank's
+// slice of the average.
+TEST_F(GradReducerTest, ReduceScatterFoldsBucketsDuringBackward) {
+  constexpr int kLayers = 8;
+  std::vector<torch::Tensor> w;
+  for (int i = 0; i < kLayers; ++i) {
+    w.push_back((torch::eye(4) + 0.01 * torch::sin(torch::arange(16, torch::kFloat32) + i).reshape({4, 4}))
+                    .requires_grad_());
+  }
+  auto loss = [&](const std::vector<torch::Tensor>& ws, int r) {
+    torch::Tensor h = torch::cos(torch::arange(12, torch::kFloat32).reshape({3, 4}) * (r + 1));
+    for (const torch::Tensor& m : ws) h = torch::tanh(h.matmul(m.t()));
+    return (h * h).sum();
+  };
+  GradReducerOptions options;
+  options.bucket_bytes = 64;  // one 4x4 float matrix
+  options.reduce_scatter = true;
+  auto reducer = GradReducer::Create(w, *world_, options);
+  ASSERT_TRUE(reducer.ok()) << reducer.status();
+  ASSERT_EQ((*reducer)->stats().buckets, kLayers);
+  (*reducer)->ZeroChunks();
+  (*reducer)->Arm();
+  loss(w, rank_).backward();
+  ASSERT_TRUE((*reducer)->Finish().ok());
+  EXPECT_EQ((*reducer)->stats().launched_in_backward, kLayers);
+  // Two in flight and the one being filled.
+  EXPECT_LE((*reducer)->stats().max_live_buckets, 3);
+
+  // The reference: every rank's gradient by plain autograd, averaged.
+  std::vector<torch::Tensor> avg(kLayers);
+  for (int r = 0; r < n_; ++r) {
+    std::vector<torch::Tensor> copy;
+    for (const torch::Tensor& m : w) copy.push_back(m.detach().clone().requires_grad_());
+    auto grads = torch::autograd::grad({loss(copy, r)}, copy);
+    for (int i = 0; i < kLayers; ++i) avg[i] = r == 0 ? grads[i] / n_ : avg[i] + grads[i] / n_;
+  }
+  const int64_t chunk = (16 + n_ - 1) / n_;
+  for (int64_t k = 0; k < kLayers; ++k) {
+    const torch::Tensor want = torch::constant_pad_nd(avg[kLayers - 1 - k].reshape({-1}), {0, chunk * n_ - 16})
+                                   .narrow(0, chunk * rank_, chunk);
+    EXPECT_TRUE(torch::allclose((*reducer)->chunk(k), want, 1e-5, 1e-6)) << "bucket " << k;
+    EXPECT_FALSE(w[kLayers - 1 - k].grad().defined());
+  }
+}
+
 TEST_F(GradReducerTest, CheckInSyncPassesForEqualWeightsAndFailsEverywhereOnOneChangedElement) {
   Net net = Net::Make();
   EXPECT_TRUE(GradReducer::CheckInSync(net.params(), *world_, 7).ok());
