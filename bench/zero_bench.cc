@@ -34,7 +34,6 @@
 #include <map>
 #include <memory>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -45,8 +44,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
-#include "absl/synchronization/mutex.h"
 #include "common/status_macros.h"
+#include "tests/test_util/counting_allocator.h"
 #include "worker/comm/grad_reducer.h"
 #include "worker/comm/loopback_communicator.h"
 #include "worker/comm/mpi_communicator.h"
@@ -76,72 +75,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Counts the live bytes LibTorch allocates on the CPU and their peak, as
-// tests/test_util/counting_allocator.h does, but with each DataPtr's context
-// equal to its data: c10::Allocator::raw_allocate (oneDNN's scratch buffers,
-// used by bf16 matmuls on the CPU) asserts that, and the test allocator's
-// context is its own block, so bf16 steps abort under it. The blocks are kept
-// in a map by address instead. Thread-safe.
-class CountingCpuAllocator final : public c10::Allocator {
- public:
-  // The one instance (Free has no state of its own), installed.
-  static CountingCpuAllocator& Install() {
-    instance_ = new CountingCpuAllocator(c10::GetCPUAllocator());
-    c10::SetCPUAllocator(instance_, 255);
-    return *instance_;
-  }
-
-  c10::DataPtr allocate(size_t n) override {
-    c10::DataPtr inner = base_->allocate(n);
-    void* data = inner.get();
-    absl::MutexLock lock(&mu_);
-    live_ += static_cast<int64_t>(n);
-    peak_ = std::max(peak_, live_);
-    blocks_.emplace(data, Block{std::move(inner), static_cast<int64_t>(n)});
-    return c10::DataPtr(data, data, &Free, c10::Device(c10::DeviceType::CPU));
-  }
-  c10::DeleterFnPtr raw_deleter() const override { return &Free; }
-  void copy_data(void* dest, const void* src, std::size_t count) const override {
-    default_copy_data(dest, src, count);
-  }
-
-  // Restarts the peak from the bytes live now, and returns them.
-  int64_t Reset() {
-    absl::MutexLock lock(&mu_);
-    peak_ = live_;
-    return live_;
-  }
-  int64_t peak() {
-    absl::MutexLock lock(&mu_);
-    return peak_;
-  }
-
- private:
-  struct Block {
-    c10::DataPtr inner;
-    int64_t bytes;
-  };
-
-  explicit CountingCpuAllocator(c10::Allocator* base) : base_(base) {}
-  static void Free(void* data) { instance_->Release(data); }
-  void Release(void* data) {
-    c10::DataPtr inner;  // freed after the lock is dropped (declared first)
-    absl::MutexLock lock(&mu_);
-    auto it = blocks_.find(data);
-    if (it == blocks_.end()) return;
-    live_ -= it->second.bytes;
-    inner = std::move(it->second.inner);
-    blocks_.erase(it);
-  }
-
-  static CountingCpuAllocator* instance_;
-  c10::Allocator* base_;
-  absl::Mutex mu_;
-  int64_t live_ = 0, peak_ = 0;
-  std::unordered_map<void*, Block> blocks_;
-};
-
-CountingCpuAllocator* CountingCpuAllocator::instance_ = nullptr;
+using distill::testing::CountingCpuAllocator;
 
 constexpr double kLr = 1e-4;
 constexpr double kClip = 1.0;
@@ -401,7 +335,9 @@ absl::Status Main(int argc, char** argv) {
   if (settings.empty()) return absl::InvalidArgumentError("--settings is empty");
   at::set_num_threads(absl::GetFlag(FLAGS_threads));
   // Installed before anything is built: every tensor below is counted.
-  CountingCpuAllocator* counter = &CountingCpuAllocator::Install();
+  // Installed for the whole run (tests/test_util/counting_allocator.h).
+  auto* counter = new CountingCpuAllocator(c10::GetCPUAllocator());
+  c10::SetCPUAllocator(counter, 255);
   RETURN_IF_ERROR(InitMpi(&argc, &argv));
   ASSIGN_OR_RETURN(std::unique_ptr<Communicator> world, MpiWorld(kTimeoutS));
   if (world->rank() == 0) {

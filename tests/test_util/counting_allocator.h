@@ -4,6 +4,10 @@
 // (above the default allocator's priority) and put the previous one back the
 // same way. Allocations made before installation are freed through their own
 // deleters and never counted. Counting is thread-safe.
+//
+// Each DataPtr's context is its data pointer, as c10::Allocator::raw_allocate
+// (oneDNN's scratch buffers, used by bf16 matmuls on the CPU) requires; the
+// blocks are found again by address in one registry shared by all instances.
 #ifndef DISTILL_TESTS_TEST_UTIL_COUNTING_ALLOCATOR_H_
 #define DISTILL_TESTS_TEST_UTIL_COUNTING_ALLOCATOR_H_
 
@@ -18,7 +22,8 @@ class CountingCpuAllocator final : public c10::Allocator {
  public:
   explicit CountingCpuAllocator(c10::Allocator* base) : base_(base) {}
 
-  c10::DataPtr allocate(size_t n) override { return Allocate(n); }
+  c10::DataPtr allocate(size_t n) override;
+  c10::DeleterFnPtr raw_deleter() const override { return &Free; }
   void copy_data(void* dest, const void* src, std::size_t count) const override {
     default_copy_data(dest, src, count);
   }
@@ -31,18 +36,11 @@ class CountingCpuAllocator final : public c10::Allocator {
   int64_t peak() const { return peak_.load(); }
 
  private:
-  struct Block {
-    c10::DataPtr inner;
-    int64_t bytes;
-    const CountingCpuAllocator* owner;
-  };
-
-  c10::DataPtr Allocate(size_t n) const;
-  static void Free(void* ctx);
+  static void Free(void* data);
 
   c10::Allocator* base_;
-  mutable std::atomic<int64_t> live_{0};
-  mutable std::atomic<int64_t> peak_{0};
+  std::atomic<int64_t> live_{0};
+  std::atomic<int64_t> peak_{0};
 };
 
 }  // namespace distill::testing
