@@ -111,6 +111,18 @@ cudaStream_t CallerStream(int device) {
 #endif
 }
 
+// The NCCL reduction for `op` over `ranks`, and the divisor to apply after
+// completion (1: none): avg is ncclAvg from NCCL 2.10, else sum then divide.
+std::pair<ncclRedOp_t, int> Reduction(ReduceOp op, int ranks) {
+  if (op != ReduceOp::kAvg) return {ncclSum, 1};
+#if NCCL_VERSION_CODE >= NCCL_VERSION(2, 10, 0)
+  (void)ranks;
+  return {ncclAvg, 1};
+#else
+  return {ncclSum, ranks};
+#endif
+}
+
 absl::StatusOr<ncclDataType_t> NcclType(torch::ScalarType t) {
   switch (t) {
     case torch::kFloat32:
@@ -287,15 +299,9 @@ class NcclCommunicator final : public Communicator {
                                                        const std::string& what) override {
     const std::string desc = absl::StrCat("allreduce of ", what);
     ASSIGN_OR_RETURN(ncclDataType_t type, CheckTensor(t, desc));
-    ncclRedOp_t nccl_op = ncclSum;
-    int divide_by = 1;
-    if (op == ReduceOp::kAvg) {
-#if NCCL_VERSION_CODE >= NCCL_VERSION(2, 10, 0)
-      nccl_op = ncclAvg;
-#else
-      divide_by = state_->size;
-#endif
-    }
+    const std::pair<ncclRedOp_t, int> reduction = Reduction(op, state_->size);
+    const ncclRedOp_t nccl_op = reduction.first;
+    const int divide_by = reduction.second;
     return Enqueue(desc, t, divide_by, [&](ncclComm_t comm, cudaStream_t s) {
       return ncclAllReduce(t.data_ptr(), t.data_ptr(), t.numel(), type, nccl_op, comm, s);
     });
@@ -309,15 +315,9 @@ class NcclCommunicator final : public Communicator {
     RETURN_IF_ERROR(CheckTensor(output, absl::StrCat(desc, " (output)")).status());
     RETURN_IF_ERROR(CheckWholeAndBlock(input, output, size(), /*whole_is_input=*/true,
                                        absl::StrCat("comm: nccl: ", desc)));
-    ncclRedOp_t nccl_op = ncclSum;
-    int divide_by = 1;
-    if (op == ReduceOp::kAvg) {
-#if NCCL_VERSION_CODE >= NCCL_VERSION(2, 10, 0)
-      nccl_op = ncclAvg;
-#else
-      divide_by = state_->size;
-#endif
-    }
+    const std::pair<ncclRedOp_t, int> reduction = Reduction(op, state_->size);
+    const ncclRedOp_t nccl_op = reduction.first;
+    const int divide_by = reduction.second;
     return Enqueue(
         desc, output, divide_by,
         [&](ncclComm_t comm, cudaStream_t s) {
