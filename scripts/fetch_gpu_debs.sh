@@ -16,7 +16,7 @@ apt-get download \
   libgrpc++-dev libgrpc-dev libgrpc++1.51 libgrpc29 protobuf-compiler-grpc \
   libprotobuf-dev libprotobuf32 libprotobuf-lite32 libprotoc32 protobuf-compiler \
   libabsl-dev libabsl20220623 libre2-dev libre2-9 libc-ares-dev libc-ares2 \
-  libssl-dev libssl3 zlib1g-dev zlib1g \
+  libssl-dev libssl3 zlib1g-dev zlib1g libzstd-dev libzstd1 \
   prometheus-cpp-dev libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 libprometheus-cpp-push1.0 \
   libcivetweb-dev libcivetweb1 civetweb libcurl4-openssl-dev libcurl4 \
   libsqlite3-dev libsqlite3-0 libyaml-cpp-dev libyaml-cpp0.7 nlohmann-json3-dev \

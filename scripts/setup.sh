@@ -15,6 +15,8 @@ PACKAGES=(
   libgtest-dev libgmock-dev
   nlohmann-json3-dev libyaml-cpp-dev libpcre2-dev libicu-dev   # PCRE2 regexes, ICU normalization (tokenizer.json)
   libsqlite3-dev sqlite3
+  libzstd-dev libssl-dev                      # teacher cache: zstd frames, SHA-256 content keys
+  gnuplot-nox                                 # distillctl report: the PNG plots
   python3 python3-venv                        # .venv (pip torch, transformers, peft, tokenizers, TRL)
   curl ca-certificates                        # scripts/fetch_jinja.sh (the chat-template engine from PyPI)
 )
