@@ -17,6 +17,7 @@ PACKAGES=(
   libsqlite3-dev sqlite3
   libzstd-dev libssl-dev                      # teacher cache: zstd frames, SHA-256 content keys
   gnuplot-nox                                 # distillctl report: the PNG plots
+  libboost-math-dev                           # distillctl report: Student t quantiles (header-only)
   python3 python3-venv                        # .venv (pip torch, transformers, peft, tokenizers, TRL)
   curl ca-certificates                        # scripts/fetch_jinja.sh (the chat-template engine from PyPI)
 )

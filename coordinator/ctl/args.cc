@@ -42,6 +42,8 @@ ABSL_FLAG(bool, force, false,
 ABSL_FLAG(bool, follow, false, "logs (also -f): follow the output until the job ends");
 ABSL_FLAG(std::optional<int>, rank, std::nullopt, "logs: only this rank's output (unset: all)");
 ABSL_FLAG(int, attempt, 0, "logs: which attempt, 1 for the first (0 = the latest)");
+ABSL_FLAG(std::string, out, "",
+          "report: the directory to write the report into (created; its files replaced)");
 
 namespace distill::coordinator::ctl {
 namespace {
@@ -63,6 +65,7 @@ const std::map<std::string, CommandGrammar>& Grammar() {
       {"watch", {1, "ID", {}}},
       {"cancel", {1, "ID", {"force"}}},
       {"logs", {1, "ID", {"follow", "rank", "attempt"}}},
+      {"report", {1, "ID", {"out"}}},
   };
   return *grammar;
 }
@@ -221,7 +224,9 @@ std::string UsageText() {
       "  list          jobs, newest first\n"
       "  watch ID      live progress until the job ends; exit 0 only if it succeeded\n"
       "  cancel ID     graceful (ranks checkpoint and exit) unless --force\n"
-      "  logs ID       the job's worker output\n\n"
+      "  logs ID       the job's worker output\n"
+      "  report ID     a sweep's (or one job's) results into --out DIR: CSV and\n"
+      "                Markdown tables (mean and 95% interval over seeds), PNG plots\n\n"
       "exit status: 0 success; 1 an error (printed as \"distillctl: CODE: message\") or\n"
       "a watched job that did not succeed; 2 a usage error.\n\n"
       "options (\"submit: ...\": only that command takes it; the others go anywhere):",

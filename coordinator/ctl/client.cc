@@ -1,6 +1,10 @@
 #include "coordinator/ctl/client.h"
 
+#include <google/protobuf/util/time_util.h>
+
 #include <algorithm>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 #include <utility>
 
@@ -138,6 +142,62 @@ absl::StatusOr<v1::Job> CoordinatorClient::Watch(
     std::this_thread::sleep_for(backoff);
     backoff = std::min(backoff * 2, std::chrono::milliseconds(2000));
   }
+}
+
+absl::StatusOr<std::vector<v1::JobEvent>> CoordinatorClient::EventsSoFar(
+    const v1::Job& job, std::chrono::milliseconds idle) {
+  using google::protobuf::util::TimeUtil;
+  auto context = NewContext(false);
+  v1::WatchJobRequest request;
+  request.set_id(job.id());
+  const bool ended = IsTerminal(job.state());
+  const int64_t current_ns = TimeUtil::TimestampToNanoseconds(job.update_time());
+  // A job still going streams on after its stored events: a watchdog ends
+  // the call once the stream has been quiet for `idle`.
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;                      // guarded by mu
+  bool idle_cancel = false;               // guarded by mu
+  Clock::time_point last = Clock::now();  // guarded by mu
+  std::thread watchdog;
+  if (!ended) {
+    watchdog = std::thread([&] {
+      std::unique_lock<std::mutex> lock(mu);
+      while (!done) {
+        if (cv.wait_until(lock, last + idle, [&] { return done; })) break;
+        if (Clock::now() >= last + idle) {
+          idle_cancel = true;
+          context->TryCancel();
+          break;
+        }
+      }
+    });
+  }
+  auto reader = stub_->WatchJob(context.get(), request);
+  std::vector<v1::JobEvent> events;
+  v1::JobEvent event;
+  bool caught_up = false;
+  while (reader->Read(&event)) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      last = Clock::now();
+    }
+    caught_up = !ended && TimeUtil::TimestampToNanoseconds(event.job().update_time()) >= current_ns;
+    events.push_back(event);
+    if (caught_up) {
+      context->TryCancel();
+      break;
+    }
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    done = true;
+  }
+  cv.notify_all();
+  if (watchdog.joinable()) watchdog.join();
+  const grpc::Status status = reader->Finish();
+  if (status.ok() || caught_up || idle_cancel) return events;
+  return FromGrpcStatus(status);
 }
 
 absl::Status CoordinatorClient::StreamLogs(

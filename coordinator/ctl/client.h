@@ -48,6 +48,14 @@ class CoordinatorClient {
       const std::string& id, const std::function<void(const distill::v1::JobEvent&)>& on_event,
       std::chrono::milliseconds resume_timeout = std::chrono::seconds(60));
 
+  // The job's events so far, oldest first, without waiting for the job: a
+  // finished job's whole log; for one still going, the events up to the one
+  // current as of `job` (its update_time), or up to a pause of `idle` in the
+  // stream (a state written without an event). Not resumed across a broken
+  // stream: the error comes back.
+  absl::StatusOr<std::vector<distill::v1::JobEvent>> EventsSoFar(
+      const distill::v1::Job& job, std::chrono::milliseconds idle = std::chrono::seconds(1));
+
   // Streams the job's log chunks to `on_chunk` (with `follow`, until the job
   // ends).
   absl::Status StreamLogs(const distill::v1::StreamLogsRequest& request,

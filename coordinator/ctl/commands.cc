@@ -10,6 +10,7 @@
 #include "common/spec.h"
 #include "common/status_macros.h"
 #include "coordinator/ctl/format.h"
+#include "coordinator/ctl/report.h"
 
 namespace distill::coordinator::ctl {
 namespace v1 = distill::v1;
@@ -123,6 +124,18 @@ int Logs(const CtlArgs& args, CoordinatorClient& client, const Terminal& term) {
   return kExitOk;
 }
 
+int Report(const CtlArgs& args, CoordinatorClient& client, const Terminal& term) {
+  if (args.Get("out").empty()) {
+    *term.err << "distillctl: report: --out DIR is required" << std::endl;
+    return kExitUsage;
+  }
+  ReportOptions options;
+  options.out_dir = args.Get("out");
+  absl::Status status = WriteReport(args.positional[0], options, client, *term.out);
+  if (!status.ok()) return Fail(term, status);
+  return kExitOk;
+}
+
 }  // namespace
 
 std::string ErrorLine(const absl::Status& status) {
@@ -172,6 +185,7 @@ int RunCommand(const CtlArgs& args, CoordinatorClient& client, const Terminal& t
   if (args.command == "watch") return WatchToEnd(args.positional[0], client, term);
   if (args.command == "cancel") return Cancel(args, client, term);
   if (args.command == "logs") return Logs(args, client, term);
+  if (args.command == "report") return Report(args, client, term);
   *term.err << "distillctl: unknown command '" << args.command << "'" << std::endl;
   return kExitUsage;
 }

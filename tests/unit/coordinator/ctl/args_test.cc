@@ -41,6 +41,16 @@ TEST(ParseArgsTest, LogsDashFIsFollow) {
   EXPECT_EQ(*a->Int("rank", -1), 1);
 }
 
+TEST(ParseArgsTest, ReportTakesOut) {
+  auto a = ParseArgs({"report", "s1", "--out", "dir"});
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->command, "report");
+  EXPECT_EQ(a->positional, std::vector<std::string>{"s1"});
+  EXPECT_EQ(a->Get("out"), "dir");
+  EXPECT_EQ(ParseArgs({"get", "s1", "--out", "dir"}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(ParseArgsTest, HelpNeedsNoCommand) {
   for (auto argv : {std::vector<std::string>{"--help"},
                     {"help"},
@@ -115,11 +125,12 @@ TEST(ParseArgsTest, OptionErrorsNameTheOption) {
 TEST(UsageTextTest, NamesTheCommandsAndEveryOptionWithItsHelp) {
   const std::string usage = UsageText();
   EXPECT_EQ(usage.rfind("usage: distillctl", 0), 0u);
-  for (const char* command : {"submit SPEC", "get ID", "list", "watch ID", "cancel ID", "logs ID"})
+  for (const char* command :
+       {"submit SPEC", "get ID", "list", "watch ID", "cancel ID", "logs ID", "report ID"})
     EXPECT_NE(usage.find(command), std::string::npos) << command;
   for (const char* option :
        {"coordinator", "token", "token-file", "tls-ca", "watch", "priority", "request-id",
-        "max-retries", "json", "state", "page-size", "force", "follow", "rank", "attempt"}) {
+        "max-retries", "json", "state", "page-size", "force", "follow", "rank", "attempt", "out"}) {
     const size_t at = usage.find(absl::StrCat("\n  --", option, "\n      "));
     ASSERT_NE(at, std::string::npos) << option << "\n" << usage;
     const size_t end = usage.find('\n', usage.find("\n      ", at + 1) + 1);
