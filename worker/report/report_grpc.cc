@@ -80,6 +80,8 @@ void CoordinatorSink::OnStep(const StepRecord& r) {
   p.set_teacher_seconds(f.Scalar("teacher_s"));
   p.set_stream_bytes_per_token(f.Scalar("stream_bytes_per_token"));
   p.set_memory_bytes(r.peak_rss_bytes);
+  p.set_trainable_params(r.trainable_params);
+  p.set_tokens(r.tokens);
   p.set_lr(r.lr);
   dirty_ = true;
   cv_.notify_all();
@@ -88,6 +90,12 @@ void CoordinatorSink::OnStep(const StepRecord& r) {
 void CoordinatorSink::OnEval(const EvalRecord& r) {
   std::lock_guard<std::mutex> lock(mu_);
   progress_.set_eval_loss(r.loss);
+  progress_.set_eval_step(r.step);
+  // A distill objective's eval against the teacher (Note [Objective fields]);
+  // 0 for a finetune, which adds none of them.
+  progress_.set_eval_kl(r.fields.Scalar("kl"));
+  progress_.set_eval_top1_agreement(r.fields.Scalar("top1_agreement"));
+  progress_.set_eval_teacher_loss(r.fields.Scalar("teacher_loss"));
   dirty_ = true;
   cv_.notify_all();
 }

@@ -54,6 +54,7 @@ struct StepRecord {
   double compute_s = 0.0;        // the rest: the student's own compute, per step
   int ranks = 1;                 // data-parallel student ranks
   int64_t peak_rss_bytes = 0;    // peak resident memory of this process
+  int64_t trainable_params = 0;  // parameters the optimizer updates
   ObjectiveFields fields;        // the objective's (Note [Objective fields])
 };
 

@@ -234,6 +234,7 @@ void Trainer::ReportStep(const StepTally& tally) {
             static_cast<double>(t_.steps() - step_);
   r.step_s = dt / steps_since;
   r.peak_rss_bytes = PeakRssBytes();
+  r.trainable_params = result_.trainable_params;
   r.ranks = ranks_;
   r.allreduce_s = allreduce_s_since_ / steps_since;
   r.wait_s = wait_s_since_ / steps_since;

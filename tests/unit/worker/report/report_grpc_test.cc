@@ -143,6 +143,8 @@ TEST(CoordinatorSinkTest, ReportsCarryTheStepRecordAndTheLastOneIsFinal) {
   r.eta_s = 70;
   r.step_s = 0.5;
   r.peak_rss_bytes = 1 << 30;
+  r.trainable_params = 123456;
+  r.tokens = 20480;
   (*sink)->OnStep(r);
   (*sink)->OnEval(EvalRecord{5, 2.75, 15.6, 1000, {}});
   ASSERT_TRUE(server.service.WaitFor([](const auto& rs) { return HasStep(rs, 5); }));
@@ -170,12 +172,49 @@ TEST(CoordinatorSinkTest, ReportsCarryTheStepRecordAndTheLastOneIsFinal) {
   EXPECT_DOUBLE_EQ(p.teacher_seconds(), 0.125);
   EXPECT_DOUBLE_EQ(p.stream_bytes_per_token(), 96);
   EXPECT_EQ(p.memory_bytes(), 1 << 30);
+  EXPECT_EQ(p.trainable_params(), 123456);
+  EXPECT_EQ(p.tokens(), 20480);
   EXPECT_DOUBLE_EQ(p.eval_loss(), 2.75);
+  EXPECT_EQ(p.eval_step(), 5);
+  EXPECT_DOUBLE_EQ(p.eval_kl(), 0);  // a finetune's eval has no teacher
   for (size_t i = 0; i + 1 < reports.size(); ++i) EXPECT_FALSE(reports[i].final()) << i;
 
   const auto auth = server.service.authorization();
   ASSERT_FALSE(auth.empty());
   for (const std::string& a : auth) EXPECT_EQ(a, "Bearer s3cret");
+}
+
+// The trainer's last eval runs after the last step and right before
+// Finish(): the final report must carry it, teacher metrics included, and the
+// step fields of the last step beside it.
+TEST(CoordinatorSinkTest, TheFinalReportCarriesTheLastEvalAgainstTheTeacher) {
+  RunningServer server;
+  auto sink = CoordinatorSink::Create(Options(server.address()));
+  ASSERT_TRUE(sink.ok()) << sink.status();
+  StepRecord r;
+  r.step = 40;
+  r.total_steps = 40;
+  r.loss = 1.25;
+  r.tokens = 81920;
+  r.trainable_params = 777;
+  (*sink)->OnStep(r);
+  EvalRecord eval{40, 1.5, 4.48, 512, {}};
+  eval.fields.scalars = {{"kl", 0.0625}, {"top1_agreement", 0.875}, {"teacher_loss", 1.125}};
+  (*sink)->OnEval(eval);
+  EXPECT_TRUE((*sink)->Finish(/*training_finished=*/true));
+
+  const auto reports = server.service.reports();
+  ASSERT_FALSE(reports.empty());
+  ASSERT_TRUE(reports.back().final());
+  const distill::v1::Progress& p = reports.back().progress();
+  EXPECT_EQ(p.step(), 40);
+  EXPECT_EQ(p.tokens(), 81920);
+  EXPECT_EQ(p.trainable_params(), 777);
+  EXPECT_EQ(p.eval_step(), 40);
+  EXPECT_DOUBLE_EQ(p.eval_loss(), 1.5);
+  EXPECT_DOUBLE_EQ(p.eval_kl(), 0.0625);
+  EXPECT_DOUBLE_EQ(p.eval_top1_agreement(), 0.875);
+  EXPECT_DOUBLE_EQ(p.eval_teacher_loss(), 1.125);
 }
 
 TEST(CoordinatorSinkTest, NoTokenMeansNoAuthorizationMetadata) {
