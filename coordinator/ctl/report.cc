@@ -106,6 +106,13 @@ struct Metric {
   bool integer = false;
 };
 
+// A value the run's progress reports give; absent before the first report
+// (a queued run), so it does not count as 0 in a mean.
+std::optional<double> Reported(const RunMetrics& m, double value) {
+  if (m.curve.empty()) return std::nullopt;
+  return value;
+}
+
 const std::vector<Metric>& Metrics() {
   static const auto* metrics = new std::vector<Metric>{
       {"eval_loss", "eval loss", [](const RunMetrics& m) { return m.eval_loss; }},
@@ -114,18 +121,14 @@ const std::vector<Metric>& Metrics() {
       {"top1_agreement", "top-1", [](const RunMetrics& m) { return m.top1_agreement; }},
       {"teacher_loss", "teacher loss", [](const RunMetrics& m) { return m.teacher_loss; }},
       {"tokens_per_s_mean", "tok/s",
-       [](const RunMetrics& m) -> std::optional<double> { return m.tokens_per_s_mean; }},
+       [](const RunMetrics& m) { return Reported(m, m.tokens_per_s_mean); }},
       {"tokens_per_s_final", "tok/s (last)",
-       [](const RunMetrics& m) -> std::optional<double> { return m.tokens_per_s_final; }},
+       [](const RunMetrics& m) { return Reported(m, m.tokens_per_s_final); }},
       {"peak_memory_bytes", "peak memory",
-       [](const RunMetrics& m) -> std::optional<double> {
-         return static_cast<double>(m.peak_memory_bytes);
-       },
+       [](const RunMetrics& m) { return Reported(m, static_cast<double>(m.peak_memory_bytes)); },
        true},
       {"trainable_params", "trainable",
-       [](const RunMetrics& m) -> std::optional<double> {
-         return static_cast<double>(m.trainable_params);
-       },
+       [](const RunMetrics& m) { return Reported(m, static_cast<double>(m.trainable_params)); },
        true},
   };
   return *metrics;
@@ -417,6 +420,11 @@ absl::Status WriteReport(const std::string& id, const ReportOptions& options,
     out << (dir / name).string() << "\n";
   }
   for (const std::string& png : plots) out << (dir / png).string() << "\n";
+  for (const RunMetrics& r : g.runs) {
+    if (r.state == v1::SUCCEEDED) continue;
+    out << "note: " << r.id << " is " << JobStateName(r.state) << " (step " << r.step << "/"
+        << r.total_steps << "): its metrics are those so far\n";
+  }
   return absl::OkStatus();
 }
 

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <sstream>
 #include <thread>
 
@@ -50,18 +51,27 @@ class FakeCoordinator final : public v1::Coordinator::Service {
                         grpc::ServerWriter<v1::JobEvent>* writer) override {
     auto it = jobs_.find(request->id());
     if (it == jobs_.end()) return grpc::Status(grpc::StatusCode::NOT_FOUND, "no such job");
-    watched_.push_back(request->id());
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      watched_.push_back(request->id());
+    }
     for (const v1::JobEvent& e : events_[request->id()]) writer->Write(e);
     const v1::JobState s = it->second.state();
     if (s == v1::SUCCEEDED || s == v1::FAILED || s == v1::CANCELLED) return grpc::Status::OK;
     while (!context->IsCancelled()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
     return grpc::Status(grpc::StatusCode::CANCELLED, "watch cancelled");
   }
-  std::vector<std::string> watched_;  // written by the server thread, read after the call
+  // The ids whose events were read, in order.
+  std::vector<std::string> watched() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return watched_;
+  }
 
  private:
   std::map<std::string, v1::Job> jobs_;
   std::map<std::string, std::vector<v1::JobEvent>> events_;
+  std::mutex mu_;
+  std::vector<std::string> watched_;  // guarded by mu_
 };
 
 // The swept values of child (temperature index ti, method index mi, seed).
@@ -329,8 +339,9 @@ TEST_F(ReportTest, ChildrenCsvHasARowPerTrainingChild) {
     EXPECT_EQ(Cell(h, row, "tokens"), "15360");
   }
   // The capture child was never read; every training child's log was.
-  EXPECT_EQ(std::count(service_.watched_.begin(), service_.watched_.end(), "cap"), 0);
-  EXPECT_EQ(service_.watched_.size(), 8u);
+  const std::vector<std::string> watched = service_.watched();
+  EXPECT_EQ(std::count(watched.begin(), watched.end(), "cap"), 0);
+  EXPECT_EQ(watched.size(), 8u);
 }
 
 TEST_F(ReportTest, SummaryAggregatesOverSeedsWithStudentTIntervals) {
@@ -379,6 +390,9 @@ TEST_F(ReportTest, MarkdownHasBothTablesThePlotsAndTheUnfinishedRun) {
   EXPECT_NE(md->find("| distill.temperature | student.method | runs | eval loss |"),
             std::string::npos);
   EXPECT_NE(md->find("Not finished: c112 (RUNNING, step 20/30)"), std::string::npos);
+  EXPECT_NE(out_.str().find("note: c112 is RUNNING (step 20/30): its metrics are those so far"),
+            std::string::npos)
+      << out_.str();
   EXPECT_NE(md->find("(n=1)"), std::string::npos);
   for (const char* png :
        {"loss_curves.png", "eval_loss_vs_distill_temperature.png", "kl_vs_distill_temperature.png",
@@ -401,6 +415,25 @@ TEST_F(ReportTest, ASingleJobIsOneRowWithoutAnInterval) {
   EXPECT_EQ(Cell(summary[0], summary[1], "runs"), "1");
   EXPECT_EQ(Cell(summary[0], summary[1], "eval_loss_ci_low"), "");
   ExpectPng(dir_ / "loss_curves.png");
+}
+
+TEST_F(ReportTest, AQueuedJobHasItsStateAndNoMetricsYet) {
+  v1::Job queued;
+  queued.set_id("q-1");
+  queued.set_kind(v1::TRAIN);
+  queued.set_state(v1::QUEUED);
+  service_.Add(queued, {Event(1, queued, v1::JobEvent::STATE_CHANGED)});
+  ASSERT_TRUE(Report("q-1").ok());
+  const auto children = ReadCsv(dir_ / "children.csv");
+  ASSERT_EQ(children.size(), 2u);
+  EXPECT_EQ(Cell(children[0], children[1], "state"), "QUEUED");
+  for (const char* metric : {"eval_loss", "tokens_per_s_mean", "peak_memory_bytes"}) {
+    EXPECT_EQ(Cell(children[0], children[1], metric), "") << metric;  // not 0
+  }
+  const auto summary = ReadCsv(dir_ / "summary.csv");
+  ASSERT_EQ(summary.size(), 2u);
+  EXPECT_EQ(Cell(summary[0], summary[1], "tokens_per_s_mean_n"), "0");
+  EXPECT_FALSE(fs::exists(dir_ / "loss_curves.png"));  // nothing to draw
 }
 
 TEST_F(ReportTest, UnknownIdIsNotFound) {
