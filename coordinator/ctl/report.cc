@@ -1,7 +1,6 @@
 #include "coordinator/ctl/report.h"
 
 #include <algorithm>
-#include <boost/math/distributions/students_t.hpp>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -9,6 +8,10 @@
 #include <nlohmann/json.hpp>
 #include <system_error>
 #include <utility>
+
+#ifdef DISTILL_HAVE_BOOST_MATH
+#include <boost/math/distributions/students_t.hpp>
+#endif
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -73,8 +76,12 @@ RunMetrics MetricsFromEvents(const v1::Job& job, const std::vector<v1::JobEvent>
 }
 
 double StudentTQuantile(double p, int dof) {
+#ifdef DISTILL_HAVE_BOOST_MATH
   boost::math::students_t dist(static_cast<double>(dof));
   return boost::math::quantile(dist, p);
+#else
+  return std::nan("");  // built without Boost.Math (coordinator/ctl/CMakeLists.txt)
+#endif
 }
 
 Interval MeanInterval(const std::vector<double>& xs) {
@@ -89,6 +96,7 @@ Interval MeanInterval(const std::vector<double>& xs) {
   for (double x : xs) ss += (x - r.mean) * (x - r.mean);
   const double sd = std::sqrt(ss / (r.n - 1));
   const double half = StudentTQuantile(0.975, r.n - 1) * sd / std::sqrt(static_cast<double>(r.n));
+  if (std::isnan(half)) return r;
   r.low = r.mean - half;
   r.high = r.mean + half;
   return r;

@@ -66,7 +66,8 @@ struct Interval {
 };
 Interval MeanInterval(const std::vector<double>& xs);
 
-// The quantile t(p, dof) of Student's t distribution (Boost.Math).
+// The quantile t(p, dof) of Student's t distribution (Boost.Math; NaN in a
+// build without it, and MeanInterval then gives no interval).
 double StudentTQuantile(double p, int dof);
 
 // A swept value as a person reads it: a JSON string unquoted, else the JSON.
