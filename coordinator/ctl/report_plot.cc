@@ -75,24 +75,24 @@ struct Point {
   std::string label;
 };
 
-// The metric of the groups against field `f` (index `fi` in the keys): one
-// series per combination of the other fields. Writes `stem`.dat; returns the
-// script part, empty when there is no point.
-std::string AgainstField(const std::vector<RunGroup>& groups,
-                         const std::vector<std::string>& group_fields, size_t fi,
-                         const std::string& metric, const std::string& title,
-                         const std::string& stem, std::string* data) {
-  // Numeric axis when every value of the field is a number.
-  bool numeric = true;
+// Named lines of points: one per combination of the other group fields.
+using Series = std::vector<std::pair<std::string, std::vector<Point>>>;
+
+// The groups' `metric` against group field `fi`: at the value when every
+// value is a number (`*numeric`), else at the category's index.
+Series CollectSeries(const std::vector<RunGroup>& groups,
+                     const std::vector<std::string>& group_fields, size_t fi,
+                     const std::string& metric, bool* numeric) {
+  *numeric = true;
   std::vector<std::string> categories;  // JSON values, first-seen order
   for (const RunGroup& g : groups) {
     double unused;
-    if (!absl::SimpleAtod(g.key[fi], &unused)) numeric = false;
+    if (!absl::SimpleAtod(g.key[fi], &unused)) *numeric = false;
     if (std::find(categories.begin(), categories.end(), g.key[fi]) == categories.end()) {
       categories.push_back(g.key[fi]);
     }
   }
-  std::vector<std::pair<std::string, std::vector<Point>>> series;
+  Series series;
   for (const RunGroup& g : groups) {
     const Interval iv = GroupInterval(g, metric);
     if (iv.n == 0) continue;
@@ -105,9 +105,7 @@ std::string AgainstField(const std::vector<RunGroup>& groups,
         std::find_if(series.begin(), series.end(), [&](const auto& s) { return s.first == name; });
     if (it == series.end()) it = series.insert(series.end(), {name, {}});
     Point p;
-    if (numeric) {
-      absl::SimpleAtod(g.key[fi], &p.x);
-    } else {
+    if (!*numeric || !absl::SimpleAtod(g.key[fi], &p.x)) {
       p.x = static_cast<double>(std::find(categories.begin(), categories.end(), g.key[fi]) -
                                 categories.begin());
     }
@@ -117,6 +115,18 @@ std::string AgainstField(const std::vector<RunGroup>& groups,
     p.label = DisplayValue(g.key[fi]);
     it->second.push_back(p);
   }
+  return series;
+}
+
+// The metric of the groups against field `fi` (CollectSeries). Writes
+// `stem`.dat into `data`; returns the script part, empty when there is no
+// point.
+std::string AgainstField(const std::vector<RunGroup>& groups,
+                         const std::vector<std::string>& group_fields, size_t fi,
+                         const std::string& metric, const std::string& title,
+                         const std::string& stem, std::string* data) {
+  bool numeric = true;
+  Series series = CollectSeries(groups, group_fields, fi, metric, &numeric);
   if (series.empty()) return "";
   const std::string file = stem + ".dat";
   std::vector<std::string> plots;
