@@ -4,6 +4,7 @@
 // the job's spec name).
 #include "coordinator/service.h"
 
+#include <google/protobuf/util/message_differencer.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
@@ -551,6 +552,62 @@ TEST_F(ServiceTest, ReportProgressMakesTheJobRunningAndUpdatesMetrics) {
   writer->Write(stale);
   writer->WritesDone();
   EXPECT_EQ(writer->Finish().error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+}
+
+// The job and its progress events keep the whole Progress rank 0 reports
+// (what `distillctl report` reads: eval against the teacher, tokens,
+// trainable parameters...), not a chosen few of its fields.
+TEST_F(ServiceTest, TheJobAndItsProgressEventsKeepTheWholeProgress) {
+  using google::protobuf::util::MessageDifferencer;
+  StartServer(Options());
+  Job job = SubmitOk(Request("hold"));
+  WaitFor(job.id(), {distill::v1::STARTING});
+  distill::v1::Progress p;
+  p.set_step(9);
+  p.set_total_steps(10);
+  p.set_loss(2.5);
+  p.set_ce_loss(1.5);
+  p.set_kd_loss(1.0);
+  (*p.mutable_feature_losses())["s1_t2"] = 0.25;
+  p.set_tokens_per_second(1234.5);
+  p.set_memory_bytes(int64_t{3} << 30);
+  p.set_eval_loss(2.75);
+  p.set_eval_kl(0.0625);
+  p.set_eval_top1_agreement(0.875);
+  p.set_eval_teacher_loss(1.125);
+  p.set_eval_step(8);
+  p.set_trainable_params(4096);
+  p.set_tokens(92160);
+  {
+    grpc::ClientContext ctx;
+    Context(&ctx);
+    distill::v1::ReportProgressResponse resp;
+    auto writer = stub_->ReportProgress(&ctx, &resp);
+    distill::v1::ProgressReport r;
+    r.set_job_id(job.id());
+    r.set_attempt(1);
+    *r.mutable_progress() = p;
+    ASSERT_TRUE(writer->Write(r));  // STARTING -> RUNNING
+    ASSERT_TRUE(writer->Write(r));  // a progress event
+    ASSERT_TRUE(writer->WritesDone());
+    ASSERT_TRUE(writer->Finish().ok());
+  }
+  Job running;
+  ASSERT_TRUE(Get(job.id(), &running).ok());
+  EXPECT_TRUE(MessageDifferencer::Equals(running.progress(), p))
+      << running.progress().DebugString();
+  ASSERT_TRUE(Cancel(job.id(), true).ok());
+  WaitFor(job.id(), {});
+  grpc::Status st;
+  int progress_events = 0;
+  for (const JobEvent& e : Watch(job.id(), 0, &st)) {
+    if (e.kind() != JobEvent::PROGRESS) continue;
+    ++progress_events;
+    EXPECT_TRUE(MessageDifferencer::Equals(e.job().progress(), p))
+        << e.job().progress().DebugString();
+  }
+  EXPECT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(progress_events, 1);
 }
 
 TEST_F(ServiceTest, SilentRunningJobFailsWithHeartbeatTimeout) {
