@@ -436,6 +436,31 @@ TEST_F(ReportTest, AQueuedJobHasItsStateAndNoMetricsYet) {
   EXPECT_FALSE(fs::exists(dir_ / "loss_curves.png"));  // nothing to draw
 }
 
+// A running job whose latest write added no event (its update_time is past
+// every event's): the read ends after the idle pause with the events so far.
+TEST_F(ReportTest, EventsSoFarOfARunningJobEndsAfterAQuietPause) {
+  v1::Job job;
+  job.set_id("r-1");
+  job.set_state(v1::RUNNING);
+  *job.mutable_update_time() = TimeUtil::SecondsToTimestamp(100);
+  std::vector<v1::JobEvent> events;
+  for (int64_t seq = 1; seq <= 3; ++seq) {
+    v1::Job at = job;
+    *at.mutable_update_time() = TimeUtil::SecondsToTimestamp(seq);
+    events.push_back(Event(seq, at, v1::JobEvent::PROGRESS));
+  }
+  service_.Add(job, events);
+  CoordinatorClient client(options_);
+  const auto start = std::chrono::steady_clock::now();
+  auto got = client.EventsSoFar(job, std::chrono::milliseconds(200));
+  const auto took = std::chrono::steady_clock::now() - start;
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_EQ(got->size(), 3u);
+  EXPECT_EQ(got->back().sequence(), 3);
+  EXPECT_GE(took, std::chrono::milliseconds(200));
+  EXPECT_LT(took, std::chrono::seconds(5));
+}
+
 TEST_F(ReportTest, UnknownIdIsNotFound) {
   const absl::Status s = Report("nope");
   EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
