@@ -62,12 +62,12 @@ class CoordinatorSweepTest : public ::testing::Test {
     std::filesystem::remove_all(dir_);
   }
 
-  void StartServer() {
+  void StartServer(int slots = 1) {
     ServerOptions o;
     o.listen = "127.0.0.1:0";
     o.metrics_listen = "";
     o.state_dir = dir_ + "/var";
-    o.slots = 1;
+    o.slots = slots;
     o.mpirun.worker_bin = worker_;
     o.coordinator.max_retries = 0;
     o.coordinator.tick = absl::Milliseconds(50);
@@ -240,6 +240,30 @@ TEST_F(CoordinatorSweepTest, ARestartRebuildsTheSweepFromTheStore) {
   Job done = WaitFor(parent->id(), {});
   EXPECT_EQ(done.state(), distill::v1::CANCELLED);
   for (const std::string& id : done.child_ids()) EXPECT_EQ(Get(id).state(), distill::v1::CANCELLED);
+}
+
+TEST_F(CoordinatorSweepTest, StudentsWaitForTheCaptureWithoutHoldingBackOtherJobs) {
+  StartServer(/*slots=*/2);
+  absl::StatusOr<Job> parent = coord().Submit(Sweep("hold", 2, /*cache=*/true));
+  ASSERT_TRUE(parent.ok()) << parent.status();
+  WaitFor(parent->child_ids(0), {distill::v1::STARTING, distill::v1::RUNNING});
+  // A later job takes the free slot: the waiting students are not runnable.
+  distill::v1::SubmitJobRequest other = Sweep("ok", 1);
+  other.mutable_spec()->clear_sweep();
+  absl::StatusOr<Job> job = coord().Submit(other);
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(WaitFor(job->id(), {}).state(), distill::v1::SUCCEEDED);
+  for (int i = 1; i < 3; ++i) EXPECT_EQ(Get(parent->child_ids(i)).state(), distill::v1::QUEUED);
+  // Still waiting after a restart (rebuilt from the store).
+  server_->Shutdown();
+  server_.reset();
+  StartServer(/*slots=*/2);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // several ticks
+  for (int i = 1; i < 3; ++i) EXPECT_EQ(Get(parent->child_ids(i)).state(), distill::v1::QUEUED);
+  EXPECT_EQ(Get(parent->child_ids(0)).attempt(), 1);
+  ASSERT_TRUE(Cancel(parent->id(), false).ok());
+  EXPECT_EQ(WaitFor(parent->id(), {}).state(), distill::v1::CANCELLED);
+  for (int i = 1; i < 3; ++i) EXPECT_EQ(Get(parent->child_ids(i)).state(), distill::v1::CANCELLED);
 }
 
 TEST_F(CoordinatorSweepTest, BadSweepsAndCaptureJobsAreRefusedBeforeAnyWrite) {
