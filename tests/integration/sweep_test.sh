@@ -7,7 +7,8 @@
 #   2. kill -9 the coordinator while children run, restart it on the same
 #      state dir: the sweep still succeeds, every child's output exists and
 #      no child ran to completion twice;
-#   3. cancel of a second sweep cancels all its children.
+#   3. cancel of a second sweep cancels all its children;
+# and distill-worker train refuses a spec with a sweep.
 source "$(dirname "$0")/lib.sh"
 C="${DISTILL_COORDINATOR_BIN:?}"
 CTL="${DISTILL_CTL_BIN:?}"
@@ -94,6 +95,12 @@ for k in "${KIDS[@]}"; do
 done
 ok
 [ "$(ls -d "$T/out/grid"/*/ | wc -l)" -eq 8 ] && ok || fail "8 distinct output dirs: $(ls "$T/out/grid")"
+"$CTL" watch "$P" >"$T/watch.txt" 2>&1 && grep -q "SUCCEEDED" "$T/watch.txt" && ok \
+  || fail "watch of the sweep: $(cat "$T/watch.txt")"
+# Only the coordinator expands a sweep: the worker refuses the spec.
+"$W" train --spec "$T/grid.yaml" >/dev/null 2>"$T/refused.txt" && fail "the worker ran a sweep" \
+  || { grep -q "sweep: submit a sweep with distillctl submit" "$T/refused.txt" && ok \
+       || fail "worker refuses a sweep: $(cat "$T/refused.txt")"; }
 
 # 3. cancel of a sweep cancels every child
 sweep_spec long 100000 "{train.seed: [1, 2, 3]}"
