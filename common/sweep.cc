@@ -62,8 +62,8 @@ bool Overlap(const std::string& a, const std::string& b) {
 // The fields a shared teacher cache's content depends on (Note [Cache key]
 // of the teacher cache): sweeping one would make the cache wrong for some
 // children.
-constexpr const char* kCacheKeyFields[] = {"data", "teacher", "distill.top_k", "distill.logits",
-                                           "student.model", "student.init"};
+constexpr const char* kCacheKeyFields[] = {"data",           "teacher",       "distill.top_k",
+                                           "distill.logits", "student.model", "student.init"};
 
 // An axis's field must name a field of JobSpec through singular messages.
 absl::Status CheckAxisField(const std::string& field) {
@@ -78,8 +78,10 @@ absl::Status CheckAxisField(const std::string& field) {
         desc == nullptr ? nullptr : desc->FindFieldByName(parts[i]);
     if (f == nullptr) return Bad(absl::StrCat(field, ": unknown field"));
     const bool last = i + 1 == parts.size();
-    if (!last && (f->is_repeated() || f->cpp_type() != google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE)) {
-      return Bad(absl::StrCat(field, ": ", parts[i], " is not a block of fields (sweep a whole value of it)"));
+    if (!last &&
+        (f->is_repeated() || f->cpp_type() != google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE)) {
+      return Bad(absl::StrCat(field, ": ", parts[i],
+                              " is not a block of fields (sweep a whole value of it)"));
     }
     desc = last ? nullptr : f->message_type();
   }
@@ -118,7 +120,8 @@ absl::StatusOr<std::vector<Axis>> ParseAxes(const JobSpec& parent) {
   // Labels use the last path component unless two axes share it.
   for (Axis& a : axes) {
     for (const Axis& b : axes) {
-      if (&a != &b && a.field.substr(a.field.rfind('.') + 1) == b.field.substr(b.field.rfind('.') + 1)) {
+      if (&a != &b &&
+          a.field.substr(a.field.rfind('.') + 1) == b.field.substr(b.field.rfind('.') + 1)) {
         a.short_name = a.field;
       }
     }
@@ -131,7 +134,8 @@ absl::Status CheckCacheKey(const JobSpec& parent, const std::vector<Axis>& axes)
   for (const Axis& a : axes) {
     for (const char* key : kCacheKeyFields) {
       if (Overlap(a.field, key)) {
-        return Bad(absl::StrCat(a.field, ": the shared teacher cache (teacher.cache) depends on ", key,
+        return Bad(absl::StrCat(a.field, ": the shared teacher cache (teacher.cache) depends on ",
+                                key,
                                 "; sweep it without teacher.cache, or submit one sweep per value"));
       }
     }
@@ -165,8 +169,8 @@ std::string Sanitize(const std::string& s) {
 
 // An error of the child at `point`, naming the axis the message is about
 // (its field path leads the message) or else every swept value.
-absl::Status ChildError(const std::vector<Axis>& axes, const std::vector<size_t>& point,
-                        int child, const absl::Status& st) {
+absl::Status ChildError(const std::vector<Axis>& axes, const std::vector<size_t>& point, int child,
+                        const absl::Status& st) {
   for (size_t a = 0; a < axes.size(); ++a) {
     if (absl::StartsWith(st.message(), axes[a].field)) {
       return Bad(absl::StrCat(axes[a].field, "[", point[a], "] = ", axes[a].texts[point[a]], ": ",
@@ -211,15 +215,16 @@ absl::StatusOr<SweepChild> MakeChild(const JobSpec& parent, const json& base,
   char num[16];
   std::snprintf(num, sizeof(num), "%0*d", width, index);
   child.spec.set_output(absl::StrCat(parent.output(), "/", num, "-", Sanitize(child.label)));
-  child.spec.set_name(absl::StrCat(parent.name().empty() ? "sweep" : parent.name(), "[",
-                                   child.label, "]"));
+  child.spec.set_name(
+      absl::StrCat(parent.name().empty() ? "sweep" : parent.name(), "[", child.label, "]"));
   child.spec = WithDefaults(child.spec);
   return child;
 }
 
 // The shared teacher capture: the parent without the sweep, storing every
 // temperature and teacher layer a child reads.
-absl::StatusOr<SweepChild> MakeCapture(const JobSpec& parent, const std::vector<SweepChild>& children) {
+absl::StatusOr<SweepChild> MakeCapture(const JobSpec& parent,
+                                       const std::vector<SweepChild>& children) {
   SweepChild cap;
   cap.capture = true;
   cap.label = "capture";
@@ -285,7 +290,8 @@ absl::StatusOr<std::string> NormalizeSweepYaml(absl::string_view text) {
 
 absl::StatusOr<std::vector<SweepChild>> ExpandSweep(const JobSpec& parent) {
   if (parent.sweep_size() == 0) return Bad("no axes (an empty sweep block)");
-  if (parent.output().empty()) return Bad("output: required: the directory the children write under");
+  if (parent.output().empty())
+    return Bad("output: required: the directory the children write under");
   ASSIGN_OR_RETURN(std::vector<Axis> axes, ParseAxes(parent));
   RETURN_IF_ERROR(CheckCacheKey(parent, axes));
   int64_t count = 1;

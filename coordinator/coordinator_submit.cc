@@ -17,7 +17,8 @@ using google::protobuf::util::TimeUtil;
 
 absl::Status Coordinator::CheckSubmission(const distill::v1::SubmitJobRequest& request,
                                           int ranks) const {
-  if (ranks < 1) return absl::InvalidArgumentError(absl::StrCat("ranks: must be >= 1, got ", ranks));
+  if (ranks < 1)
+    return absl::InvalidArgumentError(absl::StrCat("ranks: must be >= 1, got ", ranks));
   if (ranks > scheduler_->total_slots()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "ranks: the job needs ", ranks, " slots, the inventory has ", scheduler_->total_slots()));

@@ -32,7 +32,8 @@ void Coordinator::SubmitSweepAsync(const distill::v1::SubmitJobRequest& request,
     const distill::v1::JobKind kind = c.capture ? distill::v1::CAPTURE : distill::v1::TRAIN;
     const int ranks = RanksOf(c.spec, kind);
     if (absl::Status st = CheckSubmission(request, ranks); !st.ok()) {
-      done(absl::Status(st.code(), absl::StrCat("sweep child ", i, " (", c.label, "): ", st.message())));
+      done(absl::Status(st.code(),
+                        absl::StrCat("sweep child ", i, " (", c.label, "): ", st.message())));
       return;
     }
     JobRecord rec = NewRecord(request, c.spec, kind, ranks);
@@ -149,7 +150,8 @@ void Coordinator::LoadSweepLocked(Active& sweep) {
     }
     absl::StatusOr<JobRecord> rec = store_->GetJob(id);
     if (!rec.ok()) {
-      LogLine(absl::StrCat("sweep ", sweep.rec.job.id(), ": child ", id, ": ", rec.status().message()));
+      LogLine(
+          absl::StrCat("sweep ", sweep.rec.job.id(), ": child ", id, ": ", rec.status().message()));
       sweep.children[id] = distill::v1::FAILED;
       continue;
     }
@@ -172,7 +174,8 @@ absl::StatusOr<Job> Coordinator::CancelSweepLocked(Active& sweep, bool force) {
     sweep.rec.cancel_requested = true;
     sweep.rec.cancel_force = sweep.rec.cancel_force || force;
     RETURN_IF_ERROR(WriteLocked(sweep, std::nullopt));
-    LogLine(absl::StrCat("sweep ", sweep.rec.job.id(), ": cancel requested", force ? " (force)" : ""));
+    LogLine(
+        absl::StrCat("sweep ", sweep.rec.job.id(), ": cancel requested", force ? " (force)" : ""));
   }
   std::vector<std::string> live;
   for (const auto& [id, state] : sweep.children) {
@@ -182,7 +185,8 @@ absl::StatusOr<Job> Coordinator::CancelSweepLocked(Active& sweep, bool force) {
     auto it = active_.find(id);
     if (it == active_.end()) continue;
     absl::StatusOr<Job> child = CancelLocked(it->second, force);
-    if (!child.ok()) LogLine(absl::StrCat("job ", id, ": cannot cancel: ", child.status().message()));
+    if (!child.ok())
+      LogLine(absl::StrCat("job ", id, ": cannot cancel: ", child.status().message()));
   }
   dirty_sweeps_.insert(sweep.rec.job.id());
   return sweep.rec.job;

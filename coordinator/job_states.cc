@@ -47,9 +47,9 @@ bool IsLegalTransition(JobState from, JobState to, JobKind kind) {
 
 absl::Status CheckTransition(JobState from, JobState to, JobKind kind) {
   if (IsLegalTransition(from, to, kind)) return absl::OkStatus();
-  return absl::FailedPreconditionError(absl::StrCat(
-      "illegal job state transition ", distill::v1::JobState_Name(from), " -> ",
-      distill::v1::JobState_Name(to), kind == distill::v1::SWEEP ? " (sweep)" : ""));
+  return absl::FailedPreconditionError(
+      absl::StrCat("illegal job state transition ", distill::v1::JobState_Name(from), " -> ",
+                   distill::v1::JobState_Name(to), kind == distill::v1::SWEEP ? " (sweep)" : ""));
 }
 
 }  // namespace distill::coordinator

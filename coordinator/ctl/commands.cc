@@ -162,8 +162,8 @@ absl::StatusOr<v1::SubmitJobRequest> BuildSubmitRequest(const CtlArgs& args) {
   if (ec) return absl::InvalidArgumentError(absl::StrCat(path, ": ", ec.message()));
   common::ResolveSpecPaths(dir.lexically_normal().string(), &spec);
   // A sweep is checked child by child (the coordinator expands it again).
-  absl::Status valid = spec.sweep_size() > 0 ? common::ExpandSweep(spec).status()
-                                             : common::ValidateJobSpec(spec);
+  absl::Status valid =
+      spec.sweep_size() > 0 ? common::ExpandSweep(spec).status() : common::ValidateJobSpec(spec);
   if (!valid.ok()) return absl::Status(valid.code(), absl::StrCat(path, ": ", valid.message()));
 
   v1::SubmitJobRequest request;

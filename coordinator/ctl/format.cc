@@ -168,8 +168,7 @@ std::vector<const Job*> TreeOrder(const std::vector<Job>& jobs, std::vector<int>
 std::string FormatSweepChildren(const std::vector<Job>& children) {
   std::string out;
   for (const Job& c : children) {
-    std::string values =
-        c.kind() == distill::v1::CAPTURE ? std::string("capture") : SweptValues(c);
+    std::string values = c.kind() == distill::v1::CAPTURE ? std::string("capture") : SweptValues(c);
     std::string failure = FormatFailure(c);
     absl::StrAppend(&out, "  ", c.id(), "  ", absl::StrFormat("%-9s", JobStateName(c.state())),
                     "  ", values, failure.empty() ? "" : "  ", failure, "\n");
@@ -234,7 +233,8 @@ std::string FormatJobTable(const std::vector<Job>& jobs, absl::Time now) {
     if (job.state() == distill::v1::QUEUED && job.queue_position() > 0) {
       absl::StrAppend(&state, " #", job.queue_position());
     }
-    rows.push_back({std::string(2 * depth[i], ' ') + job.id(), state, job.spec().name().empty() ? "-" : Clip(job.spec().name(), 24),
+    rows.push_back({std::string(2 * depth[i], ' ') + job.id(), state,
+                    job.spec().name().empty() ? "-" : Clip(job.spec().name(), 24),
                     absl::AsciiStrToLower(distill::v1::JobType_Name(job.spec().type())),
                     absl::StrCat(job.priority()), p.step() > 0 ? StepText(job) : "-",
                     p.step() > 0 ? absl::StrFormat("%.4f", p.loss()) : "-",

@@ -30,9 +30,10 @@ absl::StatusOr<std::vector<SweepChild>> Expand(const std::string& sweep_yaml,
 }
 
 TEST(SweepTest, MapFormBecomesAxesWithJsonValues) {
-  absl::StatusOr<JobSpec> spec = ParseJobSpec(
-      std::string(kBase) + kTeacher + "sweep: {distill.temperature: [1, 2.5], student.method: [lora, \"full\"]}\n",
-      "t.yaml");
+  absl::StatusOr<JobSpec> spec =
+      ParseJobSpec(std::string(kBase) + kTeacher +
+                       "sweep: {distill.temperature: [1, 2.5], student.method: [lora, \"full\"]}\n",
+                   "t.yaml");
   ASSERT_TRUE(spec.ok()) << spec.status();
   ASSERT_EQ(spec->sweep_size(), 2);
   EXPECT_EQ(spec->sweep(0).field(), "distill.temperature");
@@ -90,8 +91,9 @@ TEST(SweepTest, BadValueNamesAxisIndexAndValue) {
             "sweep: distill.temperature[2] = -1: distill.temperature: must be > 0, got -1");
   children = Expand("sweep: {student.method: [lora, sideways]}\n");
   ASSERT_FALSE(children.ok());
-  EXPECT_TRUE(absl::StartsWith(children.status().message(),
-                               "sweep: student.method[1] = \"sideways\": student.method: unknown value"))
+  EXPECT_TRUE(
+      absl::StartsWith(children.status().message(),
+                       "sweep: student.method[1] = \"sideways\": student.method: unknown value"))
       << children.status();
 }
 
@@ -101,11 +103,13 @@ TEST(SweepTest, AxisErrors) {
       {"sweep: {distill.temperature: []}\n", "sweep: distill.temperature: empty list"},
       {"sweep: {sweep: [1]}\n", "sweep: sweep: a sweep cannot sweep"},
       {"sweep: {data.train.x: [1]}\n", "sweep: data.train.x: train is not a block"},
-      {"sweep: {distill: [{}], distill.alpha: [0.1]}\n", "sweep: distill.alpha: overlaps the axis distill"},
+      {"sweep: {distill: [{}], distill.alpha: [0.1]}\n",
+       "sweep: distill.alpha: overlaps the axis distill"},
       {"sweep: [{field: train.seed, values: ['1']}, {field: train.seed, values: ['2']}]\n",
        "sweep: train.seed: listed twice"},
       {"sweep: {train.seed: 1}\n", "sweep: train.seed: expected a list"},
-      {"sweep: [{field: train.seed, values: ['{']}]\n", "sweep: train.seed[0] = {: not a JSON value"},
+      {"sweep: [{field: train.seed, values: ['{']}]\n",
+       "sweep: train.seed[0] = {: not a JSON value"},
   };
   for (const auto& [yaml, want] : cases) {
     auto children = Expand(yaml);
@@ -118,22 +122,26 @@ TEST(SweepTest, TooManyChildrenIsAnError) {
   std::string values = "[0";
   for (int i = 1; i < 40; ++i) values += absl::StrCat(", ", i);
   values += "]";
-  auto children = Expand(absl::StrCat("sweep: {train.seed: ", values, ", data.seq_len: ", values, "}\n"));
+  auto children =
+      Expand(absl::StrCat("sweep: {train.seed: ", values, ", data.seq_len: ", values, "}\n"));
   ASSERT_EQ(children.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(children.status().message(), "sweep: more than 1000 children; split the sweep");
 }
 
 TEST(SweepTest, WorkerValidationRefusesASweep) {
-  absl::StatusOr<JobSpec> spec = ParseJobSpec(std::string(kBase) + kTeacher + "sweep: {train.seed: [1]}\n", "t");
+  absl::StatusOr<JobSpec> spec =
+      ParseJobSpec(std::string(kBase) + kTeacher + "sweep: {train.seed: [1]}\n", "t");
   ASSERT_TRUE(spec.ok());
   absl::Status st = ValidateJobSpec(*spec);
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(st.message(), "sweep: submit a sweep with distillctl submit; the coordinator expands it");
+  EXPECT_EQ(st.message(),
+            "sweep: submit a sweep with distillctl submit; the coordinator expands it");
 }
 
 TEST(SweepTest, SharedCacheAddsACaptureChildAndStudentsReadIt) {
   auto children = Expand(
-      "sweep: {distill.temperature: [1, 4], distill.features: [[], [{student_layer: 1, teacher_layer: 3}]]}\n",
+      "sweep: {distill.temperature: [1, 4], distill.features: [[], [{student_layer: 1, "
+      "teacher_layer: 3}]]}\n",
       "teacher: {model: /m/teacher, cache: /c/kd, ranks: 1, cache_temperatures: [8]}\n");
   ASSERT_TRUE(children.ok()) << children.status();
   ASSERT_EQ(children->size(), 5u);
@@ -161,8 +169,9 @@ TEST(SweepTest, SharedCacheAddsACaptureChildAndStudentsReadIt) {
 }
 
 TEST(SweepTest, UniformLayerMapIsKeptForTheCapture) {
-  auto children = Expand("sweep: {train.seed: [1, 2]}\n",
-                         "teacher: {model: /m/teacher, cache: /c/kd}\ndistill: {layer_map: uniform}\n");
+  auto children =
+      Expand("sweep: {train.seed: [1, 2]}\n",
+             "teacher: {model: /m/teacher, cache: /c/kd}\ndistill: {layer_map: uniform}\n");
   ASSERT_TRUE(children.ok()) << children.status();
   EXPECT_EQ((*children)[0].spec.distill().layer_map(), "uniform");
 }

@@ -106,7 +106,9 @@ class CoordinatorSweepTest : public ::testing::Test {
     EXPECT_TRUE(jobs.ok()) << jobs.status();
     return jobs.ok() ? *jobs : std::vector<Job>{};
   }
-  absl::Status Cancel(const std::string& id, bool force) { return coord().Cancel(id, force).status(); }
+  absl::Status Cancel(const std::string& id, bool force) {
+    return coord().Cancel(id, force).status();
+  }
   Job Get(const std::string& id) {
     auto job = coord().Get(id);
     EXPECT_TRUE(job.ok()) << job.status();
@@ -120,8 +122,9 @@ class CoordinatorSweepTest : public ::testing::Test {
       absl::StatusOr<Job> j = coord().Get(id);
       if (j.ok()) {
         job = *j;
-        bool hit = states.empty() ? IsTerminal(job.state())
-                                  : std::find(states.begin(), states.end(), job.state()) != states.end();
+        bool hit = states.empty()
+                       ? IsTerminal(job.state())
+                       : std::find(states.begin(), states.end(), job.state()) != states.end();
         if (hit) return job;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
