@@ -153,6 +153,17 @@ void SetPath(json& root, const std::string& path, const json& value) {
   *node = value;
 }
 
+// The node at dotted `path`, or null.
+const json* At(const json& root, const std::string& path) {
+  const json* node = &root;
+  for (absl::string_view part : absl::StrSplit(path, '.')) {
+    auto it = node->is_object() ? node->find(std::string(part)) : node->end();
+    if (!node->is_object() || it == node->end()) return nullptr;
+    node = &*it;
+  }
+  return node;
+}
+
 std::string ValueLabel(const json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); }
 
 // A directory name: letters, digits and . _ - = , kept, the rest '_'.
@@ -286,6 +297,26 @@ absl::StatusOr<std::string> NormalizeSweepYaml(absl::string_view text) {
   YAML::Emitter out;
   out << root;
   return std::string(out.c_str());
+}
+
+void ResolveSweepPaths(const std::string& base_dir, JobSpec* spec) {
+  for (distill::v1::SweepAxis& axis : *spec->mutable_sweep()) {
+    for (std::string& text : *axis.mutable_values()) {
+      json value = json::parse(text, nullptr, /*allow_exceptions=*/false);
+      if (value.is_discarded()) continue;  // ExpandSweep reports it
+      json tree = json::object();
+      SetPath(tree, axis.field(), value);
+      JobSpec one;
+      if (!YamlToProto(tree.dump(), "sweep", &one).ok()) continue;  // likewise
+      JobSpec resolved = one;
+      ResolveSpecPaths(base_dir, &resolved);
+      absl::StatusOr<json> before = SpecJson(one), after = SpecJson(resolved);
+      if (!before.ok() || !after.ok()) continue;
+      const json* was = At(*before, axis.field());
+      const json* now = At(*after, axis.field());
+      if (was != nullptr && now != nullptr && *was != *now) text = now->dump();  // a path
+    }
+  }
 }
 
 absl::StatusOr<std::vector<SweepChild>> ExpandSweep(const JobSpec& parent) {

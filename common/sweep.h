@@ -28,6 +28,11 @@ inline constexpr int kMaxSweepChildren = 1000;
 // text); otherwise the text unchanged (syntax errors are left to the parser).
 absl::StatusOr<std::string> NormalizeSweepYaml(absl::string_view text);
 
+// Makes every relative path among the sweep's values absolute against
+// `base_dir`, as ResolveSpecPaths does for the spec's own fields (a value of
+// a path field, e.g. student.init, or a list of them for data.train).
+void ResolveSweepPaths(const std::string& base_dir, distill::v1::JobSpec* spec);
+
 // One job of an expanded sweep.
 struct SweepChild {
   distill::v1::JobSpec spec;                  // defaults filled, validated

@@ -161,6 +161,7 @@ absl::StatusOr<v1::SubmitJobRequest> BuildSubmitRequest(const CtlArgs& args) {
   fs::path dir = fs::absolute(fs::path(path), ec).parent_path();
   if (ec) return absl::InvalidArgumentError(absl::StrCat(path, ": ", ec.message()));
   common::ResolveSpecPaths(dir.lexically_normal().string(), &spec);
+  common::ResolveSweepPaths(dir.lexically_normal().string(), &spec);
   // A sweep is checked child by child (the coordinator expands it again).
   absl::Status valid =
       spec.sweep_size() > 0 ? common::ExpandSweep(spec).status() : common::ValidateJobSpec(spec);

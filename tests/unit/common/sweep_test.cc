@@ -51,6 +51,20 @@ TEST(SweepTest, ListFormIsAccepted) {
   EXPECT_EQ((*children)[1].spec.train().seed(), 4u);
 }
 
+TEST(SweepTest, RelativePathValuesAreResolvedLikeTheSpecsOwn) {
+  absl::StatusOr<JobSpec> spec = ParseJobSpec(
+      std::string(kBase) + kTeacher +
+          "sweep: {student.init: [a/config.json, /abs/config.json], data.train: [[x.bin, y.bin]], "
+          "student.method: [lora]}\n",
+      "t.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  ResolveSweepPaths("/base", &*spec);
+  EXPECT_EQ(spec->sweep(0).values(0), "\"/base/a/config.json\"");
+  EXPECT_EQ(spec->sweep(0).values(1), "\"/abs/config.json\"");
+  EXPECT_EQ(spec->sweep(1).values(0), "[\"/base/x.bin\",\"/base/y.bin\"]");
+  EXPECT_EQ(spec->sweep(2).values(0), "\"lora\"");  // not a path: as given
+}
+
 TEST(SweepTest, GridOrderFirstAxisSlowest) {
   auto children = Expand(
       "sweep: {distill.temperature: [1, 2], student.method: [lora, full], train.seed: [1, 2]}\n");
