@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "common/fs_util.h"
 #include "common/status_macros.h"
+#include "common/sweep.h"
 #include "common/yaml_proto.h"
 
 namespace distill::common {
@@ -203,7 +204,8 @@ const std::vector<std::string>& LoraTargetModuleNames() {
 
 absl::StatusOr<JobSpec> ParseJobSpec(absl::string_view text, absl::string_view source) {
   JobSpec spec;
-  RETURN_IF_ERROR(YamlToProto(text, source, &spec));
+  ASSIGN_OR_RETURN(std::string normal, NormalizeSweepYaml(text));  // sweep: map -> list form
+  RETURN_IF_ERROR(YamlToProto(normal, source, &spec));
   return spec;
 }
 
@@ -335,6 +337,9 @@ absl::Status ValidateDataFormat(const distill::v1::DataSpec& data) {
 }  // namespace
 
 absl::Status ValidateJobSpec(const JobSpec& spec) {
+  if (spec.sweep_size() > 0) {
+    return Bad("sweep", "submit a sweep with distillctl submit; the coordinator expands it");
+  }
   switch (spec.type()) {
     case distill::v1::FINETUNE:
       RETURN_IF_ERROR(ValidateFinetuneJob(spec));

@@ -11,7 +11,6 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "absl/synchronization/notification.h"
 #include "common/fs_util.h"
 #include "common/plan.h"
 #include "common/spec.h"
@@ -33,12 +32,17 @@ using google::protobuf::util::TimeUtil;
 
 std::string StateName(JobState s) { return distill::v1::JobState_Name(s); }
 
-// The `priority` of a serialized Job (0 when absent or unreadable), read
-// without parsing the rest of it.
-int PriorityOf(const std::string& job) {
+// What a listing needs of a serialized Job (0 when absent or unreadable),
+// read without parsing the rest of it.
+struct ListedFields {
+  int priority = 0;
+  int kind = 0;
+};
+
+ListedFields ListedFieldsOf(const std::string& job) {
   google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(job.data()),
                                             static_cast<int>(job.size()));
-  int priority = 0;
+  ListedFields out;
   while (const uint32_t tag = in.ReadTag()) {
     const uint32_t field = tag >> 3, wire_type = tag & 7;
     uint64_t v = 0;
@@ -47,7 +51,8 @@ int PriorityOf(const std::string& job) {
     switch (wire_type) {
       case 0:  // varint
         ok = in.ReadVarint64(&v);
-        if (ok && field == Job::kPriorityFieldNumber) priority = static_cast<int32_t>(v);
+        if (ok && field == Job::kPriorityFieldNumber) out.priority = static_cast<int32_t>(v);
+        if (ok && field == Job::kKindFieldNumber) out.kind = static_cast<int32_t>(v);
         break;
       case 1:  // 64-bit
         ok = in.Skip(8);
@@ -63,7 +68,7 @@ int PriorityOf(const std::string& job) {
     }
     if (!ok) break;
   }
-  return priority;
+  return out;
 }
 
 }  // namespace
@@ -77,7 +82,8 @@ bool IsTerminal(JobState s) {
   return s == distill::v1::SUCCEEDED || s == distill::v1::FAILED || s == distill::v1::CANCELLED;
 }
 
-int RanksOf(const distill::v1::JobSpec& spec) {
+int RanksOf(const distill::v1::JobSpec& spec, distill::v1::JobKind kind) {
+  if (kind == distill::v1::CAPTURE) return common::WithDefaults(spec).student().ranks();
   return common::PlanRanks(common::WithDefaults(spec)).world();
 }
 
@@ -119,6 +125,10 @@ absl::Status Coordinator::Start() {
                                                distill::v1::RUNNING};
     ASSIGN_OR_RETURN(std::vector<JobRecord> live, store_->JobsInStates(live_states));
     for (JobRecord& rec : live) ReconcileLocked(std::move(rec));
+    for (auto& [id, a] : active_) {
+      if (a.rec.job.kind() == distill::v1::SWEEP) LoadSweepLocked(a);
+    }
+    SettleSweepsLocked();
     metrics_->SetJobCounts(counts_);
     stop_ = false;
   }
@@ -146,7 +156,8 @@ absl::Status Coordinator::WriteLocked(Active& a, const std::optional<EventInfo>&
 absl::Status Coordinator::Transition(Active& a, JobState to, FailureReason reason,
                                      const std::string& message) {
   const JobState from = a.rec.job.state();
-  if (absl::Status legal = CheckTransition(from, to); !legal.ok()) {
+  const bool sweep = a.rec.job.kind() == distill::v1::SWEEP;  // never in the queue index
+  if (absl::Status legal = CheckTransition(from, to, a.rec.job.kind()); !legal.ok()) {
     LogLine(absl::StrCat("job ", a.rec.job.id(), ": ", legal.message()));
     return legal;
   }
@@ -163,10 +174,11 @@ absl::Status Coordinator::Transition(Active& a, JobState to, FailureReason reaso
   // Leaving the queue: out of the queue index before the store says so, so
   // that a listing read off the lock (Note [Reads off the lock]) never
   // counts a started job ahead of the queued ones.
-  if (from == distill::v1::QUEUED) QueueEraseLocked(a.rec.job.priority(), a.rec.seq);
+  if (from == distill::v1::QUEUED && !sweep) QueueEraseLocked(a.rec.job.priority(), a.rec.seq);
   absl::Status st = WriteLocked(a, EventInfo{JobEvent::STATE_CHANGED, message});
   if (!st.ok()) {
-    if (from == distill::v1::QUEUED) QueueInsertLocked(before.rec.job.priority(), before.rec.seq);
+    if (from == distill::v1::QUEUED && !sweep)
+      QueueInsertLocked(before.rec.job.priority(), before.rec.seq);
     a = std::move(before);
     LogLine(absl::StrCat("job ", a.rec.job.id(), ": cannot record ", StateName(from), " -> ",
                          StateName(to), ": ", st.message()));
@@ -178,7 +190,8 @@ absl::Status Coordinator::Transition(Active& a, JobState to, FailureReason reaso
   counts_[from]--;
   counts_[to]++;
   metrics_->SetJobCounts(counts_);
-  if (to == distill::v1::FAILED) metrics_->OnFailure(reason);
+  if (to == distill::v1::FAILED && !sweep) metrics_->OnFailure(reason);
+  if (!a.rec.job.parent_id().empty()) ChildChangedLocked(a.rec.job);
   return absl::OkStatus();
 }
 
@@ -216,7 +229,7 @@ void Coordinator::WaitForChange(int64_t version, absl::Duration timeout) {
 }
 
 int Coordinator::QueuePositionLocked(const JobRecord& rec) const {
-  if (rec.job.state() != distill::v1::QUEUED) return 0;
+  if (rec.job.state() != distill::v1::QUEUED || rec.job.kind() == distill::v1::SWEEP) return 0;
   // Also right before Transition() enters the job (WriteLocked runs first).
   absl::MutexLock lock(&queue_mu_);
   return queue_.Position(rec.job.priority(), rec.seq);
@@ -226,105 +239,6 @@ Job Coordinator::DecorateLocked(const JobRecord& rec) const {
   Job job = rec.job;
   job.set_queue_position(QueuePositionLocked(rec));
   return job;
-}
-
-void Coordinator::SubmitAsync(const distill::v1::SubmitJobRequest& request,
-                              std::function<void(absl::StatusOr<Job>)> done) {
-  const int ranks = RanksOf(request.spec());
-  if (ranks < 1) {
-    done(absl::InvalidArgumentError(absl::StrCat("ranks: must be >= 1, got ", ranks)));
-    return;
-  }
-  if (ranks > scheduler_->total_slots()) {
-    done(absl::FailedPreconditionError(absl::StrCat(
-        "ranks: the job needs ", ranks, " slots, the inventory has ", scheduler_->total_slots())));
-    return;
-  }
-  if (request.has_max_retries() && request.max_retries() < 0) {
-    done(absl::InvalidArgumentError(
-        absl::StrCat("max_retries: must be >= 0, got ", request.max_retries())));
-    return;
-  }
-  NewJob nj;
-  Job& job = nj.record.job;  // the id (and what derives from it) comes at commit
-  *job.mutable_spec() = request.spec();
-  job.set_state(distill::v1::QUEUED);
-  job.set_max_retries(request.has_max_retries() ? request.max_retries() : options_.max_retries);
-  job.set_priority(request.priority());
-  job.set_ranks(ranks);
-  job.set_request_id(request.request_id());
-  job.set_output_dir(request.spec().output());
-  job.set_checkpoint_dir(request.spec().output() + "/checkpoints");
-  *job.mutable_create_time() = TimeUtil::GetCurrentTime();
-  *job.mutable_update_time() = job.create_time();
-  nj.event = EventInfo{JobEvent::STATE_CHANGED, "submitted"};
-  committer_->Add(std::move(nj), std::move(done));
-}
-
-absl::StatusOr<Job> Coordinator::Submit(const distill::v1::SubmitJobRequest& request) {
-  absl::Notification committed;
-  std::optional<absl::StatusOr<Job>> result;  // written before Notify(), read after
-  SubmitAsync(request, [&](absl::StatusOr<Job> job) {
-    result = std::move(job);
-    committed.Notify();
-  });
-  committed.WaitForNotification();
-  return std::move(*result);
-}
-
-std::vector<absl::StatusOr<Job>> Coordinator::CommitSubmissions(std::vector<NewJob>& batch) {
-  absl::MutexLock lock(&mu_);
-  for (NewJob& nj : batch) {
-    Job& job = nj.record.job;
-    job.set_id(absl::StrFormat("j%012x", rng_() & 0xffffffffffffULL));
-    job.set_log_dir(absl::StrCat(options_.state_dir, "/jobs/", job.id()));
-  }
-  std::vector<absl::StatusOr<Job>> results;
-  results.reserve(batch.size());
-  absl::StatusOr<std::vector<CreatedJob>> created = store_->CreateJobs(batch);
-  if (!created.ok()) {
-    LogLine(absl::StrCat("cannot record ", batch.size(),
-                         " submission(s): ", created.status().message()));
-    for (size_t i = 0; i < batch.size(); ++i) results.push_back(created.status());
-    return results;
-  }
-  // Into active_ first, so that every queue position below counts the whole batch.
-  std::vector<Active*> added(batch.size(), nullptr);
-  bool any_added = false;
-  for (size_t i = 0; i < batch.size(); ++i) {
-    CreatedJob& c = (*created)[i];
-    if (!c.record.ok() || !c.created) continue;
-    Active& a = active_[c.record->job.id()];
-    a.rec = std::move(*c.record);
-    QueueInsertLocked(a.rec.job.priority(), a.rec.seq);
-    counts_[distill::v1::QUEUED]++;
-    metrics_->OnSubmit();
-    added[i] = &a;
-    any_added = true;
-    LogLine(absl::StrCat("job ", a.rec.job.id(), " QUEUED: ", a.rec.job.ranks(),
-                         " ranks, priority ", a.rec.job.priority(),
-                         a.rec.job.spec().name().empty() ? "" : ", name ",
-                         a.rec.job.spec().name()));
-  }
-  for (size_t i = 0; i < batch.size(); ++i) {
-    CreatedJob& c = (*created)[i];
-    if (added[i] != nullptr) {
-      results.push_back(DecorateLocked(added[i]->rec));
-    } else if (!c.record.ok()) {
-      results.push_back(c.record.status());
-    } else {
-      // An earlier submission of the same request id.
-      auto it = active_.find(c.record->job.id());
-      results.push_back(DecorateLocked(it == active_.end() ? *c.record : it->second.rec));
-    }
-  }
-  if (any_added) {
-    metrics_->SetJobCounts(counts_);
-    NotifyLocked();
-    // A full inventory cannot start them; the next tick or freed slot will.
-    if (scheduler_->free_slots() > 0) wake_.SignalAll();
-  }
-  return results;
 }
 
 absl::StatusOr<Job> Coordinator::Get(const std::string& id) {
@@ -359,7 +273,7 @@ absl::StatusOr<std::vector<Job>> Coordinator::List(JobState state, int64_t befor
   if (any_queued) {
     absl::MutexLock lock(&queue_mu_);
     for (JobRecord& r : recs) {
-      if (r.job.state() == distill::v1::QUEUED)
+      if (r.job.state() == distill::v1::QUEUED && r.job.kind() != distill::v1::SWEEP)
         r.job.set_queue_position(queue_.Position(r.job.priority(), r.seq));
     }
   }
@@ -380,18 +294,18 @@ absl::StatusOr<std::vector<Coordinator::ListedJob>> Coordinator::ListSerialized(
   std::vector<ListedJob> out(stored.size());
   for (size_t i = 0; i < stored.size(); ++i) out[i].stored = std::move(stored[i]);
   // Note [Reads off the lock], as in List().
-  std::vector<int> priorities(out.size(), 0);
+  std::vector<ListedFields> fields(out.size());
   bool any_queued = false;
   for (size_t i = 0; i < out.size(); ++i) {
     if (out[i].stored.state != distill::v1::QUEUED) continue;
-    any_queued = true;
-    priorities[i] = PriorityOf(out[i].stored.job);
+    fields[i] = ListedFieldsOf(out[i].stored.job);
+    any_queued = any_queued || fields[i].kind != distill::v1::SWEEP;
   }
   if (any_queued) {
     absl::MutexLock lock(&queue_mu_);
     for (size_t i = 0; i < out.size(); ++i) {
-      if (out[i].stored.state == distill::v1::QUEUED)
-        out[i].queue_position = queue_.Position(priorities[i], out[i].stored.seq);
+      if (out[i].stored.state == distill::v1::QUEUED && fields[i].kind != distill::v1::SWEEP)
+        out[i].queue_position = queue_.Position(fields[i].priority, out[i].stored.seq);
     }
   }
   return out;
@@ -410,13 +324,25 @@ absl::StatusOr<Job> Coordinator::Cancel(const std::string& id, bool force) {
     return absl::FailedPreconditionError(
         absl::StrCat("job ", id, " already ended (", StateName(rec.job.state()), ")"));
   }
-  Active& a = it->second;
+  absl::StatusOr<Job> job = it->second.rec.job.kind() == distill::v1::SWEEP
+                                ? CancelSweepLocked(it->second, force)
+                                : CancelLocked(it->second, force);
+  SettleSweepsLocked();  // a sweep may end with its children
+  if (!job.ok()) return job;
+  it = active_.find(id);
+  if (it != active_.end()) return DecorateLocked(it->second.rec);
+  ASSIGN_OR_RETURN(JobRecord rec, store_->GetJob(id));
+  return std::move(rec.job);
+}
+
+absl::StatusOr<Job> Coordinator::CancelLocked(Active& a, bool force) {
+  const std::string id = a.rec.job.id();
   if (a.rec.job.state() == distill::v1::QUEUED) {
     a.rec.cancel_requested = true;
     RETURN_IF_ERROR(Transition(a, distill::v1::CANCELLED, distill::v1::CANCEL_REQUESTED,
                                "cancelled while queued"));
     Job job = a.rec.job;
-    active_.erase(it);
+    active_.erase(id);
     return job;
   }
   // STARTING or RUNNING: record the request, then signal; the job becomes
@@ -441,6 +367,10 @@ absl::Status Coordinator::Report(const distill::v1::ProgressReport& report) {
   }
   Active& a = it->second;
   const JobState state = a.rec.job.state();
+  if (a.rec.job.kind() == distill::v1::SWEEP) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", report.job_id(), " is a sweep: its children report"));
+  }
   if (state == distill::v1::QUEUED || report.attempt() != a.rec.job.attempt()) {
     return absl::FailedPreconditionError(
         absl::StrCat("job ", report.job_id(), ": attempt ", report.attempt(),
@@ -453,8 +383,10 @@ absl::Status Coordinator::Report(const distill::v1::ProgressReport& report) {
     metrics_->OnProgress(a.rec.job.id(), report.progress());
   }
   if (state == distill::v1::STARTING) {
-    return Transition(a, distill::v1::RUNNING, distill::v1::FAILURE_REASON_UNSPECIFIED,
-                      absl::StrCat("rank ", report.rank(), " reported"));
+    absl::Status st = Transition(a, distill::v1::RUNNING, distill::v1::FAILURE_REASON_UNSPECIFIED,
+                                 absl::StrCat("rank ", report.rank(), " reported"));
+    SettleSweepsLocked();
+    return st;
   }
   if (!has_progress) return absl::OkStatus();
   const distill::v1::Progress& p = report.progress();

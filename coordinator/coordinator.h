@@ -14,6 +14,16 @@
 // comes after the commit that holds its job. The batch is written and its
 // jobs enter active_ in one critical section of mu_, as every other write.
 //
+// Note [Sweep follows children]: a sweep (kind SWEEP) is a persisted job
+// that is never launched. Its children are ordinary jobs (TRAIN, CAPTURE)
+// written in the same transaction; every child's transition marks its
+// parent, and SettleSweepsLocked() then moves the parent (QUEUED until a
+// child starts, RUNNING, and at the end SUCCEEDED, FAILED or CANCELLED) and
+// releases or fails the children that wait for the sweep's teacher capture
+// (DEPENDENCY_FAILED). A waiting child is not schedulable, so Note [No
+// starvation] never lets it reserve the cluster. After a restart the parent's
+// view is rebuilt from the store (Note [Write before act]).
+//
 // Threads: public methods are thread-safe (one mutex, mu_, around the
 // in-memory state and every store write; the lock rules are ABSL_GUARDED_BY
 // annotations that clang's -Wthread-safety checks); store reads (List, Get of
@@ -28,6 +38,7 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -84,7 +95,10 @@ class Coordinator {
   void Stop() ABSL_LOCKS_EXCLUDED(mu_);
 
   // Queues a validated spec (idempotent on request_id) and calls `done` with
-  // the stored job, or the error, once the job is committed (Note [Group
+  // the stored job (for a spec with a sweep: the parent, with its children
+  // created in the same commit; request.kind CAPTURE: a capture job), or
+  // the error
+  // once the job is committed (Note [Group
   // commit]): on the group commit's thread, or at once on the caller's for a
   // request refused before any write. FailedPrecondition when the job needs
   // more slots than the inventory has. `done` must not block.
@@ -109,7 +123,8 @@ class Coordinator {
   absl::StatusOr<std::vector<ListedJob>> ListSerialized(distill::v1::JobState state,
                                                         int64_t before_seq, int limit)
       ABSL_LOCKS_EXCLUDED(queue_mu_);
-  // FailedPrecondition for a finished job; NotFound for an unknown one.
+  // FailedPrecondition for a finished job; NotFound for an unknown one. A
+  // sweep's cancel cancels every unfinished child; a child's only itself.
   absl::StatusOr<distill::v1::Job> Cancel(const std::string& id, bool force)
       ABSL_LOCKS_EXCLUDED(mu_);
   // One progress report of a rank (also its heartbeat). NotFound for an
@@ -136,6 +151,11 @@ class Coordinator {
     JobHealth health;  // the attempt's liveness, through health_ only
     distill::v1::FailureReason pending_reason = distill::v1::FAILURE_REASON_UNSPECIFIED;
     std::string pending_message;
+    // A sweep's child that waits for the sweep's teacher capture.
+    bool blocked = false;
+    // A sweep: each child's latest state, and its capture child (if any).
+    std::map<std::string, distill::v1::JobState> children;
+    std::string capture_id;
   };
 
   // Note [Write before act]: writes the new state (and an event) first;
@@ -153,6 +173,26 @@ class Coordinator {
   void CheckTimeoutsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ScheduleLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReconcileLocked(JobRecord rec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The parts of a submission (coordinator_sweep.cc for sweeps).
+  absl::Status CheckSubmission(const distill::v1::SubmitJobRequest& request, int ranks) const;
+  JobRecord NewRecord(const distill::v1::SubmitJobRequest& request,
+                      const distill::v1::JobSpec& spec, distill::v1::JobKind kind, int ranks) const;
+  void SubmitSweepAsync(const distill::v1::SubmitJobRequest& request,
+                        std::function<void(absl::StatusOr<distill::v1::Job>)> done)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // Puts a committed job into active_ (and the queue index unless a sweep).
+  Active& EnterLocked(JobRecord rec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Note [Sweep follows children]: records a child's new state in its parent.
+  void ChildChangedLocked(const distill::v1::Job& child) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SettleSweepsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ResolveCaptureLocked(Active& sweep) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FollowChildrenLocked(Active& sweep) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // After a restart: a live sweep's children states from active_ and the store.
+  void LoadSweepLocked(Active& sweep) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<distill::v1::Job> CancelLocked(Active& a, bool force)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<distill::v1::Job> CancelSweepLocked(Active& sweep, bool force)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The group commit of a batch of submissions (ids are assigned here).
   std::vector<absl::StatusOr<distill::v1::Job>> CommitSubmissions(std::vector<NewJob>& batch)
       ABSL_LOCKS_EXCLUDED(mu_);
@@ -190,6 +230,8 @@ class Coordinator {
   mutable absl::Mutex queue_mu_ ABSL_ACQUIRED_AFTER(mu_);
   QueueIndex queue_ ABSL_GUARDED_BY(queue_mu_);
   std::map<distill::v1::JobState, int> counts_ ABSL_GUARDED_BY(mu_);
+  // Sweeps with a child that changed state since SettleSweepsLocked().
+  std::set<std::string> dirty_sweeps_ ABSL_GUARDED_BY(mu_);
   int64_t version_ ABSL_GUARDED_BY(mu_) = 0;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::mt19937_64 rng_ ABSL_GUARDED_BY(mu_);
@@ -205,8 +247,9 @@ void LogLine(const std::string& text);
 bool IsTerminal(distill::v1::JobState state);
 
 // The ranks a spec needs: `ranks` (finetune, default 1) or teacher.ranks +
-// student.ranks (distill; defaults 0 and 1).
-int RanksOf(const distill::v1::JobSpec& spec);
+// student.ranks (distill; defaults 0 and 1); a CAPTURE job runs on
+// student.ranks.
+int RanksOf(const distill::v1::JobSpec& spec, distill::v1::JobKind kind = distill::v1::TRAIN);
 
 }  // namespace distill::coordinator
 

@@ -59,6 +59,8 @@ void Coordinator::ReconcileLocked(JobRecord rec) {
   const std::string id = rec.job.id();
   Active& a = active_[id];
   a.rec = std::move(rec);
+  // Never launched: Start() rebuilds it from its children (LoadSweepLocked).
+  if (a.rec.job.kind() == distill::v1::SWEEP) return;
   health_.Launched(a.health);
   if (a.rec.job.state() == distill::v1::QUEUED) {
     QueueInsertLocked(a.rec.job.priority(), a.rec.seq);
@@ -104,16 +106,20 @@ void Coordinator::Tick() {
   for (auto& [id, a] : active_) {
     const JobState s = a.rec.job.state();
     if (s != distill::v1::STARTING && s != distill::v1::RUNNING) continue;
+    if (a.rec.job.kind() == distill::v1::SWEEP) continue;
     LaunchStatus st = launcher_->Poll(a.rec.launch_pid, WorkDir(id, a.rec.job.attempt()));
     if (st.state != LaunchStatus::kRunning) ended.emplace_back(id, st);
   }
   for (const auto& [id, st] : ended) AttemptEndedLocked(id, st);
   CheckTimeoutsLocked();
+  SettleSweepsLocked();  // before scheduling: a finished capture frees its siblings
   ScheduleLocked(health_.Now());
+  SettleSweepsLocked();
 }
 
 void Coordinator::CheckTimeoutsLocked() {
   for (auto& [id, a] : active_) {
+    if (a.rec.job.kind() == distill::v1::SWEEP) continue;
     const std::string dir = WorkDir(id, a.rec.job.attempt());
     std::string why;
     switch (health_.Check(a.health, a.rec.job.state() == distill::v1::RUNNING, &why)) {
@@ -195,6 +201,9 @@ void Coordinator::ScheduleLocked(absl::Time now) {
   const int64_t now_ms = absl::ToUnixMillis(now);
   for (const auto& [id, a] : active_) {
     if (a.rec.job.state() != distill::v1::QUEUED) continue;
+    // Note [Sweep follows children]: a sweep and a child waiting for its
+    // capture are not runnable, so they never reserve the cluster.
+    if (a.rec.job.kind() == distill::v1::SWEEP || a.blocked) continue;
     queue.push_back(
         {id, a.rec.job.ranks(), a.rec.job.priority(), a.rec.seq, a.rec.not_before_ms <= now_ms});
   }
@@ -249,6 +258,7 @@ void Coordinator::StartAttemptLocked(Active& a, const Allocation& allocation) {
     spec.allocation = allocation;
     spec.work_dir = dir;
     spec.spec_path = spec_path;
+    if (a.rec.job.kind() == distill::v1::CAPTURE) spec.command = "capture";
     if (!options_.report_address.empty()) spec.env["DISTILL_COORDINATOR"] = options_.report_address;
     spec.env["DISTILL_JOB_ID"] = id;
     spec.env["DISTILL_ATTEMPT"] = absl::StrCat(attempt);

@@ -51,10 +51,12 @@ struct EventInfo {
 };
 
 // One job for CreateJobs(): the record (job.id set by the caller) and its
-// first event.
+// first event; for a sweep also its children, written with it or not at all
+// (each with the same first event).
 struct NewJob {
   JobRecord record;
   EventInfo event;
+  std::vector<JobRecord> children = {};
 };
 
 // What CreateJobs() did with one NewJob: the stored record (new, or the
@@ -63,6 +65,7 @@ struct NewJob {
 struct CreatedJob {
   absl::StatusOr<JobRecord> record = absl::UnknownError("not written");
   bool created = false;
+  std::vector<JobRecord> children;  // as stored (with seq), when created
 };
 
 class JobStore {
@@ -74,7 +77,8 @@ class JobStore {
   // `job.request_id`: when a job with that request id exists (stored before
   // or earlier in the same batch), its result is that job, unchanged, with
   // created = false. A job that fails leaves no trace and fails alone; the
-  // others still commit. A non-OK return (the transaction could not begin or
+  // others still commit; a sweep and its children are one job here. A
+  // non-OK return (the transaction could not begin or
   // commit) means that none of the batch was written; jobs stored before are
   // untouched. Returns one result per job, in order.
   virtual absl::StatusOr<std::vector<CreatedJob>> CreateJobs(const std::vector<NewJob>& jobs) = 0;

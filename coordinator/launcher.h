@@ -25,6 +25,9 @@ struct LaunchSpec {
   Allocation allocation;  // where the ranks run; sums to `ranks`.
   std::string work_dir;   // the attempt's directory; created by the caller.
   std::string spec_path;  // the worker's job spec.
+  // The worker's command: "train", or "capture" for a CAPTURE job (fills
+  // the spec's teacher.cache).
+  std::string command = "train";
   // Passed to every rank (and kept off command lines: values may be secret).
   std::map<std::string, std::string> env;
 };

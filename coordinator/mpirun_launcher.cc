@@ -116,7 +116,7 @@ std::string MpirunLauncher::Command(const LaunchSpec& spec) const {
   if (remote) argv.insert(argv.end(), {"--hostfile", d + "/hostfile"});
   for (const auto& [name, value] : spec.env) argv.insert(argv.end(), {"-x", name});
   argv.insert(argv.end(), options_.extra_args.begin(), options_.extra_args.end());
-  argv.insert(argv.end(), {options_.worker_bin, "train", "--spec", spec.spec_path});
+  argv.insert(argv.end(), {options_.worker_bin, spec.command, "--spec", spec.spec_path});
   std::vector<std::string> quoted;
   for (const std::string& a : argv) quoted.push_back(ShellQuote(a));
   const std::string q = ShellQuote(d);

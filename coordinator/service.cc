@@ -11,6 +11,8 @@
 #include "absl/strings/str_split.h"
 #include "common/plan.h"
 #include "common/spec.h"
+#include "common/status_macros.h"
+#include "common/sweep.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 
@@ -121,9 +123,10 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
 }
 
-absl::Status CheckSubmittedSpec(const JobSpec& spec, const ServiceOptions& options) {
-  absl::Status st = common::ValidateJobSpec(spec);
-  if (!st.ok()) return st;
+namespace {
+
+// Absolute paths, confined to the roots.
+absl::Status CheckSpecPaths(const JobSpec& spec, const ServiceOptions& options) {
   std::vector<PathField> paths = PathFields(spec);
   for (const PathField& f : paths) {
     if (!fs::path(f.path).is_absolute()) {
@@ -141,6 +144,31 @@ absl::Status CheckSubmittedSpec(const JobSpec& spec, const ServiceOptions& optio
     }
   }
   return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status CheckSubmittedSpec(const JobSpec& spec, const ServiceOptions& options,
+                                distill::v1::JobKind kind) {
+  if (spec.sweep_size() > 0) {
+    ASSIGN_OR_RETURN(std::vector<common::SweepChild> children, common::ExpandSweep(spec));
+    for (size_t i = 0; i < children.size(); ++i) {
+      absl::Status st = CheckSpecPaths(children[i].spec, options);
+      if (!st.ok()) {
+        return absl::Status(st.code(), absl::StrCat("sweep child ", i, " (", children[i].label,
+                                                    "): ", st.message()));
+      }
+    }
+    return absl::OkStatus();
+  }
+  RETURN_IF_ERROR(common::ValidateJobSpec(spec));
+  if (kind == distill::v1::CAPTURE &&
+      (spec.type() != distill::v1::DISTILL || spec.teacher().model().empty() ||
+       spec.teacher().cache().empty())) {
+    return absl::InvalidArgumentError(
+        "teacher.cache: a capture job needs a distill spec with teacher.model and teacher.cache");
+  }
+  return CheckSpecPaths(spec, options);
 }
 
 grpc::Status CoordinatorService::CheckAuth(const grpc::ServerContextBase* context) const {
@@ -185,7 +213,7 @@ grpc::Status CoordinatorService::CheckSubmitJob(
     const distill::v1::SubmitJobRequest* request) const {
   if (!request->has_spec())
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "spec: required");
-  if (absl::Status st = CheckSubmittedSpec(request->spec(), options_); !st.ok())
+  if (absl::Status st = CheckSubmittedSpec(request->spec(), options_, request->kind()); !st.ok())
     return ToGrpcStatus(st);
   return grpc::Status::OK;
 }

@@ -31,7 +31,10 @@ grpc::Status ToGrpcStatus(const absl::Status& status);
 
 // Checks a submitted spec: full validation (InvalidArgument "field: ..."),
 // absolute paths (InvalidArgument) and roots (PermissionDenied "field: ...").
-absl::Status CheckSubmittedSpec(const distill::v1::JobSpec& spec, const ServiceOptions& options);
+// A sweep is expanded and every child checked so (errors name the child); a
+// CAPTURE job needs a distill spec with teacher.model and teacher.cache.
+absl::Status CheckSubmittedSpec(const distill::v1::JobSpec& spec, const ServiceOptions& options,
+                                distill::v1::JobKind kind = distill::v1::TRAIN);
 
 // Note [ListJobs bytes]: ListJobs answers with the jobs' stored bytes instead
 // of parsing each job and serializing it again (most of the call's CPU). A

@@ -365,6 +365,18 @@ absl::StatusOr<CreatedJob> SqliteJobStore::CreateJobLocked(const NewJob& nj) {
       return out;
     }
   }
+  ASSIGN_OR_RETURN(JobRecord r, InsertJobLocked(record, nj.event));
+  for (const JobRecord& child : nj.children) {
+    ASSIGN_OR_RETURN(JobRecord c, InsertJobLocked(child, nj.event));
+    out.children.push_back(std::move(c));
+  }
+  out.record = std::move(r);
+  out.created = true;
+  return out;
+}
+
+absl::StatusOr<JobRecord> SqliteJobStore::InsertJobLocked(const JobRecord& record,
+                                                          const EventInfo& event) {
   JobRecord r = record;
   {
     Stmt s = writer_->Get("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs");
@@ -379,10 +391,8 @@ absl::StatusOr<CreatedJob> SqliteJobStore::CreateJobLocked(const NewJob& nj) {
     }
     return st;
   }
-  RETURN_IF_ERROR(AppendEventLocked(r, nj.event).status());
-  out.record = std::move(r);
-  out.created = true;
-  return out;
+  RETURN_IF_ERROR(AppendEventLocked(r, event).status());
+  return r;
 }
 
 absl::StatusOr<std::vector<CreatedJob>> SqliteJobStore::CreateJobs(

@@ -63,6 +63,9 @@ class SqliteJobStore : public JobStore {
   SqliteJobStore(std::string path, std::unique_ptr<Connection> writer);
   // One job of CreateJobs(), inside its transaction.
   absl::StatusOr<CreatedJob> CreateJobLocked(const NewJob& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Inserts one new record (assigning seq) with its first event.
+  absl::StatusOr<JobRecord> InsertJobLocked(const JobRecord& record, const EventInfo& event)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<int64_t> AppendEventLocked(const JobRecord& record, const EventInfo& event)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status WriteJobLocked(const JobRecord& record, bool insert)

@@ -27,6 +27,9 @@ ABSL_FLAG(std::string, tls_ca, "",
           "connect with TLS, trusting the CA certificates in this PEM file ('' = plaintext)");
 ABSL_FLAG(bool, watch, false,
           "submit: then watch the job to its end (exit 0 only if it succeeded)");
+ABSL_FLAG(bool, capture, false,
+          "submit: a capture job: run the spec's teacher (teacher.model) once and fill its "
+          "teacher.cache");
 ABSL_FLAG(int, priority, 0, "submit: the job's priority, higher runs first");
 ABSL_FLAG(std::string, request_id, "",
           "submit: idempotency key ('' = a fresh random one, so a retry never queues twice)");
@@ -59,7 +62,7 @@ struct CommandGrammar {
 
 const std::map<std::string, CommandGrammar>& Grammar() {
   static const auto* grammar = new std::map<std::string, CommandGrammar>{
-      {"submit", {1, "SPEC", {"watch", "priority", "request_id", "max_retries"}}},
+      {"submit", {1, "SPEC", {"watch", "capture", "priority", "request_id", "max_retries"}}},
       {"get", {1, "ID", {"json"}}},
       {"list", {0, "", {"json", "state", "page_size"}}},
       {"watch", {1, "ID", {}}},
@@ -219,11 +222,12 @@ std::string UsageText() {
       "usage: distillctl [OPTIONS] COMMAND [ARGS] [OPTIONS]\n\n"
       "commands:\n"
       "  submit SPEC   queue the job in SPEC (YAML or JSON; relative paths are relative\n"
-      "                to the file); prints the job id\n"
-      "  get ID        one job: a summary, or the Job message as JSON\n"
-      "  list          jobs, newest first\n"
+      "                to the file); prints the job id (a sweep: then its children)\n"
+      "  get ID        one job: a summary (a sweep: and its children), or the Job as JSON\n"
+      "  list          jobs, newest first, a sweep's children under it\n"
       "  watch ID      live progress until the job ends; exit 0 only if it succeeded\n"
-      "  cancel ID     graceful (ranks checkpoint and exit) unless --force\n"
+      "  cancel ID     graceful (ranks checkpoint and exit) unless --force; a sweep: all\n"
+      "                its unfinished children\n"
       "  logs ID       the job's worker output\n"
       "  report ID     a sweep's (or one job's) results into --out DIR: CSV and\n"
       "                Markdown tables (mean and 95% interval over seeds), PNG plots\n\n"

@@ -9,6 +9,7 @@
 #include "common/fs_util.h"
 #include "common/spec.h"
 #include "common/status_macros.h"
+#include "common/sweep.h"
 #include "coordinator/ctl/format.h"
 #include "coordinator/ctl/report.h"
 
@@ -44,12 +45,27 @@ int WatchToEnd(const std::string& id, CoordinatorClient& client, const Terminal&
   return ExitCodeForJob(*job);
 }
 
+// A sweep's children, in its order.
+absl::StatusOr<std::vector<v1::Job>> GetChildren(const v1::Job& sweep, CoordinatorClient& client) {
+  std::vector<v1::Job> children;
+  for (const std::string& id : sweep.child_ids()) {
+    ASSIGN_OR_RETURN(v1::Job child, client.Get(id));
+    children.push_back(std::move(child));
+  }
+  return children;
+}
+
 int Submit(const CtlArgs& args, CoordinatorClient& client, const Terminal& term) {
   absl::StatusOr<v1::SubmitJobRequest> request = BuildSubmitRequest(args);
   if (!request.ok()) return Fail(term, request.status());
   absl::StatusOr<v1::Job> job = client.Submit(*request);
   if (!job.ok()) return Fail(term, job.status());
   *term.out << job->id() << std::endl;
+  if (job->kind() == v1::SWEEP) {
+    absl::StatusOr<std::vector<v1::Job>> children = GetChildren(*job, client);
+    if (!children.ok()) return Fail(term, children.status());
+    *term.out << FormatSweepChildren(*children);
+  }
   if (!args.Has("watch")) return kExitOk;
   return WatchToEnd(job->id(), client, term);
 }
@@ -59,6 +75,11 @@ int Get(const CtlArgs& args, CoordinatorClient& client, const Terminal& term) {
   if (!job.ok()) return Fail(term, job.status());
   *term.out << (args.Has("json") ? ToJson(*job) : FormatJobSummary(*job, absl::Now()));
   if (args.Has("json")) *term.out << "\n";
+  if (job->kind() == v1::SWEEP && !args.Has("json")) {
+    absl::StatusOr<std::vector<v1::Job>> children = GetChildren(*job, client);
+    if (!children.ok()) return Fail(term, children.status());
+    *term.out << "children:\n" << FormatSweepChildren(*children);
+  }
   return kExitOk;
 }
 
@@ -153,11 +174,15 @@ absl::StatusOr<v1::SubmitJobRequest> BuildSubmitRequest(const CtlArgs& args) {
   fs::path dir = fs::absolute(fs::path(path), ec).parent_path();
   if (ec) return absl::InvalidArgumentError(absl::StrCat(path, ": ", ec.message()));
   common::ResolveSpecPaths(dir.lexically_normal().string(), &spec);
-  absl::Status valid = common::ValidateJobSpec(spec);
+  common::ResolveSweepPaths(dir.lexically_normal().string(), &spec);
+  // A sweep is checked child by child (the coordinator expands it again).
+  absl::Status valid =
+      spec.sweep_size() > 0 ? common::ExpandSweep(spec).status() : common::ValidateJobSpec(spec);
   if (!valid.ok()) return absl::Status(valid.code(), absl::StrCat(path, ": ", valid.message()));
 
   v1::SubmitJobRequest request;
   *request.mutable_spec() = spec;
+  if (args.Has("capture")) request.set_kind(v1::CAPTURE);
   request.set_request_id(args.Has("request-id") ? args.Get("request-id") : RandomRequestId());
   ASSIGN_OR_RETURN(int priority, args.Int("priority", 0));
   request.set_priority(priority);

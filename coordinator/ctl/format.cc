@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -119,7 +120,10 @@ std::string FormatProgressBar(const Job& job, int width) {
 }
 
 std::string FormatFailure(const Job& job) {
-  if (job.failure_reason() == distill::v1::FAILURE_REASON_UNSPECIFIED) return "";
+  // A sweep that failed has no reason of its own, only its children's count.
+  if (job.failure_reason() == distill::v1::FAILURE_REASON_UNSPECIFIED) {
+    return job.state() == distill::v1::SUCCEEDED ? "" : job.failure_message();
+  }
   std::string s = distill::v1::FailureReason_Name(job.failure_reason());
   if (!job.failure_message().empty()) absl::StrAppend(&s, ": ", job.failure_message());
   if (job.failure_reason() == distill::v1::RANK_FAILED && job.exit_code() != 0) {
@@ -128,12 +132,63 @@ std::string FormatFailure(const Job& job) {
   return s;
 }
 
+namespace {
+
+// "distill.temperature=2, train.seed=1" (the JSON values, sorted by field).
+std::string SweptValues(const Job& job) {
+  std::map<std::string, std::string> sorted(job.sweep_values().begin(), job.sweep_values().end());
+  std::vector<std::string> parts;
+  for (const auto& [field, value] : sorted) parts.push_back(absl::StrCat(field, "=", value));
+  return absl::StrJoin(parts, ", ");
+}
+
+// The jobs in tree order: each top-level job, a listed sweep's children
+// right after it (in the sweep's order); a child whose sweep is not listed
+// stays where it is. depth[i] is 1 for a child under its sweep.
+std::vector<const Job*> TreeOrder(const std::vector<Job>& jobs, std::vector<int>* depth) {
+  std::map<std::string, const Job*> by_id;
+  for (const Job& j : jobs) by_id[j.id()] = &j;
+  std::vector<const Job*> out;
+  for (const Job& j : jobs) {
+    if (!j.parent_id().empty() && by_id.count(j.parent_id()) > 0) continue;  // under its sweep
+    out.push_back(&j);
+    depth->push_back(0);
+    for (const std::string& id : j.child_ids()) {
+      auto it = by_id.find(id);
+      if (it == by_id.end()) continue;
+      out.push_back(it->second);
+      depth->push_back(1);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string FormatSweepChildren(const std::vector<Job>& children) {
+  std::string out;
+  for (const Job& c : children) {
+    std::string values = c.kind() == distill::v1::CAPTURE ? std::string("capture") : SweptValues(c);
+    std::string failure = FormatFailure(c);
+    absl::StrAppend(&out, "  ", c.id(), "  ", absl::StrFormat("%-9s", JobStateName(c.state())),
+                    "  ", values, failure.empty() ? "" : "  ", failure, "\n");
+  }
+  return out;
+}
+
 std::string FormatJobSummary(const Job& job, absl::Time now) {
   std::vector<std::pair<std::string, std::string>> rows;
   rows.push_back({"id", job.id()});
   if (!job.spec().name().empty()) rows.push_back({"name", job.spec().name()});
   std::string type = absl::AsciiStrToLower(distill::v1::JobType_Name(job.spec().type()));
   rows.push_back({"type", type});
+  if (job.kind() == distill::v1::SWEEP) {
+    rows.push_back({"kind", absl::StrCat("sweep of ", job.child_ids_size(), " jobs")});
+  } else if (job.kind() == distill::v1::CAPTURE) {
+    rows.push_back({"kind", "capture (fills teacher.cache)"});
+  }
+  if (!job.parent_id().empty()) rows.push_back({"sweep", job.parent_id()});
+  if (!job.sweep_values().empty()) rows.push_back({"swept", SweptValues(job)});
   std::string state = JobStateName(job.state());
   if (job.state() == distill::v1::QUEUED && job.queue_position() > 0) {
     absl::StrAppend(&state, " (position ", job.queue_position(), ")");
@@ -169,13 +224,17 @@ std::string FormatJobSummary(const Job& job, absl::Time now) {
 std::string FormatJobTable(const std::vector<Job>& jobs, absl::Time now) {
   std::vector<std::vector<std::string>> rows = {
       {"ID", "STATE", "NAME", "TYPE", "PRI", "STEP", "LOSS", "AGE"}};
-  for (const Job& job : jobs) {
+  std::vector<int> depth;
+  const std::vector<const Job*> ordered = TreeOrder(jobs, &depth);
+  for (size_t i = 0; i < ordered.size(); ++i) {
+    const Job& job = *ordered[i];
     const auto& p = job.progress();
     std::string state = JobStateName(job.state());
     if (job.state() == distill::v1::QUEUED && job.queue_position() > 0) {
       absl::StrAppend(&state, " #", job.queue_position());
     }
-    rows.push_back({job.id(), state, job.spec().name().empty() ? "-" : Clip(job.spec().name(), 24),
+    rows.push_back({std::string(2 * depth[i], ' ') + job.id(), state,
+                    job.spec().name().empty() ? "-" : Clip(job.spec().name(), 24),
                     absl::AsciiStrToLower(distill::v1::JobType_Name(job.spec().type())),
                     absl::StrCat(job.priority()), p.step() > 0 ? StepText(job) : "-",
                     p.step() > 0 ? absl::StrFormat("%.4f", p.loss()) : "-",

@@ -42,8 +42,12 @@ std::string FormatFailure(const distill::v1::Job& job);
 
 // The multi-line `get` summary.
 std::string FormatJobSummary(const distill::v1::Job& job, absl::Time now);
-// The `list` table: a header and one row per job.
+// The `list` table: a header and one row per job, a sweep's children (those
+// in `jobs`) right under it with their ids indented, in the sweep's order.
 std::string FormatJobTable(const std::vector<distill::v1::Job>& jobs, absl::Time now);
+// A sweep's children: one line each, "ID  STATE  field=value, ..." (and the
+// failure), as `submit` and `get` print them.
+std::string FormatSweepChildren(const std::vector<distill::v1::Job>& children);
 // The message as JSON (proto field names, indented).
 std::string ToJson(const google::protobuf::Message& message);
 

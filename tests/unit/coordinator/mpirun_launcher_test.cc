@@ -186,6 +186,16 @@ TEST_F(MpirunLauncherTest, CommandPassesEnvByNameAndUsesAHostfileForRemoteHosts)
   EXPECT_NE(remote.find("'-np' '3'"), std::string::npos) << remote;
 }
 
+TEST_F(MpirunLauncherTest, CaptureJobsRunTheCaptureCommand) {
+  MpirunLauncher l({"mpirun", "/opt/distill-worker", {}});
+  LaunchSpec spec = Spec(1);
+  spec.command = "capture";
+  const std::string cmd = l.Command(spec);
+  EXPECT_NE(cmd.find("'/opt/distill-worker' 'capture' '--spec' '" + spec.spec_path + "'"),
+            std::string::npos)
+      << cmd;
+}
+
 TEST_F(MpirunLauncherTest, TerminateRightAfterLaunchStopsIt) {
   // Signalled between fork and exec, and before mpirun exists.
   for (bool force : {true, false}) {

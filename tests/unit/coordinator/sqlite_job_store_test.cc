@@ -238,6 +238,36 @@ TEST_F(SqliteJobStoreTest, CreateJobsBatchIsIdempotentAndIsolatesFailures) {
   EXPECT_EQ((*other)->GetJob("b").status().code(), absl::StatusCode::kNotFound);
 }
 
+TEST_F(SqliteJobStoreTest, ASweepAndItsChildrenAreWrittenTogetherOrNotAtAll) {
+  const EventInfo submitted{JobEvent::STATE_CHANGED, "submitted"};
+  ASSERT_TRUE(store_->CreateJob(Record("taken"), submitted, nullptr).ok());
+  NewJob sweep{Record("p", "req-p"), submitted, {Record("c1"), Record("c2")}};
+  NewJob clash{Record("q", "req-q"), submitted, {Record("c3"), Record("taken")}};
+  auto r = store_->CreateJobs({sweep, clash, sweep});
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE((*r)[0].record.ok()) << (*r)[0].record.status();
+  EXPECT_TRUE((*r)[0].created);
+  ASSERT_EQ((*r)[0].children.size(), 2u);
+  EXPECT_EQ((*r)[0].record->seq, 2);
+  EXPECT_EQ((*r)[0].children[0].job.id(), "c1");
+  EXPECT_EQ((*r)[0].children[1].seq, 4);
+  // A child that cannot be written undoes its whole sweep.
+  EXPECT_EQ((*r)[1].record.status().code(), absl::StatusCode::kAlreadyExists);
+  for (const char* id : {"q", "c3"}) {
+    EXPECT_EQ(store_->GetJob(id).status().code(), absl::StatusCode::kNotFound) << id;
+  }
+  // The same request again: the first sweep, nothing new.
+  ASSERT_TRUE((*r)[2].record.ok());
+  EXPECT_FALSE((*r)[2].created);
+  EXPECT_EQ((*r)[2].record->job.id(), "p");
+  auto all = store_->ListJobs(distill::v1::JOB_STATE_UNSPECIFIED, 0, 10);
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->size(), 4u);
+  auto events = store_->ListEvents("c2", 0, 10);
+  ASSERT_TRUE(events.ok());
+  EXPECT_EQ(events->size(), 1u);
+}
+
 // A write that returned is visible to the next read (reader connections in
 // WAL mode) and to a second store opened on the file while the first is still
 // open, as after a kill -9 of the coordinator (nothing closed or flushed).

@@ -90,6 +90,30 @@ TEST_F(BuildSubmitRequestTest, UnknownFieldAndMissingFileAreErrors) {
             absl::StatusCode::kNotFound);
 }
 
+TEST_F(BuildSubmitRequestTest, ASweepIsCheckedChildByChildAndCaptureSetsTheKind) {
+  std::string path = WriteSpec(std::string(kSpec) + "sweep: {train.seed: [1, 2], train.lr: [0.1, -1]}\n");
+  auto r = BuildSubmitRequest(Args({"submit", path}));
+  ASSERT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(r.status().message(), path + ": sweep: train.lr[1] = -1: train.lr: must be > 0, got -1");
+  path = WriteSpec(std::string(kSpec) + "sweep: {train.seed: [1, 2], init: [m2/config.json]}\n");
+  r = BuildSubmitRequest(Args({"submit", path}));
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->spec().sweep_size(), 2);
+  EXPECT_EQ(r->spec().sweep(0).values(1), "2");
+  // A swept path is resolved against the spec file too.
+  EXPECT_EQ(r->spec().sweep(1).values(0), "\"" + (dir_ / "specs" / "m2" / "config.json").string() + "\"");
+  EXPECT_EQ(r->kind(), distill::v1::JOB_KIND_UNSPECIFIED);
+  path = WriteSpec(R"(type: distill
+teacher: {model: /t, cache: /c}
+student: {init: /s/config.json}
+data: {train: /d.bin}
+output: /o
+)");
+  r = BuildSubmitRequest(Args({"submit", "--capture", path}));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->kind(), distill::v1::CAPTURE);
+}
+
 TEST(ErrorLineTest, CodeNameThenMessage) {
   EXPECT_EQ(ErrorLine(absl::NotFoundError("job j-9 not found")),
             "distillctl: NOT_FOUND: job j-9 not found");

@@ -146,6 +146,55 @@ TEST(FormatTest, TableAlignsColumns) {
   EXPECT_EQ(lines[2], "j-22  QUEUED #1  -      distill   5    -       -       -");
 }
 
+// A sweep "s" with children c1 (capture) and c2 (swept), listed newest first
+// with an unrelated job between them.
+std::vector<Job> SweepListing() {
+  Job s, c1, c2, other;
+  s.set_id("s");
+  s.set_kind(distill::v1::SWEEP);
+  s.set_state(distill::v1::RUNNING);
+  s.add_child_ids("c1");
+  s.add_child_ids("c2");
+  c1.set_id("c1");
+  c1.set_kind(distill::v1::CAPTURE);
+  c1.set_parent_id("s");
+  c1.set_state(distill::v1::SUCCEEDED);
+  c2.set_id("c2");
+  c2.set_parent_id("s");
+  c2.set_state(distill::v1::FAILED);
+  c2.set_failure_reason(distill::v1::DEPENDENCY_FAILED);
+  c2.set_failure_message("the capture failed");
+  (*c2.mutable_sweep_values())["train.seed"] = "2";
+  (*c2.mutable_sweep_values())["distill.temperature"] = "4";
+  other.set_id("o");
+  other.set_state(distill::v1::QUEUED);
+  return {c2, other, c1, s};
+}
+
+TEST(FormatTest, TableShowsASweepsChildrenIndentedUnderIt) {
+  const std::string t = FormatJobTable(SweepListing(), absl::FromUnixSeconds(0));
+  std::vector<std::string> lines = absl::StrSplit(t, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 5u) << t;
+  EXPECT_EQ(lines[1].substr(0, 2), "o ") << t;
+  EXPECT_EQ(lines[2].substr(0, 2), "s ") << t;
+  EXPECT_EQ(lines[3].substr(0, 5), "  c1 ") << t;
+  EXPECT_EQ(lines[4].substr(0, 5), "  c2 ") << t;
+}
+
+TEST(FormatTest, SweepChildrenShowTheirValuesAndSummariesTheirSweep) {
+  std::vector<Job> jobs = SweepListing();
+  EXPECT_EQ(FormatSweepChildren({jobs[2], jobs[0]}),
+            "  c1  SUCCEEDED  capture\n"
+            "  c2  FAILED     distill.temperature=4, train.seed=2  "
+            "DEPENDENCY_FAILED: the capture failed\n");
+  const std::string child = FormatJobSummary(jobs[0], absl::FromUnixSeconds(0));
+  EXPECT_NE(child.find("sweep:      s\n"), std::string::npos) << child;
+  EXPECT_NE(child.find("swept:      distill.temperature=4, train.seed=2\n"), std::string::npos)
+      << child;
+  const std::string parent = FormatJobSummary(jobs[3], absl::FromUnixSeconds(0));
+  EXPECT_NE(parent.find("kind:       sweep of 2 jobs\n"), std::string::npos) << parent;
+}
+
 TEST(FormatTest, JsonUsesProtoFieldNames) {
   const std::string json = ToJson(RunningFinetune());
   EXPECT_NE(json.find("\"total_steps\": \"200\""), std::string::npos) << json;

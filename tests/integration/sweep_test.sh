@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Sweeps end to end: the real distillctl and distill-coordinator (2 slots)
+# launching the real distill-worker.
+#   1. a 2 x 2 x 2 distill sweep (distill.temperature x student.method x
+#      train.seed, tiny models, online teacher): submit prints the sweep and
+#      its 8 children, list shows them under it, get shows their values;
+#   2. kill -9 the coordinator while children run, restart it on the same
+#      state dir: the sweep still succeeds, every child's output exists and
+#      no child ran to completion twice;
+#   3. cancel of a second sweep cancels all its children;
+# and distill-worker train refuses a spec with a sweep.
+source "$(dirname "$0")/lib.sh"
+C="${DISTILL_COORDINATOR_BIN:?}"
+CTL="${DISTILL_CTL_BIN:?}"
+lib_init sweep
+on_exit stop_coordinator_and_jobs
+
+write_tiny_config "$T/student.json"
+write_tiny_config "$T/teacher.json"
+write_text "$T/text.txt" 40
+tokenize_bytes "$T/text.txt" "$T/train.bin" || die "tokenize failed"
+"$W" init --config "$T/teacher.json" --out "$T/teacher0" --seed 1 >/dev/null || die "init teacher"
+
+sweep_spec() {  # sweep_spec NAME STEPS SWEEP
+  cat >"$T/$1.yaml" <<YAML
+type: distill
+name: $1
+teacher: {model: teacher0}
+student: {init: student.json}
+data: {train: train.bin, seq_len: 16}
+train: {steps: $2, micro_batch: 2, lr: 0.01, log_every: 1, threads: 1}
+checkpoint: {every: 2}
+output: out/$1
+sweep: $3
+YAML
+}
+
+touch "$T/coordinator.log"
+start_coordinator() {
+  local before
+  before=$(grep -c "serving on port" "$T/coordinator.log")
+  "$C" --listen "127.0.0.1:${PORT:-0}" --metrics-listen '' --state-dir "$T/var" --slots 2 --worker-bin "$W" \
+    --max-retries 1 --retry-backoff 0.5s >>"$T/coordinator.log" 2>&1 &
+  COORD_PID=$!
+  for _ in $(seq 1 100); do
+    if [ "$(grep -c "serving on port" "$T/coordinator.log")" -gt "$before" ]; then
+      PORT=$(sed -n 's/.*serving on port \([0-9]*\).*/\1/p' "$T/coordinator.log" | tail -n 1)
+      return 0
+    fi
+    kill -0 "$COORD_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  die "coordinator did not start: $(tail -5 "$T/coordinator.log")"
+}
+start_coordinator
+export DISTILL_COORDINATOR="127.0.0.1:$PORT"
+field() { "$CTL" get "$1" --json | $PY -c "import json,sys; print(json.load(sys.stdin).get('$2', ''))"; }
+wait_state() {  # wait_state ID STATE SECONDS
+  for _ in $(seq 1 $(($3 * 5))); do
+    [ "$(field "$1" state 2>/dev/null)" = "$2" ] && return 0
+    sleep 0.2
+  done
+  return 1
+}
+
+# 1. the grid: submit, list, get
+sweep_spec grid 4 "{distill.temperature: [1, 2], student.method: [lora, full], train.seed: [1, 2]}"
+"$CTL" submit "$T/grid.yaml" >"$T/submit.txt" 2>&1 || die "submit: $(cat "$T/submit.txt")"
+P=$(head -n 1 "$T/submit.txt")
+[ "$(tail -n +2 "$T/submit.txt" | wc -l)" -eq 8 ] && ok || fail "submit prints the 8 children: $(cat "$T/submit.txt")"
+grep -q "distill.temperature=2, student.method=\"full\", train.seed=1" "$T/submit.txt" && ok \
+  || fail "children's values: $(cat "$T/submit.txt")"
+mapfile -t KIDS < <(tail -n +2 "$T/submit.txt" | awk '{print $1}')
+[ "$(field "$P" kind)" = SWEEP ] && ok || fail "the parent is a sweep: $("$CTL" get "$P")"
+"$CTL" list >"$T/list.txt"
+grep -q "^$P " "$T/list.txt" && ok || fail "list: the sweep at top level: $(cat "$T/list.txt")"
+[ "$(grep -c "^  j" "$T/list.txt")" -eq 8 ] && ok || fail "list: 8 children indented: $(cat "$T/list.txt")"
+[ "$(grep -A1 "^$P " "$T/list.txt" | tail -n 1 | awk '{print $1}')" = "${KIDS[0]}" ] && ok \
+  || fail "list: the first child right under its sweep: $(cat "$T/list.txt")"
+
+# 2. kill -9 while children run; restart; the sweep completes
+wait_log "$T/var/jobs/${KIDS[0]}/attempt-1/logs/1/rank.0/stdout" "^step 1/" 120 \
+  || die "no child started: $(tail -5 "$T/coordinator.log")"
+kill -9 "$COORD_PID"; wait "$COORD_PID" 2>/dev/null
+start_coordinator
+wait_state "$P" SUCCEEDED 150 && ok || fail "sweep after restart: $("$CTL" get "$P"; tail -5 "$T/coordinator.log")"
+"$CTL" get "$P" >"$T/get.txt"
+[ "$(grep -c "SUCCEEDED  distill.temperature" "$T/get.txt")" -eq 8 ] && ok || fail "get: children: $(cat "$T/get.txt")"
+for k in "${KIDS[@]}"; do
+  out=$(field "$k" output_dir)
+  [ -f "$out/adapter/adapter_model.safetensors" ] || [ -f "$out/model/model.safetensors" ] \
+    || fail "child $k output in '$out': $(ls "$out" 2>&1)"
+  done_runs=$(grep -lx 0 "$T/var/jobs/$k"/attempt-*/exit_code 2>/dev/null | wc -l)
+  [ "$done_runs" -eq 1 ] || fail "child $k ran to completion $done_runs times"
+done
+ok
+[ "$(ls -d "$T/out/grid"/*/ | wc -l)" -eq 8 ] && ok || fail "8 distinct output dirs: $(ls "$T/out/grid")"
+"$CTL" watch "$P" >"$T/watch.txt" 2>&1 && grep -q "SUCCEEDED" "$T/watch.txt" && ok \
+  || fail "watch of the sweep: $(cat "$T/watch.txt")"
+# Only the coordinator expands a sweep: the worker refuses the spec.
+"$W" train --spec "$T/grid.yaml" >/dev/null 2>"$T/refused.txt" && fail "the worker ran a sweep" \
+  || { grep -q "sweep: submit a sweep with distillctl submit" "$T/refused.txt" && ok \
+       || fail "worker refuses a sweep: $(cat "$T/refused.txt")"; }
+
+# 3. cancel of a sweep cancels every child
+sweep_spec long 100000 "{train.seed: [1, 2, 3]}"
+P2=$("$CTL" submit "$T/long.yaml" | head -n 1)
+K2=$(field "$P2" child_ids | tr -d "[]',")
+wait_state "$P2" RUNNING 60 && ok || fail "second sweep running: $("$CTL" get "$P2")"
+"$CTL" cancel "$P2" >/dev/null || fail "cancel of the sweep"
+wait_state "$P2" CANCELLED 60 && ok || fail "sweep cancelled: $("$CTL" get "$P2")"
+for k in $K2; do
+  [ "$(field "$k" state)" = CANCELLED ] || fail "child $k cancelled: $("$CTL" get "$k")"
+done
+ok
+finish sweep_test || { echo "--- coordinator log"; tail -30 "$T/coordinator.log"; false; }
