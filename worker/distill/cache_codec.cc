@@ -25,14 +25,19 @@
 //     firsts    the first entry's value of each position as an order-
 //               preserving key (key = bits ^ (sign ? 0xFFFFFFFF : 0x80000000),
 //               so a < b as floats iff key(a) < key(b)), 4 byte planes.
-//     deltas    for entries 1..k-1: key[i-1] - key[i] mod 2^32 as a LEB128
-//               varint. In the teacher's order (values descending) that is
-//               the gap in ulps: small, so 2-3 bytes instead of 4, with its
-//               high bytes in a narrow range. Any order stays lossless (an
-//               ascending step just wraps and costs 5 bytes).
+//     deltas    for entries 1..k-1: key[i-1] - key[i] mod 2^32, 4 byte
+//               planes. In the teacher's order (values descending) that is
+//               the gap in ulps, ~2^17..2^22 for float32 logits: its top
+//               plane is nearly all zeros and its third plane skewed, which
+//               zstd squeezes; the low planes are the float's noise and stay.
+//               Any order stays lossless (an ascending step just wraps).
+//               Measured: planes beat LEB128 varints of the same deltas by
+//               7% (V = 256) to 19% (V = 151669) after zstd, because varints
+//               mix the noisy low bytes into the stretches of skewed ones.
 //     ids       n * k ids as LEB128 varints (the frequent tokens of a BPE
 //               vocabulary have small ids: 1-2 bytes, and they recur in many
-//               positions, which zstd's literal coding exploits).
+//               positions, which zstd's literal coding exploits; measured
+//               better than 3 fixed byte planes for V = 151669).
 //   COMPACT (values quantized; ids exact; entries sorted by id)
 //     scalars   as EXACT.
 //     tops      z_max of each position as float32 planes (kept exactly).
@@ -48,12 +53,13 @@
 //               with u = (z_max - z) / r (CompactValueErrorBound()), so the
 //               largest entry is exact and the smallest is within r / 255.
 //
-// Sizes (docs/benchmarks.md "Teacher cache" has the measured numbers): EXACT
-// spends about 2.5 bytes per value delta and 1.5-2.5 per id before zstd;
-// float32 teacher logits carry ~17 bits of real information per top-k
-// value, which is what remains after zstd: well under the 320 B/token budget
-// at k = 64. COMPACT spends 1 byte per code plus ~1.5 per gap before zstd and
-// 8 bytes per position (z_max, r), i.e. below 2.5 B per kept logit.
+// Sizes (docs/benchmarks.md "Teacher cache" has the measured numbers): a
+// float32 top-k value carries ~17-23 bits that no lossless coder removes (the
+// mantissa bits below the gap to its neighbour), an id ~8-17; after zstd EXACT
+// keeps close to that: ~2.3-2.9 B per delta and 0.2-2 B per id, under the 320
+// B/token budget at k = 64 for both vocabularies measured. COMPACT spends 1
+// byte per code plus 1-2 per gap before zstd and 8 bytes per position (z_max,
+// r), so at most ~3 B per kept logit packed and well below 2.5 after zstd.
 // Decoding checks every length, varint, id range and repeat, and that every
 // value is finite, so damaged bytes give DataLoss, never garbage ids.
 
@@ -253,29 +259,31 @@ void EncodeExact(const TopKBlock& b, std::string* out) {
   std::vector<uint32_t> firsts(n);
   for (int64_t p = 0; p < n; ++p) firsts[p] = OrderedKey(b.values[p * k]);
   PutPlanes(firsts, out);
+  std::vector<uint32_t> deltas;
+  deltas.reserve(n * (k - 1));
   for (int64_t p = 0; p < n; ++p) {
     for (int64_t i = p * k + 1; i < (p + 1) * k; ++i) {
-      PutVarint(OrderedKey(b.values[i - 1]) - OrderedKey(b.values[i]), out);
+      deltas.push_back(OrderedKey(b.values[i - 1]) - OrderedKey(b.values[i]));
     }
   }
+  PutPlanes(deltas, out);
   for (int32_t id : b.ids) PutVarint(static_cast<uint32_t>(id), out);
 }
 
 absl::Status DecodeExact(Reader* r, int64_t vocab, TopKBlock* b) {
   const int64_t n = b->positions, k = b->k;
-  std::vector<uint32_t> keys;
-  if (!ReadScalars(r, b) || !r->Planes(static_cast<size_t>(n), "first values", &keys)) {
+  std::vector<uint32_t> keys, deltas;
+  if (!ReadScalars(r, b) || !r->Planes(static_cast<size_t>(n), "first values", &keys) ||
+      !r->Planes(static_cast<size_t>(n * (k - 1)), "value deltas", &deltas)) {
     return r->Finish();
   }
   b->values.resize(n * k);
   for (int64_t p = 0; p < n; ++p) {
     uint32_t key = keys[p];
     b->values[p * k] = FromOrderedKey(key);
-    for (int64_t i = p * k + 1; i < (p + 1) * k; ++i) {
-      uint32_t delta;
-      if (!r->Varint("value deltas", &delta)) return r->Finish();
-      key -= delta;
-      b->values[i] = FromOrderedKey(key);
+    for (int64_t i = 1; i < k; ++i) {
+      key -= deltas[p * (k - 1) + i - 1];
+      b->values[p * k + i] = FromOrderedKey(key);
     }
   }
   b->ids.resize(n * k);
