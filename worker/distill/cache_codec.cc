@@ -53,13 +53,14 @@
 //               with u = (z_max - z) / r (CompactValueErrorBound()), so the
 //               largest entry is exact and the smallest is within r / 255.
 //
-// Sizes (docs/benchmarks.md "Teacher cache" has the measured numbers): a
-// float32 top-k value carries ~17-23 bits that no lossless coder removes (the
-// mantissa bits below the gap to its neighbour), an id ~8-17; after zstd EXACT
-// keeps close to that: ~2.3-2.9 B per delta and 0.2-2 B per id, under the 320
-// B/token budget at k = 64 for both vocabularies measured. COMPACT spends 1
-// byte per code plus 1-2 per gap before zstd and 8 bytes per position (z_max,
-// r), so at most ~3 B per kept logit packed and well below 2.5 after zstd.
+// Sizes (docs/benchmarks.md "Teacher cache" has the numbers): a float32
+// top-k value carries ~17-23 bits no lossless coder removes (its mantissa
+// bits below the gap to its neighbour), an id up to ~17. After zstd EXACT
+// keeps close to that, ~2.3-2.9 B per delta and 0.2-2 B per id: 252 and 194
+// B/token at k = 64 for the two teachers measured, under the 320 budget (331
+// if every id were uniform random). COMPACT spends 1 byte per code, 1-2 per
+// gap and 8 per position packed: 89 and 52 B/token after zstd (1.4 and 0.8 B
+// per kept logit against a budget of 2.5; 3.1 with uniform random ids).
 // Decoding checks every length, varint, id range and repeat, and that every
 // value is finite, so damaged bytes give DataLoss, never garbage ids.
 
@@ -178,22 +179,14 @@ class Reader {
   std::string error_;
 };
 
-// Marks ids seen in the current position (stamp = position + 1), so repeats
-// are found in O(k) without clearing between positions.
-class RepeatCheck {
- public:
-  explicit RepeatCheck(int64_t vocab) : stamp_(static_cast<size_t>(vocab), 0) {}
-  // False when `id` was already seen in `position`.
-  bool Insert(int32_t id, int64_t position) {
-    int64_t& s = stamp_[static_cast<size_t>(id)];
-    if (s == position + 1) return false;
-    s = position + 1;
-    return true;
-  }
-
- private:
-  std::vector<int64_t> stamp_;
-};
+// An id that occurs twice among ids[0, k), or -1. `scratch` is reused
+// between calls (sorting a copy: O(k log k), no memory of the vocabulary's size).
+int32_t RepeatedId(const int32_t* ids, int32_t k, std::vector<int32_t>* scratch) {
+  scratch->assign(ids, ids + k);
+  std::sort(scratch->begin(), scratch->end());
+  const auto it = std::adjacent_find(scratch->begin(), scratch->end());
+  return it == scratch->end() ? -1 : *it;
+}
 
 absl::Status CheckShape(int64_t n, int32_t k, int32_t m, int64_t vocab) {
   if (n < 0 || k < 1 || m < 0 || vocab < 1 || vocab > int64_t{1} << 31 || k > vocab) {
@@ -212,19 +205,19 @@ absl::Status Validate(const TopKBlock& b, int64_t vocab) {
                                 " scalars: ", b.values.size(), " values, ", b.ids.size(), " ids, ",
                                 b.extra.size(), " scalars"));
   }
-  RepeatCheck seen(vocab);
+  std::vector<int32_t> scratch;
   for (size_t p = 0; p < n; ++p) {
     for (size_t i = p * k; i < (p + 1) * k; ++i) {
       if (b.ids[i] < 0 || b.ids[i] >= vocab) {
         return Invalid(
             absl::StrCat("position ", p, ": id ", b.ids[i], " outside [0, ", vocab, ")"));
       }
-      if (!seen.Insert(b.ids[i], static_cast<int64_t>(p))) {
-        return Invalid(absl::StrCat("position ", p, ": id ", b.ids[i], " repeated"));
-      }
       if (!std::isfinite(b.values[i])) {
         return Invalid(absl::StrCat("position ", p, ": value ", b.values[i], " is not finite"));
       }
+    }
+    if (const int32_t id = RepeatedId(&b.ids[p * k], b.k, &scratch); id >= 0) {
+      return Invalid(absl::StrCat("position ", p, ": id ", id, " repeated"));
     }
   }
   return absl::OkStatus();
@@ -424,10 +417,12 @@ absl::Status EncodeTopK(const TopKBlock& block, CacheEncoding encoding, int64_t 
 absl::StatusOr<TopKBlock> DecodeTopK(std::string_view bytes, CacheEncoding encoding,
                                      int64_t positions, int32_t k, int32_t scalars, int64_t vocab) {
   if (absl::Status s = CheckShape(positions, k, scalars, vocab); !s.ok()) return s;
-  // Every position takes at least 4 bytes (its first value or top).
-  if (positions > static_cast<int64_t>(bytes.size() / 4)) {
-    return Loss(
-        absl::StrCat("truncated: ", bytes.size(), " bytes cannot hold ", positions, " positions"));
+  // Every position takes at least 4 bytes (its first value or top) and every
+  // entry at least one (its id or code): nothing is allocated for more.
+  if (positions > static_cast<int64_t>(bytes.size() / 4) ||
+      positions * k > static_cast<int64_t>(bytes.size())) {
+    return Loss(absl::StrCat("truncated: ", bytes.size(), " bytes cannot hold ", positions,
+                             " positions of k = ", k));
   }
   TopKBlock b;
   b.positions = positions;
@@ -439,13 +434,15 @@ absl::StatusOr<TopKBlock> DecodeTopK(std::string_view bytes, CacheEncoding encod
   if (!s.ok()) return s;
   if (encoding == CacheEncoding::kExact) {
     // Repeats and non-finite values: EncodeTopK rejects both.
-    RepeatCheck seen(vocab);
-    for (int64_t i = 0; i < positions * k; ++i) {
-      if (!seen.Insert(b.ids[i], i / k)) {
-        return Loss(absl::StrCat("position ", i / k, ": id ", b.ids[i], " repeated"));
+    std::vector<int32_t> scratch;
+    for (int64_t p = 0; p < positions; ++p) {
+      if (const int32_t id = RepeatedId(&b.ids[p * k], k, &scratch); id >= 0) {
+        return Loss(absl::StrCat("position ", p, ": id ", id, " repeated"));
       }
-      if (!std::isfinite(b.values[i])) {
-        return Loss(absl::StrCat("position ", i / k, ": value is not finite"));
+      for (int64_t i = p * k; i < (p + 1) * k; ++i) {
+        if (!std::isfinite(b.values[i])) {
+          return Loss(absl::StrCat("position ", p, ": value is not finite"));
+        }
       }
     }
   }

@@ -228,6 +228,14 @@ TEST(CacheCodecTest, TruncatedTrailingOrMisshapenBytesAreDataLoss) {
     // Read with the wrong parameters: never OK with silently shifted fields.
     EXPECT_FALSE(DecodeTopK(bytes, e, 6, 15, 2, 151936).ok());
     EXPECT_FALSE(DecodeTopK(bytes, e, 5, 16, 2, 151936).ok());
+    // Absurd shapes (a damaged header upstream) are DataLoss, not a huge
+    // allocation.
+    EXPECT_EQ(DecodeTopK(bytes, e, int64_t{1} << 40, 16, 2, 151936).status().code(),
+              absl::StatusCode::kDataLoss);
+    EXPECT_EQ(DecodeTopK(bytes, e, 6, 1 << 30, 2, int64_t{1} << 31).status().code(),
+              absl::StatusCode::kDataLoss);
+    EXPECT_EQ(DecodeTopK(bytes, e, 6, 16, 1 << 30, 151936).status().code(),
+              absl::StatusCode::kDataLoss);
     // A smaller vocabulary than the ids: DataLoss naming the position.
     s = DecodeTopK(bytes, e, 6, 16, 2, 1000).status();
     EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
