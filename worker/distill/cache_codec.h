@@ -50,6 +50,13 @@ absl::StatusOr<TopKBlock> DecodeTopK(std::string_view bytes, CacheEncoding encod
                                      int64_t positions, int32_t k, int32_t scalars,
                                      int64_t vocab);
 
+// COMPACT's documented error: the largest |decoded - z| for an entry of value
+// z in a position whose k values span [z_min, z_max]. With r = z_max - z_min
+// and u = (z_max - z) / r it is r (sqrt(u) / 255 + 1 / (4 * 255^2)) plus
+// float32 rounding: the position's largest value comes back exactly, the
+// smallest within r / 255 (Note [Cache codec]).
+float CompactValueErrorBound(float z, float z_max, float z_min);
+
 }  // namespace distill::worker
 
 #endif  // DISTILL_WORKER_DISTILL_CACHE_CODEC_H_
