@@ -7,7 +7,9 @@
 #   2. kill -9 the coordinator while children run, restart it on the same
 #      state dir: the sweep still succeeds, every child's output exists and
 #      no child ran to completion twice;
-#   3. cancel of a second sweep cancels all its children;
+#   3. distillctl report of the sweep: a row per child, the seeds aggregated
+#      into one summary row per (temperature, method), the plots as PNGs;
+#   4. cancel of a second sweep cancels all its children;
 # and distill-worker train refuses a spec with a sweep.
 source "$(dirname "$0")/lib.sh"
 C="${DISTILL_COORDINATOR_BIN:?}"
@@ -27,7 +29,7 @@ type: distill
 name: $1
 teacher: {model: teacher0}
 student: {init: student.json}
-data: {train: train.bin, seq_len: 16}
+data: {train: train.bin, eval: [train.bin], seq_len: 16}
 train: {steps: $2, micro_batch: 2, lr: 0.01, log_every: 1, threads: 1}
 checkpoint: {every: 2}
 output: out/$1
@@ -102,7 +104,36 @@ ok
   || { grep -q "sweep: submit a sweep with distillctl submit" "$T/refused.txt" && ok \
        || fail "worker refuses a sweep: $(cat "$T/refused.txt")"; }
 
-# 3. cancel of a sweep cancels every child
+# 3. the sweep's report: 8 rows, 4 groups of 2 seeds, plots
+"$CTL" report "$P" --out "$T/report" >"$T/report.txt" 2>&1 || fail "report: $(cat "$T/report.txt")"
+$PY - "$T/report" "${KIDS[@]}" <<'PY' && ok || fail "the sweep's report: $(cat "$T/report/summary.csv")"
+import csv, struct, sys
+rep, kids = sys.argv[1], sys.argv[2:]
+rows = list(csv.DictReader(open(f"{rep}/children.csv")))
+assert sorted(r["id"] for r in rows) == sorted(kids), rows
+for r in rows:
+    assert r["state"] == "SUCCEEDED", r
+    assert float(r["eval_loss"]) > 0 and 0 <= float(r["top1_agreement"]) <= 1, r
+    assert float(r["kl"]) >= 0 and int(r["trainable_params"]) > 0, r
+assert {(r["distill.temperature"], r["student.method"], r["train.seed"]) for r in rows} == {
+    (t, m, s) for t in ("1", "2") for m in ("lora", "full") for s in ("1", "2")}, rows
+summary = list(csv.DictReader(open(f"{rep}/summary.csv")))
+assert len(summary) == 4 and all(g["runs"] == "2" for g in summary), summary
+for g in summary:
+    members = [float(r["eval_loss"]) for r in rows
+               if (r["distill.temperature"], r["student.method"]) ==
+                  (g["distill.temperature"], g["student.method"])]
+    mean = sum(members) / 2
+    assert abs(float(g["eval_loss_mean"]) - mean) <= 1e-5 * abs(mean), (g, members)  # 6 digits
+    half = 12.706 * abs(members[0] - members[1]) / 2  # t(0.975, 1 dof) * s / sqrt(2)
+    assert abs(float(g["eval_loss_ci_high"]) - (mean + half)) <= 1e-4 * (1 + half), (g, members)
+for png in ("loss_curves", "eval_loss_vs_distill_temperature", "eval_loss_vs_student_method",
+            "kl_vs_distill_temperature"):
+    b = open(f"{rep}/{png}.png", "rb").read()
+    assert b[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", b[16:24])[0] > 0, png
+PY
+
+# 4. cancel of a sweep cancels every child
 sweep_spec long 100000 "{train.seed: [1, 2, 3]}"
 P2=$("$CTL" submit "$T/long.yaml" | head -n 1)
 K2=$(field "$P2" child_ids | tr -d "[]',")
