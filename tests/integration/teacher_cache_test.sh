@@ -3,7 +3,7 @@
 # `distill-worker capture` then a distill job reading the cache gives the
 # online top-k job's loss trace and weights bit for bit (with a feature
 # pair); the cache read with another micro-batch, seed and 2 student ranks
-# runs; COMPACT runs with close losses; a train job with teacher.model and
+# runs; a 2-rank capture writes the same shards; COMPACT runs with close losses; a train job with teacher.model and
 # teacher.cache captures first; mismatches and damaged shards are one-line
 # errors naming them; a capture killed with -9 and rerun equals an
 # uninterrupted one byte for byte.
@@ -62,6 +62,13 @@ assert abs(a["teacher_loss"] - b["teacher_loss"]) <= 1e-5 * a["teacher_loss"], (
 assert abs(a["loss"] - b["loss"]) <= 1e-6 * a["loss"], (a, b)
 assert b["kl"] <= a["kl"] + 1e-6, (a, b)  # top-k + tail: a lower bound
 PY
+
+# Two capture ranks (shards 0, 2, ... and 1, 3, ...) write the same shards.
+spec capmp "model: teacher0, cache: cache_mp"
+"${MPIRUN[@]}" -np 2 "$W" capture --spec capmp.yaml >capmp.log 2>&1 || fail "2-rank capture: $(tail -3 capmp.log)"
+same=1
+for f in cache/*.shard; do cmp -s "$f" "cache_mp/$(basename "$f")" || same=0; done
+[ $same = 1 ] && grep -q '"complete": true' cache_mp/manifest.json && ok || fail "2-rank capture differs"
 
 # --- another micro-batch and seed, 2 student ranks -----------------------------
 spec cached2 "cache: cache" "" ", seed: 7" "" ", ranks: 2"

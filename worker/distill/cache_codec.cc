@@ -89,8 +89,8 @@ absl::Status EncodeTopK(const TopKBlock& b, CacheEncoding encoding, int64_t voca
     for (size_t j = 0; j < k; ++j) {
       const int32_t id = b.ids[p * k + j];
       if (id < 0 || id >= vocab || !seen.insert(id).second || !std::isfinite(b.values[p * k + j])) {
-        return absl::InvalidArgumentError(absl::StrCat("EncodeTopK: position ", p,
-                                                       ": bad entry ", j));
+        return absl::InvalidArgumentError(
+            absl::StrCat("EncodeTopK: position ", p, ": bad entry ", j));
       }
     }
     if (encoding == CacheEncoding::kCompact) {
@@ -113,14 +113,13 @@ absl::Status EncodeTopK(const TopKBlock& b, CacheEncoding encoding, int64_t voca
 }
 
 absl::StatusOr<TopKBlock> DecodeTopK(std::string_view bytes, CacheEncoding encoding,
-                                     int64_t positions, int32_t k, int32_t scalars,
-                                     int64_t vocab) {
+                                     int64_t positions, int32_t k, int32_t scalars, int64_t vocab) {
   const size_t n = static_cast<size_t>(positions), kk = static_cast<size_t>(k),
                m = static_cast<size_t>(scalars);
   const size_t want = n * (kk * EntryBytes(encoding) + m * 4);
   if (bytes.size() != want) {
-    return absl::DataLossError(absl::StrCat("DecodeTopK: ", bytes.size(), " bytes, expected ",
-                                            want, bytes.size() < want ? " (truncated)" : ""));
+    return absl::DataLossError(absl::StrCat("DecodeTopK: ", bytes.size(), " bytes, expected ", want,
+                                            bytes.size() < want ? " (truncated)" : ""));
   }
   TopKBlock b;
   b.positions = positions;
@@ -142,8 +141,8 @@ absl::StatusOr<TopKBlock> DecodeTopK(std::string_view bytes, CacheEncoding encod
       const int32_t id = Get<int32_t>(p);
       p += 4;
       if (id < 0 || id >= vocab) {
-        return absl::DataLossError(absl::StrCat("DecodeTopK: position ", i, ": id ", id,
-                                                " out of range"));
+        return absl::DataLossError(
+            absl::StrCat("DecodeTopK: position ", i, ": id ", id, " out of range"));
       }
       b.ids[i * kk + j] = id;
     }

@@ -77,8 +77,8 @@ absl::StatusOr<TeacherCacheKey> JobCacheKey(const JobSpec& spec, int64_t vocab,
   }
   key.vocab = vocab;
   key.top_k = spec.distill().top_k();
-  key.encoding = t.cache_encoding() == distill::v1::COMPACT ? CacheEncoding::kCompact
-                                                            : CacheEncoding::kExact;
+  key.encoding =
+      t.cache_encoding() == distill::v1::COMPACT ? CacheEncoding::kCompact : CacheEncoding::kExact;
   std::set<double> temps = {spec.distill().temperature()};
   if (capture || spec.data().eval_size() > 0) temps.insert(1.0);
   if (capture) temps.insert(t.cache_temperatures().begin(), t.cache_temperatures().end());
@@ -170,12 +170,14 @@ absl::StatusOr<CachedTeacher::Rows> CachedTeacher::Read(const std::string& split
 
 absl::StatusOr<TeacherBatch> CachedTeacher::Next(const TokenBatch& batch) {
   const auto start = std::chrono::steady_clock::now();
-  ASSIGN_OR_RETURN(Rows rows, Read("train", batch, TemperatureIndex(cache_->key(), run_.temperature)));
+  ASSIGN_OR_RETURN(Rows rows,
+                   Read("train", batch, TemperatureIndex(cache_->key(), run_.temperature)));
   // Only the layers the job maps travel on (the cache may hold more).
   std::map<int64_t, torch::Tensor> features;
   for (int64_t l : run_.capture_layers) features[l] = rows.batch.features.at(l);
   rows.batch.features = std::move(features);
-  rows.batch.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  rows.batch.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return std::move(rows.batch);
 }
 
@@ -226,7 +228,8 @@ absl::StatusOr<TeacherEvalResult> CachedTeacher::Evaluate(LlamaForCausalLM& stud
     return absl::FailedPreconditionError(absl::StrCat(
         "teacher.cache ", cache_->dir(), ": data.eval (", data.rows(), " rows) is not cached"));
   }
-  if (batch < 1 || chunk_tokens < 1) return absl::InvalidArgumentError("eval: batch and chunk_tokens must be >= 1");
+  if (batch < 1 || chunk_tokens < 1)
+    return absl::InvalidArgumentError("eval: batch and chunk_tokens must be >= 1");
   const int64_t rows = max_rows > 0 ? std::min(data.rows(), max_rows) : data.rows();
   const size_t t1 = TemperatureIndex(key, 1.0);
   torch::InferenceMode guard;

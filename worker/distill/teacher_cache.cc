@@ -1,6 +1,5 @@
 #include "worker/distill/teacher_cache.h"
 
-#include <openssl/evp.h>
 #include <zstd.h>
 
 #include <algorithm>
@@ -10,7 +9,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_join.h"
 #include "common/fs_util.h"
 #include "common/status_macros.h"
 
@@ -68,12 +66,6 @@ std::string ShardName(const std::string& split, int64_t s) {
   return absl::StrFormat("%s-%05d.shard", split, s);
 }
 
-absl::Status KeyError(const std::string& dir, const std::string& what) {
-  return absl::FailedPreconditionError(absl::StrCat("teacher.cache ", dir, ": ", what));
-}
-
-std::string Doubles(const std::vector<double>& v) { return absl::StrJoin(v, ", "); }
-
 uint16_t ToBf16(float f) {
   uint32_t x;
   std::memcpy(&x, &f, 4);
@@ -86,192 +78,6 @@ float FromBf16(uint16_t h) {
   std::memcpy(&f, &x, 4);
   return f;
 }
-
-json SplitToJson(const CacheSplitKey& s) {
-  json files = json::array();
-  for (const auto& [path, sha] : s.files) files.push_back({{"path", path}, {"sha256", sha}});
-  return {{"files", files},           {"format", s.format},   {"loss_on", s.loss_on},
-          {"overflow", s.overflow},   {"packing", s.packing}, {"text_field", s.text_field},
-          {"seq_len", s.seq_len},     {"rows", s.rows}};
-}
-
-CacheSplitKey SplitFromJson(const json& j) {
-  CacheSplitKey s;
-  for (const auto& f : j.at("files")) s.files.emplace_back(f.at("path").get<std::string>(), f.at("sha256").get<std::string>());
-  s.format = j.at("format").get<std::string>();
-  s.loss_on = j.at("loss_on").get<std::string>();
-  s.overflow = j.at("overflow").get<std::string>();
-  s.packing = j.at("packing").get<bool>();
-  s.text_field = j.at("text_field").get<std::string>();
-  s.seq_len = j.at("seq_len").get<int64_t>();
-  s.rows = j.at("rows").get<int64_t>();
-  return s;
-}
-
-// The first difference between two splits' keys, "" when none.
-std::string SplitDifference(const std::string& name, const CacheSplitKey& job,
-                            const CacheSplitKey& cache) {
-  const std::string field = absl::StrCat("data.", name);
-  if (job.files.size() != cache.files.size()) {
-    return absl::StrCat(field, " has ", job.files.size(), " files but the cache's has ",
-                        cache.files.size());
-  }
-  for (size_t i = 0; i < job.files.size(); ++i) {
-    if (job.files[i].second != cache.files[i].second) {
-      return absl::StrCat(field, " differs from the cache's (file ", job.files[i].first,
-                          " sha256 ", job.files[i].second, ", the cache's ", cache.files[i].first,
-                          " sha256 ", cache.files[i].second, ")");
-    }
-  }
-  auto differ = [&](const char* what, const std::string& a, const std::string& b) {
-    return absl::StrCat(field, " differs from the cache's (data.", what, " is ", a,
-                        " but the cache's is ", b, ")");
-  };
-  if (job.format != cache.format) return differ("format", job.format, cache.format);
-  if (job.seq_len != cache.seq_len)
-    return differ("seq_len", absl::StrCat(job.seq_len), absl::StrCat(cache.seq_len));
-  if (job.loss_on != cache.loss_on) return differ("loss_on", job.loss_on, cache.loss_on);
-  if (job.overflow != cache.overflow) return differ("overflow", job.overflow, cache.overflow);
-  if (job.packing != cache.packing)
-    return differ("packing", job.packing ? "true" : "false", cache.packing ? "true" : "false");
-  if (job.text_field != cache.text_field)
-    return differ("text_field", job.text_field, cache.text_field);
-  if (job.rows != cache.rows) {
-    return absl::StrCat(field, " differs from the cache's (", job.rows, " rows, the cache holds ",
-                        cache.rows, ")");
-  }
-  return "";
-}
-
-}  // namespace
-
-std::string EncodingName(CacheEncoding e) {
-  return e == CacheEncoding::kCompact ? "compact" : "exact";
-}
-
-json KeyToJson(const TeacherCacheKey& k) {
-  json splits = json::object();
-  for (const auto& [name, s] : k.splits) splits[name] = SplitToJson(s);
-  return {{"teacher", {{"config_sha256", k.teacher_config}, {"weights_sha256", k.teacher_weights}}},
-          {"tokenizer", k.tokenizer},
-          {"data", splits},
-          {"transport",
-           {{"vocab", k.vocab},
-            {"top_k", k.top_k},
-            {"temperatures", k.temperatures},
-            {"layers", k.layers},
-            {"encoding", EncodingName(k.encoding)}}}};
-}
-
-absl::StatusOr<TeacherCacheKey> KeyFromJson(const json& j) {
-  try {
-    TeacherCacheKey k;
-    k.teacher_config = j.at("teacher").at("config_sha256").get<std::string>();
-    k.teacher_weights = j.at("teacher").at("weights_sha256").get<std::map<std::string, std::string>>();
-    k.tokenizer = j.at("tokenizer").get<std::string>();
-    for (const auto& [name, s] : j.at("data").items()) k.splits[name] = SplitFromJson(s);
-    const json& t = j.at("transport");
-    k.vocab = t.at("vocab").get<int64_t>();
-    k.top_k = t.at("top_k").get<int64_t>();
-    k.temperatures = t.at("temperatures").get<std::vector<double>>();
-    k.layers = t.at("layers").get<std::vector<int64_t>>();
-    k.encoding = t.at("encoding") == "compact" ? CacheEncoding::kCompact : CacheEncoding::kExact;
-    return k;
-  } catch (const json::exception& e) {
-    return absl::DataLossError(absl::StrCat("manifest.json: ", e.what()));
-  }
-}
-
-absl::StatusOr<std::string> Sha256File(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
-  std::vector<char> buf(1 << 20);
-  while (in) {
-    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    EVP_DigestUpdate(ctx, buf.data(), static_cast<size_t>(in.gcount()));
-  }
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_DigestFinal_ex(ctx, digest, &len);
-  EVP_MD_CTX_free(ctx);
-  std::string hex;
-  for (unsigned int i = 0; i < len; ++i) absl::StrAppendFormat(&hex, "%02x", digest[i]);
-  return hex;
-}
-
-uint64_t RowInputHash(const int64_t* inputs, int64_t length) {
-  uint64_t h = 1469598103934665603ull;
-  const auto* p = reinterpret_cast<const unsigned char*>(inputs);
-  for (size_t i = 0; i < static_cast<size_t>(length) * sizeof(int64_t); ++i) {
-    h ^= p[i];
-    h *= 1099511628211ull;
-  }
-  return h;
-}
-
-int32_t ScalarsPerPosition(const TeacherCacheKey& key, const std::string& split) {
-  return static_cast<int32_t>(key.temperatures.size()) + (split == "eval" ? 1 : 0);
-}
-
-absl::Status CheckCacheKey(const std::string& dir, const TeacherCacheKey& job,
-                           const TeacherCacheKey& cache, bool exact) {
-  if (exact || !job.teacher_config.empty()) {
-    if (job.teacher_config != cache.teacher_config || job.teacher_weights != cache.teacher_weights) {
-      return KeyError(dir, "teacher.model differs from the cache's teacher (sha256 of config.json "
-                           "or of the weight files)");
-    }
-  }
-  if (job.tokenizer != cache.tokenizer) {
-    return KeyError(dir, absl::StrCat("data.tokenizer differs from the cache's (", job.tokenizer,
-                                      ", the cache's ", cache.tokenizer, ")"));
-  }
-  if (job.vocab != cache.vocab) {
-    return KeyError(dir, absl::StrCat("the student's vocabulary V is ", job.vocab,
-                                      " but the cache holds top-k over V = ", cache.vocab));
-  }
-  if (job.top_k != cache.top_k) {
-    return KeyError(dir, absl::StrCat("distill.top_k is ", job.top_k, " but the cache holds top-",
-                                      cache.top_k));
-  }
-  if (job.encoding != cache.encoding) {
-    return KeyError(dir, absl::StrCat("teacher.cache_encoding is ", EncodingName(job.encoding),
-                                      " but the cache holds ", EncodingName(cache.encoding)));
-  }
-  for (const auto& [name, split] : job.splits) {
-    auto it = cache.splits.find(name);
-    if (it == cache.splits.end()) return KeyError(dir, absl::StrCat("data.", name, " is not cached"));
-    const std::string diff = SplitDifference(name, split, it->second);
-    if (!diff.empty()) return KeyError(dir, diff);
-  }
-  if (exact && (job.splits.size() != cache.splits.size() || job.temperatures != cache.temperatures ||
-                job.layers != cache.layers)) {
-    return KeyError(dir, absl::StrCat("holds a cache of ", cache.splits.size(), " splits, temperatures [",
-                                      Doubles(cache.temperatures), "] and teacher layers [",
-                                      absl::StrJoin(cache.layers, ", "), "], the spec's are ",
-                                      job.splits.size(), ", [", Doubles(job.temperatures), "] and [",
-                                      absl::StrJoin(job.layers, ", "),
-                                      "]; capture into another directory"));
-  }
-  for (double t : job.temperatures) {
-    if (std::find(cache.temperatures.begin(), cache.temperatures.end(), t) == cache.temperatures.end()) {
-      return KeyError(dir, absl::StrCat("temperature ", t, " is not cached (the cache holds ",
-                                        Doubles(cache.temperatures),
-                                        "; add it to teacher.cache_temperatures and capture again)"));
-    }
-  }
-  for (int64_t l : job.layers) {
-    if (std::find(cache.layers.begin(), cache.layers.end(), l) == cache.layers.end()) {
-      return KeyError(dir, absl::StrCat("teacher layer ", l, " is not cached (the cache holds [",
-                                        absl::StrJoin(cache.layers, ", "),
-                                        "]; add it to teacher.cache_layers and capture again)"));
-    }
-  }
-  return absl::OkStatus();
-}
-
-namespace {
 
 // The frame of one row (Note [Cache shard]).
 absl::StatusOr<std::string> EncodeRow(const CacheRow& row, const TeacherCacheKey& key) {
@@ -312,8 +118,8 @@ namespace {
 absl::Status ParseShard(const std::string& path, int64_t first_row, int64_t rows, std::string bytes,
                         TeacherCache::Shard* out) {
   auto loss = [&](const std::string& what) {
-    return absl::DataLossError(absl::StrCat("teacher cache shard ", path, " (rows ", first_row, "..",
-                                            first_row + rows - 1, "): ", what));
+    return absl::DataLossError(absl::StrCat("teacher cache shard ", path, " (rows ", first_row,
+                                            "..", first_row + rows - 1, "): ", what));
   };
   const size_t header = HeaderBytes(static_cast<uint64_t>(rows));
   if (bytes.size() < header) return loss(absl::StrCat("wrong size, ", bytes.size(), " bytes"));
@@ -333,7 +139,8 @@ absl::Status ParseShard(const std::string& path, int64_t first_row, int64_t rows
     out->offsets.push_back(Get<uint64_t>(e));
     out->sizes.push_back(Get<uint64_t>(e + 8));
     out->hashes.push_back(Get<uint64_t>(e + 16));
-    if (out->offsets.back() != end) return loss(absl::StrCat("row ", first_row + r, ": bad offset"));
+    if (out->offsets.back() != end)
+      return loss(absl::StrCat("row ", first_row + r, ": bad offset"));
     end += out->sizes.back();
   }
   if (end != bytes.size()) {
@@ -390,7 +197,9 @@ absl::StatusOr<std::unique_ptr<TeacherCacheWriter>> TeacherCacheWriter::Open(
     return w;
   }
   if (fs::exists(dir) && !fs::is_empty(dir, ec)) {
-    return KeyError(dir, "exists and is not a teacher cache (no manifest.json); not overwriting it");
+    return absl::FailedPreconditionError(
+        absl::StrCat("teacher.cache ", dir,
+                     ": exists and is not a teacher cache (no manifest.json); not overwriting it"));
   }
   fs::create_directories(dir, ec);
   if (ec) return absl::InternalError(absl::StrCat("teacher.cache ", dir, ": ", ec.message()));
@@ -421,8 +230,8 @@ absl::Status TeacherCacheWriter::WriteShard(const std::string& split, int64_t s,
                                             const std::vector<uint64_t>& input_hashes) {
   const int64_t n = ShardRowCount(key_, geometry_, split, s);
   if (static_cast<int64_t>(rows.size()) != n || input_hashes.size() != rows.size()) {
-    return absl::InternalError(absl::StrCat("WriteShard: ", rows.size(), " rows, shard ", s,
-                                            " of ", split, " holds ", n));
+    return absl::InternalError(
+        absl::StrCat("WriteShard: ", rows.size(), " rows, shard ", s, " of ", split, " holds ", n));
   }
   std::vector<std::string> frames;
   for (const CacheRow& r : rows) {
@@ -472,8 +281,9 @@ absl::Status TeacherCacheWriter::Finish() {
   for (const auto& e : fs::directory_iterator(dir_, ec)) {
     if (e.path().filename().string().find(".tmp.") != std::string::npos) fs::remove(e.path(), ec);
   }
-  return common::WriteFileAtomically((fs::path(dir_) / "manifest.json").string(),
-                                     Manifest(key_, geometry_, true, bytes_on_disk(), tokens).dump(1));
+  return common::WriteFileAtomically(
+      (fs::path(dir_) / "manifest.json").string(),
+      Manifest(key_, geometry_, true, bytes_on_disk(), tokens).dump(1));
 }
 
 TeacherCache::TeacherCache(std::string dir) : dir_(std::move(dir)) {}
@@ -513,8 +323,13 @@ absl::StatusOr<const TeacherCache::Shard*> TeacherCache::LoadShard(const std::st
   }
   ASSIGN_OR_RETURN(std::string bytes, common::ReadFileToString(path));
   auto shard = std::make_unique<Shard>();
-  RETURN_IF_ERROR(ParseShard(path, s * geometry_.shard_rows,
-                             ShardRowCount(key_, geometry_, split, s), std::move(bytes), shard.get()));
+  const absl::Status parsed =
+      ParseShard(path, s * geometry_.shard_rows, ShardRowCount(key_, geometry_, split, s),
+                 std::move(bytes), shard.get());
+  if (!parsed.ok()) {
+    return absl::DataLossError(
+        absl::StrCat(parsed.message(), " (reading row ", row, " of ", split, ")"));
+  }
   if (shards_.size() >= 4) shards_.clear();  // a few shards in memory at a time
   return (shards_[{split, s}] = std::move(shard)).get();
 }
@@ -523,7 +338,8 @@ absl::StatusOr<CacheRow> TeacherCache::ReadRow(const std::string& split, int64_t
                                                uint64_t input_hash, int64_t* bytes) {
   auto sk = key_.splits.find(split);
   if (sk == key_.splits.end() || row < 0 || row >= sk->second.rows) {
-    return absl::OutOfRangeError(absl::StrCat("teacher.cache ", dir_, ": no row ", row, " of ", split));
+    return absl::OutOfRangeError(
+        absl::StrCat("teacher.cache ", dir_, ": no row ", row, " of ", split));
   }
   const int64_t s = row / geometry_.shard_rows;
   ASSIGN_OR_RETURN(const Shard* shard, LoadShard(split, s, row));
@@ -533,9 +349,9 @@ absl::StatusOr<CacheRow> TeacherCache::ReadRow(const std::string& split, int64_t
         absl::StrCat("teacher cache shard ", shard->path, ": row ", row, ": ", what));
   };
   if (shard->hashes[i] != input_hash) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "teacher.cache ", dir_, ": row ", row, " of data.", split,
-        " holds other input ids than the job's (the data is not the cache's)"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("teacher.cache ", dir_, ": row ", row, " of data.", split,
+                     " holds other input ids than the job's (the data is not the cache's)"));
   }
   const std::string_view frame(shard->bytes.data() + shard->offsets[i], shard->sizes[i]);
   const unsigned long long raw_size = ZSTD_getFrameContentSize(frame.data(), frame.size());

@@ -8,8 +8,9 @@
 // written last), DIR/teacher_config.json (the teacher's config.json, so a
 // reader needs no weights), DIR/<split>-NNNNN.shard (rows [s * shard_rows,
 // ...) of the split). Note [Cache shard] in teacher_cache.cc gives the shard
-// format. Errors: a key mismatch is FailedPrecondition naming the field, a
-// damaged or missing shard DataLoss naming the file and row. Readers are
+// format; the key's JSON and its checks are in teacher_cache_key.cc.
+// Errors: a key mismatch is FailedPrecondition naming the field, a damaged
+// or missing shard DataLoss naming the file and row. Readers are
 // thread-compatible; writers of one directory coordinate by shard (each
 // shard is written whole, by one rank, atomically).
 #ifndef DISTILL_WORKER_DISTILL_TEACHER_CACHE_H_
@@ -134,7 +135,7 @@ class TeacherCache {
   const TeacherCacheKey& key() const { return key_; }
   const CacheGeometry& geometry() const { return geometry_; }
   std::string teacher_config_path() const;
-  struct Shard;  // a loaded shard file (teacher_cache.cc)
+  struct Shard;                                     // a loaded shard file (teacher_cache.cc)
   int64_t tokens() const { return tokens_; }        // positions held, all splits
   int64_t bytes_on_disk() const { return bytes_; }  // the shards' bytes
 

@@ -49,11 +49,13 @@ torch::Device CaptureDevice(const JobSpec& spec, int rank) {
 absl::StatusOr<Capture> Prepare(const JobSpec& spec, int rank, int world) {
   if (spec.teacher().model().empty() || spec.teacher().cache().empty()) {
     return absl::InvalidArgumentError(
-        "teacher.model and teacher.cache: capture needs both (the teacher to run, the cache to fill)");
+        "teacher.model and teacher.cache: capture needs both (the teacher to run, the cache to "
+        "fill)");
   }
-  const int threads = spec.train().threads() > 0
-                          ? spec.train().threads()
-                          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / world);
+  const int threads =
+      spec.train().threads() > 0
+          ? spec.train().threads()
+          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / world);
   at::set_num_threads(threads);
   Capture c;
   c.device = CaptureDevice(spec, rank);
@@ -62,8 +64,9 @@ absl::StatusOr<Capture> Prepare(const JobSpec& spec, int rank, int world) {
   ASSIGN_OR_RETURN(ModelConfig student, LoadModelConfig(plan.student.config_path));
   ASSIGN_OR_RETURN(ModelConfig tc,
                    LoadModelConfig((fs::path(plan.teacher_dir) / "config.json").string()));
-  ASSIGN_OR_RETURN(std::vector<FeaturePairPlan> pairs,
-                   PlanFeaturePairs(spec.distill(), student.num_hidden_layers, tc.num_hidden_layers));
+  ASSIGN_OR_RETURN(
+      std::vector<FeaturePairPlan> pairs,
+      PlanFeaturePairs(spec.distill(), student.num_hidden_layers, tc.num_hidden_layers));
   c.run = TeacherRunFor(plan, pairs);
   c.run.transport = distill::v1::TOPK;
   CacheRows rows;
@@ -182,7 +185,8 @@ absl::Status CaptureShard(Capture& c, TeacherCacheWriter& writer, const CacheGeo
 }
 
 // Rank 0 creates (or checks) the directory before the others open it.
-absl::StatusOr<std::unique_ptr<TeacherCacheWriter>> OpenWriter(const JobSpec& spec, const Capture& c,
+absl::StatusOr<std::unique_ptr<TeacherCacheWriter>> OpenWriter(const JobSpec& spec,
+                                                               const Capture& c,
                                                                const CacheGeometry& g,
                                                                Communicator* world) {
   const bool rank0 = world == nullptr || world->rank() == 0;
@@ -206,7 +210,8 @@ absl::StatusOr<std::unique_ptr<TeacherCacheWriter>> OpenWriter(const JobSpec& sp
 
 }  // namespace
 
-absl::StatusOr<CaptureResult> RunCapture(const JobSpec& spec, Communicator* world, std::ostream& log) {
+absl::StatusOr<CaptureResult> RunCapture(const JobSpec& spec, Communicator* world,
+                                         std::ostream& log) {
   const int rank = world ? world->rank() : 0, size = world ? world->size() : 1;
   ASSIGN_OR_RETURN(Capture c, Prepare(spec, rank, size));
   CacheGeometry g;
@@ -225,7 +230,8 @@ absl::StatusOr<CaptureResult> RunCapture(const JobSpec& spec, Communicator* worl
       }
       RETURN_IF_ERROR(CaptureShard(c, *writer, g, split, s));
       ++out.shards_written;
-      log << absl::StrFormat("capture: %s shard %d/%d written (rank %d)", split, s + 1, shards, rank)
+      log << absl::StrFormat("capture: %s shard %d/%d written (rank %d)", split, s + 1, shards,
+                             rank)
           << std::endl;
     }
   }
@@ -238,7 +244,8 @@ absl::StatusOr<CaptureResult> RunCapture(const JobSpec& spec, Communicator* worl
                "capture done: %s, %d tokens, %d bytes on disk, %.1f B/token (%s, top-%d, %d "
                "shards written, %d kept)",
                spec.teacher().cache(), out.tokens, out.bytes,
-               static_cast<double>(out.bytes) / static_cast<double>(std::max<int64_t>(1, out.tokens)),
+               static_cast<double>(out.bytes) /
+                   static_cast<double>(std::max<int64_t>(1, out.tokens)),
                EncodingName(c.key.encoding), c.key.top_k, out.shards_written, out.shards_kept)
         << std::endl;
   }

@@ -29,7 +29,8 @@ constexpr int64_t kL = 7;
 // top-5 at T = 2 with teacher layer 1 mapped, micro-batches of 2 rows.
 distill::v1::JobSpec Spec(const std::string& dir) {
   const std::string data = dir + "/tokens.bin";
-  fs::copy_file(ReferenceDir() + "/distill/eval_tokens.bin", data, fs::copy_options::overwrite_existing);
+  fs::copy_file(ReferenceDir() + "/distill/eval_tokens.bin", data,
+                fs::copy_options::overwrite_existing);
   distill::v1::JobSpec s;
   s.set_type(distill::v1::DISTILL);
   s.mutable_teacher()->set_model(TeacherDir());
@@ -95,7 +96,8 @@ TEST_F(CachedTeacherTest, NextEqualsTheColocatedTeachersTopKBitForBit) {
   ASSERT_TRUE(cached.ok()) << cached.status();
   EXPECT_TRUE(absl::StrContains((*cached)->Describe(), "(exact, top-5, ")) << (*cached)->Describe();
   EXPECT_EQ((*cached)->config().num_hidden_layers, 4);
-  auto online = ColocatedTeacher::Load(TeacherDir(), student_config_, StudentDir(), torch::kCPU, TopK5Run());
+  auto online =
+      ColocatedTeacher::Load(TeacherDir(), student_config_, StudentDir(), torch::kCPU, TopK5Run());
   ASSERT_TRUE(online.ok()) << online.status();
   for (const std::vector<int64_t>& rows : {std::vector<int64_t>{3, 0}, {1, data_->rows() - 1}}) {
     const TokenBatch batch = MakeBatch(*data_, rows, torch::kCPU);
@@ -120,7 +122,8 @@ TEST_F(CachedTeacherTest, NextEqualsTheColocatedTeachersTopKBitForBit) {
 TEST_F(CachedTeacherTest, EvaluateMatchesTheOnlineTeacherWhereExactAndBoundsTheKl) {
   auto cached = OpenCached(reader_);
   ASSERT_TRUE(cached.ok()) << cached.status();
-  auto teacher = ColocatedTeacher::Load(TeacherDir(), student_config_, StudentDir(), torch::kCPU, TopK5Run());
+  auto teacher =
+      ColocatedTeacher::Load(TeacherDir(), student_config_, StudentDir(), torch::kCPU, TopK5Run());
   ASSERT_TRUE(teacher.ok());
   auto student = LoadHfModel(StudentDir());
   ASSERT_TRUE(student.ok());
@@ -143,18 +146,21 @@ TEST_F(CachedTeacherTest, MismatchesNameTheField) {
   run.temperature = 3.0;
   auto got = CachedTeacher::Open(t3, TeacherSetup{student_config_, StudentDir(), run, torch::kCPU});
   EXPECT_EQ(got.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_TRUE(absl::StrContains(got.status().message(), "temperature 3 is not cached")) << got.status();
+  EXPECT_TRUE(absl::StrContains(got.status().message(), "temperature 3 is not cached"))
+      << got.status();
 
   distill::v1::JobSpec k8 = reader_;
   k8.mutable_distill()->set_top_k(8);
   got = OpenCached(k8);
-  EXPECT_TRUE(absl::StrContains(got.status().message(), "distill.top_k is 8 but the cache holds top-5"))
+  EXPECT_TRUE(
+      absl::StrContains(got.status().message(), "distill.top_k is 8 but the cache holds top-5"))
       << got.status();
 
   run = TopK5Run();
   run.capture_layers = {2};
   got = CachedTeacher::Open(reader_, TeacherSetup{student_config_, StudentDir(), run, torch::kCPU});
-  EXPECT_TRUE(absl::StrContains(got.status().message(), "teacher layer 2 is not cached")) << got.status();
+  EXPECT_TRUE(absl::StrContains(got.status().message(), "teacher layer 2 is not cached"))
+      << got.status();
 }
 
 }  // namespace

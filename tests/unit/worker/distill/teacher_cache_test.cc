@@ -166,7 +166,8 @@ TEST(TeacherCacheTest, ResumeKeepsFinishedShardsAndRefusesAnotherKey) {
   other.top_k = 3;
   auto refused = TeacherCacheWriter::Open(dir, other, g, "{}");
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_TRUE(absl::StrContains(refused.status().message(), "distill.top_k is 3 but the cache holds top-2"))
+  EXPECT_TRUE(
+      absl::StrContains(refused.status().message(), "distill.top_k is 3 but the cache holds top-2"))
       << refused.status();
   EXPECT_TRUE(fs::exists(dir + "/train-00000.shard"));  // never overwritten
 
