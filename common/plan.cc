@@ -114,6 +114,7 @@ JobPlan MakePlan(const JobSpec& spec) {
     const distill::v1::StudentSpec& st = spec.student();
     p.student = SourceOf("student.", st.model(), st.init(), st.method(), st.lora());
     p.teacher_dir = spec.teacher().model();
+    p.teacher_cache = spec.teacher().cache();
     p.teacher_run = TeacherRunConfig(spec.distill());
     p.loss = LossConfig(spec.distill());
   } else {

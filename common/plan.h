@@ -100,7 +100,8 @@ struct JobPlan {
   std::vector<PathField> paths;  // SpecPathFields: every non-empty path field
   StudentSource student;
   // type distill only (the spec's defaults otherwise):
-  std::string teacher_dir;       // teacher.model
+  std::string teacher_dir;       // teacher.model ("" when a teacher.cache is read instead)
+  std::string teacher_cache;     // teacher.cache, or "": the cache students read
   TeacherRunConfig teacher_run;  // capture_layers empty: the worker adds the feature
                                  // pairs' teacher layers once it knows the models' depths
   LossConfig loss;

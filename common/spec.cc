@@ -169,6 +169,33 @@ absl::Status ValidateRanks(const JobSpec& spec) {
   return absl::OkStatus();
 }
 
+// teacher.cache and its options (docs/architecture.md, Teacher cache): a
+// cache holds top-k logits and is read in each student process.
+absl::Status ValidateTeacherCache(const distill::v1::TeacherSpec& t, const distill::v1::DistillSpec& d) {
+  if (t.cache().empty()) {
+    if (t.cache_encoding() != distill::v1::CACHE_ENCODING_UNSPECIFIED || t.cache_temperatures_size() > 0 ||
+        t.cache_layers_size() > 0) {
+      return Bad("teacher.cache", "required by teacher.cache_encoding, cache_temperatures and cache_layers");
+    }
+    return absl::OkStatus();
+  }
+  if (d.logits() != distill::v1::LOGIT_TRANSPORT_UNSPECIFIED && d.logits() != distill::v1::TOPK) {
+    return Bad("distill.logits", "a teacher cache holds top-k logits: use topk (or leave it out) with teacher.cache");
+  }
+  if (t.has_ranks() && t.ranks() != 0) {
+    return Bad("teacher.ranks", t.model().empty()
+                                    ? "must be 0 without teacher.model: each student reads teacher.cache"
+                                    : "must be 0 with teacher.cache: each student reads the cache");
+  }
+  for (int i = 0; i < t.cache_temperatures_size(); ++i) {
+    RETURN_IF_ERROR(Positive(absl::StrCat("teacher.cache_temperatures[", i, "]"), t.cache_temperatures(i)));
+  }
+  for (int i = 0; i < t.cache_layers_size(); ++i) {
+    RETURN_IF_ERROR(AtLeast<int32_t>(absl::StrCat("teacher.cache_layers[", i, "]"), t.cache_layers(i), 0));
+  }
+  return absl::OkStatus();
+}
+
 // type: distill keeps the student under `student`; the top-level model fields
 // are finetune's, and silently ignoring them would train the wrong model.
 absl::Status ValidateDistillJob(const JobSpec& spec) {
@@ -179,9 +206,12 @@ absl::Status ValidateDistillJob(const JobSpec& spec) {
   }
   if (spec.has_lora()) return Bad("lora", "for type distill put the lora block under student.lora");
   if (spec.has_ranks()) return Bad("ranks", "for type distill give student.ranks and teacher.ranks");
-  if (spec.teacher().model().empty()) {
-    return Bad("teacher.model", "required: the teacher's Hugging Face model directory");
+  if (spec.teacher().model().empty() && spec.teacher().cache().empty()) {
+    return Bad("teacher.model",
+               "required: the teacher's Hugging Face model directory (or teacher.cache, a teacher "
+               "cache to read)");
   }
+  RETURN_IF_ERROR(ValidateTeacherCache(spec.teacher(), spec.distill()));
   const auto& st = spec.student();
   RETURN_IF_ERROR(ValidateModelSource("student.", st.model(), st.init(), st.method(), st.has_lora(), st.lora()));
   return ValidateDistill(spec.distill());
@@ -236,6 +266,12 @@ void DistillDefaults(JobSpec* s) {
   if (!d->has_t2_scale()) d->set_t2_scale(true);
   if (d->loss() == distill::v1::DISTILL_LOSS_UNSPECIFIED) d->set_loss(distill::v1::FORWARD_KL);
   if (!d->has_beta()) d->set_beta(0.5);
+  auto* t = s->mutable_teacher();
+  if (!t->cache().empty()) {
+    // A cache holds top-k logits, exact unless asked otherwise.
+    if (d->logits() == distill::v1::LOGIT_TRANSPORT_UNSPECIFIED) d->set_logits(distill::v1::TOPK);
+    if (t->cache_encoding() == distill::v1::CACHE_ENCODING_UNSPECIFIED) t->set_cache_encoding(distill::v1::EXACT);
+  }
   if (d->logits() == distill::v1::LOGIT_TRANSPORT_UNSPECIFIED) d->set_logits(distill::v1::DENSE);
   if (!d->has_top_k()) d->set_top_k(64);
   if (!d->has_feature_weight()) d->set_feature_weight(1.0);
@@ -378,7 +414,12 @@ template <typename Fn>
 void VisitPathFields(JobSpec* spec, Fn fn) {
   fn("model", spec->mutable_model(), false);
   fn("init", spec->mutable_init(), false);
-  if (spec->has_teacher()) fn("teacher.model", spec->mutable_teacher()->mutable_model(), false);
+  if (spec->has_teacher()) {
+    fn("teacher.model", spec->mutable_teacher()->mutable_model(), false);
+    // Written by the capture a teacher.model implies, read otherwise.
+    const bool written = !spec->teacher().model().empty();
+    fn("teacher.cache", spec->mutable_teacher()->mutable_cache(), written);
+  }
   if (spec->has_student()) {
     fn("student.model", spec->mutable_student()->mutable_model(), false);
     fn("student.init", spec->mutable_student()->mutable_init(), false);

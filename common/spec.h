@@ -48,7 +48,7 @@ struct PathField {
 };
 
 // The non-empty path fields of `spec`, in the order model, init,
-// teacher.model, student.model, student.init, data.train[i], data.eval[i],
+// teacher.model, teacher.cache, student.model, student.init, data.train[i], data.eval[i],
 // data.tokenizer (unless "bytes"), output. The one list of which fields are
 // paths (ResolveSpecPaths resolves the same fields).
 std::vector<PathField> SpecPathFields(const distill::v1::JobSpec& spec);

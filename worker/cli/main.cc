@@ -44,6 +44,8 @@
 #include "worker/model/hf_io.h"
 #include "worker/model/lora.h"
 #include "worker/report/report_grpc.h"
+#include "worker/comm/mpi_communicator.h"
+#include "worker/runtime/capture.h"
 #include "worker/runtime/runtime.h"
 #include "worker/train/eval.h"
 #include "worker/train/trainer.h"
@@ -164,6 +166,27 @@ absl::Status Train(const Given&) {
   std::string msg(st.message());
   std::replace(msg.begin(), msg.end(), '\n', ' ');
   world->Abort(absl::StrCat("distill-worker train: error: ", msg), 1);
+  return st;  // not reached
+}
+
+// `capture`: the teacher cache of a distill spec (worker/runtime/capture.h),
+// on every rank of an mpirun launch of any size.
+absl::Status Capture(const Given&) {
+  ASSIGN_OR_RETURN(distill::v1::JobSpec spec, common::LoadJobSpec(absl::GetFlag(FLAGS_spec)));
+  if (spec.type() != distill::v1::DISTILL) {
+    return absl::InvalidArgumentError("type: capture needs a distill spec (teacher.model, teacher.cache)");
+  }
+  std::unique_ptr<Communicator> world;
+  if (LaunchedByMpirun()) {
+    RETURN_IF_ERROR(InitMpi(nullptr, nullptr));
+    ASSIGN_OR_RETURN(world, MpiWorld(spec.runtime().timeout_s()));
+  }
+  absl::Status st = RunCapture(spec, world.get(), std::cout).status();
+  if (st.ok() || world == nullptr || world->size() == 1) return st;
+  // Note [Comm timeout]: one rank's error ends every rank, at once.
+  std::string msg(st.message());
+  std::replace(msg.begin(), msg.end(), '\n', ' ');
+  world->Abort(absl::StrCat("distill-worker capture: error: ", msg), 1);
   return st;  // not reached
 }
 
@@ -318,6 +341,11 @@ const std::vector<Command>& Commands() {
        {"spec"},
        {"max-steps-this-run"},
        &Train},
+      {"capture",
+       "runs a distill spec's teacher once and writes teacher.cache (mpirun -np N: N ranks share it)",
+       {"spec"},
+       {},
+       &Capture},
       {"eval",
        "loss and perplexity of a model on tokens (and agreement with a teacher)",
        {"model", "seq-len"},

@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
 #include "worker/data/open_data.h"
+#include "worker/distill/cached_teacher.h"
 #include "worker/distill/colocated_teacher.h"
 #include "worker/model/config.h"
 #include "worker/train/autocast.h"
@@ -102,10 +103,16 @@ absl::Status DistillObjective::Prepare(LlamaForCausalLM& student, const torch::D
   const ModelConfig& sc = student->config();
   student_vocab_ = sc.vocab_size;
   const std::string& teacher_dir = plan_.teacher_dir;
+  // With teacher.cache the teacher is the cache (runtime captured what was
+  // missing first), its config.json kept there: no weights are loaded.
+  const std::string& cache_dir = spec_.teacher().cache();
   // The teacher's config first, so spec errors come before loading its weights.
-  auto tc = LoadModelConfig((fs::path(teacher_dir) / "config.json").string());
-  if (!tc.ok())
+  auto tc = cache_dir.empty() ? LoadModelConfig((fs::path(teacher_dir) / "config.json").string())
+                              : CachedTeacher::LoadConfig(cache_dir);
+  if (!tc.ok()) {
+    if (!cache_dir.empty()) return tc.status();
     return absl::Status(tc.status().code(), absl::StrCat("teacher.model: ", tc.status().message()));
+  }
   ASSIGN_OR_RETURN(pairs_, PlanFeaturePairs(d, sc.num_hidden_layers, tc->num_hidden_layers));
   if (d.logits() == distill::v1::TOPK && d.top_k() > sc.vocab_size) {
     return absl::InvalidArgumentError(
@@ -117,14 +124,18 @@ absl::Status DistillObjective::Prepare(LlamaForCausalLM& student, const torch::D
         plan_.ranks.world(), " ranks)"));
   }
   const TeacherSetup setup{sc, plan_.student.dir, TeacherRunFor(plan_, pairs_), device};
-  if (teacher_factory_) {
+  if (!cache_dir.empty()) {
+    ASSIGN_OR_RETURN(std::unique_ptr<CachedTeacher> cached, CachedTeacher::Open(spec_, setup));
+    cached_description_ = cached->Describe();
+    teacher_ = std::move(cached);
+  } else if (teacher_factory_) {
     ASSIGN_OR_RETURN(teacher_, teacher_factory_(setup));
   } else {
     ASSIGN_OR_RETURN(teacher_, ColocatedTeacher::Load(teacher_dir, sc, setup.student_dir, device,
                                                       setup.run));
   }
   teacher_config_ = teacher_->config();
-  if (spec_.data().tokenizer() != "bytes") {
+  if (cache_dir.empty() && spec_.data().tokenizer() != "bytes") {
     RETURN_IF_ERROR(CheckSameTokenizer(teacher_dir, TokenizerJsonPath(spec_.data().tokenizer()), "data.tokenizer"));
   }
 
@@ -276,6 +287,12 @@ std::string DistillObjective::Describe() const {
   const ModelConfig& tc = teacher_config_;
   std::string logits = TransportName(d.logits());
   if (d.logits() == distill::v1::TOPK) logits = absl::StrCat("top-", d.top_k());
+  if (!cached_description_.empty()) {
+    return absl::StrFormat("; teacher: %s (%d layers, width %d), %s T %g alpha %g, %s logits, %d "
+                           "feature pairs",
+                           cached_description_, tc.num_hidden_layers, tc.hidden_size,
+                           LossName(d.loss()), d.temperature(), d.alpha(), logits, pairs_.size());
+  }
   return absl::StrFormat(
       "; teacher %s (%d layers, width %d, vocab %d%s), %s T %g alpha %g, %s logits, %d feature "
       "pairs",

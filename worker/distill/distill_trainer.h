@@ -9,7 +9,9 @@
 // student and sit in its checkpoints, but are not part of the exported model
 // or adapter. Everything that needs the models (layer indices, top_k against
 // the vocabulary, the shared vocabulary and tokenizer) is checked before
-// training starts; errors name the spec field. Runs on the calling thread.
+// training starts; errors name the spec field. With teacher.cache the teacher
+// is the cache (cached_teacher.h): no teacher weights are loaded. Runs on the
+// calling thread.
 #ifndef DISTILL_WORKER_DISTILL_DISTILL_TRAINER_H_
 #define DISTILL_WORKER_DISTILL_DISTILL_TRAINER_H_
 
@@ -107,6 +109,7 @@ class DistillObjective : public TrainObjective {
   TeacherFactory teacher_factory_;  // null: the colocated teacher
   bool bf16_ = false;
   std::unique_ptr<Teacher> teacher_;
+  std::string cached_description_;  // CachedTeacher::Describe() with teacher.cache, else ""
   ModelConfig teacher_config_;
   int64_t student_vocab_ = 0;
   std::vector<FeaturePairPlan> pairs_;

@@ -1,6 +1,7 @@
 #include "worker/runtime/runtime.h"
 
 #include <cstdlib>
+#include <iostream>
 #include <thread>
 
 #include "absl/strings/numbers.h"
@@ -10,6 +11,7 @@
 #include "worker/comm/nccl_communicator.h"
 #include "worker/distill/distill_trainer.h"
 #include "worker/distill/remote_teacher.h"
+#include "worker/runtime/capture.h"
 
 namespace distill::worker {
 using distill::v1::JobSpec;
@@ -62,7 +64,13 @@ absl::StatusOr<JobRankResult> RunJobRank(const JobSpec& spec_in, const TrainOpti
   ASSIGN_OR_RETURN(out.layout, common::RankLayout::FromSpec(spec_in, world ? world->size() : 1,
                                                             world ? world->rank() : 0));
   const common::RankLayout& layout = out.layout;
+  // Note [Capture first]: a distill job with both teacher.model and
+  // teacher.cache (teacher.ranks 0: every rank a student) captures what the
+  // cache lacks on all its ranks, then trains from the cache.
+  const bool capture_first = spec_in.type() == distill::v1::DISTILL &&
+                             !spec_in.teacher().model().empty() && !spec_in.teacher().cache().empty();
   if (layout.world() == 1) {
+    if (capture_first) RETURN_IF_ERROR(RunCapture(spec_in, nullptr, std::cout).status());
     if (spec_in.type() == distill::v1::DISTILL) {
       ASSIGN_OR_RETURN(out.train, RunDistill(spec_in, options_in));
     } else {
@@ -78,6 +86,7 @@ absl::StatusOr<JobRankResult> RunJobRank(const JobSpec& spec_in, const TrainOpti
     const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     spec.mutable_train()->set_threads(std::max(1, cores / LocalSize()));
   }
+  if (capture_first) RETURN_IF_ERROR(RunCapture(spec, world, std::cout).status());  // Note [Capture first]
   const bool cuda = WantsCuda(spec);
   const int devices = cuda ? static_cast<int>(torch::cuda::device_count()) : 0;
   const int device_index = cuda ? LocalRank() % devices : 0;

@@ -9,7 +9,10 @@
 // else MPI; the students agree on it by an all-reduce. Teacher ranks run
 // their pipeline stage (worker/distill/teacher_pipeline.h); students reach
 // them through the RemoteTeacher built here (remote_teacher.h). Threads:
-// train.threads 0 means the host's cores divided by the ranks on the host;
+// With teacher.model and teacher.cache, every rank first captures what the
+// cache lacks (capture.h, Note [Capture first] in runtime.cc), then the
+// students read the cache. train.threads 0 means the host's cores divided by
+// the ranks on the host;
 // CUDA ranks take device (local rank mod device count).
 #ifndef DISTILL_WORKER_RUNTIME_RUNTIME_H_
 #define DISTILL_WORKER_RUNTIME_RUNTIME_H_

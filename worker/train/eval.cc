@@ -17,6 +17,7 @@ TokenBatch MakeBatch(const SequenceData& data, const std::vector<int64_t>& rows,
               targets.data_ptr<int64_t>() + i * l, positions.data_ptr<int64_t>() + i * l);
   }
   TokenBatch batch;
+  batch.rows = rows;
   if (data.packed()) {
     batch.counted = targets.reshape({-1}).ne(kIgnoreTarget).nonzero().reshape({-1});
     batch.positions = positions;

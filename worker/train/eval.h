@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "worker/data/sequence_data.h"
@@ -34,6 +35,9 @@ struct TokenBatch {
   // The flat indices (into B * L) of the counted targets; undefined when every
   // target counts (plain text).
   torch::Tensor counted;
+  // The SequenceData row index of each of the B rows (MakeBatch): a cached
+  // teacher (worker/distill/cached_teacher.h) reads its output by row.
+  std::vector<int64_t> rows;
 };
 
 // Rows `rows` of `data` as a batch on `device`.

@@ -26,6 +26,7 @@
 #include "absl/status/statusor.h"
 #include "distill/v1/job.pb.h"
 #include "worker/comm/communicator.h"
+#include "worker/data/open_data.h"
 #include "worker/data/sampler.h"
 #include "worker/data/sequence_data.h"
 #include "worker/model/llama.h"
@@ -78,6 +79,11 @@ struct TrainResult {
   std::string output_path;      // OUTPUT/model (full) or OUTPUT/adapter (lora)
   int64_t output_bytes = 0;     // size of the saved weights file
 };
+
+// The defaults-filled spec's data block as OpenSequenceData's options
+// (`threads` encoder threads): what the trainer and the teacher cache's
+// capture read the rows with.
+DataOptions DataOptionsOf(const distill::v1::DataSpec& d, int threads);
 
 // Runs a validated, defaults-filled finetune spec (common::LoadJobSpec).
 absl::StatusOr<TrainResult> RunFinetune(const distill::v1::JobSpec& spec, const TrainOptions& options);

@@ -37,7 +37,18 @@ void SetThreads(int threads) {
   at::set_num_threads(n);
 }
 
-// The spec's data block (defaults filled) for OpenSequenceData.
+LoraConfig LoraConfigOf(const distill::v1::LoraSpec& spec) {
+  LoraConfig c;
+  c.rank = spec.rank();
+  c.alpha = spec.alpha();
+  c.dropout = spec.dropout();
+  c.target_modules.assign(spec.target_modules().begin(), spec.target_modules().end());
+  c.rslora = spec.rslora();
+  return c;
+}
+
+}  // namespace
+
 DataOptions DataOptionsOf(const distill::v1::DataSpec& d, int threads) {
   DataOptions o;
   o.format = absl::AsciiStrToLower(distill::v1::DataFormat_Name(d.format()));
@@ -50,18 +61,6 @@ DataOptions DataOptionsOf(const distill::v1::DataSpec& d, int threads) {
   o.threads = threads;
   return o;
 }
-
-LoraConfig LoraConfigOf(const distill::v1::LoraSpec& spec) {
-  LoraConfig c;
-  c.rank = spec.rank();
-  c.alpha = spec.alpha();
-  c.dropout = spec.dropout();
-  c.target_modules.assign(spec.target_modules().begin(), spec.target_modules().end());
-  c.rslora = spec.rslora();
-  return c;
-}
-
-}  // namespace
 
 Trainer::Trainer(const JobSpec& spec, const TrainOptions& options, TrainObjective& objective)
     : spec_(spec), t_(spec.train()), options_(options), objective_(objective) {}

@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include "absl/strings/match.h"
+
 namespace distill::common {
 namespace {
 
@@ -311,7 +313,53 @@ INSTANTIATE_TEST_SUITE_P(
                       BadCase{"type: distill", "type: distill\nmethod: lora", "method"},
                       BadCase{"type: distill", "type: distill\nlora: {rank: 2}", "lora"},
                       BadCase{"type: distill", "type: distill\nranks: 1", "ranks"},
-                      BadCase{"teacher: {model: teacher}", "teacher: {model: teacher, ranks: -1}", "teacher.ranks"}));
+                      BadCase{"teacher: {model: teacher}", "teacher: {model: teacher, ranks: -1}", "teacher.ranks"},
+                      BadCase{"teacher: {model: teacher}", "teacher: {cache: c, ranks: 1}", "teacher.ranks"},
+                      BadCase{"teacher: {model: teacher}", "teacher: {model: teacher, cache: c, ranks: 2}",
+                              "teacher.ranks"},
+                      BadCase{"teacher: {model: teacher}", "teacher: {cache: c, cache_temperatures: [2, 0]}",
+                              "teacher.cache_temperatures[1]"},
+                      BadCase{"teacher: {model: teacher}", "teacher: {cache: c, cache_layers: [-1]}",
+                              "teacher.cache_layers[0]"},
+                      BadCase{"teacher: {model: teacher}", "teacher: {model: teacher, cache_layers: [1]}",
+                              "teacher.cache"},
+                      BadCase{"teacher: {model: teacher}", "teacher: {model: teacher, cache_encoding: compact}",
+                              "teacher.cache"}));
+
+// teacher.cache without teacher.model: the students read the cache (top-k,
+// exact unless asked); it is a path field, written only when a model is given.
+TEST(SpecTest, ATeacherCacheReplacesTheTeacherModel) {
+  auto spec = ParseJobSpec(DistillWith("teacher: {model: teacher}", "teacher: {cache: cache}"), "d.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  spec->mutable_distill()->clear_logits();
+  ASSERT_TRUE(ValidateJobSpec(*spec).ok()) << ValidateJobSpec(*spec);
+  const JobSpec d = WithDefaults(*spec);
+  EXPECT_EQ(d.distill().logits(), distill::v1::TOPK);
+  EXPECT_EQ(d.teacher().cache_encoding(), distill::v1::EXACT);
+  bool found = false;
+  for (const PathField& f : SpecPathFields(d)) {
+    if (f.field != "teacher.cache") continue;
+    found = true;
+    EXPECT_EQ(f.path, "cache");
+    EXPECT_FALSE(f.output);
+  }
+  EXPECT_TRUE(found);
+  spec->mutable_teacher()->set_model("teacher");
+  for (const PathField& f : SpecPathFields(*spec)) {
+    if (f.field == "teacher.cache") {
+      EXPECT_TRUE(f.output);
+    }
+  }
+
+  auto dense = ParseJobSpec(DistillWith("logits: topk", "logits: dense"), "d.yaml");
+  ASSERT_TRUE(dense.ok());
+  dense->mutable_teacher()->set_cache("cache");
+  const absl::Status st = ValidateJobSpec(*dense);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(std::string(st.message()).rfind("distill.logits: a teacher cache holds top-k logits", 0), 0u) << st;
+  const absl::Status none = ParseAndValidate(DistillWith("teacher: {model: teacher}", "teacher: {ranks: 0}"));
+  EXPECT_TRUE(absl::StrContains(none.message(), "or teacher.cache")) << none;
+}
 
 TEST(SpecTest, TopLevelModelOfADistillJobPointsToStudent) {
   absl::Status st = ParseAndValidate(DistillWith("type: distill", "type: distill\nmodel: m"));

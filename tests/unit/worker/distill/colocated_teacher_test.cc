@@ -105,8 +105,8 @@ TEST(TeacherTest, NextThroughTheInterfaceRunsTheLoadsConfiguration) {
   EXPECT_EQ(teacher.vocab(), 50);
   EXPECT_EQ(teacher.config().vocab_size, 56);
   const torch::Tensor inputs = Inputs();
-  EXPECT_TRUE(teacher.Enqueue({inputs, {}, {}, {}}).ok());
-  auto next = teacher.Next({inputs, {}, {}, {}});
+  EXPECT_TRUE(teacher.Enqueue({inputs, {}, {}, {}, {}}).ok());
+  auto next = teacher.Next({inputs, {}, {}, {}, {}});
   ASSERT_TRUE(next.ok()) << next.status();
   auto run = colocated.Run(inputs, topk);
   ASSERT_TRUE(run.ok()) << run.status();

@@ -74,7 +74,7 @@ Step RunReferenceStep(const std::string& logits, const std::string& extra = "") 
       p.param.copy_(Golden(**golden, "projection." + pair));
     }
   }
-  auto parts = objective.Loss(*student, {Golden(**golden, "input_ids"), Golden(**golden, "targets"), {}, {}});
+  auto parts = objective.Loss(*student, {Golden(**golden, "input_ids"), Golden(**golden, "targets"), {}, {}, {}});
   EXPECT_TRUE(parts.ok()) << parts.status();
   Step step;
   if (!parts.ok()) return step;

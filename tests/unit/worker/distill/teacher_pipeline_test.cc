@@ -382,7 +382,7 @@ void RunStudent(const distill::v1::JobSpec& spec, Communicator& world, const Ran
   std::vector<TokenBatch> batches;
   for (int i = 0; i < train; ++i) {
     const int64_t b = i % 2 == 0 ? 2 : 3, l = i % 2 == 0 ? 6 : 5;
-    TokenBatch batch{torch::randint(0, 36, {b, l}, torch::kLong), {}, {}, {}};
+    TokenBatch batch{torch::randint(0, 36, {b, l}, torch::kLong), {}, {}, {}, {}};
     if (i % 3 == 2) {
       batch.positions =
           torch::cat({torch::arange(2, torch::kLong), torch::arange(l - 2, torch::kLong)}).repeat({b, 1});
@@ -405,7 +405,7 @@ void RunStudent(const distill::v1::JobSpec& spec, Communicator& world, const Ran
     if (i == 0 && eval) {
       const torch::Tensor ids = torch::randint(0, 36, {2, 4}, torch::kLong);
       const torch::Tensor positions = torch::tensor({0, 1, 0, 1}, torch::kLong).repeat({2, 1});
-      auto logits = (*remote)->EvalLogits({ids, torch::Tensor(), positions, {}});
+      auto logits = (*remote)->EvalLogits({ids, torch::Tensor(), positions, {}, {}});
       ASSERT_TRUE(logits.ok()) << logits.status();
       auto dense = (*colocated)->Run(ids, TeacherRunConfig(), positions);
       ASSERT_TRUE(dense.ok()) << dense.status();
