@@ -9,7 +9,9 @@
 #      no child ran to completion twice;
 #   3. distillctl report of the sweep: a row per child, the seeds aggregated
 #      into one summary row per (temperature, method), the plots as PNGs;
-#   4. cancel of a second sweep cancels all its children;
+#   4. a sweep sharing one teacher cache: its capture child runs first, every
+#      student child reads the cache and loads no teacher;
+#   5. cancel of a second sweep cancels all its children;
 # and distill-worker train refuses a spec with a sweep.
 source "$(dirname "$0")/lib.sh"
 C="${DISTILL_COORDINATOR_BIN:?}"
@@ -133,7 +135,36 @@ for png in ("loss_curves", "eval_loss_vs_distill_temperature", "eval_loss_vs_stu
     assert b[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", b[16:24])[0] > 0, png
 PY
 
-# 4. cancel of a sweep cancels every child
+# 4. a shared teacher cache: one capture, then the students read it
+cat >"$T/shared.yaml" <<YAML
+type: distill
+name: shared
+teacher: {model: teacher0, cache: out/shared-cache}
+student: {init: student.json}
+distill: {logits: topk, top_k: 16}
+data: {train: train.bin, eval: [train.bin], seq_len: 16}
+train: {steps: 3, micro_batch: 2, lr: 0.01, log_every: 1, threads: 1}
+output: out/shared
+sweep: {distill.temperature: [1, 4], train.seed: [1, 2]}
+YAML
+"$CTL" submit "$T/shared.yaml" >"$T/shared.txt" 2>&1 || die "submit shared: $(cat "$T/shared.txt")"
+P3=$(head -n 1 "$T/shared.txt")
+mapfile -t K3 < <(tail -n +2 "$T/shared.txt" | awk '{print $1}')
+[ "${#K3[@]}" -eq 5 ] && [ "$(field "${K3[0]}" kind)" = CAPTURE ] && ok \
+  || fail "a capture child first, then 4 students: $(cat "$T/shared.txt")"
+wait_state "$P3" SUCCEEDED 120 && ok || fail "shared-cache sweep: $("$CTL" get "$P3"; tail -5 "$T/coordinator.log")"
+grep -q "^capture done: " "$T/var/jobs/${K3[0]}/attempt-1/logs/1/rank.0/stdout" && ok \
+  || fail "capture child's log: $(tail -3 "$T/var/jobs/${K3[0]}/attempt-1/logs/1/rank.0/stdout")"
+for k in "${K3[@]:1}"; do
+  log="$T/var/jobs/$k/attempt-1/logs/1/rank.0/stdout"
+  grep -q "teacher: cache .*shared-cache (exact, top-16" "$log" || fail "child $k reads the cache: $(head -5 "$log")"
+  $PY -c "import sys; from datetime import datetime as d; p=lambda s: d.fromisoformat(s.replace('Z', '+00:00'))
+sys.exit(p(sys.argv[1]) < p(sys.argv[2]))" "$(field "$k" start_time)" "$(field "${K3[0]}" end_time)" \
+    || fail "child $k started ($(field "$k" start_time)) before the capture ended ($(field "${K3[0]}" end_time))"
+done
+ok
+
+# 5. cancel of a sweep cancels every child
 sweep_spec long 100000 "{train.seed: [1, 2, 3]}"
 P2=$("$CTL" submit "$T/long.yaml" | head -n 1)
 K2=$(field "$P2" child_ids | tr -d "[]',")
