@@ -156,7 +156,7 @@ TEST(SweepTest, SharedCacheAddsACaptureChildAndStudentsReadIt) {
   auto children = Expand(
       "sweep: {distill.temperature: [1, 4], distill.features: [[], [{student_layer: 1, "
       "teacher_layer: 3}]]}\n",
-      "teacher: {model: /m/teacher, cache: /c/kd, ranks: 1, cache_temperatures: [8]}\n");
+      "teacher: {model: /m/teacher, cache: /c/kd, cache_temperatures: [8]}\n");
   ASSERT_TRUE(children.ok()) << children.status();
   ASSERT_EQ(children->size(), 5u);
   const SweepChild& cap = (*children)[0];
