@@ -29,23 +29,8 @@ YAML
 echo "ctl-test-token" >"$T/token"
 # start_coordinator [PORT]: port 0 (default) picks a free one; sets PORT.
 start_coordinator() {
-  local before
-  before=$(grep -c "serving on port" "$T/coordinator.log" 2>/dev/null)
-  "$C" --listen "127.0.0.1:${1:-0}" --metrics-listen '' --state-dir "$T/var" --slots 1 --worker-bin "$W" \
-    --auth-token-file "$T/token" --max-retries 0 >>"$T/coordinator.log" 2>&1 &
-  COORD_PID=$!
-  for _ in $(seq 1 100); do
-    if [ "$(grep -c "serving on port" "$T/coordinator.log")" -gt "${before:-0}" ]; then
-      PORT=$(sed -n 's/.*serving on port \([0-9]*\).*/\1/p' "$T/coordinator.log" | tail -n 1)
-      return 0
-    fi
-    kill -0 "$COORD_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  echo "coordinator did not start: $(cat "$T/coordinator.log")"
-  exit 1
+  start_coordinator_at "${1:-0}" --slots 1 --auth-token-file "$T/token" --max-retries 0 || exit 1
 }
-touch "$T/coordinator.log"
 start_coordinator
 export DISTILL_COORDINATOR="127.0.0.1:$PORT"
 export DISTILL_TOKEN=ctl-test-token

@@ -106,6 +106,31 @@ python_stubs() {
   export PYTHONPATH="$T/py"
 }
 
+# start_coordinator_at PORT [FLAGS...]: the real coordinator ($DISTILL_COORDINATOR_BIN)
+# on 127.0.0.1:PORT (0: a free one) with state dir $T/var, the worker $W,
+# no metrics listener, FLAGS, output appended to $T/coordinator.log; waits
+# for its "serving on port" line and sets COORD_PID and PORT. Returns 1 (the
+# log's tail on stdout) when it does not start.
+start_coordinator_at() {
+  local port=$1 before
+  shift
+  touch "$T/coordinator.log"
+  before=$(grep -c "serving on port" "$T/coordinator.log")
+  "${DISTILL_COORDINATOR_BIN:?}" --listen "127.0.0.1:$port" --metrics-listen '' --state-dir "$T/var" \
+    --worker-bin "$W" "$@" >>"$T/coordinator.log" 2>&1 &
+  COORD_PID=$!
+  for _ in $(seq 1 100); do
+    if [ "$(grep -c "serving on port" "$T/coordinator.log")" -gt "$before" ]; then
+      PORT=$(sed -n 's/.*serving on port \([0-9]*\).*/\1/p' "$T/coordinator.log" | tail -n 1)
+      return 0
+    fi
+    kill -0 "$COORD_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "coordinator did not start: $(tail -5 "$T/coordinator.log")"
+  return 1
+}
+
 # A coordinator started by the script ($COORD_PID) and the jobs it launched
 # under $T/var (each attempt runs in a session of its own, led by the pid in
 # its pid file) are killed on exit.

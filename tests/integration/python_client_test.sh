@@ -25,17 +25,7 @@ tokenize_bytes "$T/text.txt" "$T/train.bin" || die "tokenize failed"
 TOKEN="py-test-$RANDOM$RANDOM"
 echo "$TOKEN" >"$T/token"
 # Port 0: the coordinator picks a free port and prints it.
-"$C" --listen 127.0.0.1:0 --metrics-listen '' --state-dir "$T/var" --slots 1 --worker-bin "$W" \
-  --auth-token-file "$T/token" >"$T/coordinator.log" 2>&1 &
-COORD_PID=$!
-PORT=
-for _ in $(seq 1 100); do
-  PORT=$(sed -n 's/.*serving on port \([0-9]*\).*/\1/p' "$T/coordinator.log")
-  [ -n "$PORT" ] && break
-  kill -0 "$COORD_PID" 2>/dev/null || break
-  sleep 0.1
-done
-[ -n "$PORT" ] || die "coordinator did not start: $(cat "$T/coordinator.log")"
+start_coordinator_at 0 --slots 1 --auth-token-file "$T/token" || die "coordinator"
 
 $PY "$SRC/tests/integration/python_client.py" "127.0.0.1:$PORT" "$TOKEN" "$T"
 rc=$?

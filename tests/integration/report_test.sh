@@ -27,15 +27,7 @@ output: out/$1
 YAML
 }
 
-"$C" --listen 127.0.0.1:0 --metrics-listen '' --state-dir "$T/var" --slots 1 --worker-bin "$W" \
-  --max-retries 0 >"$T/coordinator.log" 2>&1 &
-COORD_PID=$!
-for _ in $(seq 1 100); do
-  grep -q "serving on port" "$T/coordinator.log" && break
-  sleep 0.1
-done
-PORT=$(sed -n 's/.*serving on port \([0-9]*\).*/\1/p' "$T/coordinator.log" | head -n 1)
-[ -n "$PORT" ] || die "coordinator did not start: $(cat "$T/coordinator.log")"
+start_coordinator_at 0 --slots 1 --max-retries 0 || die "coordinator"
 export DISTILL_COORDINATOR="127.0.0.1:$PORT"
 
 run() {  # run CMD...: stdout, stderr and the exit code (RC) kept

@@ -39,22 +39,8 @@ sweep: $3
 YAML
 }
 
-touch "$T/coordinator.log"
 start_coordinator() {
-  local before
-  before=$(grep -c "serving on port" "$T/coordinator.log")
-  "$C" --listen "127.0.0.1:${PORT:-0}" --metrics-listen '' --state-dir "$T/var" --slots 2 --worker-bin "$W" \
-    --max-retries 1 --retry-backoff 0.5s >>"$T/coordinator.log" 2>&1 &
-  COORD_PID=$!
-  for _ in $(seq 1 100); do
-    if [ "$(grep -c "serving on port" "$T/coordinator.log")" -gt "$before" ]; then
-      PORT=$(sed -n 's/.*serving on port \([0-9]*\).*/\1/p' "$T/coordinator.log" | tail -n 1)
-      return 0
-    fi
-    kill -0 "$COORD_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  die "coordinator did not start: $(tail -5 "$T/coordinator.log")"
+  start_coordinator_at "${PORT:-0}" --slots 2 --max-retries 1 --retry-backoff 0.5s || die "coordinator"
 }
 start_coordinator
 export DISTILL_COORDINATOR="127.0.0.1:$PORT"
