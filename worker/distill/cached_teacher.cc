@@ -207,14 +207,6 @@ struct CachedSums {
   }
 };
 
-EvalResult Finish(double total, int64_t count) {
-  EvalResult r;
-  r.tokens = count;
-  r.loss = count > 0 ? total / static_cast<double>(count) : 0.0;
-  r.ppl = std::exp(r.loss);
-  return r;
-}
-
 }  // namespace
 
 absl::StatusOr<TeacherEvalResult> CachedTeacher::Evaluate(LlamaForCausalLM& student,
@@ -265,8 +257,8 @@ absl::StatusOr<TeacherEvalResult> CachedTeacher::Evaluate(LlamaForCausalLM& stud
   if (was_training) student->train();
   RETURN_IF_ERROR(st);
   TeacherEvalResult r;
-  r.student = Finish(sums.ce_s, sums.count);
-  r.teacher = Finish(sums.ce_t, sums.count);
+  r.student = MeanEvalResult(sums.ce_s, sums.count);
+  r.teacher = MeanEvalResult(sums.ce_t, sums.count);
   const double n = static_cast<double>(std::max<int64_t>(1, sums.count));
   r.kl = sums.kl / n;
   r.top1_agreement = sums.agree / n;

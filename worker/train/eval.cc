@@ -74,14 +74,6 @@ class EvalModeScope {
   bool was_training_;
 };
 
-EvalResult Finish(double total, int64_t count) {
-  EvalResult r;
-  r.tokens = count;
-  r.loss = count > 0 ? total / static_cast<double>(count) : 0.0;
-  r.ppl = std::exp(r.loss);
-  return r;
-}
-
 // Student-vs-teacher sums over target rows, in double on the device (one
 // sync at the end).
 struct TeacherSums {
@@ -100,8 +92,8 @@ struct TeacherSums {
   }
   TeacherEvalResult Result() const {
     TeacherEvalResult r;
-    r.student = Finish(ce_s.item<double>(), count);
-    r.teacher = Finish(ce_t.item<double>(), count);
+    r.student = MeanEvalResult(ce_s.item<double>(), count);
+    r.teacher = MeanEvalResult(ce_t.item<double>(), count);
     const double n = static_cast<double>(std::max<int64_t>(1, count));
     r.kl = kl.item<double>() / n;
     r.top1_agreement = agree.item<double>() / n;
@@ -130,7 +122,7 @@ absl::StatusOr<EvalResult> EvaluateLm(LlamaForCausalLM& model, const SequenceDat
     total += loss.item<double>();
     count += y.numel();
   }
-  return Finish(total, count);
+  return MeanEvalResult(total, count);
 }
 
 namespace {
@@ -211,6 +203,14 @@ absl::StatusOr<TeacherEvalResult> EvaluateWithTeacherLogits(LlamaForCausalLM& st
                    [&](int64_t c, int64_t len) { return zt.narrow(0, c, len).to(hs.device(), torch::kFloat); }, &sums);
   }
   return sums.Result();
+}
+
+EvalResult MeanEvalResult(double total, int64_t count) {
+  EvalResult r;
+  r.tokens = count;
+  r.loss = count > 0 ? total / static_cast<double>(count) : 0.0;
+  r.ppl = std::exp(r.loss);
+  return r;
 }
 
 }  // namespace distill::worker

@@ -27,6 +27,9 @@ struct EvalResult {
   int64_t tokens = 0;  // number of counted targets
 };
 
+// The result of `total` nats summed over `count` targets (loss 0 for none).
+EvalResult MeanEvalResult(double total, int64_t count);
+
 // A micro-batch of rows on the device.
 struct TokenBatch {
   torch::Tensor inputs;     // [B, L] int64
