@@ -17,7 +17,6 @@
 // those temperatures stores them.
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
-#include <zstd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -32,6 +31,7 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_split.h"
 #include "worker/distill/cache_codec.h"
+#include "worker/distill/teacher_cache.h"
 #include "worker/distill/kd_loss.h"
 #include "worker/model/hf_io.h"
 
@@ -133,15 +133,10 @@ TopKBlock MakeBlock(const RowTopK& row, int32_t k, int64_t vocab, uint64_t seed)
   return b;
 }
 
-size_t Zstd(const std::string& bytes) {
-  ZSTD_CCtx* cctx = ZSTD_createCCtx();
-  ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, 3);
-  ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1);
-  std::string out(ZSTD_compressBound(bytes.size()), '\0');
-  const size_t n = ZSTD_compress2(cctx, out.data(), out.size(), bytes.data(), bytes.size());
-  ZSTD_freeCCtx(cctx);
-  if (ZSTD_isError(n)) Check(absl::InternalError(ZSTD_getErrorName(n)), "zstd");
-  return n;
+size_t Zstd(const std::string& bytes) {  // the frame the cache writes for a row
+  absl::StatusOr<std::string> frame = distill::worker::CompressCacheFrame(bytes);
+  Check(frame.status(), "zstd");
+  return frame->size();
 }
 
 struct SizeStats {

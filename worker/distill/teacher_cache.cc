@@ -92,6 +92,12 @@ absl::StatusOr<std::string> EncodeRow(const CacheRow& row, const TeacherCacheKey
       }
     }
   }
+  return CompressCacheFrame(raw);
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> CompressCacheFrame(std::string_view raw) {
   ZSTD_CCtx* cctx = ZSTD_createCCtx();
   ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, kZstdLevel);
   ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1);
@@ -102,8 +108,6 @@ absl::StatusOr<std::string> EncodeRow(const CacheRow& row, const TeacherCacheKey
   frame.resize(n);
   return frame;
 }
-
-}  // namespace
 
 struct TeacherCache::Shard {
   std::string path;

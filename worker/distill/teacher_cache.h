@@ -21,6 +21,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -70,6 +71,10 @@ std::string EncodingName(CacheEncoding e);
 // and naming the field.
 absl::Status CheckCacheKey(const std::string& dir, const TeacherCacheKey& job,
                            const TeacherCacheKey& cache, bool exact);
+
+// One row's packed bytes as the cache stores them: a zstd frame, level 3,
+// with its content checksum (Note [Cache shard]).
+absl::StatusOr<std::string> CompressCacheFrame(std::string_view raw);
 
 // FNV-1a 64 of a row's L input ids: a reader checks it against the cache's.
 uint64_t RowInputHash(const int64_t* inputs, int64_t length);

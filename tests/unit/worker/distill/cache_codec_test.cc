@@ -1,7 +1,7 @@
 #include "worker/distill/cache_codec.h"
+#include "worker/distill/teacher_cache.h"
 
 #include <gtest/gtest.h>
-#include <zstd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -102,15 +102,10 @@ TEST(CacheCodecTest, ExactKeepsSpecialValuesTiesAndAnyOrder) {
   ExpectExactRoundTrip(b, 256);
 }
 
-size_t ZstdSize(const std::string& bytes) {  // level 3 with checksum, as the cache
-  ZSTD_CCtx* cctx = ZSTD_createCCtx();
-  ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, 3);
-  ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1);
-  std::string out(ZSTD_compressBound(bytes.size()), '\0');
-  const size_t n = ZSTD_compress2(cctx, out.data(), out.size(), bytes.data(), bytes.size());
-  ZSTD_freeCCtx(cctx);
-  EXPECT_FALSE(ZSTD_isError(n));
-  return n;
+size_t ZstdSize(const std::string& bytes) {  // the frame the cache writes for a row
+  absl::StatusOr<std::string> frame = CompressCacheFrame(bytes);
+  EXPECT_TRUE(frame.ok()) << frame.status();
+  return frame.ok() ? frame->size() : 0;
 }
 
 TEST(CacheCodecTest, ExactLayoutLetsZstdRemoveTheRedundancy) {
