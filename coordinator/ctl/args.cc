@@ -55,9 +55,10 @@ namespace {
 constexpr char kFlagsFile[] = "coordinator/ctl/args.cc";
 
 struct CommandGrammar {
-  int positional;               // exact number of positional arguments
+  int positional;               // exact number of positional arguments (at least, if variadic)
   const char* positional_name;  // for the usage error
   std::set<std::string> flags;  // the flags it takes besides the global ones (defined names)
+  bool variadic = false;        // more positionals than `positional` are allowed
 };
 
 const std::map<std::string, CommandGrammar>& Grammar() {
@@ -68,7 +69,7 @@ const std::map<std::string, CommandGrammar>& Grammar() {
       {"watch", {1, "ID", {}}},
       {"cancel", {1, "ID", {"force"}}},
       {"logs", {1, "ID", {"follow", "rank", "attempt"}}},
-      {"report", {1, "ID", {"out"}}},
+      {"report", {1, "ID", {"out"}, /*variadic=*/true}},
   };
   return *grammar;
 }
@@ -183,7 +184,9 @@ absl::Status ApplyGrammar(const CommandGrammar& grammar, const SplitArgs& split,
   if (given.count("token") > 0) args.token = absl::GetFlag(FLAGS_token);
   if (given.count("token_file") > 0) args.token_file = absl::GetFlag(FLAGS_token_file);
   if (given.count("tls_ca") > 0) args.tls_ca = absl::GetFlag(FLAGS_tls_ca);
-  if (static_cast<int>(args.positional.size()) != grammar.positional) {
+  const int given_positional = static_cast<int>(args.positional.size());
+  if (given_positional != grammar.positional &&
+      !(grammar.variadic && given_positional > grammar.positional)) {
     if (grammar.positional == 0) {
       return absl::InvalidArgumentError(
           absl::StrCat(args.command, ": unexpected argument '", args.positional[0], "'"));
@@ -229,8 +232,9 @@ std::string UsageText() {
       "  cancel ID     graceful (ranks checkpoint and exit) unless --force; a sweep: all\n"
       "                its unfinished children\n"
       "  logs ID       the job's worker output\n"
-      "  report ID     a sweep's (or one job's) results into --out DIR: CSV and\n"
-      "                Markdown tables (mean and 95% interval over seeds), PNG plots\n\n"
+      "  report ID...  a sweep's (or one job's) results into --out DIR: CSV and\n"
+      "                Markdown tables (mean and 95% interval over seeds), PNG plots;\n"
+      "                several IDs: their runs side by side, grouped by job name too\n\n"
       "exit status: 0 success; 1 an error (printed as \"distillctl: CODE: message\") or\n"
       "a watched job that did not succeed; 2 a usage error.\n\n"
       "options (\"submit: ...\": only that command takes it; the others go anywhere):",

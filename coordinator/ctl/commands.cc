@@ -152,7 +152,7 @@ int Report(const CtlArgs& args, CoordinatorClient& client, const Terminal& term)
   }
   ReportOptions options;
   options.out_dir = args.Get("out");
-  absl::Status status = WriteReport(args.positional[0], options, client, *term.out);
+  absl::Status status = WriteReport(args.positional, options, client, *term.out);
   if (!status.ok()) return Fail(term, status);
   return kExitOk;
 }

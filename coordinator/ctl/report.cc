@@ -105,6 +105,8 @@ Interval MeanInterval(const std::vector<double>& xs) {
 namespace {
 
 constexpr char kSeedField[] = "train.seed";
+// The field that tells the jobs of a report of several apart (not a spec field).
+constexpr char kJobField[] = "job";
 
 // A metric column: its CSV name, its Markdown title, how to read it.
 struct Metric {
@@ -178,9 +180,9 @@ std::string MdTable(const std::vector<std::string>& header,
 
 // Everything the report shows, gathered from the coordinator.
 struct Gathered {
-  v1::Job job;                      // the job asked for (a sweep: the parent)
-  std::vector<RunMetrics> runs;     // its training children (or itself)
-  std::vector<std::string> fields;  // the swept fields, in the sweep's order
+  std::vector<v1::Job> jobs;        // the jobs asked for (a sweep: the parent)
+  std::vector<RunMetrics> runs;     // their training children (or themselves)
+  std::vector<std::string> fields;  // the swept fields, in the sweeps' order
   int captures_skipped = 0;
 };
 
@@ -189,28 +191,59 @@ absl::StatusOr<RunMetrics> FetchRun(const v1::Job& job, CoordinatorClient& clien
   return MetricsFromEvents(job, events);
 }
 
-absl::StatusOr<Gathered> Gather(const std::string& id, CoordinatorClient& client) {
-  Gathered g;
-  ASSIGN_OR_RETURN(g.job, client.Get(id));
-  for (const v1::SweepAxis& axis : g.job.spec().sweep()) g.fields.push_back(axis.field());
-  if (g.job.kind() != v1::SWEEP) {
-    ASSIGN_OR_RETURN(RunMetrics run, FetchRun(g.job, client));
-    g.runs.push_back(std::move(run));
+void AddField(const std::string& field, std::vector<std::string>* fields) {
+  if (std::find(fields->begin(), fields->end(), field) == fields->end()) fields->push_back(field);
+}
+
+// Appends the runs of job `id` to `g`; with `job_value` non-empty, each run
+// gets it as its value of kJobField.
+absl::Status GatherJob(const std::string& id, const std::string& job_value,
+                       CoordinatorClient& client, Gathered* g) {
+  ASSIGN_OR_RETURN(v1::Job job, client.Get(id));
+  for (const v1::SweepAxis& axis : job.spec().sweep()) AddField(axis.field(), &g->fields);
+  std::vector<RunMetrics> runs;
+  if (job.kind() != v1::SWEEP) {
+    ASSIGN_OR_RETURN(RunMetrics run, FetchRun(job, client));
+    runs.push_back(std::move(run));
   }
-  for (const std::string& child_id : g.job.child_ids()) {
+  for (const std::string& child_id : job.child_ids()) {
     ASSIGN_OR_RETURN(v1::Job child, client.Get(child_id));
     if (child.kind() == v1::CAPTURE) {
-      ++g.captures_skipped;
+      ++g->captures_skipped;
       continue;
     }
     ASSIGN_OR_RETURN(RunMetrics run, FetchRun(child, client));
-    for (const auto& [field, value] : run.values) {
-      if (std::find(g.fields.begin(), g.fields.end(), field) == g.fields.end()) {
-        g.fields.push_back(field);
-      }
-    }
-    g.runs.push_back(std::move(run));
+    for (const auto& [field, value] : run.values) AddField(field, &g->fields);
+    runs.push_back(std::move(run));
   }
+  for (RunMetrics& run : runs) {
+    if (!job_value.empty()) run.values[kJobField] = job_value;
+    g->runs.push_back(std::move(run));
+  }
+  g->jobs.push_back(std::move(job));
+  return absl::OkStatus();
+}
+
+// The jobs `ids` and their runs. With more than one, kJobField comes first
+// among the fields: each job's name (its id where the name is empty or
+// another of the jobs has it too), as a JSON string.
+absl::StatusOr<Gathered> Gather(const std::vector<std::string>& ids, CoordinatorClient& client) {
+  if (ids.empty()) return absl::InvalidArgumentError("report: no job id given");
+  Gathered g;
+  if (ids.size() > 1) g.fields.push_back(kJobField);
+  for (const std::string& id : ids) {
+    RETURN_IF_ERROR(GatherJob(id, ids.size() > 1 ? nlohmann::json(id).dump() : "", client, &g));
+  }
+  if (ids.size() == 1) return g;
+  std::map<std::string, int> names;
+  for (const v1::Job& job : g.jobs) ++names[job.spec().name()];
+  std::map<std::string, std::string> value_of;  // JSON id -> JSON label
+  for (const v1::Job& job : g.jobs) {
+    const std::string& name = job.spec().name();
+    value_of[nlohmann::json(job.id()).dump()] =
+        nlohmann::json(name.empty() || names[name] > 1 ? job.id() : name).dump();
+  }
+  for (RunMetrics& run : g.runs) run.values[kJobField] = value_of[run.values[kJobField]];
   return g;
 }
 
@@ -326,8 +359,8 @@ std::string MdInterval(const Interval& iv, size_t runs) {
   return cell;
 }
 
-std::string SpecSummary(const Gathered& g) {
-  const v1::JobSpec& s = g.job.spec();
+std::string SpecSummary(const v1::Job& job) {
+  const v1::JobSpec& s = job.spec();
   std::string model = !s.student().model().empty() ? s.student().model() : s.model();
   if (model.empty()) model = !s.student().init().empty() ? s.student().init() : s.init();
   std::string md = absl::StrCat("- type: ", v1::JobType_Name(s.type()), "\n");
@@ -349,12 +382,17 @@ std::string SpecSummary(const Gathered& g) {
 std::string Markdown(const Gathered& g, const std::vector<RunGroup>& groups,
                      const std::vector<std::string>& group_fields,
                      const std::vector<std::string>& plots) {
-  std::string md = absl::StrCat("# Report: ", g.job.id(), "\n\n");
-  md += absl::StrCat(g.job.kind() == v1::SWEEP ? "Sweep" : "Job", " `", g.job.spec().name(), "`, ",
-                     JobStateName(g.job.state()), ", ", g.runs.size(), " training run(s)");
+  std::vector<std::string> ids;
+  for (const v1::Job& job : g.jobs) ids.push_back(job.id());
+  std::string md = absl::StrCat("# Report: ", absl::StrJoin(ids, ", "), "\n\n");
+  for (const v1::Job& job : g.jobs) {
+    md += absl::StrCat(job.kind() == v1::SWEEP ? "Sweep" : "Job", " `", job.spec().name(), "` (",
+                       job.id(), "), ", JobStateName(job.state()), ":\n\n", SpecSummary(job), "\n");
+  }
+  md += absl::StrCat(g.runs.size(), " training run(s)");
   if (g.captures_skipped > 0)
     md += absl::StrCat(", ", g.captures_skipped, " capture job(s) not shown");
-  md += ".\n\n" + SpecSummary(g) + "\n";
+  md += ".\n\n";
   std::vector<std::string> unfinished;
   for (const RunMetrics& r : g.runs) {
     if (r.state != v1::SUCCEEDED) {
@@ -407,10 +445,10 @@ absl::Status PrepareDir(const std::string& dir) {
 
 }  // namespace
 
-absl::Status WriteReport(const std::string& id, const ReportOptions& options,
+absl::Status WriteReport(const std::vector<std::string>& ids, const ReportOptions& options,
                          CoordinatorClient& client, std::ostream& out) {
   if (options.out_dir.empty()) return absl::InvalidArgumentError("--out: no directory given");
-  ASSIGN_OR_RETURN(Gathered g, Gather(id, client));
+  ASSIGN_OR_RETURN(Gathered g, Gather(ids, client));
   RETURN_IF_ERROR(PrepareDir(options.out_dir));
   const std::vector<std::string> group_fields = GroupFields(g.fields);
   const std::vector<RunGroup> groups = GroupRuns(g.runs, group_fields);

@@ -95,12 +95,15 @@ struct ReportOptions {
   std::string gnuplot = "gnuplot";  // the program (searched on PATH unless it has a '/')
 };
 
-// Writes the report of job `id` (a sweep: its training children; any other
-// job: one row) into options.out_dir and prints a line per file to `out`.
+// Writes the report of the jobs `ids` (a sweep: its training children; any
+// other job: one row) into options.out_dir and prints a line per file to
+// `out`. With several ids their runs share the tables and plots, grouped by
+// a first field `job` (the job's name, or its id where names clash) besides
+// the swept fields, e.g. a KD sweep beside its cross-entropy baseline.
 // Errors: the server's (NOT_FOUND for an unknown id), FailedPrecondition
 // naming DIR when it cannot be written, or naming gnuplot when that is
 // missing or fails.
-absl::Status WriteReport(const std::string& id, const ReportOptions& options,
+absl::Status WriteReport(const std::vector<std::string>& ids, const ReportOptions& options,
                          CoordinatorClient& client, std::ostream& out);
 
 }  // namespace distill::coordinator::ctl

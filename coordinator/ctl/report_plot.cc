@@ -78,14 +78,46 @@ struct Point {
 // Named lines of points: one per combination of the other group fields.
 using Series = std::vector<std::pair<std::string, std::vector<Point>>>;
 
+// The series name of group `g` in a plot against field `fi`: its values of
+// the other group fields, else `metric`.
+std::string SeriesName(const RunGroup& g, const std::vector<std::string>& group_fields, size_t fi,
+                       const std::string& metric) {
+  std::vector<std::string> others;
+  for (size_t i = 0; i < group_fields.size(); ++i) {
+    if (i != fi) others.push_back(absl::StrCat(group_fields[i], "=", DisplayValue(g.key[i])));
+  }
+  return others.empty() ? metric : absl::StrJoin(others, ", ");
+}
+
+// Groups without field `fi` (e.g. a baseline reported beside a sweep) as
+// flat lines across [lo, hi], the x range of the others.
+void AddReferenceLines(const std::vector<RunGroup>& groups,
+                       const std::vector<std::string>& group_fields, size_t fi,
+                       const std::string& metric, double lo, double hi, Series* series) {
+  for (const RunGroup& g : groups) {
+    const Interval iv = GroupInterval(g, metric);
+    if (!g.key[fi].empty() || iv.n == 0 || lo > hi) continue;
+    std::vector<Point> line;
+    for (double x : {lo, hi}) {
+      line.push_back(
+          Point{x, iv.mean, iv.low.value_or(iv.mean), iv.high.value_or(iv.mean), ""});
+    }
+    series->push_back(
+        {absl::StrCat(SeriesName(g, group_fields, fi, metric), " (no ", group_fields[fi], ")"),
+         line});
+  }
+}
+
 // The groups' `metric` against group field `fi`: at the value when every
-// value is a number (`*numeric`), else at the category's index.
+// value is a number (`*numeric`), else at the category's index. Groups
+// without the field are flat reference lines (AddReferenceLines).
 Series CollectSeries(const std::vector<RunGroup>& groups,
                      const std::vector<std::string>& group_fields, size_t fi,
                      const std::string& metric, bool* numeric) {
   *numeric = true;
   std::vector<std::string> categories;  // JSON values, first-seen order
   for (const RunGroup& g : groups) {
+    if (g.key[fi].empty()) continue;
     double unused;
     if (!absl::SimpleAtod(g.key[fi], &unused)) *numeric = false;
     if (std::find(categories.begin(), categories.end(), g.key[fi]) == categories.end()) {
@@ -93,14 +125,11 @@ Series CollectSeries(const std::vector<RunGroup>& groups,
     }
   }
   Series series;
+  double lo = HUGE_VAL, hi = -HUGE_VAL;
   for (const RunGroup& g : groups) {
     const Interval iv = GroupInterval(g, metric);
-    if (iv.n == 0) continue;
-    std::vector<std::string> others;
-    for (size_t i = 0; i < group_fields.size(); ++i) {
-      if (i != fi) others.push_back(absl::StrCat(group_fields[i], "=", DisplayValue(g.key[i])));
-    }
-    const std::string name = others.empty() ? metric : absl::StrJoin(others, ", ");
+    if (iv.n == 0 || g.key[fi].empty()) continue;
+    const std::string name = SeriesName(g, group_fields, fi, metric);
     auto it =
         std::find_if(series.begin(), series.end(), [&](const auto& s) { return s.first == name; });
     if (it == series.end()) it = series.insert(series.end(), {name, {}});
@@ -113,8 +142,11 @@ Series CollectSeries(const std::vector<RunGroup>& groups,
     p.low = iv.low.value_or(iv.mean);
     p.high = iv.high.value_or(iv.mean);
     p.label = DisplayValue(g.key[fi]);
+    lo = std::min(lo, p.x);
+    hi = std::max(hi, p.x);
     it->second.push_back(p);
   }
+  AddReferenceLines(groups, group_fields, fi, metric, lo, hi, &series);
   return series;
 }
 
@@ -145,7 +177,8 @@ std::string AgainstField(const std::vector<RunGroup>& groups,
     }
     *data += "\n\n";
     plots.push_back(absl::StrCat(plots.empty() ? Quoted(file) : "''", " index ", plots.size(),
-                                 " using 1:2:3:4", numeric ? "" : ":xtic(5)",
+                                 " using 1:2:3:4",
+                                 numeric || points.front().label.empty() ? "" : ":xtic(5)",
                                  " with yerrorlines title ", Quoted(name)));
   }
   const std::string field = group_fields[fi];

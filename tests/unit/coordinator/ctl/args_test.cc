@@ -47,6 +47,11 @@ TEST(ParseArgsTest, ReportTakesOut) {
   EXPECT_EQ(a->command, "report");
   EXPECT_EQ(a->positional, std::vector<std::string>{"s1"});
   EXPECT_EQ(a->Get("out"), "dir");
+  auto several = ParseArgs({"report", "s1", "s2", "s3", "--out", "dir"});
+  ASSERT_TRUE(several.ok()) << several.status();
+  EXPECT_EQ(several->positional, (std::vector<std::string>{"s1", "s2", "s3"}));
+  EXPECT_EQ(ParseArgs({"report", "--out", "dir"}).status().message(), "report: missing ID");
+  EXPECT_EQ(ParseArgs({"get", "s1", "s2"}).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(ParseArgs({"get", "s1", "--out", "dir"}).status().code(),
             absl::StatusCode::kInvalidArgument);
 }

@@ -175,6 +175,38 @@ void AddSweep(FakeCoordinator& server) {
   server.Add(sweep, {});
 }
 
+// A cross-entropy baseline beside s-1: sweep b-1 (named `name`) over
+// train.seed of finetune children b1, b2, eval loss 3.0 + 0.1 * seed.
+void AddBaseline(FakeCoordinator& server, const std::string& name) {
+  v1::Job sweep;
+  sweep.set_id("b-1");
+  sweep.set_kind(v1::SWEEP);
+  sweep.set_state(v1::SUCCEEDED);
+  sweep.mutable_spec()->set_type(v1::FINETUNE);
+  sweep.mutable_spec()->set_name(name);
+  v1::SweepAxis* axis = sweep.mutable_spec()->add_sweep();
+  axis->set_field("train.seed");
+  for (int seed = 1; seed <= 2; ++seed) {
+    axis->add_values(absl::StrCat(seed));
+    v1::Job job;
+    job.set_id(absl::StrCat("b", seed));
+    job.set_kind(v1::TRAIN);
+    job.set_parent_id("b-1");
+    job.mutable_spec()->set_type(v1::FINETUNE);
+    (*job.mutable_sweep_values())["train.seed"] = absl::StrCat(seed);
+    job.set_state(v1::SUCCEEDED);
+    v1::Progress* p = job.mutable_progress();
+    p->set_total_steps(30);
+    p->set_step(30);
+    p->set_loss(2.5);
+    p->set_eval_step(30);
+    p->set_eval_loss(3.0 + 0.1 * seed);
+    server.Add(job, {Event(1, job, v1::JobEvent::PROGRESS)});
+    sweep.add_child_ids(job.id());
+  }
+  server.Add(sweep, {});
+}
+
 // A CSV file as rows of cells (no quoted commas in these files).
 std::vector<std::vector<std::string>> ReadCsv(const fs::path& path) {
   std::vector<std::vector<std::string>> rows;
@@ -234,11 +266,14 @@ class ReportTest : public ::testing::Test {
     fs::remove_all(dir_);
   }
   absl::Status Report(const std::string& id, const std::string& gnuplot = "gnuplot") {
+    return ReportMany({id}, gnuplot);
+  }
+  absl::Status ReportMany(const std::vector<std::string>& ids, const std::string& gnuplot = "gnuplot") {
     CoordinatorClient client(options_);
     ReportOptions options;
     options.out_dir = dir_.string();
     options.gnuplot = gnuplot;
-    return WriteReport(id, options, client, out_);
+    return WriteReport(ids, options, client, out_);
   }
 
   FakeCoordinator service_;
@@ -405,6 +440,55 @@ TEST_F(ReportTest, MarkdownHasBothTablesThePlotsAndTheUnfinishedRun) {
   EXPECT_TRUE(fs::exists(dir_ / "plots.gp"));
 }
 
+TEST_F(ReportTest, SeveralJobsShareTheTablesGroupedByJobName) {
+  AddBaseline(service_, "ce-only");
+  ASSERT_TRUE(ReportMany({"s-1", "b-1"}).ok());
+  const auto rows = ReadCsv(dir_ / "summary.csv");
+  ASSERT_EQ(rows.size(), 6u);  // header + the sweep's 4 groups + the baseline
+  const auto& h = rows[0];
+  EXPECT_EQ(std::vector<std::string>(h.begin(), h.begin() + 4),
+            (std::vector<std::string>{"job", "distill.temperature", "student.method", "runs"}));
+  EXPECT_EQ(Cell(h, rows[1], "job"), "temps");
+  const auto& base = rows[5];
+  EXPECT_EQ(Cell(h, base, "job"), "ce-only");
+  EXPECT_EQ(Cell(h, base, "distill.temperature"), "");
+  EXPECT_EQ(Cell(h, base, "runs"), "2");
+  EXPECT_NEAR(Number(Cell(h, base, "eval_loss_mean")), 3.15, 1e-6);
+  const double half = kT975Dof1 * std::sqrt(2 * 0.05 * 0.05) / std::sqrt(2.0);
+  EXPECT_NEAR(Number(Cell(h, base, "eval_loss_ci_low")), 3.15 - half, 1e-5);
+  EXPECT_EQ(ReadCsv(dir_ / "children.csv").size(), 11u);  // header + 8 + 2
+  absl::StatusOr<std::string> md = common::ReadFileToString((dir_ / "report.md").string());
+  ASSERT_TRUE(md.ok()) << md.status();
+  EXPECT_NE(md->find("# Report: s-1, b-1"), std::string::npos);
+  EXPECT_NE(md->find("Sweep `ce-only` (b-1), SUCCEEDED"), std::string::npos) << *md;
+  EXPECT_NE(md->find("- sweep `train.seed`: 1, 2"), std::string::npos);
+  // Against the temperature the baseline is a flat reference line.
+  absl::StatusOr<std::string> dat =
+      common::ReadFileToString((dir_ / "eval_loss_vs_distill_temperature.dat").string());
+  ASSERT_TRUE(dat.ok()) << dat.status();
+  EXPECT_NE(dat->find("# job=ce-only, student.method= (no distill.temperature)\n1 3.15 "),
+            std::string::npos)
+      << *dat;
+  EXPECT_NE(dat->find("\n2.5 3.15 "), std::string::npos) << *dat;
+  ExpectPng(dir_ / "eval_loss_vs_distill_temperature.png");
+  ExpectPng(dir_ / "eval_loss_vs_job.png");
+}
+
+TEST_F(ReportTest, JobsOfTheSameNameAreToldApartByTheirIds) {
+  AddBaseline(service_, "temps");
+  ASSERT_TRUE(ReportMany({"s-1", "b-1"}).ok());
+  const auto rows = ReadCsv(dir_ / "summary.csv");
+  ASSERT_EQ(rows.size(), 6u);
+  EXPECT_EQ(Cell(rows[0], rows[1], "job"), "s-1");
+  EXPECT_EQ(Cell(rows[0], rows[5], "job"), "b-1");
+}
+
+TEST_F(ReportTest, AnUnknownIdAmongSeveralIsNotFound) {
+  const absl::Status s = ReportMany({"s-1", "nope"});
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << s;
+  EXPECT_NE(s.message().find("nope"), std::string::npos) << s;
+}
+
 TEST_F(ReportTest, ASingleJobIsOneRowWithoutAnInterval) {
   ASSERT_TRUE(Report("c001").ok());
   const auto children = ReadCsv(dir_ / "children.csv");
@@ -473,7 +557,7 @@ TEST_F(ReportTest, UnwritableDirectoryIsNamed) {
   CoordinatorClient client(options_);
   ReportOptions options;
   options.out_dir = (dir_ / "file" / "report").string();
-  const absl::Status s = WriteReport("s-1", options, client, out_);
+  const absl::Status s = WriteReport({"s-1"}, options, client, out_);
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(s.message().find(options.out_dir), std::string::npos) << s;
 }
