@@ -2,6 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/spec.h"
@@ -213,5 +218,64 @@ TEST(SweepTest, SweepingWhatTheCacheDependsOnIsAnError) {
   EXPECT_TRUE(Expand("sweep: {data.seq_len: [64, 128]}\n").ok());
 }
 
+
+// Every spec shipped in examples/ and scripts/experiments/ passes the checks
+// `distillctl submit` makes (a sweep: every child expands and validates), and
+// the experiment sweeps have the grids docs/experiments.md reports.
+class ShippedSpecTest : public ::testing::Test {
+ protected:
+  absl::StatusOr<JobSpec> Load(const std::filesystem::path& path) {
+    std::ifstream in(path);
+    std::stringstream text;
+    text << in.rdbuf();
+    absl::StatusOr<JobSpec> spec = ParseJobSpec(text.str(), path.string());
+    if (!spec.ok()) return spec.status();
+    const std::string dir = path.parent_path().lexically_normal().string();
+    ResolveSpecPaths(dir, &*spec);
+    ResolveSweepPaths(dir, &*spec);
+    absl::Status valid =
+        spec->sweep_size() > 0 ? ExpandSweep(*spec).status() : ValidateJobSpec(*spec);
+    if (!valid.ok()) return valid;
+    return spec;
+  }
+  std::filesystem::path Source() {
+    const char* source = std::getenv("DISTILL_SOURCE_DIR");
+    return source == nullptr ? std::filesystem::path() : std::filesystem::path(source);
+  }
+};
+
+TEST_F(ShippedSpecTest, EverySpecIsValid) {
+  ASSERT_FALSE(Source().empty()) << "DISTILL_SOURCE_DIR must be set (tests/with_test_env.sh)";
+  int checked = 0;
+  for (const char* dir : {"examples", "scripts/experiments"}) {
+    for (const auto& entry : std::filesystem::directory_iterator(Source() / dir)) {
+      if (entry.path().extension() != ".yaml") continue;
+      SCOPED_TRACE(entry.path().string());
+      EXPECT_TRUE(Load(entry.path()).ok()) << Load(entry.path()).status();
+      ++checked;
+    }
+  }
+  EXPECT_GE(checked, 14);  // a directory moved would leave nothing to check
+}
+
+TEST_F(ShippedSpecTest, ExperimentSweepsHaveTheirGrids) {
+  ASSERT_FALSE(Source().empty()) << "DISTILL_SOURCE_DIR must be set (tests/with_test_env.sh)";
+  const std::filesystem::path dir = Source() / "scripts/experiments";
+  for (const auto& [file, children] : std::vector<std::pair<std::string, size_t>>{
+           {"a_temperature.yaml", 4 * 3 * 3}, {"a_baseline.yaml", 3},
+           {"b_features.yaml", 7 * 3}, {"c_lora.yaml", 2 * 3}, {"c_full.yaml", 3}}) {
+    SCOPED_TRACE(file);
+    absl::StatusOr<JobSpec> spec = Load(dir / file);
+    ASSERT_TRUE(spec.ok()) << spec.status();
+    absl::StatusOr<std::vector<SweepChild>> kids = ExpandSweep(*spec);
+    ASSERT_TRUE(kids.ok()) << kids.status();
+    EXPECT_EQ(kids->size(), children);
+    for (const SweepChild& kid : *kids) {
+      EXPECT_FALSE(kid.capture);  // they read the cache capture.yaml fills
+      // Seeds are the only swept thing the baseline and the KD runs share.
+      EXPECT_EQ(kid.spec.train().steps(), spec->train().steps());
+    }
+  }
+}
 }  // namespace
 }  // namespace distill::common
