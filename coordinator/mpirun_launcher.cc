@@ -108,9 +108,19 @@ std::string MpirunLauncher::RankLogPath(const std::string& work_dir, int rank) c
 
 std::string MpirunLauncher::Command(const LaunchSpec& spec) const {
   const std::string& d = spec.work_dir;
-  std::vector<std::string> argv = {options_.mpirun, "--allow-run-as-root",     "--oversubscribe",
-                                   "-np",           absl::StrCat(spec.ranks),  "--output-filename",
-                                   d + "/logs",     "--merge-stderr-to-stdout"};
+  // --bind-to none: Open MPI binds each job's ranks from core 0 up, so two
+  // jobs on one host (--slots 2) shared one core and a rank's threads
+  // (train.threads) shared its single core; the OS places them instead.
+  std::vector<std::string> argv = {options_.mpirun,
+                                   "--allow-run-as-root",
+                                   "--oversubscribe",
+                                   "--bind-to",
+                                   "none",
+                                   "-np",
+                                   absl::StrCat(spec.ranks),
+                                   "--output-filename",
+                                   d + "/logs",
+                                   "--merge-stderr-to-stdout"};
   bool remote = false;
   for (const HostSlots& hs : spec.allocation) remote = remote || !IsLocal(hs.host);
   if (remote) argv.insert(argv.end(), {"--hostfile", d + "/hostfile"});

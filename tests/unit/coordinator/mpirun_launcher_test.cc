@@ -186,6 +186,29 @@ TEST_F(MpirunLauncherTest, CommandPassesEnvByNameAndUsesAHostfileForRemoteHosts)
   EXPECT_NE(remote.find("'-np' '3'"), std::string::npos) << remote;
 }
 
+// The ranks may run on every CPU the coordinator may: mpirun's default
+// binding put every job's rank 0 on core 0, so concurrent jobs shared a core
+// and a rank's threads shared one.
+TEST_F(MpirunLauncherTest, RanksAreNotBoundToACore) {
+  const std::string out = dir_ + "/cpus";
+  MpirunLauncher l({"mpirun",
+                    Script("grep Cpus_allowed_list /proc/self/status > " + out + ".$R\n"), {}});
+  LaunchSpec spec = Spec(2);
+  auto pid = l.Launch(spec);
+  ASSERT_TRUE(pid.ok()) << pid.status();
+  ASSERT_EQ(WaitExit(l, *pid, spec.work_dir).state, LaunchStatus::kExited);
+  auto mine = common::ReadFileToString("/proc/self/status");
+  ASSERT_TRUE(mine.ok());
+  const size_t at = mine->find("Cpus_allowed_list");
+  ASSERT_NE(at, std::string::npos);
+  const std::string expected = mine->substr(at, mine->find('\n', at) - at + 1);
+  for (int r = 0; r < 2; ++r) {
+    auto cpus = common::ReadFileToString(out + "." + std::to_string(r));
+    ASSERT_TRUE(cpus.ok()) << cpus.status();
+    EXPECT_EQ(*cpus, expected) << "rank " << r;
+  }
+}
+
 TEST_F(MpirunLauncherTest, CaptureJobsRunTheCaptureCommand) {
   MpirunLauncher l({"mpirun", "/opt/distill-worker", {}});
   LaunchSpec spec = Spec(1);
