@@ -101,6 +101,7 @@ CF=$(submit c-full "$EXP/c_full.yaml")
 wait_all "$CL" "$CF"
 
 echo "== reports"
+python3 "$EXP/teacher_curve.py" docs/experiments
 "$CTL" report "$A" "$BASE" --out docs/experiments/a
 "$CTL" report "$B" "$BASE" --out docs/experiments/b
 "$CTL" report "$CL" "$CF" --out docs/experiments/c
