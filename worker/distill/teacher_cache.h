@@ -140,7 +140,7 @@ class TeacherCache {
   const TeacherCacheKey& key() const { return key_; }
   const CacheGeometry& geometry() const { return geometry_; }
   std::string teacher_config_path() const;
-  struct Shard;                                     // a loaded shard file (teacher_cache.cc)
+  struct Shard;                                     // a shard's index (teacher_cache.cc)
   int64_t tokens() const { return tokens_; }        // positions held, all splits
   int64_t bytes_on_disk() const { return bytes_; }  // the shards' bytes
 
@@ -160,7 +160,7 @@ class TeacherCache {
   CacheGeometry geometry_;
   int64_t tokens_ = 0;
   int64_t bytes_ = 0;
-  std::map<std::pair<std::string, int64_t>, std::unique_ptr<Shard>> shards_;  // a few, loaded
+  std::map<std::pair<std::string, int64_t>, std::unique_ptr<Shard>> shards_;  // indexes read
 };
 
 }  // namespace distill::worker
