@@ -3,7 +3,8 @@
 # two tiny finetune jobs with the real worker; the report of one of them has
 # one row whose numbers match the worker's own metrics.jsonl (eval loss, its
 # exp, the tokens, the loss curve's steps), real PNGs drawn by gnuplot, and
-# the errors: unknown id, DIR not writable, gnuplot missing, no --out.
+# the errors: unknown id, DIR not writable, gnuplot missing, no --out; and
+# the report of both jobs side by side (a job column).
 # (A sweep's report, across children and seeds: tests/integration/sweep_test.sh.)
 source "$(dirname "$0")/lib.sh"
 C="${DISTILL_COORDINATOR_BIN:?}"
@@ -89,6 +90,21 @@ TRAINABLE=$("$CTL" logs "$ID1" | sed -n 's/.* \([0-9]*\) trainable, .*/\1/p' | h
 [ -n "$TRAINABLE" ] && grep -q ",$TRAINABLE,[0-9]*$" "$T/rep/children.csv" && ok ||
   fail "trainable params '$TRAINABLE' as the worker logged: $(cat "$T/rep/children.csv")"
 grep -q "$ID2" "$T/rep/children.csv" && fail "the other job is not in a single job's report" || ok
+
+# 1b. both jobs in one report: a job column with their names, a row each
+run "$CTL" report "$ID1" "$ID2" --out "$T/both"
+[ "$RC" -eq 0 ] && ok || fail "report of two: exit $RC $(cat "$T/err.txt")"
+$PY - "$T/both" "$ID1" "$ID2" <<'PY' && ok || fail "report of two jobs"
+import csv, sys
+rep, id1, id2 = sys.argv[1:]
+rows = list(csv.DictReader(open(f"{rep}/children.csv")))
+assert [(r["id"], r["job"]) for r in rows] == [(id1, "one"), (id2, "two")], rows
+summary = list(csv.DictReader(open(f"{rep}/summary.csv")))
+assert [(g["job"], g["runs"]) for g in summary] == [("one", "1"), ("two", "1")], summary
+md = open(f"{rep}/report.md").read()
+assert f"# Report: {id1}, {id2}" in md and "Job `two`" in md, md
+PY
+[ -s "$T/both/eval_loss_vs_job.png" ] && ok || fail "eval loss against job plotted: $(ls "$T/both")"
 
 # 2. errors
 run "$CTL" report no-such-job --out "$T/rep2"
