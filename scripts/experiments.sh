@@ -7,7 +7,7 @@
 #   3. through a coordinator (state in var/experiments/coordinator, 2 slots of
 #      1 thread): the teacher captured once (capture.yaml), then the sweeps
 #      a_temperature + a_baseline, b_features, and c_lora + c_full (their base
-#      is question (a)'s student at T = 2, alpha = 0.5, seed 1);
+#      is question (a)'s best student, T = 1, alpha = 0.9, seed 1);
 #   4. `distillctl report` of each question into docs/experiments/{a,b,c}, and
 #      extras.json (teacher ppl, the baseline's KL to the teacher, sizes).
 # Idempotent: finished stages are kept (the teacher's model, a complete cache),
@@ -81,17 +81,17 @@ wait_all "$CAPTURE"
 echo "== sweeps (a), (b) and their baseline"
 A=$(submit a "$EXP/a_temperature.yaml")
 BASE=$(submit baseline "$EXP/a_baseline.yaml")
-B=$(submit b "$EXP/b_features.yaml")
+B=$(submit b-t1 "$EXP/b_features.yaml")
 echo "a $A, baseline $BASE, b $B"
 wait_all "$BASE" "$A" "$B"
 
-# (c)'s base: (a)'s child at T = 2, alpha = 0.5, seed 1.
+# (c)'s base: (a)'s best student, T = 1, alpha = 0.9, seed 1.
 C_BASE=$("$CTL" get "$A" --json | python3 -c '
 import json, subprocess, sys
 for cid in json.load(sys.stdin)["child_ids"]:
     child = json.loads(subprocess.check_output([sys.argv[1], "get", cid, "--json"]))
     v = child.get("sweep_values", {})
-    if tuple(float(v.get(k, 0)) for k in ("distill.temperature", "distill.alpha", "train.seed")) == (2, 0.5, 1):
+    if tuple(float(v.get(k, 0)) for k in ("distill.temperature", "distill.alpha", "train.seed")) == (1, 0.9, 1):
         print(child["spec"]["output"] + "/model"); break' "$CTL")
 [ -d "$C_BASE" ] || { echo "question (c)'s base model not found ($C_BASE)"; exit 1; }
 ln -sfn "$C_BASE" var/experiments/c_base
