@@ -79,12 +79,12 @@ struct Point {
 using Series = std::vector<std::pair<std::string, std::vector<Point>>>;
 
 // The series name of group `g` in a plot against field `fi`: its values of
-// the other group fields, else `metric`.
+// the other group fields it has, else `metric`.
 std::string SeriesName(const RunGroup& g, const std::vector<std::string>& group_fields, size_t fi,
                        const std::string& metric) {
   std::vector<std::string> others;
   for (size_t i = 0; i < group_fields.size(); ++i) {
-    if (i != fi) others.push_back(absl::StrCat(group_fields[i], "=", DisplayValue(g.key[i])));
+    if (i != fi && !g.key[i].empty()) others.push_back(absl::StrCat(group_fields[i], "=", DisplayValue(g.key[i])));
   }
   return others.empty() ? metric : absl::StrJoin(others, ", ");
 }
