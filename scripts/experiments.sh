@@ -8,8 +8,9 @@
 #      1 thread): the teacher captured once (capture.yaml), then the sweeps
 #      a_temperature + a_baseline, b_features, and c_lora + c_full (their base
 #      is question (a)'s best student, T = 1, alpha = 0.9, seed 1);
-#   4. `distillctl report` of each question into docs/experiments/{a,b,c}, and
-#      extras.json (teacher ppl, the baseline's KL to the teacher, sizes).
+#   4. `distillctl report` of each question into docs/experiments/{a,b,c},
+#      extras.json (teacher ppl, full-vocabulary KL, sizes) and tables.md
+#      (compact tables of the reports' numbers, paired by seed).
 # Idempotent: finished stages are kept (the teacher's model, a complete cache),
 # and each sweep is submitted with a fixed --request-id, so a rerun against
 # the same coordinator state finds its jobs instead of running them again.
@@ -107,4 +108,5 @@ python3 "$EXP/teacher_curve.py" docs/experiments
 "$CTL" report "$CL" "$CF" --out docs/experiments/c
 python3 "$EXP/extras.py" --worker "$WORKER" --ctl "$CTL" --baseline "$BASE" --a "$A" --lora "$CL" --full "$CF" \
   --threads "$THREADS" --out docs/experiments/extras.json
-echo "done: docs/experiments/{a,b,c}/report.md, docs/experiments/extras.json"
+python3 "$EXP/tables.py" docs/experiments >docs/experiments/tables.md
+echo "done: docs/experiments/{a,b,c}/report.md, extras.json and tables.md (the tables of docs/experiments.md)"
