@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # README command 1, the main job: installs what is missing, builds, prepares
 # the Brown corpus, starts the coordinator (distill-coordinator, state in
-# var/coordinator), and through it (distillctl submit --watch) trains a small
-# byte-level Llama on the corpus (full-parameter), then LoRA-fine-tunes it on
-# the held-out genre; prints a summary table and stops the coordinator.
+# var/coordinator), and through it (distillctl submit --watch):
+#   1. trains a teacher, a byte-level Llama (4 x 256), on the corpus;
+#   2. distills a student 8x smaller (2 x 128) from it: KD on the logits plus
+#      the student's last layer pulled towards the teacher's (features);
+#   3. trains the same student without KD (same init, batches and steps);
+#   4. LoRA-fine-tunes the teacher on the held-out genre;
+# then prints two tables (the student against the same student without KD
+# and against the teacher; LoRA before and after) and stops the coordinator.
 # Idempotent: a rerun submits the jobs again and the worker resumes from their
-# checkpoints or skips finished training.
+# checkpoints or skips finished training (a trained teacher is reused).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -55,53 +60,28 @@ submit_and_watch() {
 
 HOLDOUT=$(cat data/brown/holdout.txt)
 echo
-echo "== 1/2: full-parameter training on the Brown corpus (all genres but $HOLDOUT)"
+echo "== 1/4: the teacher: full-parameter training on the Brown corpus (all genres but $HOLDOUT)"
 submit_and_watch examples/brown_full.yaml
 echo
-echo "== 2/2: LoRA fine-tuning on the held-out genre ($HOLDOUT)"
+echo "== 2/4: a student 8x smaller distilled from the teacher (KD on logits + last-layer features)"
+submit_and_watch examples/brown_distill.yaml
+echo
+echo "== 3/4: the same student without KD (cross-entropy only)"
+submit_and_watch examples/brown_student_ce.yaml
+echo
+echo "== 4/4: LoRA fine-tuning of the teacher on the held-out genre ($HOLDOUT)"
 submit_and_watch examples/brown_lora_holdout.yaml
 echo
-"$CTL" list
+"$CTL" list --page-size 4   # this run's four jobs
 echo
-echo "== evaluation on the held-out genre's validation split"
-before=$("$WORKER" eval --model var/demo/base/model --tokens data/brown/genre/science_fiction/val.bin --seq-len 256 --threads "$THREADS" | tail -n 1)
-after=$("$WORKER" eval --model var/demo/base/model --adapter var/demo/lora/adapter --tokens data/brown/genre/science_fiction/val.bin --seq-len 256 --threads "$THREADS" | tail -n 1)
-
-/usr/bin/python3 - "$before" "$after" "$HOLDOUT" <<'PY'
-import json, os, sys
-before, after, genre = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
-def last_train(path):
-    rows = [json.loads(l) for l in open(path) if l.strip()]
-    rows = [r for r in rows if r.get("event") == "train"]
-    toks = [r["tokens_per_s"] for r in rows if r.get("tokens_per_s")]
-    return sum(toks) / len(toks) if toks else float("nan")
-def count(path):
-    import struct
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-    total = 0
-    for k, v in header.items():
-        if k == "__metadata__": continue
-        c = 1
-        for d in v["shape"]: c *= d
-        total += c
-    return total
-full_params = count("var/demo/base/model/model.safetensors")
-lora_params = count("var/demo/lora/adapter/adapter_model.safetensors")
-adapter_bytes = os.path.getsize("var/demo/lora/adapter/adapter_model.safetensors")
-model_bytes = os.path.getsize("var/demo/base/model/model.safetensors")
-rows = [
-    ("held-out genre", genre, ""),
-    ("eval ppl on held-out val (byte level)", f"{before['ppl']:.3f} (base)", f"{after['ppl']:.3f} (base + LoRA)"),
-    ("eval loss (nats/byte)", f"{before['loss']:.4f}", f"{after['loss']:.4f}"),
-    ("training tokens/s", f"{last_train('var/demo/base/metrics.jsonl'):,.0f} (full)", f"{last_train('var/demo/lora/metrics.jsonl'):,.0f} (LoRA)"),
-    ("trainable parameters", f"{full_params:,} (full)", f"{lora_params:,} (LoRA)"),
-    ("saved weights", f"{model_bytes/1e6:.2f} MB model", f"{adapter_bytes/1e6:.3f} MB adapter"),
-]
-w0 = max(len(r[0]) for r in rows); w1 = max(len(r[1]) for r in rows)
-print()
-for a, b, c in rows:
-    print(f"  {a:<{w0}}  {b:<{w1}}  {c}")
-print()
-PY
+echo "== evaluation"
+# The first 65,536 tokens of val: every model is measured on the same ones.
+head -c 262144 data/brown/val.bin >var/demo/val_65k.bin
+evaluate() { "$WORKER" eval --tokens "$1" --seq-len 256 --threads "$THREADS" "${@:2}" | tail -n 1; }
+teacher=$(evaluate var/demo/val_65k.bin --model var/demo/base/model)
+kd=$(evaluate var/demo/val_65k.bin --model var/demo/distill/model --teacher var/demo/base/model)
+ce=$(evaluate var/demo/val_65k.bin --model var/demo/student_ce/model --teacher var/demo/base/model)
+genre_val="data/brown/genre/$HOLDOUT/val.bin"
+before=$(evaluate "$genre_val" --model var/demo/base/model)
+after=$(evaluate "$genre_val" --model var/demo/base/model --adapter var/demo/lora/adapter)
+/usr/bin/python3 scripts/demo_tables.py "$teacher" "$kd" "$ce" "$before" "$after" "$HOLDOUT"
