@@ -97,8 +97,8 @@ for cid in json.load(sys.stdin)["child_ids"]:
 [ -d "$C_BASE" ] || { echo "question (c)'s base model not found ($C_BASE)"; exit 1; }
 ln -sfn "$C_BASE" var/experiments/c_base
 echo "== sweep (c) on $(cat data/brown_bpe/holdout/genre.txt), from $C_BASE"
-CL=$(submit c-lora "$EXP/c_lora.yaml")
-CF=$(submit c-full "$EXP/c_full.yaml")
+CL=$(submit c-lora-1ep "$EXP/c_lora.yaml")
+CF=$(submit c-full-1ep "$EXP/c_full.yaml")
 wait_all "$CL" "$CF"
 
 echo "== reports"
@@ -106,7 +106,7 @@ python3 "$EXP/teacher_curve.py" docs/experiments
 "$CTL" report "$A" "$BASE" --out docs/experiments/a
 "$CTL" report "$B" "$BASE" --out docs/experiments/b
 "$CTL" report "$CL" "$CF" --out docs/experiments/c
-python3 "$EXP/extras.py" --worker "$WORKER" --ctl "$CTL" --baseline "$BASE" --a "$A" --lora "$CL" --full "$CF" \
+python3 "$EXP/extras.py" --worker "$WORKER" --ctl "$CTL" --baseline "$BASE" --a "$A" \
   --threads "$THREADS" --out docs/experiments/extras.json
 python3 "$EXP/tables.py" docs/experiments >docs/experiments/tables.md
 echo "done: docs/experiments/{a,b,c}/report.md, extras.json and tables.md (the tables of docs/experiments.md)"

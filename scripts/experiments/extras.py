@@ -5,9 +5,9 @@
 - Full-vocabulary KL(teacher || student) at T = 1 and top-1 agreement, from
   `distill-worker eval --teacher` on the first 65,536 val tokens. Measured for
   the cross-entropy baseline (a finetune has no teacher in its own eval) and
-  for question (a)'s students at alpha = 0.5. The sweeps' own KL comes from
+  for question (a)'s students at T = 1. The sweeps' own KL comes from
   the top-64 cache and is a lower bound.
-- Question (c)'s sizes on disk: the adapter's files against the model's.
+- The base of question (c) on the held-out genre's val split.
 
 Standard library only (runs on the system python3).
 """
@@ -53,10 +53,6 @@ def val_prefix(path):
     return path
 
 
-def dir_bytes(path):
-    return sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
-
-
 def kl_rows(args, prefix, sweep_id, keep):
     rows = []
     for child in children(args.ctl, sweep_id):
@@ -73,7 +69,7 @@ def kl_rows(args, prefix, sweep_id, keep):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for flag in ("--worker", "--ctl", "--baseline", "--a", "--lora", "--full", "--out"):
+    for flag in ("--worker", "--ctl", "--baseline", "--a", "--out"):
         p.add_argument(flag, required=True)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
@@ -83,21 +79,10 @@ def main():
         "teacher_holdout_val": evaluate(args.worker, TEACHER, HOLDOUT_VAL, args.threads),
         "val_prefix_tokens": PREFIX_TOKENS,
         "kl_baseline": kl_rows(args, prefix, args.baseline, lambda v: True),
-        "kl_a_alpha_0.5": kl_rows(args, prefix, args.a, lambda v: v.get("distill.alpha") == 0.5),
-        "sizes": [],
+        "kl_a_t1": kl_rows(args, prefix, args.a, lambda v: v.get("distill.temperature") == 1),
+        "c_base_holdout_val": evaluate(args.worker, "var/experiments/c_base", HOLDOUT_VAL,
+                                       args.threads),
     }
-    for sweep in (args.lora, args.full):
-        for child in children(args.ctl, sweep):
-            out = child["spec"]["output"]
-            adapter = os.path.join(out, "adapter")
-            extras["sizes"].append({
-                "id": child["id"],
-                "values": {k: json.loads(v) for k, v in child.get("sweep_values", {}).items()},
-                "method": child["spec"].get("student", {}).get("method", "FULL"),
-                "adapter_bytes": dir_bytes(adapter) if os.path.isdir(adapter) else None,
-                "model_bytes": dir_bytes(os.path.join(out, "model"))
-                if os.path.isdir(os.path.join(out, "model")) else None,
-            })
     with open(args.out, "w") as f:
         json.dump(extras, f, indent=1)
     print(f"wrote {args.out}")

@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """Compact Markdown tables for docs/experiments.md from `distillctl report`'s
-summary.csv files (docs/experiments/{a,b,c}) and extras.json: the same numbers,
-fewer columns. Standard library only.
+files (docs/experiments/{a,b,c}): the same numbers, fewer columns, and the
+KD-vs-baseline ratio paired by seed; (c)'s saved sizes from the runs' output
+directories under var/experiments. Run from the repository root. Standard
+library only.
 
 usage: tables.py DOCS_EXPERIMENTS_DIR    (prints the tables)
 """
 import csv
+import glob
 import json
 import os
 import sys
@@ -115,16 +118,23 @@ def question_b(d):
 
 
 
-def question_c(d, extras):
+def saved_bytes(pattern):
+    """Mean size in bytes of the directories matching `pattern` (the runs'
+    adapters or models under var/experiments), or None."""
+    dirs = glob.glob(pattern)
+    sizes = [sum(os.path.getsize(os.path.join(x, f)) for f in os.listdir(x)) for x in dirs]
+    return sum(sizes) / len(sizes) if sizes else None
+
+
+def question_c(d):
     groups = read(os.path.join(d, "c", "summary.csv"))
-    sizes = {}
-    for s in extras.get("sizes", []):
-        key = "full" if s["adapter_bytes"] is None else f"lora r{s['values'].get('lora.rank')}"
-        sizes[key] = s["adapter_bytes"] if s["adapter_bytes"] is not None else s["model_bytes"]
     rows = []
     for g in groups:
-        name = "full" if g["job"] == "c-full" else f"lora r{g['lora.rank']}"
-        saved = sizes.get(name)
+        if g["job"] == "c-full":
+            name, saved = "full", saved_bytes("var/experiments/c_full/*/model")
+        else:
+            name = f"lora r{g['lora.rank']}"
+            saved = saved_bytes(f"var/experiments/c_lora/*rank={g['lora.rank']},*/adapter")
         rows.append([name, g["runs"], interval(g, "ppl", 1), interval(g, "tokens_per_s_mean", 0),
                      num(float(g["peak_memory_bytes_mean"]) / 2**20, 0),
                      num(g["trainable_params_mean"], 0),
@@ -134,13 +144,11 @@ def question_c(d, extras):
 
 
 def main(d):
-    extras_path = os.path.join(d, "extras.json")
-    extras = json.load(open(extras_path)) if os.path.exists(extras_path) else {}
     for name, make in (("a", question_a), ("b", question_b)):
         if os.path.exists(os.path.join(d, name, "summary.csv")):
             print(f"### ({name})\n\n{make(d)}\n")
     if os.path.exists(os.path.join(d, "c", "summary.csv")):
-        print(f"### (c)\n\n{question_c(d, extras)}\n")
+        print(f"### (c)\n\n{question_c(d)}\n")
 
 
 if __name__ == "__main__":
