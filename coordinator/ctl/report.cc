@@ -379,6 +379,32 @@ std::string SpecSummary(const v1::Job& job) {
   return md;
 }
 
+// For each group field with a value too long for a tick label: the #k the
+// plots show instead (report_plot.cc), as a list.
+std::string TickLegend(const std::vector<RunGroup>& groups,
+                       const std::vector<std::string>& group_fields) {
+  std::string md;
+  for (size_t fi = 0; fi < group_fields.size(); ++fi) {
+    std::vector<std::string> values;
+    bool long_values = false;
+    for (const RunGroup& g : groups) {
+      if (g.key[fi].empty() ||
+          std::find(values.begin(), values.end(), g.key[fi]) != values.end()) {
+        continue;
+      }
+      values.push_back(g.key[fi]);
+      long_values |= DisplayValue(g.key[fi]).size() > kMaxTickLabel;
+    }
+    if (!long_values) continue;
+    md += absl::StrCat("`", group_fields[fi], "` in the plots:\n\n");
+    for (size_t k = 0; k < values.size(); ++k) {
+      md += absl::StrCat("- #", k + 1, ": `", DisplayValue(values[k]), "`\n");
+    }
+    md += "\n";
+  }
+  return md;
+}
+
 std::string Markdown(const Gathered& g, const std::vector<RunGroup>& groups,
                      const std::vector<std::string>& group_fields,
                      const std::vector<std::string>& plots) {
@@ -422,7 +448,7 @@ std::string Markdown(const Gathered& g, const std::vector<RunGroup>& groups,
       "## Summary\n\nMean and 95% interval (Student t, n - 1 degrees of freedom) over "
       "the runs of each group";
   md += GroupFields(g.fields).size() < g.fields.size() ? " (seeds).\n\n" : ".\n\n";
-  md += MdTable(header, rows) + "\n## Plots\n\n";
+  md += MdTable(header, rows) + "\n## Plots\n\n" + TickLegend(groups, group_fields);
   for (const std::string& png : plots) md += absl::StrCat("![", png, "](", png, ")\n\n");
   return md;
 }

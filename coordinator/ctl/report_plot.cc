@@ -124,6 +124,10 @@ Series CollectSeries(const std::vector<RunGroup>& groups,
       categories.push_back(g.key[fi]);
     }
   }
+  // Values too long for a tick label (structured ones, e.g. distill.features)
+  // are shown as #k, the k-th value in order of appearance (the tables' order).
+  bool long_labels = false;
+  for (const std::string& c : categories) long_labels |= DisplayValue(c).size() > kMaxTickLabel;
   Series series;
   double lo = HUGE_VAL, hi = -HUGE_VAL;
   for (const RunGroup& g : groups) {
@@ -141,7 +145,9 @@ Series CollectSeries(const std::vector<RunGroup>& groups,
     p.mean = iv.mean;
     p.low = iv.low.value_or(iv.mean);
     p.high = iv.high.value_or(iv.mean);
-    p.label = DisplayValue(g.key[fi]);
+    const size_t index = static_cast<size_t>(
+        std::find(categories.begin(), categories.end(), g.key[fi]) - categories.begin());
+    p.label = long_labels && !*numeric ? absl::StrCat("#", index + 1) : DisplayValue(g.key[fi]);
     lo = std::min(lo, p.x);
     hi = std::max(hi, p.x);
     it->second.push_back(p);

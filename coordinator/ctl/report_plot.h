@@ -5,6 +5,7 @@
 #ifndef DISTILL_COORDINATOR_CTL_REPORT_PLOT_H_
 #define DISTILL_COORDINATOR_CTL_REPORT_PLOT_H_
 
+#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -13,6 +14,11 @@
 #include "coordinator/ctl/report.h"
 
 namespace distill::coordinator::ctl {
+
+// A category value longer than this (a structured value, e.g. a list of
+// distill.features) is shown on the plots' axis as #k, the k-th value in the
+// tables' order; report.md lists what each #k is.
+inline constexpr size_t kMaxTickLabel = 24;
 
 // Writes `text` to `path` (replacing it); FailedPrecondition naming the path.
 absl::Status WriteTextFile(const std::string& path, const std::string& text);

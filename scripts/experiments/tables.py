@@ -109,7 +109,8 @@ def question_b(d):
         kd = g["job"] != "ce-only"
         rows.append([feature_name(g.get("distill.features", "")), g["runs"],
                      interval(g, "ppl", 1),
-                     paired(runs, lambda r, g=g: matches(r, g, keys), is_none) if kd else "",
+                     paired(runs, lambda r, g=g: matches(r, g, keys), is_none)
+                     if kd and g.get("distill.features") != "[]" else "",
                      paired(runs, lambda r, g=g: matches(r, g, keys),
                             lambda r: r["job"] == "ce-only") if kd else "",
                      interval(g, "kl", 3), interval(g, "top1_agreement", 3)])

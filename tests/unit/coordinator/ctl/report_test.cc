@@ -489,6 +489,42 @@ TEST_F(ReportTest, AnUnknownIdAmongSeveralIsNotFound) {
   EXPECT_NE(s.message().find("nope"), std::string::npos) << s;
 }
 
+// Structured values too long for a tick label are #k on the axis, and
+// report.md says which value each #k is.
+TEST_F(ReportTest, LongValuesAreNumberedOnTheAxisAndListed) {
+  const std::vector<std::string> maps = {
+      "[]", R"([{"loss":"cosine","student_layer":1,"teacher_layer":4,"weight":1.0}])"};
+  v1::Job sweep;
+  sweep.set_id("f-1");
+  sweep.set_kind(v1::SWEEP);
+  sweep.set_state(v1::SUCCEEDED);
+  sweep.mutable_spec()->set_type(v1::DISTILL);
+  for (size_t i = 0; i < maps.size(); ++i) {
+    v1::Job job;
+    job.set_id(absl::StrCat("f", i));
+    job.set_kind(v1::TRAIN);
+    job.mutable_spec()->set_type(v1::DISTILL);
+    (*job.mutable_sweep_values())["distill.features"] = maps[i];
+    job.set_state(v1::SUCCEEDED);
+    job.mutable_progress()->set_eval_step(1);
+    job.mutable_progress()->set_eval_loss(2.0 + static_cast<double>(i));
+    service_.Add(job, {Event(1, job, v1::JobEvent::PROGRESS)});
+    sweep.add_child_ids(job.id());
+  }
+  service_.Add(sweep, {});
+  ASSERT_TRUE(Report("f-1").ok());
+  absl::StatusOr<std::string> md = common::ReadFileToString((dir_ / "report.md").string());
+  ASSERT_TRUE(md.ok()) << md.status();
+  EXPECT_NE(md->find("`distill.features` in the plots:\n\n- #1: `[]`\n- #2: `" + maps[1] + "`"),
+            std::string::npos)
+      << *md;
+  absl::StatusOr<std::string> dat =
+      common::ReadFileToString((dir_ / "eval_loss_vs_distill_features.dat").string());
+  ASSERT_TRUE(dat.ok()) << dat.status();
+  EXPECT_NE(dat->find("0 2 2 2 \"#1\"\n1 3 3 3 \"#2\""), std::string::npos) << *dat;
+  ExpectPng(dir_ / "eval_loss_vs_distill_features.png");
+}
+
 TEST_F(ReportTest, ASingleJobIsOneRowWithoutAnInterval) {
   ASSERT_TRUE(Report("c001").ok());
   const auto children = ReadCsv(dir_ / "children.csv");
