@@ -385,17 +385,8 @@ std::string TickLegend(const std::vector<RunGroup>& groups,
                        const std::vector<std::string>& group_fields) {
   std::string md;
   for (size_t fi = 0; fi < group_fields.size(); ++fi) {
-    std::vector<std::string> values;
-    bool long_values = false;
-    for (const RunGroup& g : groups) {
-      if (g.key[fi].empty() ||
-          std::find(values.begin(), values.end(), g.key[fi]) != values.end()) {
-        continue;
-      }
-      values.push_back(g.key[fi]);
-      long_values |= DisplayValue(g.key[fi]).size() > kMaxTickLabel;
-    }
-    if (!long_values) continue;
+    const std::vector<std::string> values = FieldValues(groups, fi);
+    if (!HasLongValue(values)) continue;
     md += absl::StrCat("`", group_fields[fi], "` in the plots:\n\n");
     for (size_t k = 0; k < values.size(); ++k) {
       md += absl::StrCat("- #", k + 1, ": `", DisplayValue(values[k]), "`\n");

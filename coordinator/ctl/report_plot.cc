@@ -114,20 +114,15 @@ void AddReferenceLines(const std::vector<RunGroup>& groups,
 Series CollectSeries(const std::vector<RunGroup>& groups,
                      const std::vector<std::string>& group_fields, size_t fi,
                      const std::string& metric, bool* numeric) {
+  const std::vector<std::string> categories = FieldValues(groups, fi);
   *numeric = true;
-  std::vector<std::string> categories;  // JSON values, first-seen order
-  for (const RunGroup& g : groups) {
-    if (g.key[fi].empty()) continue;
+  for (const std::string& c : categories) {
     double unused;
-    if (!absl::SimpleAtod(g.key[fi], &unused)) *numeric = false;
-    if (std::find(categories.begin(), categories.end(), g.key[fi]) == categories.end()) {
-      categories.push_back(g.key[fi]);
-    }
+    if (!absl::SimpleAtod(c, &unused)) *numeric = false;
   }
   // Values too long for a tick label (structured ones, e.g. distill.features)
   // are shown as #k, the k-th value in order of appearance (the tables' order).
-  bool long_labels = false;
-  for (const std::string& c : categories) long_labels |= DisplayValue(c).size() > kMaxTickLabel;
+  const bool long_labels = HasLongValue(categories);
   Series series;
   double lo = HUGE_VAL, hi = -HUGE_VAL;
   for (const RunGroup& g : groups) {
@@ -155,6 +150,25 @@ Series CollectSeries(const std::vector<RunGroup>& groups,
   AddReferenceLines(groups, group_fields, fi, metric, lo, hi, &series);
   return series;
 }
+
+}  // namespace
+
+std::vector<std::string> FieldValues(const std::vector<RunGroup>& groups, size_t fi) {
+  std::vector<std::string> values;
+  for (const RunGroup& g : groups) {
+    if (!g.key[fi].empty() && std::find(values.begin(), values.end(), g.key[fi]) == values.end()) {
+      values.push_back(g.key[fi]);
+    }
+  }
+  return values;
+}
+
+bool HasLongValue(const std::vector<std::string>& values) {
+  return std::any_of(values.begin(), values.end(),
+                     [](const std::string& v) { return DisplayValue(v).size() > kMaxTickLabel; });
+}
+
+namespace {
 
 // The metric of the groups against field `fi` (CollectSeries). Writes
 // `stem`.dat into `data`; returns the script part, empty when there is no

@@ -20,6 +20,14 @@ namespace distill::coordinator::ctl {
 // tables' order; report.md lists what each #k is.
 inline constexpr size_t kMaxTickLabel = 24;
 
+// The distinct values (JSON) of group field `fi` among `groups`, in order of
+// first appearance, without "" (a group lacking the field): the categories of
+// a plot against the field, #1.. in that order.
+std::vector<std::string> FieldValues(const std::vector<RunGroup>& groups, size_t fi);
+
+// Whether some value of `values` is too long for a tick label (kMaxTickLabel).
+bool HasLongValue(const std::vector<std::string>& values);
+
 // Writes `text` to `path` (replacing it); FailedPrecondition naming the path.
 absl::Status WriteTextFile(const std::string& path, const std::string& text);
 
