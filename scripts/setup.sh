@@ -20,6 +20,9 @@ PACKAGES=(
   libboost-math-dev                           # distillctl report: Student t quantiles (header-only)
   python3 python3-venv                        # .venv (pip torch, transformers, peft, tokenizers, TRL)
   curl ca-certificates                        # scripts/fetch_jinja.sh (the chat-template engine from PyPI)
+  prometheus                                  # promtool and a real Prometheus (deploy/ checks, dashboard test)
+  slurm-wlm munge                             # a real single-node Slurm (the coordinator's slurm launcher tests)
+  openssh-server iproute2                     # hosts in network namespaces, mpirun over ssh (multi-host tests)
 )
 
 missing=()
