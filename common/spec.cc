@@ -158,6 +158,7 @@ absl::Status ValidateRanks(const JobSpec& spec) {
   const auto& r = spec.runtime();
   if (r.has_timeout_s()) RETURN_IF_ERROR(Positive("runtime.timeout_s", r.timeout_s()));
   if (r.has_bucket_mb()) RETURN_IF_ERROR(Positive("runtime.bucket_mb", r.bucket_mb()));
+  if (r.has_peak_tflops()) RETURN_IF_ERROR(Positive("runtime.peak_tflops", r.peak_tflops()));
   if (r.has_prefetch()) RETURN_IF_ERROR(at_least("runtime.prefetch", r.prefetch(), 1));
   if (r.has_sync_check_every()) RETURN_IF_ERROR(at_least("runtime.sync_check_every", r.sync_check_every(), 0));
   if (r.has_zero() && (r.zero() < 0 || r.zero() > 2)) {

@@ -148,7 +148,10 @@ void Coordinator::Stop() {
 absl::Status Coordinator::WriteLocked(Active& a, const std::optional<EventInfo>& event) {
   *a.rec.job.mutable_update_time() = TimeUtil::GetCurrentTime();
   a.rec.job.set_queue_position(QueuePositionLocked(a.rec));
-  RETURN_IF_ERROR(store_->UpdateJob(a.rec, event).status());
+  const absl::Time start = absl::Now();
+  absl::Status st = store_->UpdateJob(a.rec, event).status();
+  metrics_->ObserveCommit(absl::ToDoubleSeconds(absl::Now() - start));
+  RETURN_IF_ERROR(st);
   if (event) NotifyLocked();
   return absl::OkStatus();
 }
@@ -191,6 +194,7 @@ absl::Status Coordinator::Transition(Active& a, JobState to, FailureReason reaso
   counts_[to]++;
   metrics_->SetJobCounts(counts_);
   if (to == distill::v1::FAILED && !sweep) metrics_->OnFailure(reason);
+  if (IsTerminal(to) && !sweep) metrics_->OnFinish(to);
   if (!a.rec.job.parent_id().empty()) ChildChangedLocked(a.rec.job);
   return absl::OkStatus();
 }
@@ -376,12 +380,16 @@ absl::Status Coordinator::Report(const distill::v1::ProgressReport& report) {
         absl::StrCat("job ", report.job_id(), ": attempt ", report.attempt(),
                      " is not the running attempt (", a.rec.job.attempt(), ")"));
   }
-  health_.Reported(a.health, report.rank(), report.final());
-  const bool has_progress = report.has_progress() && report.rank() == 0;
-  if (has_progress) {
-    *a.rec.job.mutable_progress() = report.progress();
-    metrics_->OnProgress(a.rec.job.id(), report.progress());
+  if (report.rank() < 0 || report.rank() >= a.rec.job.ranks()) {
+    return absl::InvalidArgumentError(absl::StrCat("job ", report.job_id(), " has ", a.rec.job.ranks(),
+                                                   " ranks: no rank ", report.rank()));
   }
+  health_.Reported(a.health, report.rank(), report.final());
+  metrics_->OnReport(report, absl::ToDoubleSeconds(health_.Now() - absl::UnixEpoch()));
+  // The job's progress is student 0's (its losses are the students' means);
+  // every rank's goes to the metrics.
+  const bool has_progress = report.has_progress() && report.rank() == 0;
+  if (has_progress) *a.rec.job.mutable_progress() = report.progress();
   if (state == distill::v1::STARTING) {
     absl::Status st = Transition(a, distill::v1::RUNNING, distill::v1::FAILURE_REASON_UNSPECIFIED,
                                  absl::StrCat("rank ", report.rank(), " reported"));

@@ -85,6 +85,7 @@ void Coordinator::ReconcileLocked(JobRecord rec) {
     scheduler_->Reserve(id, AllocationOf(a.rec.job)).IgnoreError();
     LogLine(absl::StrCat("job ", id, " adopted: attempt ", a.rec.job.attempt(),
                          " still running (pid ", a.rec.launch_pid, ")"));
+    metrics_->OnStart(a.rec.job, /*launched=*/false);
     if (a.rec.cancel_requested) {
       launcher_->Terminate(a.rec.launch_pid, dir, a.rec.cancel_force);
       health_.Terminating(a.health, a.rec.cancel_force);
@@ -278,6 +279,7 @@ void Coordinator::StartAttemptLocked(Active& a, const Allocation& allocation) {
   }
   a.rec.launch_pid = *pid;
   health_.Launched(a.health);
+  metrics_->OnStart(a.rec.job, /*launched=*/true);
   if (!WriteLocked(a, std::nullopt).ok()) {
     LogLine(
         absl::StrCat("job ", id, ": could not record launch pid ", *pid, " (the pid file has it)"));

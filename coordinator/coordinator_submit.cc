@@ -99,7 +99,9 @@ std::vector<absl::StatusOr<Job>> Coordinator::CommitSubmissions(std::vector<NewJ
   }
   std::vector<absl::StatusOr<Job>> results;
   results.reserve(batch.size());
+  const absl::Time start = absl::Now();
   absl::StatusOr<std::vector<CreatedJob>> created = store_->CreateJobs(batch);
+  metrics_->ObserveCommit(absl::ToDoubleSeconds(absl::Now() - start));
   if (!created.ok()) {
     LogLine(absl::StrCat("cannot record ", batch.size(),
                          " submission(s): ", created.status().message()));

@@ -78,7 +78,7 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Server::Build(ServerOpt
   options.coordinator.state_dir = options.state_dir;
   coordinator_ = std::make_unique<Coordinator>(options.coordinator, store_.get(), scheduler_.get(),
                                                launcher_.get(), metrics_.get());
-  service_ = std::make_unique<CoordinatorService>(options.service, coordinator_.get());
+  service_ = std::make_unique<CoordinatorService>(options.service, coordinator_.get(), metrics_.get());
   return creds;
 }
 

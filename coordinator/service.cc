@@ -188,17 +188,24 @@ grpc::Status CoordinatorService::CheckAuth(const grpc::ServerContextBase* contex
   return grpc::Status::OK;
 }
 
+void CoordinatorService::ObserveRpc(const char* method, absl::Time start) const {
+  if (metrics_ != nullptr) metrics_->ObserveRpc(method, absl::ToDoubleSeconds(absl::Now() - start));
+}
+
 grpc::ServerUnaryReactor* CoordinatorService::SubmitJob(
     grpc::CallbackServerContext* context, const distill::v1::SubmitJobRequest* request,
     distill::v1::Job* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (grpc::Status st = Authorized(context, [&] { return CheckSubmitJob(request); }); !st.ok()) {
+  const absl::Time start = absl::Now();
+  if (grpc::Status st = CheckAuth(context); !st.ok() || !(st = CheckSubmitJob(request)).ok()) {
+    ObserveRpc("SubmitJob", start);
     reactor->Finish(st);
     return reactor;
   }
   // Answered after the group commit that holds the job (Note [Group commit]
   // in coordinator.h); gRPC keeps `response` alive until Finish().
-  coordinator_->SubmitAsync(*request, [reactor, response](absl::StatusOr<distill::v1::Job> job) {
+  coordinator_->SubmitAsync(*request, [this, start, reactor, response](absl::StatusOr<distill::v1::Job> job) {
+    ObserveRpc("SubmitJob", start);
     if (!job.ok()) {
       reactor->Finish(ToGrpcStatus(job.status()));
       return;
@@ -221,7 +228,7 @@ grpc::Status CoordinatorService::CheckSubmitJob(
 grpc::ServerUnaryReactor* CoordinatorService::GetJob(grpc::CallbackServerContext* context,
                                                      const distill::v1::GetJobRequest* request,
                                                      distill::v1::Job* response) {
-  return AuthorizedUnary(context, [&] { return DoGetJob(request, response); });
+  return AuthorizedUnary("GetJob", context, [&] { return DoGetJob(request, response); });
 }
 
 grpc::Status CoordinatorService::DoGetJob(const distill::v1::GetJobRequest* request,
@@ -235,7 +242,7 @@ grpc::Status CoordinatorService::DoGetJob(const distill::v1::GetJobRequest* requ
 grpc::ServerUnaryReactor* CoordinatorService::ListJobs(grpc::CallbackServerContext* context,
                                                        const grpc::ByteBuffer* request,
                                                        grpc::ByteBuffer* response) {
-  return AuthorizedUnary(context, [&] { return DoListJobs(request, response); });
+  return AuthorizedUnary("ListJobs", context, [&] { return DoListJobs(request, response); });
 }
 
 grpc::Status CoordinatorService::DoListJobs(const grpc::ByteBuffer* raw_request,
@@ -275,7 +282,7 @@ grpc::Status CoordinatorService::DoListJobs(const grpc::ByteBuffer* raw_request,
 grpc::ServerUnaryReactor* CoordinatorService::CancelJob(
     grpc::CallbackServerContext* context, const distill::v1::CancelJobRequest* request,
     distill::v1::Job* response) {
-  return AuthorizedUnary(context, [&] { return DoCancelJob(request, response); });
+  return AuthorizedUnary("CancelJob", context, [&] { return DoCancelJob(request, response); });
 }
 
 grpc::Status CoordinatorService::DoCancelJob(const distill::v1::CancelJobRequest* request,
@@ -289,7 +296,7 @@ grpc::Status CoordinatorService::DoCancelJob(const distill::v1::CancelJobRequest
 grpc::Status CoordinatorService::WatchJob(grpc::ServerContext* context,
                                           const distill::v1::WatchJobRequest* request,
                                           grpc::ServerWriter<distill::v1::JobEvent>* writer) {
-  return Authorized(context, [&] { return DoWatchJob(context, request, writer); });
+  return Authorized("WatchJob", context, [&] { return DoWatchJob(context, request, writer); });
 }
 
 grpc::Status CoordinatorService::DoWatchJob(grpc::ServerContext* context,
@@ -322,7 +329,7 @@ grpc::Status CoordinatorService::DoWatchJob(grpc::ServerContext* context,
 grpc::Status CoordinatorService::StreamLogs(grpc::ServerContext* context,
                                             const distill::v1::StreamLogsRequest* request,
                                             grpc::ServerWriter<distill::v1::LogChunk>* writer) {
-  return Authorized(context, [&] { return DoStreamLogs(context, request, writer); });
+  return Authorized("StreamLogs", context, [&] { return DoStreamLogs(context, request, writer); });
 }
 
 grpc::Status CoordinatorService::DoStreamLogs(grpc::ServerContext* context,
@@ -386,7 +393,7 @@ grpc::Status CoordinatorService::DoStreamLogs(grpc::ServerContext* context,
 grpc::Status CoordinatorService::ReportProgress(
     grpc::ServerContext* context, grpc::ServerReader<distill::v1::ProgressReport>* reader,
     distill::v1::ReportProgressResponse* response) {
-  return Authorized(context, [&] { return DoReportProgress(reader); });
+  return Authorized("ReportProgress", context, [&] { return DoReportProgress(reader); });
 }
 
 grpc::Status CoordinatorService::DoReportProgress(

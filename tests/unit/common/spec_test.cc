@@ -389,6 +389,7 @@ TEST(SpecTest, MultiRankJobsValidateAndBadRankFieldsAreNamed) {
                         Case{std::string(kGood) + "ranks: 0\n", "ranks"},
                         Case{std::string(kGood) + "runtime: {timeout_s: 0}\n", "runtime.timeout_s"},
                         Case{std::string(kGood) + "runtime: {bucket_mb: -1}\n", "runtime.bucket_mb"},
+                        Case{std::string(kGood) + "runtime: {peak_tflops: 0}\n", "runtime.peak_tflops"},
                         Case{std::string(kGood) + "runtime: {prefetch: 0}\n", "runtime.prefetch"},
                         Case{std::string(kGood) + "runtime: {sync_check_every: -2}\n", "runtime.sync_check_every"},
                         Case{std::string(kGood) + "runtime: {zero: 3}\n", "runtime.zero"},

@@ -501,8 +501,10 @@ TEST_F(ServiceTest, WatchStreamsToTheTerminalStateAndResumes) {
 }
 
 TEST_F(ServiceTest, ReportProgressMakesTheJobRunningAndUpdatesMetrics) {
-  StartServer(Options());
-  Job job = SubmitOk(Request("hold"));
+  ServerOptions options = Options();
+  options.slots = 2;
+  StartServer(options);
+  Job job = SubmitOk(Request("hold", 2));
   WaitFor(job.id(), {distill::v1::STARTING});
   {
     grpc::ClientContext ctx;
@@ -520,6 +522,13 @@ TEST_F(ServiceTest, ReportProgressMakesTheJobRunningAndUpdatesMetrics) {
     p->set_ce_loss(2.5);
     p->set_tokens_per_second(1234.5);
     p->set_step_seconds(0.25);
+    p->mutable_rank_totals()->set_steps(7);
+    p->mutable_rank_totals()->set_tokens(700);
+    ASSERT_TRUE(writer->Write(r));
+    // Rank 1 reports its own totals: they are its series, not the job's progress.
+    r.set_rank(1);
+    p->mutable_rank_totals()->set_tokens(650);
+    p->set_step(6);
     ASSERT_TRUE(writer->Write(r));
     ASSERT_TRUE(writer->WritesDone());
     ASSERT_TRUE(writer->Finish().ok());
@@ -530,14 +539,20 @@ TEST_F(ServiceTest, ReportProgressMakesTheJobRunningAndUpdatesMetrics) {
   EXPECT_EQ(running.progress().step(), 7);
   EXPECT_DOUBLE_EQ(running.progress().tokens_per_second(), 1234.5);
   const std::string text = server_->metrics().Text();
-  EXPECT_NE(text.find("distill_job_tokens_per_second{job=\"" + job.id() + "\"} 1234.5"),
+  const std::string id = job.id();
+  EXPECT_NE(text.find("distill_tokens_total{job_id=\"" + id + "\",rank=\"0\"} 700"), std::string::npos) << text;
+  EXPECT_NE(text.find("distill_tokens_total{job_id=\"" + id + "\",rank=\"1\"} 650"), std::string::npos) << text;
+  EXPECT_NE(text.find("distill_steps_total{job_id=\"" + id + "\",rank=\"0\"} 7"), std::string::npos) << text;
+  EXPECT_NE(text.find("distill_loss{component=\"ce\",job_id=\"" + id + "\"} 2.5"), std::string::npos) << text;
+  EXPECT_NE(text.find("distill_job_progress_ratio{job_id=\"" + id + "\"} 0.07"), std::string::npos) << text;
+  EXPECT_NE(text.find("distill_rank_last_report_timestamp_seconds{job_id=\"" + id + "\",rank=\"1\"}"),
             std::string::npos)
       << text;
-  EXPECT_NE(text.find("distill_job_step_seconds{job=\"" + job.id() + "\"} 0.25"), std::string::npos)
-      << text;
-  EXPECT_NE(text.find("distill_job_loss{component=\"ce\",job=\"" + job.id() + "\"} 2.5"),
+  EXPECT_NE(text.find("distill_job_info{job_id=\"" + id + "\",method=\"full\",name=\"hold\",type=\"finetune\"} 1"),
             std::string::npos)
       << text;
+  EXPECT_NE(text.find("distill_rpc_duration_seconds_count{method=\"SubmitJob\"} 1"), std::string::npos) << text;
+  EXPECT_EQ(text.find("job=\""), std::string::npos) << "a 'job' label: " << text;
   EXPECT_NE(text.find("distill_jobs{state=\"running\"} 1"), std::string::npos) << text;
   EXPECT_NE(text.find("distill_job_submissions_total 1"), std::string::npos) << text;
 
@@ -552,6 +567,20 @@ TEST_F(ServiceTest, ReportProgressMakesTheJobRunningAndUpdatesMetrics) {
   writer->Write(stale);
   writer->WritesDone();
   EXPECT_EQ(writer->Finish().error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+
+  // A rank the job does not have is refused, and gets no series.
+  grpc::ClientContext ctx2;
+  Context(&ctx2);
+  auto forged = stub_->ReportProgress(&ctx2, &resp);
+  distill::v1::ProgressReport r9;
+  r9.set_job_id(job.id());
+  r9.set_attempt(1);
+  r9.set_rank(9);
+  r9.mutable_progress()->set_step(1);
+  forged->Write(r9);
+  forged->WritesDone();
+  EXPECT_EQ(forged->Finish().error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(server_->metrics().Text().find("rank=\"9\""), std::string::npos);
 }
 
 // The job and its progress events keep the whole Progress rank 0 reports
