@@ -18,6 +18,7 @@ PACKAGES=(
   libzstd-dev libssl-dev                      # teacher cache: zstd frames, SHA-256 content keys
   gnuplot-nox                                 # distillctl report: the PNG plots
   libboost-math-dev                           # distillctl report: Student t quantiles (header-only)
+  libboost-dev                                # Boost.Beast: the worker's /metrics (Note [Worker HTTP])
   python3 python3-venv                        # .venv (pip torch, transformers, peft, tokenizers, TRL)
   curl ca-certificates                        # scripts/fetch_jinja.sh (the chat-template engine from PyPI)
   prometheus                                  # promtool and a real Prometheus (deploy/ checks, dashboard test)

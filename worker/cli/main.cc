@@ -18,6 +18,7 @@
 #include <atomic>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <set>
 #include <string>
@@ -28,6 +29,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/reflection.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
@@ -43,6 +45,7 @@
 #include "worker/distill/colocated_teacher.h"
 #include "worker/model/hf_io.h"
 #include "worker/model/lora.h"
+#include "worker/report/metrics_sink.h"
 #include "worker/report/report_grpc.h"
 #include "worker/comm/mpi_communicator.h"
 #include "worker/runtime/capture.h"
@@ -54,6 +57,11 @@
 // '_' is written '-' (--seq-len); each command accepts only its own (Commands()).
 // Help: "PLACEHOLDER: what it is"; the usage is generated from it.
 ABSL_FLAG(std::string, spec, "", "SPEC.yaml: the job spec (mpirun -np N for a multi-rank job)");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "HOST:PORT: serve this job's metrics on /metrics (docs/metrics.md), each rank on PORT + "
+          "its local rank; for a run without a coordinator");
+ABSL_FLAG(std::string, job_id, "",
+          "ID: the job_id label of --metrics-listen's series (default: $DISTILL_JOB_ID, else the spec's name)");
 ABSL_FLAG(int64_t, max_steps_this_run, 0,
           "N: stop after N steps of this run, with a checkpoint (0: run to the end)");
 ABSL_FLAG(std::string, model, "", "DIR: the model (Hugging Face directory)");
@@ -103,6 +111,31 @@ void OnSignal(int) { g_stop.store(true); }
 // ("seq-len"); their values are in the flags.
 using Given = std::set<std::string>;
 
+// --metrics-listen: this rank's /metrics on PORT + its local rank (null
+// without the flag).
+absl::StatusOr<std::unique_ptr<MetricsSink>> MaybeMetricsSink(const distill::v1::JobSpec& spec,
+                                                              const Communicator* world) {
+  const std::string listen = absl::GetFlag(FLAGS_metrics_listen);
+  if (listen.empty()) return std::unique_ptr<MetricsSink>();
+  const size_t colon = listen.rfind(':');
+  int port = 0;
+  if (colon == std::string::npos || !absl::SimpleAtoi(listen.substr(colon + 1), &port) || port < 0 ||
+      port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("--metrics-listen: not HOST:PORT: '", listen, "'"));
+  }
+  if (port != 0) port += LocalRank();
+  std::string job_id = absl::GetFlag(FLAGS_job_id);
+  if (job_id.empty() && std::getenv("DISTILL_JOB_ID") != nullptr) job_id = std::getenv("DISTILL_JOB_ID");
+  if (job_id.empty()) job_id = spec.name();
+  if (job_id.empty()) job_id = "job";
+  ASSIGN_OR_RETURN(std::unique_ptr<MetricsSink> sink,
+                   MetricsSink::Create(absl::StrCat(listen.substr(0, colon), ":", port), job_id,
+                                       world ? world->rank() : 0));
+  std::cerr << "metrics: rank " << (world ? world->rank() : 0) << " serves /metrics on port " << sink->port()
+            << std::endl;
+  return sink;
+}
+
 absl::Status TrainRank(const distill::v1::JobSpec& spec, int64_t max_steps, Communicator* world) {
   std::signal(SIGTERM, OnSignal);
   std::signal(SIGINT, OnSignal);
@@ -111,16 +144,18 @@ absl::Status TrainRank(const distill::v1::JobSpec& spec, int64_t max_steps, Comm
   TrainOptions options;
   options.max_steps_this_run = max_steps;
   options.stop_requested = &g_stop;
-  // Launched by the coordinator (DISTILL_COORDINATOR set): progress and
-  // heartbeats go to it too. Only rank 0 (student 0) reports.
+  if (rank0) options.sinks.push_back(&console);
+  // Launched by the coordinator (DISTILL_COORDINATOR set): every rank's
+  // progress and heartbeats go to it too (a teacher rank's: heartbeats).
   std::unique_ptr<CoordinatorSink> coordinator;
-  if (rank0) {
-    options.sinks.push_back(&console);
-    ASSIGN_OR_RETURN(coordinator, MakeCoordinatorSinkFromEnv());
-    if (coordinator) options.sinks.push_back(coordinator.get());
-  }
+  ASSIGN_OR_RETURN(coordinator, MakeCoordinatorSinkFromEnv());
+  if (coordinator) options.sinks.push_back(coordinator.get());
+  std::unique_ptr<MetricsSink> metrics;
+  ASSIGN_OR_RETURN(metrics, MaybeMetricsSink(spec, world));
+  if (metrics) options.sinks.push_back(metrics.get());
   ASSIGN_OR_RETURN(JobRankResult job, RunJobRank(spec, options, world));
   if (!job.is_student) {
+    if (coordinator) coordinator->Finish(true);
     const TeacherStageStats& t = job.teacher;
     std::cout << absl::StrFormat("%s done: %d requests, busy %.1f%% of %.1f s, sent %.1f MB",
                                  job.layout.Role(job.layout.rank), t.requests,
@@ -339,7 +374,7 @@ const std::vector<Command>& Commands() {
       {"train",
        "trains a job spec's student (mpirun -np N for a multi-rank job)",
        {"spec"},
-       {"max-steps-this-run"},
+       {"max-steps-this-run", "metrics-listen", "job-id"},
        &Train},
       {"capture",
        "runs a distill spec's teacher once and writes teacher.cache (mpirun -np N: N ranks share it)",

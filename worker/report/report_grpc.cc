@@ -62,40 +62,14 @@ CoordinatorSink::~CoordinatorSink() {
 
 void CoordinatorSink::OnStep(const StepRecord& r) {
   std::lock_guard<std::mutex> lock(mu_);
-  distill::v1::Progress& p = progress_;
-  p.set_step(r.step);
-  p.set_total_steps(r.total_steps);
-  p.set_loss(r.loss);
-  // The objective's fields by the names metrics.jsonl gives them (Note [Objective fields]).
-  const ObjectiveFields& f = r.fields;
-  p.set_ce_loss(f.Scalar("ce_loss"));
-  p.set_kd_loss(f.Scalar("kd_loss"));
-  p.mutable_feature_losses()->clear();
-  if (auto it = f.groups.find("feature_losses"); it != f.groups.end()) {
-    for (const auto& [name, value] : it->second) (*p.mutable_feature_losses())[name] = value;
-  }
-  p.set_tokens_per_second(r.tokens_per_s);
-  p.set_step_seconds(r.step_s);
-  p.set_eta_seconds(r.eta_s);
-  p.set_teacher_seconds(f.Scalar("teacher_s"));
-  p.set_stream_bytes_per_token(f.Scalar("stream_bytes_per_token"));
-  p.set_memory_bytes(r.peak_rss_bytes);
-  p.set_trainable_params(r.trainable_params);
-  p.set_tokens(r.tokens);
-  p.set_lr(r.lr);
+  SetStepProgress(r, &progress_);
   dirty_ = true;
   cv_.notify_all();
 }
 
 void CoordinatorSink::OnEval(const EvalRecord& r) {
   std::lock_guard<std::mutex> lock(mu_);
-  progress_.set_eval_loss(r.loss);
-  progress_.set_eval_step(r.step);
-  // A distill objective's eval against the teacher (Note [Objective fields]);
-  // 0 for a finetune, which adds none of them.
-  progress_.set_eval_kl(r.fields.Scalar("kl"));
-  progress_.set_eval_top1_agreement(r.fields.Scalar("top1_agreement"));
-  progress_.set_eval_teacher_loss(r.fields.Scalar("teacher_loss"));
+  SetEvalProgress(r, &progress_);
   dirty_ = true;
   cv_.notify_all();
 }
@@ -193,7 +167,7 @@ CoordinatorSink::StreamEnd CoordinatorSink::RunStream() {
     const bool last = closing_;
     // A heartbeat carries no progress: the coordinator records an event per
     // progress report, and an unchanged one would only repeat the last.
-    distill::v1::ProgressReport report = MakeReport(last && final_value_, dirty_ || last);
+    distill::v1::ProgressReport report = MakeReport(last && final_value_, dirty_ || (last && progress_.ByteSizeLong() > 0));
     dirty_ = false;
     lock.unlock();
     const bool ok = writer->Write(report);

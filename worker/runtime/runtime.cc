@@ -25,8 +25,7 @@ int EnvInt(const char* name, int fallback) {
   return out;
 }
 
-// Ranks of this job on this host, and this rank's place among them.
-int LocalRank() { return EnvInt("OMPI_COMM_WORLD_LOCAL_RANK", EnvInt("SLURM_LOCALID", 0)); }
+// Ranks of this job on this host.
 int LocalSize() { return std::max(1, EnvInt("OMPI_COMM_WORLD_LOCAL_SIZE", EnvInt("SLURM_NTASKS_PER_NODE", 1))); }
 
 bool WantsCuda(const JobSpec& spec) {
@@ -46,6 +45,8 @@ TeacherFactory RemoteTeacherFactory(const JobSpec& spec, Communicator& world,
 }
 
 }  // namespace
+
+int LocalRank() { return EnvInt("OMPI_COMM_WORLD_LOCAL_RANK", EnvInt("SLURM_LOCALID", 0)); }
 
 absl::StatusOr<std::unique_ptr<Communicator>> MaybeMpiWorld(const JobSpec& spec) {
   if (!LaunchedByMpirun()) {
@@ -105,7 +106,6 @@ absl::StatusOr<JobRankResult> RunJobRank(const JobSpec& spec_in, const TrainOpti
   }
 
   TrainOptions options = options_in;
-  if (layout.rank != 0) options.sinks.clear();
   options.cuda_device = device_index;
   options.bucket_bytes = static_cast<int64_t>(spec.runtime().bucket_mb() * (1 << 20));
   options.sync_check_every = spec.runtime().sync_check_every();

@@ -42,9 +42,15 @@ struct JobRankResult {
   std::string comm_backend;     // students' gradient all-reduce ("mpi", "nccl"; "" for one student)
 };
 
+// This process's place among the job's ranks on its host (Open MPI's or
+// Slurm's local rank; 0 when neither is set).
+int LocalRank();
+
 // Runs this rank's part of a validated, defaults-filled spec. `world` null
-// means one process (the spec must need one rank). `options.sinks` are used
-// on student 0 only.
+// means one process (the spec must need one rank). `options.sinks` get every
+// student rank's reports (the values of a step are the students' means but
+// for StepRecord::totals, mfu and memory, which are the rank's own); teacher
+// ranks report nothing.
 absl::StatusOr<JobRankResult> RunJobRank(const distill::v1::JobSpec& spec, const TrainOptions& options,
                                          Communicator* world);
 

@@ -34,6 +34,42 @@ double ObjectiveFields::Scalar(const std::string& name) const {
   return it == scalars.end() ? 0.0 : it->second;
 }
 
+void SetStepProgress(const StepRecord& r, distill::v1::Progress* p) {
+  p->set_step(r.step);
+  p->set_total_steps(r.total_steps);
+  p->set_loss(r.loss);
+  const ObjectiveFields& f = r.fields;
+  p->set_ce_loss(f.Scalar("ce_loss"));
+  p->set_kd_loss(f.Scalar("kd_loss"));
+  p->mutable_feature_losses()->clear();
+  if (auto it = f.groups.find("feature_losses"); it != f.groups.end()) {
+    for (const auto& [name, value] : it->second) (*p->mutable_feature_losses())[name] = value;
+  }
+  p->set_tokens_per_second(r.tokens_per_s);
+  p->set_step_seconds(r.step_s);
+  p->set_eta_seconds(r.eta_s);
+  p->set_teacher_seconds(f.Scalar("teacher_s"));
+  p->set_stream_bytes_per_token(f.Scalar("stream_bytes_per_token"));
+  p->set_memory_bytes(r.peak_rss_bytes);
+  p->set_trainable_params(r.trainable_params);
+  p->set_tokens(r.tokens);
+  p->set_lr(r.lr);
+  p->set_grad_norm(r.grad_norm);
+  *p->mutable_rank_totals() = r.totals;
+  p->set_mfu(r.mfu);
+  p->set_gpu_memory_peak_bytes(r.gpu_memory_peak_bytes);
+}
+
+void SetEvalProgress(const EvalRecord& r, distill::v1::Progress* p) {
+  p->set_eval_loss(r.loss);
+  p->set_eval_step(r.step);
+  // A distill objective's eval against the teacher; 0 for a finetune, which
+  // adds none of them.
+  p->set_eval_kl(r.fields.Scalar("kl"));
+  p->set_eval_top1_agreement(r.fields.Scalar("top1_agreement"));
+  p->set_eval_teacher_loss(r.fields.Scalar("teacher_loss"));
+}
+
 absl::StatusOr<std::unique_ptr<JsonLinesSink>> JsonLinesSink::Open(const std::string& path,
                                                                    int64_t truncate_after_step) {
   auto existing = common::ReadFileToString(path);

@@ -15,6 +15,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "distill/v1/coordinator.pb.h"
 
 namespace distill::worker {
 
@@ -56,6 +57,12 @@ struct StepRecord {
   int64_t peak_rss_bytes = 0;    // peak resident memory of this process
   int64_t trainable_params = 0;  // parameters the optimizer updates
   ObjectiveFields fields;        // the objective's (Note [Objective fields])
+  // This rank's own totals since its process started: the counters of
+  // docs/metrics.md (steps, tokens, the step split, stream bytes, the step
+  // duration histogram).
+  distill::v1::RankTotals totals;
+  double mfu = 0.0;  // this rank's model FLOPs utilisation, 0..1; 0: the device's peak is unknown
+  int64_t gpu_memory_peak_bytes = 0;  // LibTorch's CUDA allocator peak on this rank's device
 };
 
 struct EvalRecord {
@@ -67,6 +74,12 @@ struct EvalRecord {
   // weighted by `tokens` before TrainObjective::FinishEval.
   ObjectiveFields fields;
 };
+
+// A record as the Progress the coordinator and the metrics read: the
+// generic fields, and the objective's by the names metrics.jsonl gives them
+// (Note [Objective fields]). Each sets only its own fields of `p`.
+void SetStepProgress(const StepRecord& r, distill::v1::Progress* p);
+void SetEvalProgress(const EvalRecord& r, distill::v1::Progress* p);
 
 class ReportSink {
  public:

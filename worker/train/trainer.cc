@@ -9,9 +9,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "common/worker_metrics.h"
 #include "worker/comm/grad_reducer.h"
 #include "worker/model/hf_io.h"
 #include "worker/train/checkpoint.h"
+#include "worker/train/device_stats.h"
 #include "worker/train/finetune.h"
 
 namespace distill::worker {
@@ -189,7 +191,10 @@ absl::StatusOr<TrainResult> Trainer::Run() {
     ASSIGN_OR_RETURN(bool stop, AgreeToStop());
     if (stop) break;
     StepTally tally(device_);
+    const auto start = Clock::now();
+    const double allreduce_before = allreduce_s_since_;
     RETURN_IF_ERROR(Step(&tally));
+    CountStep(Seconds(start, Clock::now()), tally.wait_s(), allreduce_s_since_ - allreduce_before);
     RETURN_IF_ERROR(AfterStep(tally));
   }
   return Finish();
@@ -216,6 +221,17 @@ absl::Status Trainer::AfterStep(const StepTally& tally) {
   return absl::OkStatus();
 }
 
+// One step into this rank's totals: its wall time split into the teacher
+// wait, the all-reduce and the rest (compute).
+void Trainer::CountStep(double step_s, double wait_s, double allreduce_s) {
+  totals_.set_steps(totals_.steps() + 1);
+  totals_.set_tokens(totals_.tokens() + tokens_per_step_ / ranks_);
+  totals_.set_teacher_wait_seconds(totals_.teacher_wait_seconds() + wait_s);
+  totals_.set_allreduce_seconds(totals_.allreduce_seconds() + allreduce_s);
+  totals_.set_compute_seconds(totals_.compute_seconds() + std::max(0.0, step_s - wait_s - allreduce_s));
+  common::AddStepDuration(step_s, &totals_);
+}
+
 void Trainer::ReportStep(const StepTally& tally) {
   const auto now = Clock::now();
   const double dt = Seconds(last_log_, now);
@@ -240,6 +256,11 @@ void Trainer::ReportStep(const StepTally& tally) {
   r.wait_s = wait_s_since_ / steps_since;
   r.compute_s = std::max(0.0, r.step_s - r.allreduce_s - r.wait_s);
   objective_.AddStepFields(tally.values(int64_t{t_.micro_batch()} * seq_len_), &r);
+  const double rank_tokens = static_cast<double>((step_ - last_log_step_) * tokens_per_step_ / ranks_);
+  totals_.set_stream_bytes(totals_.stream_bytes() + r.fields.Scalar("stream_bytes_per_token") * rank_tokens);
+  r.totals = totals_;
+  if (peak_flops_ > 0 && dt > 0) r.mfu = rank_tokens / dt * flops_per_token_ / peak_flops_;
+  if (device_.is_cuda()) r.gpu_memory_peak_bytes = CudaPeakAllocatedBytes(device_.index());
   report_.OnStep(r);
   wait_s_since_ = 0;
   allreduce_s_since_ = 0;

@@ -130,6 +130,7 @@ class Trainer {
   absl::Status Backward(const torch::Tensor& loss, bool last_micro);
   absl::Status Reduce(StepTally* tally);
   absl::Status AfterStep(const StepTally& tally);
+  void CountStep(double step_s, double wait_s, double allreduce_s);
   void ReportStep(const StepTally& tally);
   absl::Status Evaluate();
   absl::Status SaveCheckpoint();
@@ -172,12 +173,15 @@ class Trainer {
   int64_t tokens_ = 0, tokens_per_step_ = 0;
   TrainResult result_;
   std::unique_ptr<JsonLinesSink> jsonl_;
-  Fanout report_;  // rank 0: options_.sinks and jsonl_; other ranks none
+  Fanout report_;  // options_.sinks, and on rank 0 jsonl_
 
   // Timing since the last step record.
   Clock::time_point run_start_, last_log_;
   int64_t last_log_step_ = 0;
   double allreduce_s_since_ = 0, wait_s_since_ = 0;
+  // This rank's totals (StepRecord::totals) and what its MFU needs.
+  distill::v1::RankTotals totals_;
+  double flops_per_token_ = 0, peak_flops_ = 0;  // peak 0: unknown
 };
 
 }  // namespace distill::worker

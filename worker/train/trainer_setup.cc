@@ -13,6 +13,7 @@
 #include "worker/data/open_data.h"
 #include "worker/model/hf_io.h"
 #include "worker/train/checkpoint.h"
+#include "worker/train/device_stats.h"
 #include "worker/train/sharded_adamw.h"
 #include "worker/train/trainer.h"
 
@@ -203,17 +204,17 @@ absl::Status Trainer::Resume() {
   return absl::OkStatus();
 }
 
-// metrics.jsonl and the other sinks (rank 0), the start lines, and the
+// The sinks (and metrics.jsonl on rank 0), the start lines, and the
 // run's extent.
 absl::Status Trainer::OpenReporting() {
+  std::vector<ReportSink*> sinks = options_.sinks;
   if (writer_) {
     ASSIGN_OR_RETURN(
         jsonl_,
         JsonLinesSink::Open((fs::path(spec_.output()) / "metrics.jsonl").string(), start_step_));
-    std::vector<ReportSink*> sinks = options_.sinks;
     sinks.push_back(jsonl_.get());
-    report_ = Fanout(std::move(sinks));
   }
+  report_ = Fanout(std::move(sinks));
   result_.trainable_params = CountTrainableParameters(*model_);
   for (const auto& p : model_->parameters()) result_.total_params += p.numel();
   if (start_step_ > 0)
@@ -231,6 +232,12 @@ absl::Status Trainer::OpenReporting() {
       lora_ ? "lora" : "full", result_.total_params, result_.trainable_params, train_data_->Describe(),
       device_.str(), at::get_num_threads(), dp, objective_.Describe()));
   tokens_per_step_ = int64_t{t_.micro_batch()} * t_.grad_accum() * seq_len_ * ranks_;
+  flops_per_token_ = TrainingFlopsPerToken(model_->config(), seq_len_);
+  const auto& rt = spec_.runtime();
+  const double peak_tflops = rt.has_peak_tflops() ? rt.peak_tflops()
+                             : device_.is_cuda()  ? CudaPeakTflops(CudaDeviceName(device_.index()), bf16_)
+                                                  : 0.0;
+  peak_flops_ = peak_tflops * 1e12;
   end_step_ = options_.max_steps_this_run > 0
                   ? std::min<int64_t>(t_.steps(), start_step_ + options_.max_steps_this_run)
                   : t_.steps();
