@@ -16,7 +16,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/fs_util.h"
-#include "coordinator/sbatch_script.h"  // generated: kSbatchScript
+#include "coordinator/sbatch_script.h"  // generated (Note [One sbatch script])
 
 extern char** environ;
 
@@ -181,9 +181,9 @@ absl::StatusOr<int64_t> SlurmLauncher::Launch(const LaunchSpec& spec) {
     return absl::UnavailableError(
         absl::StrCat("sbatch failed (exit code ", r->exit_code, "): ", out));
   }
-  absl::Status st =
-      common::WriteFileAtomically(spec.work_dir + "/" + kJobIdFile, absl::StrCat(job_id, "\n"));
-  (void)st;  // the caller records the id too; the file only covers a crash before that
+  // The caller records the id too; the file only covers a crash before that.
+  common::WriteFileAtomically(spec.work_dir + "/" + kJobIdFile, absl::StrCat(job_id, "\n"))
+      .IgnoreError();
   return job_id;
 }
 
@@ -229,9 +229,8 @@ LaunchStatus SlurmLauncher::Poll(int64_t job_id, const std::string& work_dir) {
   return s;
 }
 
-void SlurmLauncher::Terminate(int64_t job_id, const std::string& work_dir, bool force) {
+void SlurmLauncher::Terminate(int64_t job_id, const std::string& /*work_dir*/, bool force) {
   if (job_id <= 0) return;
-  (void)work_dir;
   const std::string id = absl::StrCat(job_id);
   auto it = cache_.find(job_id);
   const bool pending = it != cache_.end() && it->second.slurm_state == "PENDING";
@@ -239,8 +238,7 @@ void SlurmLauncher::Terminate(int64_t job_id, const std::string& work_dir, bool 
   std::vector<std::string> argv = {Bin("scancel")};
   if (!force && !pending) argv.insert(argv.end(), {"--signal=USR1", "--full"});
   argv.push_back(id);
-  absl::StatusOr<CommandResult> r = RunCommand(argv);
-  (void)r;  // an ended job refuses the signal; the next Poll sees the end
+  RunCommand(argv).IgnoreError();  // an ended job refuses it; the next Poll sees the end
   cache_.erase(job_id);
 }
 

@@ -10,7 +10,8 @@
 #   3. kill -9 one distill-worker rank: the Slurm job FAILED, the attempt is
 #      retried as a new Slurm job (attempt 2), resumes and succeeds;
 #   4. kill -9 the coordinator while a Slurm job runs, restart it: the job is
-#      adopted by its Slurm job id (attempt 1) and succeeds.
+#      adopted by its Slurm job id (attempt 1) and succeeds;
+#   5. cancel of a job Slurm keeps pending: scancelled at once.
 # Slurm and munge missing is a failure, not a skip (scripts/setup.sh installs them).
 source "$(dirname "$0")/lib.sh"
 CTL="${DISTILL_CTL_BIN:?}"
@@ -196,5 +197,19 @@ wait_log "$T/coordinator.log" "job $ID4 adopted: attempt 1 still running (launch
 touch "$T/release_slow"
 wait_state "$ID4" SUCCEEDED 60 && ok || fail "adopted job finished: $("$CTL" get "$ID4")"
 [ "$(field "$ID4" attempt)" = 1 ] && ok || fail "adopted, not relaunched: $("$CTL" get "$ID4")"
+
+# 5. cancel of a job Slurm keeps pending (9 ranks: more than the node has, so
+#    it pends for PartitionConfig): STARTING meanwhile, then scancelled at
+#    once, not after the grace period
+spec huge 6
+sed -i 's/^ranks: 2/ranks: 9/' "$T/huge.yaml"
+ID5=$(submit huge)
+for _ in $(seq 1 50); do [ -f "$(attempt_dir "$ID5" 1)/slurm_job_id" ] && break; sleep 0.2; done
+sleep 1.5  # the coordinator has asked Slurm since: it knows the job pends
+[ "$(slurm_state "$ID5" 1)" = PENDING ] && ok || fail "job pending in Slurm: $(slurm_state "$ID5" 1)"
+[ "$(field "$ID5" state)" = STARTING ] && ok || fail "a pending Slurm job is STARTING: $("$CTL" get "$ID5")"
+"$CTL" cancel "$ID5" >/dev/null || fail "cancel of a pending job"
+wait_state "$ID5" CANCELLED 10 && ok || fail "pending job cancelled at once: $("$CTL" get "$ID5")"
+[ "$(slurm_state "$ID5" 1)" = CANCELLED ] && ok || fail "Slurm job of the pending job: $(slurm_state "$ID5" 1)"
 
 finish slurm_test || { echo "--- coordinator log"; tail -30 "$T/coordinator.log"; false; }

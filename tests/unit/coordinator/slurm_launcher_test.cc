@@ -1,7 +1,7 @@
 // SlurmLauncher's parts that need no cluster: Slurm job states onto launch
 // statuses, `scontrol show job -o` fields, the sbatch command line, the
-// recorded job id. Submitting, polling and cancelling against a real
-// slurmctld + slurmd: tests/integration/slurm_test.sh.
+// recorded job id, a launch without sbatch. Submitting, polling and
+// cancelling against a real slurmctld + slurmd: tests/integration/slurm_test.sh.
 #include "coordinator/slurm_launcher.h"
 
 #include <gtest/gtest.h>
@@ -101,6 +101,23 @@ TEST(SlurmLauncherTest, RecordedLaunchIdReadsTheJobIdFile) {
   EXPECT_EQ(launcher.RecordedLaunchId(dir), 4242);
   EXPECT_EQ(launcher.RankLogPath(dir, 1), dir + "/logs/1/rank.1/stdout");
   std::filesystem::remove_all(dir);
+}
+
+TEST(SlurmLauncherTest, LaunchWithoutSbatchIsUnavailable) {
+  char tmpl[] = "/tmp/distill_slurm_launcher_test.XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  SlurmOptions o;
+  o.bin_dir = std::string(tmpl) + "/no-slurm-here";
+  SlurmLauncher launcher(o);
+  LaunchSpec spec;
+  spec.job_id = "j1";
+  spec.work_dir = tmpl;
+  spec.spec_path = std::string(tmpl) + "/spec.json";
+  absl::StatusOr<int64_t> id = launcher.Launch(spec);
+  EXPECT_EQ(id.status().code(), absl::StatusCode::kUnavailable) << id.status();
+  EXPECT_NE(id.status().message().find("no-slurm-here/sbatch"), std::string::npos) << id.status();
+  EXPECT_TRUE(std::filesystem::exists(std::string(tmpl) + "/distill.sbatch"));
+  std::filesystem::remove_all(tmpl);
 }
 
 TEST(SlurmLauncherTest, PollWithoutJobIdIsVanished) {
