@@ -11,7 +11,8 @@
 #      retried as a new Slurm job (attempt 2), resumes and succeeds;
 #   4. kill -9 the coordinator while a Slurm job runs, restart it: the job is
 #      adopted by its Slurm job id (attempt 1) and succeeds;
-#   5. cancel of a job Slurm keeps pending: scancelled at once.
+#   5. cancel of a job Slurm keeps pending: scancelled at once;
+#   6. the srun path (--slurm-launch srun): a job succeeds.
 # Slurm and munge missing is a failure, not a skip (scripts/setup.sh installs them).
 source "$(dirname "$0")/lib.sh"
 CTL="${DISTILL_CTL_BIN:?}"
@@ -112,11 +113,12 @@ output: $T/out/$1
 YAML
 }
 
-# The worker: the job named "slow" holds after training until released, so
+# The worker: it notes which process started it; the job named "slow" holds after training until released, so
 # it surely runs across the coordinator's restart; the others exec the real
 # worker (a kill -9 of "distill-worker train" hits the worker itself).
 cat >"$T/worker.sh" <<SH
 #!/bin/bash
+ps -o comm= -p \$PPID >>"$T/parent.\$DISTILL_JOB_ID"  # who started the rank: mpirun or slurmstepd (srun)
 if grep -q '"name": "slow"' "\$3"; then
   "$W" "\$@"
   rc=\$?
@@ -127,9 +129,9 @@ exec "$W" "\$@"
 SH
 chmod +x "$T/worker.sh"
 
-start_coordinator() {
+start_coordinator() {  # start_coordinator [FLAGS...]
   start_coordinator_at "${PORT:-0}" --launcher slurm --worker-bin "$T/worker.sh" --max-retries 1 \
-    --retry-backoff 0.5s --grace-period 30s || die "coordinator"
+    --retry-backoff 0.5s --grace-period 30s "$@" || die "coordinator"
 }
 start_coordinator
 export DISTILL_COORDINATOR="127.0.0.1:$PORT"
@@ -156,6 +158,7 @@ wait_state "$ID1" SUCCEEDED 60 && ok || fail "tiny job: $("$CTL" get "$ID1"; tai
 grep -q "step 6/6" "$(rank_log "$ID1" 1)" && ok || fail "rank 0 log: $(cat "$(rank_log "$ID1" 1)")"
 [ -f "$(rank_log "$ID1" 1 1)" ] && ok || fail "rank 1 log: $(ls "$(attempt_dir "$ID1" 1)/logs/1")"
 [ "$(slurm_state "$ID1" 1)" = COMPLETED ] && ok || fail "Slurm job state: $(slurm_state "$ID1" 1)"
+[ "$(sort -u "$T/parent.$ID1")" = mpirun ] && ok || fail "ranks started by: $(cat "$T/parent.$ID1")"
 
 # 2. cancel a running job: a checkpoint, CANCELLED, Slurm did not kill it
 spec long 1000000
@@ -211,5 +214,16 @@ sleep 1.5  # the coordinator has asked Slurm since: it knows the job pends
 "$CTL" cancel "$ID5" >/dev/null || fail "cancel of a pending job"
 wait_state "$ID5" CANCELLED 10 && ok || fail "pending job cancelled at once: $("$CTL" get "$ID5")"
 [ "$(slurm_state "$ID5" 1)" = CANCELLED ] && ok || fail "Slurm job of the pending job: $(slurm_state "$ID5" 1)"
+
+# 6. the srun path: restarted with --slurm-launch srun, a job runs its ranks
+#    with srun --mpi=pmix inside the allocation and succeeds
+kill -TERM "$COORD_PID"; wait "$COORD_PID" 2>/dev/null
+start_coordinator --slurm-launch srun
+spec viasrun 6
+ID6=$(submit viasrun)
+wait_state "$ID6" SUCCEEDED 60 && ok || fail "srun job: $("$CTL" get "$ID6"; tail -5 "$(attempt_dir "$ID6" 1)/slurm.out")"
+grep -q "step 6/6" "$(rank_log "$ID6" 1)" && ok || fail "srun rank 0 log: $(cat "$(rank_log "$ID6" 1)")"
+[ -f "$(rank_log "$ID6" 1 1)" ] && ok || fail "srun rank 1 log"
+[ "$(sort -u "$T/parent.$ID6")" = slurmstepd ] && ok || fail "srun job's ranks started by: $(cat "$T/parent.$ID6")"
 
 finish slurm_test || { echo "--- coordinator log"; tail -30 "$T/coordinator.log"; false; }
