@@ -181,9 +181,15 @@ absl::StatusOr<int64_t> SlurmLauncher::Launch(const LaunchSpec& spec) {
     return absl::UnavailableError(
         absl::StrCat("sbatch failed (exit code ", r->exit_code, "): ", out));
   }
-  // The caller records the id too; the file only covers a crash before that.
-  common::WriteFileAtomically(spec.work_dir + "/" + kJobIdFile, absl::StrCat(job_id, "\n"))
-      .IgnoreError();
+  // Note [Slurm job id file]: Poll and Terminate act only on the job id this
+  // file names, so an id recorded by another launcher (a pid, after a restart
+  // with --launcher changed) never reaches an unrelated Slurm job.
+  absl::Status st =
+      common::WriteFileAtomically(spec.work_dir + "/" + kJobIdFile, absl::StrCat(job_id, "\n"));
+  if (!st.ok()) {
+    RunCommand({Bin("scancel"), absl::StrCat(job_id)}).IgnoreError();
+    return absl::UnavailableError(absl::StrCat("recording Slurm job ", job_id, ": ", st.message()));
+  }
   return job_id;
 }
 
@@ -212,15 +218,15 @@ LaunchStatus SlurmLauncher::Query(int64_t job_id) {
 }
 
 LaunchStatus SlurmLauncher::Poll(int64_t job_id, const std::string& work_dir) {
-  if (job_id <= 0) {
-    LaunchStatus s;
-    s.state = LaunchStatus::kVanished;
-    s.detail = absl::StrCat("no Slurm job recorded for ", work_dir);
-    return s;
-  }
   const absl::Time now = absl::Now();
   auto it = cache_.find(job_id);
   if (it != cache_.end() && now - it->second.at < options_.poll_interval) return it->second.status;
+  if (job_id <= 0 || RecordedLaunchId(work_dir) != job_id) {  // Note [Slurm job id file]
+    LaunchStatus s;
+    s.state = LaunchStatus::kVanished;
+    s.detail = absl::StrCat("no Slurm job ", job_id, " recorded in ", work_dir);
+    return s;
+  }
   LaunchStatus s = Query(job_id);
   Cached& c = cache_[job_id];
   c.status = s;
@@ -229,8 +235,8 @@ LaunchStatus SlurmLauncher::Poll(int64_t job_id, const std::string& work_dir) {
   return s;
 }
 
-void SlurmLauncher::Terminate(int64_t job_id, const std::string& /*work_dir*/, bool force) {
-  if (job_id <= 0) return;
+void SlurmLauncher::Terminate(int64_t job_id, const std::string& work_dir, bool force) {
+  if (job_id <= 0 || RecordedLaunchId(work_dir) != job_id) return;  // Note [Slurm job id file]
   const std::string id = absl::StrCat(job_id);
   auto it = cache_.find(job_id);
   const bool pending = it != cache_.end() && it->second.slurm_state == "PENDING";

@@ -2,9 +2,10 @@
 // one allocation), submitted with `sbatch --parsable --ntasks=RANKS` of
 // deploy/slurm/distill.sbatch (built into the binary; --slurm-script to use
 // another), which execs mpirun (or srun) inside the allocation. The launch id
-// is the Slurm job id, also written to WORK_DIR/slurm_job_id, so a restarted
-// coordinator adopts the job by asking Slurm (`scontrol show job`, then
-// `sacct` once slurmctld has forgotten it). Cancel: `scancel --signal=USR1
+// is the Slurm job id, also written to WORK_DIR/slurm_job_id (Poll and
+// Terminate act only on the id it names: Note [Slurm job id file]), so a
+// restarted coordinator adopts the job by asking Slurm (`scontrol show job`,
+// then `sacct` once slurmctld has forgotten it). Cancel: `scancel --signal=USR1
 // --full` (a checkpoint, see the script's "Stopping"), kill: `scancel`.
 // Rank output goes to WORK_DIR/logs/1/rank.N/stdout, Slurm's to
 // WORK_DIR/slurm.out. The Slurm commands run synchronously (tens of ms; Poll

@@ -126,5 +126,24 @@ TEST(SlurmLauncherTest, PollWithoutJobIdIsVanished) {
   EXPECT_EQ(s.state, LaunchStatus::kVanished);
 }
 
+// Note [Slurm job id file]: an id the work dir does not name (another
+// launcher's pid) is never looked up in Slurm, whose job of that id is
+// someone else's.
+TEST(SlurmLauncherTest, PollOfAnIdTheWorkDirDoesNotNameIsVanished) {
+  char tmpl[] = "/tmp/distill_slurm_launcher_test.XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  SlurmOptions o;
+  o.bin_dir = dir + "/no-slurm-here";  // a lookup would fail differently (running)
+  SlurmLauncher launcher(o);
+  EXPECT_EQ(launcher.Poll(12345, dir).state, LaunchStatus::kVanished);
+  ASSERT_TRUE(common::WriteFileAtomically(dir + "/slurm_job_id", "777\n").ok());
+  LaunchStatus s = launcher.Poll(12345, dir);
+  EXPECT_EQ(s.state, LaunchStatus::kVanished);
+  EXPECT_NE(s.detail.find("no Slurm job 12345 recorded in"), std::string::npos) << s.detail;
+  EXPECT_EQ(launcher.Poll(777, dir).state, LaunchStatus::kRunning);  // Slurm unreachable: ask again
+  std::filesystem::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace distill::coordinator
