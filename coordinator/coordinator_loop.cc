@@ -7,7 +7,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/strip.h"
 #include "common/fs_util.h"
 #include "coordinator/coordinator.h"
 #include "google/protobuf/util/json_util.h"
@@ -67,13 +66,9 @@ void Coordinator::ReconcileLocked(JobRecord rec) {
     return;
   }
   const std::string dir = WorkDir(id, a.rec.job.attempt());
-  if (a.rec.launch_pid == 0) {
-    // Crashed between writing STARTING and recording the pid: the launch
-    // shell writes its own pid first thing.
-    absl::StatusOr<std::string> pid = common::ReadFileToString(dir + "/pid");
-    int64_t p = 0;
-    if (pid.ok() && absl::SimpleAtoi(absl::StripAsciiWhitespace(*pid), &p)) a.rec.launch_pid = p;
-  }
+  // Crashed between writing STARTING and recording the launch id: the
+  // launch wrote it into the work dir.
+  if (a.rec.launch_pid == 0) a.rec.launch_pid = launcher_->RecordedLaunchId(dir);
   LaunchStatus st;
   if (a.rec.launch_pid == 0) {
     st.state = LaunchStatus::kVanished;
@@ -84,7 +79,7 @@ void Coordinator::ReconcileLocked(JobRecord rec) {
   if (st.state == LaunchStatus::kRunning) {
     scheduler_->Reserve(id, AllocationOf(a.rec.job)).IgnoreError();
     LogLine(absl::StrCat("job ", id, " adopted: attempt ", a.rec.job.attempt(),
-                         " still running (pid ", a.rec.launch_pid, ")"));
+                         " still running (launch ", a.rec.launch_pid, ")"));
     metrics_->OnStart(a.rec.job, /*launched=*/false);
     if (a.rec.cancel_requested) {
       launcher_->Terminate(a.rec.launch_pid, dir, a.rec.cancel_force);

@@ -1,9 +1,11 @@
 // Launcher: starts a job attempt's ranks, watches them and stops them.
-// Backends: local/hostfile mpirun (mpirun_launcher.h); Slurm later.
+// Backends: local/hostfile mpirun (mpirun_launcher.h), Slurm batch jobs
+// (slurm_launcher.h).
 //
 // Every attempt owns a work directory (spec, logs, exit code). The launch is
-// identified by its process id, which the coordinator stores, so a restarted
-// coordinator can adopt a launch it did not start (Poll works on any pid).
+// identified by a launch id (mpirun: the launch's process id; Slurm: the job
+// id), which the coordinator stores (as the job's launch_pid), so a restarted
+// coordinator can adopt a launch it did not start (Poll works on any id).
 // Implementations are thread-compatible; the coordinator calls them under
 // its lock.
 #ifndef DISTILL_COORDINATOR_LAUNCHER_H_
@@ -43,17 +45,21 @@ class Launcher {
  public:
   virtual ~Launcher() = default;
 
-  // Starts the attempt in the background and returns its process id.
-  // Unavailable when the process cannot be started.
+  // Starts the attempt in the background and returns its launch id.
+  // Unavailable when it cannot be started.
   virtual absl::StatusOr<int64_t> Launch(const LaunchSpec& spec) = 0;
 
-  // Whether the launch `pid` (with work dir `work_dir`) still runs, exited
-  // (with its code), or vanished without leaving an exit code.
-  virtual LaunchStatus Poll(int64_t pid, const std::string& work_dir) = 0;
+  // Whether the launch `id` (with work dir `work_dir`) still runs (or is
+  // still starting), exited (with its code), or vanished without leaving one.
+  virtual LaunchStatus Poll(int64_t id, const std::string& work_dir) = 0;
 
-  // Graceful: the ranks get SIGTERM (they checkpoint and exit). Force: every
-  // process of the launch gets SIGKILL.
-  virtual void Terminate(int64_t pid, const std::string& work_dir, bool force) = 0;
+  // Graceful: the ranks are asked to stop (they checkpoint and exit). Force:
+  // every process of the launch is killed.
+  virtual void Terminate(int64_t id, const std::string& work_dir, bool force) = 0;
+
+  // The launch id the launch wrote into `work_dir` as soon as it was known
+  // (for a coordinator that stopped before recording it); 0 when none.
+  virtual int64_t RecordedLaunchId(const std::string& work_dir) const = 0;
 
   // Where rank `rank`'s output (stdout and stderr merged) of the attempt in
   // `work_dir` is written.

@@ -14,6 +14,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/version.h"
 #include "coordinator/flag_parse.h"
 #include "coordinator/server.h"
@@ -46,6 +47,18 @@ ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls-cert");
 ABSL_FLAG(std::optional<std::string>, worker_bin, std::nullopt,
           "worker binary (unset: distill-worker next to this binary, else on PATH)");
 ABSL_FLAG(std::string, mpirun, "mpirun", "mpirun binary");
+ABSL_FLAG(std::string, launcher, "mpirun",
+          "mpirun: ranks on this host or --hosts-file under mpirun; slurm: each attempt one "
+          "Slurm batch job (sbatch), --slots then caps the ranks submitted at once");
+ABSL_FLAG(std::string, slurm_partition, "", "sbatch --partition ('' = the cluster's default)");
+ABSL_FLAG(std::string, slurm_account, "", "sbatch --account ('' = the user's default)");
+ABSL_FLAG(std::string, slurm_time, "", "sbatch --time, e.g. 12:00:00 ('' = the partition's)");
+ABSL_FLAG(std::string, slurm_sbatch_args, "",
+          "more sbatch arguments, space-separated, e.g. '--gpus-per-task=1 --cpus-per-task=8'");
+ABSL_FLAG(std::string, slurm_launch, "mpirun",
+          "how the batch script starts the ranks: mpirun, or srun (--mpi=pmix)");
+ABSL_FLAG(std::string, slurm_script, "",
+          "batch script ('' = the built-in deploy/slurm/distill.sbatch)");
 
 namespace distill::coordinator {
 namespace {
@@ -53,6 +66,9 @@ namespace {
 constexpr char kUsageLine[] =
     "usage: distill-coordinator [options]   (--version: version, LibTorch, CUDA)";
 constexpr char kFlagsFile[] = "coordinator/main.cc";
+// --slots with --launcher slurm when unset: Slurm places and queues the ranks,
+// the coordinator does not cap them.
+constexpr int kSlurmDefaultSlots = 100000;
 
 std::string DefaultWorkerBin() {
   std::error_code ec;
@@ -62,6 +78,36 @@ std::string DefaultWorkerBin() {
     if (std::filesystem::exists(next, ec)) return next.string();
   }
   return "distill-worker";
+}
+
+// The launcher flags into `o` (after its worker binary is set).
+absl::Status LauncherFromFlags(bool slots_given, ServerOptions& o) {
+  o.launcher = absl::GetFlag(FLAGS_launcher);
+  if (o.launcher != "mpirun" && o.launcher != "slurm")
+    return absl::InvalidArgumentError(
+        absl::StrCat("--launcher: expected mpirun or slurm, got '", o.launcher, "'"));
+  o.mpirun.mpirun = absl::GetFlag(FLAGS_mpirun);
+  SlurmOptions& slurm = o.slurm;
+  slurm.worker_bin = o.mpirun.worker_bin;
+  slurm.partition = absl::GetFlag(FLAGS_slurm_partition);
+  slurm.account = absl::GetFlag(FLAGS_slurm_account);
+  slurm.time_limit = absl::GetFlag(FLAGS_slurm_time);
+  slurm.sbatch_args =
+      absl::StrSplit(absl::GetFlag(FLAGS_slurm_sbatch_args), ' ', absl::SkipWhitespace());
+  slurm.launch = absl::GetFlag(FLAGS_slurm_launch);
+  slurm.script = absl::GetFlag(FLAGS_slurm_script);
+  if (slurm.launch != "mpirun" && slurm.launch != "srun")
+    return absl::InvalidArgumentError(
+        absl::StrCat("--slurm-launch: expected mpirun or srun, got '", slurm.launch, "'"));
+  if (!slurm.script.empty() && !std::filesystem::exists(slurm.script))
+    return absl::InvalidArgumentError(
+        absl::StrCat("--slurm-script: no such file '", slurm.script, "'"));
+  if (o.launcher != "slurm") return absl::OkStatus();
+  if (!o.hosts_file.empty())
+    return absl::InvalidArgumentError(
+        "--hosts-file: not with --launcher slurm (Slurm places the ranks)");
+  if (!slots_given) o.slots = kSlurmDefaultSlots;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<ServerOptions> OptionsFromFlags(int argc, char** argv) {
@@ -94,7 +140,8 @@ absl::StatusOr<ServerOptions> OptionsFromFlags(int argc, char** argv) {
   o.tls_cert = absl::GetFlag(FLAGS_tls_cert);
   o.tls_key = absl::GetFlag(FLAGS_tls_key);
   o.mpirun.worker_bin = absl::GetFlag(FLAGS_worker_bin).value_or(DefaultWorkerBin());
-  o.mpirun.mpirun = absl::GetFlag(FLAGS_mpirun);
+  absl::Status st = LauncherFromFlags(slots.has_value(), o);
+  if (!st.ok()) return st;
   return o;
 }
 
@@ -127,7 +174,7 @@ int Main(int argc, char** argv) {
   }
   std::cerr << "distill-coordinator: serving on port " << (*server)->port() << " (metrics port "
             << (*server)->metrics_port() << "), state in " << options->state_dir << ", worker "
-            << options->mpirun.worker_bin << std::endl;
+            << options->mpirun.worker_bin << ", launcher " << options->launcher << std::endl;
   int sig = 0;
   sigwait(&stop_signals, &sig);
   std::cerr << "distill-coordinator: signal " << sig << ", stopping (running jobs keep running)"

@@ -106,6 +106,13 @@ std::string MpirunLauncher::RankLogPath(const std::string& work_dir, int rank) c
   return absl::StrCat(work_dir, "/logs/1/rank.", rank, "/stdout");
 }
 
+int64_t MpirunLauncher::RecordedLaunchId(const std::string& work_dir) const {
+  absl::StatusOr<std::string> text = common::ReadFileToString(work_dir + "/pid");
+  int64_t pid = 0;
+  if (!text.ok() || !absl::SimpleAtoi(absl::StripAsciiWhitespace(*text), &pid)) return 0;
+  return pid;
+}
+
 std::string MpirunLauncher::Command(const LaunchSpec& spec) const {
   const std::string& d = spec.work_dir;
   // --bind-to none: Open MPI binds each job's ranks from core 0 up, so two

@@ -32,6 +32,8 @@ class MpirunLauncher : public Launcher {
   LaunchStatus Poll(int64_t pid, const std::string& work_dir) override;
   void Terminate(int64_t pid, const std::string& work_dir, bool force) override;
   std::string RankLogPath(const std::string& work_dir, int rank) const override;
+  // The pid the launch shell wrote first thing (WORK_DIR/pid).
+  int64_t RecordedLaunchId(const std::string& work_dir) const override;
 
   // The shell command the launch runs (for logs and tests).
   std::string Command(const LaunchSpec& spec) const;

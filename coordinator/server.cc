@@ -55,7 +55,14 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Server::Build(ServerOpt
   }
   ASSIGN_OR_RETURN(store_, SqliteJobStore::Open(options.state_dir + "/coordinator.db"));
   scheduler_ = std::make_unique<Scheduler>(std::move(inventory));
-  launcher_ = std::make_unique<MpirunLauncher>(options.mpirun);
+  if (options.launcher == "slurm") {
+    launcher_ = std::make_unique<SlurmLauncher>(options.slurm);
+  } else if (options.launcher == "mpirun") {
+    launcher_ = std::make_unique<MpirunLauncher>(options.mpirun);
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("launcher: expected mpirun or slurm, got '", options.launcher, "'"));
+  }
   metrics_ = std::make_unique<Metrics>();
 
   std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();

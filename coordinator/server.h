@@ -16,12 +16,13 @@
 #include "coordinator/mpirun_launcher.h"
 #include "coordinator/scheduler.h"
 #include "coordinator/service.h"
+#include "coordinator/slurm_launcher.h"
 #include "coordinator/sqlite_job_store.h"
 
 namespace grpc {
 class Server;
 class ServerCredentials;
-}
+}  // namespace grpc
 namespace prometheus {
 class Exposer;
 }
@@ -45,7 +46,12 @@ struct ServerOptions {
   std::string tls_key;
   ServiceOptions service;          // roots (auth_token is filled from the file).
   CoordinatorOptions coordinator;  // retries, timeouts (state_dir and tokens filled in).
-  MpirunOptions mpirun;            // worker binary and mpirun.
+  // "mpirun": the ranks run on this host or the --hosts-file hosts, under
+  // mpirun (MpirunLauncher). "slurm": each attempt is a Slurm batch job
+  // (SlurmLauncher); the inventory (slots) then only caps the ranks submitted.
+  std::string launcher = "mpirun";
+  MpirunOptions mpirun;  // worker binary and mpirun.
+  SlurmOptions slurm;    // with launcher "slurm".
 };
 
 class Server {
@@ -72,7 +78,7 @@ class Server {
 
   std::unique_ptr<SqliteJobStore> store_;
   std::unique_ptr<Scheduler> scheduler_;
-  std::unique_ptr<MpirunLauncher> launcher_;
+  std::unique_ptr<Launcher> launcher_;
   std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<Coordinator> coordinator_;
   std::unique_ptr<CoordinatorService> service_;

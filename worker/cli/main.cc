@@ -137,8 +137,11 @@ absl::StatusOr<std::unique_ptr<MetricsSink>> MaybeMetricsSink(const distill::v1:
 }
 
 absl::Status TrainRank(const distill::v1::JobSpec& spec, int64_t max_steps, Communicator* world) {
+  // SIGUSR1 too: mpirun forwards it to every rank at once, while it answers
+  // SIGTERM by killing them (deploy/slurm/distill.sbatch, "Stopping").
   std::signal(SIGTERM, OnSignal);
   std::signal(SIGINT, OnSignal);
+  std::signal(SIGUSR1, OnSignal);
   const bool rank0 = world == nullptr || world->rank() == 0;
   ConsoleSink console;
   TrainOptions options;

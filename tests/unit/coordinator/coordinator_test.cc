@@ -158,6 +158,7 @@ class NoLauncher : public Launcher {
   }
   LaunchStatus Poll(int64_t, const std::string&) override { return {}; }
   void Terminate(int64_t, const std::string&, bool) override {}
+  int64_t RecordedLaunchId(const std::string&) const override { return 0; }
   std::string RankLogPath(const std::string& work_dir, int rank) const override {
     return work_dir + "/rank." + std::to_string(rank) + ".log";
   }

@@ -1,0 +1,251 @@
+#include "coordinator/slurm_launcher.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <set>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "common/fs_util.h"
+#include "coordinator/sbatch_script.h"  // generated (Note [One sbatch script])
+
+extern char** environ;
+
+namespace distill::coordinator {
+namespace {
+
+constexpr char kJobIdFile[] = "slurm_job_id";
+
+struct CommandResult {
+  int exit_code = 0;   // 128+N when killed by signal N
+  std::string output;  // stdout and stderr
+};
+
+// Runs `argv` with the coordinator's environment plus `env`, and waits.
+// Unavailable when it cannot be started.
+absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv,
+                                         const std::map<std::string, std::string>& env = {}) {
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e; ++e) {
+    std::string kv = *e;
+    if (!env.count(kv.substr(0, kv.find('=')))) env_strings.push_back(std::move(kv));
+  }
+  for (const auto& [name, value] : env) env_strings.push_back(absl::StrCat(name, "=", value));
+  std::vector<char*> envp, args;
+  for (std::string& s : env_strings) envp.push_back(s.data());
+  envp.push_back(nullptr);
+  std::vector<std::string> argv_copy = argv;
+  for (std::string& s : argv_copy) args.push_back(s.data());
+  args.push_back(nullptr);
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) return absl::UnavailableError(std::strerror(errno));
+  pid_t pid = fork();
+  if (pid < 0) {
+    close(fds[0]);
+    close(fds[1]);
+    return absl::UnavailableError(absl::StrCat("fork: ", std::strerror(errno)));
+  }
+  if (pid == 0) {
+    // The coordinator blocks SIGTERM/SIGINT in its threads; the command must not.
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    int in = open("/dev/null", O_RDONLY);
+    if (in >= 0) dup2(in, 0);
+    dup2(fds[1], 1);
+    dup2(fds[1], 2);
+    execvpe(args[0], args.data(), envp.data());
+    _exit(127);
+  }
+  close(fds[1]);
+  CommandResult r;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fds[0], buf, sizeof(buf))) > 0 || (n < 0 && errno == EINTR)) {
+    if (n > 0) r.output.append(buf, n);
+  }
+  close(fds[0]);
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  r.exit_code = WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
+  if (r.exit_code == 127)
+    return absl::UnavailableError(absl::StrCat("cannot run ", argv[0], ": ", r.output));
+  return r;
+}
+
+// Slurm's job states that mean "not ended yet".
+bool StillRunning(const std::string& state) {
+  static const auto* live = new std::set<std::string>{
+      "PENDING",     "CONFIGURING",  "RUNNING",  "COMPLETING", "SUSPENDED", "REQUEUED",
+      "REQUEUE_FED", "REQUEUE_HOLD", "RESIZING", "SIGNALING",  "STAGE_OUT", "RESV_DEL_HOLD"};
+  return live->count(state) > 0;
+}
+
+}  // namespace
+
+std::string ScontrolField(const std::string& line, const std::string& key) {
+  for (absl::string_view token : absl::StrSplit(line, absl::ByAnyChar(" \n"), absl::SkipEmpty())) {
+    if (absl::ConsumePrefix(&token, key + "=")) return std::string(token);
+  }
+  return "";
+}
+
+LaunchStatus SlurmJobStatus(int64_t job_id, const std::string& state,
+                            const std::string& exit_code) {
+  LaunchStatus s;
+  // sacct writes "CANCELLED by 0"; the state is the first word.
+  const std::string word = state.substr(0, state.find(' '));
+  if (StillRunning(word)) return s;
+  std::pair<std::string, std::string> parts = absl::StrSplit(exit_code, ':');
+  int code = 0, signal = 0;
+  if (!absl::SimpleAtoi(parts.first, &code)) code = 0;
+  if (!absl::SimpleAtoi(parts.second, &signal)) signal = 0;
+  s.state = LaunchStatus::kExited;
+  if (word == "COMPLETED" && code == 0) {
+    s.exit_code = 0;
+  } else {
+    s.exit_code = signal > 0 ? 128 + signal : code > 0 ? code : 1;
+  }
+  s.detail = absl::StrCat("Slurm job ", job_id, " ", word, " (exit code ", exit_code, ")");
+  return s;
+}
+
+std::string SlurmLauncher::Bin(const std::string& name) const {
+  return options_.bin_dir.empty() ? name : absl::StrCat(options_.bin_dir, "/", name);
+}
+
+std::string SlurmLauncher::RankLogPath(const std::string& work_dir, int rank) const {
+  return absl::StrCat(work_dir, "/logs/1/rank.", rank, "/stdout");
+}
+
+int64_t SlurmLauncher::RecordedLaunchId(const std::string& work_dir) const {
+  absl::StatusOr<std::string> text = common::ReadFileToString(work_dir + "/" + kJobIdFile);
+  int64_t id = 0;
+  if (!text.ok() || !absl::SimpleAtoi(absl::StripAsciiWhitespace(*text), &id)) return 0;
+  return id;
+}
+
+std::vector<std::string> SlurmLauncher::SbatchArgs(const LaunchSpec& spec,
+                                                   const std::string& script) const {
+  std::vector<std::string> args = {
+      "--parsable",
+      absl::StrCat("--job-name=distill-", spec.job_id, "-", spec.attempt),
+      absl::StrCat("--ntasks=", spec.ranks),
+      "--chdir=" + spec.work_dir,
+      "--output=" + spec.work_dir + "/slurm.out",
+      "--export=ALL"};
+  if (!options_.partition.empty()) args.push_back("--partition=" + options_.partition);
+  if (!options_.account.empty()) args.push_back("--account=" + options_.account);
+  if (!options_.time_limit.empty()) args.push_back("--time=" + options_.time_limit);
+  args.insert(args.end(), options_.sbatch_args.begin(), options_.sbatch_args.end());
+  args.insert(args.end(), {script, spec.spec_path});
+  return args;
+}
+
+absl::StatusOr<int64_t> SlurmLauncher::Launch(const LaunchSpec& spec) {
+  std::string script = options_.script;
+  if (script.empty()) {
+    script = spec.work_dir + "/distill.sbatch";
+    absl::Status st = common::WriteFileAtomically(script, kSbatchScript);
+    if (!st.ok())
+      return absl::UnavailableError(absl::StrCat("writing ", script, ": ", st.message()));
+    chmod(script.c_str(), 0755);
+  }
+  // The environment reaches the job through sbatch (--export=ALL), never its
+  // command line: values may be secret.
+  std::map<std::string, std::string> env = spec.env;
+  env["DISTILL_WORKER"] = options_.worker_bin;
+  env["DISTILL_COMMAND"] = spec.command;
+  env["DISTILL_LAUNCH"] = options_.launch;
+  env["DISTILL_LOG_DIR"] = spec.work_dir + "/logs";
+  std::vector<std::string> argv = {Bin("sbatch")};
+  for (std::string& a : SbatchArgs(spec, script)) argv.push_back(std::move(a));
+  absl::StatusOr<CommandResult> r = RunCommand(argv, env);
+  if (!r.ok()) return r.status();
+  const std::string out(absl::StripAsciiWhitespace(r->output));
+  int64_t job_id = 0;
+  // --parsable: "ID" or "ID;CLUSTER" on the last line.
+  const std::string last =
+      out.substr(out.rfind('\n') == std::string::npos ? 0 : out.rfind('\n') + 1);
+  if (r->exit_code != 0 || !absl::SimpleAtoi(last.substr(0, last.find(';')), &job_id)) {
+    return absl::UnavailableError(
+        absl::StrCat("sbatch failed (exit code ", r->exit_code, "): ", out));
+  }
+  // Note [Slurm job id file]: Poll and Terminate act only on the job id this
+  // file names, so an id recorded by another launcher (a pid, after a restart
+  // with --launcher changed) never reaches an unrelated Slurm job.
+  absl::Status st =
+      common::WriteFileAtomically(spec.work_dir + "/" + kJobIdFile, absl::StrCat(job_id, "\n"));
+  if (!st.ok()) {
+    RunCommand({Bin("scancel"), absl::StrCat(job_id)}).IgnoreError();
+    return absl::UnavailableError(absl::StrCat("recording Slurm job ", job_id, ": ", st.message()));
+  }
+  return job_id;
+}
+
+LaunchStatus SlurmLauncher::Query(int64_t job_id) {
+  const std::string id = absl::StrCat(job_id);
+  absl::StatusOr<CommandResult> r = RunCommand({Bin("scontrol"), "show", "job", "-o", id});
+  if (r.ok() && r->exit_code == 0) {
+    LaunchStatus s = SlurmJobStatus(job_id, ScontrolField(r->output, "JobState"),
+                                    ScontrolField(r->output, "ExitCode"));
+    cache_[job_id].slurm_state = ScontrolField(r->output, "JobState");
+    return s;
+  }
+  if (!r.ok() || r->output.find("Invalid job id") == std::string::npos) return LaunchStatus();
+  // Forgotten by slurmctld (MinJobAge): the accounting database, if any.
+  r = RunCommand({Bin("sacct"), "-n", "-X", "-P", "-j", id, "-o", "State,ExitCode"});
+  if (r.ok() && r->exit_code == 0) {
+    std::string line(absl::StripAsciiWhitespace(r->output));
+    line = line.substr(0, line.find('\n'));
+    std::pair<std::string, std::string> f = absl::StrSplit(line, '|');
+    if (!f.first.empty()) return SlurmJobStatus(job_id, f.first, f.second);
+  }
+  LaunchStatus s;
+  s.state = LaunchStatus::kVanished;
+  s.detail = absl::StrCat("Slurm job ", job_id, " is unknown to Slurm (scontrol, sacct)");
+  return s;
+}
+
+LaunchStatus SlurmLauncher::Poll(int64_t job_id, const std::string& work_dir) {
+  const absl::Time now = absl::Now();
+  auto it = cache_.find(job_id);
+  if (it != cache_.end() && now - it->second.at < options_.poll_interval) return it->second.status;
+  if (job_id <= 0 || RecordedLaunchId(work_dir) != job_id) {  // Note [Slurm job id file]
+    LaunchStatus s;
+    s.state = LaunchStatus::kVanished;
+    s.detail = absl::StrCat("no Slurm job ", job_id, " recorded in ", work_dir);
+    return s;
+  }
+  LaunchStatus s = Query(job_id);
+  Cached& c = cache_[job_id];
+  c.status = s;
+  c.at = now;
+  if (s.state != LaunchStatus::kRunning) cache_.erase(job_id);  // ended: polled no more
+  return s;
+}
+
+void SlurmLauncher::Terminate(int64_t job_id, const std::string& work_dir, bool force) {
+  if (job_id <= 0 || RecordedLaunchId(work_dir) != job_id) return;  // Note [Slurm job id file]
+  const std::string id = absl::StrCat(job_id);
+  auto it = cache_.find(job_id);
+  const bool pending = it != cache_.end() && it->second.slurm_state == "PENDING";
+  // A pending job has nothing to checkpoint: cancel it outright.
+  std::vector<std::string> argv = {Bin("scancel")};
+  if (!force && !pending) argv.insert(argv.end(), {"--signal=USR1", "--full"});
+  argv.push_back(id);
+  RunCommand(argv).IgnoreError();  // an ended job refuses it; the next Poll sees the end
+  cache_.erase(job_id);
+}
+
+}  // namespace distill::coordinator
