@@ -46,6 +46,11 @@ ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls-cert");
 ABSL_FLAG(std::optional<std::string>, worker_bin, std::nullopt,
           "worker binary (unset: distill-worker next to this binary, else on PATH)");
 ABSL_FLAG(std::string, mpirun, "mpirun", "mpirun binary");
+ABSL_FLAG(distill::coordinator::ArgList, mpirun_arg, distill::coordinator::ArgList{},
+          "an argument for every mpirun, before the worker; repeat it for more, in order "
+          "(e.g. --mpirun-arg=--mca --mpirun-arg=plm_rsh_agent --mpirun-arg='ssh -i KEY')");
+ABSL_FLAG(PositiveDuration, host_down_for, PositiveDuration{absl::Minutes(5)},
+          "a host a job lost (unreachable, its MPI daemon lost) gets no jobs this long");
 
 namespace distill::coordinator {
 namespace {
@@ -88,6 +93,7 @@ absl::StatusOr<ServerOptions> OptionsFromFlags(int argc, char** argv) {
   o.coordinator.health.heartbeat_timeout = absl::GetFlag(FLAGS_heartbeat_timeout).value;
   o.coordinator.health.grace_period = absl::GetFlag(FLAGS_grace_period).value;
   o.coordinator.health.retry_backoff = absl::GetFlag(FLAGS_retry_backoff).value;
+  o.coordinator.health.host_down_for = absl::GetFlag(FLAGS_host_down_for).value;
   o.service.data_root = absl::GetFlag(FLAGS_data_root);
   o.service.output_root = absl::GetFlag(FLAGS_output_root);
   o.auth_token_file = absl::GetFlag(FLAGS_auth_token_file);
@@ -95,6 +101,7 @@ absl::StatusOr<ServerOptions> OptionsFromFlags(int argc, char** argv) {
   o.tls_key = absl::GetFlag(FLAGS_tls_key);
   o.mpirun.worker_bin = absl::GetFlag(FLAGS_worker_bin).value_or(DefaultWorkerBin());
   o.mpirun.mpirun = absl::GetFlag(FLAGS_mpirun);
+  o.mpirun.extra_args = absl::GetFlag(FLAGS_mpirun_arg).values;
   return o;
 }
 
