@@ -6,27 +6,28 @@
 #   netns_create N       N hosts: namespaces NETNS_NAMES[i], addresses
 #                        NETNS_ADDRS[i] (i = 0..N-1) on a /24 of 10.77.X.0
 #                        whose .1 (NETNS_GATEWAY) is this (the root)
-#                        namespace, on a bridge; NETNS_SUBNET is the /24 (CIDR).
+#                        namespace, all on one bridge (in a namespace of its
+#                        own, NETNS_SWITCH); NETNS_SUBNET is the /24 (CIDR).
 #                        Dies with a clear message when a namespace cannot
 #                        be made. Everything is removed on exit (on_exit).
 #   netns_exec I CMD...  runs CMD inside host I (foreground).
 #   netns_daemon I LOG CMD...
-#                        starts CMD inside host I in the background, output
-#                        to LOG; it is killed on exit with everything else
-#                        in the namespace.
+#                        starts CMD inside host I in the background, with
+#                        hostname NETNS_NAMES[I], output to LOG; it is killed
+#                        on exit with everything else in the namespace.
 #   netns_start_sshd I   an sshd of host I's own on NETNS_ADDRS[I]:22 (root
 #                        login by the key NETNS_SSH_KEY only, no PAM); waits
 #                        until it accepts a login. NETNS_SSH is the ssh
 #                        command line that logs in (for mpirun's rsh agent).
 #   netns_kill_host I    a host that dies: SIGKILL to every process in it.
 #
-# Hosts share this machine's file system and users; only the network (and
-# hence the processes each address reaches) is their own.
+# Hosts share this machine's file system and users; the network (hence the
+# processes each address reaches) and, for what netns_daemon starts, the
+# hostname are their own.
 
 NETNS_NAMES=()
 NETNS_ADDRS=()
-NETNS_VETHS=()
-NETNS_BRIDGE=
+NETNS_SWITCH=
 NETNS_GATEWAY=
 NETNS_SUBNET=
 NETNS_SSH_KEY=
@@ -53,26 +54,40 @@ netns_create() {
   x=$(netns_free_octet) || die "netns: no free 10.77.X.0/24 subnet"
   NETNS_SUBNET="10.77.$x.0/24"
   NETNS_GATEWAY="10.77.$x.1"
-  NETNS_BRIDGE="dbr$id"
   on_exit netns_teardown
-  ip link add "$NETNS_BRIDGE" type bridge ||
-    die "netns: cannot create a bridge (ip link add type bridge): namespaces unsupported here?"
-  ip addr add "$NETNS_GATEWAY/24" dev "$NETNS_BRIDGE" || die "netns: cannot address the bridge"
-  ip link set "$NETNS_BRIDGE" up || die "netns: cannot bring the bridge up"
+  # The bridge lives in a namespace of its own: in this one, Docker's
+  # FORWARD policy DROP (with bridge-nf-call-iptables) drops host-to-host
+  # traffic, and the test leaves this namespace's firewall alone.
+  NETNS_SWITCH="d${id}sw"
+  ip netns add "$NETNS_SWITCH" || die "netns: cannot create network namespace $NETNS_SWITCH (ip netns add)"
+  ip -n "$NETNS_SWITCH" link add br0 type bridge && ip -n "$NETNS_SWITCH" link set br0 up ||
+    die "netns: cannot create a bridge (ip link add type bridge)"
+  netns_wire "dv${id}g" "$NETNS_GATEWAY"  # this namespace: the gateway
   for i in $(seq 0 $((n - 1))); do
-    local ns="d${id}h$i" veth="dv${id}h$i" addr="10.77.$x.$((i + 2))"
-    ip netns add "$ns" || die "netns: cannot create network namespace $ns (ip netns add)"
-    NETNS_NAMES+=("$ns")
-    ip link add "$veth" type veth peer name "dp${id}h$i" || die "netns: cannot create veth $veth"
-    NETNS_VETHS+=("$veth")
-    ip link set "dp${id}h$i" netns "$ns" || die "netns: cannot move a veth into $ns"
-    ip link set "$veth" master "$NETNS_BRIDGE" && ip link set "$veth" up || die "netns: bridge $veth"
-    ip netns exec "$ns" ip link set "dp${id}h$i" name eth0 &&
-      ip netns exec "$ns" ip addr add "$addr/24" dev eth0 &&
-      ip netns exec "$ns" ip link set eth0 up &&
-      ip netns exec "$ns" ip link set lo up || die "netns: cannot configure $ns's interfaces"
-    NETNS_ADDRS+=("$addr")
+    NETNS_NAMES+=("d${id}h$i")
+    ip netns add "${NETNS_NAMES[$i]}" || die "netns: cannot create network namespace ${NETNS_NAMES[$i]}"
+    ip -n "${NETNS_NAMES[$i]}" link set lo up || die "netns: no loopback in ${NETNS_NAMES[$i]}"
+    NETNS_ADDRS+=("10.77.$x.$((i + 2))")
+    netns_wire "dv${id}h$i" "${NETNS_ADDRS[$i]}" "${NETNS_NAMES[$i]}"
   done
+}
+
+# netns_wire NAME ADDR [NS]: a veth from the switch's bridge to namespace NS
+# (default: this one), called eth0 there (NAME here), with ADDR/24.
+netns_wire() {
+  local name=$1 addr=$2 ns=${3:-} dev=$1
+  ip link add "$name" type veth peer name "${name}p" || die "netns: cannot create veth $name"
+  ip link set "${name}p" netns "$NETNS_SWITCH" &&
+    ip -n "$NETNS_SWITCH" link set "${name}p" master br0 &&
+    ip -n "$NETNS_SWITCH" link set "${name}p" up || die "netns: cannot attach $name to the bridge"
+  local in=(ip)
+  if [ -n "$ns" ]; then
+    ip link set "$name" netns "$ns" && ip -n "$ns" link set "$name" name eth0 || die "netns: veth into $ns"
+    in=(ip -n "$ns")
+    dev=eth0
+  fi
+  "${in[@]}" addr add "$addr/24" dev "$dev" && "${in[@]}" link set "$dev" up ||
+    die "netns: cannot address $dev${ns:+ in $ns}"
 }
 
 netns_exec() {
@@ -84,7 +99,11 @@ netns_exec() {
 netns_daemon() {
   local i=$1 log=$2
   shift 2
-  ip netns exec "${NETNS_NAMES[$i]}" "$@" >>"$log" 2>&1 </dev/null &
+  # Its own hostname too (a UTS namespace): Open MPI names shared-memory
+  # segments and session directories by hostname, so hosts sharing one
+  # collide (ranks crash in the vader BTL).
+  ip netns exec "${NETNS_NAMES[$i]}" unshare --uts sh -c 'hostname "$0" && exec "$@"' \
+    "${NETNS_NAMES[$i]}" "$@" >>"$log" 2>&1 </dev/null &
   disown
 }
 
@@ -147,10 +166,9 @@ netns_teardown() {
     netns_kill_host "$i"
     ip netns del "${NETNS_NAMES[$i]}" 2>/dev/null
   done
-  for i in "${NETNS_VETHS[@]+"${NETNS_VETHS[@]}"}"; do ip link del "$i" 2>/dev/null; done
-  [ -n "$NETNS_BRIDGE" ] && ip link del "$NETNS_BRIDGE" 2>/dev/null
+  # Deleting a namespace deletes its ends of the veths, and so their peers.
+  [ -n "$NETNS_SWITCH" ] && ip netns del "$NETNS_SWITCH" 2>/dev/null
   NETNS_NAMES=()
-  NETNS_VETHS=()
-  NETNS_BRIDGE=
+  NETNS_SWITCH=
   return 0
 }
