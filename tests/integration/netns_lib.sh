@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Hosts made on this machine with network namespaces, for the integration
 # tests that need more than one host (mpirun over ssh; Slurm, one slurmd per
 # host, can reuse it). Source it after lib.sh and lib_init; needs root and
@@ -111,10 +112,12 @@ netns_daemon() {
 netns_pids() { ip netns pids "${NETNS_NAMES[$1]}" 2>/dev/null; }
 
 netns_kill_host() {
-  local p
-  for _ in 1 2 3; do  # a dying sshd may still fork: repeat until empty
-    for p in $(netns_pids "$1"); do kill -9 "$p" 2>/dev/null; done
-    [ -z "$(netns_pids "$1")" ] && return 0
+  local pids
+  for _ in 1 2 3 4 5; do  # a dying sshd may still fork: repeat until empty
+    pids=$(netns_pids "$1")
+    [ -z "$pids" ] && return 0
+    # shellcheck disable=SC2086  # one kill for all: they die microseconds apart
+    kill -9 $pids 2>/dev/null
     sleep 0.1
   done
 }
