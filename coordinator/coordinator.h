@@ -172,6 +172,11 @@ class Coordinator {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Heartbeat timeouts and overdue SIGKILLs (HealthMonitor::Check).
   void CheckTimeoutsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Note [Lost hosts]: `host` gets no jobs for host_down_for (`by` names the
+  // attempt that lost it, for the log); RestoreHostsLocked ends that.
+  void HostDownLocked(const std::string& host, const std::string& by)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RestoreHostsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ScheduleLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReconcileLocked(JobRecord rec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The parts of a submission (coordinator_sweep.cc for sweeps).
@@ -231,6 +236,8 @@ class Coordinator {
   mutable absl::Mutex queue_mu_ ABSL_ACQUIRED_AFTER(mu_);
   QueueIndex queue_ ABSL_GUARDED_BY(queue_mu_);
   std::map<distill::v1::JobState, int> counts_ ABSL_GUARDED_BY(mu_);
+  // Note [Lost hosts]: hosts left out of scheduling, and until when.
+  std::map<std::string, absl::Time> down_hosts_ ABSL_GUARDED_BY(mu_);
   // Sweeps with a child that changed state since SettleSweepsLocked().
   std::set<std::string> dirty_sweeps_ ABSL_GUARDED_BY(mu_);
   int64_t version_ ABSL_GUARDED_BY(mu_) = 0;

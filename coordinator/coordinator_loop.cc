@@ -8,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/fs_util.h"
+#include "common/plan.h"
 #include "coordinator/coordinator.h"
 #include "google/protobuf/util/json_util.h"
 
@@ -35,6 +36,26 @@ Allocation AllocationOf(const distill::v1::Job& job) {
   }
   if (a.empty()) a.push_back({"localhost", job.ranks()});
   return a;
+}
+
+// What failed, naming ranks by role and the host: "rank 2 (teacher stage 0)
+// on host H: exit code 17", or "host H (rank 2 (teacher stage 0), rank 3
+// (teacher stage 1)) lost contact with its daemon"; then the launch's detail.
+std::string DescribeFailure(const LaunchStatus& st, const distill::v1::Job& job) {
+  if (st.failed_how.empty()) return st.detail;
+  const common::RankPlan plan = common::PlanRanks(common::WithDefaults(job.spec()));
+  const std::vector<std::string> names = plan.RankNames();
+  std::vector<std::string> ranks;
+  for (int r : st.failed_ranks) {
+    ranks.push_back(r >= 0 && r < plan.world() ? names[r] : absl::StrCat("rank ", r));
+  }
+  const std::string host = st.failed_host.empty() ? "an unknown host" : st.failed_host;
+  if (st.host_lost) {
+    return absl::StrCat("host ", host, ranks.empty() ? "" : " (", absl::StrJoin(ranks, ", "),
+                        ranks.empty() ? "" : ")", " ", st.failed_how, " (", st.detail, ")");
+  }
+  return absl::StrCat(ranks.empty() ? "a rank" : absl::StrJoin(ranks, ", "), " on host ", host,
+                      ": ", st.failed_how, " (", st.detail, ")");
 }
 
 }  // namespace
@@ -108,6 +129,7 @@ void Coordinator::Tick() {
   }
   for (const auto& [id, st] : ended) AttemptEndedLocked(id, st);
   CheckTimeoutsLocked();
+  RestoreHostsLocked();
   SettleSweepsLocked();  // before scheduling: a finished capture frees its siblings
   ScheduleLocked(health_.Now());
   SettleSweepsLocked();
@@ -159,8 +181,10 @@ void Coordinator::AttemptEndedLocked(const std::string& id, const LaunchStatus& 
   } else {
     reason = a.pending_reason != distill::v1::FAILURE_REASON_UNSPECIFIED ? a.pending_reason
              : status.state == LaunchStatus::kVanished                   ? distill::v1::WORKER_LOST
+             : status.host_lost                                          ? distill::v1::HOST_LOST
                                                                          : distill::v1::RANK_FAILED;
-    const std::string why = a.pending_message.empty() ? status.detail : a.pending_message;
+    const std::string why =
+        a.pending_message.empty() ? DescribeFailure(status, a.rec.job) : a.pending_message;
     message =
         absl::StrCat("attempt ", attempt, " failed: ", distill::v1::FailureReason_Name(reason),
                      ": ", why, "; logs in ", WorkDir(id, attempt));
@@ -180,6 +204,9 @@ void Coordinator::AttemptEndedLocked(const std::string& id, const LaunchStatus& 
     return;
   }
   // Acted on only after the write (Note [Write before act]).
+  if (reason == distill::v1::HOST_LOST && !status.failed_host.empty()) {
+    HostDownLocked(status.failed_host, absl::StrCat("job ", id, " attempt ", attempt));
+  }
   scheduler_->Release(id);
   metrics_->ForgetJob(id);
   if (retry) metrics_->OnRetry(reason);
@@ -187,6 +214,33 @@ void Coordinator::AttemptEndedLocked(const std::string& id, const LaunchStatus& 
   a.pending_reason = distill::v1::FAILURE_REASON_UNSPECIFIED;
   a.pending_message.clear();
   if (IsTerminal(to)) active_.erase(it);
+}
+
+// Note [Lost hosts]: an attempt that lost a host (mpirun lost its daemon
+// there, or ssh could not start one) marks it down: the scheduler places no
+// job on it for host_down_for, so the retry runs on the hosts that remain
+// (or waits for enough of them). Then it is tried again: a host still dead
+// fails one more attempt and is marked down again. Not persisted: a
+// restarted coordinator tries every host.
+void Coordinator::HostDownLocked(const std::string& host, const std::string& by) {
+  const absl::Time until = health_.Now() + health_.options().host_down_for;
+  down_hosts_[host] = until;
+  scheduler_->SetHostDown(host, true);
+  LogLine(absl::StrCat("host ", host, " is down (lost by ", by, "): no jobs there for ",
+                       absl::FormatDuration(health_.options().host_down_for)));
+}
+
+void Coordinator::RestoreHostsLocked() {
+  const absl::Time now = health_.Now();
+  for (auto it = down_hosts_.begin(); it != down_hosts_.end();) {
+    if (it->second > now) {
+      ++it;
+      continue;
+    }
+    scheduler_->SetHostDown(it->first, false);
+    LogLine(absl::StrCat("host ", it->first, " is tried again"));
+    it = down_hosts_.erase(it);
+  }
 }
 
 void Coordinator::ScheduleLocked(absl::Time now) {

@@ -7,7 +7,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
 
 namespace distill::coordinator {
 namespace {
@@ -27,6 +29,7 @@ absl::StatusOr<std::vector<std::string>> ParseFlags(const std::vector<std::strin
                                                     absl::string_view defined_in,
                                                     std::set<std::string>* given) {
   std::vector<std::string> rest;
+  std::set<std::string> seen;  // flags set by this call (an ArgList appends)
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& arg = args[i];
     if (!absl::StartsWith(arg, "--") || arg.size() == 2) {
@@ -51,6 +54,9 @@ absl::StatusOr<std::vector<std::string>> ParseFlags(const std::vector<std::strin
         return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
       }
     }
+    if (flag->IsOfType<ArgList>() && !seen.insert(std::string(flag->Name())).second) {
+      value = absl::StrCat(flag->CurrentValue(), "\n", value);
+    }
     std::string error;
     if (!flag->ParseFrom(value, &error)) {
       return absl::InvalidArgumentError(absl::StrCat("--", name, ": ", error));
@@ -72,11 +78,19 @@ std::string FlagsHelp(absl::string_view usage_line, absl::string_view defined_in
   std::string out = absl::StrCat(usage_line, "\n");
   for (const absl::CommandLineFlag* f : own) {
     const std::string default_value = f->DefaultValue();
-    absl::StrAppend(&out, "  --", Dashed(f->Name()), "\n      ", f->Help(), " (default: ",
-                    default_value.empty() ? "''" : default_value, ")\n");
+    absl::StrAppend(&out, "  --", Dashed(f->Name()), "\n      ", f->Help(),
+                    " (default: ", default_value.empty() ? "''" : default_value, ")\n");
   }
   return out;
 }
+
+bool AbslParseFlag(absl::string_view text, ArgList* list, std::string* /*error*/) {
+  list->values.clear();
+  if (!text.empty()) list->values = absl::StrSplit(text, '\n');
+  return true;
+}
+
+std::string AbslUnparseFlag(const ArgList& list) { return absl::StrJoin(list.values, "\n"); }
 
 bool AbslParseFlag(absl::string_view text, PositiveDuration* d, std::string* error) {
   double seconds = 0;

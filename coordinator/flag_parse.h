@@ -23,7 +23,8 @@
 namespace distill::coordinator {
 
 // Sets the flags named in `args` (`--name=value`, `--name value`; a bool
-// flag also alone, `--name`), returns the other arguments in order. When
+// flag also alone, `--name`), returns the other arguments in order. An
+// ArgList flag given again appends; any other flag keeps its last value. When
 // `given` is not null, the names (as defined, with underscores) of the flags
 // set are added to it, for a caller whose flags apply only in some contexts.
 // InvalidArgument "unknown option --NAME", "--NAME needs a value" or
@@ -36,6 +37,16 @@ absl::StatusOr<std::vector<std::string>> ParseFlags(const std::vector<std::strin
 // (`--name-with-dashes VALUE  help (default: D)`), sorted by name, after
 // `usage_line`.
 std::string FlagsHelp(absl::string_view usage_line, absl::string_view defined_in);
+
+// A flag that may be given several times, each value one element in order
+// (--mpirun-arg=--mca --mpirun-arg=btl_tcp_if_include ...): never split on
+// commas, which arguments contain. Its text form joins the values with
+// newlines, so a value cannot hold one.
+struct ArgList {
+  std::vector<std::string> values;
+};
+bool AbslParseFlag(absl::string_view text, ArgList* list, std::string* error);
+std::string AbslUnparseFlag(const ArgList& list);
 
 // A positive duration flag: "30s", "1m30s", or plain seconds ("30", "0.5").
 struct PositiveDuration {

@@ -33,6 +33,11 @@ struct HealthOptions {
   absl::Duration grace_period = absl::Seconds(30);
   // Wait before the first retry; doubles per retry, at most kMaxBackoff.
   absl::Duration retry_backoff = absl::Seconds(2);
+  // Note [Lost hosts]: a host that an attempt lost (its daemon lost or not
+  // startable) gets no job for this long, then is tried again. Longer keeps
+  // a dead host from costing more retries; shorter returns a rebooted one
+  // sooner.
+  absl::Duration host_down_for = absl::Minutes(5);
 };
 
 // One attempt's liveness (see HealthMonitor).

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "coordinator/scheduler.h"
@@ -39,6 +40,16 @@ struct LaunchStatus {
   State state = kRunning;
   int exit_code = 0;   // kExited: the launch's exit status (128+N for signal N).
   std::string detail;  // human-readable ("exit code 17", "killed by signal 9").
+  // A failed launch, as far as the launcher can tell: the host that failed
+  // or ran the failed rank ("" when unknown), the ranks that failed there
+  // (the first failed rank, or every rank of a lost host; empty when
+  // unknown), whether the host itself failed (its daemon lost or not
+  // startable: unreachable), not only a process on it, and how, in words
+  // ("exit code 17", "lost contact with its daemon"; "" when unknown).
+  std::string failed_host;
+  std::vector<int> failed_ranks;
+  bool host_lost = false;
+  std::string failed_how;
 };
 
 class Launcher {

@@ -59,6 +59,11 @@ ABSL_FLAG(std::string, slurm_launch, "mpirun",
           "how the batch script starts the ranks: mpirun, or srun (--mpi=pmix)");
 ABSL_FLAG(std::string, slurm_script, "",
           "batch script ('' = the built-in deploy/slurm/distill.sbatch)");
+ABSL_FLAG(distill::coordinator::ArgList, mpirun_arg, distill::coordinator::ArgList{},
+          "an argument for every mpirun, before the worker; repeat it for more, in order "
+          "(e.g. --mpirun-arg=--mca --mpirun-arg=plm_rsh_agent --mpirun-arg='ssh -i KEY')");
+ABSL_FLAG(PositiveDuration, host_down_for, PositiveDuration{absl::Minutes(5)},
+          "a host a job lost (unreachable, its MPI daemon lost) gets no jobs this long");
 
 namespace distill::coordinator {
 namespace {
@@ -134,12 +139,14 @@ absl::StatusOr<ServerOptions> OptionsFromFlags(int argc, char** argv) {
   o.coordinator.health.heartbeat_timeout = absl::GetFlag(FLAGS_heartbeat_timeout).value;
   o.coordinator.health.grace_period = absl::GetFlag(FLAGS_grace_period).value;
   o.coordinator.health.retry_backoff = absl::GetFlag(FLAGS_retry_backoff).value;
+  o.coordinator.health.host_down_for = absl::GetFlag(FLAGS_host_down_for).value;
   o.service.data_root = absl::GetFlag(FLAGS_data_root);
   o.service.output_root = absl::GetFlag(FLAGS_output_root);
   o.auth_token_file = absl::GetFlag(FLAGS_auth_token_file);
   o.tls_cert = absl::GetFlag(FLAGS_tls_cert);
   o.tls_key = absl::GetFlag(FLAGS_tls_key);
   o.mpirun.worker_bin = absl::GetFlag(FLAGS_worker_bin).value_or(DefaultWorkerBin());
+  o.mpirun.extra_args = absl::GetFlag(FLAGS_mpirun_arg).values;
   absl::Status st = LauncherFromFlags(slots.has_value(), o);
   if (!st.ok()) return st;
   return o;

@@ -17,6 +17,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "common/fs_util.h"
+#include "coordinator/mpirun_failure.h"
 
 extern char** environ;
 
@@ -88,6 +89,37 @@ bool IsLiveChild(int64_t pid) {
   return info.si_pid == 0;
 }
 
+// The attempt's allocation: its hostfile's hosts in order, or this host
+// alone when it has none (a local launch).
+Allocation AttemptAllocation(const std::string& work_dir) {
+  Allocation a;
+  absl::StatusOr<std::string> text = common::ReadFileToString(work_dir + "/hostfile");
+  if (!text.ok()) return {{"localhost", 1 << 20}};  // every rank on this host
+  absl::StatusOr<std::vector<Host>> hosts = ParseHostsFile(*text, "hostfile");
+  if (!hosts.ok()) return a;
+  for (const Host& h : *hosts) a.push_back({h.name, h.slots});
+  return a;
+}
+
+// Fills s's failure fields from what mpirun.log says about a failed launch
+// (Note [Rank placement] maps ranks and hosts).
+void ExplainFailure(const std::string& work_dir, LaunchStatus& s) {
+  absl::StatusOr<std::string> log = common::ReadFileToString(work_dir + "/mpirun.log");
+  if (!log.ok()) return;
+  const MpirunFailure f = ParseMpirunLog(*log);
+  if (f.kind == MpirunFailure::kUnknown) return;
+  const Allocation allocation = AttemptAllocation(work_dir);
+  s.host_lost = f.kind == MpirunFailure::kHostLost;
+  if (s.host_lost) {
+    s.failed_host = f.host;
+    s.failed_ranks = RanksOnHost(allocation, f.host);
+  } else {
+    s.failed_host = f.host.empty() ? HostOfRank(allocation, f.rank) : f.host;
+    s.failed_ranks = {f.rank};
+  }
+  s.failed_how = f.what;
+}
+
 }  // namespace
 
 std::string ShellQuote(const std::string& s) {
@@ -130,7 +162,8 @@ std::string MpirunLauncher::Command(const LaunchSpec& spec) const {
                                    "--merge-stderr-to-stdout"};
   bool remote = false;
   for (const HostSlots& hs : spec.allocation) remote = remote || !IsLocal(hs.host);
-  if (remote) argv.insert(argv.end(), {"--hostfile", d + "/hostfile"});
+  // Note [Rank placement]: ranks fill the hostfile's hosts in its order.
+  if (remote) argv.insert(argv.end(), {"--hostfile", d + "/hostfile", "--map-by", "slot"});
   for (const auto& [name, value] : spec.env) argv.insert(argv.end(), {"-x", name});
   argv.insert(argv.end(), options_.extra_args.begin(), options_.extra_args.end());
   argv.insert(argv.end(), {options_.worker_bin, spec.command, "--spec", spec.spec_path});
@@ -211,6 +244,7 @@ LaunchStatus MpirunLauncher::Poll(int64_t pid, const std::string& work_dir) {
     s.state = LaunchStatus::kExited;
     s.exit_code = code;
     s.detail = absl::StrCat("mpirun exit code ", code);
+    if (code != 0) ExplainFailure(work_dir, s);
     return s;
   }
   if (reaped && WIFSIGNALED(wstatus)) {

@@ -93,6 +93,17 @@ void Scheduler::Release(const std::string& job_id) {
   jobs_.erase(it);
 }
 
+void Scheduler::SetHostDown(const std::string& host, bool down) {
+  bool known = false;
+  for (const Host& h : inventory_) known = known || h.name == host;
+  if (!known) return;
+  if (down) {
+    down_.insert(host);
+  } else {
+    down_.erase(host);
+  }
+}
+
 std::vector<QueuedJob> Scheduler::Order(std::vector<QueuedJob> queue) {
   std::stable_sort(queue.begin(), queue.end(), [](const QueuedJob& a, const QueuedJob& b) {
     if (a.priority != b.priority) return a.priority > b.priority;
@@ -104,6 +115,7 @@ std::vector<QueuedJob> Scheduler::Order(std::vector<QueuedJob> queue) {
 bool Scheduler::Place(int ranks, Allocation* out) const {
   std::vector<std::pair<std::string, int>> free;
   for (const Host& h : inventory_) {
+    if (down_.count(h.name)) continue;
     auto it = used_.find(h.name);
     int f = h.slots - (it == used_.end() ? 0 : it->second);
     if (f > 0) free.emplace_back(h.name, f);

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -73,14 +74,22 @@ class Scheduler {
 
   int free_slots() const;
 
+  // A host that failed (Note [Lost hosts]): no job is placed on it until
+  // SetHostDown(host, false). Jobs running there keep their slots until
+  // released. Unknown hosts are ignored.
+  void SetHostDown(const std::string& host, bool down);
+  bool IsHostDown(const std::string& host) const { return down_.count(host) > 0; }
+
  private:
-  // Gang placement over the free slots: fewest hosts first, then host order.
+  // Gang placement over the free slots of the hosts that are up: fewest
+  // hosts first, then host order.
   bool Place(int ranks, Allocation* out) const;
 
   std::vector<Host> inventory_;
   int total_slots_ = 0;
   std::map<std::string, int> used_;  // host -> slots in use
   std::map<std::string, Allocation> jobs_;
+  std::set<std::string> down_;  // hosts left out of placement
 };
 
 }  // namespace distill::coordinator

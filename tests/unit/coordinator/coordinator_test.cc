@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "coordinator/clock.h"
 #include "coordinator/mpirun_launcher.h"
 #include "coordinator/sqlite_job_store.h"
 
@@ -162,6 +163,26 @@ class NoLauncher : public Launcher {
   std::string RankLogPath(const std::string& work_dir, int rank) const override {
     return work_dir + "/rank." + std::to_string(rank) + ".log";
   }
+};
+
+// Starts nothing: launch n (pid n) has ended as `ended[n - 1]` says, and its
+// allocation is kept.
+class ScriptedLauncher : public Launcher {
+ public:
+  explicit ScriptedLauncher(std::vector<LaunchStatus> ended) : ended_(std::move(ended)) {}
+  absl::StatusOr<int64_t> Launch(const LaunchSpec& spec) override {
+    launched.push_back(spec.allocation);
+    return static_cast<int64_t>(launched.size());
+  }
+  LaunchStatus Poll(int64_t pid, const std::string&) override { return ended_.at(pid - 1); }
+  void Terminate(int64_t, const std::string&, bool) override {}
+  std::string RankLogPath(const std::string& work_dir, int rank) const override {
+    return work_dir + "/rank." + std::to_string(rank) + ".log";
+  }
+  std::vector<Allocation> launched;
+
+ private:
+  std::vector<LaunchStatus> ended_;
 };
 
 class CoordinatorTest : public ::testing::Test {
@@ -468,6 +489,65 @@ TEST_F(CoordinatorTest, FailedStateWriteKeepsTheJobAndItsSlot) {
   EXPECT_EQ(ended->exit_code(), 3);
   EXPECT_EQ(scheduler_->free_slots(), 2);
   EXPECT_EQ(real_->GetJob(id)->job.state(), distill::v1::FAILED);
+}
+
+// Note [Lost hosts]: an attempt that lost host b fails HOST_LOST naming b and
+// its ranks by role; the retry runs on a and c; b gets jobs again after
+// host_down_for.
+TEST_F(CoordinatorTest, ALostHostFailsTheAttemptAndTheRetryRunsElsewhere) {
+  LaunchStatus lost;
+  lost.state = LaunchStatus::kExited;
+  lost.exit_code = 205;
+  lost.detail = "mpirun exit code 205";
+  lost.failed_host = "b";
+  lost.failed_ranks = {2, 3};
+  lost.host_lost = true;
+  lost.failed_how = "lost contact with its daemon";
+  LaunchStatus done;
+  done.state = LaunchStatus::kExited;
+  done.detail = "mpirun exit code 0";
+  ScriptedLauncher launcher({lost, done});
+  Scheduler scheduler({{"a", 2, 0}, {"b", 2, 0}, {"c", 2, 0}});
+  FakeClock clock;
+  CoordinatorOptions o;
+  o.state_dir = dir_ + "/var3";
+  o.health.host_down_for = absl::Minutes(5);
+  Coordinator c(o, store_.get(), &scheduler, &launcher, &metrics_, &clock);
+  distill::v1::SubmitJobRequest r = Request("spans");
+  r.mutable_spec()->set_type(distill::v1::DISTILL);
+  r.mutable_spec()->mutable_student()->set_ranks(2);
+  r.mutable_spec()->mutable_teacher()->set_ranks(2);
+  absl::StatusOr<Job> job = c.Submit(r);
+  ASSERT_TRUE(job.ok()) << job.status();
+
+  c.Tick();  // attempt 1 on a and b
+  ASSERT_EQ(launcher.launched.size(), 1u);
+  ASSERT_EQ(launcher.launched[0].size(), 2u);
+  EXPECT_EQ(launcher.launched[0][1].host, "b");
+  c.Tick();  // it lost b
+  EXPECT_EQ(c.Get(job->id())->state(), distill::v1::QUEUED);
+  auto events = real_->ListEvents(job->id(), 0, 100);
+  ASSERT_TRUE(events.ok()) << events.status();
+  ASSERT_FALSE(events->empty());
+  EXPECT_NE(events->back().message().find(
+                "attempt 1 failed: HOST_LOST: host b (rank 2 (teacher stage 0), rank 3 (teacher "
+                "stage 1)) lost contact with its daemon (mpirun exit code 205)"),
+            std::string::npos)
+      << events->back().message();
+  EXPECT_TRUE(scheduler.IsHostDown("b"));
+
+  clock.Advance(absl::Seconds(3));  // past the retry backoff
+  c.Tick();
+  ASSERT_EQ(launcher.launched.size(), 2u);
+  ASSERT_EQ(launcher.launched[1].size(), 2u);
+  EXPECT_EQ(launcher.launched[1][0].host, "a");
+  EXPECT_EQ(launcher.launched[1][1].host, "c");
+  c.Tick();
+  EXPECT_EQ(c.Get(job->id())->state(), distill::v1::SUCCEEDED);
+
+  clock.Advance(absl::Minutes(5));
+  c.Tick();
+  EXPECT_FALSE(scheduler.IsHostDown("b"));
 }
 
 }  // namespace

@@ -17,6 +17,8 @@ ABSL_FLAG(int, fp_count, 3, "how many");
 ABSL_FLAG(bool, fp_verbose, false, "say more");
 ABSL_FLAG(distill::coordinator::PositiveDuration, fp_wait,
           distill::coordinator::PositiveDuration{absl::Seconds(2)}, "how long");
+ABSL_FLAG(distill::coordinator::ArgList, fp_arg, distill::coordinator::ArgList{},
+          "an argument, repeatable");
 
 namespace distill::coordinator {
 namespace {
@@ -29,10 +31,10 @@ class FlagParseTest : public ::testing::Test {
 };
 
 TEST_F(FlagParseTest, DashedAndUnderscoredNamesBothValueFormsAndPositionals) {
-  absl::StatusOr<std::vector<std::string>> rest = ParseFlags(
-      {"first", "--fp-listen-addr", "0.0.0.0:9", "--fp_count=7", "second", "--fp-verbose",
-       "--fp-wait=1m30s"},
-      kHere);
+  absl::StatusOr<std::vector<std::string>> rest =
+      ParseFlags({"first", "--fp-listen-addr", "0.0.0.0:9", "--fp_count=7", "second",
+                  "--fp-verbose", "--fp-wait=1m30s"},
+                 kHere);
   ASSERT_TRUE(rest.ok()) << rest.status();
   EXPECT_EQ(*rest, (std::vector<std::string>{"first", "second"}));
   EXPECT_EQ(absl::GetFlag(FLAGS_fp_listen_addr), "0.0.0.0:9");
@@ -53,6 +55,18 @@ TEST_F(FlagParseTest, EmptyValueAndPlainSecondsDuration) {
   ASSERT_TRUE(ParseFlags({"--fp-listen-addr", "", "--fp-wait", "0.5"}, kHere).ok());
   EXPECT_EQ(absl::GetFlag(FLAGS_fp_listen_addr), "");
   EXPECT_EQ(absl::GetFlag(FLAGS_fp_wait).value, absl::Milliseconds(500));
+}
+
+TEST_F(FlagParseTest, AnArgListAppendsEveryValueWhole) {
+  ASSERT_TRUE(ParseFlags({"--fp-arg", "--mca", "--fp-arg=btl", "--fp-count=1", "--fp_arg",
+                          "self,vader,tcp", "--fp-arg", "ssh -i key -o A=b"},
+                         kHere)
+                  .ok());
+  EXPECT_EQ(absl::GetFlag(FLAGS_fp_arg).values,
+            (std::vector<std::string>{"--mca", "btl", "self,vader,tcp", "ssh -i key -o A=b"}));
+  // A new command line starts a new list.
+  ASSERT_TRUE(ParseFlags({"--fp-arg=x"}, kHere).ok());
+  EXPECT_EQ(absl::GetFlag(FLAGS_fp_arg).values, (std::vector<std::string>{"x"}));
 }
 
 TEST_F(FlagParseTest, ErrorsNameTheFlag) {

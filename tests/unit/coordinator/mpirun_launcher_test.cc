@@ -112,6 +112,11 @@ TEST_F(MpirunLauncherTest, ReportsARankExitCode) {
   LaunchStatus st = WaitExit(l, *pid, spec.work_dir);
   ASSERT_EQ(st.state, LaunchStatus::kExited) << st.detail;
   EXPECT_EQ(st.exit_code, 17);
+  // From mpirun.log: which rank, where, how.
+  EXPECT_EQ(st.failed_ranks, std::vector<int>{1});
+  EXPECT_EQ(st.failed_host, "localhost");
+  EXPECT_EQ(st.failed_how, "exit code 17");
+  EXPECT_FALSE(st.host_lost);
 }
 
 TEST_F(MpirunLauncherTest, GracefulTerminateLetsRanksCheckpoint) {
@@ -184,6 +189,8 @@ TEST_F(MpirunLauncherTest, CommandPassesEnvByNameAndUsesAHostfileForRemoteHosts)
   EXPECT_NE(remote.find("'--hostfile' '" + spec.work_dir + "/hostfile'"), std::string::npos)
       << remote;
   EXPECT_NE(remote.find("'-np' '3'"), std::string::npos) << remote;
+  // Note [Rank placement]: ranks fill the hostfile's hosts in order.
+  EXPECT_NE(remote.find("'--map-by' 'slot'"), std::string::npos) << remote;
 }
 
 // The ranks may run on every CPU the coordinator may: mpirun's default
@@ -191,8 +198,8 @@ TEST_F(MpirunLauncherTest, CommandPassesEnvByNameAndUsesAHostfileForRemoteHosts)
 // and a rank's threads shared one.
 TEST_F(MpirunLauncherTest, RanksAreNotBoundToACore) {
   const std::string out = dir_ + "/cpus";
-  MpirunLauncher l({"mpirun",
-                    Script("grep Cpus_allowed_list /proc/self/status > " + out + ".$R\n"), {}});
+  MpirunLauncher l(
+      {"mpirun", Script("grep Cpus_allowed_list /proc/self/status > " + out + ".$R\n"), {}});
   LaunchSpec spec = Spec(2);
   auto pid = l.Launch(spec);
   ASSERT_TRUE(pid.ok()) << pid.status();
@@ -251,6 +258,34 @@ TEST_F(MpirunLauncherTest, PollOfAForeignPidReadsTheExitCodeFile) {
   // A live process whose command line does not mention the work dir is not
   // taken for the launch (pid reuse after a restart).
   EXPECT_NE(l.Poll(getpid(), work).state, LaunchStatus::kRunning);
+}
+
+// What a launch over ssh leaves when a host dies (the files' contract; the
+// real thing runs in tests/integration/multihost_test.sh): the host and the
+// ranks it ran (Note [Rank placement]).
+TEST_F(MpirunLauncherTest, PollNamesALostHostAndItsRanks) {
+  MpirunLauncher l({"mpirun", "true", {}});
+  pid_t child = fork();
+  if (child == 0) _exit(0);
+  int ws;
+  waitpid(child, &ws, 0);
+  const std::string work = dir_ + "/lost";
+  std::filesystem::create_directories(work);
+  ASSERT_TRUE(
+      common::WriteFileAtomically(work + "/hostfile", "10.77.8.2 slots=2\n10.77.8.3 slots=2\n")
+          .ok());
+  ASSERT_TRUE(common::WriteFileAtomically(work + "/mpirun.log",
+                                          "ORTE has lost communication with a remote daemon.\n\n"
+                                          "  HNP daemon   : [[5913,0],0] on node vm\n"
+                                          "  Remote daemon: [[5913,0],2] on node 10.77.8.3\n")
+                  .ok());
+  ASSERT_TRUE(common::WriteFileAtomically(work + "/exit_code", "205\n").ok());
+  LaunchStatus st = l.Poll(child, work);
+  EXPECT_EQ(st.state, LaunchStatus::kExited);
+  EXPECT_TRUE(st.host_lost);
+  EXPECT_EQ(st.failed_host, "10.77.8.3");
+  EXPECT_EQ(st.failed_ranks, (std::vector<int>{2, 3}));
+  EXPECT_EQ(st.failed_how, "lost contact with its daemon");
 }
 
 }  // namespace

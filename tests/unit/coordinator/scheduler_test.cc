@@ -72,6 +72,25 @@ TEST(SchedulerTest, SpreadsOverHostsWhenNoneHoldsTheJob) {
   EXPECT_EQ(s.free_slots(), 0);
 }
 
+TEST(SchedulerTest, PlacesNothingOnAHostThatIsDown) {
+  Scheduler s({{"a", 2, 0}, {"b", 2, 0}, {"c", 2, 0}});
+  s.SetHostDown("b", true);
+  s.SetHostDown("unknown", true);  // ignored
+  EXPECT_TRUE(s.IsHostDown("b"));
+  EXPECT_FALSE(s.IsHostDown("unknown"));
+  auto starts = s.Schedule({{"job", 4, 0, 1}});
+  ASSERT_EQ(starts.size(), 1u);
+  ASSERT_EQ(starts[0].second.size(), 2u);
+  EXPECT_EQ(starts[0].second[0].host, "a");
+  EXPECT_EQ(starts[0].second[1].host, "c");
+  // Only b is free now, and it is down: the next job waits until b is up.
+  EXPECT_TRUE(s.Schedule({{"next", 2, 0, 2}}).empty());
+  s.SetHostDown("b", false);
+  auto next = s.Schedule({{"next", 2, 0, 2}});
+  ASSERT_EQ(next.size(), 1u);
+  EXPECT_EQ(next[0].second[0].host, "b");
+}
+
 TEST(SchedulerTest, ReserveBeyondCapacityIsReported) {
   Scheduler s(LocalInventory(2));
   EXPECT_TRUE(s.Reserve("adopted", {{"localhost", 2}}).ok());
