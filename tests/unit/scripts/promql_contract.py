@@ -80,11 +80,12 @@ def resolve(name, contract):
     return None
 
 
-def check_expr(expr, contract, require_job_var=False):
+def check_expr(expr, contract, require_job_var=False, raw_counters=()):
     """Problems (strings) of one expression; [] when it keeps the contract.
 
     require_job_var: every selector of a job_id-labelled series must match
-    job_id=~"$job" (the dashboard's panels follow its job variable)."""
+    job_id=~"$job" (the dashboard's panels follow its job variable).
+    raw_counters: counters the expression may read as values (say why)."""
     try:
         toks = tokenize(expr)
     except ValueError as e:
@@ -176,7 +177,7 @@ def check_expr(expr, contract, require_job_var=False):
                 problems.append(f"{name}: label {label!r} is not one of {sorted(labels)}")
         inner = fns[-1] if fns else None
         if mtype in ("counter", "histogram"):
-            if inner not in COUNTER_FUNCTIONS:
+            if inner not in COUNTER_FUNCTIONS and name not in raw_counters:
                 problems.append(f"{name} is a counter: use rate() or increase(), not {inner}()")
         elif inner in COUNTER_FUNCTIONS:
             problems.append(f"{name} is a {mtype}: {inner}() is for counters")
