@@ -12,6 +12,11 @@ ARG CUDA_IMAGE=nvidia/cuda:13.0.1-devel-ubuntu24.04
 FROM ${CUDA_IMAGE}
 ARG JOBS=4
 ENV DEBIAN_FRONTEND=noninteractive
+# Extra CA certificates (docker/ca-certificates/README.md), as worker.Dockerfile.
+COPY docker/ca-certificates/ /usr/local/share/ca-certificates/
+RUN apt-get update -q && apt-get install -y -q --no-install-recommends ca-certificates \
+ && update-ca-certificates && rm -rf /var/lib/apt/lists/*
+ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt
 COPY scripts/setup.sh scripts/fetch_jinja.sh /src/scripts/
 COPY requirements.txt requirements.lock /src/
 RUN bash /src/scripts/setup.sh && rm -rf /var/lib/apt/lists/* /root/.cache/pip

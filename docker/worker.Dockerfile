@@ -1,7 +1,8 @@
 # Image of the trainer (distill-worker) on Debian 12, built with the same
 # setup script as a developer machine: LibTorch is the pip torch wheel (CUDA 13,
 # which also runs on CPUs) in /src/.venv, which the binary loads from there
-# (keep it). Runs on CPU; docker/worker-cuda.Dockerfile is the GPU image.
+# (keep it), with NVIDIA's nvcc wheels to configure against it. Runs on CPU;
+# docker/worker-cuda.Dockerfile is the GPU image.
 # Besides the trainer it holds Open MPI (orted) and sshd (both from
 # setup.sh), so a coordinator container can launch ranks here over ssh
 # (deploy/compose/).
@@ -13,9 +14,30 @@
 ARG BASE=debian:12
 FROM ${BASE}
 ARG JOBS=2
+# Extra CA certificates for a network whose HTTPS goes through an
+# intercepting proxy (docker/ca-certificates/*.crt, none by default; see its
+# README): pip and curl reach PyPI through it.
+COPY docker/ca-certificates/ /usr/local/share/ca-certificates/
+RUN apt-get update -q \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends ca-certificates \
+ && update-ca-certificates && rm -rf /var/lib/apt/lists/*
+ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt
 COPY scripts/setup.sh scripts/fetch_jinja.sh /src/scripts/
 COPY requirements.txt requirements.lock /src/
 RUN bash /src/scripts/setup.sh && rm -rf /var/lib/apt/lists/* /root/.cache/pip
+# The CUDA wheel's CMake config (Caffe2) will not configure without a CUDA
+# toolkit and its nvcc ("Your installed Caffe2 version uses CUDA but I cannot
+# find the CUDA libraries"), and Debian 12 has none of CUDA 13. NVIDIA's nvcc
+# wheels of the wheel's own release (13.0.88) go next to the CUDA libraries
+# that torch brought (site-packages/nvidia/cu13), which becomes /usr/local/cuda
+# (what CMakeLists.txt looks for), with the unversioned .so names CMake finds.
+RUN /src/.venv/bin/pip install --no-cache-dir --no-deps -q \
+      nvidia-cuda-nvcc==13.0.88 nvidia-cuda-crt==13.0.88 nvidia-nvvm==13.0.88 \
+ && cu=$(echo /src/.venv/lib/python3*/site-packages/nvidia/cu13) \
+ && for f in "$cu"/lib/lib*.so.*; do \
+      b="${f%%.so.*}.so"; [ -e "$b" ] || ln -s "$(basename "$f")" "$b"; \
+    done \
+ && ln -sfn lib "$cu/lib64" && ln -sfn "$cu" /usr/local/cuda && /usr/local/cuda/bin/nvcc --version
 # .dockerignore keeps the host's .venv, build dirs and data out of this copy
 # (without it the host's .venv replaced the one setup.sh made above).
 COPY . /src
