@@ -16,7 +16,13 @@ RUN apt-get update -q \
       libabsl-dev prometheus-cpp-dev libsqlite3-dev libyaml-cpp-dev nlohmann-json3-dev \
       libpcre2-dev libboost-math-dev \
  && rm -rf /var/lib/apt/lists/*
-COPY . /src
+# Only what the build reads, so that edits elsewhere (docs, deploy, tests)
+# keep the compile cached.
+COPY CMakeLists.txt /src/
+COPY cmake /src/cmake
+COPY proto /src/proto
+COPY common /src/common
+COPY coordinator /src/coordinator
 RUN cmake -S /src -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release -DDISTILL_BUILD_WORKER=OFF \
       -DDISTILL_BUILD_TESTS=OFF -DDISTILL_BUILD_BENCH=OFF \
  && cmake --build /build --target distill-coordinator distillctl \

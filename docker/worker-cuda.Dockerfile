@@ -20,7 +20,12 @@ ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt
 COPY scripts/setup.sh scripts/fetch_jinja.sh /src/scripts/
 COPY requirements.txt requirements.lock /src/
 RUN bash /src/scripts/setup.sh && rm -rf /var/lib/apt/lists/* /root/.cache/pip
-COPY . /src
+COPY CMakeLists.txt /src/
+COPY cmake /src/cmake
+COPY proto /src/proto
+COPY common /src/common
+COPY coordinator /src/coordinator
+COPY worker /src/worker
 WORKDIR /src
 RUN cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DDISTILL_BUILD_TESTS=OFF \
       -DDISTILL_BUILD_BENCH=OFF \

@@ -28,19 +28,26 @@ RUN bash /src/scripts/setup.sh && rm -rf /var/lib/apt/lists/* /root/.cache/pip
 # The CUDA wheel's CMake config (Caffe2) will not configure without a CUDA
 # toolkit and its nvcc ("Your installed Caffe2 version uses CUDA but I cannot
 # find the CUDA libraries"), and Debian 12 has none of CUDA 13. NVIDIA's nvcc
-# wheels of the wheel's own release (13.0.88) go next to the CUDA libraries
+# and CCCL (nv/target, for cuda_fp16.h) wheels of the wheel's own release
+# (13.0.88, 13.0.85) go next to the CUDA libraries
 # that torch brought (site-packages/nvidia/cu13), which becomes /usr/local/cuda
 # (what CMakeLists.txt looks for), with the unversioned .so names CMake finds.
 RUN /src/.venv/bin/pip install --no-cache-dir --no-deps -q \
       nvidia-cuda-nvcc==13.0.88 nvidia-cuda-crt==13.0.88 nvidia-nvvm==13.0.88 \
+      nvidia-cuda-cccl==13.0.85 \
  && cu=$(echo /src/.venv/lib/python3*/site-packages/nvidia/cu13) \
  && for f in "$cu"/lib/lib*.so.*; do \
       b="${f%%.so.*}.so"; [ -e "$b" ] || ln -s "$(basename "$f")" "$b"; \
     done \
  && ln -sfn lib "$cu/lib64" && ln -sfn "$cu" /usr/local/cuda && /usr/local/cuda/bin/nvcc --version
-# .dockerignore keeps the host's .venv, build dirs and data out of this copy
-# (without it the host's .venv replaced the one setup.sh made above).
-COPY . /src
+# Only what the build reads (edits elsewhere keep the compile cached);
+# .dockerignore keeps the host's .venv and build dirs out of any copy.
+COPY CMakeLists.txt /src/
+COPY cmake /src/cmake
+COPY proto /src/proto
+COPY common /src/common
+COPY coordinator /src/coordinator
+COPY worker /src/worker
 WORKDIR /src
 RUN cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DDISTILL_BUILD_TESTS=OFF \
       -DDISTILL_BUILD_BENCH=OFF \
