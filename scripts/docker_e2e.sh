@@ -90,7 +90,8 @@ for _ in $(seq 1 60); do ctl list >/dev/null 2>&1 && break; sleep 1; done
 ctl list >/dev/null || die "the coordinator does not answer"
 
 # 5. A tiny job (as tests/integration/coordinator_test.sh): byte tokens of a
-# pangram text, a 2-layer model, 2 ranks on the worker container.
+# pangram text, a 2-layer model, 2 ranks on the worker container; 2000 steps
+# so that it runs across several of Prometheus' 5 s scrapes.
 dc exec -T worker sh -c '
   set -e
   mkdir -p /data/e2e
@@ -106,7 +107,7 @@ JSON
   cat >/data/e2e/job.json <<JSON
 {"type": "FINETUNE", "name": "e2e", "init": "/data/e2e/config.json", "ranks": 2,
  "data": {"train": ["/data/e2e/train.bin"], "seq_len": 16},
- "train": {"steps": 200, "micro_batch": 2, "lr": 0.01, "log_every": 1, "threads": 1},
+ "train": {"steps": 2000, "micro_batch": 2, "lr": 0.01, "log_every": 1, "threads": 1},
  "output": "/data/e2e/out"}
 JSON' || die "writing the job's data"
 ID=$(ctl submit /data/e2e/job.json) || die "submit"
@@ -127,7 +128,7 @@ for _ in $(seq 1 120); do
 done
 ctl watch "$ID" >/tmp/docker_e2e.watch.log 2>&1 \
   || die "job $ID did not succeed: $(tail -5 /tmp/docker_e2e.watch.log); $(ctl logs "$ID" 2>&1 | tail -20)"
-log "job $ID succeeded ($(elapsed))"
+log "job $ID succeeded ($(elapsed)): $(ctl get "$ID" | grep -E '^ended:' || true)"
 for _ in $(seq 1 20); do
   [ "$(query 'distill_job_submissions_total' 2>/dev/null || echo 0)" -gt 0 ] && break
   sleep 2
