@@ -135,6 +135,22 @@ for _ in $(seq 1 20); do
 done
 [ "$(query 'distill_job_submissions_total > 0')" -gt 0 ] || die "Prometheus has no distill_job_submissions_total > 0"
 log "Prometheus: distill_job_submissions_total > 0"
+# Every dashboard query, with $job = this job and $rank = all, must evaluate
+# (an empty result is fine here; an error is not).
+python3 - "$PROM" "$ID" "$SRC/deploy/grafana/dashboards/distill.json" <<'PY' || die "dashboard queries"
+import json, sys, urllib.parse, urllib.request
+prom, job, path = sys.argv[1:]
+n = with_data = 0
+for p in json.load(open(path))["panels"]:
+    for t in p.get("targets", []):
+        e = t["expr"].replace("$job", job).replace("$rank", ".*")
+        r = json.load(urllib.request.urlopen(f"{prom}/api/v1/query?" + urllib.parse.urlencode({"query": e})))
+        if r.get("status") != "success":
+            sys.exit(f"{p['title']}: {e}: {r}")
+        n += 1
+        with_data += bool(r["data"]["result"])
+print(f"docker_e2e: Prometheus evaluates all {n} dashboard queries ({with_data} with data now)", file=sys.stderr)
+PY
 # The worker series leave /metrics when the job ends; the scrape while it ran
 # stays in Prometheus (last_over_time over the job's life). A tree whose
 # coordinator does not export them yet (docs/metrics.md's worker series) says so.
