@@ -179,6 +179,7 @@ class ScriptedLauncher : public Launcher {
   std::string RankLogPath(const std::string& work_dir, int rank) const override {
     return work_dir + "/rank." + std::to_string(rank) + ".log";
   }
+  int64_t RecordedLaunchId(const std::string&) const override { return 0; }
   std::vector<Allocation> launched;
 
  private:
