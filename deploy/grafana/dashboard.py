@@ -191,7 +191,7 @@ def panels():
              [("sum by (reason) (increase(distill_job_retries_total[1h]))", "{{reason}}")],
              "short"))
     L.add(stat("Build", "distill_build_info",
-               [("count by (version, commit) (distill_build_info)", "{{version}} {{commit}}")],
+               [("count by (version, torch, cuda) (distill_build_info)", "{{version}} (LibTorch {{torch}}, {{cuda}})")],
                "short"))
     L.add(ts("RPC latency", "server-side latency of each Coordinator RPC (streams: whole stream)",
              quantiles("distill_rpc_duration_seconds", ["method"]), "s"), w=12)
