@@ -23,6 +23,8 @@ COPY cmake /src/cmake
 COPY proto /src/proto
 COPY common /src/common
 COPY coordinator /src/coordinator
+# Built into the coordinator (Note [One sbatch script]).
+COPY deploy/slurm/distill.sbatch /src/deploy/slurm/distill.sbatch
 RUN cmake -S /src -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release -DDISTILL_BUILD_WORKER=OFF \
       -DDISTILL_BUILD_TESTS=OFF -DDISTILL_BUILD_BENCH=OFF \
  && cmake --build /build --target distill-coordinator distillctl \

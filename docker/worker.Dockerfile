@@ -47,6 +47,8 @@ COPY cmake /src/cmake
 COPY proto /src/proto
 COPY common /src/common
 COPY coordinator /src/coordinator
+# Built into the coordinator (Note [One sbatch script]).
+COPY deploy/slurm/distill.sbatch /src/deploy/slurm/distill.sbatch
 COPY worker /src/worker
 WORKDIR /src
 RUN cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DDISTILL_BUILD_TESTS=OFF \
