@@ -131,6 +131,18 @@ start_coordinator_at() {
   return 1
 }
 
+# field ID NAME: the job's field NAME as `distillctl get ID --json` gives it
+# ($CTL; snake_case names), '' when absent.
+field() { "${CTL:?}" get "$1" --json | $PY -c "import json,sys; print(json.load(sys.stdin).get('$2', ''))"; }
+# wait_state ID STATE SECONDS: until the job is in STATE; non-zero after SECONDS.
+wait_state() {
+  for _ in $(seq 1 $(($3 * 5))); do
+    [ "$(field "$1" state 2>/dev/null)" = "$2" ] && return 0
+    sleep 0.2
+  done
+  return 1
+}
+
 # A coordinator started by the script ($COORD_PID) and the jobs it launched
 # under $T/var (each attempt runs in a session of its own, led by the pid in
 # its pid file) are killed on exit.

@@ -65,7 +65,6 @@ done
 start_coordinator_at 0 --listen "$NETNS_GATEWAY:0" --hosts-file "$T/hosts" --worker-bin "$T/worker.sh" \
   --max-retries 2 --retry-backoff 0.5s --host-down-for 10m "${MPIRUN_ARGS[@]}" || die "coordinator"
 export DISTILL_COORDINATOR="$NETNS_GATEWAY:$PORT"
-field() { "$CTL" get "$1" --json | $PY -c "import json,sys; print(json.load(sys.stdin).get('$2', ''))"; }
 rank_log() { echo "$T/var/jobs/$1/attempt-$2/logs/1/rank.$3/stdout"; }  # rank_log JOB ATTEMPT RANK
 
 # 1. students on host 0, teachers on host 1, to success

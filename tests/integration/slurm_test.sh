@@ -135,14 +135,6 @@ start_coordinator() {  # start_coordinator [FLAGS...]
 }
 start_coordinator
 export DISTILL_COORDINATOR="127.0.0.1:$PORT"
-field() { "$CTL" get "$1" --json | $PY -c "import json,sys; print(json.load(sys.stdin).get('$2', ''))"; }
-wait_state() {  # wait_state ID STATE SECONDS
-  for _ in $(seq 1 $(($3 * 5))); do
-    [ "$(field "$1" state 2>/dev/null)" = "$2" ] && return 0
-    sleep 0.2
-  done
-  return 1
-}
 attempt_dir() { echo "$T/var/jobs/$1/attempt-$2"; }
 rank_log() { echo "$(attempt_dir "$1" "$2")/logs/1/rank.${3:-0}/stdout"; }
 slurm_state() {  # slurm_state ID ATTEMPT: the attempt's Slurm job state

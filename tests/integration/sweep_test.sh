@@ -44,14 +44,6 @@ start_coordinator() {
 }
 start_coordinator
 export DISTILL_COORDINATOR="127.0.0.1:$PORT"
-field() { "$CTL" get "$1" --json | $PY -c "import json,sys; print(json.load(sys.stdin).get('$2', ''))"; }
-wait_state() {  # wait_state ID STATE SECONDS
-  for _ in $(seq 1 $(($3 * 5))); do
-    [ "$(field "$1" state 2>/dev/null)" = "$2" ] && return 0
-    sleep 0.2
-  done
-  return 1
-}
 
 # 1. the grid: submit, list, get
 sweep_spec grid 4 "{distill.temperature: [1, 2], student.method: [lora, full], train.seed: [1, 2]}"
