@@ -5,14 +5,12 @@
 #include <map>
 
 #include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
-#include "absl/strings/str_split.h"
 #include "common/plan.h"
 #include "common/spec.h"
 #include "common/status_macros.h"
 #include "common/sweep.h"
+#include "coordinator/page_token.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 
@@ -26,34 +24,6 @@ constexpr int kDefaultPageSize = 50;
 constexpr int kMaxPageSize = 1000;
 constexpr size_t kLogChunkBytes = 64 << 10;
 constexpr absl::Duration kStreamPoll = absl::Milliseconds(250);
-
-uint32_t TokenCheck(int64_t seq, int state) {
-  uint64_t x = static_cast<uint64_t>(seq) * 0x9E3779B97F4A7C15ULL ^
-               (static_cast<uint64_t>(state) << 40) ^ 0xD1B54A32D192ED03ULL;
-  x ^= x >> 29;
-  x *= 0xBF58476D1CE4E5B9ULL;
-  return static_cast<uint32_t>(x >> 32);
-}
-
-std::string MakePageToken(int64_t seq, int state) {
-  return absl::StrFormat("%x.%d.%08x", seq, state, TokenCheck(seq, state));
-}
-
-// The seq a token continues after; InvalidArgument for a token this server
-// did not issue (or issued for another state filter).
-absl::StatusOr<int64_t> ParsePageToken(const std::string& token, int state) {
-  std::vector<std::string> parts = absl::StrSplit(token, '.');
-  int64_t seq = 0;
-  int st = 0;
-  uint32_t check = 0;
-  if (parts.size() != 3 || !absl::SimpleHexAtoi(parts[0], &seq) ||
-      !absl::SimpleAtoi(parts[1], &st) || !absl::SimpleHexAtoi(parts[2], &check) || seq <= 0 ||
-      st != state || check != TokenCheck(seq, st)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("page_token: not a token of this listing: '", token, "'"));
-  }
-  return seq;
-}
 
 // Whether `path` lies under `root` (after resolving symlinks and "..").
 bool Under(const std::string& path, const std::string& root) {
