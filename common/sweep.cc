@@ -29,17 +29,32 @@ absl::Status Bad(absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat("sweep: ", what));
 }
 
+// Deeper sweep values are refused: a spec's structured fields nest a few
+// levels, and the walks over a value (here, nlohmann's dump, protobuf's JSON
+// parser) recurse once per level.
+constexpr int kMaxValueDepth = 32;
+
 // A YAML value as JSON: quoted scalars stay strings; plain ones become
-// integers, numbers, booleans or null when they read as one.
-json YamlToJson(const YAML::Node& node) {
+// integers, numbers, booleans or null when they read as one. `where` names
+// the value in errors (a non-scalar key, nesting deeper than kMaxValueDepth).
+absl::StatusOr<json> YamlToJson(const YAML::Node& node, const std::string& where, int depth = 0) {
+  if ((node.IsSequence() || node.IsMap()) && depth >= kMaxValueDepth) {
+    return Bad(absl::StrCat(where, ": nested deeper than ", kMaxValueDepth, " levels"));
+  }
   if (node.IsSequence()) {
     json out = json::array();
-    for (const auto& v : node) out.push_back(YamlToJson(v));
+    for (const auto& v : node) {
+      ASSIGN_OR_RETURN(json item, YamlToJson(v, where, depth + 1));
+      out.push_back(std::move(item));
+    }
     return out;
   }
   if (node.IsMap()) {
     json out = json::object();
-    for (const auto& kv : node) out[kv.first.as<std::string>()] = YamlToJson(kv.second);
+    for (const auto& kv : node) {
+      ASSIGN_OR_RETURN(const std::string key, YamlKey(kv.first, absl::StrCat("sweep: ", where)));
+      ASSIGN_OR_RETURN(out[key], YamlToJson(kv.second, where, depth + 1));
+    }
     return out;
   }
   if (!node.IsScalar()) return nullptr;
@@ -273,6 +288,7 @@ absl::StatusOr<SweepChild> MakeCapture(const JobSpec& parent,
 }  // namespace
 
 absl::StatusOr<std::string> NormalizeSweepYaml(absl::string_view text) {
+  if (!CheckUtf8(text, "").ok()) return std::string(text);  // the parser reports it
   YAML::Node root;
   try {
     root = YAML::Load(std::string(text));
@@ -282,14 +298,17 @@ absl::StatusOr<std::string> NormalizeSweepYaml(absl::string_view text) {
   if (!root.IsMap() || !root["sweep"] || !root["sweep"].IsMap()) return std::string(text);
   YAML::Node axes(YAML::NodeType::Sequence);
   for (const auto& kv : root["sweep"]) {
-    const std::string field = kv.first.as<std::string>();
+    ASSIGN_OR_RETURN(const std::string field, YamlKey(kv.first, "sweep"));
     if (!kv.second.IsSequence()) {
       return Bad(absl::StrCat(field, ": expected a list of values, e.g. [1, 2]"));
     }
     YAML::Node axis(YAML::NodeType::Map);
     axis["field"] = field;
     YAML::Node values(YAML::NodeType::Sequence);
-    for (const auto& v : kv.second) values.push_back(YamlToJson(v).dump());
+    for (size_t i = 0; i < kv.second.size(); ++i) {
+      ASSIGN_OR_RETURN(json value, YamlToJson(kv.second[i], absl::StrCat(field, "[", i, "]")));
+      values.push_back(value.dump());
+    }
     axis["values"] = values;
     axes.push_back(axis);
   }

@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <map>
 #include <string>
 
 #include "absl/strings/ascii.h"
@@ -169,9 +170,16 @@ absl::Status FillMessage(const YAML::Node& node, Message* msg, const std::string
     return FieldError(path.empty() ? "spec" : path, "expected a mapping of field: value");
   }
   const google::protobuf::Descriptor* desc = msg->GetDescriptor();
+  std::map<std::string, int> lines;  // key -> its line, to refuse a key given twice
   for (const auto& kv : node) {
-    const std::string key = kv.first.as<std::string>();
+    ASSIGN_OR_RETURN(const std::string key, YamlKey(kv.first, path));
     const std::string field_path = Join(path, key);
+    const int line = kv.first.Mark().line + 1;
+    auto [seen, fresh] = lines.emplace(key, line);
+    if (!fresh) {
+      return FieldError(field_path, absl::StrCat("given twice (lines ", seen->second, " and ",
+                                                 line, ")"));
+    }
     const FieldDescriptor* field = desc->FindFieldByName(key);
     if (field == nullptr) {
       std::vector<std::string> names;
@@ -186,8 +194,44 @@ absl::Status FillMessage(const YAML::Node& node, Message* msg, const std::string
 
 }  // namespace
 
+absl::Status CheckUtf8(absl::string_view text, absl::string_view source) {
+  int line = 1, column = 1;
+  for (size_t i = 0; i < text.size(); ++column) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    // Bytes in the sequence and the smallest code point that needs them.
+    const int n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    uint32_t cp = n == 1 ? c : n == 2 ? (c & 0x1F) : n == 3 ? (c & 0x0F) : (c & 0x07);
+    bool ok = n > 0 && i + n <= text.size();
+    for (int k = 1; ok && k < n; ++k) {
+      const unsigned char cont = static_cast<unsigned char>(text[i + k]);
+      ok = (cont >> 6) == 2;
+      cp = (cp << 6) | (cont & 0x3F);
+    }
+    static constexpr uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
+    ok = ok && cp >= kMin[n] && cp <= 0x10FFFF && (cp < 0xD800 || cp > 0xDFFF);
+    if (!ok) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, ": invalid UTF-8 at line ", line, ", column ", column));
+    }
+    if (c == '\n') {
+      ++line;
+      column = 0;
+    }
+    i += n;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> YamlKey(const YAML::Node& key, const std::string& path) {
+  if (key.IsScalar()) return key.Scalar();
+  return FieldError(path.empty() ? "spec" : path,
+                    absl::StrCat("line ", key.Mark().line + 1,
+                                 ": a key must be a plain name, not a list or mapping"));
+}
+
 absl::Status YamlToProto(absl::string_view text, absl::string_view source,
                          google::protobuf::Message* message) {
+  RETURN_IF_ERROR(CheckUtf8(text, source));
   YAML::Node root;
   try {
     root = YAML::Load(std::string(text));

@@ -145,7 +145,32 @@ INSTANTIATE_TEST_SUITE_P(
                       BadCase{"seq_len: 64", "seq_len: 64\n  format: chat\n  tokenizer: bytes", "data.tokenizer"},
                       BadCase{"seq_len: 64", "seq_len: 64\n  format: prompt_completion", "data.train"},
                       BadCase{"seq_len: 64", "seq_len: 64\n  format: chat\n  tokenizer: t/", "data.train"},
-                      BadCase{"seq_len: 64", "seq_len: 64\n  format: chat\n  loss_on: responses", "data.loss_on"}));
+                      BadCase{"seq_len: 64", "seq_len: 64\n  format: chat\n  loss_on: responses", "data.loss_on"},
+                      // Found by tests/fuzz/spec_fuzz: yaml-cpp keeps the last of
+                      // a repeated key, and throws on a list used as a key.
+                      BadCase{"seq_len: 64", "seq_len: 64\n  seq_len: 32", "data.seq_len"},
+                      BadCase{"seq_len: 64", "seq_len: 64\n  [a, b]: 1", "data"},
+                      BadCase{"type: finetune", "type: finetune\n{x: 1}: 2", "spec"}));
+
+TEST(SpecTest, KeyGivenTwiceNamesBothLines) {
+  absl::StatusOr<distill::v1::JobSpec> spec =
+      ParseJobSpec("output: a\ntype: finetune\noutput: b\n", "t.yaml");
+  ASSERT_EQ(spec.status().code(), absl::StatusCode::kInvalidArgument) << spec.status();
+  EXPECT_EQ(spec.status().message(), "output: given twice (lines 1 and 3)");
+}
+
+TEST(SpecTest, InvalidUtf8NamesFileLineAndColumn) {
+  absl::StatusOr<distill::v1::JobSpec> spec =
+      ParseJobSpec("type: finetune\nname: ab\x84\n", "t.yaml");
+  ASSERT_EQ(spec.status().code(), absl::StatusCode::kInvalidArgument) << spec.status();
+  EXPECT_EQ(spec.status().message(), "t.yaml: invalid UTF-8 at line 2, column 9");
+  // Overlong, surrogate and truncated sequences too.
+  for (const char* bad : {"name: \xC0\xAF", "name: \xED\xA0\x80", "name: \xE2\x82"}) {
+    EXPECT_EQ(ParseJobSpec(bad, "t.yaml").status().code(), absl::StatusCode::kInvalidArgument)
+        << bad;
+  }
+  EXPECT_TRUE(ParseJobSpec("name: h\xC3\xA9 \xF0\x9F\x98\x80\n", "t.yaml").ok());
+}
 
 TEST(SpecTest, InstructionDataFieldsAndDefaults) {
   auto spec = ParseJobSpec(

@@ -49,6 +49,23 @@ TEST(SweepTest, MapFormBecomesAxesWithJsonValues) {
   EXPECT_EQ(spec->teacher().model(), "/m/teacher");  // the rest of the spec is intact
 }
 
+// Found by tests/fuzz/spec_fuzz: each of these threw out of ParseJobSpec
+// (nlohmann's dump on invalid UTF-8; yaml-cpp's as<string> on a list key).
+TEST(SweepTest, MalformedSweepValuesAreInvalidArgument) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"sweep: {distill.temperature: [1, \x84]}\n", "t.yaml: invalid UTF-8"},
+      {"sweep: {[a]: [1]}\n", "sweep: line "},
+      {"sweep: {distill.features: [[{[x]: 1}]]}\n", "sweep: distill.features[0]: line "},
+      {"sweep: {distill.features: [" + std::string(40, '[') + std::string(40, ']') + "]}\n",
+       "sweep: distill.features[0]: nested deeper than 32 levels"},
+  };
+  for (const auto& [sweep, want] : cases) {
+    absl::StatusOr<std::vector<SweepChild>> children = Expand(sweep);
+    ASSERT_EQ(children.status().code(), absl::StatusCode::kInvalidArgument) << sweep;
+    EXPECT_TRUE(absl::StartsWith(children.status().message(), want)) << children.status();
+  }
+}
+
 TEST(SweepTest, ListFormIsAccepted) {
   auto children = Expand("sweep: [{field: train.seed, values: ['3', '4']}]\n");
   ASSERT_TRUE(children.ok()) << children.status();
