@@ -306,8 +306,13 @@ absl::StatusOr<std::string> NormalizeSweepYaml(absl::string_view text) {
     axis["field"] = field;
     YAML::Node values(YAML::NodeType::Sequence);
     for (size_t i = 0; i < kv.second.size(); ++i) {
-      ASSIGN_OR_RETURN(json value, YamlToJson(kv.second[i], absl::StrCat(field, "[", i, "]")));
-      values.push_back(value.dump());
+      const std::string where = absl::StrCat(field, "[", i, "]");
+      ASSIGN_OR_RETURN(json value, YamlToJson(kv.second[i], where));
+      try {
+        values.push_back(value.dump());
+      } catch (const json::exception& e) {  // a YAML escape that decodes to invalid UTF-8
+        return Bad(absl::StrCat(where, ": ", e.what()));
+      }
     }
     axis["values"] = values;
     axes.push_back(axis);

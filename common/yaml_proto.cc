@@ -213,6 +213,13 @@ absl::Status CheckUtf8(absl::string_view text, absl::string_view source) {
       return absl::InvalidArgumentError(
           absl::StrCat(source, ": invalid UTF-8 at line ", line, ", column ", column));
     }
+    // YAML allows no C0 control character but tab, LF and CR; a NUL also
+    // makes yaml-cpp guess UTF-16 or UTF-32 and mangle the text.
+    if (c < 0x20 && c != '\t' && c != '\n' && c != '\r') {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": control character ",
+                                                     static_cast<int>(c), " at line ", line,
+                                                     ", column ", column));
+    }
     if (c == '\n') {
       ++line;
       column = 0;

@@ -28,8 +28,9 @@ namespace distill::common {
 absl::Status YamlToProto(absl::string_view text, absl::string_view source,
                          google::protobuf::Message* message);
 
-// OK when `text` is valid UTF-8 (what YAML and proto strings require); else
-// InvalidArgument "SOURCE: invalid UTF-8 at line L, column C".
+// OK when `text` is valid UTF-8 (what YAML and proto strings require) with
+// no control character but tab, LF and CR; else InvalidArgument
+// "SOURCE: invalid UTF-8 at line L, column C" (or "control character N at").
 absl::Status CheckUtf8(absl::string_view text, absl::string_view source);
 
 // The text of mapping key `key` found under `path` (a dotted field path,

@@ -170,6 +170,9 @@ TEST(SpecTest, InvalidUtf8NamesFileLineAndColumn) {
         << bad;
   }
   EXPECT_TRUE(ParseJobSpec("name: h\xC3\xA9 \xF0\x9F\x98\x80\n", "t.yaml").ok());
+  // A NUL made yaml-cpp decode the rest as UTF-16 (spec_fuzz).
+  EXPECT_EQ(ParseJobSpec(std::string("name: a\0b\n", 10), "t.yaml").status().message(),
+            "t.yaml: control character 0 at line 1, column 8");
 }
 
 TEST(SpecTest, InstructionDataFieldsAndDefaults) {
