@@ -183,6 +183,33 @@ absl::Status ParseArchitecture(const FieldReader& r, ModelConfig& c) {
   return absl::OkStatus();
 }
 
+// Note [Config size limits]: each size at most a power of two well above
+// any released model's (vocabularies ~256k, hidden 16k-25k, 126 layers,
+// heads 128, contexts 10M), so that a corrupt or hostile config.json is an
+// error naming the field instead of a signed overflow in CountParameters or
+// a std::bad_alloc that names nothing; within them CountParameters stays
+// below 2^54 (tests/fuzz/config_fuzz).
+absl::Status CheckSizeLimits(const FieldReader& r, const ModelConfig& c) {
+  const struct {
+    const char* field;
+    int64_t value, limit;
+  } sizes[] = {{"vocab_size", c.vocab_size, int64_t{1} << 24},
+               {"hidden_size", c.hidden_size, int64_t{1} << 17},
+               {"intermediate_size", c.intermediate_size, int64_t{1} << 20},
+               {"num_hidden_layers", c.num_hidden_layers, int64_t{1} << 10},
+               {"num_attention_heads", c.num_attention_heads, int64_t{1} << 12},
+               {"num_key_value_heads", c.num_key_value_heads, int64_t{1} << 12},
+               {"head_dim", c.head_dim, int64_t{1} << 12},
+               {"max_position_embeddings", c.max_position_embeddings, int64_t{1} << 26}};
+  for (const auto& s : sizes) {
+    if (s.value > s.limit) {
+      return r.FieldError(s.field, absl::StrCat(s.value, " exceeds the limit ", s.limit,
+                                                " (Note [Config size limits])"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ParseSizes(const FieldReader& r, ModelConfig& c) {
   ASSIGN_OR_RETURN(c.vocab_size, r.RequiredPositiveInt("vocab_size"));
   ASSIGN_OR_RETURN(c.hidden_size, r.RequiredPositiveInt("hidden_size"));
@@ -213,7 +240,7 @@ absl::Status ParseSizes(const FieldReader& r, ModelConfig& c) {
                                                                              : 32768;
   ASSIGN_OR_RETURN(c.max_position_embeddings,
                    r.PositiveInt("max_position_embeddings", default_positions));
-  return absl::OkStatus();
+  return CheckSizeLimits(r, c);
 }
 
 // Features the model does not implement are errors, not silent mismatches.

@@ -132,6 +132,17 @@ TEST(ModelConfigTest, ParsesLlama) {
   EXPECT_EQ(CountParameters(*c), 1100048384);
 }
 
+// Note [Config size limits]: absurd sizes overflowed CountParameters (UBSan,
+// tests/fuzz/config_fuzz) or exhausted memory writing layer_types back.
+TEST(ModelConfigTest, SizesPastTheLimitsNameTheField) {
+  ExpectInvalid(ParseTinyWith("hidden_size", "1099511627776"),
+                "field 'hidden_size': 1099511627776 exceeds the limit 131072");
+  ExpectInvalid(ParseTinyWith("num_hidden_layers", "1099511627776"),
+                "field 'num_hidden_layers': 1099511627776 exceeds the limit 1024");
+  ExpectInvalid(ParseTinyWith("vocab_size", "16777217"), "field 'vocab_size'");
+  EXPECT_TRUE(ParseTinyWith("vocab_size", "16777216").ok());
+}
+
 TEST(ModelConfigTest, ParsesQwen2WithQkvBias) {
   auto c = ParseModelConfig(kQwen25, "qwen2/config.json");
   ASSERT_TRUE(c.ok()) << c.status();
