@@ -10,15 +10,14 @@
 #include <cstdint>
 #include <cstring>
 #include <fstream>
-#include <limits>
 #include <nlohmann/json.hpp>
-#include <optional>
 #include <set>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
+#include "worker/model/safetensors_header.h"
 
 namespace distill::worker {
 namespace {
@@ -31,6 +30,9 @@ struct DtypeInfo {
   size_t size;
 };
 
+// Note [Safetensors dtypes]: the dtypes safetensors_header.cc accepts
+// (SafetensorsDtypeSize), with their torch dtype; the two lists name the
+// same dtypes with the same sizes (safetensors_test checks each round trip).
 constexpr DtypeInfo kDtypes[] = {
     {"F64", torch::kFloat64, 8},   {"F32", torch::kFloat32, 4}, {"F16", torch::kFloat16, 2},
     {"BF16", torch::kBFloat16, 2}, {"I64", torch::kInt64, 8},   {"I32", torch::kInt32, 4},
@@ -73,18 +75,6 @@ absl::Status ErrnoError(int err, const std::string& path, const std::string& wha
 
 absl::Status Invalid(const std::string& path, const std::string& problem) {
   return absl::InvalidArgumentError(absl::StrCat(path, ": ", problem));
-}
-
-std::string ShapeString(const std::vector<int64_t>& shape) {
-  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
-}
-
-// A non-negative integer from a JSON value, or nullopt.
-std::optional<uint64_t> AsUnsigned(const json& v) {
-  if (v.is_number_unsigned()) return v.get<uint64_t>();
-  if (v.is_number_integer() && v.get<int64_t>() >= 0)
-    return static_cast<uint64_t>(v.get<int64_t>());
-  return std::nullopt;
 }
 
 bool PathExists(const std::string& path) {
@@ -140,113 +130,6 @@ absl::StatusOr<Mapping> MapReadOnly(const std::string& path) {
   return m;
 }
 
-// The JSON header of a mapped file (8-byte little-endian length, then the
-// header); `*header_len` receives its length.
-absl::StatusOr<json> ParseHeader(const std::string& path, const Mapping& m, uint64_t* header_len) {
-  const auto* bytes = static_cast<const unsigned char*>(m.addr.get());
-  uint64_t len = 0;
-  for (int i = 7; i >= 0; --i) len = (len << 8) | bytes[i];
-  if (len == 0) return Invalid(path, "header length is 0");
-  if (len > m.size - 8) {
-    return Invalid(path, absl::StrCat("header length ", len, " exceeds file size ", m.size));
-  }
-  *header_len = len;
-  json header;
-  try {
-    const char* begin = reinterpret_cast<const char*>(bytes + 8);
-    header = json::parse(begin, begin + len);
-  } catch (const json::exception& e) {
-    return Invalid(path, absl::StrCat("header is not valid JSON: ", e.what()));
-  }
-  if (!header.is_object()) return Invalid(path, "header is not a JSON object");
-  return header;
-}
-
-absl::Status ParseMetadata(const std::string& path, const json& value,
-                           std::map<std::string, std::string>* metadata) {
-  if (!value.is_object()) return Invalid(path, "__metadata__ is not an object");
-  for (auto m = value.begin(); m != value.end(); ++m) {
-    if (!m.value().is_string()) {
-      return Invalid(path, absl::StrCat("__metadata__ value for '", m.key(), "' is not a string"));
-    }
-    (*metadata)[m.key()] = m.value().get<std::string>();
-  }
-  return absl::OkStatus();
-}
-
-// One tensor's header entry, checked: a known dtype, a shape of non-negative
-// dimensions, and data_offsets inside the data section matching shape x dtype.
-struct TensorEntry {
-  const DtypeInfo* info = nullptr;
-  std::vector<int64_t> shape;
-  uint64_t begin = 0;
-  uint64_t end = 0;
-};
-
-// The shape of `where`, and its size in bytes in `*nbytes` (which holds the
-// dtype's size on entry).
-absl::StatusOr<std::vector<int64_t>> ParseShape(const std::string& path, const std::string& where,
-                                                const json& value, uint64_t* nbytes) {
-  auto sh = value.find("shape");
-  if (sh == value.end() || !sh->is_array()) {
-    return Invalid(path, absl::StrCat(where, " has no 'shape' array"));
-  }
-  std::vector<int64_t> shape;
-  for (const json& d : *sh) {
-    std::optional<uint64_t> dim = AsUnsigned(d);
-    if (!dim || *dim > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-      return Invalid(path, absl::StrCat(where, " has invalid shape ", sh->dump(),
-                                        " (dimensions must be non-negative integers)"));
-    }
-    if (__builtin_mul_overflow(*nbytes, *dim, nbytes)) {
-      return Invalid(path, absl::StrCat(where, " shape ", sh->dump(), " is too large"));
-    }
-    shape.push_back(static_cast<int64_t>(*dim));
-  }
-  return shape;
-}
-
-absl::StatusOr<TensorEntry> ParseTensorEntry(const std::string& path, const std::string& name,
-                                             const json& value, size_t data_size) {
-  const std::string where = absl::StrCat("tensor '", name, "'");
-  if (!value.is_object()) return Invalid(path, absl::StrCat(where, " is not an object"));
-  auto dt = value.find("dtype");
-  if (dt == value.end() || !dt->is_string()) {
-    return Invalid(path, absl::StrCat(where, " has no string 'dtype'"));
-  }
-  TensorEntry entry;
-  entry.info = FindDtype(dt->get<std::string>());
-  if (entry.info == nullptr) {
-    return Invalid(path, absl::StrCat("unknown dtype '", dt->get<std::string>(), "' for ", where));
-  }
-  uint64_t nbytes = entry.info->size;
-  ASSIGN_OR_RETURN(entry.shape, ParseShape(path, where, value, &nbytes));
-  auto off = value.find("data_offsets");
-  std::optional<uint64_t> begin, end;
-  if (off != value.end() && off->is_array() && off->size() == 2) {
-    begin = AsUnsigned((*off)[0]);
-    end = AsUnsigned((*off)[1]);
-  }
-  if (!begin || !end || *begin > *end) {
-    return Invalid(path, absl::StrCat(where,
-                                      " has invalid data_offsets (expected [begin, end] with "
-                                      "0 <= begin <= end)"));
-  }
-  const std::string offsets = absl::StrCat("[", *begin, ", ", *end, "]");
-  if (*end > data_size) {
-    return Invalid(path, absl::StrCat(where, " data_offsets ", offsets,
-                                      " lie outside the data section (", data_size, " bytes)"));
-  }
-  if (*end - *begin != nbytes) {
-    return Invalid(path, absl::StrCat(where, " data_offsets ", offsets, " do not match shape ",
-                                      ShapeString(entry.shape), " x ", entry.info->name, " (",
-                                      nbytes, " bytes)"));
-  }
-  entry.begin = *begin;
-  entry.end = *end;
-  return entry;
-}
-
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
@@ -255,25 +138,20 @@ absl::StatusOr<std::shared_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
   file->path_ = path;
   file->size_ = mapping.size;
   file->mapping_ = mapping.addr;
-  uint64_t header_len = 0;
-  ASSIGN_OR_RETURN(json header, ParseHeader(path, mapping, &header_len));
-  file->data_start_ = 8 + static_cast<size_t>(header_len);
-  const size_t data_size = mapping.size - file->data_start_;
-
-  for (auto it = header.begin(); it != header.end(); ++it) {
-    const std::string& name = it.key();
-    if (name == "__metadata__") {
-      RETURN_IF_ERROR(ParseMetadata(path, it.value(), &file->metadata_));
-      continue;
-    }
-    ASSIGN_OR_RETURN(TensorEntry parsed, ParseTensorEntry(path, name, it.value(), data_size));
+  ASSIGN_OR_RETURN(
+      SafetensorsHeader header,
+      ParseSafetensorsHeader(
+          std::string_view(static_cast<const char*>(mapping.addr.get()), mapping.size), path));
+  file->data_start_ = static_cast<size_t>(header.data_start);
+  file->metadata_ = std::move(header.metadata);
+  for (SafetensorsEntry& parsed : header.tensors) {
     Entry entry;
-    entry.dtype = parsed.info->dtype;
+    entry.dtype = FindDtype(parsed.dtype)->dtype;  // Note [Safetensors dtypes]
     entry.shape = std::move(parsed.shape);
     entry.begin = static_cast<size_t>(parsed.begin);
     entry.end = static_cast<size_t>(parsed.end);
-    file->names_.push_back(name);
-    file->entries_.emplace(name, std::move(entry));
+    file->names_.push_back(parsed.name);
+    file->entries_.emplace(parsed.name, std::move(entry));
   }
   std::sort(file->names_.begin(), file->names_.end());
   return file;
