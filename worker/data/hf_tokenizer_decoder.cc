@@ -82,9 +82,12 @@ class ByteFallbackDecoder : public Decoder {
     for (std::string& t : *tokens) {
       int byte = -1;
       if (t.size() == 6 && t.compare(0, 3, "<0x") == 0 && t[5] == '>') {
+        // `hex` outlives the parse: `end` points into it (into a destroyed
+        // temporary once, an ASan stack-use-after-scope).
+        const std::string hex = t.substr(3, 2);
         char* end = nullptr;
-        const long v = std::strtol(t.substr(3, 2).c_str(), &end, 16);
-        if (end != nullptr && *end == '\0') byte = static_cast<int>(v);
+        const long v = std::strtol(hex.c_str(), &end, 16);
+        if (end == hex.c_str() + hex.size()) byte = static_cast<int>(v);
       }
       if (byte >= 0) {
         pending.push_back(static_cast<char>(byte));
