@@ -22,6 +22,38 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
   return contents.str();
 }
 
+// The path of the first value nested deeper than kMaxJsonDepth (Note
+// [Tokenizer limits]) as an error; walked with an explicit stack, so depth
+// costs no call stack here.
+absl::Status CheckJsonDepth(const nlohmann::json& root, const std::string& name) {
+  struct Item {
+    const nlohmann::json* value;
+    std::string path;
+    int depth;
+  };
+  std::vector<Item> stack = {{&root, "", 0}};
+  while (!stack.empty()) {
+    Item item = std::move(stack.back());
+    stack.pop_back();
+    if (!item.value->is_structured()) continue;
+    if (item.depth >= hf::kMaxJsonDepth) {
+      return JsonError(absl::StrCat(name, ": ", item.path),
+                       absl::StrCat("nested deeper than ", hf::kMaxJsonDepth, " levels"));
+    }
+    if (item.value->is_array()) {
+      for (size_t i = 0; i < item.value->size(); ++i) {
+        stack.push_back({&(*item.value)[i], absl::StrCat(item.path, "[", i, "]"), item.depth + 1});
+      }
+    } else {
+      for (const auto& [key, v] : item.value->items()) {
+        stack.push_back({&v, item.path.empty() ? key : absl::StrCat(item.path, ".", key),
+                         item.depth + 1});
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::vector<hf::AddedToken>> ParseAddedTokens(const nlohmann::json& j,
                                                              const std::string& where) {
   std::vector<hf::AddedToken> added;
@@ -34,6 +66,10 @@ absl::StatusOr<std::vector<hf::AddedToken>> ParseAddedTokens(const nlohmann::jso
         !t.contains("content") || !t["content"].is_string() ||
         t["content"].get<std::string>().empty()) {
       return JsonError(at, "expected {\"id\": N, \"content\": \"...\", ...}");
+    }
+    if (t["id"].get<uint64_t>() > hf::kMaxTokenId) {  // Note [Tokenizer limits]
+      return JsonError(at + ".id", absl::StrCat(t["id"].get<uint64_t>(), " exceeds the limit ",
+                                                hf::kMaxTokenId));
     }
     hf::AddedToken token;
     token.id = t["id"].get<uint32_t>();
@@ -228,6 +264,7 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::FromJson(const std::st
     return absl::InvalidArgumentError(absl::StrCat(name, ": invalid JSON: ", e.what()));
   }
   if (!j.is_object()) return JsonError(name, "expected a JSON object");
+  RETURN_IF_ERROR(CheckJsonDepth(j, name));
   if (!j.contains("model") || j["model"].is_null()) return JsonError(name + ": model", "missing");
 
   auto tok = std::unique_ptr<HfTokenizer>(new HfTokenizer());

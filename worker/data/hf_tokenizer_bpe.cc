@@ -70,8 +70,9 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Make(const nlohmann::json& j
   RETURN_IF_ERROR(CheckModelOptions(j, where));
   auto model = std::unique_ptr<BpeModel>(new BpeModel());
   for (const auto& [token, id] : j["vocab"].items()) {
-    if (!id.is_number_unsigned() || id.get<uint64_t>() > 0x7FFFFFFFu) {
-      return JsonError(absl::StrCat(where, ".vocab[\"", token, "\"]"), "expected an id >= 0");
+    if (!id.is_number_unsigned() || id.get<uint64_t>() > kMaxTokenId) {
+      return JsonError(absl::StrCat(where, ".vocab[\"", token, "\"]"),
+                       absl::StrCat("expected an id in [0, ", kMaxTokenId, "]"));
     }
     const uint32_t v = id.get<uint32_t>();
     model->vocab_[token] = v;

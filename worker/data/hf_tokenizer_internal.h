@@ -31,6 +31,16 @@ namespace distill::worker::hf {
 // "<file>: <path>: <what>" as InvalidArgument.
 absl::Status JsonError(const std::string& where, const std::string& what);
 
+// Note [Tokenizer limits]: token ids (model vocabulary and added tokens) are
+// at most kMaxTokenId, the largest vocabulary config.json allows (Note
+// [Config size limits] in worker/model/config.cc): a larger id allocated a
+// table of that many entries (std::bad_alloc naming nothing) or, above 2^32,
+// wrapped onto another token's id. tokenizer.json nests at most
+// kMaxJsonDepth levels: the component builders (Sequence normalizers,
+// pre-tokenizers, decoders) recurse once per level.
+inline constexpr uint32_t kMaxTokenId = (1u << 24) - 1;
+inline constexpr int kMaxJsonDepth = 64;
+
 // Offset of the first byte that is not part of valid UTF-8, or npos.
 size_t FindInvalidUtf8(std::string_view text);
 // InvalidArgument naming the first bad byte and its offset, if `text` is not

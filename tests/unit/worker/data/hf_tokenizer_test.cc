@@ -226,6 +226,24 @@ TEST(HfTokenizerTest, MalformedJsonIsInvalidArgumentNamingThePath) {
   ExpectLoadError(j.dump(), "model.type");
 }
 
+// Note [Tokenizer limits], found by issue 20's fuzzing: ids past 2^24 (a
+// vocabulary table of that size, or above 2^32 a wrap onto id 5), and
+// Sequences nested deep enough to overflow the stack of the builders.
+TEST(HfTokenizerTest, IdsAndNestingPastTheLimitsNameTheField) {
+  nlohmann::json j = SentencePieceJson();
+  j["added_tokens"][0]["id"] = (uint64_t{1} << 32) + 5;
+  ExpectLoadError(j.dump(), "added_tokens[0].id: 4294967301 exceeds the limit 16777215");
+  j = SentencePieceJson();
+  j["model"]["vocab"]["zz"] = 2147483647;
+  ExpectLoadError(j.dump(), "model.vocab[\"zz\"]: expected an id in [0, 16777215]");
+  j = SentencePieceJson();
+  nlohmann::json deep = {{"type", "NFC"}};
+  for (int i = 0; i < 1000; ++i) deep = {{"type", "Sequence"}, {"normalizers", {deep}}};
+  j["normalizer"] = std::move(deep);
+  ExpectLoadError(j.dump(), "normalizer.normalizers[0].normalizers[0]");
+  ExpectLoadError(j.dump(), "nested deeper than 64 levels");
+}
+
 TEST(HfTokenizerTest, LoadOfMissingFileIsNotFound) {
   EXPECT_EQ(HfTokenizer::Load("/nonexistent/tokenizer.json").status().code(),
             absl::StatusCode::kNotFound);
