@@ -9,6 +9,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
   clang                                       # -Wthread-safety build of the coordinator (scripts/test.sh)
+  libclang-rt-14-dev                          # libFuzzer and the sanitizer runtimes (scripts/fuzz.sh)
   libopenmpi-dev openmpi-bin                  # MPI (distributed runtime)
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev prometheus-cpp-dev

@@ -9,5 +9,8 @@ bash scripts/build.sh
 # a few minutes (proto, common, coordinator, distillctl).
 CC=clang CXX=clang++ BUILD_DIR=build-tsa bash scripts/build.sh \
   -DDISTILL_BUILD_WORKER=OFF -DDISTILL_BUILD_TESTS=OFF
+# The fuzz targets (tests/fuzz, docs/fuzzing.md), 10 seconds each over their
+# committed corpus: clang with ASan and UBSan, no LibTorch.
+bash scripts/fuzz.sh
 cd build
 ctest --output-on-failure -j"$(nproc)" --timeout 900
