@@ -44,7 +44,8 @@ absl::StatusOr<std::vector<std::string>> JsonlDocuments(const std::string& path,
     nlohmann::json record;
     try {
       record = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
+      // parse_error, or out_of_range for a number past a double.
+    } catch (const nlohmann::json::exception& e) {
       return absl::InvalidArgumentError(absl::StrCat(where, "invalid JSON: ", e.what()));
     }
     if (!record.is_object()) {

@@ -260,7 +260,8 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::FromJson(const std::st
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(json);
-  } catch (const nlohmann::json::parse_error& e) {
+    // parse_error, or out_of_range for a number past a double.
+  } catch (const nlohmann::json::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(name, ": invalid JSON: ", e.what()));
   }
   if (!j.is_object()) return JsonError(name, "expected a JSON object");

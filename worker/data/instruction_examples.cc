@@ -64,6 +64,8 @@ absl::StatusOr<nlohmann::json> ParseRecord(std::string_view line) {
     if (colon != std::string_view::npos) what.remove_prefix(colon + 2);
     return absl::InvalidArgumentError(
         absl::StrCat("invalid JSON at byte ", e.byte, " of the line: ", std::string(what)));
+  } catch (const nlohmann::json::exception& e) {  // out_of_range: a number overflowing a double
+    return absl::InvalidArgumentError(absl::StrCat("invalid JSON: ", e.what()));
   }
   if (!record.is_object()) return absl::InvalidArgumentError("expected a JSON object");
   return record;

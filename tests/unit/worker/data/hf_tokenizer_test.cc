@@ -199,6 +199,7 @@ void ExpectLoadError(const std::string& json, const std::string& fragment) {
 
 TEST(HfTokenizerTest, MalformedJsonIsInvalidArgumentNamingThePath) {
   ExpectLoadError("{not json", "invalid JSON");
+  ExpectLoadError("{\"version\": 1e99999}", "invalid JSON");  // out_of_range (tokenizer_fuzz)
   nlohmann::json j = SentencePieceJson();
   j.erase("model");
   ExpectLoadError(j.dump(), "model");

@@ -182,6 +182,8 @@ TEST(InstructionExamplesTest, BadInputNamesFileAndLine) {
       {"{\"prompt\": \"a\"}", "missing field \"completion\""},
       {"{\"prompt\": 3, \"completion\": \"b\"}", "field \"prompt\" is not a string (number)"},
       {"{\"prompt\": \"a\", \"completion\": null}", "field \"completion\" is not a string (null)"},
+      // out_of_range, not parse_error: it escaped the reader (jsonl_fuzz).
+      {"{\"prompt\": \"a\", \"completion\": \"b\", \"n\": 1e99999}", "invalid JSON: "},
   };
   for (const Case& c : cases) {
     const std::string dir = MakeTempDir("instruction_examples_bad");
