@@ -39,8 +39,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!distill::worker::EncodeTopK(*block, encoding, vocab, &again).ok()) std::abort();
   auto back = distill::worker::DecodeTopK(again, encoding, positions, k, scalars, vocab);
   if (!back.ok()) std::abort();
-  if (encoding == CacheEncoding::kExact && (back->ids != block->ids || !SameBits(back->values, block->values) ||
-      !SameBits(back->extra, block->extra))) {
+  if (encoding == CacheEncoding::kExact &&
+      (back->ids != block->ids || !SameBits(back->values, block->values) ||
+       !SameBits(back->extra, block->extra))) {
     std::abort();
   }
   return 0;

@@ -4,8 +4,8 @@
 // no crash, no uncaught exception, no sanitizer report.
 #include <cstddef>
 #include <cstdint>
-#include "absl/strings/string_view.h"
 
+#include "absl/strings/string_view.h"
 #include "common/spec.h"
 #include "common/sweep.h"
 

@@ -46,8 +46,8 @@ absl::Status CheckJsonDepth(const nlohmann::json& root, const std::string& name)
       }
     } else {
       for (const auto& [key, v] : item.value->items()) {
-        stack.push_back({&v, item.path.empty() ? key : absl::StrCat(item.path, ".", key),
-                         item.depth + 1});
+        stack.push_back(
+            {&v, item.path.empty() ? key : absl::StrCat(item.path, ".", key), item.depth + 1});
       }
     }
   }

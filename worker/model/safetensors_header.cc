@@ -1,9 +1,9 @@
 #include "worker/model/safetensors_header.h"
 
 #include <algorithm>
-#include <tuple>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -95,7 +95,7 @@ absl::StatusOr<std::vector<int64_t>> ParseShape(const std::string& path, const s
 }
 
 absl::StatusOr<SafetensorsEntry> ParseTensorEntry(const std::string& path, const std::string& name,
-                                             const json& value, size_t data_size) {
+                                                  const json& value, size_t data_size) {
   const std::string where = absl::StrCat("tensor '", name, "'");
   if (!value.is_object()) return Invalid(path, absl::StrCat(where, " is not an object"));
   auto dt = value.find("dtype");
@@ -128,9 +128,9 @@ absl::StatusOr<SafetensorsEntry> ParseTensorEntry(const std::string& path, const
                                       " lie outside the data section (", data_size, " bytes)"));
   }
   if (*end - *begin != nbytes) {
-    return Invalid(path, absl::StrCat(where, " data_offsets ", offsets, " do not match shape ",
-                                      ShapeString(entry.shape), " x ", entry.dtype, " (",
-                                      nbytes, " bytes)"));
+    return Invalid(
+        path, absl::StrCat(where, " data_offsets ", offsets, " do not match shape ",
+                           ShapeString(entry.shape), " x ", entry.dtype, " (", nbytes, " bytes)"));
   }
   entry.begin = *begin;
   entry.end = *end;
@@ -148,8 +148,8 @@ absl::Status CheckNoOverlap(const std::string& path, std::vector<SafetensorsEntr
     if (t.begin == t.end) continue;
     if (last != nullptr && t.begin < last->end) {
       return Invalid(path, absl::StrCat("tensor '", t.name, "' data_offsets [", t.begin, ", ",
-                                        t.end, "] overlap tensor '", last->name, "' [",
-                                        last->begin, ", ", last->end, "]"));
+                                        t.end, "] overlap tensor '", last->name, "' [", last->begin,
+                                        ", ", last->end, "]"));
     }
     if (last == nullptr || t.end > last->end) last = &t;
   }
@@ -179,7 +179,8 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(std::string_view file,
       RETURN_IF_ERROR(ParseMetadata(path, it.value(), &out.metadata));
       continue;
     }
-    ASSIGN_OR_RETURN(SafetensorsEntry entry, ParseTensorEntry(path, it.key(), it.value(), data_size));
+    ASSIGN_OR_RETURN(SafetensorsEntry entry,
+                     ParseTensorEntry(path, it.key(), it.value(), data_size));
     out.tensors.push_back(std::move(entry));
   }
   RETURN_IF_ERROR(CheckNoOverlap(path, out.tensors));

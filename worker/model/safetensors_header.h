@@ -29,7 +29,7 @@ struct SafetensorsEntry {
 };
 
 struct SafetensorsHeader {
-  uint64_t data_start = 0;               // 8 + the header's length
+  uint64_t data_start = 0;                // 8 + the header's length
   std::vector<SafetensorsEntry> tensors;  // sorted by name
   std::map<std::string, std::string> metadata;
 };

@@ -17,12 +17,12 @@ std::string File(const std::string& header, size_t data_bytes) {
 }
 
 TEST(SafetensorsHeaderTest, ParsesTensorsSortedWithMetadata) {
-  auto h = ParseSafetensorsHeader(
-      File(R"({"b": {"dtype": "I64", "shape": [1], "data_offsets": [8, 16]},
+  auto h =
+      ParseSafetensorsHeader(File(R"({"b": {"dtype": "I64", "shape": [1], "data_offsets": [8, 16]},
                "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
                "__metadata__": {"format": "pt"}})",
-           16),
-      "m.safetensors");
+                                  16),
+                             "m.safetensors");
   ASSERT_TRUE(h.ok()) << h.status();
   ASSERT_EQ(h->tensors.size(), 2u);
   EXPECT_EQ(h->tensors[0].name, "a");
@@ -32,22 +32,22 @@ TEST(SafetensorsHeaderTest, ParsesTensorsSortedWithMetadata) {
 
 // Found missing by tests/fuzz (issue 20): two tensors sharing bytes passed.
 TEST(SafetensorsHeaderTest, OverlappingOffsetsNameBothTensors) {
-  auto h = ParseSafetensorsHeader(
-      File(R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+  auto h =
+      ParseSafetensorsHeader(File(R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
                "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}})",
-           12),
-      "m.safetensors");
+                                  12),
+                             "m.safetensors");
   ASSERT_EQ(h.status().code(), absl::StatusCode::kInvalidArgument) << h.status();
   EXPECT_EQ(h.status().message(),
             "m.safetensors: tensor 'b' data_offsets [4, 12] overlap tensor 'a' [0, 8]");
 }
 
 TEST(SafetensorsHeaderTest, EmptyTensorsOverlapNothing) {
-  auto h = ParseSafetensorsHeader(
-      File(R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+  auto h =
+      ParseSafetensorsHeader(File(R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
                "e": {"dtype": "F32", "shape": [0], "data_offsets": [4, 4]}})",
-           8),
-      "m.safetensors");
+                                  8),
+                             "m.safetensors");
   EXPECT_TRUE(h.ok()) << h.status();
 }
 
