@@ -102,8 +102,10 @@ netns_daemon() {
   shift 2
   # Its own hostname too (a UTS namespace): Open MPI names shared-memory
   # segments and session directories by hostname, so hosts sharing one
-  # collide (ranks crash in the vader BTL).
-  ip netns exec "${NETNS_NAMES[$i]}" unshare --uts sh -c 'hostname "$0" && exec "$@"' \
+  # collide (ranks crash in the vader BTL). Only the network namespace is
+  # entered (nsenter, not `ip netns exec`, which mounts a sysfs of its own
+  # over /sys and so hides /sys/fs/cgroup, without which slurmd won't start).
+  nsenter --net="/run/netns/${NETNS_NAMES[$i]}" unshare --uts sh -c 'hostname "$0" && exec "$@"' \
     "${NETNS_NAMES[$i]}" "$@" >>"$log" 2>&1 </dev/null &
   disown
 }
