@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # Hosts made on this machine with network namespaces, for the integration
-# tests that need more than one host (mpirun over ssh; Slurm, one slurmd per
-# host, can reuse it). Source it after lib.sh and lib_init; needs root and
+# tests that need more than one host (multihost_test: mpirun over ssh;
+# multihost_slurm_test: one slurmd per host). Source it after lib.sh and lib_init; needs root and
 # iproute2 (scripts/setup.sh), and sshd for netns_start_sshd.
 #
 #   netns_create N       N hosts: namespaces NETNS_NAMES[i], addresses
