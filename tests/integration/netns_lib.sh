@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # Hosts made on this machine with network namespaces, for the integration
-# tests that need more than one host (mpirun over ssh; Slurm, one slurmd per
-# host, can reuse it). Source it after lib.sh and lib_init; needs root and
+# tests that need more than one host (multihost_test: mpirun over ssh;
+# multihost_slurm_test: one slurmd per host). Source it after lib.sh and lib_init; needs root and
 # iproute2 (scripts/setup.sh), and sshd for netns_start_sshd.
 #
 #   netns_create N       N hosts: namespaces NETNS_NAMES[i], addresses
@@ -102,8 +102,10 @@ netns_daemon() {
   shift 2
   # Its own hostname too (a UTS namespace): Open MPI names shared-memory
   # segments and session directories by hostname, so hosts sharing one
-  # collide (ranks crash in the vader BTL).
-  ip netns exec "${NETNS_NAMES[$i]}" unshare --uts sh -c 'hostname "$0" && exec "$@"' \
+  # collide (ranks crash in the vader BTL). Only the network namespace is
+  # entered (nsenter, not `ip netns exec`, which mounts a sysfs of its own
+  # over /sys and so hides /sys/fs/cgroup, without which slurmd won't start).
+  nsenter --net="/run/netns/${NETNS_NAMES[$i]}" unshare --uts sh -c 'hostname "$0" && exec "$@"' \
     "${NETNS_NAMES[$i]}" "$@" >>"$log" 2>&1 </dev/null &
   disown
 }
