@@ -218,14 +218,16 @@ void Coordinator::AttemptEndedLocked(const std::string& id, const LaunchStatus& 
 
 // Note [Lost hosts]: an attempt that lost a host (mpirun lost its daemon
 // there, or ssh could not start one) marks it down: the scheduler places no
-// job on it for host_down_for, so the retry runs on the hosts that remain
-// (or waits for enough of them). Then it is tried again: a host still dead
+// job on it for host_down_for (nor does the launcher: the Slurm launcher
+// --exclude's it), so the retry runs on the hosts that remain (or waits for
+// enough of them). Then it is tried again: a host still dead
 // fails one more attempt and is marked down again. Not persisted: a
 // restarted coordinator tries every host.
 void Coordinator::HostDownLocked(const std::string& host, const std::string& by) {
   const absl::Time until = health_.Now() + health_.options().host_down_for;
   down_hosts_[host] = until;
   scheduler_->SetHostDown(host, true);
+  launcher_->SetHostDown(host, true);
   LogLine(absl::StrCat("host ", host, " is down (lost by ", by, "): no jobs there for ",
                        absl::FormatDuration(health_.options().host_down_for)));
 }
@@ -238,6 +240,7 @@ void Coordinator::RestoreHostsLocked() {
       continue;
     }
     scheduler_->SetHostDown(it->first, false);
+    launcher_->SetHostDown(it->first, false);
     LogLine(absl::StrCat("host ", it->first, " is tried again"));
     it = down_hosts_.erase(it);
   }

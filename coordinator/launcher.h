@@ -72,6 +72,12 @@ class Launcher {
   // (for a coordinator that stopped before recording it); 0 when none.
   virtual int64_t RecordedLaunchId(const std::string& work_dir) const = 0;
 
+  // Note [Lost hosts]: the coordinator marks a host an attempt lost down
+  // (down = true), and up again after its host_down_for. A launcher that
+  // places ranks itself (Slurm) keeps later launches off it; by default
+  // nothing, since the scheduler's allocation already leaves it out.
+  virtual void SetHostDown(const std::string& /*host*/, bool /*down*/) {}
+
   // Where rank `rank`'s output (stdout and stderr merged) of the attempt in
   // `work_dir` is written.
   virtual std::string RankLogPath(const std::string& work_dir, int rank) const = 0;

@@ -74,6 +74,21 @@ MpirunFailure ParseMpirunLog(absl::string_view log) {
   return f;
 }
 
+void ExplainMpirunFailure(absl::string_view log, const Allocation& allocation,
+                          LaunchStatus* status) {
+  const MpirunFailure f = ParseMpirunLog(log);
+  if (f.kind == MpirunFailure::kUnknown) return;
+  status->host_lost = f.kind == MpirunFailure::kHostLost;
+  if (status->host_lost) {
+    status->failed_host = f.host;
+    status->failed_ranks = RanksOnHost(allocation, f.host);
+  } else {
+    status->failed_host = f.host.empty() ? HostOfRank(allocation, f.rank) : f.host;
+    status->failed_ranks = {f.rank};
+  }
+  status->failed_how = f.what;
+}
+
 std::vector<int> RanksOnHost(const Allocation& allocation, absl::string_view host) {
   std::vector<int> ranks;
   int first = 0;

@@ -2,7 +2,8 @@
 // which host was lost. Reads Open MPI 4.1's messages in mpirun.log (texts in
 // tests/unit/coordinator/mpirun_failure_test.cc, copied from real runs) and
 // the attempt's hostfile, to name the host of a rank and the ranks of a
-// host. Pure functions; thread-safe.
+// host; both launchers use it (mpirun's mpirun.log, the Slurm job's
+// slurm.out). Pure functions; thread-safe.
 //
 // Note [Rank placement]: with a hostfile the launcher passes `--map-by slot`,
 // so mpirun fills the hostfile's hosts in order, each up to its slots: world
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "absl/strings/string_view.h"
+#include "coordinator/launcher.h"
 #include "coordinator/scheduler.h"
 
 namespace distill::coordinator {
@@ -39,6 +41,13 @@ struct MpirunFailure {
 // The first failure mpirun's output names; a lost host takes precedence over
 // the rank failures it causes.
 MpirunFailure ParseMpirunLog(absl::string_view log);
+
+// Fills `status`'s failure fields (failed_host, failed_ranks, host_lost,
+// failed_how) from what mpirun's output `log` names, with `allocation` (the
+// attempt's hostfile, Note [Rank placement]) mapping a host to its ranks and a
+// rank to its host; leaves them as they are when the log names nothing.
+void ExplainMpirunFailure(absl::string_view log, const Allocation& allocation,
+                          LaunchStatus* status);
 
 // Note [Rank placement]: the world ranks that run on `host`, in order (empty
 // when the allocation does not list it).

@@ -101,23 +101,10 @@ Allocation AttemptAllocation(const std::string& work_dir) {
   return a;
 }
 
-// Fills s's failure fields from what mpirun.log says about a failed launch
-// (Note [Rank placement] maps ranks and hosts).
+// Fills s's failure fields from what mpirun.log says about a failed launch.
 void ExplainFailure(const std::string& work_dir, LaunchStatus& s) {
   absl::StatusOr<std::string> log = common::ReadFileToString(work_dir + "/mpirun.log");
-  if (!log.ok()) return;
-  const MpirunFailure f = ParseMpirunLog(*log);
-  if (f.kind == MpirunFailure::kUnknown) return;
-  const Allocation allocation = AttemptAllocation(work_dir);
-  s.host_lost = f.kind == MpirunFailure::kHostLost;
-  if (s.host_lost) {
-    s.failed_host = f.host;
-    s.failed_ranks = RanksOnHost(allocation, f.host);
-  } else {
-    s.failed_host = f.host.empty() ? HostOfRank(allocation, f.rank) : f.host;
-    s.failed_ranks = {f.rank};
-  }
-  s.failed_how = f.what;
+  if (log.ok()) ExplainMpirunFailure(*log, AttemptAllocation(work_dir), &s);
 }
 
 }  // namespace

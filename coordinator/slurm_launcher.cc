@@ -8,7 +8,6 @@
 
 #include <cerrno>
 #include <cstring>
-#include <set>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -16,6 +15,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/fs_util.h"
+#include "coordinator/mpirun_failure.h"
 #include "coordinator/sbatch_script.h"  // generated (Note [One sbatch script])
 
 extern char** environ;
@@ -24,6 +24,7 @@ namespace distill::coordinator {
 namespace {
 
 constexpr char kJobIdFile[] = "slurm_job_id";
+constexpr char kHostfile[] = "hostfile";  // written by the script (DISTILL_HOSTFILE)
 
 struct CommandResult {
   int exit_code = 0;   // 128+N when killed by signal N
@@ -91,6 +92,34 @@ bool StillRunning(const std::string& state) {
   return live->count(state) > 0;
 }
 
+// The attempt's allocation as the script wrote it (Note [Rank placement]);
+// empty when it wrote none.
+Allocation ReadAllocation(const std::string& work_dir) {
+  Allocation allocation;
+  absl::StatusOr<std::string> text = common::ReadFileToString(work_dir + "/" + kHostfile);
+  if (!text.ok()) return allocation;
+  absl::StatusOr<std::vector<Host>> hosts = ParseHostsFile(*text, kHostfile);
+  if (!hosts.ok()) return allocation;
+  for (const Host& h : *hosts) allocation.push_back({h.name, h.slots});
+  return allocation;
+}
+
+// Fills s's failure fields: a node Slurm took down under the job (Query put
+// it in s.failed_host: NODE_FAIL) is the cause, whatever mpirun said (when
+// it is the batch host, mpirun died with it and said nothing); otherwise
+// mpirun's messages in the job's output name the failed rank or lost node.
+void ExplainFailure(const std::string& work_dir, LaunchStatus& s) {
+  const Allocation allocation = ReadAllocation(work_dir);
+  if (!s.failed_host.empty()) {
+    s.host_lost = true;
+    s.failed_ranks = RanksOnHost(allocation, s.failed_host);
+    s.failed_how = "went down (Slurm: NODE_FAIL)";
+    return;
+  }
+  absl::StatusOr<std::string> log = common::ReadFileToString(work_dir + "/slurm.out");
+  if (log.ok()) ExplainMpirunFailure(*log, allocation, &s);
+}
+
 }  // namespace
 
 std::string ScontrolField(const std::string& line, const std::string& key) {
@@ -138,16 +167,17 @@ int64_t SlurmLauncher::RecordedLaunchId(const std::string& work_dir) const {
 std::vector<std::string> SlurmLauncher::SbatchArgs(const LaunchSpec& spec,
                                                    const std::string& script) const {
   std::vector<std::string> args = {
-      "--parsable",
-      absl::StrCat("--job-name=distill-", spec.job_id, "-", spec.attempt),
-      absl::StrCat("--ntasks=", spec.ranks),
-      "--chdir=" + spec.work_dir,
-      "--output=" + spec.work_dir + "/slurm.out",
-      "--export=ALL"};
+      "--parsable", absl::StrCat("--job-name=distill-", spec.job_id, "-", spec.attempt),
+      absl::StrCat("--ntasks=", spec.ranks), "--chdir=" + spec.work_dir,
+      "--output=" + spec.work_dir + "/slurm.out", "--export=ALL",
+      // The coordinator retries (after a backoff, off lost nodes, counted):
+      // Slurm must not requeue the job itself when a node fails.
+      "--no-requeue"};
   if (!options_.partition.empty()) args.push_back("--partition=" + options_.partition);
   if (!options_.account.empty()) args.push_back("--account=" + options_.account);
   if (!options_.time_limit.empty()) args.push_back("--time=" + options_.time_limit);
   args.insert(args.end(), options_.sbatch_args.begin(), options_.sbatch_args.end());
+  if (!down_nodes_.empty()) args.push_back("--exclude=" + absl::StrJoin(down_nodes_, ","));
   args.insert(args.end(), {script, spec.spec_path});
   return args;
 }
@@ -168,6 +198,7 @@ absl::StatusOr<int64_t> SlurmLauncher::Launch(const LaunchSpec& spec) {
   env["DISTILL_COMMAND"] = spec.command;
   env["DISTILL_LAUNCH"] = options_.launch;
   env["DISTILL_LOG_DIR"] = spec.work_dir + "/logs";
+  env["DISTILL_HOSTFILE"] = absl::StrCat(spec.work_dir, "/", kHostfile);
   std::vector<std::string> argv = {Bin("sbatch")};
   for (std::string& a : SbatchArgs(spec, script)) argv.push_back(std::move(a));
   absl::StatusOr<CommandResult> r = RunCommand(argv, env);
@@ -193,13 +224,22 @@ absl::StatusOr<int64_t> SlurmLauncher::Launch(const LaunchSpec& spec) {
   return job_id;
 }
 
+std::string SlurmLauncher::DownNode(const std::string& nodes) {
+  absl::StatusOr<CommandResult> r =
+      RunCommand({Bin("sinfo"), "-h", "-N", "-n", nodes, "-t", "down,fail,no_respond", "-o", "%N"});
+  if (!r.ok() || r->exit_code != 0) return "";
+  const std::string out(absl::StripAsciiWhitespace(r->output));
+  return out.substr(0, out.find('\n'));
+}
+
 LaunchStatus SlurmLauncher::Query(int64_t job_id) {
   const std::string id = absl::StrCat(job_id);
   absl::StatusOr<CommandResult> r = RunCommand({Bin("scontrol"), "show", "job", "-o", id});
   if (r.ok() && r->exit_code == 0) {
-    LaunchStatus s = SlurmJobStatus(job_id, ScontrolField(r->output, "JobState"),
-                                    ScontrolField(r->output, "ExitCode"));
-    cache_[job_id].slurm_state = ScontrolField(r->output, "JobState");
+    const std::string state = ScontrolField(r->output, "JobState");
+    LaunchStatus s = SlurmJobStatus(job_id, state, ScontrolField(r->output, "ExitCode"));
+    cache_[job_id].slurm_state = state;
+    if (state == "NODE_FAIL") s.failed_host = DownNode(ScontrolField(r->output, "NodeList"));
     return s;
   }
   if (!r.ok() || r->output.find("Invalid job id") == std::string::npos) return LaunchStatus();
@@ -228,11 +268,20 @@ LaunchStatus SlurmLauncher::Poll(int64_t job_id, const std::string& work_dir) {
     return s;
   }
   LaunchStatus s = Query(job_id);
+  if (s.state == LaunchStatus::kExited && s.exit_code != 0) ExplainFailure(work_dir, s);
   Cached& c = cache_[job_id];
   c.status = s;
   c.at = now;
   if (s.state != LaunchStatus::kRunning) cache_.erase(job_id);  // ended: polled no more
   return s;
+}
+
+void SlurmLauncher::SetHostDown(const std::string& host, bool down) {
+  if (down) {
+    down_nodes_.insert(host);
+  } else {
+    down_nodes_.erase(host);
+  }
 }
 
 void SlurmLauncher::Terminate(int64_t job_id, const std::string& work_dir, bool force) {

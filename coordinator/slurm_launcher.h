@@ -7,13 +7,19 @@
 // restarted coordinator adopts the job by asking Slurm (`scontrol show job`,
 // then `sacct` once slurmctld has forgotten it). Cancel: `scancel --signal=USR1
 // --full` (a checkpoint, see the script's "Stopping"), kill: `scancel`.
-// Rank output goes to WORK_DIR/logs/1/rank.N/stdout, Slurm's to
-// WORK_DIR/slurm.out. The Slurm commands run synchronously (tens of ms; Poll
-// asks Slurm at most once per `poll_interval` per job). Thread-compatible.
+// Rank output goes to WORK_DIR/logs/1/rank.N/stdout, Slurm's (and mpirun's
+// messages) to WORK_DIR/slurm.out, the allocation to WORK_DIR/hostfile, so a
+// failed job names its failed rank or lost node (mpirun_failure.h; for
+// NODE_FAIL, the node Slurm has down); a node marked down (Note [Lost hosts])
+// is --exclude'd from later submissions, which are --no-requeue (the
+// coordinator retries). The Slurm commands run synchronously (tens of ms;
+// Poll asks Slurm at most once per `poll_interval` per job).
+// Thread-compatible.
 #ifndef DISTILL_COORDINATOR_SLURM_LAUNCHER_H_
 #define DISTILL_COORDINATOR_SLURM_LAUNCHER_H_
 
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -51,18 +57,23 @@ class SlurmLauncher : public Launcher {
   absl::StatusOr<int64_t> Launch(const LaunchSpec& spec) override;
   LaunchStatus Poll(int64_t job_id, const std::string& work_dir) override;
   void Terminate(int64_t job_id, const std::string& work_dir, bool force) override;
+  void SetHostDown(const std::string& host, bool down) override;
   std::string RankLogPath(const std::string& work_dir, int rank) const override;
   int64_t RecordedLaunchId(const std::string& work_dir) const override;
 
   // sbatch's arguments (after the binary) for `spec` with the script at
-  // `script` (for logs and tests).
+  // `script` (for logs and tests); --exclude names the nodes marked down.
   std::vector<std::string> SbatchArgs(const LaunchSpec& spec, const std::string& script) const;
 
  private:
   std::string Bin(const std::string& name) const;
   // Asks Slurm about `job_id`: kRunning also while it is pending or when
-  // Slurm cannot be reached (the next poll asks again).
+  // Slurm cannot be reached (the next poll asks again). A job that ended
+  // NODE_FAIL has failed_host set to the node that went down (DownNode).
   LaunchStatus Query(int64_t job_id);
+  // The first of `nodes` (Slurm's hostlist, "n[0-1]") that Slurm has down,
+  // failed or not responding; "" when none or Slurm cannot say.
+  std::string DownNode(const std::string& nodes);
 
   struct Cached {
     LaunchStatus status;
@@ -70,7 +81,8 @@ class SlurmLauncher : public Launcher {
     absl::Time at;
   };
   SlurmOptions options_;
-  std::map<int64_t, Cached> cache_;  // the last answer per job id.
+  std::map<int64_t, Cached> cache_;   // the last answer per job id.
+  std::set<std::string> down_nodes_;  // Note [Lost hosts]: --exclude'd.
 };
 
 // The launch status of a Slurm job in `state` (JobState: PENDING, RUNNING,

@@ -22,36 +22,7 @@ for i in 0 1 2; do netns_start_sshd "$i"; done
 H0=${NETNS_ADDRS[0]} H1=${NETNS_ADDRS[1]} H2=${NETNS_ADDRS[2]}
 printf '%s slots=2\n' "$H0" "$H1" "$H2" >"$T/hosts"
 
-write_tiny_config "$T/student.json"
-write_tiny_config "$T/teacher.json"
-write_text "$T/text.txt" 40
-tokenize_bytes "$T/text.txt" "$T/train.bin" || die "tokenize failed"
-"$W" init --config "$T/teacher.json" --out "$T/teacher0" --seed 1 >/dev/null || die "init teacher"
-spec() {  # spec NAME STEPS CHECKPOINT_EVERY
-  cat >"$T/$1.yaml" <<YAML
-type: distill
-name: $1
-teacher: {model: teacher0, ranks: 2}
-student: {init: student.json, ranks: 2}
-data: {train: train.bin, seq_len: 16}
-train: {steps: $2, micro_batch: 2, lr: 0.01, log_every: 1, threads: 1}
-checkpoint: {every: $3}
-runtime: {timeout_s: 20}
-output: out/$1
-YAML
-}
-
-# The worker, through a wrapper that records where each rank runs: its
-# address (hence its host) in $T/where/JOB.ATTEMPT.RANK.
-mkdir -p "$T/where"
-cat >"$T/worker.sh" <<SH
-#!/bin/bash
-ip -4 -o addr show dev eth0 2>/dev/null | awk '{print \$4}' | cut -d/ -f1 \
-  >"$T/where/\$DISTILL_JOB_ID.\$DISTILL_ATTEMPT.\$OMPI_COMM_WORLD_RANK"
-exec "$W" "\$@"
-SH
-chmod +x "$T/worker.sh"
-where() { cat "$T/where/$1.$2.$3" 2>/dev/null; }  # where JOB ATTEMPT RANK
+multihost_job_files
 
 # mpirun over ssh with the hosts' key, daemons and ranks talking over the
 # bridge's subnet only (not loopback, not this machine's other interfaces).

@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # Hosts made on this machine with network namespaces, for the integration
-# tests that need more than one host (mpirun over ssh; Slurm, one slurmd per
-# host, can reuse it). Source it after lib.sh and lib_init; needs root and
+# tests that need more than one host (multihost_test: mpirun over ssh;
+# multihost_slurm_test: one slurmd per host). Source it after lib.sh and lib_init; needs root and
 # iproute2 (scripts/setup.sh), and sshd for netns_start_sshd.
 #
 #   netns_create N       N hosts: namespaces NETNS_NAMES[i], addresses
@@ -102,8 +102,10 @@ netns_daemon() {
   shift 2
   # Its own hostname too (a UTS namespace): Open MPI names shared-memory
   # segments and session directories by hostname, so hosts sharing one
-  # collide (ranks crash in the vader BTL).
-  ip netns exec "${NETNS_NAMES[$i]}" unshare --uts sh -c 'hostname "$0" && exec "$@"' \
+  # collide (ranks crash in the vader BTL). Only the network namespace is
+  # entered (nsenter, not `ip netns exec`, which mounts a sysfs of its own
+  # over /sys and so hides /sys/fs/cgroup, without which slurmd won't start).
+  nsenter --net="/run/netns/${NETNS_NAMES[$i]}" unshare --uts sh -c 'hostname "$0" && exec "$@"' \
     "${NETNS_NAMES[$i]}" "$@" >>"$log" 2>&1 </dev/null &
   disown
 }
@@ -174,4 +176,43 @@ netns_teardown() {
   NETNS_NAMES=()
   NETNS_SWITCH=
   return 0
+}
+
+# multihost_job_files: what both multi-host tests run (multihost_test.sh,
+# multihost_slurm_test.sh): a tiny student and teacher, data under $T;
+# `spec NAME STEPS CHECKPOINT_EVERY` writes $T/NAME.yaml, a distill job of 2
+# students and 2 teacher stages; $T/worker.sh is the worker through a wrapper
+# that records each rank's address (hence its host), read back with
+# `where JOB ATTEMPT RANK`.
+multihost_job_files() {
+  write_tiny_config "$T/student.json"
+  write_tiny_config "$T/teacher.json"
+  write_text "$T/text.txt" 40
+  tokenize_bytes "$T/text.txt" "$T/train.bin" || die "tokenize failed"
+  "$W" init --config "$T/teacher.json" --out "$T/teacher0" --seed 1 >/dev/null || die "init teacher"
+  spec() {  # spec NAME STEPS CHECKPOINT_EVERY
+    cat >"$T/$1.yaml" <<YAML
+type: distill
+name: $1
+teacher: {model: teacher0, ranks: 2}
+student: {init: student.json, ranks: 2}
+data: {train: train.bin, seq_len: 16}
+train: {steps: $2, micro_batch: 2, lr: 0.01, log_every: 1, threads: 1}
+checkpoint: {every: $3}
+runtime: {timeout_s: 20}
+output: out/$1
+YAML
+  }
+
+  # The worker, through a wrapper that records where each rank runs: its
+  # address (hence its host) in $T/where/JOB.ATTEMPT.RANK.
+  mkdir -p "$T/where"
+  cat >"$T/worker.sh" <<SH
+#!/bin/bash
+ip -4 -o addr show dev eth0 2>/dev/null | awk '{print \$4}' | cut -d/ -f1 \
+  >"$T/where/\$DISTILL_JOB_ID.\$DISTILL_ATTEMPT.\$OMPI_COMM_WORLD_RANK"
+exec "$W" "\$@"
+SH
+  chmod +x "$T/worker.sh"
+  where() { cat "$T/where/$1.$2.$3" 2>/dev/null; }  # where JOB ATTEMPT RANK
 }

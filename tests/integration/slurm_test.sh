@@ -15,84 +15,21 @@
 #   6. the srun path (--slurm-launch srun): a job succeeds.
 # Slurm and munge missing is a failure, not a skip (scripts/setup.sh installs them).
 source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/slurm_lib.sh"
 CTL="${DISTILL_CTL_BIN:?}"
 : "${DISTILL_COORDINATOR_BIN:?}"
-for b in munged slurmctld slurmd sbatch scontrol scancel sinfo squeue mpirun; do
-  command -v "$b" >/dev/null || die "$b not found: this test needs Slurm (slurm-wlm) and munge, as scripts/setup.sh installs them"
-done
+slurm_require
 lib_init slurm
-export SLURM_CONF="$T/slurm/slurm.conf"
 
-# --- the cluster --------------------------------------------------------------
-DAEMON_PIDS=()
-stop_everything() {
-  [ -n "$COORD_PID" ] && kill -9 "$COORD_PID" 2>/dev/null
-  if [ -f "$SLURM_CONF" ]; then
-    scancel --user="$(id -un)" 2>/dev/null
-    for _ in $(seq 1 100); do [ -z "$(squeue -h 2>/dev/null)" ] && break; sleep 0.1; done
-  fi
-  local p
-  for p in "${DAEMON_PIDS[@]+"${DAEMON_PIDS[@]}"}"; do kill "$p" 2>/dev/null; done
-  for p in "${DAEMON_PIDS[@]+"${DAEMON_PIDS[@]}"}"; do
-    for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$p" 2>/dev/null
-  done
-  # Anything still running from this test (a job step Slurm lost track of).
-  for p in $(pgrep -f "$T/"); do kill -9 "$p" 2>/dev/null; done
-  return 0
-}
-on_exit stop_everything
-
-mkdir -p "$T/munge" "$T/slurm/state" "$T/slurm/spool"
-chmod 700 "$T/munge"
-head -c 1024 /dev/urandom >"$T/munge/munge.key"
-chmod 400 "$T/munge/munge.key"
-munged -F -f --socket="$T/munge/munge.sock" --key-file="$T/munge/munge.key" \
-  --pid-file="$T/munge/munged.pid" --seed-file="$T/munge/seed" --log-file="$T/munge/munged.log" \
-  >"$T/munge/out" 2>&1 &
-DAEMON_PIDS+=($!)
-for _ in $(seq 1 50); do [ -S "$T/munge/munge.sock" ] && break; sleep 0.1; done
-[ -S "$T/munge/munge.sock" ] || die "munged did not start: $(cat "$T/munge/out")"
-
+# --- the cluster: one node, this host, on loopback ----------------------------
+slurm_start_munge
 read -r CTLD_PORT SLURMD_PORT < <(free_ports 2)
 NODE=$(hostname -s)
-cat >"$SLURM_CONF" <<CONF
-ClusterName=distilltest
-SlurmctldHost=$NODE(127.0.0.1)
-SlurmctldPort=$CTLD_PORT
-SlurmdPort=$SLURMD_PORT
-SlurmUser=root
-SlurmdUser=root
-AuthType=auth/munge
-CredType=cred/munge
-AuthInfo=socket=$T/munge/munge.sock
-StateSaveLocation=$T/slurm/state
-SlurmdSpoolDir=$T/slurm/spool
-SlurmctldPidFile=$T/slurm/slurmctld.pid
-SlurmdPidFile=$T/slurm/slurmd.pid
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-MpiDefault=none
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-ReturnToService=2
-KillWait=3
-MinJobAge=600
-SchedulerParameters=sched_min_interval=100000
-# More CPUs than the machine has (config_overrides), so two 2-rank jobs fit.
-SlurmdParameters=config_overrides
-NodeName=$NODE NodeAddr=127.0.0.1 CPUs=8 RealMemory=1000 State=UNKNOWN
-PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
-CONF
-slurmctld -D -i -f "$SLURM_CONF" >"$T/slurm/slurmctld.log" 2>&1 &
-DAEMON_PIDS+=($!)
-slurmd -D -f "$SLURM_CONF" >"$T/slurm/slurmd.log" 2>&1 &
-DAEMON_PIDS+=($!)
-for _ in $(seq 1 100); do [ "$(sinfo -h -o %t 2>/dev/null)" = idle ] && break; sleep 0.2; done
-[ "$(sinfo -h -o %t 2>/dev/null)" = idle ] \
-  || die "Slurm did not come up: $(sinfo 2>&1; tail -5 "$T/slurm/slurmctld.log" "$T/slurm/slurmd.log")"
+slurm_write_conf "$NODE" 127.0.0.1 "$CTLD_PORT" "$SLURMD_PORT" \
+  "NodeName=$NODE NodeAddr=127.0.0.1 CPUs=8 RealMemory=1000 State=UNKNOWN"
+slurm_start_ctld
+slurm_start_slurmd
+slurm_wait_idle 1
 
 # --- the jobs -----------------------------------------------------------------
 write_tiny_config "$T/config.json"

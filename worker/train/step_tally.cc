@@ -14,6 +14,7 @@ StepTally::StepTally(const torch::Device& device)
 void StepTally::Add(const LossParts& parts) {
   loss_sum_ += parts.total.detach().to(torch::kDouble);
   wait_s_ += parts.wait_s;
+  rank_wait_s_ += parts.wait_s;
   for (const auto& [name, v] : parts.values) sums_[name] += v;
   ++micro_batches_;
 }

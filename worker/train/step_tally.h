@@ -40,7 +40,8 @@ class StepTally {
   double loss() const { return loss_; }
   double lr() const { return lr_; }
   double grad_norm() const { return grad_norm_; }  // before clipping
-  double wait_s() const { return wait_s_; }
+  double wait_s() const { return wait_s_; }  // the students' mean after AverageOver
+  double rank_wait_s() const { return rank_wait_s_; }  // this rank's own, never averaged
   // The objective's values (AddStepFields), with targets per micro-batch.
   StepValues values(int64_t micro_batch_targets) const;
 
@@ -48,6 +49,7 @@ class StepTally {
   torch::Tensor loss_sum_;  // float64 on the device
   double loss_ = 0.0;
   double wait_s_ = 0.0;
+  double rank_wait_s_ = 0.0;
   double lr_ = 0.0, grad_norm_ = 0.0;
   std::map<std::string, double> sums_;
   int64_t micro_batches_ = 0;

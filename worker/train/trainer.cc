@@ -194,7 +194,7 @@ absl::StatusOr<TrainResult> Trainer::Run() {
     const auto start = Clock::now();
     const double allreduce_before = allreduce_s_since_;
     RETURN_IF_ERROR(Step(&tally));
-    CountStep(Seconds(start, Clock::now()), tally.wait_s(), allreduce_s_since_ - allreduce_before);
+    CountStep(Seconds(start, Clock::now()), tally.rank_wait_s(), allreduce_s_since_ - allreduce_before);
     RETURN_IF_ERROR(AfterStep(tally));
   }
   return Finish();

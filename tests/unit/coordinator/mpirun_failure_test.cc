@@ -1,6 +1,7 @@
 // ParseMpirunLog on Open MPI 4.1.4's own messages, copied from real runs
-// over ssh to hosts in network namespaces (tests/integration/netns_lib.sh),
-// and Note [Rank placement]'s rank <-> host mapping.
+// over ssh to hosts in network namespaces (tests/integration/netns_lib.sh)
+// and under Slurm with a slurmd per such host, Note [Rank placement]'s rank
+// <-> host mapping, and ExplainMpirunFailure, which puts both together.
 #include "coordinator/mpirun_failure.h"
 
 #include <gtest/gtest.h>
@@ -66,6 +67,23 @@ with errorcode 1.
 NOTE: invoking MPI_ABORT causes Open MPI to kill all MPI processes.
 )";
 
+// Under Slurm (mpirun in the batch script, its daemon on the second node
+// started by srun): every process of node d7db8h1 killed while a 2 + 2 rank
+// job ran; the nodes are named by their Slurm names.
+constexpr char kLostSlurmNode[] =
+    R"(--------------------------------------------------------------------------
+ORTE has lost communication with a remote daemon.
+
+  HNP daemon   : [[11083,0],0] on node d7db8h0
+  Remote daemon: [[11083,0],1] on node d7db8h1
+
+This is usually due to either a failure of the TCP network
+connection to the node, or possibly an internal failure of
+the daemon itself. We cannot recover from this failure, and
+therefore will terminate the job.
+--------------------------------------------------------------------------
+)";
+
 TEST(MpirunFailureTest, ALostDaemonNamesItsHost) {
   MpirunFailure f = ParseMpirunLog(kLostDaemon);
   EXPECT_EQ(f.kind, MpirunFailure::kHostLost);
@@ -126,6 +144,43 @@ TEST(MpirunFailureTest, RanksFillTheHostsInOrder) {
   EXPECT_EQ(HostOfRank(a, 4), "h1");
   EXPECT_EQ(HostOfRank(a, 5), "h2");
   EXPECT_EQ(HostOfRank(a, 6), "");
+}
+
+TEST(MpirunFailureTest, ExplainNamesTheLostNodeAndItsRanks) {
+  LaunchStatus s;
+  s.detail = "Slurm job 1 FAILED (exit code 205:0)";
+  ExplainMpirunFailure(kLostSlurmNode, {{"d7db8h0", 2}, {"d7db8h1", 2}}, &s);
+  EXPECT_TRUE(s.host_lost);
+  EXPECT_EQ(s.failed_host, "d7db8h1");
+  EXPECT_EQ(s.failed_ranks, (std::vector<int>{2, 3}));
+  EXPECT_EQ(s.failed_how, "lost contact with its daemon");
+  EXPECT_EQ(s.detail, "Slurm job 1 FAILED (exit code 205:0)");  // kept
+}
+
+TEST(MpirunFailureTest, ExplainNamesAFailedRanksHostFromTheAllocation) {
+  LaunchStatus s;
+  ExplainMpirunFailure(kExitCode, {{"h0", 2}, {"h1", 2}}, &s);
+  EXPECT_FALSE(s.host_lost);
+  EXPECT_EQ(s.failed_host, "h1");  // rank 2: the second host's first slot
+  EXPECT_EQ(s.failed_ranks, (std::vector<int>{2}));
+  EXPECT_EQ(s.failed_how, "exit code 17");
+}
+
+TEST(MpirunFailureTest, ExplainWithoutAnAllocationStillNamesTheHost) {
+  LaunchStatus s;
+  ExplainMpirunFailure(kLostSlurmNode, {}, &s);
+  EXPECT_TRUE(s.host_lost);
+  EXPECT_EQ(s.failed_host, "d7db8h1");
+  EXPECT_TRUE(s.failed_ranks.empty());
+}
+
+TEST(MpirunFailureTest, ExplainLeavesAnUnknownFailureAlone) {
+  LaunchStatus s;
+  ExplainMpirunFailure("srun: error: something else\n", {{"h0", 2}}, &s);
+  EXPECT_FALSE(s.host_lost);
+  EXPECT_EQ(s.failed_host, "");
+  EXPECT_TRUE(s.failed_ranks.empty());
+  EXPECT_EQ(s.failed_how, "");
 }
 
 }  // namespace

@@ -82,6 +82,7 @@ TEST(SlurmLauncherTest, SbatchArgsCarryResourcesAndFlags) {
                                    "--chdir=/state/jobs/j9/attempt-2",
                                    "--output=/state/jobs/j9/attempt-2/slurm.out",
                                    "--export=ALL",
+                                   "--no-requeue",
                                    "--partition=gpu",
                                    "--account=ml",
                                    "--time=01:00:00",
@@ -89,6 +90,29 @@ TEST(SlurmLauncherTest, SbatchArgsCarryResourcesAndFlags) {
                                    "/s/distill.sbatch",
                                    "/state/jobs/j9/attempt-2/spec.json"};
   EXPECT_EQ(launcher.SbatchArgs(spec, "/s/distill.sbatch"), want);  // no secret on it
+}
+
+TEST(SlurmLauncherTest, NodesMarkedDownAreExcludedUntilMarkedUp) {
+  SlurmLauncher launcher{SlurmOptions()};
+  LaunchSpec spec;
+  spec.work_dir = "/w";
+  spec.spec_path = "/w/spec.json";
+  auto exclude = [&]() -> std::string {
+    for (const std::string& a : launcher.SbatchArgs(spec, "/s")) {
+      if (a.rfind("--exclude=", 0) == 0) return a;
+    }
+    return "";
+  };
+  EXPECT_EQ(exclude(), "");
+  launcher.SetHostDown("n3", true);
+  launcher.SetHostDown("n1", true);
+  EXPECT_EQ(exclude(), "--exclude=n1,n3");
+  std::vector<std::string> args = launcher.SbatchArgs(spec, "/s");
+  EXPECT_EQ(args[args.size() - 2], "/s");  // the script and spec stay last
+  launcher.SetHostDown("n1", false);
+  EXPECT_EQ(exclude(), "--exclude=n3");
+  launcher.SetHostDown("n3", false);
+  EXPECT_EQ(exclude(), "");
 }
 
 TEST(SlurmLauncherTest, RecordedLaunchIdReadsTheJobIdFile) {

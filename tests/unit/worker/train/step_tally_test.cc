@@ -28,6 +28,7 @@ TEST(StepTallyTest, SumsTheMicroBatchesAndAveragesTheLoss) {
   ASSERT_TRUE(tally.AverageOver(*one).ok());
   EXPECT_EQ(tally.loss(), 2.5);
   EXPECT_EQ(tally.wait_s(), 0.75);
+  EXPECT_EQ(tally.rank_wait_s(), 0.75);  // this rank's own (its metrics' teacher_wait)
   const StepValues v = tally.values(32);
   EXPECT_EQ(v.micro_batches, 2);
   EXPECT_EQ(v.micro_batch_targets, 32);
