@@ -90,7 +90,7 @@ grep -q "the spec needs 2 ranks (ranks 2) but 3 were launched" "$T/np3.log" && o
   || fail "wrong -np: $(tail -5 "$T/np3.log")"
 
 # --- teacher on dedicated ranks == colocated -----------------------------------
-# distill_spec NAME STUDENTS TEACHERS LOGITS STEPS [EXTRA]
+# distill_spec NAME STUDENTS TEACHERS LOGITS STEPS [TIMEOUT_S (default 20)]
 distill_spec() {
   cat >"$T/$1.yaml" <<YAML
 type: distill
@@ -100,10 +100,9 @@ distill: {temperature: 2, alpha: 0.7, logits: $4, top_k: 16,
           features: [{student_layer: 0, teacher_layer: 0}, {student_layer: 1, teacher_layer: 3, loss: cosine}]}
 data: {train: train.bin, eval: val.bin, seq_len: 24}
 train: {steps: $5, micro_batch: 2, grad_accum: 2, lr: 0.01, log_every: 1, eval_every: 4, eval_batches: 2, threads: 1}
-runtime: {prefetch: 3, timeout_s: 20}
+runtime: {prefetch: 3, timeout_s: ${6:-20}}
 checkpoint: {every: 3}
 output: $1_out
-${6:-}
 YAML
 }
 for logits in dense topk hidden; do
@@ -145,7 +144,7 @@ grep -q "^eval step 8 | loss .* | kl" "$T/full22.log" && ok || fail "2+2 eval li
 # once training runs; mpirun must exit non-zero within the timeout.
 run_and_break() {
   local name=$1 sig=$2 rank=$3
-  distill_spec "$name" 1 2 dense 100000 "runtime: {timeout_s: 5}"
+  distill_spec "$name" 1 2 dense 100000 5
   "${MPIRUN[@]}" -np 3 "$W" train --spec "$T/$name.yaml" >"$T/$name.log" 2>&1 &
   local mpirun_pid=$!
   wait_log "$T/$name.log" '^step 2/' 60
