@@ -432,17 +432,18 @@ absl::StatusOr<TopKBlock> DecodeTopK(std::string_view bytes, CacheEncoding encod
   absl::Status s =
       encoding == CacheEncoding::kExact ? DecodeExact(&r, vocab, &b) : DecodeCompact(&r, vocab, &b);
   if (!s.ok()) return s;
-  if (encoding == CacheEncoding::kExact) {
-    // Repeats and non-finite values: EncodeTopK rejects both.
-    std::vector<int32_t> scratch;
-    for (int64_t p = 0; p < positions; ++p) {
+  // What EncodeTopK rejects: non-finite values (COMPACT too: a finite top
+  // and range can still dequantize to -inf) and, EXACT, repeated ids.
+  std::vector<int32_t> scratch;
+  for (int64_t p = 0; p < positions; ++p) {
+    if (encoding == CacheEncoding::kExact) {
       if (const int32_t id = RepeatedId(&b.ids[p * k], k, &scratch); id >= 0) {
         return Loss(absl::StrCat("position ", p, ": id ", id, " repeated"));
       }
-      for (int64_t i = p * k; i < (p + 1) * k; ++i) {
-        if (!std::isfinite(b.values[i])) {
-          return Loss(absl::StrCat("position ", p, ": value is not finite"));
-        }
+    }
+    for (int64_t i = p * k; i < (p + 1) * k; ++i) {
+      if (!std::isfinite(b.values[i])) {
+        return Loss(absl::StrCat("position ", p, ": value is not finite"));
       }
     }
   }
