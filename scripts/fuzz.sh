@@ -2,7 +2,7 @@
 # Builds the libFuzzer targets of tests/fuzz (clang, ASan + UBSan, no
 # LibTorch) into ./build-fuzz and runs them; docs/fuzzing.md says what each
 # covers and records the last long run.
-#   scripts/fuzz.sh                 each target for DISTILL_FUZZ_SECONDS (10) over
+#   scripts/fuzz.sh                 each target for DISTILL_FUZZ_RUNS (100000, seed 1) over
 #                                   its committed corpus: the CI run (ctest -L fuzz)
 #   scripts/fuzz.sh NAME [ARGS...]  NAME_fuzz alone, e.g. `spec -runs=1000000`: new
 #                                   inputs go to build-fuzz/tests/fuzz/scratch/NAME,
@@ -16,7 +16,7 @@ if [ ! -f third_party/llama-jinja/.stamp ]; then bash scripts/fetch_jinja.sh; fi
 if [ ! -f build-fuzz/build.ninja ]; then
   CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DDISTILL_FUZZ=ON -DDISTILL_BUILD_WORKER=OFF -DDISTILL_BUILD_TESTS=OFF \
-    -DDISTILL_BUILD_BENCH=OFF -DDISTILL_FUZZ_SECONDS="${DISTILL_FUZZ_SECONDS:-10}"
+    -DDISTILL_BUILD_BENCH=OFF -DDISTILL_FUZZ_RUNS="${DISTILL_FUZZ_RUNS:-100000}"
 fi
 cmake --build build-fuzz -j"$(nproc)"
 if [ $# -eq 0 ]; then
