@@ -22,6 +22,14 @@ absl::Status CommitStagingDir(const std::string& staging_dir, const std::string&
 // Writes `contents` to `path` through a temp file and a rename.
 absl::Status WriteFileAtomically(const std::string& path, const std::string& contents);
 
+// What every input file is checked for before it is opened: InvalidArgument
+// naming `path` when it exists but is not a regular file (a FIFO, a device,
+// a socket, a directory), checked without opening it (an open of a FIFO
+// blocks until a writer comes); PermissionDenied when the process is
+// confined and it resolves outside the roots (Note [Confinement at use],
+// confine.h). OK when it does not exist (the open then says so).
+absl::Status CheckInputFile(const std::string& path);
+
 // Reads a whole file; NotFound naming the path when it cannot be opened.
 absl::StatusOr<std::string> ReadFileToString(const std::string& path);
 

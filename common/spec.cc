@@ -30,6 +30,24 @@ absl::Status AtLeast(absl::string_view path, T v, T lo) {
   return absl::OkStatus();
 }
 
+// Note [Spec bounds]: every size a spec sets has an upper bound far above
+// any real run, checked here (before the worker allocates anything), so an
+// absurd value is an error naming its field instead of std::bad_alloc from
+// deep inside a run. The limits are constants of this file.
+constexpr int32_t kMaxBatch = 1 << 16;        // train.micro_batch, train.grad_accum
+constexpr int64_t kMaxBatchTokens = 1 << 24;  // micro_batch x seq_len
+constexpr int32_t kMaxSeqLen = 1 << 20;       // data.seq_len
+constexpr int32_t kMaxThreads = 1024;         // train.threads
+constexpr int32_t kMaxRanks = 1 << 16;        // ranks, student.ranks, teacher.ranks
+constexpr int32_t kMaxLoraRank = 1 << 16;     // lora.rank (a model dimension caps it too)
+constexpr int64_t kMaxSteps = int64_t{1} << 40;
+
+template <typename T>
+absl::Status InRange(absl::string_view path, T v, T lo, T hi) {
+  if (v < lo || v > hi) return Bad(path, absl::StrCat("must be in [", lo, ", ", hi, "], got ", v));
+  return absl::OkStatus();
+}
+
 absl::Status Positive(absl::string_view path, double v) {
   if (!(v > 0) || !std::isfinite(v)) return Bad(path, absl::StrCat("must be > 0, got ", v));
   return absl::OkStatus();
@@ -43,7 +61,8 @@ absl::Status InUnitInterval(absl::string_view path, double v) {
 
 // `prefix` is "lora" (finetune) or "student.lora" (distill).
 absl::Status ValidateLora(const distill::v1::LoraSpec& lora, absl::string_view prefix) {
-  if (lora.has_rank()) RETURN_IF_ERROR(AtLeast<int32_t>(absl::StrCat(prefix, ".rank"), lora.rank(), 1));
+  if (lora.has_rank())
+    RETURN_IF_ERROR(InRange<int32_t>(absl::StrCat(prefix, ".rank"), lora.rank(), 1, kMaxLoraRank));
   if (lora.has_alpha()) RETURN_IF_ERROR(Positive(absl::StrCat(prefix, ".alpha"), lora.alpha()));
   if (lora.has_dropout()) RETURN_IF_ERROR(InUnitInterval(absl::StrCat(prefix, ".dropout"), lora.dropout()));
   const auto& known = LoraTargetModuleNames();
@@ -61,9 +80,11 @@ absl::Status ValidateLora(const distill::v1::LoraSpec& lora, absl::string_view p
 }
 
 absl::Status ValidateTrain(const distill::v1::TrainSpec& t) {
-  if (t.has_steps()) RETURN_IF_ERROR(AtLeast<int64_t>("train.steps", t.steps(), 1));
-  if (t.has_micro_batch()) RETURN_IF_ERROR(AtLeast<int32_t>("train.micro_batch", t.micro_batch(), 1));
-  if (t.has_grad_accum()) RETURN_IF_ERROR(AtLeast<int32_t>("train.grad_accum", t.grad_accum(), 1));
+  if (t.has_steps()) RETURN_IF_ERROR(InRange<int64_t>("train.steps", t.steps(), 1, kMaxSteps));
+  if (t.has_micro_batch())
+    RETURN_IF_ERROR(InRange<int32_t>("train.micro_batch", t.micro_batch(), 1, kMaxBatch));
+  if (t.has_grad_accum())
+    RETURN_IF_ERROR(InRange<int32_t>("train.grad_accum", t.grad_accum(), 1, kMaxBatch));
   if (t.has_lr()) RETURN_IF_ERROR(Positive("train.lr", t.lr()));
   if (t.has_min_lr()) {
     if (!(t.min_lr() >= 0)) return Bad("train.min_lr", absl::StrCat("must be >= 0, got ", t.min_lr()));
@@ -83,8 +104,10 @@ absl::Status ValidateTrain(const distill::v1::TrainSpec& t) {
   if (t.has_clip() && !(t.clip() >= 0)) return Bad("train.clip", absl::StrCat("must be >= 0 (0 = off), got ", t.clip()));
   if (t.has_eval_every()) RETURN_IF_ERROR(AtLeast<int64_t>("train.eval_every", t.eval_every(), 0));
   if (t.has_log_every()) RETURN_IF_ERROR(AtLeast<int64_t>("train.log_every", t.log_every(), 1));
-  if (t.has_eval_batches()) RETURN_IF_ERROR(AtLeast<int32_t>("train.eval_batches", t.eval_batches(), 0));
-  if (t.has_threads()) RETURN_IF_ERROR(AtLeast<int32_t>("train.threads", t.threads(), 0));
+  if (t.has_eval_batches())
+    RETURN_IF_ERROR(AtLeast<int32_t>("train.eval_batches", t.eval_batches(), 0));
+  if (t.has_threads())
+    RETURN_IF_ERROR(InRange<int32_t>("train.threads", t.threads(), 0, kMaxThreads));
   if (t.has_device() && t.device() != "auto" && t.device() != "cpu" && t.device() != "cuda") {
     return Bad("train.device", absl::StrCat("unknown device '", t.device(), "', expected auto, cpu or cuda"));
   }
@@ -151,10 +174,17 @@ absl::Status ValidateDistill(const distill::v1::DistillSpec& d) {
 // Rank counts and the distributed runtime's knobs. Teacher ranks beyond the
 // teacher's layer count are the worker's check (it needs the model).
 absl::Status ValidateRanks(const JobSpec& spec) {
-  auto at_least = [](absl::string_view path, int32_t v, int32_t lo) { return AtLeast<int32_t>(path, v, lo); };
-  if (spec.has_ranks()) RETURN_IF_ERROR(at_least("ranks", spec.ranks(), 1));
-  if (spec.student().has_ranks()) RETURN_IF_ERROR(at_least("student.ranks", spec.student().ranks(), 1));
-  if (spec.teacher().has_ranks()) RETURN_IF_ERROR(at_least("teacher.ranks", spec.teacher().ranks(), 0));
+  auto at_least = [](absl::string_view path, int32_t v, int32_t lo) {
+    return AtLeast<int32_t>(path, v, lo);
+  };
+  auto ranks = [](absl::string_view path, int32_t v, int32_t lo) {
+    return InRange<int32_t>(path, v, lo, kMaxRanks);
+  };
+  if (spec.has_ranks()) RETURN_IF_ERROR(ranks("ranks", spec.ranks(), 1));
+  if (spec.student().has_ranks())
+    RETURN_IF_ERROR(ranks("student.ranks", spec.student().ranks(), 1));
+  if (spec.teacher().has_ranks())
+    RETURN_IF_ERROR(ranks("teacher.ranks", spec.teacher().ranks(), 0));
   const auto& r = spec.runtime();
   if (r.has_timeout_s()) RETURN_IF_ERROR(Positive("runtime.timeout_s", r.timeout_s()));
   if (r.has_bucket_mb()) RETURN_IF_ERROR(Positive("runtime.bucket_mb", r.bucket_mb()));
@@ -399,7 +429,15 @@ absl::Status ValidateJobSpec(const JobSpec& spec) {
   }
   if (spec.data().has_text_field() && spec.data().text_field().empty()) return Bad("data.text_field", "empty");
   RETURN_IF_ERROR(ValidateDataFormat(spec.data()));
-  if (spec.data().has_seq_len()) RETURN_IF_ERROR(AtLeast<int32_t>("data.seq_len", spec.data().seq_len(), 1));
+  if (spec.data().has_seq_len())
+    RETURN_IF_ERROR(InRange<int32_t>("data.seq_len", spec.data().seq_len(), 1, kMaxSeqLen));
+  const int64_t batch_tokens =
+      int64_t{spec.train().has_micro_batch() ? spec.train().micro_batch() : 8} *
+      (spec.data().has_seq_len() ? spec.data().seq_len() : 256);
+  if (batch_tokens > kMaxBatchTokens) {
+    return Bad("train.micro_batch", absl::StrCat("micro_batch x data.seq_len is ", batch_tokens,
+                                                 " tokens, more than ", kMaxBatchTokens));
+  }
   RETURN_IF_ERROR(ValidateTrain(spec.train()));
   if (spec.checkpoint().has_every()) RETURN_IF_ERROR(AtLeast<int64_t>("checkpoint.every", spec.checkpoint().every(), 0));
   if (spec.checkpoint().has_keep()) RETURN_IF_ERROR(AtLeast<int32_t>("checkpoint.keep", spec.checkpoint().keep(), 1));

@@ -115,6 +115,12 @@ INSTANTIATE_TEST_SUITE_P(
                       BadCase{"method: lora", "method: qlora", "method"},
                       BadCase{"rank: 4", "rank: 0", "lora.rank"},
                       BadCase{"rank: 4", "rank: four", "lora.rank"},
+                      // Note [Spec bounds]: absurd sizes are refused before any allocation.
+                      BadCase{"rank: 4", "rank: 100000000", "lora.rank"},
+                      BadCase{"seq_len: 64", "seq_len: 2000000", "data.seq_len"},
+                      BadCase{"micro_batch: 2", "micro_batch: 1000000", "train.micro_batch"},
+                      BadCase{"steps: 20,", "steps: 20, threads: 100000,", "train.threads"},
+                      BadCase{"grad_accum: 3", "grad_accum: 2000000000", "train.grad_accum"},
                       BadCase{"alpha: 8", "alpha: -1", "lora.alpha"},
                       BadCase{"dropout: 0.1", "dropout: 1.5", "lora.dropout"},
                       BadCase{"down_proj]", "lm_head]", "lora.target_modules[2]"},
@@ -475,6 +481,15 @@ TEST(SpecTest, LoadResolvesRelativePathsAgainstTheSpecDirectory) {
   fs::remove_all(dir);
 }
 
+// Note [Spec bounds]: each size within its bound, the batch's tokens not.
+TEST(SpecTest, TheTokensOfAMicroBatchAreBounded) {
+  std::string yaml = GoodWith("seq_len: 64", "seq_len: 1000000");
+  yaml.replace(yaml.find("micro_batch: 2"), 14, "micro_batch: 64");
+  absl::Status st = ParseAndValidate(yaml);
+  EXPECT_EQ(st.message(),
+            "train.micro_batch: micro_batch x data.seq_len is 64000000 tokens, more than 16777216");
+}
+
 TEST(SpecTest, LoadOfMissingFileIsNotFound) {
   auto spec = LoadJobSpec("/nonexistent/job.yaml");
   EXPECT_EQ(spec.status().code(), absl::StatusCode::kNotFound);
@@ -487,7 +502,7 @@ TEST(SpecTest, LoadPrefixesValidationErrorsWithThePath) {
   { std::ofstream(p) << GoodWith("steps: 20", "steps: 0"); }
   auto spec = LoadJobSpec(p.string());
   ASSERT_FALSE(spec.ok());
-  EXPECT_EQ(spec.status().message(), p.string() + ": train.steps: must be >= 1, got 0");
+  EXPECT_EQ(spec.status().message(), p.string() + ": train.steps: must be in [1, 1099511627776], got 0");
   fs::remove(p);
 }
 
