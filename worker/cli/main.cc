@@ -19,6 +19,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
 #include <set>
 #include <string>
@@ -33,6 +34,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
+#include "common/confine.h"
+#include "common/exit_codes.h"
 #include "common/spec.h"
 #include "common/status_macros.h"
 #include "common/version.h"
@@ -60,8 +63,10 @@ ABSL_FLAG(std::string, spec, "", "SPEC.yaml: the job spec (mpirun -np N for a mu
 ABSL_FLAG(std::string, metrics_listen, "",
           "HOST:PORT: serve this job's metrics on /metrics (docs/metrics.md), each rank on PORT + "
           "its local rank; for a run without a coordinator");
-ABSL_FLAG(std::string, job_id, "",
-          "ID: the job_id label of --metrics-listen's series (default: $DISTILL_JOB_ID, else the spec's name)");
+ABSL_FLAG(
+    std::string, job_id, "",
+    "ID: the job_id label of --metrics-listen's series (default: $DISTILL_JOB_ID, else the spec's "
+    "name), and the job the output directory is claimed for (.distill-owner.json)");
 ABSL_FLAG(int64_t, max_steps_this_run, 0,
           "N: stop after N steps of this run, with a checkpoint (0: run to the end)");
 ABSL_FLAG(std::string, model, "", "DIR: the model (Hugging Face directory)");
@@ -147,6 +152,9 @@ absl::Status TrainRank(const distill::v1::JobSpec& spec, int64_t max_steps, Comm
   TrainOptions options;
   options.max_steps_this_run = max_steps;
   options.stop_requested = &g_stop;
+  // Note [Output ownership]: the coordinator's job id (DISTILL_JOB_ID), or --job-id.
+  if (const char* id = std::getenv("DISTILL_JOB_ID"); id != nullptr) options.job_id = id;
+  if (options.job_id.empty()) options.job_id = absl::GetFlag(FLAGS_job_id);
   if (rank0) options.sinks.push_back(&console);
   // Launched by the coordinator (DISTILL_COORDINATOR set): every rank's
   // progress and heartbeats go to it too (a teacher rank's: heartbeats).
@@ -203,7 +211,7 @@ absl::Status Train(const Given&) {
   // Note [Comm timeout]: one rank's error ends every rank, at once.
   std::string msg(st.message());
   std::replace(msg.begin(), msg.end(), '\n', ' ');
-  world->Abort(absl::StrCat("distill-worker train: error: ", msg), 1);
+  world->Abort(absl::StrCat("distill-worker train: error: ", msg), common::ExitCodeFor(st));
   return st;  // not reached
 }
 
@@ -224,7 +232,7 @@ absl::Status Capture(const Given&) {
   // Note [Comm timeout]: one rank's error ends every rank, at once.
   std::string msg(st.message());
   std::replace(msg.begin(), msg.end(), '\n', ' ');
-  world->Abort(absl::StrCat("distill-worker capture: error: ", msg), 1);
+  world->Abort(absl::StrCat("distill-worker capture: error: ", msg), common::ExitCodeFor(st));
   return st;  // not reached
 }
 
@@ -495,10 +503,27 @@ absl::StatusOr<Given> SetFlags(const Command& c,
   return given;
 }
 
+// Under a coordinator: Note [Confinement at use] (DISTILL_DATA_ROOT,
+// DISTILL_OUTPUT_ROOT) and Note [Cache directory] (DISTILL_CACHE_DIR).
+absl::Status ConfineFromEnv() {
+  RETURN_IF_ERROR(common::ConfineFromEnv());
+  const char* cache = std::getenv("DISTILL_CACHE_DIR");
+  if (cache == nullptr || *cache == '\0') return absl::OkStatus();
+  RETURN_IF_ERROR(common::CheckConfined(cache, common::Access::kWrite));
+  std::error_code ec;
+  std::filesystem::create_directories(cache, ec);
+  if (ec) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("DISTILL_CACHE_DIR ", cache, ": cannot create: ", ec.message()));
+  }
+  return absl::OkStatus();
+}
+
 // Runs the command; LibTorch's exceptions become errors.
 absl::Status Run(const Command& c,
                  const std::vector<std::pair<std::string, std::string>>& options) {
   try {
+    RETURN_IF_ERROR(ConfineFromEnv());
     ASSIGN_OR_RETURN(Given given, SetFlags(c, options));
     return c.run(given);
   } catch (const c10::Error& e) {
@@ -541,7 +566,7 @@ int Main(int argc, char** argv) {
     std::string msg(st.message());
     std::replace(msg.begin(), msg.end(), '\n', ' ');
     std::cerr << "distill-worker " << cmd.name << ": error: " << msg << std::endl;
-    return st.code() == absl::StatusCode::kCancelled ? 130 : 1;
+    return common::ExitCodeFor(st);  // Note [Exit codes]
   }
   return 0;
 }

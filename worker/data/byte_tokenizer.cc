@@ -8,12 +8,15 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/fs_util.h"
+#include "common/status_macros.h"
 #include "worker/data/token_shard.h"
 
 namespace distill::worker {
 namespace {
 
 absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
+  RETURN_IF_ERROR(common::CheckInputFile(path));
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     return absl::NotFoundError(absl::StrCat(path, ": cannot open: ", std::strerror(errno)));

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "common/fs_util.h"
 #include "common/status_macros.h"
 #include "worker/data/hf_tokenizer_internal.h"
 
@@ -14,6 +15,7 @@ namespace {
 using hf::JsonError;
 
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  RETURN_IF_ERROR(common::CheckInputFile(path));
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
   std::ostringstream contents;

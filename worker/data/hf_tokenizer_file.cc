@@ -10,6 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/fs_util.h"
 #include "common/status_macros.h"
 #include "worker/data/hf_tokenizer.h"
 #include "worker/data/token_shard.h"
@@ -19,6 +20,7 @@ namespace {
 
 // The whole file, read straight into one string (no stream buffer copy).
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  RETURN_IF_ERROR(common::CheckInputFile(path));
   std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
   const std::streamoff size = in.tellg();

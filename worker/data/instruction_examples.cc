@@ -283,7 +283,7 @@ absl::StatusOr<TokenizedExamples> ExampleTokenizer::Tokenize(const std::string& 
 
 std::string ExampleCachePath(const std::string& path, const std::string& format,
                              const std::string& tag) {
-  return absl::StrCat(path, ".", tag, ".", format, ".examples");
+  return CachePathFor(path, absl::StrCat(tag, ".", format, ".examples"));
 }
 
 absl::StatusOr<TokenizedExamples> LoadExamples(const std::string& path, const std::string& format,

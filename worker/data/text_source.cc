@@ -1,5 +1,6 @@
 #include "worker/data/text_source.h"
 
+#include <cstdlib>
 #include <filesystem>
 #include <functional>
 
@@ -38,6 +39,16 @@ absl::StatusOr<std::string> TokenizerTag(const std::string& tokenizer,
   return absl::StrFormat("tok-%08x", static_cast<uint32_t>(h >> 32));
 }
 
+std::string CachePathFor(const std::string& input, const std::string& suffix) {
+  const char* dir = std::getenv("DISTILL_CACHE_DIR");
+  if (dir == nullptr || *dir == '\0') return absl::StrCat(input, ".", suffix);
+  const std::string abs = fs::absolute(input).lexically_normal().string();
+  uint64_t h = 0xcbf29ce484222325ULL;  // FNV-1a 64
+  for (unsigned char c : abs) h = (h ^ c) * 0x100000001b3ULL;
+  return (fs::path(dir) / absl::StrFormat("%016x-%s.%s", h, fs::path(abs).filename().string(), suffix))
+      .string();
+}
+
 bool CacheIsFresh(const std::string& cache, const std::vector<std::string>& sources) {
   if (!fs::exists(cache)) return false;
   for (const std::string& source : sources) {
@@ -51,7 +62,7 @@ absl::StatusOr<std::string> EnsureTokenShard(const std::string& path, const std:
   if (absl::EndsWith(path, ".bin")) return path;
   if (!fs::exists(path)) return absl::NotFoundError(absl::StrCat(path, ": no such data file"));
   ASSIGN_OR_RETURN(std::string tag, TokenizerTag(tokenizer));
-  const std::string shard = absl::StrCat(path, ".", tag, ".bin");
+  const std::string shard = CachePathFor(path, absl::StrCat(tag, ".bin"));
   std::vector<std::string> sources = {path};
   if (tokenizer != "bytes") sources.push_back(tokenizer);
   if (CacheIsFresh(shard, sources)) return shard;

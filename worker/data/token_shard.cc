@@ -11,6 +11,9 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/confine.h"
+#include "common/fs_util.h"
+#include "common/status_macros.h"
 
 // Shards hold little-endian ids and are used in place through mmap.
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
@@ -40,10 +43,8 @@ absl::Status ErrnoError(int error, const std::string& path, const char* what) {
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<TokenShard>> TokenShard::Open(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    return absl::NotFoundError(absl::StrCat(path, ": cannot open: ", std::strerror(errno)));
-  }
+  RETURN_IF_ERROR(common::CheckInputFile(path));
+  ASSIGN_OR_RETURN(const int fd, common::OpenConfined(path, O_RDONLY, common::Access::kRead));
   FdCloser closer(fd);
   struct stat st;
   if (::fstat(fd, &st) != 0) return ErrnoError(errno, path, "cannot stat");
@@ -123,8 +124,8 @@ absl::Status TokenDataset::CheckVocab(int64_t vocab_size) const {
 
 absl::Status WriteTokenShard(const std::string& path, const std::vector<uint32_t>& ids) {
   const std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return ErrnoError(errno, tmp, "cannot create");
+  ASSIGN_OR_RETURN(const int fd, common::OpenConfined(tmp, O_WRONLY | O_CREAT | O_TRUNC,
+                                                      common::Access::kWrite, 0644));
 
   absl::Status status;
   const char* p = reinterpret_cast<const char*>(ids.data());

@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/confine.h"
 #include "common/fs_util.h"
 #include "common/status_macros.h"
 
@@ -168,11 +169,13 @@ absl::Status ParseShard(const std::string& path, int64_t first_row, int64_t rows
 
 // `size` bytes of `path` from `offset` (pread; a short file is DataLoss).
 absl::StatusOr<std::string> ReadRange(const std::string& path, uint64_t offset, uint64_t size) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    return absl::DataLossError(
-        absl::StrCat("teacher cache shard ", path, ": cannot open: ", std::strerror(errno)));
+  RETURN_IF_ERROR(common::CheckInputFile(path));
+  absl::StatusOr<int> opened = common::OpenConfined(path, O_RDONLY, common::Access::kRead);
+  if (!opened.ok()) {
+    if (opened.status().code() == absl::StatusCode::kPermissionDenied) return opened.status();
+    return absl::DataLossError(absl::StrCat("teacher cache shard ", opened.status().message()));
   }
+  const int fd = *opened;
   std::string out(size, '\0');
   uint64_t done = 0;
   while (done < size) {
@@ -257,6 +260,7 @@ absl::StatusOr<std::unique_ptr<TeacherCacheWriter>> TeacherCacheWriter::Open(
         absl::StrCat("teacher.cache ", dir,
                      ": exists and is not a teacher cache (no manifest.json); not overwriting it"));
   }
+  RETURN_IF_ERROR(common::CheckConfined(dir, common::Access::kWrite));
   fs::create_directories(dir, ec);
   if (ec) return absl::InternalError(absl::StrCat("teacher.cache ", dir, ": ", ec.message()));
   RETURN_IF_ERROR(common::WriteFileAtomically((fs::path(dir) / "teacher_config.json").string(),

@@ -11,6 +11,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/fs_util.h"
+#include "common/status_macros.h"
+#include "worker/distill/teacher_cache.h"
 
 namespace distill::worker {
 using json = nlohmann::json;
@@ -121,6 +124,7 @@ absl::StatusOr<TeacherCacheKey> KeyFromJson(const json& j) {
 }
 
 absl::StatusOr<std::string> Sha256File(const std::string& path) {
+  RETURN_IF_ERROR(common::CheckInputFile(path));
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
   EVP_MD_CTX* ctx = EVP_MD_CTX_new();

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/fs_util.h"
 #include "common/status_macros.h"
 
 namespace distill::worker {
@@ -490,6 +491,7 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text,
 }
 
 absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& path) {
+  RETURN_IF_ERROR(common::CheckInputFile(path));
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     const int err = errno;

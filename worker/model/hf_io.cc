@@ -66,6 +66,13 @@ absl::Status LoadBaseWeights(LlamaForCausalLM& model,
       return absl::InvalidArgumentError(
           absl::StrCat(source, ": tensor '", name, "' is not a floating-point tensor"));
     }
+    // A NaN or Inf weight poisons every output; training on it only spreads it.
+    const int64_t bad = (~torch::isfinite(it->second)).sum().item<int64_t>();
+    if (bad > 0) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": tensor '", name, "' holds ", bad,
+                                                     " NaN or infinite value(s) of ",
+                                                     it->second.numel()));
+    }
     param.copy_(it->second);
   }
   for (const auto& [name, t] : tensors) {

@@ -16,6 +16,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/confine.h"
+#include "common/fs_util.h"
 #include "common/status_macros.h"
 #include "worker/model/safetensors_header.h"
 
@@ -102,8 +104,8 @@ struct Mapping {
 };
 
 absl::StatusOr<Mapping> MapReadOnly(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return ErrnoError(errno, path, "cannot open");
+  RETURN_IF_ERROR(common::CheckInputFile(path));
+  ASSIGN_OR_RETURN(const int fd, common::OpenConfined(path, O_RDONLY, common::Access::kRead));
   struct stat st;
   if (::fstat(fd, &st) != 0) {
     int err = errno;
@@ -235,8 +237,8 @@ absl::Status WriteSafetensors(const std::string& path,
   for (int i = 0; i < 8; ++i) len_bytes[i] = static_cast<char>((len >> (8 * i)) & 0xff);
 
   const std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return ErrnoError(errno, tmp, "cannot create");
+  ASSIGN_OR_RETURN(const int fd, common::OpenConfined(tmp, O_WRONLY | O_CREAT | O_TRUNC,
+                                                      common::Access::kWrite, 0644));
   absl::Status status = WriteAll(fd, len_bytes, 8, tmp);
   if (status.ok()) status = WriteAll(fd, header_text.data(), header_text.size(), tmp);
   for (const Item& item : items) {
@@ -269,6 +271,7 @@ absl::StatusOr<std::map<std::string, torch::Tensor>> ReadSafetensorsDir(const st
     return out;
   }
 
+  RETURN_IF_ERROR(common::CheckInputFile(index_path));
   std::ifstream in(index_path, std::ios::binary);
   if (!in) return ErrnoError(errno, index_path, "cannot open");
   std::stringstream text;

@@ -67,6 +67,11 @@ void CoordinatorSink::OnStep(const StepRecord& r) {
   cv_.notify_all();
 }
 
+void CoordinatorSink::OnStepDone(int64_t step) {
+  std::lock_guard<std::mutex> lock(mu_);
+  step_ = step;  // no wake-up: the next report, a heartbeat at the latest, carries it
+}
+
 void CoordinatorSink::OnEval(const EvalRecord& r) {
   std::lock_guard<std::mutex> lock(mu_);
   SetEvalProgress(r, &progress_);
@@ -106,6 +111,7 @@ distill::v1::ProgressReport CoordinatorSink::MakeReport(bool final, bool with_pr
   report.set_rank(options_.rank);
   report.set_attempt(options_.attempt);
   if (with_progress) *report.mutable_progress() = progress_;
+  if (step_) report.set_step(*step_);
   report.set_final(final);
   return report;
 }

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -58,6 +59,8 @@ class CoordinatorSink : public ReportSink {
 
   void OnStep(const StepRecord& r) override;
   void OnEval(const EvalRecord& r) override;
+  // Every report from now on carries `step` (Note [Liveness by progress]).
+  void OnStepDone(int64_t step) override;
   void OnMessage(const std::string& text) override {}  // the worker's stdout is the job log
 
   // Sends the last report (final = `training_finished`), closes the stream and
@@ -89,6 +92,7 @@ class CoordinatorSink : public ReportSink {
   std::condition_variable cv_;
   distill::v1::Progress progress_;         // GUARDED_BY(mu_): latest state of the run
   bool dirty_ = false;                     // GUARDED_BY(mu_): progress_ changed since last sent
+  std::optional<int64_t> step_;            // GUARDED_BY(mu_): steps completed (a training rank)
   bool closing_ = false;                   // GUARDED_BY(mu_): Finish() called
   bool stopping_ = false;                  // GUARDED_BY(mu_): give up now (destructor, timeout)
   bool final_value_ = false;               // GUARDED_BY(mu_)

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/confine.h"
 #include "common/fs_util.h"
 #include "common/status_macros.h"
 #include "worker/model/safetensors.h"
@@ -43,13 +44,11 @@ std::vector<std::pair<std::string, torch::Tensor>> OnCpu(std::vector<std::pair<s
   return tensors;
 }
 
-// Rank 0's part: weights, the optimizer files, state.json, the rename and
-// the pruning.
-absl::StatusOr<std::string> Commit(const std::string& root, const std::string& pending, const CheckpointState& state,
-                                   const std::vector<NamedParam>& params, const Optimizer& optimizer, int keep,
-                                   int ranks) {
-  const std::string dir = (fs::path(root) / absl::StrFormat("%s%08d", kPrefix, state.step)).string();
-  ASSIGN_OR_RETURN(std::string staging, common::MakeStagingDir(dir));
+// The checkpoint's files into `staging`: weights, the optimizer files (moved
+// from `pending`) and state.json.
+absl::Status FillStaging(const std::string& staging, const std::string& pending,
+                         const CheckpointState& state, const std::vector<NamedParam>& params,
+                         const Optimizer& optimizer, int ranks) {
   std::vector<std::pair<std::string, torch::Tensor>> weights;
   for (const auto& p : params) weights.emplace_back(p.name, p.param);
   RETURN_IF_ERROR(WriteSafetensors((fs::path(staging) / "weights.safetensors").string(), OnCpu(weights)));
@@ -62,12 +61,35 @@ absl::StatusOr<std::string> Commit(const std::string& root, const std::string& p
     fs::rename(fs::path(pending) / file, fs::path(staging) / file, ec);
     if (ec) return absl::InternalError(absl::StrCat(pending, "/", file, ": cannot move into ", staging, ": ", ec.message()));
   }
-  json j = {{"format_version", 1},          {"step", state.step},     {"sampler_position", state.sampler_position},
-            {"tokens", state.tokens},       {"seed", state.seed},     {"method", state.method},
-            {"job_type", state.job_type},   {"optimizer_files", files}};
-  RETURN_IF_ERROR(common::WriteFileAtomically((fs::path(staging) / "state.json").string(), j.dump(2) + "\n"));
-  RETURN_IF_ERROR(common::CommitStagingDir(staging, dir));
+  json j = {{"format_version", 1},
+            {"step", state.step},
+            {"sampler_position", state.sampler_position},
+            {"tokens", state.tokens},
+            {"seed", state.seed},
+            {"method", state.method},
+            {"job_type", state.job_type},
+            {"optimizer_files", files}};
+  if (state.identity) j["identity"] = json::parse(common::IdentityToJson(*state.identity));
+  return common::WriteFileAtomically((fs::path(staging) / "state.json").string(), j.dump(2) + "\n");
+}
+
+// Rank 0's part: the staging dir, the rename and the pruning. A failed
+// checkpoint leaves neither its staging dir nor its pending shards behind.
+absl::StatusOr<std::string> Commit(const std::string& root, const std::string& pending,
+                                   const CheckpointState& state,
+                                   const std::vector<NamedParam>& params,
+                                   const Optimizer& optimizer, int keep, int ranks) {
+  const std::string dir =
+      (fs::path(root) / absl::StrFormat("%s%08d", kPrefix, state.step)).string();
+  ASSIGN_OR_RETURN(std::string staging, common::MakeStagingDir(dir));
+  absl::Status st = FillStaging(staging, pending, state, params, optimizer, ranks);
+  if (st.ok()) st = common::CommitStagingDir(staging, dir);
   std::error_code ec;
+  if (!st.ok()) {
+    fs::remove_all(staging, ec);
+    fs::remove_all(pending, ec);
+    return st;
+  }
   fs::remove_all(pending, ec);
   auto all = ListCheckpoints(root);
   for (size_t i = 0; i + static_cast<size_t>(std::max(1, keep)) < all.size(); ++i) fs::remove_all(all[i].second, ec);
@@ -81,6 +103,7 @@ absl::StatusOr<std::string> SaveCheckpoint(const std::string& root, const Checkp
                                            int keep, Communicator& ranks) {
   const std::string pending = (fs::path(root) / absl::StrFormat(".pending_%s%08d", kPrefix, state.step)).string();
   const std::string mine = optimizer.StateFile(ranks.rank());
+  RETURN_IF_ERROR(common::CheckConfined(pending, common::Access::kWrite));
   if (!mine.empty()) {
     std::error_code ec;
     fs::create_directories(pending, ec);
@@ -118,6 +141,13 @@ absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& dir, const std
     s.job_type = j.value("job_type", std::string("finetune"));
   } catch (const json::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(state_path, ": malformed checkpoint state: ", e.what()));
+  }
+  if (j.contains("identity")) {
+    absl::StatusOr<common::RunIdentity> identity = common::IdentityFromJson(j["identity"].dump());
+    if (!identity.ok())
+      return absl::InvalidArgumentError(
+          absl::StrCat(state_path, ": ", identity.status().message()));
+    s.identity = *identity;
   }
   const std::string weights_path = (fs::path(dir) / "weights.safetensors").string();
   ASSIGN_OR_RETURN(auto weights, SafetensorsFile::Open(weights_path));

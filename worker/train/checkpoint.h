@@ -23,6 +23,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/output_owner.h"
 #include "worker/comm/communicator.h"
 #include "worker/train/optimizer.h"
 
@@ -38,6 +39,9 @@ struct CheckpointState {
   // projections, and resuming one job type from the other's checkpoint is a
   // different run. Checkpoints written before the field read as "finetune".
   std::string job_type = "finetune";
+  // The run that wrote it (Note [Output ownership] in common/output_owner.h);
+  // absent in checkpoints written before the field.
+  std::optional<common::RunIdentity> identity;
 };
 
 // Collective over `ranks` (the students): writes a checkpoint of `params`

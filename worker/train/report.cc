@@ -9,7 +9,9 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/confine.h"
 #include "common/fs_util.h"
+#include "common/status_macros.h"
 
 namespace distill::worker {
 using nlohmann::json;
@@ -88,6 +90,7 @@ absl::StatusOr<std::unique_ptr<JsonLinesSink>> JsonLinesSink::Open(const std::st
     auto st = common::WriteFileAtomically(path, kept);
     if (!st.ok()) return st;
   }
+  RETURN_IF_ERROR(common::CheckConfined(path, common::Access::kWrite));
   std::ofstream out(path, std::ios::app);
   if (!out) return absl::PermissionDeniedError(absl::StrCat(path, ": cannot open for writing"));
   return std::unique_ptr<JsonLinesSink>(new JsonLinesSink(std::move(out)));

@@ -87,6 +87,9 @@ class ReportSink {
   virtual void OnStep(const StepRecord& r) = 0;
   virtual void OnEval(const EvalRecord& r) = 0;
   virtual void OnMessage(const std::string& text) = 0;  // checkpoints, resume, ...
+  // Every step (OnStep only every log_every): the steps completed so far;
+  // cheap. The coordinator's liveness (Note [Liveness by progress]).
+  virtual void OnStepDone(int64_t /*step*/) {}
 };
 
 // Every sink of a list at once (none: reports go nowhere).
@@ -102,6 +105,9 @@ class Fanout : public ReportSink {
   }
   void OnMessage(const std::string& text) override {
     for (auto* s : sinks_) s->OnMessage(text);
+  }
+  void OnStepDone(int64_t step) override {
+    for (auto* s : sinks_) s->OnStepDone(step);
   }
 
  private:

@@ -187,6 +187,7 @@ absl::StatusOr<TrainResult> Trainer::Run() {
   }
   run_start_ = last_log_ = Clock::now();
   last_log_step_ = step_ = start_step_;
+  report_.OnStepDone(step_);
   while (step_ < end_step_) {
     ASSIGN_OR_RETURN(bool stop, AgreeToStop());
     if (stop) break;
@@ -203,6 +204,7 @@ absl::StatusOr<TrainResult> Trainer::Run() {
 // Around each step: divergence and sync checks, the step record, eval and
 // checkpoint triggers.
 absl::Status Trainer::AfterStep(const StepTally& tally) {
+  report_.OnStepDone(step_);
   wait_s_since_ += tally.wait_s();
   result_.final_train_loss = tally.loss();
   if (!std::isfinite(tally.loss())) {
@@ -288,8 +290,13 @@ absl::Status Trainer::SaveCheckpoint() {
   // Windows drawn ahead for the lookahead are not consumed yet.
   const int64_t consumed =
       sampler_->position() - static_cast<int64_t>(ahead_.size()) * t_.micro_batch() * ranks_;
-  CheckpointState st{
-      step_, consumed, tokens_, t_.seed(), lora_ ? "lora" : "full", objective_.job_type()};
+  CheckpointState st{step_,
+                     consumed,
+                     tokens_,
+                     t_.seed(),
+                     lora_ ? "lora" : "full",
+                     objective_.job_type(),
+                     common::IdentityOf(spec_)};
   ASSIGN_OR_RETURN(std::string dir,
                    distill::worker::SaveCheckpoint(ckpt_root_, st, params_, *optimizer_,
                                                    spec_.checkpoint().keep(), *students_));

@@ -63,6 +63,9 @@ struct TrainOptions {
   int64_t bucket_bytes = 25ll << 20;
   int sync_check_every = 50;  // steps between weight checksums; 0 = never
   int cuda_device = 0;        // the CUDA device of this rank (train.device cuda/auto)
+  // The coordinator's job id ("" for a run without one): student 0 claims the
+  // output directory for it (Note [Output ownership], common/output_owner.h).
+  std::string job_id;
 };
 
 struct TrainResult {
@@ -119,6 +122,7 @@ class Trainer {
   absl::Status OpenData();
   absl::Status BuildOptimizer();
   absl::Status Resume();
+  absl::Status ClaimOutput();
   absl::Status OpenReporting();
 
   // The loop and what goes around each step.

@@ -1,11 +1,15 @@
 // Trainer::Create: the student, the data, the optimizer, resume and
 // reporting, before the first step (trainer.h).
 #include <filesystem>
+#include <iostream>
 #include <thread>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "common/confine.h"
+#include "common/output_owner.h"
 #include "common/plan.h"
 #include "common/status_macros.h"
 #include "worker/comm/grad_reducer.h"
@@ -175,6 +179,7 @@ absl::Status Trainer::BuildOptimizer() {
 // The newest checkpoint under OUTPUT/checkpoints, when the spec resumes.
 absl::Status Trainer::Resume() {
   const fs::path out_dir(spec_.output());
+  RETURN_IF_ERROR(common::CheckConfined(spec_.output(), common::Access::kWrite));
   std::error_code ec;
   fs::create_directories(out_dir, ec);
   if (ec) {
@@ -183,10 +188,20 @@ absl::Status Trainer::Resume() {
   }
   ckpt_root_ = (out_dir / "checkpoints").string();
   final_output_ = (out_dir / (lora_ ? "adapter" : "model")).string();
+  if (writer_) RETURN_IF_ERROR(ClaimOutput());
   if (!spec_.checkpoint().resume()) return absl::OkStatus();
   std::optional<std::string> latest = LatestCheckpoint(ckpt_root_);
   if (!latest) return absl::OkStatus();
   ASSIGN_OR_RETURN(CheckpointState st, LoadCheckpoint(*latest, params_, *optimizer_));
+  if (st.identity) {
+    const std::vector<std::string> diffs =
+        common::IdentityDifferences(*st.identity, common::IdentityOf(spec_));
+    if (!diffs.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          *latest, ": a checkpoint of another run, which differs in ", absl::StrJoin(diffs, ", "),
+          ": write to another output directory, or set checkpoint.resume: false"));
+    }
+  }
   if (st.job_type != objective_.job_type()) {
     return absl::FailedPreconditionError(absl::StrCat(*latest, ": checkpoint is of a ", st.job_type,
                                                       " job, the spec is type ",
@@ -201,6 +216,20 @@ absl::Status Trainer::Resume() {
   tokens_ = st.tokens;
   sampler_->set_position(st.sampler_position);
   result_.resumed_from = st.step;
+  return absl::OkStatus();
+}
+
+// Student 0: Note [Output ownership], and what an interrupted earlier run
+// left half-written (staging dirs and temp files of its checkpoints and
+// output); no other process writes the directory now that it is ours.
+absl::Status Trainer::ClaimOutput() {
+  RETURN_IF_ERROR(common::ClaimOutput(spec_.output(), options_.job_id, common::IdentityOf(spec_)));
+  const int removed =
+      common::RemoveStaleStaging(spec_.output()) + common::RemoveStaleStaging(ckpt_root_);
+  if (removed > 0) {
+    std::cerr << spec_.output() << ": removed " << removed
+              << " half-written file(s) of an interrupted run" << std::endl;
+  }
   return absl::OkStatus();
 }
 

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -89,6 +90,18 @@ TEST(HfIoTest, BadWeightsAreErrorsNamingFileAndTensor) {
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("model.layers.9.mlp.up_proj.weight"), std::string::npos)
       << r.status();
+
+  // NaN and Inf weights (issue 20: they loaded unnoticed).
+  auto poisoned = weights;
+  poisoned[1].second = poisoned[1].second.detach().clone();
+  poisoned[1].second.view(-1)[0] = std::nan("");
+  poisoned[1].second.view(-1)[1] = INFINITY;
+  ASSERT_TRUE(WriteSafetensors(dir + "/model.safetensors", poisoned).ok());
+  r = LoadHfModel(dir);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().message(), dir + ": tensor '" + weights[1].first +
+                                      "' holds 2 NaN or infinite value(s) of " +
+                                      std::to_string(weights[1].second.numel()));
 
   // Older checkpoints' rotary buffers are ignored.
   auto rotary = weights;
