@@ -384,7 +384,8 @@ absl::Status Coordinator::Report(const distill::v1::ProgressReport& report) {
     return absl::InvalidArgumentError(absl::StrCat("job ", report.job_id(), " has ", a.rec.job.ranks(),
                                                    " ranks: no rank ", report.rank()));
   }
-  health_.Reported(a.health, report.rank(), report.final());
+  health_.Reported(a.health, report.rank(), report.final(),
+                   report.has_step() ? std::optional<int64_t>(report.step()) : std::nullopt);
   metrics_->OnReport(report, absl::ToDoubleSeconds(health_.Now() - absl::UnixEpoch()));
   // The job's progress is student 0's (its losses are the students' means);
   // every rank's goes to the metrics.

@@ -48,6 +48,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "coordinator/attempt_failure.h"
 #include "coordinator/clock.h"
 #include "coordinator/group_commit.h"
 #include "coordinator/health_monitor.h"
@@ -70,6 +71,13 @@ struct CoordinatorOptions {
   std::string report_ca_file;
   // Token the ranks present (DISTILL_AUTH_TOKEN); empty = no auth.
   std::string auth_token;
+  // The service's roots, which the ranks open every file beneath
+  // (DISTILL_DATA_ROOT, DISTILL_OUTPUT_ROOT: Note [Confinement at use] in
+  // common/confine.h); empty = anywhere. Their tokenized caches go to
+  // OUTPUT_ROOT/.distill-cache, or STATE_DIR/cache without roots
+  // (DISTILL_CACHE_DIR: Note [Cache directory] in worker/data/text_source.h).
+  std::string data_root;
+  std::string output_root;
   // Retries of a failed attempt when the submission does not say.
   int max_retries = 2;
   // Heartbeat timeout, cancel grace period, retry backoff (HealthMonitor).
@@ -152,6 +160,8 @@ class Coordinator {
     JobHealth health;  // the attempt's liveness, through health_ only
     distill::v1::FailureReason pending_reason = distill::v1::FAILURE_REASON_UNSPECIFIED;
     std::string pending_message;
+    // Note [Failure classes]: how the attempt before failed, if a rank failed.
+    std::optional<FailureMark> last_failure;
     // A sweep's child that waits for the sweep's teacher capture.
     bool blocked = false;
     // A sweep: each child's latest state, and its capture child (if any).
@@ -169,6 +179,11 @@ class Coordinator {
   void StartAttemptLocked(Active& a, const Allocation& allocation)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AttemptEndedLocked(const std::string& id, const LaunchStatus& status)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The reason and message of a failed attempt (Note [Failure classes]);
+  // *retry: whether it is retried.
+  distill::v1::FailureReason FailedAttemptLocked(Active& a, const LaunchStatus& status,
+                                                 std::string* message, bool* retry)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Heartbeat timeouts and overdue SIGKILLs (HealthMonitor::Check).
   void CheckTimeoutsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

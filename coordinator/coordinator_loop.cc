@@ -2,6 +2,7 @@
 // polling, timeouts, retries and launches (the API half is coordinator.cc).
 #include <algorithm>
 #include <filesystem>
+#include <set>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -36,6 +37,13 @@ Allocation AllocationOf(const distill::v1::Job& job) {
   }
   if (a.empty()) a.push_back({"localhost", job.ranks()});
   return a;
+}
+
+// A rank by its role: "rank 2 (teacher stage 0)".
+std::string RankName(const distill::v1::Job& job, int rank) {
+  const common::RankPlan plan = common::PlanRanks(common::WithDefaults(job.spec()));
+  if (rank < 0 || rank >= plan.world()) return absl::StrCat("rank ", rank);
+  return plan.RankNames()[rank];
 }
 
 // What failed, naming ranks by role and the host: "rank 2 (teacher stage 0)
@@ -126,6 +134,7 @@ void Coordinator::Tick() {
     if (a.rec.job.kind() == distill::v1::SWEEP) continue;
     LaunchStatus st = launcher_->Poll(a.rec.launch_pid, WorkDir(id, a.rec.job.attempt()));
     if (st.state != LaunchStatus::kRunning) ended.emplace_back(id, st);
+    if (st.queued) health_.Queued(a.health);
   }
   for (const auto& [id, st] : ended) AttemptEndedLocked(id, st);
   CheckTimeoutsLocked();
@@ -139,22 +148,36 @@ void Coordinator::CheckTimeoutsLocked() {
   for (auto& [id, a] : active_) {
     if (a.rec.job.kind() == distill::v1::SWEEP) continue;
     const std::string dir = WorkDir(id, a.rec.job.attempt());
-    std::string why;
-    switch (health_.Check(a.health, a.rec.job.state() == distill::v1::RUNNING, &why)) {
+    const JobState state = a.rec.job.state();
+    const HealthMonitor::Phase phase =
+        state == distill::v1::RUNNING    ? HealthMonitor::Phase::kRunning
+        : state == distill::v1::STARTING ? HealthMonitor::Phase::kStarting
+                                         : HealthMonitor::Phase::kOther;
+    HealthMonitor::Finding finding;
+    const HealthMonitor::Verdict verdict = health_.Check(a.health, phase, &finding);
+    switch (verdict) {
       case HealthMonitor::Verdict::kHealthy:
-        break;
+        continue;
       case HealthMonitor::Verdict::kKillAgain:
         LogLine(absl::StrCat("job ", id, ": still running after SIGTERM, SIGKILL"));
         launcher_->Terminate(a.rec.launch_pid, dir, /*force=*/true);
-        break;
+        continue;
       case HealthMonitor::Verdict::kHeartbeatTimeout:
         a.pending_reason = distill::v1::HEARTBEAT_TIMEOUT;
-        a.pending_message = why;
-        LogLine(absl::StrCat("job ", id, ": ", a.pending_message, ", killing attempt ",
-                             a.rec.job.attempt()));
-        launcher_->Terminate(a.rec.launch_pid, dir, /*force=*/true);
+        break;
+      case HealthMonitor::Verdict::kStartTimeout:
+        a.pending_reason = distill::v1::START_TIMEOUT;
+        break;
+      case HealthMonitor::Verdict::kProgressTimeout:
+        a.pending_reason = distill::v1::PROGRESS_TIMEOUT;
         break;
     }
+    a.pending_message = finding.rank < 0
+                            ? finding.why
+                            : absl::StrCat(RankName(a.rec.job, finding.rank), " ", finding.why);
+    LogLine(absl::StrCat("job ", id, ": ", a.pending_message, ", killing attempt ",
+                         a.rec.job.attempt()));
+    launcher_->Terminate(a.rec.launch_pid, dir, /*force=*/true);
   }
 }
 
@@ -179,16 +202,7 @@ void Coordinator::AttemptEndedLocked(const std::string& id, const LaunchStatus& 
     to = distill::v1::SUCCEEDED;
     message = absl::StrCat("attempt ", attempt, " finished");
   } else {
-    reason = a.pending_reason != distill::v1::FAILURE_REASON_UNSPECIFIED ? a.pending_reason
-             : status.state == LaunchStatus::kVanished                   ? distill::v1::WORKER_LOST
-             : status.host_lost                                          ? distill::v1::HOST_LOST
-                                                                         : distill::v1::RANK_FAILED;
-    const std::string why =
-        a.pending_message.empty() ? DescribeFailure(status, a.rec.job) : a.pending_message;
-    message =
-        absl::StrCat("attempt ", attempt, " failed: ", distill::v1::FailureReason_Name(reason),
-                     ": ", why, "; logs in ", WorkDir(id, attempt));
-    retry = attempt <= a.rec.job.max_retries();
+    reason = FailedAttemptLocked(a, status, &message, &retry);
     to = retry ? distill::v1::QUEUED : distill::v1::FAILED;
   }
   absl::Duration backoff;
@@ -214,6 +228,43 @@ void Coordinator::AttemptEndedLocked(const std::string& id, const LaunchStatus& 
   a.pending_reason = distill::v1::FAILURE_REASON_UNSPECIFIED;
   a.pending_message.clear();
   if (IsTerminal(to)) active_.erase(it);
+}
+
+distill::v1::FailureReason Coordinator::FailedAttemptLocked(Active& a, const LaunchStatus& status,
+                                                            std::string* message, bool* retry) {
+  const std::string& id = a.rec.job.id();
+  const int attempt = a.rec.job.attempt();
+  FailureReason reason = a.pending_reason != distill::v1::FAILURE_REASON_UNSPECIFIED
+                             ? a.pending_reason
+                         : status.state == LaunchStatus::kVanished ? distill::v1::WORKER_LOST
+                         : status.host_lost                        ? distill::v1::HOST_LOST
+                                                                   : distill::v1::RANK_FAILED;
+  std::string why =
+      a.pending_message.empty() ? DescribeFailure(status, a.rec.job) : a.pending_message;
+  std::string cause;  // Note [Failure classes]
+  if (reason == distill::v1::RANK_FAILED) {
+    const std::string dir = WorkDir(id, attempt);
+    int rank = -1;
+    const std::string line = AttemptErrorLine(
+        status, a.rec.job.ranks(), [&](int r) { return launcher_->RankLogPath(dir, r); }, &rank);
+    if (!line.empty()) {
+      absl::StrAppend(&why, "; ",
+                      status.failed_ranks.empty() ? RankName(a.rec.job, rank) + ": " : "", line);
+    }
+    FailureMark mark;
+    for (const auto& [r, s] : a.health.steps) mark.step = std::max(mark.step, s.step);
+    mark.how = status.failed_how.empty()
+                   ? status.detail
+                   : absl::StrCat(absl::StrJoin(status.failed_ranks, ","), ": ", status.failed_how);
+    cause = DeterministicCause(status, line, mark, a.last_failure);
+    a.last_failure = mark;
+    if (!cause.empty()) reason = distill::v1::DETERMINISTIC;
+  }
+  *message = absl::StrCat("attempt ", attempt, " failed: ", distill::v1::FailureReason_Name(reason),
+                          ": ", why, cause.empty() ? "" : "; not retried: ", cause, "; logs in ",
+                          WorkDir(id, attempt));
+  *retry = cause.empty() && attempt <= a.rec.job.max_retries();
+  return reason;
 }
 
 // Note [Lost hosts]: an attempt that lost a host (mpirun lost its daemon
@@ -246,23 +297,47 @@ void Coordinator::RestoreHostsLocked() {
   }
 }
 
+// Note [One writer per output]: two jobs that write one output directory
+// at once would mix their checkpoints and models, so the scheduler starts a
+// job only while no STARTING or RUNNING job has its output_dir; it waits
+// (QUEUED, reserving nothing) until that one ends. Then the worker decides
+// whether it may write there (Note [Output ownership] in
+// common/output_owner.h): the same spec again resumes, another run fails
+// DETERMINISTIC naming the owner.
 void Coordinator::ScheduleLocked(absl::Time now) {
   // Every job needs a slot: with none free, skip building and sorting the
   // queue (O(n log n) under mu_, which would stall the RPCs every tick).
   if (QueueSize() == 0 || scheduler_->free_slots() == 0) return;
   std::vector<QueuedJob> queue;
   const int64_t now_ms = absl::ToUnixMillis(now);
+  // Note [One writer per output]: a job waits while another job writes its
+  // output directory.
+  std::set<std::string> busy;
+  for (const auto& [id, a] : active_) {
+    const JobState s = a.rec.job.state();
+    if ((s == distill::v1::STARTING || s == distill::v1::RUNNING) &&
+        a.rec.job.kind() != distill::v1::SWEEP && !a.rec.job.output_dir().empty()) {
+      busy.insert(a.rec.job.output_dir());
+    }
+  }
   for (const auto& [id, a] : active_) {
     if (a.rec.job.state() != distill::v1::QUEUED) continue;
     // Note [Sweep follows children]: a sweep and a child waiting for its
     // capture are not runnable, so they never reserve the cluster.
     if (a.rec.job.kind() == distill::v1::SWEEP || a.blocked) continue;
+    if (busy.count(a.rec.job.output_dir()) > 0) continue;
     queue.push_back(
         {id, a.rec.job.ranks(), a.rec.job.priority(), a.rec.seq, a.rec.not_before_ms <= now_ms});
   }
   if (queue.empty()) return;
   for (const auto& [id, allocation] : scheduler_->Schedule(queue)) {
-    StartAttemptLocked(active_.at(id), allocation);
+    Active& a = active_.at(id);
+    // Two queued jobs of one output placed at once: the first one starts.
+    if (!a.rec.job.output_dir().empty() && !busy.insert(a.rec.job.output_dir()).second) {
+      scheduler_->Release(id);
+      continue;
+    }
+    StartAttemptLocked(a, allocation);
   }
 }
 
@@ -316,6 +391,14 @@ void Coordinator::StartAttemptLocked(Active& a, const Allocation& allocation) {
     spec.env["DISTILL_JOB_ID"] = id;
     spec.env["DISTILL_ATTEMPT"] = absl::StrCat(attempt);
     if (!options_.auth_token.empty()) spec.env["DISTILL_AUTH_TOKEN"] = options_.auth_token;
+    const bool roots = !options_.data_root.empty() && !options_.output_root.empty();
+    if (roots) {
+      spec.env["DISTILL_DATA_ROOT"] = options_.data_root;
+      spec.env["DISTILL_OUTPUT_ROOT"] = options_.output_root;
+    }
+    spec.env["DISTILL_CACHE_DIR"] =
+        roots ? (fs::path(options_.output_root) / ".distill-cache").string()
+              : (fs::absolute(options_.state_dir) / "cache").string();
     if (!options_.report_ca_file.empty())
       spec.env["DISTILL_COORDINATOR_CA"] = options_.report_ca_file;
     pid = launcher_->Launch(spec);

@@ -7,6 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/notification.h"
 #include "coordinator/coordinator.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace distill::coordinator {
@@ -83,6 +84,11 @@ absl::StatusOr<Job> Coordinator::Submit(const distill::v1::SubmitJobRequest& req
   return std::move(*result);
 }
 
+// Note [Request ids]: a submission with a request_id that a stored job has
+// is answered with that job, not a second one (a client's retry after a lost
+// answer), as long as it carries the same spec; with another spec it is
+// refused (ALREADY_EXISTS, naming the job), since answering with a job of
+// another spec would let the caller believe its spec runs.
 std::vector<absl::StatusOr<Job>> Coordinator::CommitSubmissions(std::vector<NewJob>& batch) {
   absl::MutexLock lock(&mu_);
   auto assign_id = [this](Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -137,6 +143,14 @@ std::vector<absl::StatusOr<Job>> Coordinator::CommitSubmissions(std::vector<NewJ
       results.push_back(DecorateLocked(added[i]->rec));
     } else if (!c.record.ok()) {
       results.push_back(c.record.status());
+    } else if (!google::protobuf::util::MessageDifferencer::Equals(c.record->job.spec(),
+                                                                   batch[i].record.job.spec())) {
+      // Note [Request ids]: the same id for another spec is the caller's mistake.
+      results.push_back(absl::AlreadyExistsError(absl::StrCat(
+          "request_id '", batch[i].record.job.request_id(), "' was used for job ",
+          c.record->job.id(),
+          " with another spec: a retried submission must send the same spec; use a new request_id "
+          "for a new job")));
     } else {
       // An earlier submission of the same request id.
       auto it = active_.find(c.record->job.id());

@@ -50,6 +50,12 @@ struct LaunchStatus {
   std::vector<int> failed_ranks;
   bool host_lost = false;
   std::string failed_how;
+  // The failed rank's own exit code (its MPI_Abort error code), when the
+  // launcher can tell; -1 when not. Note [Exit codes] (common/exit_codes.h).
+  int failed_exit_code = -1;
+  // kRunning, but still waiting in the launcher's own queue (a pending Slurm
+  // job): not started yet, so the start timeout does not run.
+  bool queued = false;
 };
 
 class Launcher {

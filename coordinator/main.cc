@@ -17,6 +17,7 @@
 #include "absl/strings/str_split.h"
 #include "common/version.h"
 #include "coordinator/flag_parse.h"
+#include "coordinator/preflight.h"
 #include "coordinator/server.h"
 
 using distill::coordinator::PositiveDuration;
@@ -33,12 +34,24 @@ ABSL_FLAG(std::string, hosts_file, "",
 ABSL_FLAG(int, max_retries, 2, "retries of a failed attempt");
 ABSL_FLAG(PositiveDuration, heartbeat_timeout, PositiveDuration{absl::Seconds(60)},
           "a RUNNING job silent this long is killed and retried (30s, 1m, or seconds)");
+ABSL_FLAG(PositiveDuration, start_timeout, PositiveDuration{absl::Minutes(10)},
+          "a STARTING job with no rank reporting this long after its launch (after its Slurm "
+          "job left the queue) is killed and retried");
+ABSL_FLAG(PositiveDuration, progress_timeout, PositiveDuration{absl::Minutes(30)},
+          "a rank whose step stays the same this long (or 10x the attempt's slowest step, if "
+          "longer) fails its attempt, naming the rank and step; must exceed the setup before the "
+          "first step and the longest eval");
 ABSL_FLAG(PositiveDuration, grace_period, PositiveDuration{absl::Seconds(30)},
           "SIGTERM to SIGKILL on a graceful cancel");
 ABSL_FLAG(PositiveDuration, retry_backoff, PositiveDuration{absl::Seconds(2)},
           "first retry delay, doubling per retry");
-ABSL_FLAG(std::string, data_root, "", "inputs must lie under this directory ('' = anywhere)");
-ABSL_FLAG(std::string, output_root, "", "outputs must lie under this directory ('' = anywhere)");
+ABSL_FLAG(std::string, data_root, "",
+          "jobs' inputs must lie under this directory (required, or --allow-any-path)");
+ABSL_FLAG(std::string, output_root, "",
+          "jobs' outputs must lie under this directory (required, or --allow-any-path)");
+ABSL_FLAG(bool, allow_any_path, false,
+          "without --data-root/--output-root: let the jobs of anyone with the API token read and "
+          "write wherever this coordinator's user can (Note [Roots required])");
 ABSL_FLAG(std::string, auth_token_file, "", "require 'authorization: Bearer TOKEN' (first line)");
 ABSL_FLAG(std::string, tls_cert, "",
           "PEM certificate: serve TLS (with --tls-key); the ranks report over TLS too, "
@@ -75,16 +88,6 @@ constexpr char kFlagsFile[] = "coordinator/main.cc";
 // the coordinator does not cap them.
 constexpr int kSlurmDefaultSlots = 100000;
 
-std::string DefaultWorkerBin() {
-  std::error_code ec;
-  std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
-  if (!ec) {
-    std::filesystem::path next = self.parent_path() / "distill-worker";
-    if (std::filesystem::exists(next, ec)) return next.string();
-  }
-  return "distill-worker";
-}
-
 // The launcher flags into `o` (after its worker binary is set).
 absl::Status LauncherFromFlags(bool slots_given, ServerOptions& o) {
   o.launcher = absl::GetFlag(FLAGS_launcher);
@@ -115,6 +118,10 @@ absl::Status LauncherFromFlags(bool slots_given, ServerOptions& o) {
   return absl::OkStatus();
 }
 
+std::string SbatchBin(const ServerOptions& o) {
+  return o.slurm.bin_dir.empty() ? "sbatch" : absl::StrCat(o.slurm.bin_dir, "/sbatch");
+}
+
 absl::StatusOr<ServerOptions> OptionsFromFlags(int argc, char** argv) {
   absl::StatusOr<std::vector<std::string>> rest =
       ParseFlags(std::vector<std::string>(argv + 1, argv + argc), kFlagsFile);
@@ -140,8 +147,30 @@ absl::StatusOr<ServerOptions> OptionsFromFlags(int argc, char** argv) {
   o.coordinator.health.grace_period = absl::GetFlag(FLAGS_grace_period).value;
   o.coordinator.health.retry_backoff = absl::GetFlag(FLAGS_retry_backoff).value;
   o.coordinator.health.host_down_for = absl::GetFlag(FLAGS_host_down_for).value;
+  o.coordinator.health.start_timeout = absl::GetFlag(FLAGS_start_timeout).value;
+  o.coordinator.health.progress_timeout = absl::GetFlag(FLAGS_progress_timeout).value;
   o.service.data_root = absl::GetFlag(FLAGS_data_root);
   o.service.output_root = absl::GetFlag(FLAGS_output_root);
+  // Absolute, as the paths the service compares with them and the ranks open.
+  for (auto [flag, root] : {std::pair<const char*, std::string*>{"--data-root", &o.service.data_root},
+                            {"--output-root", &o.service.output_root}}) {
+    if (root->empty()) continue;
+    std::error_code ec;
+    if (!std::filesystem::is_directory(*root, ec)) {
+      return absl::InvalidArgumentError(absl::StrCat(flag, ": not a directory: '", *root, "'"));
+    }
+    *root = std::filesystem::absolute(*root).lexically_normal().string();
+  }
+  // Note [Roots required]: a coordinator serves whoever holds its token (or
+  // anyone, without one); without roots their jobs read and write anywhere
+  // this user can, so that takes an explicit --allow-any-path.
+  if ((o.service.data_root.empty() || o.service.output_root.empty()) &&
+      !absl::GetFlag(FLAGS_allow_any_path)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        o.service.data_root.empty() ? "--data-root" : "--output-root",
+        ": required: jobs may read only beneath --data-root DIR and write only beneath "
+        "--output-root DIR; --allow-any-path lets them use any path this user can"));
+  }
   o.auth_token_file = absl::GetFlag(FLAGS_auth_token_file);
   o.tls_cert = absl::GetFlag(FLAGS_tls_cert);
   o.tls_key = absl::GetFlag(FLAGS_tls_key);
@@ -174,6 +203,19 @@ int Main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
+  // Note [Preflight] (coordinator/preflight.h).
+  absl::Status can_run =
+      options->launcher == "slurm"
+          ? CheckRunnable("sbatch", SbatchBin(*options), "Slurm's client on PATH")
+          : CheckRunnable("the worker", options->mpirun.worker_bin,
+                          "set --worker-bin to build/worker/distill-worker");
+  if (can_run.ok() && options->launcher != "slurm") {
+    can_run = CheckRunnable("mpirun", options->mpirun.mpirun, "install Open MPI or set --mpirun");
+  }
+  if (!can_run.ok()) {
+    std::cerr << "distill-coordinator: error: " << can_run.message() << std::endl;
+    return 1;
+  }
   absl::StatusOr<std::unique_ptr<Server>> server = Server::Start(*options);
   if (!server.ok()) {
     std::cerr << "distill-coordinator: error: " << server.status().message() << std::endl;

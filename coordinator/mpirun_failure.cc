@@ -54,9 +54,11 @@ bool FindRankFailure(const std::string& text, MpirunFailure* out) {
     out->what = absl::StrCat("exited on signal ", m[3].str(), m[4].str());
   } else if (m = Find(text, exit_code); !m.empty()) {
     out->rank = ToInt(m[1]);
+    out->exit_code = ToInt(m[2]);
     out->what = absl::StrCat("exit code ", m[2].str());
   } else if (m = Find(text, abort); !m.empty()) {
     out->rank = ToInt(m[1]);
+    out->exit_code = ToInt(m[2]);
     out->what = absl::StrCat("called MPI_Abort (error code ", m[2].str(), ")");
   } else {
     return false;
@@ -85,6 +87,7 @@ void ExplainMpirunFailure(absl::string_view log, const Allocation& allocation,
   } else {
     status->failed_host = f.host.empty() ? HostOfRank(allocation, f.rank) : f.host;
     status->failed_ranks = {f.rank};
+    status->failed_exit_code = f.exit_code;
   }
   status->failed_how = f.what;
 }

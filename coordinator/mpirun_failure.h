@@ -36,6 +36,9 @@ struct MpirunFailure {
   // MPI_Abort (error code 1)", "lost contact with its daemon", "ssh: connect
   // to host H port 22: Connection refused".
   std::string what;
+  // kRankFailed: the rank's exit code or MPI_Abort error code (-1 for a
+  // signal or when not named).
+  int exit_code = -1;
 };
 
 // The first failure mpirun's output names; a lost host takes precedence over

@@ -3,11 +3,15 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <sys/stat.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
 #include "common/fs_util.h"
 #include "common/status_macros.h"
@@ -22,6 +26,24 @@ std::string WithPort(const std::string& address, int port) {
   std::string host = colon == std::string::npos ? address : address.substr(0, colon);
   if (host == "0.0.0.0" || host == "[::]" || host.empty()) host = "127.0.0.1";
   return absl::StrCat(host, ":", port);
+}
+
+// A secret's file (the API token) must not be readable or writable by
+// anyone but its owner: a token others can read is a token others have.
+absl::Status CheckPrivate(const std::string& path, const std::string& flag) {
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) {
+    return absl::NotFoundError(absl::StrCat(flag, " ", path, ": ", std::strerror(errno)));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    return absl::InvalidArgumentError(absl::StrCat(flag, " ", path, ": not a regular file"));
+  }
+  if ((st.st_mode & 077) != 0) {
+    return absl::PermissionDeniedError(
+        absl::StrFormat("%s %s: readable or writable by others (mode %04o): chmod 600 it", flag,
+                        path, st.st_mode & 07777));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -40,7 +62,15 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Server::Build(ServerOpt
     return absl::UnavailableError(
         absl::StrCat("cannot create state dir ", options.state_dir, ": ", ec.message()));
 
+  // Note [Private state]: the jobs' specs, logs and the store are the
+  // user's; nobody else lists or reads them.
+  if (chmod(options.state_dir.c_str(), 0700) != 0) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("state dir ", options.state_dir,
+                     ": cannot make it private (chmod 700): ", std::strerror(errno)));
+  }
   if (!options.auth_token_file.empty()) {
+    RETURN_IF_ERROR(CheckPrivate(options.auth_token_file, "--auth-token-file"));
     ASSIGN_OR_RETURN(std::string token, common::ReadFileToString(options.auth_token_file));
     token = std::string(absl::StripAsciiWhitespace(token.substr(0, token.find('\n'))));
     if (token.empty())
@@ -54,6 +84,13 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Server::Build(ServerOpt
     ASSIGN_OR_RETURN(inventory, ParseHostsFile(text, options.hosts_file));
   }
   ASSIGN_OR_RETURN(store_, SqliteJobStore::Open(options.state_dir + "/coordinator.db"));
+  for (const char* suffix : {"", "-wal", "-shm"}) {  // SQLite gives its -wal and -shm the db's mode
+    const std::string file = absl::StrCat(options.state_dir, "/coordinator.db", suffix);
+    if (chmod(file.c_str(), 0600) != 0 && errno != ENOENT) {
+      return absl::PermissionDeniedError(
+          absl::StrCat(file, ": cannot make it private (chmod 600): ", std::strerror(errno)));
+    }
+  }
   scheduler_ = std::make_unique<Scheduler>(std::move(inventory));
   if (options.launcher == "slurm") {
     launcher_ = std::make_unique<SlurmLauncher>(options.slurm);
@@ -83,6 +120,8 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Server::Build(ServerOpt
   }
 
   options.coordinator.state_dir = options.state_dir;
+  options.coordinator.data_root = options.service.data_root;
+  options.coordinator.output_root = options.service.output_root;
   coordinator_ = std::make_unique<Coordinator>(options.coordinator, store_.get(), scheduler_.get(),
                                                launcher_.get(), metrics_.get());
   service_ = std::make_unique<CoordinatorService>(options.service, coordinator_.get(), metrics_.get());

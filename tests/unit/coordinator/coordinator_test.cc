@@ -283,8 +283,9 @@ TEST_F(CoordinatorTest, ConcurrentSubmissionsAreAllDurableWhenAnswered) {
         ids.insert(job->id());
         if (i == 0) first_ids[t] = job->id();
       }
-      absl::StatusOr<Job> again =
-          coordinator_->Submit(Request("again", "req-t" + std::to_string(t) + "-0"));
+      // The same request again (Note [Request ids]: the same spec).
+      absl::StatusOr<Job> again = coordinator_->Submit(
+          Request("t" + std::to_string(t) + "-0", "req-t" + std::to_string(t) + "-0"));
       if (!again.ok() || again->id() != first_ids[t]) failures.fetch_add(1);
     });
   }
@@ -314,21 +315,23 @@ TEST_F(CoordinatorTest, ConcurrentSubmissionsAreAllDurableWhenAnswered) {
   EXPECT_EQ(*positions.rbegin(), kThreads * kPerThread);
 }
 
-// Two submissions of one request id that land in the same batch get the same
-// job, and the file holds it once.
+// Two submissions of one request id (and one spec) that land in the same
+// batch get the same job, and the file holds it once; a third with another
+// spec in that batch is refused (Note [Request ids]).
 TEST_F(CoordinatorTest, RequestIdIsIdempotentWithinOneBatch) {
   Answers answers;
   store_->SetGate(false);
   coordinator_->SubmitAsync(Request("hold"), answers.For("hold"));
   store_->WaitArrived(1);  // the writer holds "hold" alone at the gate
-  coordinator_->SubmitAsync(Request("one", "same"), answers.For("one"));
-  coordinator_->SubmitAsync(Request("two", "same"), answers.For("two"));
+  coordinator_->SubmitAsync(Request("one", "same"), answers.For("first"));
+  coordinator_->SubmitAsync(Request("one", "same"), answers.For("again"));
+  coordinator_->SubmitAsync(Request("two", "same"), answers.For("other"));
   store_->SetGate(true);
-  answers.WaitFor(3);
-  ASSERT_TRUE(answers.by_name.at("one").ok()) << answers.by_name.at("one").status();
-  ASSERT_TRUE(answers.by_name.at("two").ok()) << answers.by_name.at("two").status();
-  EXPECT_EQ(answers.by_name.at("one")->id(), answers.by_name.at("two")->id());
-  EXPECT_EQ(answers.by_name.at("two")->spec().name(), "one");  // the first submission's job
+  answers.WaitFor(4);
+  ASSERT_TRUE(answers.by_name.at("first").ok()) << answers.by_name.at("first").status();
+  ASSERT_TRUE(answers.by_name.at("again").ok()) << answers.by_name.at("again").status();
+  EXPECT_EQ(answers.by_name.at("first")->id(), answers.by_name.at("again")->id());
+  EXPECT_EQ(answers.by_name.at("other").status().code(), absl::StatusCode::kAlreadyExists);
   int same = 0;
   for (const JobRecord& r : Reopened()) same += r.job.request_id() == "same";
   EXPECT_EQ(same, 1);
@@ -549,6 +552,211 @@ TEST_F(CoordinatorTest, ALostHostFailsTheAttemptAndTheRetryRunsElsewhere) {
   clock.Advance(absl::Minutes(5));
   c.Tick();
   EXPECT_FALSE(scheduler.IsHostDown("b"));
+}
+
+// Note [Failure classes]: a rank that exits 65 (bad input) fails the job at
+// once, DETERMINISTIC, with the rank's own error line, though retries are
+// left; a plain crash is retried.
+TEST_F(CoordinatorTest, ADeterministicFailureIsNotRetriedAndCarriesTheRanksLine) {
+  LaunchStatus bad;
+  bad.state = LaunchStatus::kExited;
+  bad.exit_code = 65;
+  bad.detail = "mpirun exit code 65";
+  bad.failed_host = "localhost";
+  bad.failed_ranks = {0};
+  bad.failed_how = "exit code 65";
+  bad.failed_exit_code = 65;
+  ScriptedLauncher launcher({bad});
+  FakeClock clock;
+  CoordinatorOptions o;
+  o.state_dir = dir_ + "/var4";
+  Coordinator c(o, store_.get(), scheduler_.get(), &launcher, &metrics_, &clock);
+  distill::v1::SubmitJobRequest r = Request("input");
+  r.set_max_retries(3);
+  absl::StatusOr<Job> job = c.Submit(r);
+  ASSERT_TRUE(job.ok()) << job.status();
+  c.Tick();  // launches attempt 1
+  const std::string log = launcher.RankLogPath(c.WorkDir(job->id(), 1), 0);
+  std::ofstream(log)
+      << "distill-worker train: error: /d/x.bin: cannot open: No such file or directory\n";
+  c.Tick();
+  absl::StatusOr<Job> failed = c.Get(job->id());
+  ASSERT_TRUE(failed.ok()) << failed.status();
+  EXPECT_EQ(failed->state(), distill::v1::FAILED);
+  EXPECT_EQ(failed->failure_reason(), distill::v1::DETERMINISTIC);
+  EXPECT_EQ(failed->attempt(), 1);
+  EXPECT_NE(failed->failure_message().find(
+                "rank 0 (student 0) on host localhost: exit code 65 (mpirun exit code 65); "
+                "distill-worker train: error: /d/x.bin: cannot open: No such file or directory; "
+                "not retried: the worker's exit code 65"),
+            std::string::npos)
+      << failed->failure_message();
+}
+
+// Note [Failure classes]: the same crash at the same step twice is a replay
+// (the retry resumed from a checkpoint before it): the second is not retried.
+TEST_F(CoordinatorTest, TheSameCrashAtTheSameStepTwiceIsNotRetriedAThirdTime) {
+  LaunchStatus crash;
+  crash.state = LaunchStatus::kExited;
+  crash.exit_code = 139;
+  crash.detail = "mpirun exit code 139";
+  crash.failed_host = "localhost";
+  crash.failed_ranks = {0};
+  crash.failed_how = "exited on signal 11 (Segmentation fault)";
+  ScriptedLauncher launcher({crash, crash});
+  FakeClock clock;
+  CoordinatorOptions o;
+  o.state_dir = dir_ + "/var5";
+  Coordinator c(o, store_.get(), scheduler_.get(), &launcher, &metrics_, &clock);
+  distill::v1::SubmitJobRequest r = Request("crash");
+  r.set_max_retries(5);
+  absl::StatusOr<Job> job = c.Submit(r);
+  ASSERT_TRUE(job.ok()) << job.status();
+  for (int attempt = 1; attempt <= 2; ++attempt) {
+    c.Tick();  // launches
+    distill::v1::ProgressReport report;
+    report.set_job_id(job->id());
+    report.set_attempt(attempt);
+    report.set_step(7);
+    ASSERT_TRUE(c.Report(report).ok());
+    c.Tick();  // it ended
+    clock.Advance(absl::Minutes(1));
+  }
+  absl::StatusOr<Job> failed = c.Get(job->id());
+  ASSERT_TRUE(failed.ok());
+  EXPECT_EQ(failed->state(), distill::v1::FAILED) << failed->failure_message();
+  EXPECT_EQ(failed->failure_reason(), distill::v1::DETERMINISTIC);
+  EXPECT_EQ(failed->attempt(), 2);
+  EXPECT_NE(failed->failure_message().find("at step 7 in the attempt before"), std::string::npos)
+      << failed->failure_message();
+}
+
+// A launch that runs until it is terminated, then has exited 137.
+class KillableLauncher : public ScriptedLauncher {
+ public:
+  KillableLauncher() : ScriptedLauncher({}) {}
+  absl::StatusOr<int64_t> Launch(const LaunchSpec& spec) override {
+    killed_.push_back(false);
+    return ScriptedLauncher::Launch(spec);
+  }
+  LaunchStatus Poll(int64_t pid, const std::string&) override {
+    LaunchStatus s;
+    if (killed_.at(pid - 1)) {
+      s.state = LaunchStatus::kExited;
+      s.exit_code = 137;
+      s.detail = "mpirun exit code 137";
+    }
+    return s;
+  }
+  void Terminate(int64_t pid, const std::string&, bool) override { killed_.at(pid - 1) = true; }
+
+ private:
+  std::vector<bool> killed_;
+};
+
+// Note [Liveness by progress]: the rank keeps reporting but its step stays
+// at 4: the attempt is killed, PROGRESS_TIMEOUT naming the rank and its
+// step, and retried.
+TEST_F(CoordinatorTest, AStuckStepFailsTheAttemptWithProgressTimeout) {
+  KillableLauncher launcher;
+  FakeClock clock;
+  CoordinatorOptions o;
+  o.state_dir = dir_ + "/var6";
+  o.health.progress_timeout = absl::Seconds(30);
+  o.health.heartbeat_timeout = absl::Seconds(60);
+  Coordinator c(o, store_.get(), scheduler_.get(), &launcher, &metrics_, &clock);
+  absl::StatusOr<Job> job = c.Submit(Request("stuck"));
+  ASSERT_TRUE(job.ok()) << job.status();
+  c.Tick();
+  distill::v1::ProgressReport report;
+  report.set_job_id(job->id());
+  report.set_attempt(1);
+  report.set_step(4);
+  for (int i = 0; i <= 30; ++i) {
+    ASSERT_TRUE(c.Report(report).ok());
+    c.Tick();
+    ASSERT_EQ(c.Get(job->id())->state(), distill::v1::RUNNING) << i;
+    clock.Advance(absl::Seconds(1));
+  }
+  ASSERT_TRUE(c.Report(report).ok());
+  c.Tick();  // 31 s at step 4: killed
+  c.Tick();  // the launch has ended
+  absl::StatusOr<Job> retried = c.Get(job->id());
+  ASSERT_TRUE(retried.ok());
+  EXPECT_EQ(retried->state(), distill::v1::QUEUED);
+  auto events = real_->ListEvents(job->id(), 0, 100);
+  ASSERT_TRUE(events.ok());
+  ASSERT_FALSE(events->empty());
+  EXPECT_NE(events->back().message().find("attempt 1 failed: PROGRESS_TIMEOUT: rank 0 (student 0) "
+                                          "still at step 4 after 31s (progress timeout 30s)"),
+            std::string::npos)
+      << events->back().message();
+}
+
+// A STARTING attempt that no rank reports from is killed: START_TIMEOUT.
+TEST_F(CoordinatorTest, AnAttemptThatNeverReportsFailsWithStartTimeout) {
+  KillableLauncher launcher;
+  FakeClock clock;
+  CoordinatorOptions o;
+  o.state_dir = dir_ + "/var8";
+  o.health.start_timeout = absl::Minutes(2);
+  Coordinator c(o, store_.get(), scheduler_.get(), &launcher, &metrics_, &clock);
+  distill::v1::SubmitJobRequest r = Request("silent");
+  r.set_max_retries(0);
+  absl::StatusOr<Job> job = c.Submit(r);
+  ASSERT_TRUE(job.ok()) << job.status();
+  c.Tick();
+  clock.Advance(absl::Minutes(2));
+  c.Tick();
+  EXPECT_EQ(c.Get(job->id())->state(), distill::v1::STARTING);
+  clock.Advance(absl::Seconds(1));
+  c.Tick();  // killed
+  c.Tick();  // ended
+  absl::StatusOr<Job> failed = c.Get(job->id());
+  ASSERT_TRUE(failed.ok());
+  EXPECT_EQ(failed->state(), distill::v1::FAILED);
+  EXPECT_EQ(failed->failure_reason(), distill::v1::START_TIMEOUT) << failed->failure_message();
+}
+
+// Note [One writer per output]: a second job of the same output waits while
+// the first runs; a job of another output starts beside it.
+TEST_F(CoordinatorTest, AJobWaitsWhileAnotherWritesItsOutput) {
+  LaunchStatus running;
+  ScriptedLauncher launcher({running, running, running});
+  FakeClock clock;
+  CoordinatorOptions o;
+  o.state_dir = dir_ + "/var7";
+  Scheduler scheduler(LocalInventory(4));
+  Coordinator c(o, store_.get(), &scheduler, &launcher, &metrics_, &clock);
+  absl::StatusOr<Job> first = c.Submit(Request("same"));
+  absl::StatusOr<Job> second = c.Submit(Request("same"));
+  absl::StatusOr<Job> other = c.Submit(Request("other"));
+  ASSERT_TRUE(first.ok() && second.ok() && other.ok());
+  c.Tick();
+  EXPECT_EQ(c.Get(first->id())->state(), distill::v1::STARTING);
+  EXPECT_EQ(c.Get(second->id())->state(), distill::v1::QUEUED);
+  EXPECT_EQ(c.Get(other->id())->state(), distill::v1::STARTING);
+  EXPECT_EQ(launcher.launched.size(), 2u);
+  EXPECT_EQ(scheduler.free_slots(), 2) << "the waiting job reserves nothing";
+}
+
+// Note [Request ids]: the same request id with the same spec is the first
+// job; with another spec, ALREADY_EXISTS naming it.
+TEST_F(CoordinatorTest, ARequestIdReusedWithAnotherSpecIsRefused) {
+  absl::StatusOr<Job> first = coordinator_->Submit(Request("a", "req-1"));
+  ASSERT_TRUE(first.ok()) << first.status();
+  absl::StatusOr<Job> again = coordinator_->Submit(Request("a", "req-1"));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->id(), first->id());
+  absl::StatusOr<Job> other = coordinator_->Submit(Request("b", "req-1"));
+  EXPECT_EQ(other.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_NE(other.status().message().find("request_id 'req-1' was used for job " + first->id() +
+                                          " with another spec"),
+            std::string::npos)
+      << other.status();
+  auto all = real_->ListJobs(distill::v1::JOB_STATE_UNSPECIFIED, 0, 100);
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->size(), 1u);
 }
 
 }  // namespace

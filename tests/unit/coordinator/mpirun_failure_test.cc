@@ -111,15 +111,18 @@ TEST(MpirunFailureTest, RankFailuresNameTheRank) {
   EXPECT_EQ(exit.rank, 2);
   EXPECT_EQ(exit.host, "");
   EXPECT_EQ(exit.what, "exit code 17");
+  EXPECT_EQ(exit.exit_code, 17);
   MpirunFailure signal = ParseMpirunLog(kSignal);
   EXPECT_EQ(signal.kind, MpirunFailure::kRankFailed);
   EXPECT_EQ(signal.rank, 1);
   EXPECT_EQ(signal.host, "vm");
   EXPECT_EQ(signal.what, "exited on signal 9 (Killed)");
+  EXPECT_EQ(signal.exit_code, -1);
   MpirunFailure abort = ParseMpirunLog(kAbort);
   EXPECT_EQ(abort.kind, MpirunFailure::kRankFailed);
   EXPECT_EQ(abort.rank, 3);
   EXPECT_EQ(abort.what, "called MPI_Abort (error code 1)");
+  EXPECT_EQ(abort.exit_code, 1);
 }
 
 TEST(MpirunFailureTest, ALostHostWinsOverTheRankFailuresItCauses) {

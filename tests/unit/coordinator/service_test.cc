@@ -84,6 +84,12 @@ class ServiceTest : public ::testing::Test {
     return o;
   }
 
+  // The API token file, private (Note [Private state]).
+  void WriteToken(const std::string& text) {
+    ASSERT_TRUE(common::WriteFileAtomically(dir_ + "/token", text).ok());
+    ASSERT_EQ(chmod((dir_ + "/token").c_str(), 0600), 0);
+  }
+
   // `root_pem` non-empty: the client connects with TLS trusting it.
   void StartServer(ServerOptions o, const std::string& root_pem = "") {
     auto s = Server::Start(std::move(o));
@@ -310,7 +316,7 @@ TEST_F(ServiceTest, PathsOutsideTheRootsArePermissionDenied) {
 }
 
 TEST_F(ServiceTest, BearerTokenIsRequiredWhenConfigured) {
-  ASSERT_TRUE(common::WriteFileAtomically(dir_ + "/token", "s3cret\n").ok());
+  WriteToken("s3cret\n");
   ServerOptions o = Options();
   o.auth_token_file = dir_ + "/token";
   StartServer(o);
@@ -325,13 +331,37 @@ TEST_F(ServiceTest, BearerTokenIsRequiredWhenConfigured) {
   EXPECT_TRUE(List(distill::v1::JOB_STATE_UNSPECIFIED).size() == 1);
 }
 
+// Note [Private state]: a token file others may read is refused, naming its
+// mode; the state dir and the store are private to the user.
+TEST_F(ServiceTest, StateIsPrivateAndATokenOthersCanReadIsRefused) {
+  ASSERT_TRUE(common::WriteFileAtomically(dir_ + "/token", "s3cret\n").ok());
+  ASSERT_EQ(chmod((dir_ + "/token").c_str(), 0644), 0);
+  ServerOptions o = Options();
+  o.auth_token_file = dir_ + "/token";
+  absl::StatusOr<std::unique_ptr<Server>> refused = Server::Start(o);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().message(), "--auth-token-file " + dir_ +
+                                            "/token: readable or writable by others (mode 0644): "
+                                            "chmod 600 it");
+  WriteToken("s3cret\n");
+  std::filesystem::create_directories(dir_ + "/var");
+  ASSERT_EQ(chmod((dir_ + "/var").c_str(), 0755), 0);  // an older coordinator's
+  StartServer(o);
+  token_ = "s3cret";
+  struct stat st;
+  ASSERT_EQ(stat((dir_ + "/var").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0700u);
+  ASSERT_EQ(stat((dir_ + "/var/coordinator.db").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+}
+
 // Note [One auth check]: every method of distill.v1.Coordinator, taken from
 // the service's descriptor so that an RPC added later is covered too, called
 // without a token and with a wrong one (an empty request message, through the
 // generic stub, whatever the method's streaming kind): all UNAUTHENTICATED,
 // and nothing was stored.
 TEST_F(ServiceTest, EveryMethodWithoutTheTokenIsUnauthenticated) {
-  ASSERT_TRUE(common::WriteFileAtomically(dir_ + "/token", "s3cret\n").ok());
+  WriteToken("s3cret\n");
   ServerOptions o = Options();
   o.auth_token_file = dir_ + "/token";
   StartServer(o);
@@ -721,7 +751,7 @@ TEST_F(ServiceTest, RestartKeepsQueuedJobsAndAdoptsRunningOnes) {
 }
 
 TEST_F(ServiceTest, HealthServiceIsServing) {
-  ASSERT_TRUE(common::WriteFileAtomically(dir_ + "/token", "t\n").ok());
+  WriteToken("t\n");
   ServerOptions o = Options();
   o.auth_token_file = dir_ + "/token";
   StartServer(o);
