@@ -27,8 +27,9 @@ bash scripts/prepare_brown.sh --out data/brown --worker "$WORKER" --holdout scie
 # The coordinator, on a free loopback port; its jobs run one at a time.
 STATE=var/coordinator
 mkdir -p "$STATE" var/demo
+# Jobs read only beneath the checkout and write only beneath var/ (Note [Roots required]).
 "$COORDINATOR" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --state-dir "$STATE" --slots 1 \
-  --worker-bin "$WORKER" >"$STATE/coordinator.log" 2>&1 &
+  --worker-bin "$WORKER" --data-root "$ROOT" --output-root "$ROOT/var" >"$STATE/coordinator.log" 2>&1 &
 COORD_PID=$!
 JOB=
 stop_coordinator() {

@@ -48,6 +48,7 @@ train_once "$EXP/teacher_tail.yaml" var/brown_bpe/teacher_tail
 STATE=var/experiments/coordinator
 mkdir -p "$STATE"
 "$COORDINATOR" --listen 127.0.0.1:0 --state-dir "$STATE" --slots "$SLOTS" --worker-bin "$WORKER" \
+  --data-root "$ROOT" --output-root "$ROOT/var" \
   >>"$STATE/coordinator.log" 2>&1 &
 COORD_PID=$!
 trap 'kill "$COORD_PID" 2>/dev/null; wait "$COORD_PID" 2>/dev/null || true' EXIT

@@ -58,7 +58,7 @@ SH
 chmod +x "$T/worker.sh"
 
 start_coordinator() {
-  "$C" --listen "$ADDR" --metrics-listen "127.0.0.1:$MPORT" --state-dir "$T/var" --slots 1 \
+  "$C" --listen "$ADDR" --metrics-listen "127.0.0.1:$MPORT" --state-dir "$T/var" --slots 1 --allow-any-path \
     --worker-bin "$T/worker.sh" --retry-backoff 0.5s --grace-period 20s >>"$T/coordinator.log" 2>&1 &
   COORD_PID=$!
   for _ in $(seq 1 100); do

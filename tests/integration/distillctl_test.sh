@@ -27,6 +27,7 @@ YAML
 }
 
 echo "ctl-test-token" >"$T/token"
+chmod 600 "$T/token"  # a token others can read is refused
 # start_coordinator [PORT]: port 0 (default) picks a free one; sets PORT.
 start_coordinator() {
   start_coordinator_at "${1:-0}" --slots 1 --auth-token-file "$T/token" --max-retries 0 || exit 1
@@ -91,10 +92,13 @@ grep -q "CANCELLED" "$T/err.txt" && grep -q "CANCEL_REQUESTED" "$T/err.txt" && o
 run "$CTL" list --state cancelled
 [ "$(grep -c "^j" "$T/out.txt")" -eq 1 ] && grep -q "^$ID2 " "$T/out.txt" && ok || fail "list --state: $(cat "$T/out.txt")"
 
-# 5. a job whose rank fails: submit --watch exits 1 with RANK_FAILED
+# 5. a job whose rank fails on its input: submit --watch exits 1 with
+# DETERMINISTIC (the worker's exit code 65: not retried, though it may be)
+# and the rank's own error line
 spec broken 4 missing.json
-run timeout 120 "$CTL" submit "$T/specs/broken.yaml" --watch --max-retries 0
-[ "$RC" -eq 1 ] && grep -q "FAILED" "$T/err.txt" && grep -q "RANK_FAILED" "$T/err.txt" && ok ||
+run timeout 120 "$CTL" submit "$T/specs/broken.yaml" --watch --max-retries 2
+[ "$RC" -eq 1 ] && grep -q "FAILED" "$T/err.txt" && grep -q "DETERMINISTIC" "$T/err.txt" &&
+  grep -q "missing.json" "$T/err.txt" && ! grep -q "retry 1/" "$T/err.txt" && ok ||
   fail "failed job: exit $RC, $(cat "$T/out.txt" "$T/err.txt")"
 
 # 6. watch survives a coordinator restart: kill -9 mid-job, restart on the

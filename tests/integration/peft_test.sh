@@ -85,7 +85,7 @@ $PY -c "import json,sys; p=sys.argv[1]; c=json.load(open(p)); c['modules_to_save
   "$T/mts/adapter_config.json"
 "$W" eval --model "$REF/base" --adapter "$T/mts" --tokens "$REF/tokens.bin" --seq-len $L >/dev/null 2>"$T/err"
 rc=$?
-if [ $rc -ne 1 ] || [ "$(wc -l <"$T/err")" -ne 1 ] || ! grep -q "mts/adapter_config.json: field 'modules_to_save'" "$T/err"; then
+if [ $rc -ne 65 ] || [ "$(wc -l <"$T/err")" -ne 1 ] || ! grep -q "mts/adapter_config.json: field 'modules_to_save'" "$T/err"; then
   fail "modules_to_save: exit $rc: $(cat "$T/err")"
 else
   ok

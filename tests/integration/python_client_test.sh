@@ -24,6 +24,7 @@ tokenize_bytes "$T/text.txt" "$T/train.bin" || die "tokenize failed"
 
 TOKEN="py-test-$RANDOM$RANDOM"
 echo "$TOKEN" >"$T/token"
+chmod 600 "$T/token"  # a token others can read is refused
 # Port 0: the coordinator picks a free port and prints it.
 start_coordinator_at 0 --slots 1 --auth-token-file "$T/token" || die "coordinator"
 

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The test suite under sanitizers (docs/sanitizers.md records the last runs):
+#   scripts/sanitize.sh thread    the coordinator (no LibTorch) with TSan into
+#                                 ./build-tsan: common_tests and coordinator_tests
+#                                 (the gRPC server, the group commit, the control
+#                                 loop, the store's reader pool)
+#   scripts/sanitize.sh address [CTEST_ARGS...]
+#                                 everything with ASan + UBSan into ./build-asan
+#                                 (gcc; LibTorch, gRPC and MPI themselves are not
+#                                 instrumented), then ctest [CTEST_ARGS] there
+# Leak checking is off (LibTorch, gRPC and Open MPI keep process-lifetime
+# allocations); any other report fails the test that made it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:?usage: scripts/sanitize.sh thread|address [CTEST_ARGS...]}
+shift
+export CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime
+export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/distill-ccache}"
+export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$PWD}"
+export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:${ASAN_OPTIONS:-}"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:${UBSAN_OPTIONS:-}"
+export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:${TSAN_OPTIONS:-}"
+case "$mode" in
+  thread)
+    BUILD_DIR=build-tsan bash scripts/build.sh -DDISTILL_SANITIZE=thread -DDISTILL_BUILD_WORKER=OFF \
+      -DDISTILL_BUILD_BENCH=OFF
+    cd build-tsan && exec ctest --output-on-failure -j"$(nproc)" "$@"
+    ;;
+  address)
+    bash scripts/setup.sh
+    BUILD_DIR=build-asan bash scripts/build.sh -DDISTILL_SANITIZE=address -DDISTILL_BUILD_BENCH=OFF
+    cd build-asan && exec ctest --output-on-failure -j"$(nproc)" --timeout 1800 "$@"
+    ;;
+  *)
+    echo "usage: scripts/sanitize.sh thread|address [CTEST_ARGS...]" >&2
+    exit 2
+    ;;
+esac
