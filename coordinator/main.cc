@@ -39,6 +39,8 @@ ABSL_FLAG(PositiveDuration, retry_backoff, PositiveDuration{absl::Seconds(2)},
           "first retry delay, doubling per retry");
 ABSL_FLAG(std::string, data_root, "", "inputs must lie under this directory ('' = anywhere)");
 ABSL_FLAG(std::string, output_root, "", "outputs must lie under this directory ('' = anywhere)");
+ABSL_FLAG(int, max_watchers, distill::coordinator::ServiceOptions().max_watchers,
+          "WatchJob streams open at once; more are refused (RESOURCE_EXHAUSTED)");
 ABSL_FLAG(std::string, auth_token_file, "", "require 'authorization: Bearer TOKEN' (first line)");
 ABSL_FLAG(std::string, tls_cert, "",
           "PEM certificate: serve TLS (with --tls-key); the ranks report over TLS too, "
@@ -142,6 +144,10 @@ absl::StatusOr<ServerOptions> OptionsFromFlags(int argc, char** argv) {
   o.coordinator.health.host_down_for = absl::GetFlag(FLAGS_host_down_for).value;
   o.service.data_root = absl::GetFlag(FLAGS_data_root);
   o.service.output_root = absl::GetFlag(FLAGS_output_root);
+  o.service.max_watchers = absl::GetFlag(FLAGS_max_watchers);
+  if (o.service.max_watchers < 1)
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--max-watchers: expected an integer >= 1, got '", o.service.max_watchers, "'"));
   o.auth_token_file = absl::GetFlag(FLAGS_auth_token_file);
   o.tls_cert = absl::GetFlag(FLAGS_tls_cert);
   o.tls_key = absl::GetFlag(FLAGS_tls_key);
