@@ -43,12 +43,20 @@ fi
 T=$(mktemp -d /tmp/distill_load.XXXXXX)
 COORD_PID=
 cleanup() {
-  [ -n "$COORD_PID" ] && kill "$COORD_PID" 2>/dev/null && wait "$COORD_PID" 2>/dev/null
-  # The holding job runs in a session of its own, led by the pid in its pid
-  # file; mpirun puts the rank in a process group of its own inside it, so
+  # Under `set -e` a failing last command of an && list would end the trap
+  # early (a job already gone makes pkill fail) and leak the rest: `|| true`.
+  if [ -n "$COORD_PID" ]; then
+    kill "$COORD_PID" 2>/dev/null || true
+    wait "$COORD_PID" 2>/dev/null || true
+  fi
+  # A job launched just before the kill (a slot the watched jobs freed) may
+  # write its pid file a moment later.
+  sleep 0.5
+  # The jobs run in sessions of their own, led by the pid in their pid
+  # files; mpirun puts the rank in a process group of its own inside it, so
   # stop the whole session (a kill of the leader's group alone leaves the rank).
   for p in "$T"/var/jobs/*/attempt-*/pid; do
-    [ -f "$p" ] && pkill -9 -s "$(cat "$p")" 2>/dev/null
+    if [ -f "$p" ]; then pkill -9 -s "$(cat "$p")" 2>/dev/null || true; fi
   done
   rm -rf "$T"
 }
@@ -67,7 +75,7 @@ echo '{}' >"$T/config.json"
 COORD_PID=$!
 PORT=
 for _ in $(seq 1 100); do
-  PORT=$(sed -n 's/.*serving on port \([0-9]*\).*/\1/p' "$T/coordinator.log")
+  PORT=$(sed -n 's/.*serving on port \([0-9]*\).*/\1/p' "$T/coordinator.log" 2>/dev/null || true)
   [ -n "$PORT" ] && break
   sleep 0.1
 done
