@@ -10,6 +10,12 @@
 //   coordinator_load --coordinator ADDR [--clients 100] [--submits 10]
 //                    [--lists 10] [--page-size 50] [--token T] [--spec-dir DIR]
 //                    [--trace FILE]  (one line per call: rpc client start_ms latency_ms)
+//                    [--server-pid PID]  (its threads and RSS from /proc/PID/status)
+//                    [--watchers N --watch-jobs W [--watch-channels C] [--report-ms MS]]
+// With --watchers, W jobs are started first (each needs a free slot) and N
+// WatchJob streams stay open on them during the load, while each job's rank 0
+// reports progress every MS ms (bench/watch_load.h); the run then also fails
+// when a stream missed an event or saw one out of order.
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
@@ -24,12 +30,14 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "bench/watch_load.h"
 #include "distill/v1/coordinator.grpc.pb.h"
 #include "google/protobuf/arena.h"
 
 namespace {
 namespace v1 = distill::v1;
 using Clock = std::chrono::steady_clock;
+using distill::bench::Countdown;
 
 struct Options {
   std::string coordinator = "127.0.0.1:50051";
@@ -41,6 +49,9 @@ struct Options {
   std::string spec_dir = "/tmp";  // where the (never launched) jobs' files would be
   double p99_target_ms = 50;      // reported as met / missed
   std::string trace;              // file for one line per call: rpc client start_ms latency_ms
+  int server_pid = 0;             // > 0: report this process's threads and RSS
+  // WatchJob streams open during the load (none by default).
+  distill::bench::WatchOptions watch;
 };
 
 struct Latencies {
@@ -82,25 +93,6 @@ void Record(Latencies& l, Clock::time_point start, const grpc::Status& s) {
     if (l.errors++ == 0) l.first_error = absl::StrCat(s.error_code(), ": ", s.error_message());
   }
 }
-
-// Waits for n Done() calls.
-class Countdown {
- public:
-  explicit Countdown(int n) : n_(n) {}
-  void Done() {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (--n_ == 0) cv_.notify_all();
-  }
-  void Wait() {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return n_ <= 0; });
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  int n_;
-};
 
 // One closed-loop client: issues its next call from the completion of the
 // previous one (gRPC's callback API), so 100 clients need no 100 threads and
@@ -212,6 +204,16 @@ bool ParseFlags(int argc, char** argv, Options& o) {
       o.spec_dir = v;
     } else if (a == "--trace") {
       o.trace = v;
+    } else if (a == "--server-pid") {
+      ok = absl::SimpleAtoi(v, &o.server_pid);
+    } else if (a == "--watchers") {
+      ok = absl::SimpleAtoi(v, &o.watch.watchers);
+    } else if (a == "--watch-jobs") {
+      ok = absl::SimpleAtoi(v, &o.watch.jobs) && o.watch.jobs > 0;
+    } else if (a == "--watch-channels") {
+      ok = absl::SimpleAtoi(v, &o.watch.channels);
+    } else if (a == "--report-ms") {
+      ok = absl::SimpleAtoi(v, &o.watch.report_ms) && o.watch.report_ms > 0;
     } else if (a == "--p99-target-ms") {
       ok = absl::SimpleAtod(v, &o.p99_target_ms);
     } else {
@@ -224,6 +226,14 @@ bool ParseFlags(int argc, char** argv, Options& o) {
     }
   }
   return true;
+}
+
+void PrintServer(const char* when, const distill::bench::ServerSampler& sampler) {
+  int64_t threads = 0, rss_kib = 0;
+  if (sampler.Read(&threads, &rss_kib)) {
+    std::cout << absl::StrFormat("server %s: %d threads, RSS %.1f MiB\n", when, threads,
+                                 rss_kib / 1024.0);
+  }
 }
 
 }  // namespace
@@ -239,6 +249,23 @@ int main(int argc, char** argv) {
   if (before < 0) {
     std::cerr << "coordinator_load: cannot list jobs: " << error << "\n";
     return 1;
+  }
+  o.watch.token = o.token;
+  o.watch.spec_dir = o.spec_dir;
+  std::unique_ptr<distill::bench::ServerSampler> sampler;
+  if (o.server_pid > 0) {
+    sampler = std::make_unique<distill::bench::ServerSampler>(o.server_pid);
+    PrintServer("before the load", *sampler);
+  }
+  std::unique_ptr<distill::bench::WatchLoad> watch;
+  if (o.watch.watchers > 0) {
+    watch = std::make_unique<distill::bench::WatchLoad>(o.watch, o.coordinator);
+    if (std::string e = watch->Open(); !e.empty()) {
+      std::cerr << "coordinator_load: watchers: " << e << "\n";
+      return 1;
+    }
+    if (sampler)
+      PrintServer(absl::StrCat("with ", o.watch.watchers, " streams open").c_str(), *sampler);
   }
 
   // One channel per client: separate connections, as separate users have.
@@ -258,10 +285,18 @@ int main(int argc, char** argv) {
     clients.push_back(std::make_unique<LoadClient>(o, c, stubs[c].get(), &submit[c], &list[c]));
   }
   Countdown done(o.clients);
+  if (sampler) sampler->Start();
+  if (watch) watch->StartReports();
   const auto t0 = Clock::now();
   for (auto& c : clients) c->Start(&done);
   done.Wait();
   const double wall = std::chrono::duration<double>(Clock::now() - t0).count();
+  if (sampler) {
+    sampler->Stop();
+    std::cout << absl::StrFormat("server during the load: max %d threads, max RSS %.1f MiB\n",
+                                 sampler->max_threads(), sampler->max_rss_kib() / 1024.0);
+  }
+  const bool watch_ok = !watch || watch->FinishAndCheck();
 
   int errors = 0;
   auto summarize = [&](const char* name, const std::vector<Latencies>& per_client) {
@@ -301,13 +336,15 @@ int main(int argc, char** argv) {
   }
 
   const int64_t after = CountJobs(o, *control, &error);
-  const int64_t want = before + static_cast<int64_t>(o.clients) * o.submits;
+  const int64_t want =
+      before + static_cast<int64_t>(o.clients) * o.submits + (watch ? watch->jobs_submitted() : 0);
   std::cout << absl::StrFormat("jobs listed: %d before, %d after, %d expected\n", before, after,
                                want);
   std::cout << absl::StrFormat("p99 SubmitJob %.2f ms vs target %.0f ms: %s\n", submit_p99,
                                o.p99_target_ms, submit_p99 <= o.p99_target_ms ? "met" : "MISSED");
-  if (errors > 0 || after != want) {
-    std::cout << "FAIL: " << errors << " errors, " << (want - after) << " jobs missing\n";
+  if (errors > 0 || after != want || !watch_ok) {
+    std::cout << "FAIL: " << errors << " errors, " << (want - after) << " jobs missing"
+              << (watch_ok ? "" : ", WatchJob streams incomplete") << "\n";
     return 1;
   }
   return 0;

@@ -5,6 +5,9 @@
 # submitting 10 jobs (which only queue: nothing else is launched) and listing
 # 10 times. Prints throughput and p50/p99 latency of SubmitJob and ListJobs
 # and checks that no call failed and no job was lost. Results: docs/benchmarks.md.
+# With `--watchers N [--watch-jobs W]` (W defaults to 10) the coordinator gets
+# W more slots, for W jobs that run (sleeping) and report progress while N
+# WatchJob streams follow them; it also prints the coordinator's threads and RSS.
 #
 #   bash bench/run_coordinator_load.sh [BUILD_DIR] [-- coordinator_load flags]
 # (DISTILL_COORDINATOR_BIN / DISTILL_CTL_BIN override the binaries; KEEP_LOG=FILE
@@ -21,15 +24,39 @@ for b in "$C" "$CTL" "$LOAD"; do
   [ -x "$b" ] || { echo "missing $b (build the targets distill-coordinator distillctl coordinator_load)"; exit 1; }
 done
 
+# One more slot per watched job (coordinator_load starts them first).
+SLOTS=1
+WATCHERS=0
+WATCH_JOBS=10
+args=("$@")
+for ((i = 0; i + 1 < ${#args[@]}; i++)); do
+  case "${args[i]}" in
+    --watchers) WATCHERS=${args[i + 1]} ;;
+    --watch-jobs) WATCH_JOBS=${args[i + 1]} ;;
+  esac
+done
+if [ "$WATCHERS" -gt 0 ]; then
+  SLOTS=$((1 + WATCH_JOBS))
+  set -- --watch-jobs "$WATCH_JOBS" "$@"
+fi
+
 T=$(mktemp -d /tmp/distill_load.XXXXXX)
 COORD_PID=
 cleanup() {
-  [ -n "$COORD_PID" ] && kill "$COORD_PID" 2>/dev/null && wait "$COORD_PID" 2>/dev/null
-  # The holding job runs in a session of its own, led by the pid in its pid
-  # file; mpirun puts the rank in a process group of its own inside it, so
+  # Under `set -e` a failing last command of an && list would end the trap
+  # early (a job already gone makes pkill fail) and leak the rest: `|| true`.
+  if [ -n "$COORD_PID" ]; then
+    kill "$COORD_PID" 2>/dev/null || true
+    wait "$COORD_PID" 2>/dev/null || true
+  fi
+  # A job launched just before the kill (a slot the watched jobs freed) may
+  # write its pid file a moment later.
+  sleep 0.5
+  # The jobs run in sessions of their own, led by the pid in their pid
+  # files; mpirun puts the rank in a process group of its own inside it, so
   # stop the whole session (a kill of the leader's group alone leaves the rank).
   for p in "$T"/var/jobs/*/attempt-*/pid; do
-    [ -f "$p" ] && pkill -9 -s "$(cat "$p")" 2>/dev/null
+    if [ -f "$p" ]; then pkill -9 -s "$(cat "$p")" 2>/dev/null || true; fi
   done
   rm -rf "$T"
 }
@@ -39,16 +66,17 @@ else
   trap cleanup EXIT
 fi
 
-printf '#!/bin/sh\nexec sleep 3600\n' >"$T/hold.sh"
+# The coordinator's start-up check runs WORKER --version (Note [Preflight]).
+printf '#!/bin/sh\n[ "$1" = --version ] && exit 0\nexec sleep 3600\n' >"$T/hold.sh"
 chmod +x "$T/hold.sh"
 echo '{}' >"$T/config.json"
 : >"$T/train.bin"
-"$C" --listen 127.0.0.1:0 --metrics-listen '' --state-dir "$T/var" --slots 1 --worker-bin "$T/hold.sh" \
-  --heartbeat-timeout 3600s >"$T/coordinator.log" 2>&1 &
+"$C" --listen 127.0.0.1:0 --metrics-listen '' --state-dir "$T/var" --slots "$SLOTS" --worker-bin "$T/hold.sh" \
+  --data-root "$T" --output-root "$T" --heartbeat-timeout 3600s >"$T/coordinator.log" 2>&1 &
 COORD_PID=$!
 PORT=
 for _ in $(seq 1 100); do
-  PORT=$(sed -n 's/.*serving on port \([0-9]*\).*/\1/p' "$T/coordinator.log")
+  PORT=$(sed -n 's/.*serving on port \([0-9]*\).*/\1/p' "$T/coordinator.log" 2>/dev/null || true)
   [ -n "$PORT" ] && break
   sleep 0.1
 done
@@ -73,4 +101,4 @@ done
 
 echo "coordinator_load against $ADDR ($(nproc) cores, $(uname -m)); slot held by $HOLD"
 TIME=(); [ -x /usr/bin/time ] && TIME=(/usr/bin/time -f "client CPU: %U s user, %S s sys, %e s wall")
-"${TIME[@]}" "$LOAD" --coordinator "$ADDR" --spec-dir "$T" "$@"
+"${TIME[@]}" "$LOAD" --coordinator "$ADDR" --spec-dir "$T" --server-pid "$COORD_PID" "$@"

@@ -152,7 +152,10 @@ absl::Status Coordinator::WriteLocked(Active& a, const std::optional<EventInfo>&
   absl::Status st = store_->UpdateJob(a.rec, event).status();
   metrics_->ObserveCommit(absl::ToDoubleSeconds(absl::Now() - start));
   RETURN_IF_ERROR(st);
-  if (event) NotifyLocked();
+  if (event) {
+    NotifyLocked();
+    if (event_listener_) event_listener_(a.rec.job.id());
+  }
   return absl::OkStatus();
 }
 
@@ -217,6 +220,11 @@ size_t Coordinator::QueueSize() const {
 void Coordinator::NotifyLocked() {
   ++version_;
   changed_.SignalAll();
+}
+
+void Coordinator::SetEventListener(std::function<void(const std::string&)> listener) {
+  absl::MutexLock lock(&mu_);
+  event_listener_ = std::move(listener);
 }
 
 int64_t Coordinator::version() {

@@ -146,6 +146,11 @@ class Coordinator {
   // WaitForChange returns when it exceeds `version` or after `timeout`.
   int64_t version() ABSL_LOCKS_EXCLUDED(mu_);
   void WaitForChange(int64_t version, absl::Duration timeout) ABSL_LOCKS_EXCLUDED(mu_);
+  // Note [Watch fan-out] (watch_hub.h): `listener` gets the id of each job
+  // that got an event, called under the coordinator's lock once the event is
+  // written, so it must not block or call back. Null: none.
+  void SetEventListener(std::function<void(const std::string& job_id)> listener)
+      ABSL_LOCKS_EXCLUDED(mu_);
 
   // The work directory of attempt `attempt` of job `id`, and a rank's log.
   std::string WorkDir(const std::string& id, int attempt) const;
@@ -256,6 +261,7 @@ class Coordinator {
   // Sweeps with a child that changed state since SettleSweepsLocked().
   std::set<std::string> dirty_sweeps_ ABSL_GUARDED_BY(mu_);
   int64_t version_ ABSL_GUARDED_BY(mu_) = 0;
+  std::function<void(const std::string&)> event_listener_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::mt19937_64 rng_ ABSL_GUARDED_BY(mu_);
   std::thread loop_;

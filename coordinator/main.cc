@@ -52,6 +52,8 @@ ABSL_FLAG(std::string, output_root, "",
 ABSL_FLAG(bool, allow_any_path, false,
           "without --data-root/--output-root: let the jobs of anyone with the API token read and "
           "write wherever this coordinator's user can (Note [Roots required])");
+ABSL_FLAG(int, max_watchers, distill::coordinator::ServiceOptions().max_watchers,
+          "WatchJob streams open at once; more are refused (RESOURCE_EXHAUSTED)");
 ABSL_FLAG(std::string, auth_token_file, "", "require 'authorization: Bearer TOKEN' (first line)");
 ABSL_FLAG(std::string, tls_cert, "",
           "PEM certificate: serve TLS (with --tls-key); the ranks report over TLS too, "
@@ -122,6 +124,34 @@ std::string SbatchBin(const ServerOptions& o) {
   return o.slurm.bin_dir.empty() ? "sbatch" : absl::StrCat(o.slurm.bin_dir, "/sbatch");
 }
 
+// --data-root and --output-root into `o`, absolute (as the paths the service
+// compares with them and the ranks open). Note [Roots required]: a
+// coordinator serves whoever holds its token (or anyone, without one);
+// without roots their jobs read and write anywhere this user can, so that
+// takes an explicit --allow-any-path.
+absl::Status RootsFromFlags(ServerOptions& o) {
+  o.service.data_root = absl::GetFlag(FLAGS_data_root);
+  o.service.output_root = absl::GetFlag(FLAGS_output_root);
+  for (auto [flag, root] :
+       {std::pair<const char*, std::string*>{"--data-root", &o.service.data_root},
+        {"--output-root", &o.service.output_root}}) {
+    if (root->empty()) continue;
+    std::error_code ec;
+    if (!std::filesystem::is_directory(*root, ec)) {
+      return absl::InvalidArgumentError(absl::StrCat(flag, ": not a directory: '", *root, "'"));
+    }
+    *root = std::filesystem::absolute(*root).lexically_normal().string();
+  }
+  if ((o.service.data_root.empty() || o.service.output_root.empty()) &&
+      !absl::GetFlag(FLAGS_allow_any_path)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        o.service.data_root.empty() ? "--data-root" : "--output-root",
+        ": required: jobs may read only beneath --data-root DIR and write only beneath "
+        "--output-root DIR; --allow-any-path lets them use any path this user can"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<ServerOptions> OptionsFromFlags(int argc, char** argv) {
   absl::StatusOr<std::vector<std::string>> rest =
       ParseFlags(std::vector<std::string>(argv + 1, argv + argc), kFlagsFile);
@@ -141,36 +171,20 @@ absl::StatusOr<ServerOptions> OptionsFromFlags(int argc, char** argv) {
   o.hosts_file = absl::GetFlag(FLAGS_hosts_file);
   o.coordinator.max_retries = absl::GetFlag(FLAGS_max_retries);
   if (o.coordinator.max_retries < 0)
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--max-retries: expected an integer >= 0, got '", o.coordinator.max_retries, "'"));
+    return absl::InvalidArgumentError(absl::StrCat("--max-retries: expected an integer >= 0, got '",
+                                                   o.coordinator.max_retries, "'"));
   o.coordinator.health.heartbeat_timeout = absl::GetFlag(FLAGS_heartbeat_timeout).value;
   o.coordinator.health.grace_period = absl::GetFlag(FLAGS_grace_period).value;
   o.coordinator.health.retry_backoff = absl::GetFlag(FLAGS_retry_backoff).value;
   o.coordinator.health.host_down_for = absl::GetFlag(FLAGS_host_down_for).value;
   o.coordinator.health.start_timeout = absl::GetFlag(FLAGS_start_timeout).value;
   o.coordinator.health.progress_timeout = absl::GetFlag(FLAGS_progress_timeout).value;
-  o.service.data_root = absl::GetFlag(FLAGS_data_root);
-  o.service.output_root = absl::GetFlag(FLAGS_output_root);
-  // Absolute, as the paths the service compares with them and the ranks open.
-  for (auto [flag, root] : {std::pair<const char*, std::string*>{"--data-root", &o.service.data_root},
-                            {"--output-root", &o.service.output_root}}) {
-    if (root->empty()) continue;
-    std::error_code ec;
-    if (!std::filesystem::is_directory(*root, ec)) {
-      return absl::InvalidArgumentError(absl::StrCat(flag, ": not a directory: '", *root, "'"));
-    }
-    *root = std::filesystem::absolute(*root).lexically_normal().string();
-  }
-  // Note [Roots required]: a coordinator serves whoever holds its token (or
-  // anyone, without one); without roots their jobs read and write anywhere
-  // this user can, so that takes an explicit --allow-any-path.
-  if ((o.service.data_root.empty() || o.service.output_root.empty()) &&
-      !absl::GetFlag(FLAGS_allow_any_path)) {
+  absl::Status roots = RootsFromFlags(o);
+  if (!roots.ok()) return roots;
+  o.service.max_watchers = absl::GetFlag(FLAGS_max_watchers);
+  if (o.service.max_watchers < 1)
     return absl::InvalidArgumentError(absl::StrCat(
-        o.service.data_root.empty() ? "--data-root" : "--output-root",
-        ": required: jobs may read only beneath --data-root DIR and write only beneath "
-        "--output-root DIR; --allow-any-path lets them use any path this user can"));
-  }
+        "--max-watchers: expected an integer >= 1, got '", o.service.max_watchers, "'"));
   o.auth_token_file = absl::GetFlag(FLAGS_auth_token_file);
   o.tls_cert = absl::GetFlag(FLAGS_tls_cert);
   o.tls_key = absl::GetFlag(FLAGS_tls_key);

@@ -15,6 +15,10 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// A binary that does not answer --version in this long is not runnable (a
+// wrapper that ignores its arguments, a hung mount).
+constexpr absl::Duration kVersionTimeout = absl::Seconds(30);
+
 // Where `binary` is, as execvp would find it; "" with *why when nowhere.
 std::string Resolve(const std::string& binary, std::string* why) {
   if (binary.empty()) {
@@ -51,7 +55,7 @@ absl::Status CheckRunnable(const std::string& what, const std::string& binary,
   std::string why;
   const std::string found = Resolve(binary, &why);
   if (!found.empty()) {
-    absl::StatusOr<CommandResult> r = RunCommand({found, "--version"});
+    absl::StatusOr<CommandResult> r = RunCommand({found, "--version"}, {}, kVersionTimeout);
     if (!r.ok()) {
       why = std::string(r.status().message());
     } else if (r->exit_code != 0) {

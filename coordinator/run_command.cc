@@ -1,10 +1,12 @@
 #include "coordinator/run_command.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -14,8 +16,34 @@ extern char** environ;
 
 namespace distill::coordinator {
 
+namespace {
+
+// Appends what `fd` gives to *out until its end (true) or `deadline` (false).
+bool ReadUntil(int fd, absl::Time deadline, std::string* out) {
+  char buf[4096];
+  for (;;) {
+    const absl::Duration left = deadline - absl::Now();
+    if (left <= absl::ZeroDuration()) return false;
+    struct pollfd p = {fd, POLLIN, 0};
+    const int wait_ms = left == absl::InfiniteDuration()
+                            ? -1
+                            : static_cast<int>(std::min<int64_t>(absl::ToInt64Milliseconds(left) + 1,
+                                                                 1 << 30));
+    const int ready = poll(&p, 1, wait_ms);
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready == 0) continue;  // the deadline is checked at the top
+    const ssize_t n = read(fd, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return true;
+    out->append(buf, static_cast<size_t>(n));
+  }
+}
+
+}  // namespace
+
 absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv,
-                                         const std::map<std::string, std::string>& env) {
+                                         const std::map<std::string, std::string>& env,
+                                         absl::Duration timeout) {
   std::vector<std::string> env_strings;
   for (char** e = environ; *e; ++e) {
     std::string kv = *e;
@@ -50,12 +78,15 @@ absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv,
   }
   close(fds[1]);
   CommandResult r;
-  char buf[4096];
-  ssize_t n;
-  while ((n = read(fds[0], buf, sizeof(buf))) > 0 || (n < 0 && errno == EINTR)) {
-    if (n > 0) r.output.append(buf, n);
-  }
+  const bool in_time = ReadUntil(fds[0], absl::Now() + timeout, &r.output);
   close(fds[0]);
+  if (!in_time) {
+    kill(pid, SIGKILL);
+    while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+    }
+    return absl::DeadlineExceededError(absl::StrCat(
+        argv[0], ": still running after ", absl::FormatDuration(timeout), ", killed"));
+  }
   int status = 0;
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }

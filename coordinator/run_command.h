@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 
 namespace distill::coordinator {
 
@@ -19,8 +20,11 @@ struct CommandResult {
 // Runs `argv` (argv[0] looked up on PATH) with the coordinator's environment
 // plus `env`, stdin from /dev/null, and waits. Unavailable when it cannot be
 // started (not found, not executable), with the reason.
+// A command still running after `timeout` is killed (SIGKILL):
+// DeadlineExceeded naming it.
 absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv,
-                                         const std::map<std::string, std::string>& env = {});
+                                         const std::map<std::string, std::string>& env = {},
+                                         absl::Duration timeout = absl::InfiniteDuration());
 
 }  // namespace distill::coordinator
 

@@ -263,37 +263,10 @@ grpc::Status CoordinatorService::DoCancelJob(const distill::v1::CancelJobRequest
   return grpc::Status::OK;
 }
 
-grpc::Status CoordinatorService::WatchJob(grpc::ServerContext* context,
-                                          const distill::v1::WatchJobRequest* request,
-                                          grpc::ServerWriter<distill::v1::JobEvent>* writer) {
-  return Authorized("WatchJob", context, [&] { return DoWatchJob(context, request, writer); });
-}
-
-grpc::Status CoordinatorService::DoWatchJob(grpc::ServerContext* context,
-                                            const distill::v1::WatchJobRequest* request,
-                                            grpc::ServerWriter<distill::v1::JobEvent>* writer) {
-  absl::StatusOr<distill::v1::Job> job = coordinator_->Get(request->id());
-  if (!job.ok()) return ToGrpcStatus(job.status());
-  int64_t after = std::max<int64_t>(0, request->after_sequence());
-  while (!context->IsCancelled()) {
-    const int64_t version = coordinator_->version();
-    absl::StatusOr<std::vector<distill::v1::JobEvent>> events =
-        coordinator_->Events(request->id(), after, 100);
-    if (!events.ok()) return ToGrpcStatus(events.status());
-    for (const distill::v1::JobEvent& e : *events) {
-      if (!writer->Write(e)) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
-      after = e.sequence();
-      if (e.kind() == distill::v1::JobEvent::STATE_CHANGED && IsTerminal(e.job().state()))
-        return grpc::Status::OK;
-    }
-    if (events->empty()) {
-      // Resumed past the terminal event: nothing more will come.
-      job = coordinator_->Get(request->id());
-      if (job.ok() && IsTerminal(job->state())) return grpc::Status::OK;
-      coordinator_->WaitForChange(version, kStreamPoll);
-    }
-  }
-  return grpc::Status(grpc::StatusCode::CANCELLED, "watch cancelled");
+grpc::ServerWriteReactor<distill::v1::JobEvent>* CoordinatorService::WatchJob(
+    grpc::CallbackServerContext* context, const distill::v1::WatchJobRequest* request) {
+  return AuthorizedWriter<distill::v1::JobEvent>(
+      "WatchJob", context, [&](absl::Time start) { return watch_hub_.Open(*request, start); });
 }
 
 grpc::Status CoordinatorService::StreamLogs(grpc::ServerContext* context,

@@ -1,9 +1,10 @@
 // CoordinatorService: the distill.v1.Coordinator gRPC API over a Coordinator.
 // Checks the bearer token on every call (Note [One auth check]), validates submitted specs in full
 // (INVALID_ARGUMENT naming the field) and confines their paths to the
-// configured roots (PERMISSION_DENIED naming the field). Sync gRPC API:
-// streaming calls hold a server thread each and poll for cancellation.
-// Thread-safe.
+// configured roots (PERMISSION_DENIED naming the field). The unary calls and
+// WatchJob are on gRPC's callback API (Note [Callback unary calls], Note
+// [Watch fan-out]); StreamLogs and ReportProgress are synchronous, holding a
+// server thread each. Thread-safe.
 #ifndef DISTILL_COORDINATOR_SERVICE_H_
 #define DISTILL_COORDINATOR_SERVICE_H_
 
@@ -15,7 +16,9 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "coordinator/coordinator.h"
+#include "coordinator/grpc_status.h"
 #include "coordinator/metrics.h"
+#include "coordinator/watch_hub.h"
 #include "distill/v1/coordinator.grpc.pb.h"
 
 namespace distill::coordinator {
@@ -27,10 +30,11 @@ struct ServiceOptions {
   std::string data_root;
   // Outputs must lie under this directory; empty = anywhere.
   std::string output_root;
+  // WatchJob streams open at once; beyond it WatchJob answers
+  // RESOURCE_EXHAUSTED. Each costs a few hundred bytes and no thread (Note
+  // [Watch fan-out]), so the cap guards memory and file descriptors.
+  int max_watchers = 10000;
 };
-
-// The abseil -> gRPC status mapping (codes are the same numbers).
-grpc::Status ToGrpcStatus(const absl::Status& status);
 
 // Checks a submitted spec: full validation (InvalidArgument "field: ..."),
 // absolute paths (InvalidArgument) and roots (PermissionDenied "field: ...").
@@ -54,21 +58,33 @@ std::string SerializeListJobsResponse(const std::vector<Coordinator::ListedJob>&
 // (they run on gRPC's own few threads, cores / 2 clamped to 2..16 in gRPC
 // 1.51, so they must never wait: a short mutex and a store read; SubmitJob
 // does not even wait for its commit, the group commit's thread finishes its
-// reactor); the long-lived streams stay synchronous. The
-// sync server gives each in-flight call a thread and creates and ends threads
-// as load varies, which under 100 concurrent clients cost more CPU than the
-// calls themselves.
+// reactor). WatchJob is a callback stream too (Note [Watch fan-out]);
+// StreamLogs and ReportProgress stay synchronous. The sync server gives each
+// in-flight call a thread and creates and ends threads as load varies, which
+// under 100 concurrent clients cost more CPU than the calls themselves.
 using CoordinatorServiceBase = distill::v1::Coordinator::WithCallbackMethod_SubmitJob<
     distill::v1::Coordinator::WithCallbackMethod_GetJob<
         distill::v1::Coordinator::WithRawCallbackMethod_ListJobs<
             distill::v1::Coordinator::WithCallbackMethod_CancelJob<
-                distill::v1::Coordinator::Service>>>>;
+                distill::v1::Coordinator::WithCallbackMethod_WatchJob<
+                    distill::v1::Coordinator::Service>>>>>;
+
+// A stream's reactor that answers `status` at once (a refused call).
+template <typename Response>
+class FinishedWriter final : public grpc::ServerWriteReactor<Response> {
+ public:
+  explicit FinishedWriter(const grpc::Status& status) { this->Finish(status); }
+  void OnDone() override { delete this; }
+};
 
 class CoordinatorService final : public CoordinatorServiceBase {
  public:
   // `metrics` (may be null) gets each RPC's server-side duration.
   CoordinatorService(ServiceOptions options, Coordinator* coordinator, Metrics* metrics = nullptr)
-      : options_(std::move(options)), coordinator_(coordinator), metrics_(metrics) {}
+      : options_(std::move(options)),
+        coordinator_(coordinator),
+        metrics_(metrics),
+        watch_hub_(coordinator, options_.max_watchers, metrics) {}
 
   grpc::ServerUnaryReactor* SubmitJob(grpc::CallbackServerContext* context,
                                       const distill::v1::SubmitJobRequest* request,
@@ -83,8 +99,8 @@ class CoordinatorService final : public CoordinatorServiceBase {
   grpc::ServerUnaryReactor* CancelJob(grpc::CallbackServerContext* context,
                                       const distill::v1::CancelJobRequest* request,
                                       distill::v1::Job* response) override;
-  grpc::Status WatchJob(grpc::ServerContext* context, const distill::v1::WatchJobRequest* request,
-                        grpc::ServerWriter<distill::v1::JobEvent>* writer) override;
+  grpc::ServerWriteReactor<distill::v1::JobEvent>* WatchJob(
+      grpc::CallbackServerContext* context, const distill::v1::WatchJobRequest* request) override;
   grpc::Status StreamLogs(grpc::ServerContext* context,
                           const distill::v1::StreamLogsRequest* request,
                           grpc::ServerWriter<distill::v1::LogChunk>* writer) override;
@@ -93,10 +109,11 @@ class CoordinatorService final : public CoordinatorServiceBase {
                               distill::v1::ReportProgressResponse* response) override;
 
  private:
-  // Note [One auth check]: each RPC's work runs only through Authorized(),
-  // which checks the bearer token first: the handlers above are one line that
-  // hands their body to it, and their bodies (Do*) never see an
-  // unauthenticated call. service_test calls every method of the service's
+  // Note [One auth check]: each RPC's work runs only through Authorized()
+  // (or AuthorizedUnary(), AuthorizedWriter() for the callback calls), which
+  // checks the bearer token first: the handlers above are one line that
+  // hands their body to it, and their bodies (Do*, WatchHub::Open) never see
+  // an unauthenticated call. service_test calls every method of the service's
   // descriptor without a token, so a new RPC that skips it fails that test.
   // `method` names the RPC in distill_rpc_duration_seconds, which gets the
   // call's duration (a stream's: its whole life).
@@ -117,6 +134,23 @@ class CoordinatorService final : public CoordinatorServiceBase {
     reactor->Finish(Authorized(method, context, std::forward<Body>(body)));
     return reactor;
   }
+  // Authorized() for a callback stream: `body(start)` returns its reactor
+  // (which observes the duration when the stream ends) or an error, answered
+  // at once.
+  template <typename Response, typename Body>
+  grpc::ServerWriteReactor<Response>* AuthorizedWriter(const char* method,
+                                                       grpc::CallbackServerContext* context,
+                                                       Body&& body) const {
+    const absl::Time start = absl::Now();
+    grpc::Status st = CheckAuth(context);
+    if (st.ok()) {
+      absl::StatusOr<grpc::ServerWriteReactor<Response>*> reactor = body(start);
+      if (reactor.ok()) return *reactor;
+      st = ToGrpcStatus(reactor.status());
+    }
+    ObserveRpc(method, start);
+    return new FinishedWriter<Response>(st);
+  }
   void ObserveRpc(const char* method, absl::Time start) const;
   grpc::Status CheckAuth(const grpc::ServerContextBase* context) const;
   // SubmitJob's checks before the coordinator sees it (spec, roots); its
@@ -127,9 +161,6 @@ class CoordinatorService final : public CoordinatorServiceBase {
   grpc::Status DoListJobs(const grpc::ByteBuffer* request, grpc::ByteBuffer* response);
   grpc::Status DoCancelJob(const distill::v1::CancelJobRequest* request,
                            distill::v1::Job* response);
-  grpc::Status DoWatchJob(grpc::ServerContext* context,
-                          const distill::v1::WatchJobRequest* request,
-                          grpc::ServerWriter<distill::v1::JobEvent>* writer);
   grpc::Status DoStreamLogs(grpc::ServerContext* context,
                             const distill::v1::StreamLogsRequest* request,
                             grpc::ServerWriter<distill::v1::LogChunk>* writer);
@@ -138,6 +169,7 @@ class CoordinatorService final : public CoordinatorServiceBase {
   const ServiceOptions options_;
   Coordinator* const coordinator_;
   Metrics* const metrics_;
+  WatchHub watch_hub_;  // WatchJob's streams
 };
 
 }  // namespace distill::coordinator
