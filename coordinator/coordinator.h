@@ -121,8 +121,10 @@ class Coordinator {
     SerializedJob stored;
     int queue_position = 0;
   };
+  // As JobStore::ListSerializedJobs (max_bytes, *more).
   absl::StatusOr<std::vector<ListedJob>> ListSerialized(distill::v1::JobState state,
-                                                        int64_t before_seq, int limit)
+                                                        int64_t before_seq, int limit,
+                                                        size_t max_bytes, bool* more)
       ABSL_LOCKS_EXCLUDED(queue_mu_);
   // FailedPrecondition for a finished job; NotFound for an unknown one. A
   // sweep's cancel cancels every unfinished child; a child's only itself.

@@ -29,10 +29,21 @@ struct ServiceOptions {
   std::string output_root;
 };
 
+// Note [Input bounds] (common/spec.h): a submission's request_id, at most.
+inline constexpr size_t kMaxRequestIdBytes = 256;
+
+// Note [ListJobs budget]: a ListJobs response carries at most this many
+// bytes, well under gRPC's default 4 MiB limit on a received message: a
+// page ends early, with a next_page_token, rather than exceed it. A single
+// job larger than the budget still comes, alone (Note [Input bounds] keeps
+// it near 1 MiB).
+inline constexpr size_t kListJobsMaxBytes = size_t{3} << 20;
+
 // The abseil -> gRPC status mapping (codes are the same numbers).
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
-// Checks a submitted spec: full validation (InvalidArgument "field: ..."),
+// Checks a submitted spec: its size bounds first (Note [Input bounds] in
+// common/spec.h), full validation (InvalidArgument "field: ..."),
 // absolute paths (InvalidArgument) and roots (PermissionDenied "field: ...").
 // A sweep is expanded and every child checked so (errors name the child); a
 // CAPTURE job needs a distill spec with teacher.model and teacher.cache.

@@ -85,9 +85,18 @@ class FaultyStore : public JobStore {
     return real_->ListJobs(state, before_seq, limit);
   }
   absl::StatusOr<std::vector<SerializedJob>> ListSerializedJobs(distill::v1::JobState state,
-                                                                int64_t before_seq,
-                                                                int limit) override {
-    return real_->ListSerializedJobs(state, before_seq, limit);
+                                                                int64_t before_seq, int limit,
+                                                                size_t max_bytes,
+                                                                bool* more) override {
+    return real_->ListSerializedJobs(state, before_seq, limit, max_bytes, more);
+  }
+  absl::StatusOr<std::vector<std::string>> ExpiredJobs(int64_t ended_before_ms,
+                                                       int limit) override {
+    return real_->ExpiredJobs(ended_before_ms, limit);
+  }
+  absl::StatusOr<std::map<distill::v1::JobState, int>> DeleteJobs(
+      const std::vector<std::string>& ids) override {
+    return real_->DeleteJobs(ids);
   }
   absl::StatusOr<std::vector<JobRecord>> JobsInStates(
       const std::vector<distill::v1::JobState>& states) override {
@@ -397,7 +406,7 @@ TEST_F(CoordinatorTest, ListSerializedMatchesList) {
     for (int64_t before : {int64_t{0}, int64_t{6}}) {
       std::vector<int64_t> seqs;
       auto want = coordinator_->List(state, before, 100, &seqs);
-      auto got = coordinator_->ListSerialized(state, before, 100);
+      auto got = coordinator_->ListSerialized(state, before, 100, 0, nullptr);
       ASSERT_TRUE(want.ok()) << want.status();
       ASSERT_TRUE(got.ok()) << got.status();
       ASSERT_EQ(got->size(), want->size());
@@ -414,7 +423,7 @@ TEST_F(CoordinatorTest, ListSerializedMatchesList) {
   }
   // The order itself: priority 7 first, then 2 (p3; p1 was cancelled), then
   // the 0s in submission order, -1, -300.
-  auto queued = coordinator_->ListSerialized(distill::v1::QUEUED, 0, 100);
+  auto queued = coordinator_->ListSerialized(distill::v1::QUEUED, 0, 100, 0, nullptr);
   ASSERT_TRUE(queued.ok());
   std::map<std::string, int> position;
   for (const Coordinator::ListedJob& j : *queued) {
