@@ -385,4 +385,18 @@ grpc::Status CoordinatorService::DoReportProgress(
   return grpc::Status::OK;
 }
 
+grpc::Status CoordinatorService::DeleteJob(grpc::ServerContext* context,
+                                           const distill::v1::DeleteJobRequest* request,
+                                           distill::v1::Job* response) {
+  return Authorized("DeleteJob", context, [&] { return DoDeleteJob(request, response); });
+}
+
+grpc::Status CoordinatorService::DoDeleteJob(const distill::v1::DeleteJobRequest* request,
+                                             distill::v1::Job* response) {
+  absl::StatusOr<distill::v1::Job> job = coordinator_->Delete(request->id());
+  if (!job.ok()) return ToGrpcStatus(job.status());
+  *response = std::move(*job);
+  return grpc::Status::OK;
+}
+
 }  // namespace distill::coordinator

@@ -102,6 +102,9 @@ class CoordinatorService final : public CoordinatorServiceBase {
   grpc::Status ReportProgress(grpc::ServerContext* context,
                               grpc::ServerReader<distill::v1::ProgressReport>* reader,
                               distill::v1::ReportProgressResponse* response) override;
+  // Synchronous (a server thread): it removes the job's work directory.
+  grpc::Status DeleteJob(grpc::ServerContext* context, const distill::v1::DeleteJobRequest* request,
+                         distill::v1::Job* response) override;
 
  private:
   // Note [One auth check]: each RPC's work runs only through Authorized(),
@@ -145,6 +148,8 @@ class CoordinatorService final : public CoordinatorServiceBase {
                             const distill::v1::StreamLogsRequest* request,
                             grpc::ServerWriter<distill::v1::LogChunk>* writer);
   grpc::Status DoReportProgress(grpc::ServerReader<distill::v1::ProgressReport>* reader);
+  grpc::Status DoDeleteJob(const distill::v1::DeleteJobRequest* request,
+                           distill::v1::Job* response);
 
   const ServiceOptions options_;
   Coordinator* const coordinator_;

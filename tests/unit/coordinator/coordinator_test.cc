@@ -560,5 +560,78 @@ TEST_F(CoordinatorTest, ALostHostFailsTheAttemptAndTheRetryRunsElsewhere) {
   EXPECT_FALSE(scheduler.IsHostDown("b"));
 }
 
+// DeleteJob: a finished job goes with its events and work directory, never
+// its output; an unfinished or unknown one is refused and nothing changes.
+TEST_F(CoordinatorTest, DeleteRemovesAFinishedJobWithItsWorkDirectoryButNotItsOutput) {
+  absl::StatusOr<Job> done = coordinator_->Submit(Request("done"));
+  absl::StatusOr<Job> queued = coordinator_->Submit(Request("queued"));
+  ASSERT_TRUE(done.ok() && queued.ok());
+  ASSERT_TRUE(coordinator_->Cancel(done->id(), false).ok());  // queued: CANCELLED at once
+  const std::string work = dir_ + "/var/jobs/" + done->id() + "/attempt-1";
+  const std::string output = dir_ + "/out/done";
+  std::filesystem::create_directories(work);
+  std::filesystem::create_directories(output);
+  std::ofstream(work + "/mpirun.log") << "log";
+  std::ofstream(output + "/model.safetensors") << "weights";
+
+  EXPECT_EQ(coordinator_->Delete(queued->id()).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(coordinator_->Delete("j-unknown").status().code(), absl::StatusCode::kNotFound);
+  absl::StatusOr<Job> deleted = coordinator_->Delete(done->id());
+  ASSERT_TRUE(deleted.ok()) << deleted.status();
+  EXPECT_EQ(deleted->state(), distill::v1::CANCELLED);
+  EXPECT_EQ(deleted->spec().name(), "done");
+  EXPECT_EQ(coordinator_->Get(done->id()).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(real_->ListEvents(done->id(), 0, 10)->empty());
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/var/jobs/" + done->id()));
+  EXPECT_TRUE(std::filesystem::exists(output + "/model.safetensors"));
+  EXPECT_EQ(coordinator_->Delete(done->id()).status().code(), absl::StatusCode::kNotFound);
+  std::vector<JobRecord> left = Reopened();
+  ASSERT_EQ(left.size(), 1u);
+  EXPECT_EQ(left[0].job.id(), queued->id());
+}
+
+// Note [Retention]: a pass deletes what ended before now - retention, up to
+// its limit; zero retention keeps everything.
+TEST_F(CoordinatorTest, DeleteExpiredDeletesJobsFinishedLongerAgoThanTheRetention) {
+  std::vector<std::string> ids;
+  for (const char* name : {"a", "b", "c"}) {
+    absl::StatusOr<Job> job = coordinator_->Submit(Request(name));
+    ASSERT_TRUE(job.ok());
+    ids.push_back(job->id());
+  }
+  ASSERT_TRUE(coordinator_->Cancel(ids[0], false).ok());
+  ASSERT_TRUE(coordinator_->Cancel(ids[1], false).ok());
+  const absl::Time now = absl::Now();
+  EXPECT_EQ(coordinator_->DeleteExpired(now, 100), 0);  // the default keeps 30 days
+  EXPECT_EQ(coordinator_->DeleteExpired(now + absl::Hours(24 * 31), 1), 1);
+  EXPECT_EQ(coordinator_->DeleteExpired(now + absl::Hours(24 * 31), 100), 1);
+  EXPECT_EQ(Reopened().size(), 1u);  // the queued job stays
+  EXPECT_TRUE(coordinator_->Get(ids[2]).ok());
+
+  CoordinatorOptions forever;
+  forever.state_dir = dir_ + "/var";
+  forever.retention = absl::ZeroDuration();
+  Coordinator keeper(forever, store_.get(), scheduler_.get(), &launcher_, &metrics_);
+  EXPECT_EQ(keeper.DeleteExpired(now + absl::Hours(24 * 365), 100), 0);
+}
+
+// Note [Retention]: a work directory whose job is not stored (a crash after
+// a deletion's commit) is removed by the first pass after a start.
+TEST_F(CoordinatorTest, AStartRemovesWorkDirectoriesOfDeletedJobs) {
+  absl::StatusOr<Job> kept = coordinator_->Submit(Request("kept"));
+  ASSERT_TRUE(kept.ok());
+  ASSERT_TRUE(coordinator_->Cancel(kept->id(), false).ok());
+  const std::string jobs = dir_ + "/var/jobs/";
+  std::filesystem::create_directories(jobs + kept->id() + "/attempt-1");
+  std::filesystem::create_directories(jobs + "j000000000bad/attempt-1");
+  ASSERT_TRUE(coordinator_->Start().ok());
+  for (int i = 0; i < 600 && std::filesystem::exists(jobs + "j000000000bad"); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  coordinator_->Stop();
+  EXPECT_FALSE(std::filesystem::exists(jobs + "j000000000bad"));
+  EXPECT_TRUE(std::filesystem::exists(jobs + kept->id() + "/attempt-1"));
+}
+
 }  // namespace
 }  // namespace distill::coordinator
