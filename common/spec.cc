@@ -403,7 +403,19 @@ absl::Status ValidateDataFormat(const distill::v1::DataSpec& data) {
 
 }  // namespace
 
+absl::Status CheckSpecSize(const JobSpec& spec) {
+  if (spec.name().size() > kMaxSpecNameBytes) {
+    return Bad("name", absl::StrCat("at most ", kMaxSpecNameBytes, " bytes, got ", spec.name().size()));
+  }
+  const size_t bytes = spec.ByteSizeLong();
+  if (bytes > kMaxSpecBytes) {
+    return Bad("spec", absl::StrCat("at most ", kMaxSpecBytes, " bytes serialized, got ", bytes));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateJobSpec(const JobSpec& spec) {
+  RETURN_IF_ERROR(CheckSpecSize(spec));
   if (spec.sweep_size() > 0) {
     return Bad("sweep", "submit a sweep with distillctl submit; the coordinator expands it");
   }

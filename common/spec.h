@@ -32,8 +32,24 @@ absl::StatusOr<distill::v1::JobSpec> LoadJobSpec(const std::string& path);
 // method/lora/ranks for the other types.
 distill::v1::JobSpec WithDefaults(const distill::v1::JobSpec& spec);
 
+// Note [Input bounds]: what one submission may store. A spec's name is at
+// most kMaxSpecNameBytes and the whole spec, serialized, at most
+// kMaxSpecBytes (a few KB is usual; a long list of data shards is the large
+// case), so one job record, one ListJobs entry and one GetJob answer stay
+// far below gRPC's 4 MiB message limit (ListJobs pages by bytes too:
+// coordinator/service.cc). A sweep's expansion is bounded by
+// kMaxSweepChildren and kMaxSweepBytes (common/sweep.h). The coordinator
+// checks them before anything is stored; distillctl before sending.
+inline constexpr size_t kMaxSpecNameBytes = 256;
+inline constexpr size_t kMaxSpecBytes = size_t{1} << 20;  // 1 MiB
+
+// The size bounds of Note [Input bounds] alone: InvalidArgument "name: at
+// most 256 bytes, got N" or "spec: at most 1048576 bytes serialized, got N".
+absl::Status CheckSpecSize(const distill::v1::JobSpec& spec);
+
 // Checks every field of a spec (defaults need not be filled in). Returns the
-// first problem as InvalidArgument "field.path: what is wrong". Checks that need the models (distill layer
+// first problem as InvalidArgument "field.path: what is wrong", the size
+// bounds (CheckSpecSize) first. Checks that need the models (distill layer
 // indices, top_k against the vocabulary, teacher/student vocabularies, teacher.ranks
 // against the teacher's layers, the launched world size) are the
 // worker's, before training starts; they name the field too.

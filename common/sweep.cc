@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -193,6 +194,15 @@ std::string Sanitize(const std::string& s) {
   return out;
 }
 
+// `name` cut to kMaxSpecNameBytes on a UTF-8 boundary, ending "...]" when cut.
+std::string ClippedName(std::string name) {
+  if (name.size() <= kMaxSpecNameBytes) return name;
+  size_t n = kMaxSpecNameBytes - 4;
+  while (n > 0 && (static_cast<unsigned char>(name[n]) & 0xC0) == 0x80) --n;
+  name.resize(n);
+  return name + "...]";
+}
+
 // An error of the child at `point`, naming the axis the message is about
 // (its field path leads the message) or else every swept value.
 absl::Status ChildError(const std::vector<Axis>& axes, const std::vector<size_t>& point, int child,
@@ -241,8 +251,8 @@ absl::StatusOr<SweepChild> MakeChild(const JobSpec& parent, const json& base,
   char num[16];
   std::snprintf(num, sizeof(num), "%0*d", width, index);
   child.spec.set_output(absl::StrCat(parent.output(), "/", num, "-", Sanitize(child.label)));
-  child.spec.set_name(
-      absl::StrCat(parent.name().empty() ? "sweep" : parent.name(), "[", child.label, "]"));
+  child.spec.set_name(ClippedName(
+      absl::StrCat(parent.name().empty() ? "sweep" : parent.name(), "[", child.label, "]")));
   child.spec = WithDefaults(child.spec);
   return child;
 }
@@ -278,7 +288,8 @@ absl::StatusOr<SweepChild> MakeCapture(const JobSpec& parent,
     spec.mutable_distill()->clear_layer_map();
   }
   spec.set_output(absl::StrCat(parent.output(), "/capture"));
-  spec.set_name(absl::StrCat(parent.name().empty() ? "sweep" : parent.name(), "[capture]"));
+  spec.set_name(
+      ClippedName(absl::StrCat(parent.name().empty() ? "sweep" : parent.name(), "[capture]")));
   absl::Status st = ValidateJobSpec(spec);
   if (!st.ok()) return Bad(absl::StrCat("the shared teacher capture: ", st.message()));
   cap.spec = WithDefaults(spec);
@@ -343,21 +354,39 @@ void ResolveSweepPaths(const std::string& base_dir, JobSpec* spec) {
   }
 }
 
-absl::StatusOr<std::vector<SweepChild>> ExpandSweep(const JobSpec& parent) {
-  if (parent.sweep_size() == 0) return Bad("no axes (an empty sweep block)");
-  if (parent.output().empty())
-    return Bad("output: required: the directory the children write under");
-  ASSIGN_OR_RETURN(std::vector<Axis> axes, ParseAxes(parent));
-  RETURN_IF_ERROR(CheckCacheKey(parent, axes));
+namespace {
+
+// Note [Input bounds]: the grid's size before any value is parsed or child
+// built. Returns the number of children.
+absl::StatusOr<int64_t> CheckGridSize(const JobSpec& parent, const JobSpec& base_spec) {
   int64_t count = 1;
-  for (const Axis& a : axes) {
-    count *= static_cast<int64_t>(a.values.size());
+  for (const distill::v1::SweepAxis& a : parent.sweep()) {
+    count *= std::max(a.values_size(), 1);  // an empty axis is ParseAxes' error
     if (count > kMaxSweepChildren) {
       return Bad(absl::StrCat("more than ", kMaxSweepChildren, " children; split the sweep"));
     }
   }
+  const size_t bytes = static_cast<size_t>(count) * base_spec.ByteSizeLong();
+  if (bytes > kMaxSweepBytes) {
+    return Bad(absl::StrCat(count, " children of ", base_spec.ByteSizeLong(),
+                            " bytes each exceed the sweep's limit of ", kMaxSweepBytes,
+                            " bytes; split the sweep or shorten the spec"));
+  }
+  return count;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<SweepChild>> ExpandSweep(const JobSpec& parent) {
+  RETURN_IF_ERROR(CheckSpecSize(parent));
+  if (parent.sweep_size() == 0) return Bad("no axes (an empty sweep block)");
+  if (parent.output().empty())
+    return Bad("output: required: the directory the children write under");
   JobSpec base_spec = parent;
   base_spec.clear_sweep();
+  ASSIGN_OR_RETURN(const int64_t count, CheckGridSize(parent, base_spec));
+  ASSIGN_OR_RETURN(std::vector<Axis> axes, ParseAxes(parent));
+  RETURN_IF_ERROR(CheckCacheKey(parent, axes));
   ASSIGN_OR_RETURN(json base, SpecJson(base_spec));
   const int width = static_cast<int>(absl::StrCat(count - 1).size());
   std::vector<SweepChild> children;

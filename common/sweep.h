@@ -22,6 +22,10 @@ namespace distill::common {
 
 // More children than this is an error (a typo, not a plan).
 inline constexpr int kMaxSweepChildren = 1000;
+// Note [Input bounds] (common/spec.h): the children's specs together, as
+// estimated before expanding (children x the parent without its sweep
+// block), may not exceed this: they are stored in one transaction.
+inline constexpr size_t kMaxSweepBytes = size_t{32} << 20;  // 32 MiB
 
 // When spec text (YAML or JSON) has a top-level `sweep` mapping, returns the
 // text with it rewritten into the proto's list form (each value as JSON
@@ -49,7 +53,9 @@ struct SweepChild {
 // union of what the children need) and the training children read the
 // cache (teacher.model cleared, teacher.ranks 0); a swept field the cache's
 // content depends on is then an error. Errors name the axis, value or child:
-// "sweep: distill.temperature[2] = -1: distill.temperature: must be > 0, got -1".
+// "sweep: distill.temperature[2] = -1: distill.temperature: must be > 0, got -1";
+// the parent's size bounds (CheckSpecSize) come first and name their field.
+// A child's name is clipped to kMaxSpecNameBytes (its sweep values are whole).
 absl::StatusOr<std::vector<SweepChild>> ExpandSweep(const distill::v1::JobSpec& parent);
 
 }  // namespace distill::common

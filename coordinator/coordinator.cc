@@ -298,11 +298,10 @@ absl::StatusOr<std::vector<Job>> Coordinator::List(JobState state, int64_t befor
   return jobs;
 }
 
-absl::StatusOr<std::vector<Coordinator::ListedJob>> Coordinator::ListSerialized(JobState state,
-                                                                                int64_t before_seq,
-                                                                                int limit) {
+absl::StatusOr<std::vector<Coordinator::ListedJob>> Coordinator::ListSerialized(
+    JobState state, int64_t before_seq, int limit, size_t max_bytes, bool* more) {
   ASSIGN_OR_RETURN(std::vector<SerializedJob> stored,
-                   store_->ListSerializedJobs(state, before_seq, limit));
+                   store_->ListSerializedJobs(state, before_seq, limit, max_bytes, more));
   std::vector<ListedJob> out(stored.size());
   for (size_t i = 0; i < stored.size(); ++i) out[i].stored = std::move(stored[i]);
   // Note [Reads off the lock], as in List().

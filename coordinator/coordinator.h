@@ -84,6 +84,10 @@ struct CoordinatorOptions {
   HealthOptions health;
   // Control loop period (process polling, timeouts, scheduling).
   absl::Duration tick = absl::Milliseconds(200);
+  // Note [Retention]: a finished job is deleted (Delete()) this long after it
+  // ended; zero keeps jobs forever. Long enough to look back at a month's
+  // runs, short enough that the store and STATE_DIR/jobs stay bounded.
+  absl::Duration retention = absl::Hours(24 * 30);
 };
 
 class Coordinator {
@@ -129,13 +133,27 @@ class Coordinator {
     SerializedJob stored;
     int queue_position = 0;
   };
+  // As JobStore::ListSerializedJobs (max_bytes, *more).
   absl::StatusOr<std::vector<ListedJob>> ListSerialized(distill::v1::JobState state,
-                                                        int64_t before_seq, int limit)
+                                                        int64_t before_seq, int limit,
+                                                        size_t max_bytes, bool* more)
       ABSL_LOCKS_EXCLUDED(queue_mu_);
   // FailedPrecondition for a finished job; NotFound for an unknown one. A
   // sweep's cancel cancels every unfinished child; a child's only itself.
   absl::StatusOr<distill::v1::Job> Cancel(const std::string& id, bool force)
       ABSL_LOCKS_EXCLUDED(mu_);
+  // Deletes a finished job, its events and its work directory
+  // (STATE_DIR/jobs/ID; never its output) and returns it as it was. A sweep
+  // goes with its children. FailedPrecondition for an unfinished job, a sweep
+  // with an unfinished child, or a sweep's child (delete the sweep);
+  // NotFound for an unknown one. The store's rows go in one transaction
+  // first (a crash then leaves the job whole, or a work directory that the
+  // next start removes: Note [Retention]).
+  absl::StatusOr<distill::v1::Job> Delete(const std::string& id) ABSL_LOCKS_EXCLUDED(mu_);
+  // Note [Retention]: deletes up to `limit` jobs that ended before
+  // now - retention (none when retention is zero); returns how many.
+  int DeleteExpired(absl::Time now, int limit) ABSL_LOCKS_EXCLUDED(mu_);
+
   // One progress report of a rank (also its heartbeat). NotFound for an
   // unknown job, FailedPrecondition for a finished job or a stale attempt.
   absl::Status Report(const distill::v1::ProgressReport& report) ABSL_LOCKS_EXCLUDED(mu_);
@@ -235,6 +253,12 @@ class Coordinator {
   size_t QueueSize() const ABSL_LOCKS_EXCLUDED(queue_mu_);
   void NotifyLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Loop() ABSL_LOCKS_EXCLUDED(mu_);
+  // Note [Retention] (coordinator_retention.cc), on the loop's thread.
+  void ExpireIfDue() ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<std::vector<std::string>> DeletableLocked(const JobRecord& rec) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RemoveWorkDirs(const std::vector<std::string>& ids) const;
+  void RemoveOrphanWorkDirs() const;
 
   CoordinatorOptions options_;
   JobStore* const store_;
@@ -265,6 +289,9 @@ class Coordinator {
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::mt19937_64 rng_ ABSL_GUARDED_BY(mu_);
   std::thread loop_;
+  // Note [Retention]: the next pass (the loop's thread only; InfinitePast
+  // until the first, which also removes orphan work directories).
+  absl::Time next_expiry_ = absl::InfinitePast();
   // Last: its writer thread calls CommitSubmissions(), so it stops first.
   std::unique_ptr<GroupCommitter> committer_;
 };

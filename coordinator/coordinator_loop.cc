@@ -73,6 +73,7 @@ void Coordinator::Loop() {
   while (!stop_) {
     mu_.Unlock();
     Tick();
+    ExpireIfDue();
     mu_.Lock();
     if (stop_) break;
     wake_.WaitWithTimeout(&mu_, options_.tick);

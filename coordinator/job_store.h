@@ -44,6 +44,19 @@ struct SerializedJob {
   std::string job;
 };
 
+// Note [Small events]: an event stores what changed, not the whole job, so
+// the log grows by a few hundred bytes per event whatever the spec's size
+// (a job's spec may be 1 MiB: Note [Input bounds] in common/spec.h) and a
+// WatchJob stream stays small. EventJob() is what an event keeps of the job:
+// for STATE_CHANGED every field but the spec, of which only name and type
+// (what a watcher prints); for PROGRESS id, state, attempt, progress,
+// update_time and spec.type. Stores apply it when they write an event and
+// to every event they read (events written before kept whole jobs), so the
+// API's JobEvent.job is the same for old and new events.
+distill::v1::Job EventJob(const distill::v1::Job& job, distill::v1::JobEvent::Kind kind);
+// EventJob() in place (for an event read back).
+void ReduceEventJob(distill::v1::JobEvent::Kind kind, distill::v1::Job* job);
+
 // What happened, for the event log.
 struct EventInfo {
   distill::v1::JobEvent::Kind kind = distill::v1::JobEvent::STATE_CHANGED;
@@ -96,8 +109,8 @@ class JobStore {
   virtual absl::StatusOr<JobRecord> GetJob(const std::string& id) = 0;
 
   // Replaces the stored record of `record.job.id` and, when `event` is set,
-  // appends an event (the job as written) in the same transaction. Returns
-  // the event's sequence number (0 without an event).
+  // appends an event (EventJob() of the job as written) in the same
+  // transaction. Returns the event's sequence number (0 without an event).
   virtual absl::StatusOr<int64_t> UpdateJob(const JobRecord& record,
                                             const std::optional<EventInfo>& event) = 0;
 
@@ -106,10 +119,13 @@ class JobStore {
   virtual absl::StatusOr<std::vector<JobRecord>> ListJobs(distill::v1::JobState state,
                                                           int64_t before_seq, int limit) = 0;
 
-  // ListJobs() without parsing: the same jobs in the same order, serialized.
-  virtual absl::StatusOr<std::vector<SerializedJob>> ListSerializedJobs(distill::v1::JobState state,
-                                                                        int64_t before_seq,
-                                                                        int limit) = 0;
+  // ListJobs() without parsing: the same jobs in the same order, serialized,
+  // also ending before a job that would bring their bytes (SerializedJob::job)
+  // over `max_bytes` (0 = no bound); the first job always comes. *more
+  // (optional) tells whether jobs of the listing follow the last returned.
+  virtual absl::StatusOr<std::vector<SerializedJob>> ListSerializedJobs(
+      distill::v1::JobState state, int64_t before_seq, int limit, size_t max_bytes,
+      bool* more) = 0;
 
   // Every job in one of `states`, oldest first.
   virtual absl::StatusOr<std::vector<JobRecord>> JobsInStates(
@@ -117,6 +133,18 @@ class JobStore {
 
   // How many jobs are in each state.
   virtual absl::StatusOr<std::map<distill::v1::JobState, int>> CountJobs() = 0;
+
+  // The ids of finished jobs (SUCCEEDED, FAILED, CANCELLED) that ended before
+  // `ended_before_ms` (unix ms) and belong to no sweep (a sweep's children go
+  // with it), the earliest ended first, at most `limit`.
+  virtual absl::StatusOr<std::vector<std::string>> ExpiredJobs(int64_t ended_before_ms,
+                                                               int limit) = 0;
+
+  // Deletes the jobs with these ids and their events, in one transaction:
+  // all of them or, on an error (Internal), none; ids not stored are skipped.
+  // Returns how many jobs it deleted in each state.
+  virtual absl::StatusOr<std::map<distill::v1::JobState, int>> DeleteJobs(
+      const std::vector<std::string>& ids) = 0;
 
   // A job's events with sequence > after_sequence, oldest first, at most limit.
   virtual absl::StatusOr<std::vector<distill::v1::JobEvent>> ListEvents(const std::string& id,

@@ -15,6 +15,7 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/time.h"
 #include "common/version.h"
 #include "coordinator/flag_parse.h"
 #include "coordinator/preflight.h"
@@ -79,6 +80,9 @@ ABSL_FLAG(distill::coordinator::ArgList, mpirun_arg, distill::coordinator::ArgLi
           "(e.g. --mpirun-arg=--mca --mpirun-arg=plm_rsh_agent --mpirun-arg='ssh -i KEY')");
 ABSL_FLAG(PositiveDuration, host_down_for, PositiveDuration{absl::Minutes(5)},
           "a host a job lost (unreachable, its MPI daemon lost) gets no jobs this long");
+ABSL_FLAG(absl::Duration, retention, absl::Hours(24 * 30),
+          "a finished job is deleted (with its events and logs, never its output) this long "
+          "after it ended, e.g. 720h; 0 keeps jobs forever");
 
 namespace distill::coordinator {
 namespace {
@@ -185,6 +189,11 @@ absl::StatusOr<ServerOptions> OptionsFromFlags(int argc, char** argv) {
   if (o.service.max_watchers < 1)
     return absl::InvalidArgumentError(absl::StrCat(
         "--max-watchers: expected an integer >= 1, got '", o.service.max_watchers, "'"));
+  o.coordinator.retention = absl::GetFlag(FLAGS_retention);
+  if (o.coordinator.retention < absl::ZeroDuration())
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--retention: expected a duration >= 0, got '",
+        absl::FormatDuration(o.coordinator.retention), "'"));
   o.auth_token_file = absl::GetFlag(FLAGS_auth_token_file);
   o.tls_cert = absl::GetFlag(FLAGS_tls_cert);
   o.tls_key = absl::GetFlag(FLAGS_tls_key);

@@ -190,6 +190,11 @@ grpc::Status CoordinatorService::CheckSubmitJob(
     const distill::v1::SubmitJobRequest* request) const {
   if (!request->has_spec())
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "spec: required");
+  if (request->request_id().size() > kMaxRequestIdBytes) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("request_id: at most ", kMaxRequestIdBytes, " bytes, got ",
+                                     request->request_id().size()));
+  }
   if (absl::Status st = CheckSubmittedSpec(request->spec(), options_, request->kind()); !st.ok())
     return ToGrpcStatus(st);
   return grpc::Status::OK;
@@ -234,14 +239,18 @@ grpc::Status CoordinatorService::DoListJobs(const grpc::ByteBuffer* raw_request,
     if (!seq.ok()) return ToGrpcStatus(seq.status());
     before = *seq;
   }
-  // One extra row tells whether another page follows.
+  // Note [ListJobs budget]: the jobs' bytes plus, per job, its field's tag
+  // and length and the appended queue_position (Note [ListJobs bytes]: at
+  // most 12 bytes), plus the page token's field, stay within the budget.
+  constexpr size_t kPerJobBytes = 12, kTokenBytes = 64;
+  const size_t max_bytes = kListJobsMaxBytes - kTokenBytes - kPerJobBytes * size;
+  bool more = false;
   absl::StatusOr<std::vector<Coordinator::ListedJob>> jobs =
-      coordinator_->ListSerialized(request->state(), before, size + 1);
+      coordinator_->ListSerialized(request->state(), before, size, max_bytes, &more);
   if (!jobs.ok()) return ToGrpcStatus(jobs.status());
-  const bool more = static_cast<int>(jobs->size()) > size;
-  if (more) jobs->pop_back();
   auto* bytes = new std::string(SerializeListJobsResponse(
-      *jobs, more ? MakePageToken(jobs->back().stored.seq, request->state()) : ""));
+      *jobs, more && !jobs->empty() ? MakePageToken(jobs->back().stored.seq, request->state())
+                                    : ""));
   grpc::Slice slice(
       bytes->data(), bytes->size(), [](void* p) { delete static_cast<std::string*>(p); }, bytes);
   grpc::ByteBuffer out(&slice, 1);
@@ -346,6 +355,20 @@ grpc::Status CoordinatorService::DoReportProgress(
     absl::Status st = coordinator_->Report(report);
     if (!st.ok()) return ToGrpcStatus(st);
   }
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorService::DeleteJob(grpc::ServerContext* context,
+                                           const distill::v1::DeleteJobRequest* request,
+                                           distill::v1::Job* response) {
+  return Authorized("DeleteJob", context, [&] { return DoDeleteJob(request, response); });
+}
+
+grpc::Status CoordinatorService::DoDeleteJob(const distill::v1::DeleteJobRequest* request,
+                                             distill::v1::Job* response) {
+  absl::StatusOr<distill::v1::Job> job = coordinator_->Delete(request->id());
+  if (!job.ok()) return ToGrpcStatus(job.status());
+  *response = std::move(*job);
   return grpc::Status::OK;
 }
 

@@ -36,7 +36,18 @@ struct ServiceOptions {
   int max_watchers = 10000;
 };
 
-// Checks a submitted spec: full validation (InvalidArgument "field: ..."),
+// Note [Input bounds] (common/spec.h): a submission's request_id, at most.
+inline constexpr size_t kMaxRequestIdBytes = 256;
+
+// Note [ListJobs budget]: a ListJobs response carries at most this many
+// bytes, well under gRPC's default 4 MiB limit on a received message: a
+// page ends early, with a next_page_token, rather than exceed it. A single
+// job larger than the budget still comes, alone (Note [Input bounds] keeps
+// it near 1 MiB).
+inline constexpr size_t kListJobsMaxBytes = size_t{3} << 20;
+
+// Checks a submitted spec: its size bounds first (Note [Input bounds] in
+// common/spec.h), full validation (InvalidArgument "field: ..."),
 // absolute paths (InvalidArgument) and roots (PermissionDenied "field: ...").
 // A sweep is expanded and every child checked so (errors name the child); a
 // CAPTURE job needs a distill spec with teacher.model and teacher.cache.
@@ -107,6 +118,9 @@ class CoordinatorService final : public CoordinatorServiceBase {
   grpc::Status ReportProgress(grpc::ServerContext* context,
                               grpc::ServerReader<distill::v1::ProgressReport>* reader,
                               distill::v1::ReportProgressResponse* response) override;
+  // Synchronous (a server thread): it removes the job's work directory.
+  grpc::Status DeleteJob(grpc::ServerContext* context, const distill::v1::DeleteJobRequest* request,
+                         distill::v1::Job* response) override;
 
  private:
   // Note [One auth check]: each RPC's work runs only through Authorized()
@@ -165,6 +179,8 @@ class CoordinatorService final : public CoordinatorServiceBase {
                             const distill::v1::StreamLogsRequest* request,
                             grpc::ServerWriter<distill::v1::LogChunk>* writer);
   grpc::Status DoReportProgress(grpc::ServerReader<distill::v1::ProgressReport>* reader);
+  grpc::Status DoDeleteJob(const distill::v1::DeleteJobRequest* request,
+                           distill::v1::Job* response);
 
   const ServiceOptions options_;
   Coordinator* const coordinator_;

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
+#include "coordinator/sqlite_schema.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace distill::coordinator {
@@ -16,29 +17,6 @@ namespace {
 using distill::v1::Job;
 using distill::v1::JobEvent;
 using distill::v1::JobState;
-
-constexpr const char* kSchema = R"sql(
-CREATE TABLE IF NOT EXISTS jobs (
-  id TEXT PRIMARY KEY,
-  seq INTEGER NOT NULL UNIQUE,
-  state INTEGER NOT NULL,
-  request_id TEXT NOT NULL,
-  job BLOB NOT NULL,
-  launch_pid INTEGER NOT NULL DEFAULT 0,
-  cancel_requested INTEGER NOT NULL DEFAULT 0,
-  cancel_force INTEGER NOT NULL DEFAULT 0,
-  not_before_ms INTEGER NOT NULL DEFAULT 0,
-  last_event INTEGER NOT NULL DEFAULT 0
-);
-CREATE UNIQUE INDEX IF NOT EXISTS jobs_request_id ON jobs(request_id) WHERE request_id != '';
-CREATE INDEX IF NOT EXISTS jobs_state_seq ON jobs(state, seq);
-CREATE TABLE IF NOT EXISTS events (
-  job_id TEXT NOT NULL,
-  sequence INTEGER NOT NULL,
-  event BLOB NOT NULL,
-  PRIMARY KEY (job_id, sequence)
-);
-)sql";
 
 constexpr char kJobColumns[] =
     "job, seq, launch_pid, cancel_requested, cancel_force, not_before_ms";
@@ -78,6 +56,7 @@ class Stmt {
     return absl::InternalError(absl::StrCat("sqlite step: ", sqlite3_errmsg(db_)));
   }
   int64_t Int(int col) { return sqlite3_column_int64(stmt_, col); }
+  int Bytes(int col) { return sqlite3_column_bytes(stmt_, col); }
   std::string Blob(int col) {
     const void* p = sqlite3_column_blob(stmt_, col);
     int n = sqlite3_column_bytes(stmt_, col);
@@ -227,7 +206,7 @@ absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(const std::
   ASSIGN_OR_RETURN(std::unique_ptr<Connection> writer, Connection::Open(path));
   RETURN_IF_ERROR(writer->Exec("PRAGMA journal_mode=WAL"));
   RETURN_IF_ERROR(writer->Exec("PRAGMA synchronous=NORMAL"));
-  RETURN_IF_ERROR(writer->Exec(kSchema));
+  RETURN_IF_ERROR(PrepareSchema(writer->db()));  // Note [Store schema]
   return std::unique_ptr<SqliteJobStore>(new SqliteJobStore(path, std::move(writer)));
 }
 
@@ -301,13 +280,15 @@ absl::StatusOr<std::string> SqliteJobStore::JournalMode() {
 
 absl::Status SqliteJobStore::WriteJobLocked(const JobRecord& r, bool insert) {
   // Both statements take the same numbered parameters; the UPDATE mentions
-  // ?2 (seq) and ?8 (request_id), which never change, only to bind them.
+  // ?2 (seq), ?8 (request_id) and ?11 (parent_id), which never change, only
+  // to bind them.
   Stmt s = writer_->Get(
-      insert
-          ? "INSERT INTO jobs (job, seq, launch_pid, cancel_requested, cancel_force, "
-            "not_before_ms, state, request_id, id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
-          : "UPDATE jobs SET job = ?1, launch_pid = ?3, cancel_requested = ?4, cancel_force = ?5, "
-            "not_before_ms = ?6, state = ?7 WHERE id = ?9 AND ?2 = ?2 AND ?8 = ?8");
+      insert ? "INSERT INTO jobs (job, seq, launch_pid, cancel_requested, cancel_force, "
+               "not_before_ms, state, request_id, id, end_ms, parent_id) "
+               "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+             : "UPDATE jobs SET job = ?1, launch_pid = ?3, cancel_requested = ?4, "
+               "cancel_force = ?5, not_before_ms = ?6, state = ?7, end_ms = ?10 "
+               "WHERE id = ?9 AND ?2 = ?2 AND ?8 = ?8 AND ?11 = ?11");
   RETURN_IF_ERROR(s.status());
   s.BindBlob(1, r.job.SerializeAsString());
   s.Bind(2, r.seq);
@@ -318,6 +299,8 @@ absl::Status SqliteJobStore::WriteJobLocked(const JobRecord& r, bool insert) {
   s.Bind(7, static_cast<int64_t>(r.job.state()));
   s.Bind(8, r.job.request_id());
   s.Bind(9, r.job.id());
+  s.Bind(10, StoredEndMs(r.job));
+  s.Bind(11, r.job.parent_id());
   RETURN_IF_ERROR(s.Step().status());
   if (!insert && sqlite3_changes(writer_->db()) == 0)
     return absl::NotFoundError(absl::StrCat("job ", r.job.id(), " not found"));
@@ -341,7 +324,7 @@ absl::StatusOr<int64_t> SqliteJobStore::AppendEventLocked(const JobRecord& r,
   e.set_sequence(seq);
   e.set_kind(info.kind);
   *e.mutable_time() = google::protobuf::util::TimeUtil::GetCurrentTime();
-  *e.mutable_job() = r.job;
+  *e.mutable_job() = EventJob(r.job, info.kind);  // Note [Small events]
   e.set_message(info.message);
   Stmt ins = writer_->Get("INSERT INTO events (job_id, sequence, event) VALUES (?1, ?2, ?3)");
   RETURN_IF_ERROR(ins.status());
@@ -469,25 +452,79 @@ absl::StatusOr<std::vector<JobRecord>> SqliteJobStore::ListJobs(JobState state, 
   });
 }
 
-absl::StatusOr<std::vector<SerializedJob>> SqliteJobStore::ListSerializedJobs(JobState state,
-                                                                              int64_t before_seq,
-                                                                              int limit) {
+absl::StatusOr<std::vector<SerializedJob>> SqliteJobStore::ListSerializedJobs(
+    JobState state, int64_t before_seq, int limit, size_t max_bytes, bool* more) {
   return WithReader([&](Connection& c) -> absl::StatusOr<std::vector<SerializedJob>> {
     Stmt s = c.Get(ListQuery("job, seq, state"));
     RETURN_IF_ERROR(s.status());
-    BindList(s, state, before_seq, limit);
+    BindList(s, state, before_seq, limit + 1);  // one more tells whether more follow
     std::vector<SerializedJob> out;
+    size_t bytes = 0;
+    bool followed = false;
     while (true) {
       ASSIGN_OR_RETURN(bool row, s.Step());
       if (!row) break;
+      const size_t size = static_cast<size_t>(s.Bytes(0));
+      if (static_cast<int>(out.size()) == limit ||
+          (max_bytes > 0 && !out.empty() && bytes + size > max_bytes)) {
+        followed = true;
+        break;
+      }
+      bytes += size;
       SerializedJob j;
       j.job = s.Blob(0);
       j.seq = s.Int(1);
       j.state = static_cast<JobState>(s.Int(2));
       out.push_back(std::move(j));
     }
+    if (more != nullptr) *more = followed;
     return out;
   });
+}
+
+absl::StatusOr<std::vector<std::string>> SqliteJobStore::ExpiredJobs(int64_t ended_before_ms,
+                                                                     int limit) {
+  return WithReader([&](Connection& c) -> absl::StatusOr<std::vector<std::string>> {
+    // The conditions of the partial index jobs_expiry, so that it is used.
+    Stmt s = c.Get(
+        "SELECT id FROM jobs WHERE end_ms > 0 AND parent_id = '' AND end_ms < ?1 "
+        "AND state IN (4, 5, 6) ORDER BY end_ms ASC LIMIT ?2");
+    RETURN_IF_ERROR(s.status());
+    s.Bind(1, ended_before_ms);
+    s.Bind(2, static_cast<int64_t>(limit));
+    std::vector<std::string> ids;
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row) break;
+      ids.push_back(s.Blob(0));
+    }
+    return ids;
+  });
+}
+
+absl::StatusOr<std::map<JobState, int>> SqliteJobStore::DeleteJobs(
+    const std::vector<std::string>& ids) {
+  absl::MutexLock lock(&mu_);
+  Transaction<Connection> tx(*writer_);
+  RETURN_IF_ERROR(tx.status());
+  std::map<JobState, int> deleted;
+  for (const std::string& id : ids) {
+    {
+      Stmt job = writer_->Get("DELETE FROM jobs WHERE id = ?1 RETURNING state");
+      RETURN_IF_ERROR(job.status());
+      job.Bind(1, id);
+      ASSIGN_OR_RETURN(bool row, job.Step());
+      if (!row) continue;  // not stored
+      deleted[static_cast<JobState>(job.Int(0))]++;
+      RETURN_IF_ERROR(job.Step().status());
+    }
+    Stmt events = writer_->Get("DELETE FROM events WHERE job_id = ?1");
+    RETURN_IF_ERROR(events.status());
+    events.Bind(1, id);
+    RETURN_IF_ERROR(events.Step().status());
+  }
+  RETURN_IF_ERROR(tx.Commit());
+  return deleted;
 }
 
 absl::StatusOr<std::vector<JobRecord>> SqliteJobStore::JobsInStates(
@@ -533,6 +570,7 @@ absl::StatusOr<std::vector<JobEvent>> SqliteJobStore::ListEvents(const std::stri
       if (!row) break;
       JobEvent e;
       if (!s.ParseBlob(0, &e)) return absl::DataLossError("stored event does not parse");
+      ReduceEventJob(e.kind(), e.mutable_job());  // a row written before Note [Small events]
       out.push_back(std::move(e));
     }
     return out;

@@ -1,6 +1,7 @@
 // SqliteJobStore: JobStore in one SQLite file in WAL mode (the embedded
 // default). Jobs and events are rows holding the serialized protos next to
-// the few columns that queries need.
+// the few columns that queries need (sqlite_schema.h: Note [Store schema]
+// versions the tables and migrates a file written by an older coordinator).
 //
 // Durability: a write returns after its transaction committed to the WAL.
 // synchronous=NORMAL: the commit is in the OS page cache, so it survives a
@@ -39,11 +40,16 @@ class SqliteJobStore : public JobStore {
   absl::StatusOr<std::vector<JobRecord>> ListJobs(distill::v1::JobState state, int64_t before_seq,
                                                   int limit) override;
   absl::StatusOr<std::vector<SerializedJob>> ListSerializedJobs(distill::v1::JobState state,
-                                                                int64_t before_seq,
-                                                                int limit) override;
+                                                                int64_t before_seq, int limit,
+                                                                size_t max_bytes,
+                                                                bool* more) override;
   absl::StatusOr<std::vector<JobRecord>> JobsInStates(
       const std::vector<distill::v1::JobState>& states) override;
   absl::StatusOr<std::map<distill::v1::JobState, int>> CountJobs() override;
+  absl::StatusOr<std::vector<std::string>> ExpiredJobs(int64_t ended_before_ms,
+                                                       int limit) override;
+  absl::StatusOr<std::map<distill::v1::JobState, int>> DeleteJobs(
+      const std::vector<std::string>& ids) override;
   absl::StatusOr<std::vector<distill::v1::JobEvent>> ListEvents(const std::string& id,
                                                                 int64_t after_sequence,
                                                                 int limit) override;

@@ -68,6 +68,7 @@ const std::map<std::string, CommandGrammar>& Grammar() {
       {"list", {0, "", {"json", "state", "page_size"}}},
       {"watch", {1, "ID", {}}},
       {"cancel", {1, "ID", {"force"}}},
+      {"delete", {1, "ID", {}}},
       {"logs", {1, "ID", {"follow", "rank", "attempt"}}},
       {"report", {1, "ID", {"out"}, /*variadic=*/true}},
   };
@@ -231,6 +232,9 @@ std::string UsageText() {
       "  watch ID      live progress until the job ends; exit 0 only if it succeeded\n"
       "  cancel ID     graceful (ranks checkpoint and exit) unless --force; a sweep: all\n"
       "                its unfinished children\n"
+      "  delete ID     a finished job now, with its events and logs (never its output);\n"
+      "                a sweep: with its children (the coordinator's --retention does\n"
+      "                this by itself)\n"
       "  logs ID       the job's worker output\n"
       "  report ID...  a sweep's (or one job's) results into --out DIR: CSV and\n"
       "                Markdown tables (mean and 95% interval over seeds), PNG plots;\n"

@@ -29,7 +29,7 @@ struct CtlArgs {
   std::string tls_ca;       // --tls-ca FILE (PEM): use TLS, trusting these roots
   bool help = false;        // -h, --help or `help`
 
-  std::string command;  // submit, get, list, watch, cancel, logs, report
+  std::string command;  // submit, get, list, watch, cancel, delete, logs, report
   std::vector<std::string> positional;
   // The command's flags given on the command line, by dashed name, their
   // values as absl prints them ("true" for switches).

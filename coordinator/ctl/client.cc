@@ -98,6 +98,16 @@ absl::StatusOr<v1::Job> CoordinatorClient::Cancel(const std::string& id, bool fo
   return job;
 }
 
+absl::StatusOr<v1::Job> CoordinatorClient::Delete(const std::string& id) {
+  auto context = NewContext(true);
+  v1::DeleteJobRequest request;
+  request.set_id(id);
+  v1::Job job;
+  grpc::Status s = stub_->DeleteJob(context.get(), request, &job);
+  if (!s.ok()) return FromGrpcStatus(s);
+  return job;
+}
+
 absl::StatusOr<v1::Job> CoordinatorClient::Watch(
     const std::string& id, const std::function<void(const v1::JobEvent&)>& on_event,
     std::chrono::milliseconds resume_timeout) {

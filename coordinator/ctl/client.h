@@ -38,6 +38,8 @@ class CoordinatorClient {
   // Every job matching `state` (unspecified = all), following page tokens.
   absl::StatusOr<std::vector<distill::v1::Job>> ListAll(distill::v1::JobState state, int page_size);
   absl::StatusOr<distill::v1::Job> Cancel(const std::string& id, bool force);
+  // The job as it was before its deletion.
+  absl::StatusOr<distill::v1::Job> Delete(const std::string& id);
 
   // Streams the job's events to `on_event` until its terminal state and
   // returns the job as of that event. A stream that breaks after events have

@@ -117,6 +117,15 @@ int Cancel(const CtlArgs& args, CoordinatorClient& client, const Terminal& term)
   return kExitOk;
 }
 
+int Delete(const CtlArgs& args, CoordinatorClient& client, const Terminal& term) {
+  absl::StatusOr<v1::Job> job = client.Delete(args.positional[0]);
+  if (!job.ok()) return Fail(term, job.status());
+  *term.out << job->id() << " deleted";
+  if (job->child_ids_size() > 0) *term.out << " with its " << job->child_ids_size() << " jobs";
+  *term.out << std::endl;
+  return kExitOk;
+}
+
 int Logs(const CtlArgs& args, CoordinatorClient& client, const Terminal& term) {
   v1::StreamLogsRequest request;
   request.set_id(args.positional[0]);
@@ -209,6 +218,7 @@ int RunCommand(const CtlArgs& args, CoordinatorClient& client, const Terminal& t
   if (args.command == "list") return List(args, client, term);
   if (args.command == "watch") return WatchToEnd(args.positional[0], client, term);
   if (args.command == "cancel") return Cancel(args, client, term);
+  if (args.command == "delete") return Delete(args, client, term);
   if (args.command == "logs") return Logs(args, client, term);
   if (args.command == "report") return Report(args, client, term);
   *term.err << "distillctl: unknown command '" << args.command << "'" << std::endl;

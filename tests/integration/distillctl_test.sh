@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The real distillctl against a real distill-coordinator (bearer token on)
 # launching the real worker: submit --watch, list, get, get --json, logs,
-# cancel, watch of a cancelled and of a failed job, watch across a coordinator
+# cancel, delete, watch of a cancelled and of a failed job, watch across a coordinator
 # restart; exit codes 0/1/2 and the "distillctl: CODE: message" error line.
 source "$(dirname "$0")/lib.sh"
 C="${DISTILL_COORDINATOR_BIN:?}"
@@ -91,6 +91,14 @@ grep -q "CANCELLED" "$T/err.txt" && grep -q "CANCEL_REQUESTED" "$T/err.txt" && o
   fail "watch prints the reason: $(cat "$T/out.txt" "$T/err.txt")"
 run "$CTL" list --state cancelled
 [ "$(grep -c "^j" "$T/out.txt")" -eq 1 ] && grep -q "^$ID2 " "$T/out.txt" && ok || fail "list --state: $(cat "$T/out.txt")"
+# delete: the finished job and its work directory go; twice is NOT_FOUND.
+run "$CTL" delete "$ID2"
+[ "$RC" -eq 0 ] && grep -q "^$ID2 deleted" "$T/out.txt" && [ ! -e "$T/var/jobs/$ID2" ] && ok ||
+  fail "delete: exit $RC, $(cat "$T/out.txt" "$T/err.txt")"
+run "$CTL" get "$ID2"
+[ "$RC" -eq 1 ] && grep -q "^distillctl: NOT_FOUND: " "$T/err.txt" && ok || fail "get after delete: exit $RC"
+run "$CTL" delete "$ID2"
+[ "$RC" -eq 1 ] && grep -q "^distillctl: NOT_FOUND: " "$T/err.txt" && ok || fail "delete twice: exit $RC"
 
 # 5. a job whose rank fails on its input: submit --watch exits 1 with
 # DETERMINISTIC (the worker's exit code 65: not retried, though it may be)

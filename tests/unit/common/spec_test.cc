@@ -158,6 +158,25 @@ INSTANTIATE_TEST_SUITE_P(
                       BadCase{"seq_len: 64", "seq_len: 64\n  [a, b]: 1", "data"},
                       BadCase{"type: finetune", "type: finetune\n{x: 1}: 2", "spec"}));
 
+// Note [Input bounds]: checked first, naming the field and the limit.
+TEST(SpecTest, NameAndSpecSizeAreBounded) {
+  auto spec = ParseJobSpec(kGood, "test.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  spec->set_name(std::string(kMaxSpecNameBytes, 'n'));
+  EXPECT_TRUE(ValidateJobSpec(*spec).ok());
+  spec->set_name(std::string(kMaxSpecNameBytes + 1, 'n'));
+  absl::Status st = ValidateJobSpec(*spec);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(st.message(), "name: at most 256 bytes, got 257");
+  spec->set_name("ok");
+  spec->set_type(distill::v1::JOB_TYPE_UNSPECIFIED);  // the size error comes first
+  while (spec->ByteSizeLong() <= kMaxSpecBytes) spec->mutable_data()->add_train(std::string(1000, 'p'));
+  st = ValidateJobSpec(*spec);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StartsWith(st.message(), "spec: at most 1048576 bytes serialized, got "))
+      << st.message();
+}
+
 TEST(SpecTest, KeyGivenTwiceNamesBothLines) {
   absl::StatusOr<distill::v1::JobSpec> spec =
       ParseJobSpec("output: a\ntype: finetune\noutput: b\n", "t.yaml");

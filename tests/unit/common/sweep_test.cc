@@ -164,6 +164,40 @@ TEST(SweepTest, TooManyChildrenIsAnError) {
   EXPECT_EQ(children.status().message(), "sweep: more than 1000 children; split the sweep");
 }
 
+// Note [Input bounds]: the parent's own bounds, and the children's specs
+// together, are checked before anything is expanded.
+TEST(SweepTest, TheParentAndTheExpansionAreBounded) {
+  absl::StatusOr<JobSpec> spec =
+      ParseJobSpec(std::string(kBase) + kTeacher + "sweep: {train.seed: [1, 2]}\n", "t.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  JobSpec long_name = *spec;
+  long_name.set_name(std::string(kMaxSpecNameBytes + 1, 'n'));
+  EXPECT_EQ(ExpandSweep(long_name).status().message(), "name: at most 256 bytes, got 257");
+  // 40 children of ~1 MiB would be ~40 MiB; each spec alone is within its bound.
+  JobSpec wide = *spec;
+  wide.mutable_sweep(0)->clear_values();
+  for (int i = 1; i <= 40; ++i) wide.mutable_sweep(0)->add_values(std::to_string(i));
+  while (wide.ByteSizeLong() < kMaxSpecBytes - 2000)
+    wide.mutable_data()->add_train("/d/" + std::string(1000, 'x'));
+  absl::StatusOr<std::vector<SweepChild>> children = ExpandSweep(wide);
+  EXPECT_EQ(children.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(children.status().message(), "exceed the sweep's limit of 33554432 bytes"))
+      << children.status().message();
+}
+
+TEST(SweepTest, AChildsNameIsClippedToTheNameBound) {
+  absl::StatusOr<JobSpec> spec =
+      ParseJobSpec(std::string(kBase) + kTeacher + "sweep: {train.seed: [1, 2]}\n", "t.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  spec->set_name(std::string(kMaxSpecNameBytes - 2, 'n'));
+  auto children = ExpandSweep(*spec);
+  ASSERT_TRUE(children.ok()) << children.status();
+  for (const SweepChild& c : *children) {
+    EXPECT_LE(c.spec.name().size(), kMaxSpecNameBytes) << c.label;
+    EXPECT_TRUE(absl::EndsWith(c.spec.name(), "...]")) << c.spec.name();
+  }
+}
+
 TEST(SweepTest, WorkerValidationRefusesASweep) {
   absl::StatusOr<JobSpec> spec =
       ParseJobSpec(std::string(kBase) + kTeacher + "sweep: {train.seed: [1]}\n", "t");

@@ -171,6 +171,28 @@ TEST_F(CoordinatorSweepTest, ASweepIsAParentWithChildrenThatSucceedsWithThem) {
   EXPECT_EQ(List().size(), 4u);
 }
 
+// DeleteJob of a sweep: refused while a child runs and for a child alone;
+// once it ended, the sweep and its children go together.
+TEST_F(CoordinatorSweepTest, ASweepIsDeletedWithItsChildrenOnceAllEnded) {
+  StartServer();
+  absl::StatusOr<Job> parent = coord().Submit(Sweep("hold", 2));
+  ASSERT_TRUE(parent.ok()) << parent.status();
+  WaitFor(parent->child_ids(0), {distill::v1::STARTING, distill::v1::RUNNING});
+  EXPECT_EQ(coord().Delete(parent->id()).status().code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(Cancel(parent->id(), true).ok());
+  WaitFor(parent->id(), {});
+  EXPECT_EQ(coord().Delete(parent->child_ids(1)).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  absl::StatusOr<Job> deleted = coord().Delete(parent->id());
+  ASSERT_TRUE(deleted.ok()) << deleted.status();
+  EXPECT_EQ(deleted->child_ids_size(), 2);
+  for (const std::string& id : {parent->id(), parent->child_ids(0), parent->child_ids(1)}) {
+    EXPECT_EQ(coord().Get(id).status().code(), absl::StatusCode::kNotFound) << id;
+    EXPECT_FALSE(std::filesystem::exists(dir_ + "/var/jobs/" + id)) << id;
+  }
+  EXPECT_TRUE(List().empty());
+}
+
 TEST_F(CoordinatorSweepTest, TheCaptureChildRunsFirstAndStudentsReadTheCache) {
   StartServer();
   absl::StatusOr<Job> parent = coord().Submit(Sweep("ok", 2, /*cache=*/true));

@@ -85,9 +85,18 @@ class FaultyStore : public JobStore {
     return real_->ListJobs(state, before_seq, limit);
   }
   absl::StatusOr<std::vector<SerializedJob>> ListSerializedJobs(distill::v1::JobState state,
-                                                                int64_t before_seq,
-                                                                int limit) override {
-    return real_->ListSerializedJobs(state, before_seq, limit);
+                                                                int64_t before_seq, int limit,
+                                                                size_t max_bytes,
+                                                                bool* more) override {
+    return real_->ListSerializedJobs(state, before_seq, limit, max_bytes, more);
+  }
+  absl::StatusOr<std::vector<std::string>> ExpiredJobs(int64_t ended_before_ms,
+                                                       int limit) override {
+    return real_->ExpiredJobs(ended_before_ms, limit);
+  }
+  absl::StatusOr<std::map<distill::v1::JobState, int>> DeleteJobs(
+      const std::vector<std::string>& ids) override {
+    return real_->DeleteJobs(ids);
   }
   absl::StatusOr<std::vector<JobRecord>> JobsInStates(
       const std::vector<distill::v1::JobState>& states) override {
@@ -400,7 +409,7 @@ TEST_F(CoordinatorTest, ListSerializedMatchesList) {
     for (int64_t before : {int64_t{0}, int64_t{6}}) {
       std::vector<int64_t> seqs;
       auto want = coordinator_->List(state, before, 100, &seqs);
-      auto got = coordinator_->ListSerialized(state, before, 100);
+      auto got = coordinator_->ListSerialized(state, before, 100, 0, nullptr);
       ASSERT_TRUE(want.ok()) << want.status();
       ASSERT_TRUE(got.ok()) << got.status();
       ASSERT_EQ(got->size(), want->size());
@@ -417,7 +426,7 @@ TEST_F(CoordinatorTest, ListSerializedMatchesList) {
   }
   // The order itself: priority 7 first, then 2 (p3; p1 was cancelled), then
   // the 0s in submission order, -1, -300.
-  auto queued = coordinator_->ListSerialized(distill::v1::QUEUED, 0, 100);
+  auto queued = coordinator_->ListSerialized(distill::v1::QUEUED, 0, 100, 0, nullptr);
   ASSERT_TRUE(queued.ok());
   std::map<std::string, int> position;
   for (const Coordinator::ListedJob& j : *queued) {
@@ -757,6 +766,79 @@ TEST_F(CoordinatorTest, ARequestIdReusedWithAnotherSpecIsRefused) {
   auto all = real_->ListJobs(distill::v1::JOB_STATE_UNSPECIFIED, 0, 100);
   ASSERT_TRUE(all.ok());
   EXPECT_EQ(all->size(), 1u);
+}
+
+// DeleteJob: a finished job goes with its events and work directory, never
+// its output; an unfinished or unknown one is refused and nothing changes.
+TEST_F(CoordinatorTest, DeleteRemovesAFinishedJobWithItsWorkDirectoryButNotItsOutput) {
+  absl::StatusOr<Job> done = coordinator_->Submit(Request("done"));
+  absl::StatusOr<Job> queued = coordinator_->Submit(Request("queued"));
+  ASSERT_TRUE(done.ok() && queued.ok());
+  ASSERT_TRUE(coordinator_->Cancel(done->id(), false).ok());  // queued: CANCELLED at once
+  const std::string work = dir_ + "/var/jobs/" + done->id() + "/attempt-1";
+  const std::string output = dir_ + "/out/done";
+  std::filesystem::create_directories(work);
+  std::filesystem::create_directories(output);
+  std::ofstream(work + "/mpirun.log") << "log";
+  std::ofstream(output + "/model.safetensors") << "weights";
+
+  EXPECT_EQ(coordinator_->Delete(queued->id()).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(coordinator_->Delete("j-unknown").status().code(), absl::StatusCode::kNotFound);
+  absl::StatusOr<Job> deleted = coordinator_->Delete(done->id());
+  ASSERT_TRUE(deleted.ok()) << deleted.status();
+  EXPECT_EQ(deleted->state(), distill::v1::CANCELLED);
+  EXPECT_EQ(deleted->spec().name(), "done");
+  EXPECT_EQ(coordinator_->Get(done->id()).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(real_->ListEvents(done->id(), 0, 10)->empty());
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/var/jobs/" + done->id()));
+  EXPECT_TRUE(std::filesystem::exists(output + "/model.safetensors"));
+  EXPECT_EQ(coordinator_->Delete(done->id()).status().code(), absl::StatusCode::kNotFound);
+  std::vector<JobRecord> left = Reopened();
+  ASSERT_EQ(left.size(), 1u);
+  EXPECT_EQ(left[0].job.id(), queued->id());
+}
+
+// Note [Retention]: a pass deletes what ended before now - retention, up to
+// its limit; zero retention keeps everything.
+TEST_F(CoordinatorTest, DeleteExpiredDeletesJobsFinishedLongerAgoThanTheRetention) {
+  std::vector<std::string> ids;
+  for (const char* name : {"a", "b", "c"}) {
+    absl::StatusOr<Job> job = coordinator_->Submit(Request(name));
+    ASSERT_TRUE(job.ok());
+    ids.push_back(job->id());
+  }
+  ASSERT_TRUE(coordinator_->Cancel(ids[0], false).ok());
+  ASSERT_TRUE(coordinator_->Cancel(ids[1], false).ok());
+  const absl::Time now = absl::Now();
+  EXPECT_EQ(coordinator_->DeleteExpired(now, 100), 0);  // the default keeps 30 days
+  EXPECT_EQ(coordinator_->DeleteExpired(now + absl::Hours(24 * 31), 1), 1);
+  EXPECT_EQ(coordinator_->DeleteExpired(now + absl::Hours(24 * 31), 100), 1);
+  EXPECT_EQ(Reopened().size(), 1u);  // the queued job stays
+  EXPECT_TRUE(coordinator_->Get(ids[2]).ok());
+
+  CoordinatorOptions forever;
+  forever.state_dir = dir_ + "/var";
+  forever.retention = absl::ZeroDuration();
+  Coordinator keeper(forever, store_.get(), scheduler_.get(), &launcher_, &metrics_);
+  EXPECT_EQ(keeper.DeleteExpired(now + absl::Hours(24 * 365), 100), 0);
+}
+
+// Note [Retention]: a work directory whose job is not stored (a crash after
+// a deletion's commit) is removed by the first pass after a start.
+TEST_F(CoordinatorTest, AStartRemovesWorkDirectoriesOfDeletedJobs) {
+  absl::StatusOr<Job> kept = coordinator_->Submit(Request("kept"));
+  ASSERT_TRUE(kept.ok());
+  ASSERT_TRUE(coordinator_->Cancel(kept->id(), false).ok());
+  const std::string jobs = dir_ + "/var/jobs/";
+  std::filesystem::create_directories(jobs + kept->id() + "/attempt-1");
+  std::filesystem::create_directories(jobs + "j000000000bad/attempt-1");
+  ASSERT_TRUE(coordinator_->Start().ok());
+  for (int i = 0; i < 600 && std::filesystem::exists(jobs + "j000000000bad"); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  coordinator_->Stop();
+  EXPECT_FALSE(std::filesystem::exists(jobs + "j000000000bad"));
+  EXPECT_TRUE(std::filesystem::exists(jobs + kept->id() + "/attempt-1"));
 }
 
 }  // namespace

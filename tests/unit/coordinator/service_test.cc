@@ -286,6 +286,90 @@ TEST_F(ServiceTest, InvalidSpecIsInvalidArgumentNamingTheFieldAndNothingIsStored
   EXPECT_TRUE(List(distill::v1::JOB_STATE_UNSPECIFIED).empty());
 }
 
+// Note [Input bounds]: refused before anything is stored, naming the field
+// and the limit.
+TEST_F(ServiceTest, OversizedInputIsInvalidArgumentNamingFieldAndLimit) {
+  StartServer(Options());
+  auto long_name = Request(std::string(257, 'n'));
+  auto long_request_id = Request("ok");
+  long_request_id.set_request_id(std::string(257, 'r'));
+  auto big_spec = Request("ok");
+  while (big_spec.spec().ByteSizeLong() <= (size_t{1} << 20))
+    big_spec.mutable_spec()->mutable_data()->add_train(dir_ + "/data/" + std::string(1000, 's'));
+  const std::vector<std::pair<distill::v1::SubmitJobRequest, std::string>> cases = {
+      {long_name, "name: at most 256 bytes, got 257"},
+      {long_request_id, "request_id: at most 256 bytes, got 257"},
+      {big_spec, "spec: at most 1048576 bytes serialized, got "},
+  };
+  for (const auto& [request, want] : cases) {
+    Job job;
+    grpc::Status st = Submit(request, &job);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << want;
+    EXPECT_EQ(st.error_message().rfind(want, 0), 0u) << st.error_message();
+  }
+  EXPECT_TRUE(List(distill::v1::JOB_STATE_UNSPECIFIED).empty());
+}
+
+// Note [ListJobs budget]: jobs near the spec bound list fully, over pages
+// that each stay within the budget (and so under gRPC's 4 MiB).
+TEST_F(ServiceTest, ListJobsPagesByBytesAndEveryPageStaysWithinTheBudget) {
+  StartServer(Options());
+  std::vector<std::string> ids = {SubmitOk(Request("hold")).id()};  // the rest stay queued
+  for (int i = 0; i < 9; ++i) {
+    auto r = Request("big" + std::to_string(i));
+    while (r.spec().ByteSizeLong() < 900 * 1024)
+      r.mutable_spec()->mutable_data()->add_train(dir_ + "/data/" + std::string(1000, 'a' + i));
+    ids.push_back(SubmitOk(r).id());
+  }
+  std::vector<std::string> seen;
+  std::string token;
+  int pages = 0;
+  do {
+    grpc::ClientContext ctx;
+    Context(&ctx);
+    distill::v1::ListJobsRequest r;
+    r.set_page_size(1000);
+    r.set_page_token(token);
+    distill::v1::ListJobsResponse resp;
+    grpc::Status st = stub_->ListJobs(&ctx, r, &resp);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    EXPECT_LE(resp.ByteSizeLong(), kListJobsMaxBytes);
+    EXPECT_GE(resp.jobs_size(), 1);
+    for (const Job& j : resp.jobs()) seen.push_back(j.id());
+    token = resp.next_page_token();
+    ++pages;
+  } while (!token.empty() && pages < 20);
+  EXPECT_EQ(seen, std::vector<std::string>(ids.rbegin(), ids.rend()));
+  EXPECT_EQ(pages, 3);  // three ~0.9 MiB jobs per 3 MiB page, the small one on the last
+}
+
+TEST_F(ServiceTest, DeleteJobDeletesFinishedJobsOnly) {
+  StartServer(Options());
+  Job running = SubmitOk(Request("hold"));
+  Job queued = SubmitOk(Request("q"));
+  WaitFor(running.id(), {distill::v1::STARTING, distill::v1::RUNNING});
+  auto del = [&](const std::string& id, Job* job) {
+    grpc::ClientContext ctx;
+    Context(&ctx);
+    distill::v1::DeleteJobRequest r;
+    r.set_id(id);
+    return stub_->DeleteJob(&ctx, r, job);
+  };
+  Job job;
+  EXPECT_EQ(del(running.id(), &job).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(del(queued.id(), &job).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(del("j-unknown", &job).error_code(), grpc::StatusCode::NOT_FOUND);
+  ASSERT_TRUE(Cancel(queued.id(), false).ok());
+  grpc::Status st = del(queued.id(), &job);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(job.id(), queued.id());
+  EXPECT_EQ(job.state(), distill::v1::CANCELLED);
+  EXPECT_EQ(Get(queued.id(), &job).error_code(), grpc::StatusCode::NOT_FOUND);
+  std::vector<Job> left = List(distill::v1::JOB_STATE_UNSPECIFIED);
+  ASSERT_EQ(left.size(), 1u);
+  EXPECT_EQ(left[0].id(), running.id());
+}
+
 TEST_F(ServiceTest, PathsOutsideTheRootsArePermissionDenied) {
   ServerOptions o = Options();
   o.service.data_root = dir_ + "/data";
@@ -667,6 +751,11 @@ TEST_F(ServiceTest, TheJobAndItsProgressEventsKeepTheWholeProgress) {
   }
   EXPECT_TRUE(st.ok()) << st.error_message();
   EXPECT_EQ(progress_events, 1);
+  // Note [Small events]: no event carries the spec, a state change its name.
+  for (const JobEvent& e : Watch(job.id(), 0, &st)) {
+    EXPECT_EQ(e.job().spec().data().train_size(), 0) << e.DebugString();
+    EXPECT_EQ(e.job().spec().name(), e.kind() == JobEvent::PROGRESS ? "" : "hold");
+  }
 }
 
 TEST_F(ServiceTest, SilentRunningJobFailsWithHeartbeatTimeout) {

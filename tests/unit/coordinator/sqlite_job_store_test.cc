@@ -1,15 +1,22 @@
 // SqliteJobStore against a real SQLite file: round trip, WAL, reopen,
-// idempotent request ids, event sequences, listing order and filters.
+// idempotent request ids, event sequences, listing order and filters, small
+// events, a file of the previous schema, deletion and retention queries.
 #include "coordinator/sqlite_job_store.h"
 
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <iostream>
+#include <map>
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "google/protobuf/util/message_differencer.h"
+#include "google/protobuf/util/time_util.h"
 
 namespace distill::coordinator {
 namespace {
@@ -43,6 +50,23 @@ class SqliteJobStoreTest : public ::testing::Test {
     r.job.mutable_spec()->set_output("/out/" + id);
     r.job.set_ranks(2);
     return r;
+  }
+
+  // A spec of about `bytes` serialized: data.train paths of 100 bytes.
+  static void Enlarge(JobRecord* r, size_t bytes) {
+    for (size_t n = 0; n < bytes / 102; ++n)
+      r->job.mutable_spec()->mutable_data()->add_train("/data/" + std::string(94, 'x'));
+  }
+  // The database file's size once the store is closed (its WAL checkpointed
+  // into it and removed).
+  int64_t ClosedFileSize() {
+    store_.reset();
+    EXPECT_FALSE(std::filesystem::exists(path_ + "-wal"));
+    const int64_t size = static_cast<int64_t>(std::filesystem::file_size(path_));
+    auto s = SqliteJobStore::Open(path_);
+    EXPECT_TRUE(s.ok()) << s.status();
+    if (s.ok()) store_ = std::move(*s);
+    return size;
   }
 
   std::string dir_, path_;
@@ -291,6 +315,236 @@ TEST_F(SqliteJobStoreTest, ReturnedWritesAreReadAndSurviveAnUncleanReopen) {
   auto events = (*other)->ListEvents("j1", 0, 10);
   ASSERT_TRUE(events.ok()) << events.status();
   EXPECT_EQ(events->size(), 1u);
+}
+
+// Note [Small events]: a state change keeps the job without its spec (but
+// its name and type), a progress event only the progress and what places it.
+TEST_F(SqliteJobStoreTest, EventsStoreWhatChangedNotTheSpec) {
+  JobRecord r = Record("j1");
+  r.job.mutable_spec()->set_type(distill::v1::DISTILL);
+  r.job.set_request_id("req");
+  ASSERT_TRUE(store_->CreateJob(r, {JobEvent::STATE_CHANGED, "submitted"}, nullptr).ok());
+  r.seq = 1;
+  r.job.set_state(distill::v1::RUNNING);
+  r.job.set_attempt(2);
+  r.job.add_hosts("h:1");
+  r.job.mutable_progress()->set_step(7);
+  *r.job.mutable_update_time() = google::protobuf::util::TimeUtil::MillisecondsToTimestamp(5);
+  ASSERT_TRUE(store_->UpdateJob(r, EventInfo{JobEvent::PROGRESS, "step 7"}).ok());
+  auto events = store_->ListEvents("j1", 0, 10);
+  ASSERT_TRUE(events.ok()) << events.status();
+  ASSERT_EQ(events->size(), 2u);
+  const distill::v1::Job& changed = (*events)[0].job();
+  EXPECT_EQ(changed.id(), "j1");
+  EXPECT_EQ(changed.request_id(), "req");
+  EXPECT_EQ(changed.ranks(), 2);
+  EXPECT_EQ(changed.spec().name(), "name-j1");
+  EXPECT_EQ(changed.spec().type(), distill::v1::DISTILL);
+  EXPECT_TRUE(changed.spec().output().empty());
+  distill::v1::Job progress_want;
+  progress_want.set_id("j1");
+  progress_want.set_state(distill::v1::RUNNING);
+  progress_want.set_attempt(2);
+  progress_want.mutable_progress()->set_step(7);
+  *progress_want.mutable_update_time() = r.job.update_time();
+  progress_want.mutable_spec()->set_type(distill::v1::DISTILL);
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals((*events)[1].job(), progress_want))
+      << (*events)[1].job().DebugString();
+}
+
+// The attack this bounds: a 1 MiB spec and 100 steps grew the file by 109 MB
+// when every event held the whole job.
+TEST_F(SqliteJobStoreTest, AMegabyteSpecAndHundredProgressEventsGrowTheFileLittle) {
+  JobRecord r = Record("big");
+  Enlarge(&r, size_t{1} << 20);
+  ASSERT_GT(r.job.spec().ByteSizeLong(), size_t{1000} << 10);
+  auto stored = store_->CreateJob(r, {JobEvent::STATE_CHANGED, "submitted"}, nullptr);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  const int64_t before = ClosedFileSize();
+  r = *stored;
+  r.job.set_state(distill::v1::RUNNING);
+  int64_t wal_max = 0;
+  for (int step = 1; step <= 100; ++step) {
+    r.job.mutable_progress()->set_step(step);
+    r.job.mutable_progress()->set_loss(1.0 / step);
+    ASSERT_TRUE(store_->UpdateJob(r, EventInfo{JobEvent::PROGRESS, "step"}).ok());
+    wal_max = std::max<int64_t>(
+        wal_max, static_cast<int64_t>(std::filesystem::file_size(path_ + "-wal")));
+  }
+  const int64_t after = ClosedFileSize();
+  std::cout << "file " << before << " -> " << after << " bytes after 100 progress events of a "
+            << r.job.spec().ByteSizeLong() << "-byte spec (WAL at most " << wal_max << ")\n";
+  EXPECT_LT(after - before, int64_t{5} << 20);
+  auto events = store_->ListEvents("big", 0, 1000);
+  ASSERT_TRUE(events.ok()) << events.status();
+  ASSERT_EQ(events->size(), 101u);
+  EXPECT_EQ(events->back().job().progress().step(), 100);
+  EXPECT_EQ(store_->GetJob("big")->job.spec().data().train_size(), r.job.spec().data().train_size());
+}
+
+// A file written by the coordinator before Note [Store schema]: the old
+// tables, and events holding whole jobs. It opens, its jobs and events read
+// as new ones, and its finished jobs expire.
+TEST_F(SqliteJobStoreTest, OpensAFileOfThePreviousSchema) {
+  store_.reset();
+  std::filesystem::remove(path_);
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+  auto exec = [&](const std::string& sql) {
+    char* err = nullptr;
+    EXPECT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err), SQLITE_OK) << err;
+    sqlite3_free(err);
+  };
+  exec(R"sql(PRAGMA journal_mode=WAL;
+CREATE TABLE jobs (id TEXT PRIMARY KEY, seq INTEGER NOT NULL UNIQUE, state INTEGER NOT NULL,
+  request_id TEXT NOT NULL, job BLOB NOT NULL, launch_pid INTEGER NOT NULL DEFAULT 0,
+  cancel_requested INTEGER NOT NULL DEFAULT 0, cancel_force INTEGER NOT NULL DEFAULT 0,
+  not_before_ms INTEGER NOT NULL DEFAULT 0, last_event INTEGER NOT NULL DEFAULT 0);
+CREATE UNIQUE INDEX jobs_request_id ON jobs(request_id) WHERE request_id != '';
+CREATE INDEX jobs_state_seq ON jobs(state, seq);
+CREATE TABLE events (job_id TEXT NOT NULL, sequence INTEGER NOT NULL, event BLOB NOT NULL,
+  PRIMARY KEY (job_id, sequence));)sql");
+  auto hex = [](const std::string& bytes) {
+    static const char* digits = "0123456789abcdef";
+    std::string out;
+    for (unsigned char c : bytes) out += {digits[c >> 4], digits[c & 15]};
+    return out;
+  };
+  const int64_t ended_ms = 1700000000000;
+  int seq = 0;
+  for (const char* id : {"done", "child", "live"}) {
+    JobRecord r = Record(id, "", std::string(id) == "live" ? distill::v1::RUNNING
+                                                          : distill::v1::SUCCEEDED);
+    if (std::string(id) == "child") r.job.set_parent_id("done");
+    if (r.job.state() == distill::v1::SUCCEEDED)
+      *r.job.mutable_end_time() = google::protobuf::util::TimeUtil::MillisecondsToTimestamp(ended_ms);
+    JobEvent e;
+    e.set_sequence(1);
+    e.set_kind(JobEvent::STATE_CHANGED);
+    *e.mutable_job() = r.job;  // the whole job, spec included
+    exec(absl::StrCat("INSERT INTO jobs (id, seq, state, request_id, job, last_event) VALUES ('",
+                      id, "', ", ++seq, ", ", static_cast<int>(r.job.state()), ", '', x'",
+                      hex(r.job.SerializeAsString()), "', 1)"));
+    exec(absl::StrCat("INSERT INTO events VALUES ('", id, "', 1, x'", hex(e.SerializeAsString()),
+                      "')"));
+  }
+  sqlite3_close(db);
+
+  auto opened = SqliteJobStore::Open(path_);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  store_ = std::move(*opened);
+  auto all = store_->ListJobs(distill::v1::JOB_STATE_UNSPECIFIED, 0, 10);
+  ASSERT_TRUE(all.ok()) << all.status();
+  ASSERT_EQ(all->size(), 3u);
+  EXPECT_EQ(store_->GetJob("done")->job.spec().output(), "/out/done");
+  auto events = store_->ListEvents("done", 0, 10);
+  ASSERT_TRUE(events.ok()) << events.status();
+  ASSERT_EQ(events->size(), 1u);
+  EXPECT_EQ((*events)[0].job().state(), distill::v1::SUCCEEDED);
+  EXPECT_EQ((*events)[0].job().spec().name(), "name-done");
+  EXPECT_TRUE((*events)[0].job().spec().output().empty());  // reduced as it is read
+  // The new columns were filled from the stored jobs: only the finished
+  // top-level job expires.
+  auto expired = store_->ExpiredJobs(ended_ms + 1, 10);
+  ASSERT_TRUE(expired.ok()) << expired.status();
+  EXPECT_EQ(*expired, std::vector<std::string>{"done"});
+  EXPECT_TRUE(store_->ExpiredJobs(ended_ms, 10)->empty());
+  // New writes and a second open work on the migrated file.
+  auto created = store_->CreateJob(Record("new"), {JobEvent::STATE_CHANGED, "submitted"}, nullptr);
+  ASSERT_TRUE(created.ok()) << created.status();
+  EXPECT_EQ(created->seq, 4);
+  EXPECT_TRUE(SqliteJobStore::Open(path_).ok());
+}
+
+TEST_F(SqliteJobStoreTest, AFileOfANewerSchemaIsRefused) {
+  store_.reset();
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "PRAGMA user_version = 99", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+  auto opened = SqliteJobStore::Open(path_);
+  EXPECT_EQ(opened.status().code(), absl::StatusCode::kFailedPrecondition) << opened.status();
+}
+
+TEST_F(SqliteJobStoreTest, DeleteJobsRemovesJobsWithTheirEventsTogether) {
+  for (const char* id : {"a", "b", "c"}) {
+    ASSERT_TRUE(store_->CreateJob(Record(id), {JobEvent::STATE_CHANGED, "submitted"}, nullptr).ok());
+  }
+  JobRecord b = *store_->GetJob("b");
+  b.job.set_state(distill::v1::CANCELLED);
+  ASSERT_TRUE(store_->UpdateJob(b, EventInfo{JobEvent::STATE_CHANGED, "cancelled"}).ok());
+  auto deleted = store_->DeleteJobs({"a", "b", "not-stored"});
+  ASSERT_TRUE(deleted.ok()) << deleted.status();
+  EXPECT_EQ(*deleted, (std::map<JobState, int>{{distill::v1::QUEUED, 1},
+                                               {distill::v1::CANCELLED, 1}}));
+  auto other = SqliteJobStore::Open(path_);  // what a restart finds
+  ASSERT_TRUE(other.ok()) << other.status();
+  for (const char* id : {"a", "b"}) {
+    EXPECT_EQ((*other)->GetJob(id).status().code(), absl::StatusCode::kNotFound) << id;
+    EXPECT_TRUE((*other)->ListEvents(id, 0, 10)->empty()) << id;
+  }
+  EXPECT_TRUE((*other)->GetJob("c").ok());
+  EXPECT_EQ((*other)->ListEvents("c", 0, 10)->size(), 1u);
+  EXPECT_EQ((*(*other)->CountJobs())[distill::v1::QUEUED], 1);
+}
+
+TEST_F(SqliteJobStoreTest, ExpiredJobsAreFinishedTopLevelJobsEarliestEndFirst) {
+  using google::protobuf::util::TimeUtil;
+  struct Case {
+    const char* id;
+    JobState state;
+    int64_t end_ms;
+  };
+  for (const Case& c : {Case{"late", distill::v1::FAILED, 3000},
+                        Case{"early", distill::v1::CANCELLED, 1000},
+                        Case{"queued", distill::v1::QUEUED, 0},
+                        Case{"recent", distill::v1::SUCCEEDED, 9000}}) {
+    JobRecord r = Record(c.id);
+    ASSERT_TRUE(store_->CreateJob(r, {}, nullptr).ok());
+    r = *store_->GetJob(c.id);
+    r.job.set_state(c.state);
+    if (c.end_ms > 0) *r.job.mutable_end_time() = TimeUtil::MillisecondsToTimestamp(c.end_ms);
+    ASSERT_TRUE(store_->UpdateJob(r, std::nullopt).ok());
+  }
+  JobRecord child = Record("child");  // a sweep's: goes with its sweep
+  child.job.set_parent_id("late");
+  child.job.set_state(distill::v1::SUCCEEDED);
+  *child.job.mutable_end_time() = TimeUtil::MillisecondsToTimestamp(100);
+  ASSERT_TRUE(store_->CreateJob(child, {}, nullptr).ok());
+  auto expired = store_->ExpiredJobs(5000, 10);
+  ASSERT_TRUE(expired.ok()) << expired.status();
+  EXPECT_EQ(*expired, (std::vector<std::string>{"early", "late"}));
+  EXPECT_EQ(*store_->ExpiredJobs(5000, 1), std::vector<std::string>{"early"});
+}
+
+// Note [ListJobs budget]: a listing stops before the job that would bring it
+// over the byte budget, the first job always comes, and `more` tells.
+TEST_F(SqliteJobStoreTest, ListSerializedJobsStopsAtTheByteBudget) {
+  for (int i = 1; i <= 5; ++i) {
+    JobRecord r = Record("j" + std::to_string(i));
+    Enlarge(&r, 1000);
+    ASSERT_TRUE(store_->CreateJob(r, {}, nullptr).ok());
+  }
+  const size_t one = store_->ListSerializedJobs(distill::v1::JOB_STATE_UNSPECIFIED, 0, 1, 0,
+                                                nullptr)->at(0).job.size();
+  bool more = false;
+  auto page = store_->ListSerializedJobs(distill::v1::JOB_STATE_UNSPECIFIED, 0, 10,
+                                         2 * one + one / 2, &more);
+  ASSERT_TRUE(page.ok()) << page.status();
+  ASSERT_EQ(page->size(), 2u);
+  EXPECT_EQ((*page)[1].seq, 4);
+  EXPECT_TRUE(more);
+  page = store_->ListSerializedJobs(distill::v1::JOB_STATE_UNSPECIFIED, 0, 10, 10, &more);
+  ASSERT_EQ(page->size(), 1u);  // larger than the budget: alone
+  EXPECT_TRUE(more);
+  page = store_->ListSerializedJobs(distill::v1::JOB_STATE_UNSPECIFIED, 3, 10, 10 * one, &more);
+  ASSERT_EQ(page->size(), 2u);
+  EXPECT_FALSE(more);
+  page = store_->ListSerializedJobs(distill::v1::JOB_STATE_UNSPECIFIED, 0, 5, 0, &more);
+  ASSERT_EQ(page->size(), 5u);
+  EXPECT_FALSE(more);
+  page = store_->ListSerializedJobs(distill::v1::JOB_STATE_UNSPECIFIED, 0, 4, 0, &more);
+  EXPECT_TRUE(more);
 }
 
 }  // namespace

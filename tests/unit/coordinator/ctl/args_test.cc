@@ -79,6 +79,8 @@ TEST(ParseArgsTest, UsageErrorsAreInvalidArgumentNamingTheProblem) {
       {"--force takes no value", {"cancel", "j", "--force=yes"}},
       {"unknown option '-x'", {"get", "j", "-x"}},
       {"watch: unknown option '--watch'", {"watch", "j", "--watch"}},
+      {"delete: missing ID", {"delete"}},
+      {"delete: unknown option '--force'", {"delete", "j", "--force"}},
   };
   for (const auto& [want, argv] : cases) {
     auto a = ParseArgs(argv);
@@ -131,7 +133,8 @@ TEST(UsageTextTest, NamesTheCommandsAndEveryOptionWithItsHelp) {
   const std::string usage = UsageText();
   EXPECT_EQ(usage.rfind("usage: distillctl", 0), 0u);
   for (const char* command :
-       {"submit SPEC", "get ID", "list", "watch ID", "cancel ID", "logs ID", "report ID"})
+       {"submit SPEC", "get ID", "list", "watch ID", "cancel ID", "delete ID", "logs ID",
+        "report ID"})
     EXPECT_NE(usage.find(command), std::string::npos) << command;
   for (const char* option :
        {"coordinator", "token", "token-file", "tls-ca", "watch", "priority", "request-id",

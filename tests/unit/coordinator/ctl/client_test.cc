@@ -66,6 +66,19 @@ class FakeCoordinator final : public v1::Coordinator::Service {
     return grpc::Status::OK;
   }
 
+  // Deletes "j-1" once; then it is unknown.
+  grpc::Status DeleteJob(grpc::ServerContext* context, const v1::DeleteJobRequest* request,
+                         v1::Job* job) override {
+    Record(context);
+    std::lock_guard<std::mutex> lock(mu_);
+    if (request->id() != "j-1" || deleted_)
+      return grpc::Status(grpc::StatusCode::NOT_FOUND, "job " + request->id() + " not found");
+    deleted_ = true;
+    job->set_id("j-1");
+    job->set_state(v1::SUCCEEDED);
+    return grpc::Status::OK;
+  }
+
   std::vector<std::string> authorization() {
     std::lock_guard<std::mutex> lock(mu_);
     return authorization_;
@@ -86,6 +99,7 @@ class FakeCoordinator final : public v1::Coordinator::Service {
   std::mutex mu_;
   std::vector<std::string> authorization_;
   std::vector<int64_t> watch_after_;
+  bool deleted_ = false;
 };
 
 class CoordinatorClientTest : public ::testing::Test {
@@ -118,6 +132,15 @@ TEST_F(CoordinatorClientTest, ServerErrorsKeepTheirCode) {
   auto job = client.Get("nope");
   EXPECT_EQ(job.status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(job.status().message(), "job nope not found");
+}
+
+TEST_F(CoordinatorClientTest, DeleteReturnsTheJobAndPassesErrorsThrough) {
+  CoordinatorClient client(options_);
+  auto job = client.Delete("j-1");
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->state(), v1::SUCCEEDED);
+  EXPECT_EQ(client.Delete("j-1").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(service_.authorization().back(), "Bearer tok");
 }
 
 TEST_F(CoordinatorClientTest, ListAllFollowsPageTokens) {
