@@ -11,7 +11,7 @@
 #
 #   bash bench/run_coordinator_load.sh [BUILD_DIR] [-- coordinator_load flags]
 # (DISTILL_COORDINATOR_BIN / DISTILL_CTL_BIN override the binaries; KEEP_LOG=FILE
-# keeps the coordinator's log.)
+# keeps the coordinator's log; SYNC=full starts the coordinator with --sync full.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD="${1:-build}"
@@ -72,7 +72,7 @@ chmod +x "$T/hold.sh"
 echo '{}' >"$T/config.json"
 : >"$T/train.bin"
 "$C" --listen 127.0.0.1:0 --metrics-listen '' --state-dir "$T/var" --slots "$SLOTS" --worker-bin "$T/hold.sh" \
-  --data-root "$T" --output-root "$T" --heartbeat-timeout 3600s >"$T/coordinator.log" 2>&1 &
+  --data-root "$T" --output-root "$T" --sync "${SYNC:-normal}" --heartbeat-timeout 3600s >"$T/coordinator.log" 2>&1 &
 COORD_PID=$!
 PORT=
 for _ in $(seq 1 100); do

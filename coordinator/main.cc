@@ -53,6 +53,9 @@ ABSL_FLAG(std::string, output_root, "",
 ABSL_FLAG(bool, allow_any_path, false,
           "without --data-root/--output-root: let the jobs of anyone with the API token read and "
           "write wherever this coordinator's user can (Note [Roots required])");
+ABSL_FLAG(std::string, sync, "normal",
+          "normal: an answered submission survives a crash of this process; full: also a power "
+          "loss (an fsync per group commit; docs/benchmarks.md)");
 ABSL_FLAG(int, max_watchers, distill::coordinator::ServiceOptions().max_watchers,
           "WatchJob streams open at once; more are refused (RESOURCE_EXHAUSTED)");
 ABSL_FLAG(std::string, auth_token_file, "", "require 'authorization: Bearer TOKEN' (first line)");
@@ -189,6 +192,11 @@ absl::StatusOr<ServerOptions> OptionsFromFlags(int argc, char** argv) {
   if (o.service.max_watchers < 1)
     return absl::InvalidArgumentError(absl::StrCat(
         "--max-watchers: expected an integer >= 1, got '", o.service.max_watchers, "'"));
+  const std::string sync = absl::GetFlag(FLAGS_sync);
+  if (sync != "normal" && sync != "full")
+    return absl::InvalidArgumentError(
+        absl::StrCat("--sync: expected normal or full, got '", sync, "'"));
+  o.sync = sync == "full" ? SqliteJobStore::Sync::kFull : SqliteJobStore::Sync::kNormal;
   o.coordinator.retention = absl::GetFlag(FLAGS_retention);
   if (o.coordinator.retention < absl::ZeroDuration())
     return absl::InvalidArgumentError(absl::StrCat(

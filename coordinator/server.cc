@@ -83,7 +83,7 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Server::Build(ServerOpt
     ASSIGN_OR_RETURN(std::string text, common::ReadFileToString(options.hosts_file));
     ASSIGN_OR_RETURN(inventory, ParseHostsFile(text, options.hosts_file));
   }
-  ASSIGN_OR_RETURN(store_, SqliteJobStore::Open(options.state_dir + "/coordinator.db"));
+  ASSIGN_OR_RETURN(store_, SqliteJobStore::Open(options.state_dir + "/coordinator.db", options.sync));
   for (const char* suffix : {"", "-wal", "-shm"}) {  // SQLite gives its -wal and -shm the db's mode
     const std::string file = absl::StrCat(options.state_dir, "/coordinator.db", suffix);
     if (chmod(file.c_str(), 0600) != 0 && errno != ENOENT) {

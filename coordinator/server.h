@@ -36,6 +36,8 @@ struct ServerOptions {
   // port (0.0.0.0 / [::] become 127.0.0.1).
   std::string advertise;
   std::string state_dir = "./var";  // coordinator.db and jobs/ID/ work dirs.
+  // The store's durability (sqlite_job_store.h): kFull survives a power loss.
+  SqliteJobStore::Sync sync = SqliteJobStore::Sync::kNormal;
   int slots = 1;                    // local inventory, when no hosts file.
   std::string hosts_file;           // `host slots=N [gpus=G]` lines; overrides slots.
   std::string auth_token_file;      // bearer token (first line); empty = no auth.

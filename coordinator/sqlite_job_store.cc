@@ -202,10 +202,12 @@ SqliteJobStore::SqliteJobStore(std::string path, std::unique_ptr<Connection> wri
 
 SqliteJobStore::~SqliteJobStore() = default;
 
-absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(const std::string& path) {
+absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(const std::string& path,
+                                                                    Sync sync) {
   ASSIGN_OR_RETURN(std::unique_ptr<Connection> writer, Connection::Open(path));
   RETURN_IF_ERROR(writer->Exec("PRAGMA journal_mode=WAL"));
-  RETURN_IF_ERROR(writer->Exec("PRAGMA synchronous=NORMAL"));
+  RETURN_IF_ERROR(writer->Exec(sync == Sync::kFull ? "PRAGMA synchronous=FULL"
+                                                   : "PRAGMA synchronous=NORMAL"));
   RETURN_IF_ERROR(PrepareSchema(writer->db()));  // Note [Store schema]
   return std::unique_ptr<SqliteJobStore>(new SqliteJobStore(path, std::move(writer)));
 }
@@ -276,6 +278,15 @@ absl::StatusOr<std::string> SqliteJobStore::JournalMode() {
   ASSIGN_OR_RETURN(bool row, s.Step());
   if (!row) return absl::InternalError("no journal mode");
   return s.Blob(0);
+}
+
+absl::StatusOr<int> SqliteJobStore::SynchronousPragma() {
+  absl::MutexLock lock(&mu_);
+  Stmt s = writer_->Get("PRAGMA synchronous");
+  RETURN_IF_ERROR(s.status());
+  ASSIGN_OR_RETURN(bool row, s.Step());
+  if (!row) return absl::InternalError("no synchronous setting");
+  return static_cast<int>(s.Int(0));
 }
 
 absl::Status SqliteJobStore::WriteJobLocked(const JobRecord& r, bool insert) {

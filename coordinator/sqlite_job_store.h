@@ -3,11 +3,14 @@
 // the few columns that queries need (sqlite_schema.h: Note [Store schema]
 // versions the tables and migrates a file written by an older coordinator).
 //
-// Durability: a write returns after its transaction committed to the WAL.
-// synchronous=NORMAL: the commit is in the OS page cache, so it survives a
-// crash (kill -9) of the coordinator process, the case this store is for; the
-// WAL is fsynced only at checkpoints, so a power loss or kernel crash may
-// roll back the last commits (never corrupting the file).
+// Durability (--sync): a write returns after its transaction committed to
+// the WAL. kNormal (synchronous=NORMAL, the default): the commit is in the OS
+// page cache, so it survives a crash (kill -9) of the coordinator process;
+// the WAL is fsynced only at checkpoints, so a power loss or kernel crash may
+// roll back the last commits (never corrupting the file). kFull
+// (synchronous=FULL): the WAL is fsynced at every commit, so an answered
+// submission survives a power loss too; the group commit (Note [Group
+// commit]) pays one fsync per batch, not per job (bench: docs/benchmarks.md).
 //
 // Threads: thread-safe. Writes go through one connection behind a mutex;
 // reads use a small pool of reader connections (WAL readers see every
@@ -29,8 +32,12 @@ namespace distill::coordinator {
 
 class SqliteJobStore : public JobStore {
  public:
+  enum class Sync { kNormal, kFull };
   // Opens (creating if needed) the database at `path` and its schema.
-  static absl::StatusOr<std::unique_ptr<SqliteJobStore>> Open(const std::string& path);
+  static absl::StatusOr<std::unique_ptr<SqliteJobStore>> Open(const std::string& path,
+                                                              Sync sync = Sync::kNormal);
+  // The synchronous setting in effect (PRAGMA synchronous: 1 NORMAL, 2 FULL).
+  absl::StatusOr<int> SynchronousPragma();
   ~SqliteJobStore() override;
 
   absl::StatusOr<std::vector<CreatedJob>> CreateJobs(const std::vector<NewJob>& jobs) override;

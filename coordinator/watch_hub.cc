@@ -144,7 +144,8 @@ void WatchHub::Watch::Read(const Cursor& cursor, Coordinator& coordinator, ReadC
     // Resumed past the terminal event, or the job just ended: read again
     // after seeing it ended, so that its terminal event is not skipped.
     absl::StatusOr<distill::v1::Job> job = coordinator.Get(id_);
-    if (job.ok() && IsTerminal(job->state())) {
+    if (!job.ok()) return FinishWith(ToGrpcStatus(job.status()));  // deleted meanwhile
+    if (IsTerminal(job->state())) {
       absl::StatusOr<Batch> last = coordinator.Events(id_, cursor.after, kWatchBatch);
       if (!last.ok()) return FinishWith(ToGrpcStatus(last.status()));
       if (last->empty()) return FinishWith(grpc::Status::OK);

@@ -547,5 +547,29 @@ TEST_F(SqliteJobStoreTest, ListSerializedJobsStopsAtTheByteBudget) {
   EXPECT_TRUE(more);
 }
 
+// --sync: NORMAL by default, FULL (an fsync of the WAL at every commit) when
+// asked; either way a write is read back after an unclean reopen.
+TEST(SqliteJobStoreSyncTest, FullSyncIsInEffectWhenAsked) {
+  char tmpl[] = "/tmp/sqlite_sync_XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  for (auto [sync, pragma] : {std::pair{SqliteJobStore::Sync::kNormal, 1},
+                              std::pair{SqliteJobStore::Sync::kFull, 2}}) {
+    const std::string path = dir + "/db" + std::to_string(pragma);
+    auto store = SqliteJobStore::Open(path, sync);
+    ASSERT_TRUE(store.ok()) << store.status();
+    EXPECT_EQ(*(*store)->SynchronousPragma(), pragma);
+    NewJob nj;
+    nj.record.job.set_id("j" + std::to_string(pragma));
+    nj.record.job.set_state(distill::v1::QUEUED);
+    auto created = (*store)->CreateJobs({nj});
+    ASSERT_TRUE(created.ok()) << created.status();
+    auto other = SqliteJobStore::Open(path, sync);  // as after kill -9: the first still open
+    ASSERT_TRUE(other.ok()) << other.status();
+    EXPECT_TRUE((*other)->GetJob(nj.record.job.id()).ok());
+  }
+  std::filesystem::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace distill::coordinator
