@@ -356,6 +356,7 @@ absl::StatusOr<std::vector<uint32_t>> HfTokenizer::Encode(std::string_view text,
 absl::StatusOr<std::vector<uint32_t>> HfTokenizer::Encode(std::string_view text,
                                                           const EncodeOptions& options) const {
   RETURN_IF_ERROR(hf::CheckUtf8(text));
+  const int64_t limit_hits = hf::RegexLimitHits();
   const hf::Pipeline& p = *pipeline_;
   std::vector<uint32_t> ids;
   if (options.add_special_tokens) ids = p.post_processor.prefix;
@@ -387,6 +388,7 @@ absl::StatusOr<std::vector<uint32_t>> HfTokenizer::Encode(std::string_view text,
   if (options.add_special_tokens) {
     ids.insert(ids.end(), p.post_processor.suffix.begin(), p.post_processor.suffix.end());
   }
+  if (hf::RegexLimitHits() != limit_hits) return hf::RegexLimitError(text.size());
   return ids;
 }
 

@@ -65,6 +65,15 @@ const std::array<std::string, 256>& ByteToUnicode();
 // Reverse map: the code point of a byte-level character -> byte, or -1.
 int UnicodeToByte(uint32_t code_point);
 
+// Note [Regex limits]: a match that stops at one of PCRE2's resource limits
+// (match, depth, heap, JIT stack) is not "no match": the text after it would
+// be split wrongly, and the ids with it. Each such stop counts here
+// (process-wide); Encode compares the count before and after and fails the
+// text (ResourceExhausted) instead of returning ids that are silently wrong.
+int64_t RegexLimitHits();
+// The error of a text of `bytes` bytes whose encoding hit a limit.
+absl::Status RegexLimitError(size_t bytes);
+
 // A compiled PCRE2 pattern (UTF + UCP, JIT). Thread-safe: scratch memory is
 // per thread.
 class Regex {

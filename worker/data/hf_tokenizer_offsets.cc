@@ -112,6 +112,7 @@ absl::StatusOr<Encoding> HfTokenizer::EncodeWithOffsets(std::string_view text,
                                                         bool add_special_tokens,
                                                         int /*threads*/) const {
   RETURN_IF_ERROR(hf::CheckUtf8(text));
+  const int64_t limit_hits = hf::RegexLimitHits();
   const hf::Pipeline& p = *pipeline_;
   Encoding enc;
   auto add_post = [&](const std::vector<uint32_t>& ids) {
@@ -150,6 +151,7 @@ absl::StatusOr<Encoding> HfTokenizer::EncodeWithOffsets(std::string_view text,
     }
   }
   if (add_special_tokens) add_post(p.post_processor.suffix);
+  if (hf::RegexLimitHits() != limit_hits) return hf::RegexLimitError(text.size());
   return enc;
 }
 

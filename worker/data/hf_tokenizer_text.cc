@@ -6,6 +6,7 @@
 #include <unicode/utf8.h>
 
 #include <algorithm>
+#include <atomic>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -129,6 +130,8 @@ int UnicodeToByte(uint32_t code_point) {
 
 namespace {
 
+std::atomic<int64_t> g_regex_limit_hits{0};  // Note [Regex limits]
+
 // Per-thread PCRE2 scratch: match data and a JIT stack big enough for long
 // whitespace runs.
 struct RegexScratch {
@@ -217,13 +220,25 @@ absl::StatusOr<std::unique_ptr<Regex>> Regex::Compile(const std::string& pattern
 
 Regex::~Regex() { pcre2_code_free(code_); }
 
+int64_t RegexLimitHits() { return g_regex_limit_hits.load(std::memory_order_relaxed); }
+
+absl::Status RegexLimitError(size_t bytes) {
+  return absl::InvalidArgumentError(absl::StrCat(
+      "a pre-tokenizer or normalizer regex hit one of PCRE2's resource limits on a text of ",
+      bytes, " bytes: its ids would be wrong (Note [Regex limits])"));
+}
+
 bool Regex::Next(std::string_view text, size_t* pos, size_t* begin, size_t* end) const {
   thread_local RegexScratch scratch;
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
   while (*pos <= text.size()) {
     const int rc = pcre2_match(code_, subject, text.size(), *pos, PCRE2_NO_UTF_CHECK,
                                scratch.match_data, scratch.context);
-    if (rc < 0) return false;  // no match (or a resource limit: the rest is unmatched)
+    if (rc == PCRE2_ERROR_NOMATCH) return false;
+    if (rc < 0) {  // Note [Regex limits]
+      g_regex_limit_hits.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
     const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(scratch.match_data);
     if (ov[1] > ov[0]) {
       *begin = ov[0];

@@ -39,7 +39,10 @@ struct CoordinatorSinkOptions {
   std::chrono::milliseconds reconnect_backoff{250};
   std::chrono::milliseconds max_reconnect_backoff{4000};
   // How long Finish() may wait to deliver the last report before giving up.
-  std::chrono::milliseconds finish_timeout{5000};
+  // Long enough to outlast a coordinator restart (a restarted coordinator
+  // adopts the launch and runs its start-up checks first): the last report
+  // carries the final eval, which the job's record would otherwise lack.
+  std::chrono::milliseconds finish_timeout{30000};
 };
 
 // Thread-safe: OnStep/OnEval/OnMessage (from the training thread) and Finish()

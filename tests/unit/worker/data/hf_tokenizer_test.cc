@@ -227,6 +227,29 @@ TEST(HfTokenizerTest, MalformedJsonIsInvalidArgumentNamingThePath) {
   ExpectLoadError(j.dump(), "model.type");
 }
 
+// Note [Regex limits]: a Split regex that backtracks past PCRE2's match
+// limit used to leave the rest of the text unsplit and give wrong ids with
+// no error; now the text fails, and a text that stays within the limit
+// encodes as before.
+TEST(HfTokenizerTest, ARegexThatHitsPcre2sLimitFailsTheText) {
+  nlohmann::json j = SentencePieceJson();
+  j["pre_tokenizer"] = {
+      {"type", "Split"}, {"pattern", {{"Regex", "(a+)+b"}}}, {"behavior", "Isolated"}};
+  absl::StatusOr<std::unique_ptr<HfTokenizer>> tok = HfTokenizer::FromJson(j.dump(), "t.json");
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  EXPECT_TRUE((*tok)->Encode("hello aab world", false).ok());
+  // A 'b' after the run defeats PCRE2's required-character shortcut, so the
+  // match backtracks through every split of the a's.
+  const std::string text = std::string(64, 'a') + "cb";
+  absl::StatusOr<std::vector<uint32_t>> ids = (*tok)->Encode(text, false);
+  ASSERT_FALSE(ids.ok());
+  EXPECT_EQ(ids.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(ids.status().message().find("PCRE2's resource limits on a text of 66 bytes"),
+            std::string::npos)
+      << ids.status();
+  EXPECT_FALSE((*tok)->EncodeWithOffsets(text, false).ok());
+}
+
 // Note [Tokenizer limits], found by issue 20's fuzzing: ids past 2^24 (a
 // vocabulary table of that size, or above 2^32 a wrap onto id 5), and
 // Sequences nested deep enough to overflow the stack of the builders.
