@@ -266,4 +266,15 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace distill::coordinator
 
-int main(int argc, char** argv) { return distill::coordinator::Main(argc, argv); }
+// Every exception ends here, as one line (issue 20: a library's exception,
+// e.g. std::bad_alloc or std::filesystem_error, must not abort).
+int main(int argc, char** argv) {
+  try {
+    return distill::coordinator::Main(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "distill-coordinator: internal error: " << e.what() << std::endl;
+  } catch (...) {
+    std::cerr << "distill-coordinator: internal error: an unknown exception" << std::endl;
+  }
+  return 1;
+}

@@ -14,7 +14,9 @@
 
 namespace ctl = distill::coordinator::ctl;
 
-int main(int argc, char** argv) {
+namespace {
+
+int Main(int argc, char** argv) {
   absl::StatusOr<ctl::CtlArgs> args =
       ctl::ParseArgs(std::vector<std::string>(argv + 1, argv + argc));
   if (!args.ok()) {
@@ -46,4 +48,19 @@ int main(int argc, char** argv) {
   }
   ctl::CoordinatorClient client(*connection);
   return ctl::RunCommand(*args, client, term);
+}
+
+}  // namespace
+
+// Every exception ends here, as one line (issue 20: a library's exception,
+// e.g. std::bad_alloc, must not abort with a core dump).
+int main(int argc, char** argv) {
+  try {
+    return Main(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "distillctl: internal error: " << e.what() << std::endl;
+  } catch (...) {
+    std::cerr << "distillctl: internal error: an unknown exception" << std::endl;
+  }
+  return 1;
 }

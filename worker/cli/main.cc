@@ -574,4 +574,15 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace distill::worker
 
-int main(int argc, char** argv) { return distill::worker::Main(argc, argv); }
+// Every exception ends here, as one line; a command's own are caught in
+// Run() and named there.
+int main(int argc, char** argv) {
+  try {
+    return distill::worker::Main(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "distill-worker: internal error: " << e.what() << std::endl;
+  } catch (...) {
+    std::cerr << "distill-worker: internal error: an unknown exception" << std::endl;
+  }
+  return 1;
+}
