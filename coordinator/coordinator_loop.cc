@@ -51,12 +51,8 @@ std::string RankName(const distill::v1::Job& job, int rank) {
 // (teacher stage 1)) lost contact with its daemon"; then the launch's detail.
 std::string DescribeFailure(const LaunchStatus& st, const distill::v1::Job& job) {
   if (st.failed_how.empty()) return st.detail;
-  const common::RankPlan plan = common::PlanRanks(common::WithDefaults(job.spec()));
-  const std::vector<std::string> names = plan.RankNames();
   std::vector<std::string> ranks;
-  for (int r : st.failed_ranks) {
-    ranks.push_back(r >= 0 && r < plan.world() ? names[r] : absl::StrCat("rank ", r));
-  }
+  for (int r : st.failed_ranks) ranks.push_back(RankName(job, r));
   const std::string host = st.failed_host.empty() ? "an unknown host" : st.failed_host;
   if (st.host_lost) {
     return absl::StrCat("host ", host, ranks.empty() ? "" : " (", absl::StrJoin(ranks, ", "),
