@@ -178,14 +178,8 @@ struct RemoteTeacher::Impl {
     for (auto& w : r.sends) RETURN_IF_ERROR(w->Wait());  // stage 0 has them: complete
     r.sends.clear();
     // A bug guard: the reply must be the one to this request.
-    auto got = reply.accessor<int64_t, 1>();
-    auto want = r.header.accessor<int64_t, 1>();
-    for (int f : {ts::kKind, ts::kStudent, ts::kRequest, ts::kBatch, ts::kLength, ts::kPacked}) {
-      if (got[f] != want[f]) {
-        return absl::InternalError(absl::StrCat(
-            layout.Role(layout.rank), ": the teacher replied to ", ts::DescribeHeader(reply),
-            " while ", ts::DescribeHeader(r.header), " was due"));
-      }
+    if (absl::Status s = ts::CheckReplyHeader(ts::ToHeader(reply), ts::ToHeader(r.header)); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat(layout.Role(layout.rank), ": ", s.message()));
     }
     b.bytes = ts::Bytes(out.logits) + ts::Bytes(out.topk_logits) + ts::Bytes(wire_ids) +
               ts::Bytes(out.topk_lse) + ts::Bytes(out.hidden) + ts::Bytes(r.eval_logits);

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "common/plan.h"
+#include "common/spec.h"
 #include "worker/distill/colocated_teacher.h"
 #include "worker/distill/distill_trainer.h"
 #include "worker/model/hf_io.h"
@@ -181,8 +182,9 @@ class Backoff {
 class StageServer {
  public:
   StageServer(Communicator& world, const common::RankLayout& layout, LlamaForCausalLM model,
-              StageRange range, int64_t vocab, TeacherRunConfig run, torch::Device device, double timeout_s)
-      : timeout_s_(timeout_s),
+              StageRange range, int64_t vocab, TeacherRunConfig run, torch::Device device,
+              const distill::v1::JobSpec& spec)
+      : timeout_s_(spec.runtime().timeout_s()),
         world_(world),
         layout_(layout),
         stage_(layout.stage()),
@@ -191,6 +193,7 @@ class StageServer {
         range_(range),
         vocab_(vocab),
         run_(std::move(run)),
+        limits_(ts::LimitsFor(run_, layout.students, MaxTokens(spec))),
         device_(device),
         sends_(world) {
     for (int64_t l : run_.capture_layers) {
@@ -214,6 +217,13 @@ class StageServer {
 
  private:
   std::string Name() const { return layout_.Role(layout_.rank); }
+
+  // A request's tokens at most (Note [Stream header bounds]): a micro-batch
+  // of windows, each seq_len + 1 at most (the spec's, or its defaults).
+  static int64_t MaxTokens(const distill::v1::JobSpec& spec) {
+    const distill::v1::JobSpec full = common::WithDefaults(spec);
+    return int64_t{full.train().micro_batch()} * (int64_t{full.data().seq_len()} + 1);
+  }
 
   absl::Status ServeStudents() {
     const int students = layout_.students;
@@ -294,7 +304,7 @@ class StageServer {
       if (h[ts::kKind] == ts::kStop) {
         return last_ ? absl::OkStatus() : Forward(header, torch::Tensor());
       }
-      RETURN_IF_ERROR(CheckHeader(header, h[ts::kStudent]));
+      RETURN_IF_ERROR(CheckHeader(header, -1));
       torch::Tensor hidden =
           torch::empty({h[ts::kBatch], h[ts::kLength], model_->config().hidden_size},
                        torch::dtype(torch::kFloat).device(device_));
@@ -308,32 +318,11 @@ class StageServer {
     }
   }
 
-  // A header from a student (stage 0) or the stage before: well formed, and
-  // asking for the transport the spec gives this stage.
-  absl::Status CheckHeader(const torch::Tensor& header, int64_t student) const {
-    auto h = header.accessor<int64_t, 1>();
-    const int64_t kind = h[ts::kKind];
-    const bool ok_kind = kind == ts::kTrain || kind == ts::kEval || kind == ts::kStop;
-    const bool ok_shape = kind == ts::kStop || (h[ts::kBatch] >= 1 && h[ts::kLength] >= 1);
-    if (!ok_kind || !ok_shape || h[ts::kStudent] != student || student < 0 ||
-        student >= layout_.students) {
-      return absl::InternalError(absl::StrCat(Name(), ": malformed teacher request header (",
-                                              ts::DescribeHeader(header), ") for student ",
-                                              student));
-    }
-    if (kind != ts::kTrain) return absl::OkStatus();
-    const torch::Tensor want = ts::MakeHeader(ts::kTrain, 0, 0, 0, 0, run_);
-    auto w = want.accessor<int64_t, 1>();
-    for (int f : {ts::kTransport, ts::kTopK, ts::kTemperatureBits, ts::kCaptureHash}) {
-      if (h[f] != w[f]) {
-        return absl::InternalError(
-            absl::StrCat(Name(), ": student ", student,
-                         " asks for another teacher output than the spec gives the stages ",
-                         "(transport, top_k, temperature or feature layers differ; field ", f, ": ",
-                         h[f], " vs ", w[f], ")"));
-      }
-    }
-    return absl::OkStatus();
+  // A header from student `from` (stage 0) or the stage before (from < 0).
+  absl::Status CheckHeader(const torch::Tensor& header, int64_t from) const {
+    absl::Status s = ts::CheckRequestHeader(ts::ToHeader(header), from, limits_);
+    if (s.ok()) return s;
+    return absl::Status(s.code(), absl::StrCat(Name(), ": ", s.message()));
   }
 
   // Runs this stage's part of one request and sends what follows from it;
@@ -413,6 +402,7 @@ class StageServer {
   const StageRange range_;
   const int64_t vocab_;
   const TeacherRunConfig run_;
+  const ts::HeaderLimits limits_;
   const torch::Device device_;  // the model's; headers stay on the CPU
   std::vector<int64_t> mine_;   // capture layers in this stage's range
   ts::PendingSends sends_;
@@ -458,8 +448,7 @@ absl::StatusOr<TeacherStageStats> RunTeacherStage(const distill::v1::JobSpec& sp
   if (!model.ok()) return WithPrefix(model.status(), "teacher.model");
   for (auto& p : (*model)->parameters()) p.set_requires_grad(false);
   (*model)->eval();
-  StageServer server(world, layout, std::move(*model), stages[j], vocab, std::move(run), device,
-                     spec.runtime().timeout_s());
+  StageServer server(world, layout, std::move(*model), stages[j], vocab, std::move(run), device, spec);
   return server.Serve();
 }
 

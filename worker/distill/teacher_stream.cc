@@ -28,15 +28,26 @@ torch::Tensor MakeHeader(Kind kind, int64_t student, int64_t request, int64_t b,
   return h;
 }
 
-std::string DescribeHeader(const torch::Tensor& header) {
+Header ToHeader(const torch::Tensor& header) {
+  Header h{};
   auto a = header.accessor<int64_t, 1>();
-  const char* kind = a[kKind] == kTrain  ? "train"
-                     : a[kKind] == kEval ? "eval"
-                     : a[kKind] == kStop ? "stop"
-                                         : "bad";
-  return absl::StrCat(kind, " request ", a[kRequest], " of student ", a[kStudent], " [", a[kBatch],
-                      " x ", a[kLength], a[kPacked] == 1 ? ", packed" : "", "]");
+  for (int f = 0; f < kHeaderLen; ++f) h[f] = a[f];
+  return h;
 }
+
+HeaderLimits LimitsFor(const TeacherRunConfig& run, int64_t students, int64_t max_tokens) {
+  const Header want = ToHeader(MakeHeader(kTrain, 0, 0, 0, 0, run));
+  HeaderLimits limits;
+  limits.students = students;
+  limits.max_tokens = max_tokens;
+  limits.transport = want[kTransport];
+  limits.top_k = want[kTopK];
+  limits.temperature_bits = want[kTemperatureBits];
+  limits.capture_hash = want[kCaptureHash];
+  return limits;
+}
+
+std::string DescribeHeader(const torch::Tensor& header) { return DescribeHeader(ToHeader(header)); }
 
 int64_t CaptureHash(const std::vector<int64_t>& layers) {
   // FNV-1a over the (sorted, unique) layer numbers.

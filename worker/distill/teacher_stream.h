@@ -15,6 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "worker/comm/communicator.h"
+#include "worker/distill/stream_header.h"
 #include "worker/distill/teacher.h"
 #include "worker/distill/teacher_pipeline.h"
 #include "worker/model/config.h"
@@ -38,29 +39,13 @@ enum Tag : int {
   kTagStagePositions = 7112,  // packed: stage j -> j + 1: positions [b, L] int64, after the hidden state
 };
 
-enum Kind : int64_t { kTrain = 1, kEval = 2, kStop = 3 };
-
-// The header: int64 [kHeaderLen]. The transport fields let stage 0 check
-// that the student asks for what the spec gives the stages (a bug guard).
-enum Field : int {
-  kKind = 0,
-  kStudent = 1,    // the student's index s (world rank s)
-  kRequest = 2,    // per-student sequence number, from 0
-  kBatch = 3,      // b
-  kLength = 4,     // L
-  kTransport = 5,  // LogitTransport (never UNSPECIFIED)
-  kTopK = 6,
-  kTemperatureBits = 7,  // the double's bits
-  kCaptureHash = 8,      // CaptureHash(capture layers)
-  // 1 for packed rows (Note [Packed rows] in sequence_data.h): the student's
-  // ids message is [2, b, L], the ids then their positions, and each stage
-  // passes the positions on after the hidden state.
-  kPacked = 9,
-  kHeaderLen = 10,
-};
-
 torch::Tensor MakeHeader(Kind kind, int64_t student, int64_t request, int64_t b, int64_t l,
                          const TeacherRunConfig& run, bool packed = false);
+// A received header's values (`header`: the int64 [kHeaderLen] CPU tensor).
+Header ToHeader(const torch::Tensor& header);
+// What a teacher stage accepts (Note [Stream header bounds]): `run`'s
+// transport fields, `students` students, `max_tokens` tokens per request.
+HeaderLimits LimitsFor(const TeacherRunConfig& run, int64_t students, int64_t max_tokens);
 // "train request 3 of student 1 [2 x 16]".
 std::string DescribeHeader(const torch::Tensor& header);
 int64_t CaptureHash(const std::vector<int64_t>& layers);

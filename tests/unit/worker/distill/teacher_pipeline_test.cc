@@ -259,6 +259,10 @@ distill::v1::JobSpec Spec(const std::string& dir, distill::v1::LogitTransport tr
   f->set_loss(distill::v1::COSINE);
   s.mutable_runtime()->set_prefetch(2);
   s.mutable_runtime()->set_timeout_s(60);
+  // The stages refuse requests past 3 x (6 + 1) tokens (Note [Stream header
+  // bounds]); RunStudent's largest batch is 3 x 5.
+  s.mutable_train()->set_micro_batch(3);
+  s.mutable_data()->set_seq_len(6);
   return s;
 }
 
