@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The test suite under sanitizers (docs/sanitizers.md records the last runs):
-#   scripts/sanitize.sh thread    the coordinator (no LibTorch) with TSan into
+#   scripts/sanitize.sh thread [CTEST_ARGS...]
+#                                 the coordinator (no LibTorch) with TSan into
 #                                 ./build-tsan: common_tests and coordinator_tests
 #                                 (the gRPC server, the group commit, the control
-#                                 loop, the store's reader pool)
+#                                 loop, the store's reader pool), against abseil
+#                                 rebuilt with TSan (scripts/tsan_abseil.sh)
 #   scripts/sanitize.sh address [CTEST_ARGS...]
 #                                 everything with ASan + UBSan into ./build-asan
 #                                 (gcc; LibTorch, gRPC and MPI themselves are not
@@ -22,6 +24,11 @@ export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:${UBSAN_OPTIONS:-}"
 export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:${TSAN_OPTIONS:-}"
 case "$mode" in
   thread)
+    # Note [TSan and abseil] (docs/sanitizers.md): an instrumented abseil under
+    # Debian's sonames, and suppressions for the uninstrumented libraries.
+    bash scripts/tsan_abseil.sh
+    export LD_LIBRARY_PATH="$PWD/build-tsan-absl/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    export TSAN_OPTIONS="suppressions=$PWD/scripts/tsan.supp:$TSAN_OPTIONS"
     BUILD_DIR=build-tsan bash scripts/build.sh -DDISTILL_SANITIZE=thread -DDISTILL_BUILD_WORKER=OFF \
       -DDISTILL_BUILD_BENCH=OFF
     cd build-tsan && exec ctest --output-on-failure -j"$(nproc)" "$@"
