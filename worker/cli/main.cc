@@ -323,6 +323,7 @@ absl::Status Eval(const Given& given) {
 absl::Status Init(const Given&) {
   const std::string out = absl::GetFlag(FLAGS_out);
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(absl::GetFlag(FLAGS_config)));
+  RETURN_IF_ERROR(CheckModelFits(config, absl::GetFlag(FLAGS_config)));
   LlamaForCausalLM model = InitModel(config, static_cast<uint64_t>(absl::GetFlag(FLAGS_seed)));
   RETURN_IF_ERROR(SaveHfModel(model, out));
   std::cout << absl::StrFormat("wrote %s: %d parameters", out, CountParameters(config))

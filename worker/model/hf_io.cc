@@ -7,6 +7,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/fs_util.h"
+#include "common/host_memory.h"
 #include "common/status_macros.h"
 #include "worker/model/safetensors.h"
 
@@ -87,6 +88,43 @@ absl::Status LoadBaseWeights(LlamaForCausalLM& model,
   return absl::OkStatus();
 }
 
+int64_t PartParameters(const ModelConfig& c, const ModelPart& part) {
+  const int64_t end = part.layer_end < 0 ? c.num_hidden_layers : part.layer_end;
+  const int64_t table = c.vocab_size * c.hidden_size;
+  int64_t n = (end - part.layer_begin) * DecoderLayerParameters(c);
+  if (part.embed) n += table;
+  if (part.head) n += c.hidden_size + (c.tie_word_embeddings && part.embed ? 0 : table);
+  return n;
+}
+
+// Note [Model fits memory]: a model is built in float32 in host memory before
+// its weights are read or it moves to a GPU, so a config.json whose sizes are
+// each within Note [Config size limits] may still describe a model larger
+// than the host: LibTorch's allocator then throws "can't allocate memory"
+// naming neither file nor field, or, with overcommit, initialising the
+// weights gets the process killed by the kernel with no message at all. The
+// part a rank builds (a teacher stage holds its layers only) is compared with
+// the host's memory (common::HostMemoryBytes: physical memory or the cgroup's
+// limit) before anything is allocated. Only what cannot fit even alone is
+// refused: optimizer state and activations come on top, and a model that
+// passes may still run out later.
+absl::Status CheckModelFits(const ModelConfig& c, const ModelPart& part, const std::string& source,
+                            int64_t host_bytes) {
+  const int64_t params = PartParameters(c, part);
+  const double bytes = 4.0 * static_cast<double>(params);
+  if (host_bytes <= 0 || bytes <= static_cast<double>(host_bytes)) return absl::OkStatus();
+  const bool whole = part.layer_begin == 0 && part.layer_end < 0 && part.embed && part.head;
+  return absl::FailedPreconditionError(absl::StrCat(
+      source, ": ", whole ? "the model's " : "this rank's part of the model has ", params,
+      " parameters", whole ? " need " : ", ", common::HumanBytes(bytes),
+      " in float32, more than this host's ", common::HumanBytes(static_cast<double>(host_bytes)),
+      " of memory (Note [Model fits memory])"));
+}
+
+absl::Status CheckModelFits(const ModelConfig& c, const std::string& source) {
+  return CheckModelFits(c, ModelPart{}, source, common::HostMemoryBytes());
+}
+
 LlamaForCausalLM InitModel(const ModelConfig& config, uint64_t seed) {
   LlamaForCausalLM model(config);
   model->InitWeights(seed);
@@ -97,6 +135,7 @@ absl::StatusOr<LlamaForCausalLM> LoadHfModel(const std::string& dir, torch::Devi
   RETURN_IF_ERROR(CheckNotAdapterDir(dir));
   const std::string config_path = (fs::path(dir) / "config.json").string();
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(config_path));
+  RETURN_IF_ERROR(CheckModelFits(config, config_path));
   ASSIGN_OR_RETURN(auto tensors, ReadSafetensorsDir(dir));
   LlamaForCausalLM model(config);
   RETURN_IF_ERROR(LoadBaseWeights(model, tensors, dir));
@@ -161,7 +200,9 @@ absl::StatusOr<std::map<std::string, torch::Tensor>> ReadHfTensors(
 absl::StatusOr<LlamaForCausalLM> LoadHfModelPart(const std::string& dir, const ModelPart& part,
                                                  torch::Device device) {
   RETURN_IF_ERROR(CheckNotAdapterDir(dir));
-  ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig((fs::path(dir) / "config.json").string()));
+  const std::string config_path = (fs::path(dir) / "config.json").string();
+  ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(config_path));
+  RETURN_IF_ERROR(CheckModelFits(config, part, config_path, common::HostMemoryBytes()));
   LlamaForCausalLM model(config, part);
   std::set<std::string> names;
   for (const auto& [name, t] : BaseWeights(model)) names.insert(name);

@@ -49,8 +49,21 @@ absl::StatusOr<std::map<std::string, torch::Tensor>> ReadHfTensors(
 absl::StatusOr<torch::Tensor> LoadHfLmHead(const std::string& dir, int64_t rows,
                                            torch::Device device = torch::kCPU);
 
-// A randomly initialised model (LlamaForCausalLM::InitWeights(seed)).
+// A randomly initialised model (LlamaForCausalLM::InitWeights(seed)). Callers
+// check CheckModelFits first.
 LlamaForCausalLM InitModel(const ModelConfig& config, uint64_t seed);
+
+// The parameters of `part` of a model of `config` (CountParameters for the
+// whole model; a stage's own lm_head copy when tied and without embed).
+int64_t PartParameters(const ModelConfig& config, const ModelPart& part);
+
+// Note [Model fits memory]: FailedPrecondition, naming `source` (the
+// config.json), the parameter count and both sizes, when `part` of the model
+// in float32 exceeds `host_bytes` (0: unknown, no check). LoadHfModel and
+// LoadHfModelPart check it themselves.
+absl::Status CheckModelFits(const ModelConfig& config, const ModelPart& part,
+                            const std::string& source, int64_t host_bytes);
+absl::Status CheckModelFits(const ModelConfig& config, const std::string& source);
 
 // Copies `tensors` (HF names) into the model's base parameters (LoRA adapters
 // excluded). `source` names where they came from in errors.

@@ -104,6 +104,7 @@ absl::Status Trainer::BuildStudent() {
     ASSIGN_OR_RETURN(model_, LoadHfModel(source.model_dir));
   } else {
     ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(source.init_config));
+    RETURN_IF_ERROR(CheckModelFits(config, source.init_config));
     model_ = InitModel(config, t_.seed());
   }
   base_model_ = source.model_dir.empty() ? source.init_config : source.model_dir;

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/str_cat.h"
 #include "tests/test_util/test_util.h"
 #include "worker/model/safetensors.h"
 
@@ -143,6 +144,54 @@ TEST(HfIoTest, SaveRefusesUnmergedAdapters) {
       2, 1.0, 0.0, at::detail::createCPUGenerator(0));
   auto st = SaveHfModel(model, MakeTempDir("hf_io_lora") + "/m");
   EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition);
+}
+
+// PartParameters counts what LlamaForCausalLM(config, part) allocates.
+TEST(HfIoTest, PartParametersCountsWhatThePartAllocates) {
+  for (bool tied : {false, true}) {
+    const ModelConfig c = TinyConfig(tied);
+    for (const ModelPart& part : {ModelPart{}, ModelPart{0, 1, true, false}, ModelPart{1, 2, false, true},
+                                  ModelPart{1, 1, false, false}}) {
+      LlamaForCausalLM model(c, part);
+      int64_t numel = 0;
+      for (const auto& p : model->parameters()) numel += p.numel();
+      EXPECT_EQ(PartParameters(c, part), numel)
+          << "tied " << tied << " layers [" << part.layer_begin << ", " << part.layer_end << ")";
+    }
+    EXPECT_EQ(PartParameters(c, ModelPart{}), CountParameters(c));
+  }
+}
+
+// Note [Model fits memory]: refused before anything is allocated, naming the
+// config and both sizes; a teacher stage's part is what counts.
+TEST(HfIoTest, AModelLargerThanTheHostIsRefusedNamingItsConfig) {
+  const ModelConfig c = TinyConfig(false);  // 2 * 30 * 16 + 2 layers + 16 parameters
+  const int64_t bytes = 4 * CountParameters(c);
+  EXPECT_TRUE(CheckModelFits(c, ModelPart{}, "m/config.json", bytes).ok());
+  EXPECT_TRUE(CheckModelFits(c, ModelPart{}, "m/config.json", 0).ok());  // unknown host
+  absl::Status st = CheckModelFits(c, ModelPart{}, "m/config.json", bytes - 1);
+  EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(st.message().find(absl::StrCat("m/config.json: the model's ", CountParameters(c),
+                                           " parameters need ")),
+            std::string::npos)
+      << st;
+  EXPECT_NE(st.message().find("more than this host's"), std::string::npos) << st;
+  const ModelPart stage{1, 2, false, true};
+  EXPECT_TRUE(CheckModelFits(c, stage, "t/config.json", 4 * PartParameters(c, stage)).ok());
+  st = CheckModelFits(c, stage, "t/config.json", 4 * PartParameters(c, stage) - 1);
+  EXPECT_NE(st.message().find("this rank's part of the model has"), std::string::npos) << st;
+
+  // A model each of whose sizes passes Note [Config size limits] but which
+  // no host holds: 1024 layers of width 131072.
+  ModelConfig huge = c;
+  huge.hidden_size = 131072;
+  huge.intermediate_size = 1048576;
+  huge.num_hidden_layers = 1024;
+  huge.num_attention_heads = huge.num_key_value_heads = 1024;
+  huge.head_dim = 128;
+  st = CheckModelFits(huge, "huge/config.json");
+  EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition) << st;
+  EXPECT_NE(st.message().find("PiB in float32"), std::string::npos) << st;
 }
 
 }  // namespace
