@@ -265,8 +265,11 @@ const std::vector<std::string>& LoraTargetModuleNames() {
 
 absl::StatusOr<JobSpec> ParseJobSpec(absl::string_view text, absl::string_view source) {
   JobSpec spec;
-  ASSIGN_OR_RETURN(std::string normal, NormalizeSweepYaml(text));  // sweep: map -> list form
-  RETURN_IF_ERROR(YamlToProto(normal, source, &spec));
+  absl::StatusOr<std::string> normal = NormalizeSweepYaml(text);  // sweep: map -> list form
+  if (!normal.ok()) {
+    return absl::Status(normal.status().code(), absl::StrCat(source, ": ", normal.status().message()));
+  }
+  RETURN_IF_ERROR(YamlToProto(*normal, source, &spec));
   return spec;
 }
 

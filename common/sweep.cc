@@ -245,7 +245,7 @@ absl::StatusOr<SweepChild> MakeChild(const JobSpec& parent, const json& base,
     label.push_back(absl::StrCat(axes[a].short_name, "=", ValueLabel(v)));
   }
   child.label = absl::StrJoin(label, ",");
-  absl::Status st = YamlToProto(tree.dump(), "sweep", &child.spec);
+  absl::Status st = YamlToProto(tree.dump(), "", &child.spec);
   if (st.ok()) st = ValidateJobSpec(child.spec);
   if (!st.ok()) return ChildError(axes, point, index, st);
   char num[16];

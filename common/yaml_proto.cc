@@ -247,7 +247,9 @@ absl::Status YamlToProto(absl::string_view text, absl::string_view source,
                                                    e.mark.line + 1, ", column ", e.mark.column + 1,
                                                    ": ", e.msg));
   }
-  return FillMessage(root, message, "");
+  absl::Status filled = FillMessage(root, message, "");
+  if (filled.ok() || source.empty()) return filled;
+  return absl::Status(filled.code(), absl::StrCat(source, ": ", filled.message()));
 }
 
 }  // namespace distill::common

@@ -21,8 +21,9 @@ class Node;
 
 namespace distill::common {
 
-// Parses `text` as YAML and merges it into `message`. `source` names the text
-// in syntax errors and in the UTF-8 check. A key given twice in one mapping,
+// Parses `text` as YAML and merges it into `message`. Every error starts with
+// `source` (the file; a field error starts with its path when `source` is
+// empty) and names the field path. A key given twice in one mapping,
 // or a key that is not a plain scalar, is InvalidArgument naming the field
 // path and the key's line.
 absl::Status YamlToProto(absl::string_view text, absl::string_view source,

@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 
 namespace distill::common {
 namespace {
@@ -28,9 +29,16 @@ checkpoint: {every: 10, keep: 3}
 output: out
 )";
 
+// The error without the file that ParseJobSpec's errors start with (a
+// parse error without it is itself an error: "<no file>").
 absl::Status ParseAndValidate(const std::string& text) {
   auto spec = ParseJobSpec(text, "test.yaml");
-  if (!spec.ok()) return spec.status();
+  if (!spec.ok()) {
+    const absl::string_view m = spec.status().message();
+    return absl::Status(spec.status().code(), absl::StartsWith(m, "test.yaml: ")
+                                                  ? m.substr(11)
+                                                  : absl::StrCat("<no file> ", m));
+  }
   return ValidateJobSpec(*spec);
 }
 
@@ -181,7 +189,7 @@ TEST(SpecTest, KeyGivenTwiceNamesBothLines) {
   absl::StatusOr<distill::v1::JobSpec> spec =
       ParseJobSpec("output: a\ntype: finetune\noutput: b\n", "t.yaml");
   ASSERT_EQ(spec.status().code(), absl::StatusCode::kInvalidArgument) << spec.status();
-  EXPECT_EQ(spec.status().message(), "output: given twice (lines 1 and 3)");
+  EXPECT_EQ(spec.status().message(), "t.yaml: output: given twice (lines 1 and 3)");
 }
 
 TEST(SpecTest, InvalidUtf8NamesFileLineAndColumn) {

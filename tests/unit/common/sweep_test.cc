@@ -54,10 +54,10 @@ TEST(SweepTest, MapFormBecomesAxesWithJsonValues) {
 TEST(SweepTest, MalformedSweepValuesAreInvalidArgument) {
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"sweep: {distill.temperature: [1, \x84]}\n", "t.yaml: invalid UTF-8"},
-      {"sweep: {[a]: [1]}\n", "sweep: line "},
-      {"sweep: {distill.features: [[{[x]: 1}]]}\n", "sweep: distill.features[0]: line "},
+      {"sweep: {[a]: [1]}\n", "t.yaml: sweep: line "},
+      {"sweep: {distill.features: [[{[x]: 1}]]}\n", "t.yaml: sweep: distill.features[0]: line "},
       {"sweep: {distill.features: [" + std::string(40, '[') + std::string(40, ']') + "]}\n",
-       "sweep: distill.features[0]: nested deeper than 32 levels"},
+       "t.yaml: sweep: distill.features[0]: nested deeper than 32 levels"},
   };
   for (const auto& [sweep, want] : cases) {
     absl::StatusOr<std::vector<SweepChild>> children = Expand(sweep);
@@ -143,7 +143,7 @@ TEST(SweepTest, AxisErrors) {
        "sweep: distill.alpha: overlaps the axis distill"},
       {"sweep: [{field: train.seed, values: ['1']}, {field: train.seed, values: ['2']}]\n",
        "sweep: train.seed: listed twice"},
-      {"sweep: {train.seed: 1}\n", "sweep: train.seed: expected a list"},
+      {"sweep: {train.seed: 1}\n", "t.yaml: sweep: train.seed: expected a list"},
       {"sweep: [{field: train.seed, values: ['{']}]\n",
        "sweep: train.seed[0] = {: not a JSON value"},
   };
