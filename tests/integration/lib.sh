@@ -41,7 +41,8 @@ finish() {
 }
 
 # expect_error NAME EXPECTED_SUBSTRING CMD...: non-zero exit, one stderr line
-# containing the substring, no LibTorch backtrace or abort.
+# containing the substring, no LibTorch backtrace or abort. With
+# DISTILL_SHOW_ERRORS set, each error line is printed (to read them all).
 expect_error() {
   local name=$1 want=$2
   shift 2
@@ -52,6 +53,7 @@ expect_error() {
   if [ "$rc" -eq 0 ]; then fail "$name: exit 0"; return; fi
   if [ "$rc" -ge 128 ]; then fail "$name: crashed (exit $rc): $(cat "$T/err")"; return; fi
   if [ "$lines" -ne 1 ]; then fail "$name: $lines stderr lines: $(cat "$T/err")"; return; fi
+  [ -n "${DISTILL_SHOW_ERRORS:-}" ] && echo "$name: $(cat "$T/err")"
   if ! grep -qF -- "$want" "$T/err"; then fail "$name: stderr lacks '$want': $(cat "$T/err")"; return; fi
   ok
 }
