@@ -90,7 +90,9 @@ int OpenBeneath(const Root& root, const std::string& rel, int flags, mode_t mode
   struct open_how how;
   std::memset(&how, 0, sizeof(how));
   how.flags = static_cast<uint64_t>(flags | O_CLOEXEC);
-  how.mode = (flags & (O_CREAT | O_TMPFILE)) ? mode : 0;
+  // O_TMPFILE includes O_DIRECTORY's bit: a mode with O_DIRECTORY alone is EINVAL.
+  const bool creates = (flags & O_CREAT) != 0 || (flags & O_TMPFILE) == O_TMPFILE;
+  how.mode = creates ? mode : 0;
   how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
   const long fd = ::syscall(SYS_openat2, root.fd, rel.c_str(), &how, sizeof(how));
   if (fd >= 0 || errno != ENOSYS) return static_cast<int>(fd);

@@ -12,9 +12,13 @@
 // symlink. The opens of the data path (model and data files, token shards,
 // the teacher cache) and of the written files (safetensors, token shards,
 // state and JSON files through WriteFileAtomically) go through
-// OpenConfined; the directory operations (mkdir, rename, remove) check with
-// CheckConfined first, leaving a window between check and use that only a
-// writer of the job's own output directory could use.
+// OpenConfined. The renames that publish a file or a model directory
+// (WriteFileAtomically, CommitStagingDir) and the staging directory's create
+// and remove work through a descriptor of their directory opened this way
+// (Note [Writes beneath a held directory] in fs_util.cc). The other directory
+// operations (creating the output and cache directories, removing stale
+// files) check with CheckConfined first, leaving a window between check and
+// use that only a writer of the job's own output directory could use.
 //
 // Set once at start (ConfineTo, before any other thread); thread-safe after.
 #ifndef DISTILL_COMMON_CONFINE_H_

@@ -30,61 +30,114 @@ absl::Status WriteAll(int fd, const std::string& data, const std::string& path) 
   return absl::OkStatus();
 }
 
+// `final_dir` without a trailing slash, its parent and its name.
+struct DirParts {
+  fs::path path;
+  std::string parent;
+  std::string name;
+};
+DirParts SplitDir(const std::string& final_dir) {
+  fs::path p = fs::path(final_dir).lexically_normal();
+  if (p.filename().empty()) p = p.parent_path();
+  return {p, p.has_parent_path() ? p.parent_path().string() : ".", p.filename().string()};
+}
+
+// The parent's descriptor, opened confined for writing (Note [Writes beneath
+// a held directory]), and "/proc/self/fd/N/" to reach its entries through it
+// for what has no *at form (a recursive remove; the path itself without /proc).
+struct HeldDir {
+  int fd = -1;
+  std::string path;
+  std::string Entry(const std::string& name) const {
+    static const bool proc = fs::exists("/proc/self/fd");
+    return proc ? absl::StrCat("/proc/self/fd/", fd, "/", name) : (fs::path(path) / name).string();
+  }
+  ~HeldDir() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+absl::Status Hold(const std::string& dir, HeldDir* held) {
+  absl::StatusOr<int> fd = OpenConfined(dir, O_PATH | O_DIRECTORY, Access::kWrite);
+  if (!fd.ok()) return fd.status();
+  held->fd = *fd;
+  held->path = dir;
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> MakeStagingDir(const std::string& final_dir) {
-  fs::path final_path = fs::path(final_dir).lexically_normal();
-  if (final_path.filename().empty()) final_path = final_path.parent_path();
-  const fs::path staging = final_path.string() + ".tmp." + std::to_string(::getpid());
-  if (absl::Status st = CheckConfined(staging.string(), Access::kWrite); !st.ok()) return st;
+  const DirParts f = SplitDir(final_dir);
+  const std::string name = f.name + ".tmp." + std::to_string(::getpid());
+  const std::string staging = (fs::path(f.parent) / name).string();
+  if (absl::Status st = CheckConfined(staging, Access::kWrite); !st.ok()) return st;
   std::error_code ec;
-  fs::remove_all(staging, ec);
-  fs::create_directories(staging, ec);
-  if (ec) return absl::PermissionDeniedError(absl::StrCat(staging.string(), ": cannot create: ", ec.message()));
-  return staging.string();
+  fs::create_directories(f.parent, ec);
+  HeldDir held;
+  if (absl::Status st = Hold(f.parent, &held); !st.ok()) {
+    return absl::PermissionDeniedError(absl::StrCat(staging, ": cannot create: ", st.message()));
+  }
+  fs::remove_all(held.Entry(name), ec);
+  if (::mkdirat(held.fd, name.c_str(), 0755) != 0) {
+    return absl::PermissionDeniedError(absl::StrCat(staging, ": cannot create: ", std::strerror(errno)));
+  }
+  return staging;
 }
 
 absl::Status CommitStagingDir(const std::string& staging_dir, const std::string& final_dir) {
-  fs::path final_path = fs::path(final_dir).lexically_normal();
-  if (final_path.filename().empty()) final_path = final_path.parent_path();
-  const fs::path old = final_path.string() + ".old." + std::to_string(::getpid());
-  if (absl::Status st = CheckConfined(final_path.string(), Access::kWrite); !st.ok()) return st;
-  std::error_code ec;
-  fs::remove_all(old, ec);
-  if (fs::exists(final_path)) {
-    fs::rename(final_path, old, ec);
-    if (ec) return absl::InternalError(absl::StrCat(final_dir, ": cannot move aside: ", ec.message()));
+  const DirParts f = SplitDir(final_dir);
+  const DirParts s = SplitDir(staging_dir);
+  const std::string old = f.name + ".old." + std::to_string(::getpid());
+  if (fs::path(s.parent).lexically_normal() != fs::path(f.parent).lexically_normal()) {
+    return absl::InternalError(absl::StrCat(staging_dir, ": not beside ", final_dir));
   }
-  fs::rename(staging_dir, final_path, ec);
-  if (ec) return absl::InternalError(absl::StrCat(final_dir, ": cannot rename into place: ", ec.message()));
-  fs::remove_all(old, ec);
+  HeldDir held;
+  if (absl::Status st = Hold(f.parent, &held); !st.ok()) return st;
+  std::error_code ec;
+  fs::remove_all(held.Entry(old), ec);
+  if (::renameat(held.fd, f.name.c_str(), held.fd, old.c_str()) != 0 && errno != ENOENT) {
+    return absl::InternalError(absl::StrCat(final_dir, ": cannot move aside: ", std::strerror(errno)));
+  }
+  if (::renameat(held.fd, s.name.c_str(), held.fd, f.name.c_str()) != 0) {
+    return absl::InternalError(absl::StrCat(final_dir, ": cannot rename into place: ", std::strerror(errno)));
+  }
+  fs::remove_all(held.Entry(old), ec);
   return absl::OkStatus();
 }
 
+// Note [Writes beneath a held directory]: the temp file is created and renamed
+// into place relative to a descriptor of the destination's directory, opened
+// confined once (Note [Confinement at use]); a directory swapped for a symlink
+// after that open cannot redirect the create or the rename.
 absl::Status WriteFileAtomically(const std::string& path, const std::string& contents) {
+  const fs::path p(path);
+  const std::string dir = p.has_parent_path() ? p.parent_path().string() : ".";
+  const std::string name = p.filename().string();
+  const std::string tmp_name = name + ".tmp." + std::to_string(::getpid());
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  absl::StatusOr<int> fd = OpenConfined(tmp, O_WRONLY | O_CREAT | O_TRUNC, Access::kWrite);
-  if (!fd.ok()) {
-    return absl::Status(fd.status().code() == absl::StatusCode::kInternal
+  absl::StatusOr<int> dirfd = OpenConfined(dir, O_PATH | O_DIRECTORY, Access::kWrite);
+  if (!dirfd.ok()) {
+    return absl::Status(dirfd.status().code() == absl::StatusCode::kInternal
                             ? absl::StatusCode::kPermissionDenied
-                            : fd.status().code(),
-                        fd.status().message());
+                            : dirfd.status().code(),
+                        dirfd.status().message());
   }
-  const absl::Status written = WriteAll(*fd, contents, tmp);
-  ::close(*fd);
-  if (!written.ok()) {
-    std::error_code ec;
-    fs::remove(tmp, ec);  // a failed write leaves no temp file
-    return written;
+  const int d = *dirfd;
+  const int fd = ::openat(d, tmp_name.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    const int err = errno;
+    ::close(d);
+    const std::string msg = absl::StrCat(tmp, ": cannot open: ", std::strerror(err));
+    return err == ENOENT ? absl::NotFoundError(msg) : absl::PermissionDeniedError(msg);
   }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    std::error_code ignored;
-    fs::remove(tmp, ignored);
-    return absl::InternalError(absl::StrCat(path, ": cannot rename into place: ", ec.message()));
+  absl::Status st = WriteAll(fd, contents, tmp);
+  ::close(fd);
+  if (st.ok() && ::renameat(d, tmp_name.c_str(), d, name.c_str()) != 0) {
+    st = absl::InternalError(absl::StrCat(path, ": cannot rename into place: ", std::strerror(errno)));
   }
-  return absl::OkStatus();
+  if (!st.ok()) ::unlinkat(d, tmp_name.c_str(), 0);  // a failed write leaves no temp file
+  ::close(d);
+  return st;
 }
 
 absl::Status CheckInputFile(const std::string& path) {

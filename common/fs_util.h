@@ -16,7 +16,10 @@ namespace distill::common {
 // one) and returns its path. Parent directories are created as needed.
 absl::StatusOr<std::string> MakeStagingDir(const std::string& final_dir);
 
-// Moves `staging_dir` to `final_dir`, replacing an existing `final_dir`.
+// Moves `staging_dir` (MakeStagingDir's, beside it) to `final_dir`, replacing
+// an existing `final_dir`. Both, and WriteFileAtomically, work through a
+// descriptor of the directory they write in, opened once and confined (Note
+// [Writes beneath a held directory] in fs_util.cc).
 absl::Status CommitStagingDir(const std::string& staging_dir, const std::string& final_dir);
 
 // Writes `contents` to `path` through a temp file and a rename.

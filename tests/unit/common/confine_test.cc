@@ -80,6 +80,20 @@ TEST(ConfineTest, EveryOpenResolvesBeneathTheRoots) {
   EXPECT_EQ(CheckInputFile(t + "/data/swap/secret").code(), absl::StatusCode::kPermissionDenied);
   EXPECT_EQ(ReadFileToString(t + "/data/swap/secret").status().code(),
             absl::StatusCode::kPermissionDenied);
+
+  // Note [Writes beneath a held directory]: a model directory staged, then
+  // its parent swapped for a symlink out of the output root before the
+  // commit: the commit is refused and nothing lands outside.
+  absl::StatusOr<std::string> staging = MakeStagingDir(t + "/out/run/model");
+  ASSERT_TRUE(staging.ok()) << staging.status();
+  std::ofstream(*staging + "/model.safetensors") << "w";
+  fs::rename(t + "/out/run", t + "/out/run.moved");
+  fs::create_directory_symlink(t + "/outside", t + "/out/run");
+  EXPECT_EQ(CommitStagingDir(*staging, t + "/out/run/model").code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(WriteFileAtomically(t + "/out/run/state.json", "{}").code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(MakeStagingDir(t + "/out/run/other").status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_FALSE(fs::exists(t + "/outside/model"));
+  EXPECT_FALSE(fs::exists(t + "/outside/state.json"));
   fs::remove_all(t);
 }
 
