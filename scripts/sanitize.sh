@@ -6,6 +6,10 @@
 #                                 (the gRPC server, the group commit, the control
 #                                 loop, the store's reader pool), against abseil
 #                                 rebuilt with TSan (scripts/tsan_abseil.sh)
+#   scripts/sanitize.sh comm [CTEST_ARGS...]
+#                                 the communicator's tests (worker/comm: MPI,
+#                                 the gradient reducer's autograd hooks) with
+#                                 TSan on real MPI ranks, into ./build-tsan-comm
 #   scripts/sanitize.sh address [CTEST_ARGS...]
 #                                 everything with ASan + UBSan into ./build-asan
 #                                 (gcc; LibTorch, gRPC and MPI themselves are not
@@ -14,7 +18,7 @@
 # allocations); any other report fails the test that made it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-mode=${1:?usage: scripts/sanitize.sh thread|address [CTEST_ARGS...]}
+mode=${1:?usage: scripts/sanitize.sh thread|comm|address [CTEST_ARGS...]}
 shift
 export CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime
 export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/distill-ccache}"
@@ -27,11 +31,25 @@ case "$mode" in
     # Note [TSan and abseil] (docs/sanitizers.md): an instrumented abseil under
     # Debian's sonames, and suppressions for the uninstrumented libraries.
     bash scripts/tsan_abseil.sh
-    export LD_LIBRARY_PATH="$PWD/build-tsan-absl/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     export TSAN_OPTIONS="suppressions=$PWD/scripts/tsan.supp:$TSAN_OPTIONS"
-    BUILD_DIR=build-tsan bash scripts/build.sh -DDISTILL_SANITIZE=thread -DDISTILL_BUILD_WORKER=OFF \
-      -DDISTILL_BUILD_BENCH=OFF
+    tsan_flags=(-DDISTILL_SANITIZE=thread -DDISTILL_BUILD_WORKER=OFF -DDISTILL_BUILD_BENCH=OFF
+                -DDISTILL_TSAN_ABSEIL_DIR="$PWD/build-tsan-absl/lib")
+    [ -f build-tsan/build.ninja ] && cmake -S . -B build-tsan "${tsan_flags[@]}" >/dev/null
+    BUILD_DIR=build-tsan bash scripts/build.sh "${tsan_flags[@]}"
     cd build-tsan && exec ctest --output-on-failure -j"$(nproc)" "$@"
+    ;;
+  comm)
+    # The communicator's tests under TSan on real MPI ranks (worker/comm and
+    # its tests only: tests/CMakeLists.txt comm_tsan_tests), into build-tsan-comm.
+    bash scripts/setup.sh
+    bash scripts/tsan_abseil.sh
+    export TSAN_OPTIONS="suppressions=$PWD/scripts/tsan.supp:$TSAN_OPTIONS"
+    if [ ! -f build-tsan-comm/build.ninja ]; then
+      cmake -S . -B build-tsan-comm -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDISTILL_SANITIZE=thread \
+        -DDISTILL_BUILD_BENCH=OFF -DDISTILL_TSAN_ABSEIL_DIR="$PWD/build-tsan-absl/lib"
+    fi
+    cmake --build build-tsan-comm -j"$(nproc)" --target comm_tsan_tests
+    cd build-tsan-comm && exec ctest --output-on-failure -L tsan_comm "$@"
     ;;
   address)
     bash scripts/setup.sh
@@ -39,7 +57,7 @@ case "$mode" in
     cd build-asan && exec ctest --output-on-failure -j"$(nproc)" --timeout 1800 "$@"
     ;;
   *)
-    echo "usage: scripts/sanitize.sh thread|address [CTEST_ARGS...]" >&2
+    echo "usage: scripts/sanitize.sh thread|comm|address [CTEST_ARGS...]" >&2
     exit 2
     ;;
 esac
