@@ -7,6 +7,7 @@
 #include <map>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -124,9 +125,15 @@ std::string FormatFailure(const Job& job) {
   if (job.failure_reason() == distill::v1::FAILURE_REASON_UNSPECIFIED) {
     return job.state() == distill::v1::SUCCEEDED ? "" : job.failure_message();
   }
-  std::string s = distill::v1::FailureReason_Name(job.failure_reason());
-  if (!job.failure_message().empty()) absl::StrAppend(&s, ": ", job.failure_message());
-  if (job.failure_reason() == distill::v1::RANK_FAILED && job.exit_code() != 0) {
+  const std::string name = distill::v1::FailureReason_Name(job.failure_reason());
+  const std::string& message = job.failure_message();
+  // An attempt's message names its reason already ("attempt 3 failed:
+  // RANK_FAILED: ...") and its exit code where mpirun gave one.
+  const bool named = absl::StrContains(message, absl::StrCat(" failed: ", name, ": "));
+  std::string s = named ? message : message.empty() ? name : absl::StrCat(name, ": ", message);
+  const std::string code = absl::StrCat("exit code ", job.exit_code());
+  if (job.failure_reason() == distill::v1::RANK_FAILED && job.exit_code() != 0 &&
+      !absl::StrContains(message, code)) {
     absl::StrAppend(&s, " (exit code ", job.exit_code(), ")");
   }
   return s;

@@ -99,6 +99,11 @@ TEST(FormatTest, FailureNamesTheReasonAndExitCode) {
   job.set_failure_message("rank 0 exited");
   job.set_exit_code(3);
   EXPECT_EQ(FormatFailure(job), "RANK_FAILED: rank 0 exited (exit code 3)");
+  // The coordinator's attempt messages name the reason and the exit code
+  // themselves: neither is said twice.
+  job.set_failure_message(
+      "attempt 3 failed: RANK_FAILED: rank 1 (student 1): exit code 3 (mpirun exit code 3); logs in w");
+  EXPECT_EQ(FormatFailure(job), job.failure_message());
   EXPECT_EQ(FormatFailure(RunningFinetune()), "");
   EXPECT_EQ(ExitCodeForJob(job), 1);
   job.set_state(distill::v1::SUCCEEDED);
