@@ -60,11 +60,19 @@ CoordinatorSink::~CoordinatorSink() {
   if (thread_.joinable()) thread_.join();
 }
 
+// Note [Every logged step is reported]: each step record (every log_every
+// steps) and each eval goes to the coordinator as a report of its own, in
+// order: the job's events are its loss curve (`distillctl report` draws it
+// from them). Sending only the latest progress lost the records written while
+// the stream was still connecting or slow: a run of 6 steps logged at 2, 4
+// and 6 could reach the coordinator as step 6 alone. While the coordinator is
+// unreachable the records wait, at most kMaxUnsent of them (the oldest go
+// first); a record written into a stream that then broke is sent again on the
+// next one, so the coordinator may see it twice.
 void CoordinatorSink::OnStep(const StepRecord& r) {
   std::lock_guard<std::mutex> lock(mu_);
   SetStepProgress(r, &progress_);
-  dirty_ = true;
-  cv_.notify_all();
+  Queue();
 }
 
 void CoordinatorSink::OnStepDone(int64_t step) {
@@ -75,7 +83,13 @@ void CoordinatorSink::OnStepDone(int64_t step) {
 void CoordinatorSink::OnEval(const EvalRecord& r) {
   std::lock_guard<std::mutex> lock(mu_);
   SetEvalProgress(r, &progress_);
-  dirty_ = true;
+  Queue();
+}
+
+void CoordinatorSink::Queue() {
+  unsent_.emplace_back(queued_++, progress_);
+  if (unsent_.size() > kMaxUnsent) unsent_.pop_front();
+  dirty_ = false;  // the queue ends with the latest progress
   cv_.notify_all();
 }
 
@@ -105,12 +119,13 @@ int64_t CoordinatorSink::reports_sent() const {
   return reports_sent_;
 }
 
-distill::v1::ProgressReport CoordinatorSink::MakeReport(bool final, bool with_progress) const {
+distill::v1::ProgressReport CoordinatorSink::MakeReport(bool final,
+                                                       const distill::v1::Progress* progress) const {
   distill::v1::ProgressReport report;
   report.set_job_id(options_.job_id);
   report.set_rank(options_.rank);
   report.set_attempt(options_.attempt);
-  if (with_progress) *report.mutable_progress() = progress_;
+  if (progress != nullptr) *report.mutable_progress() = *progress;
   if (step_) report.set_step(*step_);
   report.set_final(final);
   return report;
@@ -159,29 +174,37 @@ CoordinatorSink::StreamEnd CoordinatorSink::RunStream() {
       stub_->ReportProgress(&context, &response);
   lock.lock();
 
-  // The first report on a new stream goes out at once with the latest
-  // progress: it tells a restarted coordinator that this rank is alive, and
-  // it resends a record that was written into the broken stream (a write
-  // that succeeds has only reached the transport) and so may have been lost.
-  dirty_ = true;
+  // The first report on a new stream goes out at once: the records not yet
+  // sent, or else the latest progress again. It tells a restarted coordinator
+  // that this rank is alive, and it resends a record that was written into the
+  // broken stream (a write that succeeds has only reached the transport) and
+  // so may have been lost.
+  dirty_ = unsent_.empty();
   bool wrote_any = false;
   Clock::time_point last_sent = Clock::now();
   while (!stopping_) {
     cv_.wait_until(lock, last_sent + options_.heartbeat_interval,
-                   [this] { return dirty_ || closing_ || stopping_; });
+                   [this] { return dirty_ || !unsent_.empty() || closing_ || stopping_; });
     if (stopping_) break;
-    const bool last = closing_;
+    // The queued records first, in order; the final report after them.
+    const bool queued = !unsent_.empty();
+    const bool last = closing_ && !queued;
     // A heartbeat carries no progress: the coordinator records an event per
     // progress report, and an unchanged one would only repeat the last.
-    distill::v1::ProgressReport report = MakeReport(last && final_value_, dirty_ || (last && progress_.ByteSizeLong() > 0));
-    dirty_ = false;
+    const bool resend = dirty_ || (last && progress_.ByteSizeLong() > 0);
+    const int64_t seq = queued ? unsent_.front().first : -1;
+    distill::v1::ProgressReport report = MakeReport(
+        last && final_value_, queued ? &unsent_.front().second : resend ? &progress_ : nullptr);
+    if (!queued) dirty_ = false;
     lock.unlock();
     const bool ok = writer->Write(report);
     lock.lock();
     if (!ok) {
-      dirty_ = true;  // resend the latest progress on the next stream
+      dirty_ = unsent_.empty();  // resend on the next stream
       break;
     }
+    // Written: off the queue, unless OnStep dropped it meanwhile (kMaxUnsent).
+    if (queued && !unsent_.empty() && unsent_.front().first == seq) unsent_.pop_front();
     ++reports_sent_;
     last_sent = Clock::now();
     if (!wrote_any && logged_unreachable_) {

@@ -14,6 +14,8 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
+#include <utility>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -49,6 +51,10 @@ struct CoordinatorSinkOptions {
 // never wait on the network, except Finish(), for at most finish_timeout.
 class CoordinatorSink : public ReportSink {
  public:
+  // Records kept while the coordinator is unreachable; older ones are dropped
+  // (the latest always stays).
+  static constexpr size_t kMaxUnsent = 1024;
+
   // Starts the background thread; connecting happens there, so this succeeds
   // whether or not the coordinator is up. InvalidArgument for an empty target
   // or job id.
@@ -84,8 +90,10 @@ class CoordinatorSink : public ReportSink {
   void Run();
   // One stream, from connect to break or close.
   StreamEnd RunStream();
-  distill::v1::ProgressReport MakeReport(bool final, bool with_progress) const;  // requires mu_
+  // `progress` (may be null: a heartbeat) in a report; requires mu_.
+  distill::v1::ProgressReport MakeReport(bool final, const distill::v1::Progress* progress) const;
   void LogUnreachable(const grpc::Status& status);
+  void Queue();  // progress_ onto unsent_; requires mu_
 
   const CoordinatorSinkOptions options_;
   const std::shared_ptr<grpc::Channel> channel_;
@@ -94,7 +102,11 @@ class CoordinatorSink : public ReportSink {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   distill::v1::Progress progress_;         // GUARDED_BY(mu_): latest state of the run
-  bool dirty_ = false;                     // GUARDED_BY(mu_): progress_ changed since last sent
+  bool dirty_ = false;                     // GUARDED_BY(mu_): progress_ to be sent again
+  // GUARDED_BY(mu_): Note [Every logged step is reported]: each OnStep and
+  // OnEval's progress, oldest first, until written (at most kMaxUnsent).
+  std::deque<std::pair<int64_t, distill::v1::Progress>> unsent_;  // (sequence number, progress)
+  int64_t queued_ = 0;  // GUARDED_BY(mu_): records queued so far (the next sequence number)
   std::optional<int64_t> step_;            // GUARDED_BY(mu_): steps completed (a training rank)
   bool closing_ = false;                   // GUARDED_BY(mu_): Finish() called
   bool stopping_ = false;                  // GUARDED_BY(mu_): give up now (destructor, timeout)

@@ -274,6 +274,37 @@ TEST(CoordinatorSinkTest, ReconnectsAfterTheCoordinatorRestarts) {
   EXPECT_TRUE(second.service.reports().back().final());
 }
 
+// Note [Every logged step is reported]: records written before the stream
+// is up (here: before the coordinator listens) all arrive, in order, each in
+// a report of its own; only the latest used to.
+TEST(CoordinatorSinkTest, EveryLoggedStepArrivesInOrder) {
+  const int port = ClosedPort();
+  auto sink = CoordinatorSink::Create(Options("127.0.0.1:" + std::to_string(port)));
+  ASSERT_TRUE(sink.ok()) << sink.status();
+  StepRecord r;
+  for (int i = 1; i <= 5; ++i) {
+    r.step = 2 * i;
+    r.loss = 10.0 - i;
+    (*sink)->OnStep(r);
+  }
+  (*sink)->OnEval(EvalRecord{10, 4.5, 90.0, 1000, {}});
+  RunningServer server(port);
+  ASSERT_EQ(server.port, port);
+  ASSERT_TRUE(server.service.WaitFor([](const auto& rs) { return rs.size() >= 6; }, milliseconds(10000)));
+  EXPECT_TRUE((*sink)->Finish(true));
+  std::vector<std::pair<int64_t, double>> steps;
+  for (const auto& report : server.service.reports()) {
+    if (!report.has_progress()) continue;
+    if (steps.empty() || steps.back().first != report.progress().step()) {
+      steps.emplace_back(report.progress().step(), report.progress().loss());
+    }
+  }
+  EXPECT_EQ(steps, (std::vector<std::pair<int64_t, double>>{{2, 9}, {4, 8}, {6, 7}, {8, 6}, {10, 5}}));
+  const auto reports = server.service.reports();
+  EXPECT_DOUBLE_EQ(reports.back().progress().eval_loss(), 4.5);
+  EXPECT_TRUE(reports.back().final());
+}
+
 TEST(CoordinatorSinkTest, UnreachableCoordinatorNeverBlocksTraining) {
   CoordinatorSinkOptions options = Options("127.0.0.1:" + std::to_string(ClosedPort()));
   options.heartbeat_interval = milliseconds(10);
