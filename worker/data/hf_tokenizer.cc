@@ -1,6 +1,7 @@
 #include "worker/data/hf_tokenizer.h"
 
 #include <algorithm>
+#include <set>
 #include <fstream>
 #include <sstream>
 
@@ -24,9 +25,24 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
   return contents.str();
 }
 
+// The type a component's optional field must have where present: the
+// builders read these with nlohmann's value(key, default), which throws
+// json::type_error for a value of another type (found by tests/fuzz/tokenizer:
+// {"special": 1} in an added token ended the process).
+const char* FieldTypeError(const std::string& key, const nlohmann::json& v) {
+  static const std::set<std::string>* bools = new std::set<std::string>{
+      "special", "lstrip", "rstrip", "single_word", "normalized", "byte_fallback", "fuse_unk",
+      "ignore_merges", "strip_left", "strip_right", "add_prefix_space", "invert", "use_regex",
+      "split", "individual_digits"};
+  if (bools->count(key) > 0 && !v.is_boolean()) return "expected true or false";
+  if ((key == "start" || key == "stop") && !v.is_number_unsigned()) return "expected a count";
+  if (key == "content" && !v.is_string()) return "expected a string";
+  return nullptr;
+}
+
 // The path of the first value nested deeper than kMaxJsonDepth (Note
-// [Tokenizer limits]) as an error; walked with an explicit stack, so depth
-// costs no call stack here.
+// [Tokenizer limits]), or of a field of the wrong type (FieldTypeError), as
+// an error; walked with an explicit stack, so depth costs no call stack here.
 absl::Status CheckJsonDepth(const nlohmann::json& root, const std::string& name) {
   struct Item {
     const nlohmann::json* value;
@@ -47,7 +63,14 @@ absl::Status CheckJsonDepth(const nlohmann::json& root, const std::string& name)
         stack.push_back({&(*item.value)[i], absl::StrCat(item.path, "[", i, "]"), item.depth + 1});
       }
     } else {
+      // A vocabulary's (or special_tokens') keys are tokens, not fields.
+      const std::string_view last = std::string_view(item.path).substr(item.path.rfind('.') + 1);
+      const bool token_keys = last == "vocab" || last == "special_tokens";
       for (const auto& [key, v] : item.value->items()) {
+        if (const char* wrong = token_keys ? nullptr : FieldTypeError(key, v)) {
+          return JsonError(absl::StrCat(name, ": ", item.path.empty() ? key : absl::StrCat(item.path, ".", key)),
+                           absl::StrCat(wrong, ", got ", v.type_name()));
+        }
         stack.push_back(
             {&v, item.path.empty() ? key : absl::StrCat(item.path, ".", key), item.depth + 1});
       }

@@ -268,6 +268,21 @@ TEST(HfTokenizerTest, IdsAndNestingPastTheLimitsNameTheField) {
   ExpectLoadError(j.dump(), "nested deeper than 64 levels");
 }
 
+// Optional fields of another type than tokenizers writes are errors naming
+// them, not a json::type_error out of the loader (found by
+// tests/fuzz/tokenizer: an added token's "special": 1).
+TEST(HfTokenizerTest, AFieldOfTheWrongTypeNamesTheField) {
+  nlohmann::json j = SentencePieceJson();
+  j["added_tokens"][0]["special"] = 1;
+  ExpectLoadError(j.dump(), "added_tokens[0].special: expected true or false, got number");
+  j = SentencePieceJson();
+  j["model"]["byte_fallback"] = "yes";
+  ExpectLoadError(j.dump(), "model.byte_fallback: expected true or false, got string");
+  j = SentencePieceJson();
+  j["decoder"] = {{"type", "Strip"}, {"content", " "}, {"start", -1}, {"stop", 0}};
+  ExpectLoadError(j.dump(), "decoder.start: expected a count, got number");
+}
+
 TEST(HfTokenizerTest, LoadOfMissingFileIsNotFound) {
   EXPECT_EQ(HfTokenizer::Load("/nonexistent/tokenizer.json").status().code(),
             absl::StatusCode::kNotFound);
