@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
+#include "common/main_guard.h"
 #include "common/version.h"
 #include "coordinator/flag_parse.h"
 #include "coordinator/preflight.h"
@@ -266,15 +267,7 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace distill::coordinator
 
-// Every exception ends here, as one line (issue 20: a library's exception,
-// e.g. std::bad_alloc or std::filesystem_error, must not abort).
 int main(int argc, char** argv) {
-  try {
-    return distill::coordinator::Main(argc, argv);
-  } catch (const std::exception& e) {
-    std::cerr << "distill-coordinator: internal error: " << e.what() << std::endl;
-  } catch (...) {
-    std::cerr << "distill-coordinator: internal error: an unknown exception" << std::endl;
-  }
-  return 1;
+  return distill::common::RunCatchingExceptions(
+      "distill-coordinator", [&] { return distill::coordinator::Main(argc, argv); });
 }

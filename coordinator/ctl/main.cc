@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "common/main_guard.h"
 #include "coordinator/ctl/args.h"
 #include "coordinator/ctl/client.h"
 #include "coordinator/ctl/commands.h"
@@ -52,15 +53,6 @@ int Main(int argc, char** argv) {
 
 }  // namespace
 
-// Every exception ends here, as one line (issue 20: a library's exception,
-// e.g. std::bad_alloc, must not abort with a core dump).
 int main(int argc, char** argv) {
-  try {
-    return Main(argc, argv);
-  } catch (const std::exception& e) {
-    std::cerr << "distillctl: internal error: " << e.what() << std::endl;
-  } catch (...) {
-    std::cerr << "distillctl: internal error: an unknown exception" << std::endl;
-  }
-  return 1;
+  return distill::common::RunCatchingExceptions("distillctl", [&] { return Main(argc, argv); });
 }

@@ -36,6 +36,7 @@
 #include "absl/strings/str_replace.h"
 #include "common/confine.h"
 #include "common/exit_codes.h"
+#include "common/main_guard.h"
 #include "common/spec.h"
 #include "common/status_macros.h"
 #include "common/version.h"
@@ -575,15 +576,8 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace distill::worker
 
-// Every exception ends here, as one line; a command's own are caught in
-// Run() and named there.
+// A command's own exceptions are caught in Run() and named there.
 int main(int argc, char** argv) {
-  try {
-    return distill::worker::Main(argc, argv);
-  } catch (const std::exception& e) {
-    std::cerr << "distill-worker: internal error: " << e.what() << std::endl;
-  } catch (...) {
-    std::cerr << "distill-worker: internal error: an unknown exception" << std::endl;
-  }
-  return 1;
+  return distill::common::RunCatchingExceptions(
+      "distill-worker", [&] { return distill::worker::Main(argc, argv); });
 }
