@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "common/fs_util.h"
 #include "common/status_macros.h"
+#include "common/status_util.h"
 #include "common/sweep.h"
 #include "common/yaml_proto.h"
 
@@ -266,9 +267,7 @@ const std::vector<std::string>& LoraTargetModuleNames() {
 absl::StatusOr<JobSpec> ParseJobSpec(absl::string_view text, absl::string_view source) {
   JobSpec spec;
   absl::StatusOr<std::string> normal = NormalizeSweepYaml(text);  // sweep: map -> list form
-  if (!normal.ok()) {
-    return absl::Status(normal.status().code(), absl::StrCat(source, ": ", normal.status().message()));
-  }
+  RETURN_IF_ERROR(WithPrefix(normal.status(), source));
   RETURN_IF_ERROR(YamlToProto(*normal, source, &spec));
   return spec;
 }
@@ -509,7 +508,7 @@ absl::StatusOr<JobSpec> LoadJobSpec(const std::string& path) {
   ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
   ASSIGN_OR_RETURN(JobSpec spec, ParseJobSpec(text, path));
   absl::Status st = ValidateJobSpec(spec);
-  if (!st.ok()) return absl::Status(st.code(), absl::StrCat(path, ": ", st.message()));
+  RETURN_IF_ERROR(WithPrefix(st, path));
   std::error_code ec;
   fs::path base = fs::absolute(fs::path(path), ec).parent_path();
   ResolveSpecPaths(base.string(), &spec);

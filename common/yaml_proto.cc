@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
+#include "common/status_util.h"
 #include "google/protobuf/descriptor.h"
 
 namespace distill::common {
@@ -248,8 +249,7 @@ absl::Status YamlToProto(absl::string_view text, absl::string_view source,
                                                    ": ", e.msg));
   }
   absl::Status filled = FillMessage(root, message, "");
-  if (filled.ok() || source.empty()) return filled;
-  return absl::Status(filled.code(), absl::StrCat(source, ": ", filled.message()));
+  return source.empty() ? filled : WithPrefix(filled, source);
 }
 
 }  // namespace distill::common

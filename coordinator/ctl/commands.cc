@@ -9,6 +9,7 @@
 #include "common/fs_util.h"
 #include "common/spec.h"
 #include "common/status_macros.h"
+#include "common/status_util.h"
 #include "common/sweep.h"
 #include "coordinator/ctl/format.h"
 #include "coordinator/ctl/report.h"
@@ -187,7 +188,7 @@ absl::StatusOr<v1::SubmitJobRequest> BuildSubmitRequest(const CtlArgs& args) {
   // A sweep is checked child by child (the coordinator expands it again).
   absl::Status valid =
       spec.sweep_size() > 0 ? common::ExpandSweep(spec).status() : common::ValidateJobSpec(spec);
-  if (!valid.ok()) return absl::Status(valid.code(), absl::StrCat(path, ": ", valid.message()));
+  RETURN_IF_ERROR(common::WithPrefix(valid, path));
 
   v1::SubmitJobRequest request;
   *request.mutable_spec() = spec;

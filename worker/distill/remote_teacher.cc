@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
+#include "common/status_util.h"
 #include "worker/model/hf_io.h"
 #include "worker/distill/colocated_teacher.h"
 #include "worker/distill/teacher_pipeline.h"
@@ -22,10 +23,7 @@ namespace ts = teacher_stream;
 
 namespace {
 
-absl::Status TeacherModelError(const absl::Status& st) {
-  if (st.ok()) return st;
-  return absl::Status(st.code(), absl::StrCat("teacher.model: ", st.message()));
-}
+absl::Status TeacherModelError(const absl::Status& st) { return common::WithPrefix(st, "teacher.model"); }
 
 std::string Shape(const torch::Tensor& t) {
   std::string out = "[";
@@ -178,9 +176,8 @@ struct RemoteTeacher::Impl {
     for (auto& w : r.sends) RETURN_IF_ERROR(w->Wait());  // stage 0 has them: complete
     r.sends.clear();
     // A bug guard: the reply must be the one to this request.
-    if (absl::Status s = ts::CheckReplyHeader(ts::ToHeader(reply), ts::ToHeader(r.header)); !s.ok()) {
-      return absl::Status(s.code(), absl::StrCat(layout.Role(layout.rank), ": ", s.message()));
-    }
+    RETURN_IF_ERROR(common::WithPrefix(ts::CheckReplyHeader(ts::ToHeader(reply), ts::ToHeader(r.header)),
+                                       layout.Role(layout.rank)));
     b.bytes = ts::Bytes(out.logits) + ts::Bytes(out.topk_logits) + ts::Bytes(wire_ids) +
               ts::Bytes(out.topk_lse) + ts::Bytes(out.hidden) + ts::Bytes(r.eval_logits);
     for (const auto& [layer, t] : b.features) b.bytes += ts::Bytes(t);

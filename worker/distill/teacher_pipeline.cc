@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "common/status_util.h"
 #include "common/plan.h"
 #include "common/spec.h"
 #include "worker/distill/colocated_teacher.h"
@@ -143,11 +144,6 @@ using Clock = std::chrono::steady_clock;
 
 double Since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
-}
-
-absl::Status WithPrefix(const absl::Status& st, const std::string& prefix) {
-  if (st.ok()) return st;
-  return absl::Status(st.code(), absl::StrCat(prefix, ": ", st.message()));
 }
 
 // Polls with a growing sleep (50 us to 1 ms) while nothing arrives, so ranks
@@ -320,9 +316,7 @@ class StageServer {
 
   // A header from student `from` (stage 0) or the stage before (from < 0).
   absl::Status CheckHeader(const torch::Tensor& header, int64_t from) const {
-    absl::Status s = ts::CheckRequestHeader(ts::ToHeader(header), from, limits_);
-    if (s.ok()) return s;
-    return absl::Status(s.code(), absl::StrCat(Name(), ": ", s.message()));
+    return common::WithPrefix(ts::CheckRequestHeader(ts::ToHeader(header), from, limits_), Name());
   }
 
   // Runs this stage's part of one request and sends what follows from it;
@@ -422,9 +416,9 @@ absl::StatusOr<TeacherStageStats> RunTeacherStage(const distill::v1::JobSpec& sp
   const std::string& dir = plan.teacher_dir;
   // The student's config and model directory (for the tokenizer check).
   auto student = LoadModelConfig(plan.student.config_path);
-  if (!student.ok()) return WithPrefix(student.status(), plan.student.field);
+  if (!student.ok()) return common::WithPrefix(student.status(), plan.student.field);
   auto tc = LoadModelConfig((fs::path(dir) / "config.json").string());
-  if (!tc.ok()) return WithPrefix(tc.status(), "teacher.model");
+  if (!tc.ok()) return common::WithPrefix(tc.status(), "teacher.model");
   RETURN_IF_ERROR(CheckTeacherVocabulary(dir, *tc, *student));
   if (!plan.student.dir.empty()) {
     RETURN_IF_ERROR(CheckSameTokenizer(
@@ -445,7 +439,7 @@ absl::StatusOr<TeacherStageStats> RunTeacherStage(const distill::v1::JobSpec& sp
   part.embed = j == 0;
   part.head = j == layout.teachers - 1;
   auto model = LoadHfModelPart(dir, part, device);
-  if (!model.ok()) return WithPrefix(model.status(), "teacher.model");
+  if (!model.ok()) return common::WithPrefix(model.status(), "teacher.model");
   for (auto& p : (*model)->parameters()) p.set_requires_grad(false);
   (*model)->eval();
   StageServer server(world, layout, std::move(*model), stages[j], vocab, std::move(run), device, spec);
