@@ -30,16 +30,15 @@ absl::Status WriteAll(int fd, const std::string& data, const std::string& path) 
   return absl::OkStatus();
 }
 
-// `final_dir` without a trailing slash, its parent and its name.
-struct DirParts {
-  fs::path path;
+// The parent and the name of `path` (a trailing slash ignored).
+struct PathParts {
   std::string parent;
   std::string name;
 };
-DirParts SplitDir(const std::string& final_dir) {
-  fs::path p = fs::path(final_dir).lexically_normal();
+PathParts SplitPath(const std::string& path) {
+  fs::path p = fs::path(path).lexically_normal();
   if (p.filename().empty()) p = p.parent_path();
-  return {p, p.has_parent_path() ? p.parent_path().string() : ".", p.filename().string()};
+  return {p.has_parent_path() ? p.parent_path().string() : ".", p.filename().string()};
 }
 
 // The parent's descriptor, opened confined for writing (Note [Writes beneath
@@ -67,7 +66,7 @@ absl::Status Hold(const std::string& dir, HeldDir* held) {
 }  // namespace
 
 absl::StatusOr<std::string> MakeStagingDir(const std::string& final_dir) {
-  const DirParts f = SplitDir(final_dir);
+  const PathParts f = SplitPath(final_dir);
   const std::string name = f.name + ".tmp." + std::to_string(::getpid());
   const std::string staging = (fs::path(f.parent) / name).string();
   if (absl::Status st = CheckConfined(staging, Access::kWrite); !st.ok()) return st;
@@ -79,14 +78,15 @@ absl::StatusOr<std::string> MakeStagingDir(const std::string& final_dir) {
   }
   fs::remove_all(held.Entry(name), ec);
   if (::mkdirat(held.fd, name.c_str(), 0755) != 0) {
-    return absl::PermissionDeniedError(absl::StrCat(staging, ": cannot create: ", std::strerror(errno)));
+    return absl::PermissionDeniedError(
+        absl::StrCat(staging, ": cannot create: ", std::strerror(errno)));
   }
   return staging;
 }
 
 absl::Status CommitStagingDir(const std::string& staging_dir, const std::string& final_dir) {
-  const DirParts f = SplitDir(final_dir);
-  const DirParts s = SplitDir(staging_dir);
+  const PathParts f = SplitPath(final_dir);
+  const PathParts s = SplitPath(staging_dir);
   const std::string old = f.name + ".old." + std::to_string(::getpid());
   if (fs::path(s.parent).lexically_normal() != fs::path(f.parent).lexically_normal()) {
     return absl::InternalError(absl::StrCat(staging_dir, ": not beside ", final_dir));
@@ -96,10 +96,12 @@ absl::Status CommitStagingDir(const std::string& staging_dir, const std::string&
   std::error_code ec;
   fs::remove_all(held.Entry(old), ec);
   if (::renameat(held.fd, f.name.c_str(), held.fd, old.c_str()) != 0 && errno != ENOENT) {
-    return absl::InternalError(absl::StrCat(final_dir, ": cannot move aside: ", std::strerror(errno)));
+    return absl::InternalError(
+        absl::StrCat(final_dir, ": cannot move aside: ", std::strerror(errno)));
   }
   if (::renameat(held.fd, s.name.c_str(), held.fd, f.name.c_str()) != 0) {
-    return absl::InternalError(absl::StrCat(final_dir, ": cannot rename into place: ", std::strerror(errno)));
+    return absl::InternalError(
+        absl::StrCat(final_dir, ": cannot rename into place: ", std::strerror(errno)));
   }
   fs::remove_all(held.Entry(old), ec);
   return absl::OkStatus();
@@ -110,33 +112,29 @@ absl::Status CommitStagingDir(const std::string& staging_dir, const std::string&
 // confined once (Note [Confinement at use]); a directory swapped for a symlink
 // after that open cannot redirect the create or the rename.
 absl::Status WriteFileAtomically(const std::string& path, const std::string& contents) {
-  const fs::path p(path);
-  const std::string dir = p.has_parent_path() ? p.parent_path().string() : ".";
-  const std::string name = p.filename().string();
-  const std::string tmp_name = name + ".tmp." + std::to_string(::getpid());
+  const PathParts f = SplitPath(path);
+  const std::string tmp_name = f.name + ".tmp." + std::to_string(::getpid());
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  absl::StatusOr<int> dirfd = OpenConfined(dir, O_PATH | O_DIRECTORY, Access::kWrite);
-  if (!dirfd.ok()) {
-    return absl::Status(dirfd.status().code() == absl::StatusCode::kInternal
-                            ? absl::StatusCode::kPermissionDenied
-                            : dirfd.status().code(),
-                        dirfd.status().message());
+  HeldDir held;
+  if (absl::Status st = Hold(f.parent, &held); !st.ok()) {
+    return absl::Status(
+        st.code() == absl::StatusCode::kInternal ? absl::StatusCode::kPermissionDenied : st.code(),
+        st.message());
   }
-  const int d = *dirfd;
-  const int fd = ::openat(d, tmp_name.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+  const int fd = ::openat(held.fd, tmp_name.c_str(),
+                          O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (fd < 0) {
     const int err = errno;
-    ::close(d);
     const std::string msg = absl::StrCat(tmp, ": cannot open: ", std::strerror(err));
     return err == ENOENT ? absl::NotFoundError(msg) : absl::PermissionDeniedError(msg);
   }
   absl::Status st = WriteAll(fd, contents, tmp);
   ::close(fd);
-  if (st.ok() && ::renameat(d, tmp_name.c_str(), d, name.c_str()) != 0) {
-    st = absl::InternalError(absl::StrCat(path, ": cannot rename into place: ", std::strerror(errno)));
+  if (st.ok() && ::renameat(held.fd, tmp_name.c_str(), held.fd, f.name.c_str()) != 0) {
+    st = absl::InternalError(
+        absl::StrCat(path, ": cannot rename into place: ", std::strerror(errno)));
   }
-  if (!st.ok()) ::unlinkat(d, tmp_name.c_str(), 0);  // a failed write leaves no temp file
-  ::close(d);
+  if (!st.ok()) ::unlinkat(held.fd, tmp_name.c_str(), 0);  // a failed write leaves no temp file
   return st;
 }
 

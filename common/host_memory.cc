@@ -41,7 +41,9 @@ int64_t ParseCgroupLimit(const std::string& text) {
 int64_t HostMemoryBytes() {
   const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
   int64_t best = pages > 0 && page > 0 ? int64_t{pages} * page : 0;
-  const std::string v2 = "/sys/fs/cgroup" + (CgroupV2Path() == "/" ? "" : CgroupV2Path());
+  const std::string own = CgroupV2Path();
+  const std::string v2 = "/sys/fs/cgroup" + (own == "/" ? "" : own);
+  // This process's cgroup (v2), the root one (a container's namespace), v1.
   for (const std::string& path : {v2 + "/memory.max", std::string("/sys/fs/cgroup/memory.max"),
                                   std::string("/sys/fs/cgroup/memory/memory.limit_in_bytes")}) {
     const int64_t limit = ReadLimit(path);

@@ -1,8 +1,8 @@
 #include "worker/data/hf_tokenizer.h"
 
 #include <algorithm>
-#include <set>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
@@ -43,7 +43,7 @@ const char* FieldTypeError(const std::string& key, const nlohmann::json& v) {
 // The path of the first value nested deeper than kMaxJsonDepth (Note
 // [Tokenizer limits]), or of a field of the wrong type (FieldTypeError), as
 // an error; walked with an explicit stack, so depth costs no call stack here.
-absl::Status CheckJsonDepth(const nlohmann::json& root, const std::string& name) {
+absl::Status CheckJsonTree(const nlohmann::json& root, const std::string& name) {
   struct Item {
     const nlohmann::json* value;
     std::string path;
@@ -67,12 +67,11 @@ absl::Status CheckJsonDepth(const nlohmann::json& root, const std::string& name)
       const std::string_view last = std::string_view(item.path).substr(item.path.rfind('.') + 1);
       const bool token_keys = last == "vocab" || last == "special_tokens";
       for (const auto& [key, v] : item.value->items()) {
+        std::string path = item.path.empty() ? key : absl::StrCat(item.path, ".", key);
         if (const char* wrong = token_keys ? nullptr : FieldTypeError(key, v)) {
-          return JsonError(absl::StrCat(name, ": ", item.path.empty() ? key : absl::StrCat(item.path, ".", key)),
-                           absl::StrCat(wrong, ", got ", v.type_name()));
+          return JsonError(absl::StrCat(name, ": ", path), absl::StrCat(wrong, ", got ", v.type_name()));
         }
-        stack.push_back(
-            {&v, item.path.empty() ? key : absl::StrCat(item.path, ".", key), item.depth + 1});
+        stack.push_back({&v, std::move(path), item.depth + 1});
       }
     }
   }
@@ -290,7 +289,7 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::FromJson(const std::st
     return absl::InvalidArgumentError(absl::StrCat(name, ": invalid JSON: ", e.what()));
   }
   if (!j.is_object()) return JsonError(name, "expected a JSON object");
-  RETURN_IF_ERROR(CheckJsonDepth(j, name));
+  RETURN_IF_ERROR(CheckJsonTree(j, name));
   if (!j.contains("model") || j["model"].is_null()) return JsonError(name + ": model", "missing");
 
   auto tok = std::unique_ptr<HfTokenizer>(new HfTokenizer());
